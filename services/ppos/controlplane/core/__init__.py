@@ -1,0 +1,1 @@
+"""Shared building blocks of the control plane: errors, logging, validation, ids."""

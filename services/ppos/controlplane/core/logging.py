@@ -1,0 +1,135 @@
+"""structlog set-up: configured once by the composition root, never at import.
+
+JSON lines off a TTY, a console renderer on one. Per-call fields (request id,
+method, caller) come from contextvars. A redaction processor runs last before
+rendering: it blanks values under secret-looking keys and scrubs every
+registered secret value (the control token) from all strings, exception text
+included.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import threading
+from collections.abc import Iterable, MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+REDACTED = "[REDACTED]"
+_SECRET_KEY = re.compile(
+    r"(token|secret|password|passwd|authorization|credential|jwt|private|api[_-]?key)", re.I
+)
+# Keys that look secret by name but hold no secret.
+_SAFE_KEYS = frozenset({"token_kind", "credential_kind", "active_kid", "kid"})
+
+
+class SecretRegistry:
+    """Secret values that must never be printed, whatever key carries them."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self._lock = threading.Lock()
+        self._secrets: tuple[str, ...] = ()
+        for secret in secrets:
+            self.add(secret)
+
+    def add(self, secret: str) -> None:
+        if len(secret) < 8:  # too short to scrub without mangling ordinary text
+            return
+        with self._lock:
+            if secret not in self._secrets:
+                self._secrets = (*self._secrets, secret)
+
+    def scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        return text
+
+
+class RedactSecrets:
+    """structlog processor: blank secret-named keys, scrub secret values."""
+
+    def __init__(self, registry: SecretRegistry) -> None:
+        self._registry = registry
+
+    def __call__(
+        self, _logger: Any, _name: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        for key in list(event_dict):
+            event_dict[key] = self._clean(key, event_dict[key])
+        return event_dict
+
+    def _clean(self, key: str, value: Any) -> Any:
+        if key not in _SAFE_KEYS and _SECRET_KEY.search(key) and value not in (None, "", 0):
+            return REDACTED
+        if isinstance(value, str):
+            return self._registry.scrub(value)
+        if isinstance(value, bytes):
+            return self._registry.scrub(value.decode("utf-8", "replace"))
+        if isinstance(value, dict):
+            return {k: self._clean(str(k), v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self._clean("", v) for v in value]
+        return value
+
+
+def configure_logging(
+    *,
+    level: str = "info",
+    fmt: str = "auto",
+    stream: TextIO | None = None,
+    secrets: SecretRegistry | None = None,
+) -> SecretRegistry:
+    """Configure structlog (and stdlib logging through it). Returns the registry."""
+    stream = stream or sys.stderr
+    registry = secrets or SecretRegistry()
+    as_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
+    renderer: Any = (
+        structlog.processors.JSONRenderer(sort_keys=False)
+        if as_json
+        else structlog.dev.ConsoleRenderer(colors=stream.isatty())
+    )
+    numeric = logging.getLevelNamesMapping().get(level.upper())
+    if numeric is None:
+        raise ValueError(f"unknown log level {level!r}")
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.StackInfoRenderer(),
+    ]
+    # Exceptions become text before redaction so their messages are scrubbed too.
+    processors += [structlog.processors.format_exc_info, RedactSecrets(registry), renderer]
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.WriteLoggerFactory(file=stream),
+        cache_logger_on_first_use=False,
+    )
+    # Route stdlib logging (grpc, alembic, sqlalchemy warnings) through the
+    # same redaction and renderer.
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                RedactSecrets(registry),
+                renderer,
+            ],
+            foreign_pre_chain=[
+                structlog.processors.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(max(numeric, logging.INFO))
+    return registry
+
+
+def get_logger(name: str) -> Any:
+    return structlog.get_logger(name)

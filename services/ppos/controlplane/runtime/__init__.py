@@ -1,0 +1,1 @@
+"""Process runtime: configuration, composition root, server lifecycle, CLI."""

@@ -1,0 +1,151 @@
+"""`ppos-control-plane`: serve, migrate, manage keys and tokens, show configuration."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import structlog
+
+from ppos.controlplane.core.logging import SecretRegistry, configure_logging
+from ppos.controlplane.runtime.config import AuthSettings, PeerSettings, ServerSettings
+from ppos.controlplane.runtime.modules import ALL_SECTIONS, Settings
+from ppos.controlplane.runtime.settings import (
+    ConfigError,
+    add_arguments,
+    environ,
+    load_section,
+    markdown_table,
+)
+from ppos.controlplane.services.governance.settings import GovernanceSettings
+from ppos.controlplane.services.node_registry.settings import NodeRegistrySettings
+from ppos.controlplane.services.registry_sync.settings import RegistrySyncSettings
+
+EXIT_CONFIG = 2
+
+
+def load_settings(args: argparse.Namespace | None, env: Mapping[str, str]) -> Settings:
+    return Settings(
+        server=load_section(ServerSettings, args, env),
+        auth=load_section(AuthSettings, args, env),
+        peers=load_section(PeerSettings, args, env),
+        node_registry=load_section(NodeRegistrySettings, args, env),
+        registry_sync=load_section(RegistrySyncSettings, args, env),
+        governance=load_section(GovernanceSettings, args, env),
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ppos-control-plane",
+        description="PrintPrice OS control plane: governance, node registry and registry sync.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = commands.add_parser("serve", help="run the gRPC services (all on one port by default)")
+    for section in ALL_SECTIONS:
+        add_arguments(serve, section)
+    migrate = commands.add_parser("migrate", help="apply database migrations and exit")
+    add_arguments(migrate, ServerSettings)
+    keys = commands.add_parser("keys", help="signing keys: rotate, or print the public set")
+    keys.add_argument("action", choices=["rotate", "jwks"])
+    add_arguments(keys, ServerSettings)
+    add_arguments(keys, AuthSettings)
+    token = commands.add_parser("token", help="generate a control token into a 0600 file")
+    token.add_argument("action", choices=["generate"])
+    token.add_argument("--out", type=Path, required=True, help="file to create (must not exist)")
+    config = commands.add_parser("config", help="print the settings table (markdown)")
+    config.add_argument("action", choices=["table"])
+    return parser
+
+
+async def _serve(settings: Settings, secrets: SecretRegistry) -> int:
+    from ppos.controlplane.runtime.server import ControlPlaneServer
+
+    server = ControlPlaneServer(settings, secrets=secrets)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await server.start()
+    await stop.wait()
+    await server.stop()
+    return 0
+
+
+def _migrate(settings: Settings) -> int:
+    from ppos.controlplane.storage import migrate
+    from ppos.controlplane.storage.database import Database
+
+    db = Database(settings.server.resolved_database_url)
+    try:
+        migrate.upgrade(db.write_engine)
+        structlog.get_logger("ppos.migrate").info(
+            "migrate.done", pending=sorted(migrate.pending(db.read_engine))
+        )
+    finally:
+        db.close()
+    return 0
+
+
+def _keys(settings: Settings, action: str) -> int:
+    from ppos.controlplane.runtime.server import load_keyring
+    from ppos.controlplane.security.keys import KeyRing
+
+    if action == "rotate":
+        if settings.auth.signing_key_file is not None:
+            raise ConfigError("keys rotate works on a key directory, not PPOS_SIGNING_KEY_FILE")
+        key_dir = settings.auth.key_dir or settings.server.data_dir / "keys"
+        kid = KeyRing.rotate(key_dir)
+        ring = KeyRing.from_directory(key_dir, overlap=settings.auth.key_overlap)
+        ring.write_jwks(settings.auth.jwks_file or settings.server.data_dir / "jwks.json")
+        print(kid)
+        return 0
+    sys.stdout.write(load_keyring(settings).jwks_json())
+    return 0
+
+
+def _token(out: Path) -> int:
+    from ppos.controlplane.security.control_token import generate_control_token
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise ConfigError(f"{out} exists; remove it first to generate a new token") from None
+    with os.fdopen(fd, "w") as handle:
+        handle.write(generate_control_token() + "\n")
+    print(f"control token written to {out} (mode 0600)")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    env = environ()
+    try:
+        if args.command == "token":
+            return _token(args.out)
+        if args.command == "config":
+            sys.stdout.write(markdown_table(ALL_SECTIONS))
+            return 0
+        settings = load_settings(args, env)
+        secrets = configure_logging(level=settings.server.log_level, fmt=settings.server.log_format)
+        if args.command == "serve":
+            return asyncio.run(_serve(settings, secrets))
+        if args.command == "migrate":
+            return _migrate(settings)
+        return _keys(settings, args.action)
+    except ConfigError as exc:
+        print(f"ppos-control-plane: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except ValueError as exc:
+        print(f"ppos-control-plane: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

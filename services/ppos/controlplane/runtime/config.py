@@ -1,0 +1,167 @@
+"""Settings of the process as a whole: server, authentication and peers.
+
+Each service declares its own section beside its code; `ALL_SECTIONS` lists
+every section the command line and the README's table know about.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from ppos.controlplane.runtime.settings import ConfigError, Seconds, setting
+
+SERVICE_NAMES = ("governance", "noderegistry", "registrysync")
+
+
+def _default_data_dir() -> Path:
+    return Path("~/.local/state/ppos-control-plane").expanduser()
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerSettings:
+    """Server: where it listens, what it hosts, where it keeps state."""
+
+    listen: str = setting("PPOS_LISTEN", "host:port to serve gRPC on", default="127.0.0.1:50051")
+    services: list[str] = setting(
+        "PPOS_SERVICES",
+        "services to host, comma-separated (governance, noderegistry, registrysync)",
+        default_factory=lambda: list(SERVICE_NAMES),
+        flag="--service",
+    )
+    data_dir: Path = setting(
+        "PPOS_DATA_DIR",
+        "directory for the SQLite file, generated keys and the JWKS file",
+        default_factory=_default_data_dir,
+    )
+    database_url: str = setting(
+        "PPOS_DATABASE_URL",
+        "SQLAlchemy URL; empty means SQLite in the data directory "
+        "(PostgreSQL: postgresql+psycopg://user@host/db)",
+        default="",
+    )
+    db_pool_size: int = setting(
+        "PPOS_DB_POOL_SIZE", "database connections per process (0: sized to the machine)", default=0
+    )
+    migrate_on_start: bool = setting(
+        "PPOS_MIGRATE_ON_START", "apply pending migrations at start-up", default=True
+    )
+    log_level: str = setting("PPOS_LOG_LEVEL", "debug, info, warning or error", default="info")
+    log_format: str = setting(
+        "PPOS_LOG_FORMAT", "auto (JSON off a TTY), json or console", default="auto"
+    )
+    shutdown_grace: Seconds = setting(
+        "PPOS_SHUTDOWN_GRACE",
+        "time in-flight calls get to finish on SIGTERM/SIGINT",
+        default=Seconds(10),
+    )
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'control-plane.db'}"
+
+    def validate(self) -> None:
+        unknown = [s for s in self.services if s not in SERVICE_NAMES]
+        if unknown or not self.services:
+            raise ConfigError(
+                f"--service: unknown {unknown or 'empty list'}; "
+                f"choose from {', '.join(SERVICE_NAMES)}"
+            )
+        host, sep, port = self.listen.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ConfigError(f"--listen: {self.listen!r} is not host:port")
+        if self.log_format not in {"auto", "json", "console"}:
+            raise ConfigError(f"--log-format: {self.log_format!r} is not auto, json or console")
+        if self.db_pool_size < 0:
+            raise ConfigError("--db-pool-size: must not be negative")
+        if self.shutdown_grace < 0:
+            raise ConfigError("--shutdown-grace: must not be negative")
+
+
+@dataclasses.dataclass(frozen=True)
+class AuthSettings:
+    """Authentication: the control token, signing keys and token lifetimes."""
+
+    control_token: str | None = setting(
+        "PPOS_CONTROL_TOKEN",
+        "operator bearer token (at least 32 characters); never passed as a flag",
+        default=None,
+        secret=True,
+    )
+    control_token_file: Path | None = setting(
+        "PPOS_CONTROL_TOKEN_FILE", "file holding the operator bearer token", default=None
+    )
+    signing_key_file: Path | None = setting(
+        "PPOS_SIGNING_KEY_FILE",
+        "Ed25519 private key (PKCS#8 PEM) to sign with; default: keys generated in the key dir",
+        default=None,
+    )
+    key_dir: Path | None = setting(
+        "PPOS_KEY_DIR", "directory of generated signing keys (default: DATA_DIR/keys)", default=None
+    )
+    extra_jwks_file: Path | None = setting(
+        "PPOS_EXTRA_JWKS_FILE",
+        "JWKS of further public keys to accept (keys rotated out elsewhere)",
+        default=None,
+    )
+    jwks_file: Path | None = setting(
+        "PPOS_JWKS_FILE",
+        "where to publish the public key set (default: DATA_DIR/jwks.json)",
+        default=None,
+    )
+    issuer: str = setting(
+        "PPOS_JWT_ISSUER", "iss of every token this plane signs", default="ppos-control-plane"
+    )
+    preflight_jwt_ttl: Seconds = setting(
+        "PPOS_PREFLIGHT_JWT_TTL",
+        "lifetime of a minted PREFLIGHT_JWT (at most 5m)",
+        default=Seconds(60),
+    )
+    clock_leeway: Seconds = setting(
+        "PPOS_CLOCK_LEEWAY", "clock skew tolerated when checking exp and iat", default=Seconds(5)
+    )
+    node_credential_ttl: Seconds = setting(
+        "PPOS_NODE_CREDENTIAL_TTL", "lifetime of a node credential", default=Seconds(86400)
+    )
+    key_overlap: Seconds = setting(
+        "PPOS_KEY_OVERLAP",
+        "how long a rotated-out key stays published and accepted",
+        default=Seconds(900),
+    )
+
+    def validate(self) -> None:
+        if not 1 <= self.preflight_jwt_ttl <= 300:
+            raise ConfigError("--preflight-jwt-ttl: must be between 1s and 5m")
+        if not 0 <= self.clock_leeway <= 60:
+            raise ConfigError("--clock-leeway: must be between 0 and 60s")
+        if not 60 <= self.node_credential_ttl <= 30 * 86400:
+            raise ConfigError("--node-credential-ttl: must be between 1m and 30d")
+        if not self.issuer:
+            raise ConfigError("--issuer: must not be empty")
+
+
+@dataclasses.dataclass(frozen=True)
+class PeerSettings:
+    """Peers: where the other services are (default: this process, when it hosts them)."""
+
+    governance_address: str = setting(
+        "PPOS_PEER_GOVERNANCE", "host:port of the governance service", default=""
+    )
+    node_registry_address: str = setting(
+        "PPOS_PEER_NODEREGISTRY", "host:port of the node registry service", default=""
+    )
+    registry_sync_address: str = setting(
+        "PPOS_PEER_REGISTRYSYNC", "host:port of the registry sync service", default=""
+    )
+    peer_call_timeout: Seconds = setting(
+        "PPOS_PEER_CALL_TIMEOUT", "deadline of a call to a peer service", default=Seconds(10)
+    )
+
+    def address_of(self, service: str) -> str:
+        return {
+            "governance": self.governance_address,
+            "noderegistry": self.node_registry_address,
+            "registrysync": self.registry_sync_address,
+        }[service]

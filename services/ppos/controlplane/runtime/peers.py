@@ -1,0 +1,60 @@
+"""Channels to peer services, each call carrying a PREFLIGHT_JWT for that peer."""
+
+from __future__ import annotations
+
+import grpc
+
+from ppos.controlplane.runtime.settings import ConfigError
+from ppos.controlplane.security.outbound import open_channel
+from ppos.controlplane.security.tokens import TokenMinter
+
+# Audience of each service: its fully qualified proto service name.
+SERVICE_AUDIENCE = {
+    "governance": "ppos.controlplane.governance.v1.GovernanceService",
+    "noderegistry": "ppos.controlplane.noderegistry.v1.NodeRegistryService",
+    "registrysync": "ppos.controlplane.registrysync.v1.RegistrySyncService",
+}
+
+
+def caller_identity(service: str) -> str:
+    """`sub` of tokens minted for calls a service makes: `ppos.controlplane.<service>`."""
+    return f"ppos.controlplane.{service}"
+
+
+class PeerDirectory:
+    """Lazily opened, cached channels from one of our services to another."""
+
+    def __init__(self, minter: TokenMinter, addresses: dict[str, str]) -> None:
+        self._minter = minter
+        self._addresses = dict(addresses)
+        self._channels: dict[tuple[str, str], grpc.aio.Channel] = {}
+
+    def set_address(self, service: str, address: str) -> None:
+        self._addresses[service] = address
+
+    def address(self, service: str) -> str:
+        address = self._addresses.get(service, "")
+        if not address:
+            raise ConfigError(
+                f"no address for peer service {service}: set PPOS_PEER_{service.upper()} "
+                "or host it in this process"
+            )
+        return address
+
+    def channel(self, target: str, *, caller: str) -> grpc.aio.Channel:
+        key = (target, caller)
+        channel = self._channels.get(key)
+        if channel is None:
+            channel = open_channel(
+                self.address(target),
+                self._minter,
+                audience=SERVICE_AUDIENCE[target],
+                subject=caller_identity(caller),
+            )
+            self._channels[key] = channel
+        return channel
+
+    async def close(self) -> None:
+        for channel in self._channels.values():
+            await channel.close()
+        self._channels.clear()

@@ -1,0 +1,244 @@
+"""Composition root: builds every dependency explicitly and runs the gRPC server.
+
+One process hosts any subset of the three services on one port, plus the
+public key set, standard health (per service) and server reflection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from ppos.controlplane.core.logging import SecretRegistry
+from ppos.controlplane.runtime.modules import Runtime, ServiceModule, Settings
+from ppos.controlplane.runtime.peers import PeerDirectory
+from ppos.controlplane.security.access import AccessTable
+from ppos.controlplane.security.control_token import ControlToken, read_control_token
+from ppos.controlplane.security.edge import AuthFailureHook, EdgeAuthenticator, EdgeInterceptor
+from ppos.controlplane.security.keys import JwksKeySource, KeyRing
+from ppos.controlplane.security.tokens import TokenMinter, TokenVerifier
+from ppos.controlplane.services.jwks.service import JwksModule
+from ppos.controlplane.storage import migrate
+from ppos.controlplane.storage.database import Database
+
+_log = structlog.get_logger("ppos.server")
+
+SERVER_OPTIONS = (
+    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.max_metadata_size", 16 * 1024),
+    ("grpc.so_reuseport", 0),
+)
+HEALTH_PROBE_INTERVAL = 5.0
+
+ModuleFactory = Callable[[Runtime], ServiceModule]
+
+
+def default_modules() -> dict[str, ModuleFactory]:
+    """The service modules by name (imported here, not at import time of this module)."""
+    from ppos.controlplane.services.governance.service import GovernanceModule
+    from ppos.controlplane.services.node_registry.service import NodeRegistryModule
+    from ppos.controlplane.services.registry_sync.service import RegistrySyncModule
+
+    return {
+        "governance": GovernanceModule,
+        "noderegistry": NodeRegistryModule,
+        "registrysync": RegistrySyncModule,
+    }
+
+
+def load_keyring(settings: Settings) -> KeyRing:
+    auth = settings.auth
+    if auth.signing_key_file is not None:
+        extra = JwksKeySource.from_file(auth.extra_jwks_file) if auth.extra_jwks_file else None
+        return KeyRing.from_file(auth.signing_key_file, extra=extra, overlap=auth.key_overlap)
+    key_dir = auth.key_dir or settings.server.data_dir / "keys"
+    return KeyRing.from_directory(key_dir, overlap=auth.key_overlap)
+
+
+class ControlPlaneServer:
+    """The running process: server, shared runtime and hosted modules."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        secrets: SecretRegistry | None = None,
+        modules: dict[str, ModuleFactory] | None = None,
+        on_auth_failure: AuthFailureHook | None = None,
+    ) -> None:
+        self.settings = settings
+        self.secrets = secrets or SecretRegistry()
+        self._factories = modules or default_modules()
+        self._on_auth_failure = on_auth_failure
+        self.port = 0
+        self.runtime: Runtime | None = None
+        self.modules: list[ServiceModule] = []
+        self._server: grpc.aio.Server | None = None
+        self._health: health.aio.HealthServicer | None = None
+        self._probe: asyncio.Task[None] | None = None
+        self._stopped = asyncio.Event()
+
+    @property
+    def address(self) -> str:
+        host = self.settings.server.listen.rpartition(":")[0]
+        if host in ("", "0.0.0.0", "[::]", "::"):  # noqa: S104 - a host to reach, not bind
+            host = "127.0.0.1"
+        return f"{host}:{self.port}"
+
+    async def start(self) -> None:
+        started = time.perf_counter()
+        settings = self.settings
+        for section in (
+            settings.server,
+            settings.auth,
+            settings.node_registry,
+            settings.registry_sync,
+            settings.governance,
+        ):
+            section.validate()
+        settings.server.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+        token = read_control_token(settings.auth.control_token, settings.auth.control_token_file)
+        self.secrets.add(token)
+        control = ControlToken(token)
+        del token  # only the digest lives on, inside ControlToken
+
+        keyring = load_keyring(settings)
+        keyring.write_jwks(settings.auth.jwks_file or settings.server.data_dir / "jwks.json")
+        minter = TokenMinter(
+            keyring, issuer=settings.auth.issuer, ttl_seconds=settings.auth.preflight_jwt_ttl
+        )
+        verifier = TokenVerifier(
+            keyring,
+            issuer=settings.auth.issuer,
+            leeway_seconds=settings.auth.clock_leeway,
+            max_node_lifetime=settings.auth.node_credential_ttl,
+        )
+        db = Database(settings.server.resolved_database_url, pool_size=settings.server.db_pool_size)
+        if settings.server.migrate_on_start:
+            await db.run_in_executor(lambda: migrate.upgrade(db.write_engine))
+        peers = PeerDirectory(
+            minter,
+            {
+                s: settings.peers.address_of(s)
+                for s in ("governance", "noderegistry", "registrysync")
+            },
+        )
+        self.runtime = Runtime(
+            settings=settings,
+            db=db,
+            keyring=keyring,
+            minter=minter,
+            verifier=verifier,
+            peers=peers,
+            secrets=self.secrets,
+            shutdown=asyncio.Event(),
+        )
+        self.modules = [JwksModule(keyring)]
+        self.modules += [self._factories[name](self.runtime) for name in settings.server.services]
+        service_names = [name for module in self.modules for name in module.service_names]
+
+        access = AccessTable.from_services(service_names)
+        interceptor = EdgeInterceptor(
+            access, EdgeAuthenticator(control, verifier), on_auth_failure=self._on_auth_failure
+        )
+        server = grpc.aio.server(interceptors=[interceptor], options=SERVER_OPTIONS)
+        for module in self.modules:
+            module.register(server)
+        self._health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            (
+                *service_names,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            server,
+        )
+        self.port = server.add_insecure_port(settings.server.listen)
+        if self.port == 0:
+            await db.run_in_executor(db.close)
+            raise OSError(f"cannot listen on {settings.server.listen}")
+        for name in settings.server.services:  # peers hosted here are reached through our port
+            if not settings.peers.address_of(name):
+                peers.set_address(name, self.address)
+        self._server = server
+        await server.start()
+        for module in self.modules:
+            await module.start()
+        await self._set_health(serving=True)
+        self._probe = asyncio.create_task(self._probe_health(), name="health-probe")
+        _log.info(
+            "server.started",
+            address=self.address,
+            services=settings.server.services,
+            database=db.dialect,
+            kid=keyring.active.kid,
+            seconds=round(time.perf_counter() - started, 3),
+        )
+
+    async def _set_health(self, *, serving: bool) -> None:
+        assert self._health is not None
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        await self._health.set("", status)
+        for module in self.modules:
+            for name in module.service_names:
+                await self._health.set(name, status)
+
+    async def _probe_health(self) -> None:
+        """Health follows real readiness: database reachable, schema current."""
+        assert self.runtime is not None
+        db = self.runtime.db
+        serving = True
+        while True:
+            await asyncio.sleep(HEALTH_PROBE_INTERVAL)
+            try:
+                await db.run_in_executor(db.ping)
+                missing = await db.run_in_executor(lambda: migrate.pending(db.read_engine))
+                healthy = not missing
+                problem = f"migrations pending: {sorted(missing)}" if missing else ""
+            except Exception as exc:  # noqa: BLE001 - any failure means not ready
+                healthy, problem = False, f"database unreachable: {type(exc).__name__}"
+            if healthy != serving:
+                serving = healthy
+                _log.warning("health.changed", serving=serving, problem=problem)
+                await self._set_health(serving=serving)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop accepting calls, let in-flight ones finish within `grace`, end streams."""
+        if self._server is None or self._stopped.is_set():
+            return
+        grace = self.settings.server.shutdown_grace if grace is None else grace
+        _log.info("server.stopping", grace_seconds=grace)
+        assert self.runtime is not None
+        if self._probe is not None:
+            self._probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe
+        if self._health is not None:
+            await self._health.enter_graceful_shutdown()
+        self.runtime.shutdown.set()  # streams end themselves with UNAVAILABLE
+        for module in reversed(self.modules):
+            await module.stop()
+        await self._server.stop(grace)
+        await self.runtime.peers.close()
+        await asyncio.to_thread(self.runtime.db.close)
+        self._stopped.set()
+        _log.info("server.stopped")
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()

@@ -1,0 +1,1 @@
+"""Edge authentication, PREFLIGHT_JWT minting and verification, signing keys."""

@@ -1,0 +1,100 @@
+"""Who may call which method, read from the contracts themselves.
+
+Every RPC of our services carries a `(ppos.controlplane.auth.v1.access)`
+option; the table below is built from the descriptor pool, so a method
+without a rule is refused, and the rule a reviewer reads in the .proto is the
+rule the edge enforces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from google.protobuf import descriptor_pool
+from google.protobuf.descriptor import ServiceDescriptor
+
+from ppos.controlplane.auth.v1 import access_pb2
+from ppos.controlplane.security.principal import PrincipalKind
+
+_KIND_BY_PROTO = {
+    access_pb2.PRINCIPAL_KIND_ANONYMOUS: PrincipalKind.ANONYMOUS,
+    access_pb2.PRINCIPAL_KIND_OPERATOR: PrincipalKind.OPERATOR,
+    access_pb2.PRINCIPAL_KIND_NODE: PrincipalKind.NODE,
+    access_pb2.PRINCIPAL_KIND_ENROLLING_NODE: PrincipalKind.ENROLLING_NODE,
+    access_pb2.PRINCIPAL_KIND_PEER: PrincipalKind.PEER,
+}
+
+# Standard services that stay open: health and reflection.
+OPEN_METHODS = frozenset(
+    {
+        "/grpc.health.v1.Health/Check",
+        "/grpc.health.v1.Health/Watch",
+        "/grpc.health.v1.Health/List",
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    }
+)
+
+
+@dataclass(frozen=True)
+class MethodRule:
+    """Principal kinds allowed on one method; `service` is the callee's audience."""
+
+    method: str
+    service: str
+    allow: frozenset[PrincipalKind]
+    mutating: bool = False
+
+    @property
+    def open(self) -> bool:
+        return self.allow == frozenset({PrincipalKind.ANONYMOUS})
+
+
+DENY = MethodRule("", "", frozenset())
+
+
+class AccessTable:
+    """Method rules by full method name (`/package.Service/Method`)."""
+
+    def __init__(self, rules: Iterable[MethodRule] = ()) -> None:
+        self._rules = {rule.method: rule for rule in rules}
+        for method in OPEN_METHODS:
+            service = method.split("/")[1]
+            self._rules.setdefault(
+                method, MethodRule(method, service, frozenset({PrincipalKind.ANONYMOUS}))
+            )
+
+    @classmethod
+    def from_services(cls, service_names: Iterable[str]) -> AccessTable:
+        pool = descriptor_pool.Default()
+        rules = []
+        for name in service_names:
+            rules.extend(rules_of(pool.FindServiceByName(name)))
+        return cls(rules)
+
+    def add(self, rule: MethodRule) -> None:
+        self._rules[rule.method] = rule
+
+    def rule(self, method: str) -> MethodRule:
+        return self._rules.get(method, DENY)
+
+    def methods(self) -> list[str]:
+        return sorted(self._rules)
+
+
+def rules_of(service: ServiceDescriptor) -> list[MethodRule]:
+    rules = []
+    for method in service.methods:
+        options = method.GetOptions()
+        access = options.Extensions[access_pb2.access]
+        allow = frozenset(_KIND_BY_PROTO[k] for k in access.allow if k in _KIND_BY_PROTO)
+        rules.append(
+            MethodRule(
+                f"/{service.full_name}/{method.name}",
+                service.full_name,
+                allow,
+                access.mutating,
+            )
+        )
+    return rules

@@ -1,0 +1,279 @@
+"""The edge: authenticate every call, authorise it against the contract, forget
+the credential, and map errors to rich statuses.
+
+Order per call: resolve the method's access rule; resolve the principal from
+`authorization` (control token in constant time, or a node credential, or a
+PREFLIGHT_JWT, or an enrollment token); refuse with UNAUTHENTICATED or
+PERMISSION_DENIED before any handler code runs; otherwise run the handler
+with the principal and request id bound in contextvars and a context whose
+metadata no longer holds the credential.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import grpc
+import structlog
+
+from ppos.controlplane.core.errors import (
+    DomainError,
+    PermissionDenied,
+    Unauthenticated,
+    internal_status,
+)
+from ppos.controlplane.core.handlers import CallWrapper, refusing_handler, wrap_handler
+from ppos.controlplane.core.ids import ulid
+from ppos.controlplane.core.validation import REQUEST_ID
+from ppos.controlplane.security.access import AccessTable, MethodRule
+from ppos.controlplane.security.control_token import ControlToken
+from ppos.controlplane.security.principal import (
+    ANONYMOUS,
+    Principal,
+    PrincipalKind,
+    current_method,
+    current_principal,
+    current_request_id,
+)
+from ppos.controlplane.security.tokens import (
+    NODE_TYP,
+    PREFLIGHT_TYP,
+    TokenRejected,
+    TokenVerifier,
+)
+
+CREDENTIAL_KEYS = frozenset({"authorization", "proxy-authorization", "cookie"})
+ENROLLMENT_PREFIX = "ppos_enroll_"
+NODE_AUDIENCE = "ppos.controlplane.noderegistry.v1.NodeRegistryService"
+_BEARER = re.compile(r"^[Bb][Ee][Aa][Rr][Ee][Rr] ([A-Za-z0-9._~+/=-]+)$")
+_OPERATOR_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+_log = structlog.get_logger("ppos.edge")
+_Req = TypeVar("_Req")
+_Resp = TypeVar("_Resp")
+
+AuthFailureHook = Callable[[str, str], None]  # (method, reason)
+
+
+def _first(metadata: Sequence[Any], key: str) -> list[str]:
+    values = []
+    for item in metadata or ():
+        if item[0] == key:
+            value = item[1]
+            values.append(value.decode("latin-1") if isinstance(value, bytes) else value)
+    return values
+
+
+def request_id_from(metadata: Sequence[Any]) -> str:
+    """The caller's `x-request-id` when well-formed, else a fresh one."""
+    given = _first(metadata, "x-request-id")
+    if len(given) == 1 and REQUEST_ID.fullmatch(given[0]):
+        return given[0]
+    return "req_" + ulid()
+
+
+class EdgeAuthenticator:
+    """Turns call metadata into a principal, or refuses."""
+
+    def __init__(self, control_token: ControlToken, verifier: TokenVerifier) -> None:
+        self._control = control_token
+        self._verifier = verifier
+
+    def authenticate(self, metadata: Sequence[Any], rule: MethodRule) -> Principal:
+        if rule.open:
+            return ANONYMOUS
+        if not rule.allow:
+            raise PermissionDenied(
+                f"method {rule.method or 'unknown'} has no access rule", reason="NO_ACCESS_RULE"
+            )
+        values = _first(metadata, "authorization")
+        if not values:
+            raise Unauthenticated(
+                "missing credential: send 'authorization: Bearer <token>'",
+                reason="MISSING_CREDENTIAL",
+            )
+        if len(values) > 1:
+            raise Unauthenticated(
+                "more than one authorization header", reason="AMBIGUOUS_CREDENTIAL"
+            )
+        match = _BEARER.fullmatch(values[0])
+        if match is None:
+            raise Unauthenticated(
+                "malformed authorization header: expected 'Bearer <token>'",
+                reason="MALFORMED_CREDENTIAL",
+            )
+        principal = self._resolve(match.group(1), metadata, rule)
+        if principal.kind not in rule.allow:
+            raise PermissionDenied(
+                f"a {principal.kind.value} credential may not call {rule.method}",
+                reason="PRINCIPAL_NOT_ALLOWED",
+                metadata={"principal_kind": principal.kind.value},
+            )
+        return principal
+
+    def _resolve(self, token: str, metadata: Sequence[Any], rule: MethodRule) -> Principal:
+        if self._control.matches(token):
+            names = _first(metadata, "x-operator")
+            name = (
+                names[0] if len(names) == 1 and _OPERATOR_NAME.fullmatch(names[0]) else "operator"
+            )
+            return Principal(PrincipalKind.OPERATOR, name)
+        if token.startswith(ENROLLMENT_PREFIX):
+            digest = hashlib.sha256(token.encode()).hexdigest()
+            return Principal(
+                PrincipalKind.ENROLLING_NODE, "enrollment", enrollment_token_sha256=digest
+            )
+        typ = self._verifier.peek_type(token)
+        try:
+            if typ == PREFLIGHT_TYP:
+                claims = self._verifier.verify_preflight(
+                    token, audience=rule.service, method=rule.method
+                )
+                return Principal(PrincipalKind.PEER, claims.subject, acting_for=claims.acting_for)
+            if typ == NODE_TYP:
+                node = self._verifier.verify_node_credential(token, audience=NODE_AUDIENCE)
+                return Principal(
+                    PrincipalKind.NODE, node.node_id, credential_generation=node.generation
+                )
+        except TokenRejected as exc:
+            raise Unauthenticated(
+                f"credential rejected: {exc.detail}", reason=f"TOKEN_{exc.reason.upper()}"
+            ) from None
+        raise Unauthenticated("credential not recognised", reason="UNKNOWN_CREDENTIAL")
+
+
+class _ScrubbedContext:
+    """The servicer context as handlers see it: no credential in the metadata."""
+
+    __slots__ = ("_context",)
+
+    def __init__(self, context: Any) -> None:
+        self._context = context
+
+    def invocation_metadata(self) -> tuple[Any, ...]:
+        return tuple(
+            item
+            for item in self._context.invocation_metadata() or ()
+            if item[0] not in CREDENTIAL_KEYS
+        )
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+
+class _CallScope(CallWrapper):
+    """Binds who/what/which-request for one call and maps its errors."""
+
+    __slots__ = ("_method", "_principal", "_request_id")
+
+    def __init__(self, principal: Principal, request_id: str, method: str) -> None:
+        self._principal = principal
+        self._request_id = request_id
+        self._method = method
+
+    def _enter(self) -> tuple[Any, ...]:
+        structlog.contextvars.bind_contextvars(
+            request_id=self._request_id, method=self._method, caller=self._principal.display
+        )
+        return (
+            current_principal.set(self._principal),
+            current_request_id.set(self._request_id),
+            current_method.set(self._method),
+        )
+
+    def _exit(self, tokens: tuple[Any, ...]) -> None:
+        current_principal.reset(tokens[0])
+        current_request_id.reset(tokens[1])
+        current_method.reset(tokens[2])
+        structlog.contextvars.unbind_contextvars("request_id", "method", "caller")
+
+    async def _fail(self, context: Any, exc: BaseException) -> None:
+        if isinstance(exc, NotImplementedError):
+            await context.abort(
+                grpc.StatusCode.UNIMPLEMENTED, f"{self._method} is not implemented by this server"
+            )
+        if isinstance(exc, DomainError):
+            exc.metadata.setdefault("request_id", self._request_id)
+            status = exc.to_grpc_status()
+            _log.info("rpc.refused", code=exc.code.name, reason=exc.reason, detail=exc.message)
+        else:
+            _log.error("rpc.failed", exc_info=exc)
+            status = internal_status(self._request_id)
+        await context.abort(status.code, status.details, status.trailing_metadata)
+
+    async def around_unary(self, invoke: Callable[[Any], Awaitable[Any]], context: Any) -> Any:
+        tokens = self._enter()
+        started = time.perf_counter()
+        try:
+            return await invoke(_ScrubbedContext(context))
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - mapped to a status, logged above
+            await self._fail(context, exc)
+        finally:
+            _log.debug("rpc.finished", seconds=round(time.perf_counter() - started, 6))
+            self._exit(tokens)
+
+    async def around_stream(
+        self, invoke: Callable[[Any], AsyncIterator[Any]], context: Any
+    ) -> AsyncIterator[Any]:
+        tokens = self._enter()
+        try:
+            async for item in invoke(_ScrubbedContext(context)):
+                yield item
+        except (asyncio.CancelledError, grpc.aio.AbortError, GeneratorExit):
+            raise
+        except Exception as exc:  # noqa: BLE001 - mapped to a status, logged above
+            await self._fail(context, exc)
+        finally:
+            self._exit(tokens)
+
+
+class EdgeInterceptor(grpc.aio.ServerInterceptor):
+    """Server interceptor: authentication, authorisation, scrubbing, error mapping."""
+
+    def __init__(
+        self,
+        access: AccessTable,
+        authenticator: EdgeAuthenticator,
+        on_auth_failure: AuthFailureHook | None = None,
+    ) -> None:
+        self._access = access
+        self._auth = authenticator
+        self._on_auth_failure = on_auth_failure
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[_Req, _Resp] | None]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[_Req, _Resp] | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method = handler_call_details.method
+        rule = self._access.rule(method)
+        if rule.open:
+            return handler
+        metadata = handler_call_details.invocation_metadata
+        request_id = request_id_from(metadata)
+        try:
+            principal = self._auth.authenticate(metadata, rule)
+        except DomainError as exc:
+            exc.metadata.setdefault("request_id", request_id)
+            _log.info(
+                "auth.refused",
+                method=method,
+                request_id=request_id,
+                code=exc.code.name,
+                reason=exc.reason,
+            )
+            if self._on_auth_failure is not None:
+                self._on_auth_failure(method, exc.reason)
+            return refusing_handler(handler, exc.to_grpc_status())
+        return wrap_handler(handler, _CallScope(principal, request_id, method))

@@ -1,0 +1,235 @@
+"""PREFLIGHT_JWT and node credentials: minting and strict verification.
+
+A PREFLIGHT_JWT is minted per outbound call: EdDSA over Ed25519 with a `kid`,
+claims `iss`, `sub` (the calling service), one `aud` (the callee), `iat`,
+short `exp`, unique `jti`, `mth` (the called method), `rid` (the request id)
+and, when acting for someone, `act` (RFC 8693 actor). Receivers pin the
+algorithm and the token type and check signature, audience, issuer, expiry,
+issue time, lifetime and the method binding.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from ppos.controlplane.security.keys import JWK_ALG, KeyRing, PublicKeySource
+
+PREFLIGHT_TYP = "preflight+jwt"
+NODE_TYP = "node+jwt"
+MAX_TOKEN_LENGTH = 4096
+_FORBIDDEN_HEADERS = frozenset({"crit", "jku", "jwk", "x5u", "x5c", "x5t", "zip"})
+_PREFLIGHT_REQUIRED = ["iss", "sub", "aud", "iat", "exp", "jti", "mth"]
+_NODE_REQUIRED = ["iss", "sub", "aud", "iat", "exp", "jti", "gen"]
+
+
+class TokenRejected(Exception):
+    """A token failed verification; `reason` is a short machine-readable cause."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class PreflightClaims:
+    issuer: str
+    subject: str
+    audience: str
+    method: str
+    request_id: str
+    jti: str
+    issued_at: int
+    expires_at: int
+    acting_for: str
+
+
+@dataclass(frozen=True)
+class NodeClaims:
+    node_id: str
+    generation: int
+    expires_at: int
+
+
+class TokenMinter:
+    """Signs tokens with the key ring's active key. Holds no credential of callers."""
+
+    def __init__(
+        self,
+        keyring: KeyRing,
+        *,
+        issuer: str,
+        ttl_seconds: float = 60.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._keyring = keyring
+        self._issuer = issuer
+        self._ttl = int(ttl_seconds)
+        self._clock = clock
+
+    def mint_preflight(
+        self,
+        *,
+        subject: str,
+        audience: str,
+        method: str,
+        request_id: str,
+        acting_for: str = "",
+    ) -> str:
+        now = int(self._clock())
+        claims: dict[str, Any] = {
+            "iss": self._issuer,
+            "sub": subject,
+            "aud": audience,
+            "iat": now,
+            "exp": now + self._ttl,
+            "jti": uuid.uuid4().hex,
+            "mth": method,
+            "rid": request_id,
+        }
+        if acting_for:
+            claims["act"] = {"sub": acting_for}
+        return self._sign(claims, PREFLIGHT_TYP)
+
+    def mint_node_credential(
+        self, *, node_id: str, generation: int, audience: str, ttl_seconds: float
+    ) -> tuple[str, int]:
+        now = int(self._clock())
+        expires = now + int(ttl_seconds)
+        claims = {
+            "iss": self._issuer,
+            "sub": f"node:{node_id}",
+            "aud": audience,
+            "iat": now,
+            "exp": expires,
+            "jti": uuid.uuid4().hex,
+            "gen": generation,
+            "scope": "node",
+        }
+        return self._sign(claims, NODE_TYP), expires
+
+    def _sign(self, claims: dict[str, Any], typ: str) -> str:
+        key = self._keyring.active
+        return jwt.encode(
+            claims, key.private_key, algorithm=JWK_ALG, headers={"kid": key.kid, "typ": typ}
+        )
+
+
+class TokenVerifier:
+    """Verifies tokens against public keys only; it cannot mint."""
+
+    def __init__(
+        self,
+        keys: PublicKeySource,
+        *,
+        issuer: str,
+        leeway_seconds: float = 5.0,
+        max_preflight_lifetime: float = 300.0,
+        max_node_lifetime: float = 30 * 86400.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._keys = keys
+        self._issuer = issuer
+        self._leeway = leeway_seconds
+        self._max_preflight = max_preflight_lifetime
+        self._max_node = max_node_lifetime
+        self._clock = clock
+        self._jwt = jwt.PyJWT()
+
+    def verify_preflight(self, token: str, *, audience: str, method: str) -> PreflightClaims:
+        claims = self._decode(token, PREFLIGHT_TYP, audience, _PREFLIGHT_REQUIRED)
+        self._check_lifetime(claims, self._max_preflight)
+        if claims["mth"] != method:
+            raise TokenRejected("wrong_method", "token is bound to another method")
+        act = claims.get("act")
+        acting_for = act.get("sub", "") if isinstance(act, dict) else ""
+        return PreflightClaims(
+            issuer=claims["iss"],
+            subject=str(claims["sub"]),
+            audience=claims["aud"],
+            method=claims["mth"],
+            request_id=str(claims.get("rid", "")),
+            jti=str(claims["jti"]),
+            issued_at=int(claims["iat"]),
+            expires_at=int(claims["exp"]),
+            acting_for=str(acting_for),
+        )
+
+    def verify_node_credential(self, token: str, *, audience: str) -> NodeClaims:
+        claims = self._decode(token, NODE_TYP, audience, _NODE_REQUIRED)
+        self._check_lifetime(claims, self._max_node)
+        subject = str(claims["sub"])
+        if not subject.startswith("node:") or len(subject) <= len("node:"):
+            raise TokenRejected("bad_subject", "node credential names no node")
+        if claims.get("scope") != "node" or not isinstance(claims["gen"], int):
+            raise TokenRejected("bad_scope", "not a node-scoped credential")
+        return NodeClaims(subject[len("node:") :], claims["gen"], int(claims["exp"]))
+
+    def peek_type(self, token: str) -> str | None:
+        """The `typ` header of a well-formed JWT, or None. Not a verification."""
+        if len(token) > MAX_TOKEN_LENGTH:
+            return None
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            return None
+        typ = header.get("typ")
+        return typ if isinstance(typ, str) else None
+
+    def _decode(self, token: str, typ: str, audience: str, required: list[str]) -> dict[str, Any]:
+        if len(token) > MAX_TOKEN_LENGTH:
+            raise TokenRejected("oversized", "token too large")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise TokenRejected("malformed", "not a JWT") from None
+        if header.get("alg") != JWK_ALG:
+            raise TokenRejected("wrong_algorithm", "algorithm not accepted")
+        if header.get("typ") != typ:
+            raise TokenRejected("wrong_type", "token type not accepted here")
+        if _FORBIDDEN_HEADERS & header.keys():
+            raise TokenRejected("forbidden_header", "token header not accepted")
+        kid = header.get("kid")
+        key = self._keys.public_key(kid) if isinstance(kid, str) else None
+        if key is None:
+            raise TokenRejected("unknown_key", "signing key not known")
+        try:
+            claims: dict[str, Any] = self._jwt.decode(
+                token,
+                key,
+                algorithms=[JWK_ALG],
+                audience=audience,
+                issuer=self._issuer,
+                leeway=self._leeway,
+                options={"require": required, "strict_aud": True},
+            )
+        except jwt.ExpiredSignatureError:
+            raise TokenRejected("expired", "token expired") from None
+        except jwt.ImmatureSignatureError:
+            raise TokenRejected("not_yet_valid", "token issued in the future") from None
+        except jwt.InvalidAudienceError:
+            raise TokenRejected("wrong_audience", "token meant for another audience") from None
+        except jwt.InvalidIssuerError:
+            raise TokenRejected("wrong_issuer", "token from another issuer") from None
+        except jwt.InvalidSignatureError:
+            raise TokenRejected("bad_signature", "signature does not verify") from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise TokenRejected("missing_claim", f"claim {exc.claim!r} missing") from None
+        except jwt.PyJWTError:
+            raise TokenRejected("malformed", "token not acceptable") from None
+        return claims
+
+    def _check_lifetime(self, claims: dict[str, Any], max_lifetime: float) -> None:
+        iat, exp = claims["iat"], claims["exp"]
+        if not isinstance(iat, int) or not isinstance(exp, int):
+            raise TokenRejected("malformed", "iat and exp must be integers")
+        if iat > self._clock() + self._leeway:
+            raise TokenRejected("not_yet_valid", "token issued in the future")
+        if exp - iat > max_lifetime:
+            raise TokenRejected("lifetime_too_long", "token lifetime exceeds the maximum")

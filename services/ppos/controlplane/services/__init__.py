@@ -1,0 +1,1 @@
+"""The control plane's gRPC services, one package each."""

@@ -1,0 +1,1 @@
+"""Governance: tenants, queues, partner routes, policies, admin jobs, audit."""

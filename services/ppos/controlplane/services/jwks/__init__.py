@@ -1,0 +1,1 @@
+"""The public key set, served to anyone (like /.well-known/jwks.json)."""

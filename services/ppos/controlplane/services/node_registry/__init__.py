@@ -1,0 +1,1 @@
+"""Node registry: enrollment, registration, heartbeats and node credentials."""

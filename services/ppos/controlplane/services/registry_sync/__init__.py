@@ -1,0 +1,1 @@
+"""Registry sync: pulls job telemetry from regional preflight registries."""

@@ -1,0 +1,37 @@
+"""Alembic, driven from code: upgrade every branch head, report what is pending.
+
+Each service owns a branch of the migration graph (labels `noderegistry`,
+`registrysync`, `governance`) rooted at the shared foundation revision, so
+services evolve their tables independently; `upgrade heads` applies them all.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def alembic_config(engine: Engine) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["engine"] = engine
+    return config
+
+
+def upgrade(engine: Engine) -> None:
+    command.upgrade(alembic_config(engine), "heads")
+
+
+def pending(engine: Engine) -> set[str]:
+    """Head revisions not yet applied (empty when the schema is current)."""
+    script = ScriptDirectory.from_config(alembic_config(engine))
+    with engine.connect() as connection:
+        applied = set(MigrationContext.configure(connection).get_current_heads())
+    return set(script.get_heads()) - applied

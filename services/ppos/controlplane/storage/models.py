@@ -1,0 +1,14 @@
+"""Imports every table so one MetaData holds the whole schema (migrations, tests)."""
+
+from __future__ import annotations
+
+from sqlalchemy import MetaData
+
+
+def load_all() -> MetaData:
+    """Import each service's models (no import-time side effects elsewhere)."""
+    from ppos.controlplane.services.node_registry import models as _node_models  # noqa: F401
+    from ppos.controlplane.storage import audit as _audit  # noqa: F401
+    from ppos.controlplane.storage.base import Base
+
+    return Base.metadata

@@ -1,0 +1,77 @@
+"""A real control plane on a loopback port, configured the way operators do it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from ppos.controlplane.core.logging import SecretRegistry
+from ppos.controlplane.runtime.cli import load_settings
+from ppos.controlplane.runtime.server import ControlPlaneServer
+
+
+@dataclass
+class RunningPlane:
+    server: ControlPlaneServer
+    token: str
+    database_url: str
+    data_dir: Path
+    channel: grpc.aio.Channel
+    auth_failures: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def address(self) -> str:
+        return self.server.address
+
+    @property
+    def operator(self) -> tuple[tuple[str, str], ...]:
+        """Call metadata of an operator."""
+        return (("authorization", f"Bearer {self.token}"),)
+
+    @property
+    def runtime(self) -> Any:
+        return self.server.runtime
+
+
+def plane_env(
+    *, token: str, database_url: str, data_dir: Path, extra: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    env = {
+        "PPOS_LISTEN": "127.0.0.1:0",
+        "PPOS_CONTROL_TOKEN": token,
+        "PPOS_DATABASE_URL": database_url,
+        "PPOS_DATA_DIR": str(data_dir),
+        "PPOS_DB_POOL_SIZE": "4",
+        "PPOS_SHUTDOWN_GRACE": "1s",
+    }
+    env.update(extra or {})
+    return env
+
+
+async def start_plane(
+    *,
+    token: str,
+    database_url: str,
+    data_dir: Path,
+    secrets: SecretRegistry,
+    extra_env: Mapping[str, str] | None = None,
+) -> RunningPlane:
+    settings = load_settings(
+        None, plane_env(token=token, database_url=database_url, data_dir=data_dir, extra=extra_env)
+    )
+    failures: list[tuple[str, str]] = []
+    server = ControlPlaneServer(
+        settings, secrets=secrets, on_auth_failure=lambda m, r: failures.append((m, r))
+    )
+    await server.start()
+    channel = grpc.aio.insecure_channel(server.address)
+    return RunningPlane(server, token, database_url, data_dir, channel, failures)
+
+
+async def stop_plane(plane: RunningPlane) -> None:
+    await plane.channel.close()
+    await plane.server.stop(grace=1)
