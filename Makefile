@@ -43,6 +43,8 @@ gen-check: setup
 
 lint: setup
 	node_modules/.bin/buf lint
+	@if git rev-parse --verify -q main >/dev/null; then \
+	  node_modules/.bin/buf breaking --against '.git#branch=main'; fi
 	$(VENV)/bin/ruff check services clients tests bench scripts
 	$(VENV)/bin/ruff format --check services clients tests bench scripts
 	$(VENV)/bin/mypy services clients

@@ -58,3 +58,13 @@ class PeerDirectory:
         for channel in self._channels.values():
             await channel.close()
         self._channels.clear()
+
+
+def registry_audience(region: str) -> str:
+    """Audience of the regional preflight registry of `region`."""
+    return f"ppos.preflight.v1.PreflightRegistryService/{region}"
+
+
+def gateway_audience(region: str) -> str:
+    """Audience of the regional preflight gateway of `region`."""
+    return f"ppos.preflight.v1.PreflightGatewayService/{region}"
