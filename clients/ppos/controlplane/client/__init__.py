@@ -1,0 +1,114 @@
+"""Typed Python client of the PrintPrice OS control plane.
+
+    from ppos.controlplane.client import ControlPlane
+
+    with ControlPlane.from_environment() as cp:   # PPOS_ADDRESS, PPOS_CONTROL_TOKEN_FILE
+        for node in cp.nodes.list_nodes().nodes:
+            print(node.node_id)
+
+One object per service (`nodes`, `governance`, `sync`, `jwks`, `health`) over
+one channel. Every call carries the operator's bearer token, a request id and
+a deadline; UNAVAILABLE is retried with backoff; failures raise the classes
+of `ppos.controlplane.client.errors` with the server's rich details.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from ppos.controlplane.client.config import ClientConfig, RetryPolicy, Token, load_config
+from ppos.controlplane.client.connection import Connection, Stream, new_request_id
+from ppos.controlplane.client.errors import (
+    AbortedError,
+    AlreadyExistsError,
+    ClientError,
+    ConfigurationError,
+    ControlPlaneError,
+    DeadlineExceededError,
+    FailedPreconditionError,
+    InternalError,
+    InvalidArgumentError,
+    NotFoundError,
+    PermissionDeniedError,
+    ResourceExhaustedError,
+    StaleResourceVersionError,
+    UnauthenticatedError,
+    UnavailableError,
+    UnimplementedError,
+)
+from ppos.controlplane.client.governance import GovernanceClient
+from ppos.controlplane.client.node_registry import NodeAgentClient, NodeRegistryClient
+from ppos.controlplane.client.public import HealthClient, JwksClient
+from ppos.controlplane.client.registry_sync import RegistrySyncClient
+
+
+class ControlPlane:
+    """Every service of one control plane, over one connection."""
+
+    def __init__(self, config: ClientConfig) -> None:
+        self.config = config
+        self.connection = Connection(config)
+        self.nodes = NodeRegistryClient(self.connection)
+        self.governance = GovernanceClient(self.connection)
+        self.sync = RegistrySyncClient(self.connection)
+        self.jwks = JwksClient(self.connection)
+        self.health = HealthClient(self.connection)
+
+    @classmethod
+    def from_environment(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        address: str | None = None,
+        token_file: Path | None = None,
+        timeout: float | None = None,
+    ) -> ControlPlane:
+        return cls(load_config(environ, address=address, token_file=token_file, timeout=timeout))
+
+    def node_agent(self, credential: str = "") -> NodeAgentClient:
+        """Calls as a worker node, with its own credential on this connection."""
+        return NodeAgentClient(self.connection, credential)
+
+    def close(self) -> None:
+        self.connection.close()
+
+    def __enter__(self) -> ControlPlane:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+__all__ = [
+    "AbortedError",
+    "AlreadyExistsError",
+    "ClientConfig",
+    "ClientError",
+    "ConfigurationError",
+    "Connection",
+    "ControlPlane",
+    "ControlPlaneError",
+    "DeadlineExceededError",
+    "FailedPreconditionError",
+    "GovernanceClient",
+    "HealthClient",
+    "InternalError",
+    "InvalidArgumentError",
+    "JwksClient",
+    "NodeAgentClient",
+    "NodeRegistryClient",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "RegistrySyncClient",
+    "ResourceExhaustedError",
+    "RetryPolicy",
+    "StaleResourceVersionError",
+    "Stream",
+    "Token",
+    "UnauthenticatedError",
+    "UnavailableError",
+    "UnimplementedError",
+    "load_config",
+    "new_request_id",
+]
