@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextvars
 import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -21,11 +22,24 @@ class UsageError(Exception):
     """A command line the tool cannot act on (exit 1)."""
 
 
+# Where --help goes: the stdout of the running command (tests run commands in-process).
+help_stream: contextvars.ContextVar[TextIO | None] = contextvars.ContextVar(
+    "help_stream", default=None
+)
+
+
 class Parser(argparse.ArgumentParser):
     """argparse with usage errors on exit code 1 and a pointer to --help."""
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message}\nSee '{self.prog} --help'.")
+
+    def _print_message(self, message: str, file: Any = None) -> None:
+        stream = help_stream.get()
+        if stream is not None and file in (None, sys.stdout):
+            stream.write(message)
+            return
+        super()._print_message(message, file)
 
 
 def common_options() -> Parser:

@@ -20,7 +20,15 @@ from typing import TextIO
 import grpc
 
 from ppos.controlplane.cli import exitcodes, governance, misc, nodes, operations
-from ppos.controlplane.cli.app import EXIT_CODES, Context, Parser, Tree, UsageError, common_options
+from ppos.controlplane.cli.app import (
+    EXIT_CODES,
+    Context,
+    Parser,
+    Tree,
+    UsageError,
+    common_options,
+    help_stream,
+)
 from ppos.controlplane.client import ClientError, ConfigurationError, ControlPlaneError
 
 DESCRIPTION = """\
@@ -69,6 +77,7 @@ def run(
     stderr = stderr or sys.stderr
     env = os.environ if environ is None else environ
     parser = build_parser()
+    help_stream.set(stdout)
     try:
         args = parser.parse_args(argv)
     except UsageError as exc:

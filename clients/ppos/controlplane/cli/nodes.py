@@ -509,7 +509,7 @@ def register(tree: Tree) -> None:
     versions = tree.noun(
         "versions",
         "container versions per region (rollup)",
-                default=versions_rollup,
+        default=versions_rollup,
     )
     p = tree.verb(versions, "rollup", versions_rollup, "nodes per region and container version")
     for parser in (p, versions_parser(tree)):

@@ -18,6 +18,11 @@ from grpc_reflection.v1alpha import reflection
 
 from ppos.controlplane.core.logging import SecretRegistry
 from ppos.controlplane.runtime.modules import Runtime, ServiceModule, Settings
+from ppos.controlplane.runtime.observability import (
+    MetricsEndpoint,
+    MetricsInterceptor,
+    auth_failure_hook,
+)
 from ppos.controlplane.runtime.peers import PeerDirectory
 from ppos.controlplane.security.access import AccessTable
 from ppos.controlplane.security.control_token import ControlToken, read_control_token
@@ -38,7 +43,6 @@ SERVER_OPTIONS = (
     ("grpc.max_metadata_size", 16 * 1024),
     ("grpc.so_reuseport", 0),
 )
-HEALTH_PROBE_INTERVAL = 5.0
 
 ModuleFactory = Callable[[Runtime], ServiceModule]
 
@@ -87,6 +91,7 @@ class ControlPlaneServer:
         self._health: health.aio.HealthServicer | None = None
         self._probe: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
+        self.metrics: MetricsEndpoint | None = None
 
     @property
     def address(self) -> str:
@@ -150,9 +155,13 @@ class ControlPlaneServer:
 
         access = AccessTable.from_services(service_names)
         interceptor = EdgeInterceptor(
-            access, EdgeAuthenticator(control, verifier), on_auth_failure=self._on_auth_failure
+            access,
+            EdgeAuthenticator(control, verifier),
+            on_auth_failure=auth_failure_hook(self._on_auth_failure),
         )
-        server = grpc.aio.server(interceptors=[interceptor], options=SERVER_OPTIONS)
+        server = grpc.aio.server(
+            interceptors=[MetricsInterceptor(), interceptor], options=SERVER_OPTIONS
+        )
         for module in self.modules:
             module.register(server)
         self._health = health.aio.HealthServicer()
@@ -173,11 +182,18 @@ class ControlPlaneServer:
             if not settings.peers.address_of(name):
                 peers.set_address(name, self.address)
         self._server = server
+        await self._set_health(serving=False)  # until the modules run and readiness is known
         await server.start()
         for module in self.modules:
             await module.start()
-        await self._set_health(serving=True)
-        self._probe = asyncio.create_task(self._probe_health(), name="health-probe")
+        serving, problem = await self._check_ready()
+        if not serving:
+            _log.warning("health.changed", serving=serving, problem=problem)
+        await self._set_health(serving=serving)
+        self._probe = asyncio.create_task(self._probe_health(serving), name="health-probe")
+        if settings.server.metrics_listen:
+            self.metrics = MetricsEndpoint(settings.server.metrics_listen)
+            self.metrics.start()
         _log.info(
             "server.started",
             address=self.address,
@@ -199,20 +215,22 @@ class ControlPlaneServer:
             for name in module.service_names:
                 await self._health.set(name, status)
 
-    async def _probe_health(self) -> None:
-        """Health follows real readiness: database reachable, schema current."""
+    async def _check_ready(self) -> tuple[bool, str]:
+        """Ready means: database reachable and every migration applied."""
         assert self.runtime is not None
         db = self.runtime.db
-        serving = True
+        try:
+            await db.run_in_executor(db.ping)
+            missing = await db.run_in_executor(lambda: migrate.pending(db.read_engine))
+        except Exception as exc:  # noqa: BLE001 - any failure means not ready
+            return False, f"database unreachable: {type(exc).__name__}"
+        return not missing, f"migrations pending: {sorted(missing)}" if missing else ""
+
+    async def _probe_health(self, serving: bool) -> None:
+        """Health follows real readiness: database reachable, schema current."""
         while True:
-            await asyncio.sleep(HEALTH_PROBE_INTERVAL)
-            try:
-                await db.run_in_executor(db.ping)
-                missing = await db.run_in_executor(lambda: migrate.pending(db.read_engine))
-                healthy = not missing
-                problem = f"migrations pending: {sorted(missing)}" if missing else ""
-            except Exception as exc:  # noqa: BLE001 - any failure means not ready
-                healthy, problem = False, f"database unreachable: {type(exc).__name__}"
+            await asyncio.sleep(self.settings.server.health_probe_interval)
+            healthy, problem = await self._check_ready()
             if healthy != serving:
                 serving = healthy
                 _log.warning("health.changed", serving=serving, problem=problem)
@@ -235,6 +253,8 @@ class ControlPlaneServer:
         for module in reversed(self.modules):
             await module.stop()
         await self._server.stop(grace)
+        if self.metrics is not None:
+            await asyncio.to_thread(self.metrics.stop)
         await self.runtime.peers.close()
         await asyncio.to_thread(self.runtime.db.close)
         self._stopped.set()

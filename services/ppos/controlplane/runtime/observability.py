@@ -1,0 +1,145 @@
+"""Metrics wiring: an RPC metrics interceptor, the edge's auth-failure hook, and the
+Prometheus HTTP endpoint.
+
+The interceptor sits outermost, so it sees every call the server answers,
+refusals at the edge included: a count per method and status code, and a
+latency histogram per method (unary calls to their response, streams to their
+end). Method labels are the registered full method names, so their number is
+bounded; calls to unknown methods count as `unknown`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+from wsgiref.simple_server import WSGIServer
+
+import grpc
+import prometheus_client
+import structlog
+
+from ppos.controlplane.core.handlers import CallWrapper, wrap_handler
+from ppos.controlplane.core.metrics import AUTH_FAILURES, RPC_DURATION, RPC_REQUESTS
+from ppos.controlplane.security.edge import AuthFailureHook
+
+_log = structlog.get_logger("ppos.metrics")
+_Req = TypeVar("_Req")
+_Resp = TypeVar("_Resp")
+UNKNOWN_METHOD = "unknown"
+
+
+def _code_name(context: Any, default: str) -> str:
+    """The status the call ended with, as set by abort() or set_code()."""
+    try:
+        code = context.code()
+    except Exception:  # noqa: BLE001 - a context without a code: keep the default
+        return default
+    if code is None:
+        return default
+    if isinstance(code, grpc.StatusCode):
+        return code.name
+    for member in grpc.StatusCode:  # the aio context may hand back the numeric code
+        if member.value[0] == code:
+            return member.name
+    return default
+
+
+class _Measured(CallWrapper):
+    """Counts and times one call."""
+
+    __slots__ = ("_method",)
+
+    def __init__(self, method: str) -> None:
+        self._method = method
+
+    def _record(self, code: str, started: float) -> None:
+        RPC_REQUESTS.labels(self._method, code).inc()
+        RPC_DURATION.labels(self._method).observe(time.perf_counter() - started)
+
+    async def around_unary(self, invoke: Callable[[Any], Awaitable[Any]], context: Any) -> Any:
+        started = time.perf_counter()
+        code = "UNKNOWN"
+        try:
+            result = await invoke(context)
+        except asyncio.CancelledError:
+            code = "CANCELLED"
+            raise
+        except BaseException:
+            code = _code_name(context, "UNKNOWN")
+            raise
+        else:
+            code = _code_name(context, "OK")
+        finally:
+            self._record(code, started)
+        return result
+
+    async def around_stream(
+        self, invoke: Callable[[Any], AsyncIterator[Any]], context: Any
+    ) -> AsyncIterator[Any]:
+        started = time.perf_counter()
+        code = "UNKNOWN"
+        try:
+            async for item in invoke(context):
+                yield item
+            code = _code_name(context, "OK")
+        except (asyncio.CancelledError, GeneratorExit):
+            code = "CANCELLED"
+            raise
+        except BaseException:
+            code = _code_name(context, "UNKNOWN")
+            raise
+        finally:
+            self._record(code, started)
+
+
+class MetricsInterceptor(grpc.aio.ServerInterceptor):
+    """Outermost server interceptor: RPC counts, codes and latencies per method."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[_Req, _Resp] | None]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[_Req, _Resp] | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            RPC_REQUESTS.labels(UNKNOWN_METHOD, "UNIMPLEMENTED").inc()
+            return None
+        return wrap_handler(handler, _Measured(handler_call_details.method))
+
+
+def auth_failure_hook(then: AuthFailureHook | None = None) -> AuthFailureHook:
+    """Counts refusals at the edge by reason, then calls `then` (if any)."""
+
+    def hook(method: str, reason: str) -> None:
+        AUTH_FAILURES.labels(reason).inc()
+        if then is not None:
+            then(method, reason)
+
+    return hook
+
+
+class MetricsEndpoint:
+    """Prometheus exposition over HTTP (`/metrics`), in a daemon thread."""
+
+    def __init__(self, listen: str) -> None:
+        host, _, port = listen.rpartition(":")
+        self._host = host.strip("[]") or "0.0.0.0"  # noqa: S104 - operators choose the bind
+        self._port = int(port)
+        self._server: WSGIServer | None = None
+        self.port = 0
+
+    def start(self) -> None:
+        server, _thread = prometheus_client.start_http_server(self._port, addr=self._host)
+        self._server = server
+        self.port = int(server.server_address[1])
+        _log.info("metrics.listening", address=f"{self._host}:{self.port}")
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
