@@ -112,7 +112,11 @@ async def plane(
     """The whole control plane on a loopback port, on the test's database."""
     data_dir = tmp_path / "data"
     running = await start_plane(
-        token=canary_token, database_url=database_url, data_dir=data_dir, secrets=secret_registry
+        token=canary_token,
+        database_url=database_url,
+        data_dir=data_dir,
+        secrets=secret_registry,
+        relay_target="",
     )
     try:
         yield running

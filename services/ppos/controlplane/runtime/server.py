@@ -19,7 +19,7 @@ from grpc_reflection.v1alpha import reflection
 from ppos.controlplane.core.logging import SecretRegistry
 from ppos.controlplane.runtime.modules import Runtime, ServiceModule, Settings
 from ppos.controlplane.runtime.peers import PeerDirectory
-from ppos.controlplane.security.access import AccessTable
+from ppos.controlplane.security.access import AccessTable, MethodRule
 from ppos.controlplane.security.control_token import ControlToken, read_control_token
 from ppos.controlplane.security.edge import AuthFailureHook, EdgeAuthenticator, EdgeInterceptor
 from ppos.controlplane.security.keys import JwksKeySource, KeyRing
@@ -75,11 +75,15 @@ class ControlPlaneServer:
         secrets: SecretRegistry | None = None,
         modules: dict[str, ModuleFactory] | None = None,
         on_auth_failure: AuthFailureHook | None = None,
+        extra_modules: tuple[ModuleFactory, ...] = (),
+        extra_access_rules: tuple[MethodRule, ...] = (),
     ) -> None:
         self.settings = settings
         self.secrets = secrets or SecretRegistry()
         self._factories = modules or default_modules()
         self._on_auth_failure = on_auth_failure
+        self._extra_modules = extra_modules
+        self._extra_rules = extra_access_rules
         self.port = 0
         self.runtime: Runtime | None = None
         self.modules: list[ServiceModule] = []
@@ -146,9 +150,12 @@ class ControlPlaneServer:
         )
         self.modules = [JwksModule(keyring)]
         self.modules += [self._factories[name](self.runtime) for name in settings.server.services]
+        self.modules += [factory(self.runtime) for factory in self._extra_modules]
         service_names = [name for module in self.modules for name in module.service_names]
 
         access = AccessTable.from_services(service_names)
+        for rule in self._extra_rules:  # services outside our contracts (tests, benchmarks)
+            access.add(rule)
         interceptor = EdgeInterceptor(
             access, EdgeAuthenticator(control, verifier), on_auth_failure=self._on_auth_failure
         )
