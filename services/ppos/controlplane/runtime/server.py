@@ -39,6 +39,7 @@ SERVER_OPTIONS = (
     ("grpc.so_reuseport", 0),
 )
 HEALTH_PROBE_INTERVAL = 5.0
+KEY_RELOAD_INTERVAL = 10.0
 
 ModuleFactory = Callable[[Runtime], ServiceModule]
 
@@ -90,6 +91,7 @@ class ControlPlaneServer:
         self._server: grpc.aio.Server | None = None
         self._health: health.aio.HealthServicer | None = None
         self._probe: asyncio.Task[None] | None = None
+        self._key_watch: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
 
     @property
@@ -185,6 +187,7 @@ class ControlPlaneServer:
             await module.start()
         await self._set_health(serving=True)
         self._probe = asyncio.create_task(self._probe_health(), name="health-probe")
+        self._key_watch = asyncio.create_task(self._watch_keys(), name="key-reload")
         _log.info(
             "server.started",
             address=self.address,
@@ -225,6 +228,26 @@ class ControlPlaneServer:
                 _log.warning("health.changed", serving=serving, problem=problem)
                 await self._set_health(serving=serving)
 
+    def reload_keys(self) -> bool:
+        """Pick up a key rotation made in the key directory; republish the JWKS."""
+        assert self.runtime is not None
+        changed = self.runtime.keyring.reload_if_changed()
+        if changed:
+            auth = self.settings.auth
+            self.runtime.keyring.write_jwks(
+                auth.jwks_file or self.settings.server.data_dir / "jwks.json"
+            )
+            _log.info("keys.reloaded", kid=self.runtime.keyring.active.kid)
+        return changed
+
+    async def _watch_keys(self) -> None:
+        while True:
+            await asyncio.sleep(KEY_RELOAD_INTERVAL)
+            try:
+                self.reload_keys()
+            except Exception:  # noqa: BLE001 - keep serving with the keys in force
+                _log.exception("keys.reload_failed")
+
     async def stop(self, grace: float | None = None) -> None:
         """Stop accepting calls, let in-flight ones finish within `grace`, end streams."""
         if self._server is None or self._stopped.is_set():
@@ -232,10 +255,11 @@ class ControlPlaneServer:
         grace = self.settings.server.shutdown_grace if grace is None else grace
         _log.info("server.stopping", grace_seconds=grace)
         assert self.runtime is not None
-        if self._probe is not None:
-            self._probe.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._probe
+        for task in (self._probe, self._key_watch):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
         self.runtime.shutdown.set()  # streams end themselves with UNAVAILABLE
