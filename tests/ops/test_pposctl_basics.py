@@ -132,7 +132,17 @@ async def test_token_file_is_read_and_group_readable_files_are_flagged(
     )
     assert result.code == 0, result.stderr
     assert result.stderr == ""
-    token_file.chmod(0o644)
+    token_file.chmod(0o644)  # readable by all, but its directory keeps others out
+    quiet = await pposctl(
+        plane,
+        "nodes",
+        "get",
+        node.node_id,
+        env={**env, "PPOS_CONTROL_TOKEN_FILE": str(token_file)},
+    )
+    assert quiet.code == 0
+    assert quiet.stderr == ""
+    token_file.parent.chmod(0o755)
     result = await pposctl(
         plane, "nodes", "get", node.node_id, env={**env, "PPOS_CONTROL_TOKEN_FILE": str(token_file)}
     )

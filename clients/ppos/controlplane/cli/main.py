@@ -31,13 +31,35 @@ from ppos.controlplane.cli.app import (
 )
 from ppos.controlplane.client import ClientError, ConfigurationError, ControlPlaneError
 
+
+def _methods_by_service() -> dict[str, str]:
+    from ppos.controlplane.governance.v1 import governance_service_pb2
+    from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2
+    from ppos.controlplane.registrysync.v1 import registry_sync_service_pb2
+
+    services = {
+        "governance": governance_service_pb2.DESCRIPTOR.services_by_name["GovernanceService"],
+        "noderegistry": node_registry_service_pb2.DESCRIPTOR.services_by_name[
+            "NodeRegistryService"
+        ],
+        "registrysync": registry_sync_service_pb2.DESCRIPTOR.services_by_name[
+            "RegistrySyncService"
+        ],
+    }
+    return {m.name: key for key, svc in services.items() for m in svc.methods}
+
+
+SERVICE_OF_METHOD = _methods_by_service()
+
 DESCRIPTION = """\
 Operate the PrintPrice OS control plane: nodes, tenants, queues, routes,
 policies, registry sync, admin jobs and the audit log.
 
 The control token is read from PPOS_CONTROL_TOKEN_FILE (or --token-file FILE,
 or PPOS_CONTROL_TOKEN), never from an argument. The address comes from
-PPOS_ADDRESS or --address (default 127.0.0.1:50051)."""
+PPOS_ADDRESS or --address (default 127.0.0.1:50051); when the services run
+apart, PPOS_GOVERNANCE_ADDRESS, PPOS_NODEREGISTRY_ADDRESS and
+PPOS_REGISTRYSYNC_ADDRESS say where each one is."""
 
 
 def build_parser() -> Parser:
@@ -60,7 +82,8 @@ def build_parser() -> Parser:
 
 
 def _unavailable(ctx: Context, error: ControlPlaneError) -> str:
-    address = ctx.config.address
+    service = SERVICE_OF_METHOD.get(error.method, "")
+    address = ctx.config.address_of(service) if service else ctx.config.address
     tries = f" after {error.attempts} attempts" if error.attempts > 1 else ""
     return f"cannot reach the control plane at {address}{tries}: {error.message}"
 

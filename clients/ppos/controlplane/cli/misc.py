@@ -81,6 +81,7 @@ def config_view(ctx: Context, args: argparse.Namespace) -> None:
     token = config.token.source if config.token else f"none (set {ENV_TOKEN_FILE} or {ENV_TOKEN})"
     pairs = [
         ("Address", config.address),
+        *[(f"Address of {name}", addr) for name, addr in sorted(config.service_addresses.items())],
         ("TLS", f"yes (CA {config.ca_file})" if config.ca_file else "no (plaintext)"),
         ("Token", token),
         ("Timeout", f"{config.timeout:g}s"),

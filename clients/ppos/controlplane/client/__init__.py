@@ -49,11 +49,19 @@ class ControlPlane:
     def __init__(self, config: ClientConfig) -> None:
         self.config = config
         self.connection = Connection(config)
-        self.nodes = NodeRegistryClient(self.connection)
-        self.governance = GovernanceClient(self.connection)
-        self.sync = RegistrySyncClient(self.connection)
+        self._connections = {config.address: self.connection}
+        self.nodes = NodeRegistryClient(self._connection_for("noderegistry"))
+        self.governance = GovernanceClient(self._connection_for("governance"))
+        self.sync = RegistrySyncClient(self._connection_for("registrysync"))
         self.jwks = JwksClient(self.connection)
         self.health = HealthClient(self.connection)
+
+    def _connection_for(self, service: str) -> Connection:
+        """One connection per distinct address (services may run apart)."""
+        address = self.config.address_of(service)
+        if address not in self._connections:
+            self._connections[address] = Connection(self.config, address=address)
+        return self._connections[address]
 
     @classmethod
     def from_environment(
@@ -68,10 +76,11 @@ class ControlPlane:
 
     def node_agent(self, credential: str = "") -> NodeAgentClient:
         """Calls as a worker node, with its own credential on this connection."""
-        return NodeAgentClient(self.connection, credential)
+        return NodeAgentClient(self._connection_for("noderegistry"), credential)
 
     def close(self) -> None:
-        self.connection.close()
+        for connection in self._connections.values():
+            connection.close()
 
     def __enter__(self) -> ControlPlane:
         return self

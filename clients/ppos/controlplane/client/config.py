@@ -26,6 +26,12 @@ ENV_TOKEN_FILE = "PPOS_CONTROL_TOKEN_FILE"  # noqa: S105 - a variable name
 ENV_TIMEOUT = "PPOS_TIMEOUT"
 ENV_OPERATOR = "PPOS_OPERATOR"
 ENV_CA_FILE = "PPOS_CA_FILE"
+# When the services run apart (one container each), where each one is.
+SERVICE_ADDRESS_ENV = {
+    "governance": "PPOS_GOVERNANCE_ADDRESS",
+    "noderegistry": "PPOS_NODEREGISTRY_ADDRESS",
+    "registrysync": "PPOS_REGISTRYSYNC_ADDRESS",
+}
 # RFC 6750 b64token: what may travel in the header.
 _TOKEN = re.compile(r"^[A-Za-z0-9._~+/=-]+$")
 _OPERATOR = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
@@ -64,6 +70,11 @@ class ClientConfig:
     ca_file: Path | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     warnings: tuple[str, ...] = ()
+    service_addresses: dict[str, str] = field(default_factory=dict)
+
+    def address_of(self, service: str) -> str:
+        """Where `service` is: its own address when the services run apart, else `address`."""
+        return self.service_addresses.get(service) or self.address
 
     def require_token(self) -> Token:
         if self.token is None:
@@ -82,7 +93,8 @@ def read_token_file(path: Path) -> tuple[Token, list[str]]:
         value = path.read_text().removesuffix("\n")
     except OSError as exc:
         raise ConfigurationError(f"cannot read token file {path}: {exc.strerror}") from None
-    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+    reachable = path.parent.stat().st_mode & (stat.S_IXGRP | stat.S_IXOTH)
+    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO) and reachable:
         warnings.append(
             f"token file {path} is accessible by other users "
             f"(mode {stat.S_IMODE(info.st_mode):04o}); run: chmod 600 {path}"
@@ -116,6 +128,13 @@ def load_config(
     address = address or env.get(ENV_ADDRESS) or DEFAULT_ADDRESS
     if not _ADDRESS.fullmatch(address):
         raise ConfigurationError(f"address {address!r} is not host:port")
+    service_addresses = {}
+    for service, variable in SERVICE_ADDRESS_ENV.items():
+        value = env.get(variable, "")
+        if value and not _ADDRESS.fullmatch(value):
+            raise ConfigurationError(f"{variable}: {value!r} is not host:port")
+        if value:
+            service_addresses[service] = value
 
     token: Token | None = None
     env_file = env.get(ENV_TOKEN_FILE) or None
@@ -154,6 +173,7 @@ def load_config(
         operator=operator,
         ca_file=ca,
         warnings=tuple(warnings),
+        service_addresses=service_addresses,
     )
 
 

@@ -79,8 +79,10 @@ class Connection:
         *,
         channel: grpc.Channel | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        address: str | None = None,
     ) -> None:
         self.config = config
+        self.address = address or config.address
         self._sleep = sleep
         self._lock = threading.Lock()
         self.attempts_made = 0  # every attempt, for callers and tests that want to know
@@ -88,9 +90,9 @@ class Connection:
             self.channel = channel
         elif config.ca_file is not None:
             credentials = grpc.ssl_channel_credentials(config.ca_file.read_bytes())
-            self.channel = grpc.secure_channel(config.address, credentials, CHANNEL_OPTIONS)
+            self.channel = grpc.secure_channel(self.address, credentials, CHANNEL_OPTIONS)
         else:
-            self.channel = grpc.insecure_channel(config.address, CHANNEL_OPTIONS)
+            self.channel = grpc.insecure_channel(self.address, CHANNEL_OPTIONS)
 
     def close(self) -> None:
         self.channel.close()
