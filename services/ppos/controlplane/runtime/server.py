@@ -21,7 +21,12 @@ from ppos.controlplane.runtime.modules import Runtime, ServiceModule, Settings
 from ppos.controlplane.runtime.peers import PeerDirectory
 from ppos.controlplane.security.access import AccessTable, MethodRule
 from ppos.controlplane.security.control_token import ControlToken, read_control_token
-from ppos.controlplane.security.edge import AuthFailureHook, EdgeAuthenticator, EdgeInterceptor
+from ppos.controlplane.security.edge import (
+    AuthFailureHook,
+    EdgeAuthenticator,
+    EdgeGuard,
+    GuardedServer,
+)
 from ppos.controlplane.security.keys import JwksKeySource, KeyRing
 from ppos.controlplane.security.tokens import TokenMinter, TokenVerifier
 from ppos.controlplane.services.jwks.service import JwksModule
@@ -158,12 +163,13 @@ class ControlPlaneServer:
         access = AccessTable.from_services(service_names)
         for rule in self._extra_rules:  # services outside our contracts (tests, benchmarks)
             access.add(rule)
-        interceptor = EdgeInterceptor(
+        edge = EdgeGuard(
             access, EdgeAuthenticator(control, verifier), on_auth_failure=self._on_auth_failure
         )
-        server = grpc.aio.server(interceptors=[interceptor], options=SERVER_OPTIONS)
+        server = grpc.aio.server(options=SERVER_OPTIONS)
+        guarded = GuardedServer(server, edge)  # every service handler passes the edge
         for module in self.modules:
-            module.register(server)
+            module.register(guarded)
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
