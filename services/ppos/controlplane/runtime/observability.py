@@ -1,19 +1,22 @@
-"""Metrics wiring: an RPC metrics interceptor, the edge's auth-failure hook, and the
+"""Metrics wiring: RPC metrics per method, the edge's auth-failure hook, and the
 Prometheus HTTP endpoint.
 
-The interceptor sits outermost, so it sees every call the server answers,
-refusals at the edge included: a count per method and status code, and a
-latency histogram per method (unary calls to their response, streams to their
-end). Method labels are the registered full method names, so their number is
-bounded; calls to unknown methods count as `unknown`.
+RPC metrics wrap each method handler once, when it is registered (like the
+edge does, and for the same reason: an aio ServerInterceptor runs a chain and
+builds a handler per call, measured at about a quarter of a two-hop call's
+throughput here). The wrapper sits outside the edge, so it sees every call the
+server answers, refusals at the edge included: a count per method and status
+code, and a latency histogram per method (unary calls to their response,
+streams to their end). Method labels are the registered full method names, so
+their number is bounded.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 import grpc
@@ -25,9 +28,6 @@ from ppos.controlplane.core.metrics import AUTH_FAILURES, RPC_DURATION, RPC_REQU
 from ppos.controlplane.security.edge import AuthFailureHook
 
 _log = structlog.get_logger("ppos.metrics")
-_Req = TypeVar("_Req")
-_Resp = TypeVar("_Resp")
-UNKNOWN_METHOD = "unknown"
 
 
 def _code_name(context: Any, default: str) -> str:
@@ -94,21 +94,68 @@ class _Measured(CallWrapper):
             self._record(code, started)
 
 
-class MetricsInterceptor(grpc.aio.ServerInterceptor):
-    """Outermost server interceptor: RPC counts, codes and latencies per method."""
+def metered(
+    handler: grpc.RpcMethodHandler[Any, Any], method: str
+) -> grpc.RpcMethodHandler[Any, Any]:
+    """`handler` counted and timed under `method`."""
+    return wrap_handler(handler, _Measured(method))
 
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[_Req, _Resp] | None]
-        ],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[_Req, _Resp] | None:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            RPC_REQUESTS.labels(UNKNOWN_METHOD, "UNIMPLEMENTED").inc()
-            return None
-        return wrap_handler(handler, _Measured(handler_call_details.method))
+
+class _MeteredGenericHandler(grpc.GenericRpcHandler):
+    """A generic handler whose handlers are metered, each wrapped once and cached."""
+
+    def __init__(self, inner: grpc.GenericRpcHandler) -> None:
+        self._inner = inner
+        self._cache: dict[str, grpc.RpcMethodHandler[Any, Any] | None] = {}
+
+    def service(
+        self, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        method = handler_call_details.method
+        if method not in self._cache:
+            handler = self._inner.service(handler_call_details)
+            self._cache[method] = None if handler is None else metered(handler, method)
+        return self._cache[method]
+
+
+class MeteredServer(grpc.aio.Server):
+    """Registers handlers on `server` with RPC metrics around each one."""
+
+    def __init__(self, server: grpc.aio.Server) -> None:
+        self._server = server
+
+    def add_generic_rpc_handlers(
+        self, generic_rpc_handlers: Iterable[grpc.GenericRpcHandler]
+    ) -> None:
+        self._server.add_generic_rpc_handlers(
+            [_MeteredGenericHandler(handler) for handler in generic_rpc_handlers]
+        )
+
+    def add_registered_method_handlers(
+        self, service_name: str, method_handlers: Mapping[str, grpc.RpcMethodHandler[Any, Any]]
+    ) -> None:
+        self._server.add_registered_method_handlers(
+            service_name,
+            {
+                name: metered(handler, f"/{service_name}/{name}")
+                for name, handler in method_handlers.items()
+            },
+        )
+
+    def add_insecure_port(self, address: str) -> int:
+        raise RuntimeError("only handlers are registered here; the server owns its ports")
+
+    def add_secure_port(self, address: str, server_credentials: grpc.ServerCredentials) -> int:
+        raise RuntimeError("only handlers are registered here; the server owns its ports")
+
+    async def start(self) -> None:
+        raise RuntimeError("the composition root starts the server")
+
+    async def stop(self, grace: float | None) -> None:
+        raise RuntimeError("the composition root stops the server")
+
+    async def wait_for_termination(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
+        raise RuntimeError("the composition root owns the server's lifecycle")
 
 
 def auth_failure_hook(then: AuthFailureHook | None = None) -> AuthFailureHook:

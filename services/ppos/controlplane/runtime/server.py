@@ -19,14 +19,19 @@ from grpc_reflection.v1alpha import reflection
 from ppos.controlplane.core.logging import SecretRegistry
 from ppos.controlplane.runtime.modules import Runtime, ServiceModule, Settings
 from ppos.controlplane.runtime.observability import (
+    MeteredServer,
     MetricsEndpoint,
-    MetricsInterceptor,
     auth_failure_hook,
 )
 from ppos.controlplane.runtime.peers import PeerDirectory
 from ppos.controlplane.security.access import AccessTable, MethodRule
 from ppos.controlplane.security.control_token import ControlToken, read_control_token
-from ppos.controlplane.security.edge import AuthFailureHook, EdgeAuthenticator, EdgeInterceptor
+from ppos.controlplane.security.edge import (
+    AuthFailureHook,
+    EdgeAuthenticator,
+    EdgeGuard,
+    GuardedServer,
+)
 from ppos.controlplane.security.keys import JwksKeySource, KeyRing
 from ppos.controlplane.security.tokens import TokenMinter, TokenVerifier
 from ppos.controlplane.services.jwks.service import JwksModule
@@ -163,25 +168,25 @@ class ControlPlaneServer:
         access = AccessTable.from_services(service_names)
         for rule in self._extra_rules:  # services outside our contracts (tests, benchmarks)
             access.add(rule)
-        interceptor = EdgeInterceptor(
+        edge = EdgeGuard(
             access,
             EdgeAuthenticator(control, verifier),
             on_auth_failure=auth_failure_hook(self._on_auth_failure),
         )
-        server = grpc.aio.server(
-            interceptors=[MetricsInterceptor(), interceptor], options=SERVER_OPTIONS
-        )
+        server = grpc.aio.server(options=SERVER_OPTIONS)
+        metered = MeteredServer(server)  # outermost: refusals at the edge are counted too
+        guarded = GuardedServer(metered, edge)  # every service handler passes the edge
         for module in self.modules:
-            module.register(server)
+            module.register(guarded)
         self._health = health.aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, metered)
         reflection.enable_server_reflection(
             (
                 *service_names,
                 health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                 reflection.SERVICE_NAME,
             ),
-            server,
+            metered,
         )
         self.port = server.add_insecure_port(settings.server.listen)
         if self.port == 0:
