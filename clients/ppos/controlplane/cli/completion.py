@@ -14,8 +14,10 @@ def _walk(
     words: list[str] = []
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
+            canonical = {choice.dest for choice in action._choices_actions}
             for name, child in action.choices.items():
-                words.append(name)
+                if name in canonical:  # aliases are walked, not offered
+                    words.append(name)
                 _walk(child, (*path, name), out)
         else:
             words.extend(s for s in action.option_strings if s.startswith("--"))
