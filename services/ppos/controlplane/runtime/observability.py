@@ -47,16 +47,21 @@ def _code_name(context: Any, default: str) -> str:
 
 
 class _Measured(CallWrapper):
-    """Counts and times one call."""
+    """Counts and times one method's calls (its labelled children looked up once)."""
 
-    __slots__ = ("_method",)
+    __slots__ = ("_counters", "_duration", "_method")
 
     def __init__(self, method: str) -> None:
         self._method = method
+        self._duration = RPC_DURATION.labels(method)
+        self._counters: dict[str, Any] = {}
 
     def _record(self, code: str, started: float) -> None:
-        RPC_REQUESTS.labels(self._method, code).inc()
-        RPC_DURATION.labels(self._method).observe(time.perf_counter() - started)
+        counter = self._counters.get(code)
+        if counter is None:
+            counter = self._counters[code] = RPC_REQUESTS.labels(self._method, code)
+        counter.inc()
+        self._duration.observe(time.perf_counter() - started)
 
     async def around_unary(self, invoke: Callable[[Any], Awaitable[Any]], context: Any) -> Any:
         started = time.perf_counter()
