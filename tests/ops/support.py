@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -106,3 +107,52 @@ async def as_node(plane: RunningPlane, node: NodeHandle, call: Any) -> Any:
             return call(agent)
 
     return await asyncio.to_thread(work)
+
+
+class SignallingStream(io.StringIO):
+    """A stdout that says when some text has appeared (for commands that run on,
+    like watches), and can pretend to be a terminal."""
+
+    def __init__(self, *, terminal: bool = False) -> None:
+        super().__init__()
+        self._terminal = terminal
+        self._wanted: list[tuple[str, threading.Event]] = []
+        self._lock = threading.Lock()
+
+    def isatty(self) -> bool:
+        return self._terminal
+
+    def write(self, text: str) -> int:
+        count = super().write(text)
+        with self._lock:
+            seen = self.getvalue()
+            for needle, event in self._wanted:
+                if needle in seen:
+                    event.set()
+        return count
+
+    def when(self, needle: str) -> threading.Event:
+        event = threading.Event()
+        with self._lock:
+            self._wanted.append((needle, event))
+            if needle in self.getvalue():
+                event.set()
+        return event
+
+
+async def appears(stream: SignallingStream, needle: str, limit: float = 30) -> None:
+    """Wait until `needle` was written (bounded: a bug fails instead of hanging)."""
+    event = stream.when(needle)
+    assert await asyncio.to_thread(event.wait, limit), f"{needle!r} never appeared"
+
+
+def start_pposctl(
+    plane: RunningPlane, *argv: str, stdout: io.StringIO, env: Mapping[str, str] | None = None
+) -> asyncio.Task[int]:
+    """Start a long-running pposctl command (a watch) in a thread."""
+    stderr = io.StringIO()
+    return asyncio.create_task(
+        asyncio.to_thread(
+            run, list(argv), environ=env or operator_env(plane), stdout=stdout, stderr=stderr
+        )
+    )

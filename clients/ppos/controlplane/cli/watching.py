@@ -63,9 +63,12 @@ def _node_table(columns: Sequence[Column], nodes: dict[str, node_pb2.Node]) -> T
     table = Table(
         box=None, pad_edge=False, show_edge=False, header_style="bold", padding=(0, 3, 0, 0)
     )
-    for column in columns:
-        if not column.wide:
-            table.add_column(column.header, no_wrap=True)
+    for index, column in enumerate(columns):
+        if not column.wide:  # the id column is never squeezed; the others fold
+            width = (
+                max((len(column.cell(n)) for n in nodes.values()), default=0) if not index else 0
+            )
+            table.add_column(column.header, no_wrap=True, overflow="fold", min_width=width or None)
     for node_id in sorted(nodes):
         table.add_row(*[Text(c.cell(nodes[node_id])) for c in columns if not c.wide])
     return table
@@ -141,10 +144,12 @@ def watch_nodes(
                             if event.type != pb.WATCH_EVENT_TYPE_BOOKMARK:
                                 counted += 1
                             if max_events and counted >= max_events:
-                                stream.cancel()
-                                return exitcodes.OK
+                                break
                         status.plain = f"resource version {version} · {len(nodes)} nodes"
                         render()
+                        if max_events and counted >= max_events:
+                            stream.cancel()
+                            return exitcodes.OK
                         if resync:
                             break
             except UnavailableError as exc:
