@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.ops.support import Result, pposctl_sync
 from tests.support.processes import free_port
@@ -94,7 +94,7 @@ def write_secrets(directory: Path, token: str) -> dict[str, Path]:
     token_file.write_text(token + "\n")
     key_file = directory / "signing_key"
     key_file.write_bytes(
-        Ed25519PrivateKey.generate().private_bytes(
+        ec.generate_private_key(ec.SECP256R1()).private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),

@@ -170,7 +170,7 @@ async def test_health_and_jwks_need_no_token(plane: RunningPlane) -> None:
 
     keys = await pposctl(plane, "jwks", env=env)
     assert keys.code == 0
-    assert "EdDSA" in keys.stdout
+    assert "ES256" in keys.stdout
     assert "yes" in keys.stdout
     raw = await pposctl(plane, "-o", "json", "jwks", env=env)
     assert raw.json()["activeKid"]
