@@ -794,7 +794,8 @@ class ListSyncedJobsRequest(_message.Message):
     """Only rows with a sync sequence greater than this."""
     page_size: _builtins.int
     """Maximum per page (default 100, at most 1000). A page also ends once it
-    holds 8 MiB of payload (at least one job is always returned).
+    holds 3 MiB of payload (at least one job is always returned), so a page
+    fits the 4 MiB a default gRPC client accepts unless one payload is larger.
     """
     omit_payload: _builtins.bool
     """Leave canonical payloads out (digests stay)."""

@@ -1,0 +1,156 @@
+"""Verify one received record: its envelope parses and holds, its digest matches.
+
+Nothing here looks inside the canonical payload: it is the engine's truth,
+whatever its bytes are. What is checked is what the sync relies on: the key
+(job id, revision), the region, the cursor, the size and the SHA-256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf.message import DecodeError
+
+from ppos.preflight.v1 import job_pb2
+
+JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+INT64_MAX = (1 << 63) - 1
+LIMITS = {"tenant_id": 128, "queue_id": 128, "node_id": 128, "container_image": 512}
+
+# Quarantine reasons.
+INVALID_ENVELOPE = "INVALID_ENVELOPE"
+REGION_MISMATCH = "REGION_MISMATCH"
+DIGEST_MISMATCH = "DIGEST_MISMATCH"
+PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
+REVISION_CONFLICT = "REVISION_CONFLICT"
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """A verified record, ready to store."""
+
+    raw: bytes
+    job_id: str
+    revision: int
+    tenant_id: str
+    queue_id: str
+    status: str
+    governance_state: str
+    node_id: str
+    container_image: str
+    create_time_ns: int | None
+    update_time_ns: int | None
+    payload: bytes
+    digest: bytes
+    cursor: str
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.job_id, self.revision)
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A record to quarantine, with what could be read of it."""
+
+    raw: bytes
+    reason: str
+    detail: str
+    job_id: str = ""
+    revision: int = 0
+    cursor: str = ""
+
+
+def enum_text(kind: Any, value: int) -> str:
+    """The enum name (`kind` is a generated enum), or the number for a value this build lacks."""
+    try:
+        return str(kind.Name(value))
+    except ValueError:
+        return str(value)
+
+
+def enum_value(kind: Any, text: str) -> int:
+    if text.lstrip("-").isdigit():
+        return int(text)
+    return int(kind.Value(text))
+
+
+def _nanos(record: job_pb2.JobRecord, field: str, problems: list[str]) -> int | None:
+    if not record.HasField(field):  # type: ignore[arg-type]
+        return None
+    stamp = getattr(record, field)
+    if not 0 <= stamp.nanos < 1_000_000_000:
+        problems.append(f"{field}: nanos out of range")
+        return None
+    value = stamp.seconds * 1_000_000_000 + stamp.nanos
+    if not -INT64_MAX <= value <= INT64_MAX:
+        problems.append(f"{field}: outside the years 1678 to 2262")
+        return None
+    return int(value)
+
+
+def verify(raw: bytes, *, region: str, max_payload_bytes: int) -> Accepted | Rejected:
+    try:
+        record = job_pb2.JobRecord.FromString(raw)
+    except DecodeError as exc:
+        return Rejected(raw, INVALID_ENVELOPE, f"not a JobRecord: {exc}")
+    problems: list[str] = []
+    if not JOB_ID.fullmatch(record.job_id):
+        problems.append(
+            "job_id: must be 1 to 128 letters, digits, '_', '.', ':' or '-' "
+            f"(got {record.job_id[:40]!r})"
+        )
+    if record.revision < 1:
+        problems.append(f"revision: must be at least 1 (got {record.revision})")
+    if not record.cursor:
+        problems.append("cursor: is required")
+    digest_size = len(record.canonical_payload_sha256)
+    if digest_size != 32:
+        problems.append(f"canonical_payload_sha256: must be 32 bytes (got {digest_size})")
+    for field, limit in LIMITS.items():
+        if len(getattr(record, field)) > limit:
+            problems.append(f"{field}: longer than {limit} characters")
+    create_ns = _nanos(record, "create_time", problems)
+    update_ns = _nanos(record, "update_time", problems)
+
+    def reject(reason: str, detail: str) -> Rejected:
+        return Rejected(raw, reason, detail, record.job_id[:128], record.revision, record.cursor)
+
+    if problems:
+        return reject(INVALID_ENVELOPE, "; ".join(problems))
+    if record.region != region:
+        return reject(
+            REGION_MISMATCH, f"record of region {record.region[:64]!r} in the feed of {region!r}"
+        )
+    payload = record.canonical_payload
+    if len(payload) > max_payload_bytes:
+        return reject(
+            PAYLOAD_TOO_LARGE,
+            f"canonical payload of {len(payload)} bytes exceeds {max_payload_bytes}",
+        )
+    actual = hashlib.sha256(payload).digest()
+    if actual != record.canonical_payload_sha256:
+        return reject(
+            DIGEST_MISMATCH,
+            f"SHA-256 of the canonical payload is {actual.hex()}, "
+            f"the record says {record.canonical_payload_sha256.hex()}",
+        )
+    return Accepted(
+        raw=raw,
+        job_id=record.job_id,
+        revision=record.revision,
+        tenant_id=record.tenant_id,
+        queue_id=record.queue_id,
+        status=enum_text(job_pb2.JobStatus, record.status),
+        governance_state=enum_text(job_pb2.GovernanceState, record.governance_state),
+        node_id=record.node_id,
+        container_image=record.container_image,
+        create_time_ns=create_ns,
+        update_time_ns=update_ns,
+        payload=payload,
+        digest=record.canonical_payload_sha256,
+        cursor=record.cursor,
+    )
