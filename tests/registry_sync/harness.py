@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -153,6 +153,22 @@ class SyncWorld:
             pb.GetSyncStatusRequest(region=region), metadata=self.md
         )
         return reply.status
+
+    async def wait_status(
+        self, region: str, predicate: Callable[[pb.RegionSyncStatus], bool], *, limit: float = 60
+    ) -> pb.RegionSyncStatus:
+        """The first status WatchSyncStatus streams that satisfies `predicate`."""
+        call = self.stub.WatchSyncStatus(
+            pb.WatchSyncStatusRequest(regions=[region]), metadata=self.md
+        )
+        try:
+            async with asyncio.timeout(limit):
+                async for reply in call:
+                    if predicate(reply.status):
+                        return reply.status
+        finally:
+            call.cancel()
+        raise AssertionError("the status stream ended")
 
     async def all_jobs(self, region: str = "", *, omit_payload: bool = False) -> list[pb.SyncedJob]:
         jobs: list[pb.SyncedJob] = []
