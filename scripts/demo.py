@@ -47,6 +47,7 @@ ODD_SAMPLES = ROOT / "services/ppos/preflightsim/samples/odd.jsonl"
 REGIONS = {"eu-west-1": 1, "us-east-1": 2}  # region -> sample seed
 PREFERRED_PORT = 50051
 Metadata = tuple[tuple[str, str], ...]
+AUTH = "authorization: Bearer ${PPOS_CONTROL_TOKEN}"
 console = Console(width=max(110, shutil.get_terminal_size().columns))
 
 
@@ -86,7 +87,10 @@ class Child:
 def run(argv: list[str], env: dict[str, str] | None = None) -> str:
     done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        raise SystemExit(f"demo: {' '.join(argv[:3])} failed:\n{done.stderr[-3000:]}")
+        raise SystemExit(
+            f"demo: {' '.join(argv[:3])} failed:\n{done.stderr[-3000:]}\n"
+            f"(state left by an older version? delete {DEMO.relative_to(ROOT)}/ to start over)"
+        )
     return done.stdout
 
 
@@ -230,24 +234,25 @@ async def sweep_and_show(address: str) -> None:
 
 
 def how_to_call(address: str) -> None:
-    token = f'"authorization: Bearer $(cat {TOKEN_FILE.relative_to(ROOT)})"'
+    grpcurl = f".venv/bin/grpcurl -plaintext -expand-headers -H {AUTH!r}"
     service = "ppos.controlplane.registrysync.v1.RegistrySyncService"
-    console.print("\nCall it with grpcurl (the token is read from its file, never typed):")
-    for line in (
-        f"grpcurl -plaintext {address} list",
-        f"grpcurl -plaintext -H {token} {address} {service}/ListSyncStatuses",
-        f"grpcurl -plaintext -H {token} -d '{{}}' {address} {service}/StartSweep",
-        f'grpcurl -plaintext -H {token} -d \'{{"region": "eu-west-1", '
-        f'"job_id": "job_1779116602472_1d246"}}\' {address} {service}/GetSyncedJob',
-        f'grpcurl -plaintext -H {token} -d \'{{"omit_payload": true, "page_size": 5}}\' '
-        f"{address} {service}/ListSyncedJobs",
-        f"grpcurl -plaintext -H {token} {address} {service}/WatchSyncStatus",
-    ):
-        console.print(f"  {line}", highlight=False, soft_wrap=True)
+    job = '{"region": "eu-west-1", "job_id": "job_1779116602472_1d246"}'
     console.print(
-        "(grpcurl comes with `make setup`: .venv/bin/grpcurl). "
-        f"Logs in {LOGS.relative_to(ROOT)}/. Ctrl-C stops everything."
+        "\nIn another shell (the token stays in its file and the environment, "
+        "never on a command line):"
     )
+    for line in (
+        f"export PPOS_CONTROL_TOKEN=$(cat {TOKEN_FILE.relative_to(ROOT)})",
+        f".venv/bin/grpcurl -plaintext {address} list",
+        f"{grpcurl} {address} {service}/ListSyncStatuses",
+        f"{grpcurl} -d '{{}}' {address} {service}/StartSweep",
+        f"{grpcurl} -d '{job}' {address} {service}/GetSyncedJob",
+        f'{grpcurl} -d \'{{"omit_payload": true, "page_size": 5}}\' '
+        f"{address} {service}/ListSyncedJobs",
+        f"{grpcurl} {address} {service}/WatchSyncStatus",
+    ):
+        console.print(f"  {line}", highlight=False, soft_wrap=True, markup=False)
+    console.print(f"Logs in {LOGS.relative_to(ROOT)}/. Ctrl-C stops everything.", highlight=False)
 
 
 async def main_async() -> int:
