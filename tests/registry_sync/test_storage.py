@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import threading
@@ -142,9 +143,7 @@ def test_a_revision_is_never_overwritten(db: Database) -> None:
     db.write_sync(lambda s: commit_page(s, page(feed, items, 0, 3), NOW, postgres=db.is_postgres))
     original = items[1]
     assert isinstance(original, Accepted)
-    rewritten = Accepted(
-        **{**original.__dict__, "payload": b"{}", "digest": hashlib.sha256(b"{}").digest()}
-    )
+    rewritten = dataclasses.replace(original, payload=b"{}", digest=hashlib.sha256(b"{}").digest())
     again = db.write_sync(
         lambda s: commit_page(
             s, page(feed, [items[0], rewritten], 1, 3), NOW, postgres=db.is_postgres

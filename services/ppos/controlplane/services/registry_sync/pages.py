@@ -13,8 +13,9 @@ stored one stays as it is.
 On PostgreSQL the transaction first takes a transaction-scoped advisory lock,
 so sync sequences become visible in the order they were drawn: a consumer
 that has read sequence N never later finds a new row at or below N. New rows
-go in with COPY (binary), after the page's keys were checked against the
-table under the region row's lock.
+go in with COPY (binary) inside a savepoint; only when the unique key refuses
+the page (the registry resent revisions already held) are the stored digests
+looked up, and the page is written again without them.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import psycopg
 from sqlalchemy import insert, select, text, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ppos.controlplane.services.registry_sync.models import (
@@ -117,8 +120,8 @@ class PageOutcome:
         return sum(self.quarantined.values())
 
 
-def _sort_out(session: Session, page: VerifiedPage) -> tuple[list[Accepted], list[Rejected], int]:
-    """New rows, rejected records (incl. revision conflicts) and the count of no-op repeats."""
+def _split_page(page: VerifiedPage) -> tuple[dict[tuple[str, int], Accepted], list[Rejected], int]:
+    """First record of each key, rejected records (incl. in-page conflicts), in-page repeats."""
     first_seen: dict[tuple[str, int], Accepted] = {}
     rejected: list[Rejected] = []
     duplicates = 0
@@ -133,9 +136,18 @@ def _sort_out(session: Session, page: VerifiedPage) -> tuple[list[Accepted], lis
             duplicates += 1
         else:
             rejected.append(_conflict(item, held.digest, "earlier in the same page"))
-    existing = _existing_digests(session, page.region, first_seen)
+    return first_seen, rejected, duplicates
+
+
+def _against_stored(
+    session: Session, region: str, candidates: dict[tuple[str, int], Accepted]
+) -> tuple[list[Accepted], list[Rejected], int]:
+    """Candidates split into new rows, conflicts with stored revisions, and no-op repeats."""
+    existing = _existing_digests(session, region, candidates)
     new_rows: list[Accepted] = []
-    for key, item in first_seen.items():
+    rejected: list[Rejected] = []
+    duplicates = 0
+    for key, item in candidates.items():
         stored = existing.get(key)
         if stored is None:
             new_rows.append(item)
@@ -201,23 +213,44 @@ def _row_values(item: Accepted, page: VerifiedPage, now: dt.datetime) -> tuple[o
 
 def _insert_rows(
     session: Session, rows: list[Accepted], page: VerifiedPage, now: dt.datetime, *, postgres: bool
-) -> None:
+) -> bool:
+    """Insert every row inside a savepoint; False (and nothing inserted) when a key exists.
+
+    New revisions are the rule: a registry resends one only after a failure on
+    its side. So the page goes in whole first (COPY on PostgreSQL), and only if
+    the unique key refuses it are the stored revisions looked up.
+    """
     if not rows:
-        return
+        return True
+    connection = session.connection()
     if postgres:
-        driver = session.connection().connection.driver_connection
+        driver = connection.connection.driver_connection
         assert driver is not None
         with driver.cursor() as cursor:
+            cursor.execute("SAVEPOINT sync_page_rows")
             statement = f"COPY synced_jobs ({', '.join(COPY_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
-            with cursor.copy(statement) as copy:
-                copy.set_types(COPY_TYPES)
-                for item in rows:
-                    copy.write_row(_row_values(item, page, now))
-        return
-    session.execute(
-        insert(SyncedJobRow),
-        [dict(zip(COPY_COLUMNS, _row_values(item, page, now), strict=True)) for item in rows],
-    )
+            try:
+                with cursor.copy(statement) as copy:
+                    copy.set_types(COPY_TYPES)
+                    for item in rows:
+                        copy.write_row(_row_values(item, page, now))
+            except psycopg.errors.UniqueViolation:
+                cursor.execute("ROLLBACK TO SAVEPOINT sync_page_rows")
+                return False
+            cursor.execute("RELEASE SAVEPOINT sync_page_rows")
+        return True
+    try:
+        with session.begin_nested():
+            session.execute(
+                insert(SyncedJobRow),
+                [
+                    dict(zip(COPY_COLUMNS, _row_values(item, page, now), strict=True))
+                    for item in rows
+                ],
+            )
+    except IntegrityError:
+        return False
+    return True
 
 
 def _quarantine(
@@ -259,8 +292,15 @@ def commit_page(
             f"region {page.region}: cursor generation is {region.generation}, "
             f"the page was read after {page.after_generation}"
         )
-    new_rows, rejected, duplicates = _sort_out(session, page)
-    _insert_rows(session, new_rows, page, now, postgres=postgres)
+    candidates, rejected, duplicates = _split_page(page)
+    new_rows = list(candidates.values())
+    if not _insert_rows(session, new_rows, page, now, postgres=postgres):
+        # Some of these revisions are stored already: insert only the new ones.
+        new_rows, conflicts, repeats = _against_stored(session, page.region, candidates)
+        rejected += conflicts
+        duplicates += repeats
+        if not _insert_rows(session, new_rows, page, now, postgres=postgres):
+            raise CursorMoved(f"region {page.region}: revisions appeared during the page")
     _quarantine(session, rejected, page, now)
 
     outcome = PageOutcome(

@@ -18,7 +18,6 @@ from ppos.preflight.v1 import job_pb2
 
 JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 INT64_MAX = (1 << 63) - 1
-LIMITS = {"tenant_id": 128, "queue_id": 128, "node_id": 128, "container_image": 512}
 
 # Quarantine reasons.
 INVALID_ENVELOPE = "INVALID_ENVELOPE"
@@ -28,7 +27,7 @@ PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
 REVISION_CONFLICT = "REVISION_CONFLICT"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Accepted:
     """A verified record, ready to store."""
 
@@ -72,6 +71,10 @@ def enum_text(kind: Any, value: int) -> str:
         return str(value)
 
 
+_STATUS_NAMES = {v: k for k, v in job_pb2.JobStatus.items()}
+_STATE_NAMES = {v: k for k, v in job_pb2.GovernanceState.items()}
+
+
 def enum_value(kind: Any, text: str) -> int:
     if text.lstrip("-").isdigit():
         return int(text)
@@ -82,10 +85,11 @@ def _nanos(record: job_pb2.JobRecord, field: str, problems: list[str]) -> int | 
     if not record.HasField(field):  # type: ignore[arg-type]
         return None
     stamp = getattr(record, field)
-    if not 0 <= stamp.nanos < 1_000_000_000:
+    seconds, nanos = stamp.seconds, stamp.nanos
+    if not 0 <= nanos < 1_000_000_000:
         problems.append(f"{field}: nanos out of range")
         return None
-    value = stamp.seconds * 1_000_000_000 + stamp.nanos
+    value = seconds * 1_000_000_000 + nanos
     if not -INT64_MAX <= value <= INT64_MAX:
         problems.append(f"{field}: outside the years 1678 to 2262")
         return None
@@ -93,64 +97,70 @@ def _nanos(record: job_pb2.JobRecord, field: str, problems: list[str]) -> int | 
 
 
 def verify(raw: bytes, *, region: str, max_payload_bytes: int) -> Accepted | Rejected:
+    """One record's verdict. Each field is read once (this runs for every record)."""
     try:
         record = job_pb2.JobRecord.FromString(raw)
     except DecodeError as exc:
         return Rejected(raw, INVALID_ENVELOPE, f"not a JobRecord: {exc}")
+    job_id = record.job_id
+    revision = record.revision
+    cursor = record.cursor
+    digest = record.canonical_payload_sha256
+    tenant_id, queue_id = record.tenant_id, record.queue_id
+    node_id, container_image = record.node_id, record.container_image
     problems: list[str] = []
-    if not JOB_ID.fullmatch(record.job_id):
+    if not JOB_ID.fullmatch(job_id):
         problems.append(
-            "job_id: must be 1 to 128 letters, digits, '_', '.', ':' or '-' "
-            f"(got {record.job_id[:40]!r})"
+            f"job_id: must be 1 to 128 letters, digits, '_', '.', ':' or '-' (got {job_id[:40]!r})"
         )
-    if record.revision < 1:
-        problems.append(f"revision: must be at least 1 (got {record.revision})")
-    if not record.cursor:
+    if revision < 1:
+        problems.append(f"revision: must be at least 1 (got {revision})")
+    if not cursor:
         problems.append("cursor: is required")
-    digest_size = len(record.canonical_payload_sha256)
-    if digest_size != 32:
-        problems.append(f"canonical_payload_sha256: must be 32 bytes (got {digest_size})")
-    for field, limit in LIMITS.items():
-        if len(getattr(record, field)) > limit:
+    if len(digest) != 32:
+        problems.append(f"canonical_payload_sha256: must be 32 bytes (got {len(digest)})")
+    for field, value, limit in (
+        ("tenant_id", tenant_id, 128),
+        ("queue_id", queue_id, 128),
+        ("node_id", node_id, 128),
+        ("container_image", container_image, 512),
+    ):
+        if len(value) > limit:
             problems.append(f"{field}: longer than {limit} characters")
     create_ns = _nanos(record, "create_time", problems)
     update_ns = _nanos(record, "update_time", problems)
-
-    def reject(reason: str, detail: str) -> Rejected:
-        return Rejected(raw, reason, detail, record.job_id[:128], record.revision, record.cursor)
-
     if problems:
-        return reject(INVALID_ENVELOPE, "; ".join(problems))
+        return Rejected(raw, INVALID_ENVELOPE, "; ".join(problems), job_id[:128], revision, cursor)
     if record.region != region:
-        return reject(
-            REGION_MISMATCH, f"record of region {record.region[:64]!r} in the feed of {region!r}"
-        )
+        detail = f"record of region {record.region[:64]!r} in the feed of {region!r}"
+        return Rejected(raw, REGION_MISMATCH, detail, job_id, revision, cursor)
     payload = record.canonical_payload
     if len(payload) > max_payload_bytes:
-        return reject(
-            PAYLOAD_TOO_LARGE,
-            f"canonical payload of {len(payload)} bytes exceeds {max_payload_bytes}",
-        )
+        detail = f"canonical payload of {len(payload)} bytes exceeds {max_payload_bytes}"
+        return Rejected(raw, PAYLOAD_TOO_LARGE, detail, job_id, revision, cursor)
     actual = hashlib.sha256(payload).digest()
-    if actual != record.canonical_payload_sha256:
-        return reject(
-            DIGEST_MISMATCH,
-            f"SHA-256 of the canonical payload is {actual.hex()}, "
-            f"the record says {record.canonical_payload_sha256.hex()}",
+    if actual != digest:
+        detail = (
+            f"SHA-256 of the canonical payload is {actual.hex()}, the record says {digest.hex()}"
         )
+        return Rejected(raw, DIGEST_MISMATCH, detail, job_id, revision, cursor)
+    status = _STATUS_NAMES.get(record.status) or enum_text(job_pb2.JobStatus, record.status)
+    state = _STATE_NAMES.get(record.governance_state) or enum_text(
+        job_pb2.GovernanceState, record.governance_state
+    )
     return Accepted(
-        raw=raw,
-        job_id=record.job_id,
-        revision=record.revision,
-        tenant_id=record.tenant_id,
-        queue_id=record.queue_id,
-        status=enum_text(job_pb2.JobStatus, record.status),
-        governance_state=enum_text(job_pb2.GovernanceState, record.governance_state),
-        node_id=record.node_id,
-        container_image=record.container_image,
-        create_time_ns=create_ns,
-        update_time_ns=update_ns,
-        payload=payload,
-        digest=record.canonical_payload_sha256,
-        cursor=record.cursor,
+        raw,
+        job_id,
+        revision,
+        tenant_id,
+        queue_id,
+        status,
+        state,
+        node_id,
+        container_image,
+        create_ns,
+        update_ns,
+        payload,
+        digest,
+        cursor,
     )
