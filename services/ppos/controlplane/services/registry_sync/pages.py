@@ -102,6 +102,8 @@ class VerifiedPage:
     remaining_changes: int
     wire_size: int
     records: Sequence[Accepted | Rejected]
+    # Where the page's time went (milliseconds), for the page_committed log line.
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -52,6 +53,8 @@ from ppos.controlplane.services.registry_sync.wire import PageFormatError, parse
 from ppos.controlplane.storage.database import Database
 
 T = TypeVar("T")
+# Pages fetched and verified ahead of the one being committed.
+PREFETCH_PAGES = 2
 _log = get_logger("ppos.registrysync.sweeper")
 
 # Why a sweep stops before the head of its feed.
@@ -179,27 +182,32 @@ class RegionRun:
 
     # -- fetching ------------------------------------------------------------
 
-    async def _fetch(self, cursor: str, generation: int) -> VerifiedPage:
+    async def _fetch(self, cursor: str) -> VerifiedPage:
         settings = self._settings
 
         async def once() -> VerifiedPage:
+            started = time.perf_counter()
             raw = await self._client.page(
                 cursor,
                 page_size=settings.page_records,
                 max_page_bytes=settings.page_bytes,
                 deadline=settings.call_timeout,
             )
-            return await asyncio.to_thread(self._verify_page, raw, generation)
+            fetched = time.perf_counter()
+            page = await asyncio.to_thread(self._verify_page, raw)
+            page.timings["fetch_ms"] = round((fetched - started) * 1000, 1)
+            page.timings["verify_ms"] = round((time.perf_counter() - fetched) * 1000, 1)
+            return page
 
         return await self._with_retries("ListJobChanges", once)
 
-    def _verify_page(self, raw: bytes, generation: int) -> VerifiedPage:
+    def _verify_page(self, raw: bytes) -> VerifiedPage:
         page = parse_page(raw)
         limit = self._settings.max_payload_bytes
         return VerifiedPage(
             region=self._region,
             sweep_id=self._sweep_id,
-            after_generation=generation,
+            after_generation=-1,  # set by the committer, which knows the current one
             next_cursor=page.next_cursor,
             end_of_feed=page.end_of_feed,
             remaining_changes=page.remaining_changes,
@@ -212,7 +220,9 @@ class RegionRun:
     async def _commit(self, page: VerifiedPage) -> PageOutcome:
         postgres = self._db.is_postgres
         now = utcnow()
+        started = time.perf_counter()
         outcome = await self._db.write(lambda s: commit_page(s, page, now, postgres=postgres))
+        page.timings["commit_ms"] = round((time.perf_counter() - started) * 1000, 1)
         region = self._region
         SYNC_RECORDS.labels(region).inc(outcome.inserted)
         SYNC_BYTES.labels(region).inc(outcome.inserted_bytes)
@@ -232,6 +242,7 @@ class RegionRun:
             duplicates=outcome.duplicates,
             quarantined=outcome.quarantined_total,
             remaining=page.remaining_changes,
+            **page.timings,
         )
         if outcome.quarantined:
             self._log.warning("sync.records_quarantined", reasons=outcome.quarantined)
@@ -290,28 +301,32 @@ class RegionRun:
         )
         if at_head:
             return  # nothing new
-        fetch: asyncio.Future[VerifiedPage] = asyncio.ensure_future(self._fetch(cursor, generation))
+        queue: asyncio.Queue[VerifiedPage | _Failure] = asyncio.Queue(PREFETCH_PAGES)
+        producer = asyncio.create_task(self._produce(cursor, queue))
         try:
             while True:
-                page = await self._until_stopped(fetch)
+                waited = time.perf_counter()
+                item = await self._until_stopped(queue.get())
+                if isinstance(item, _Failure):
+                    raise item.error
+                page = dataclasses.replace(item, after_generation=generation)
+                page.timings["waited_ms"] = round((time.perf_counter() - waited) * 1000, 1)
                 await self._sleep(
                     self._ctx.meter.debit(self._region, len(page.records), page.wire_size)
                 )
-                if not page.end_of_feed and page.records:
-                    # Prefetch the next page while this one commits (same generation + 1).
-                    fetch = asyncio.ensure_future(
-                        self._fetch(page.next_cursor, page.after_generation + 1)
-                    )
                 try:
                     outcome = await self._commit(page)
                 except CursorMoved as exc:
+                    # Another sweeper committed this region: continue from its cursor.
                     self._log.warning("sync.cursor_moved", detail=str(exc))
-                    fetch.cancel()
+                    await _cancel(producer)
                     cursor, generation = await self._db.read(
                         lambda s: sweeps.read_cursor(s, self._region)
                     )
-                    fetch = asyncio.ensure_future(self._fetch(cursor, generation))
+                    queue = asyncio.Queue(PREFETCH_PAGES)
+                    producer = asyncio.create_task(self._produce(cursor, queue))
                     continue
+                generation = outcome.generation
                 if outcome.cancel_requested:
                     self._stop.stop(CANCEL)
                 if page.end_of_feed:
@@ -324,7 +339,30 @@ class RegionRun:
                 if self._stop.stopped:
                     raise Stopped
         finally:
-            if not fetch.done():
-                fetch.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await fetch
+            await _cancel(producer)
+
+    async def _produce(self, cursor: str, queue: asyncio.Queue[VerifiedPage | _Failure]) -> None:
+        """Fetch and verify pages ahead of the committer (at most PREFETCH_PAGES ahead)."""
+        try:
+            while True:
+                page = await self._fetch(cursor)
+                await queue.put(page)
+                if page.end_of_feed or not page.records:
+                    return
+                cursor = page.next_cursor
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - handed to the committer, which raises it
+            await queue.put(_Failure(exc))
+
+
+@dataclass(frozen=True)
+class _Failure:
+    error: Exception
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    if not task.done():
+        task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
