@@ -201,6 +201,8 @@ class SyncScheduler:
             )
         finally:
             watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await watcher
         now = utcnow()
         cancelled = signal.reason == CANCEL
         interrupted = signal.reason in (SHUTDOWN, LOST_LEAD)
@@ -224,7 +226,13 @@ class SyncScheduler:
             if signal.stopped:
                 state = CANCELLED if signal.reason == CANCEL else PENDING
                 return await self._end_unstarted(sweep_id, region, state, "")
-            return await RegionRun(self._ctx, client, sweep_id, signal).run()
+            try:
+                return await RegionRun(self._ctx, client, sweep_id, signal).run()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - e.g. the database went away
+                _log.error("sync.region_run_failed", region=region, exc_info=exc)
+                return FAILED, f"internal error: {type(exc).__name__}"
 
     async def _end_unstarted(
         self, sweep_id: str, region: str, state: str, error: str
