@@ -1,4 +1,4 @@
-"""`make demo`: the control plane on embedded SQLite syncing two simulated regions.
+"""`make demo`: the control plane on embedded SQLite syncing simulated regions.
 
 Everything lives in `.demo/` (delete it to start over):
 
@@ -7,8 +7,9 @@ Everything lives in `.demo/` (delete it to start over):
    registries use to verify every call's PREFLIGHT_JWT;
 3. sample records: the committed odd engine outputs plus a deterministic
    realistic set (200 bytes to 2 MB) per region;
-4. `ppos-preflight-sim` for eu-west-1 and us-east-1, then
-   `ppos-control-plane serve` syncing them;
+4. `ppos-preflight-sim` for eu-west-1 and us-east-1, and for ap-south-1 one
+   that corrupts a few records on purpose; then `ppos-control-plane serve`
+   syncing all three;
 5. a sweep, the sync status, and how to call the plane with grpcurl.
 
 It keeps serving until Ctrl-C, then stops everything cleanly. The token is
@@ -131,13 +132,36 @@ def prepare(env: dict[str, str]) -> None:
             )
 
 
+# A third region whose simulated registry misbehaves on purpose, to show the
+# quarantine: two corrupted records (a wrong SHA-256, bytes that are not a
+# record), one record sent twice, and every page shuffled.
+FAULTY_REGION = "ap-south-1"
+FAULTY_ARGS = [
+    "--synthetic",
+    "300",
+    "--synthetic-size",
+    "2048",
+    "--fault-wrong-digest-at",
+    "17",
+    "--fault-malformed-at",
+    "42:garbage",
+    "--fault-repeat-at",
+    "100",
+    "--fault-reorder",
+]
+
+
 def start_regions(env: dict[str, str]) -> tuple[list[Child], dict[str, int]]:
     children, ports = [], {}
-    for region in REGIONS:
+    for region in [*REGIONS, FAULTY_REGION]:
         port = free_port()
-        records = [DEMO / "samples" / f"realistic-{region}.jsonl"]
-        if region == "eu-west-1":
-            records.insert(0, ODD_SAMPLES)
+        if region == FAULTY_REGION:
+            sources = FAULTY_ARGS
+        else:
+            records = [DEMO / "samples" / f"realistic-{region}.jsonl"]
+            if region == "eu-west-1":
+                records.insert(0, ODD_SAMPLES)
+            sources = [arg for path in records for arg in ("--records", str(path))]
         argv = [
             str(BIN / "ppos-preflight-sim"),
             "--region",
@@ -146,7 +170,7 @@ def start_regions(env: dict[str, str]) -> tuple[list[Child], dict[str, int]]:
             f"127.0.0.1:{port}",
             "--jwks-file",
             str(DATA / "jwks.json"),
-            *[arg for path in records for arg in ("--records", str(path))],
+            *sources,
         ]
         children.append(spawn(f"sim-{region}", argv, env))
         ports[region] = port
@@ -230,7 +254,17 @@ async def sweep_and_show(address: str) -> None:
         quarantined = await stub.ListQuarantinedRecords(
             pb.ListQuarantinedRecordsRequest(page_size=5), metadata=md
         )
-        console.print(f"quarantined records: {len(quarantined.records)}")
+        console.print(
+            f"quarantined ({FAULTY_REGION}'s simulated registry corrupts records on purpose):",
+            highlight=False,
+        )
+        for record in quarantined.records:
+            console.print(
+                f"  #{record.quarantine_id} {record.region} {record.reason} "
+                f"{record.job_id or '(unreadable)'}: {record.detail[:90]}",
+                highlight=False,
+                markup=False,
+            )
 
 
 def how_to_call(address: str) -> None:
