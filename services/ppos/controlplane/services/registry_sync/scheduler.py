@@ -163,8 +163,15 @@ class SyncScheduler:
                         session, due, started_by=SCHEDULER, request_id=None, now=now
                     )
 
-            await self._db.write(schedule)
-        claimed = await self._db.write(lambda s: sweeps.claim_pending(s, utcnow()))
+            # Write transactions only when there is something to write (SQLite has
+            # one writer, and page commits should not queue behind idle ticks).
+            if await self._db.read(
+                lambda s: bool(sweeps.due_regions(s, regions, settings.interval, now))
+            ):
+                await self._db.write(schedule)
+        claimed: list[tuple[str, list[str]]] = []
+        if await self._db.read(sweeps.any_pending):
+            claimed = await self._db.write(lambda s: sweeps.claim_pending(s, utcnow()))
         for sweep_id, pending in claimed:
             signal = StopSignal()
             task = asyncio.create_task(

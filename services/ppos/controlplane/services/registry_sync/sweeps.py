@@ -138,6 +138,13 @@ def busy_regions(session: Session) -> set[str]:
     return {region for regions in rows for region in regions}
 
 
+def any_pending(session: Session) -> bool:
+    return (
+        session.scalar(select(SweepRow.sweep_id).where(SweepRow.state == PENDING).limit(1))
+        is not None
+    )
+
+
 def claim_pending(
     session: Session, now: dt.datetime, limit: int = 16
 ) -> list[tuple[str, list[str]]]:
