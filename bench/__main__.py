@@ -13,6 +13,7 @@ from bench.harness import Benchmark, Mode
 BENCHMARKS = {
     "auth": "bench.bench_auth",
     "metrics": "bench.bench_metrics",
+    "sync_ingest": "bench.bench_sync_ingest",
 }
 
 
