@@ -220,6 +220,15 @@ async def test_pposctl_drives_the_split_services(
     wrong = {**env, "PPOS_NODEREGISTRY_ADDRESS": containers["governance"].address}
     misrouted = await cli(wrong, "nodes", "get", "node_nosuch")
     assert misrouted.code == 12
+    # the registry sync container pulls from the simulated region's container: the
+    # simulator trusts it only through the JWKS it fetched from the governance one
+    # (the scheduler may have swept first: either way every record is in after this)
+    swept = await cli(env, "sync", "sweep", "start", "eu-west-1", "--poll", "100ms")
+    assert swept.code == 0, swept.stderr
+    assert swept.stdout.strip().endswith("succeeded")
+    status = await cli(env, "-o", "json", "sync", "status", "eu-west-1")
+    assert status.json()["recordsSynced"] == "500"
+    assert "lastError" not in status.json()
     # each container exposes its own metrics
     for container in containers.values():
         if container.name == "preflight-sim":

@@ -40,6 +40,7 @@ from ppos.preflight.v1 import job_pb2
 ADMIN_JOB_KIND = enum_parser(res.AdminJobKind, "ADMIN_JOB_KIND_")
 ADMIN_JOB_KINDS = enum_list(res.AdminJobKind, "ADMIN_JOB_KIND_")
 ADMIN_JOB_STATES = enum_list(res.AdminJobState, "ADMIN_JOB_STATE_")
+SWEEP_STATES = enum_list(pb.SweepState, "SWEEP_STATE_")
 
 # -- admin jobs ---------------------------------------------------------------------
 
@@ -179,6 +180,10 @@ STATUS_COLUMNS = [
     Column("SWEEPING", lambda s: "yes" if s.sweeping else "no"),
     Column("ERROR", lambda s: s.last_error or "-"),
     Column("CURSOR", lambda s: s.cursor or "-", wide=True),
+    Column("HEAD", lambda s: s.head_cursor or "-", wide=True),
+    Column("PAGES", lambda s: str(s.pages_committed), wide=True),
+    Column("DUPLICATES", lambda s: str(s.duplicates_skipped), wide=True),
+    Column("ACTIVE SWEEP", lambda s: s.active_sweep_id or "-", wide=True),
     Column("LAST ATTEMPT", lambda s: when(s.last_attempt_time), wide=True),
 ]
 
@@ -192,6 +197,7 @@ SWEEP_COLUMNS = [
     Column("PAGES", lambda s: str(s.pages)),
     Column("STARTED", lambda s: when(s.start_time)),
     Column("BY", lambda s: s.started_by or "-"),
+    Column("DUPLICATES", lambda s: str(s.duplicates_skipped), wide=True),
     Column("ERROR", lambda s: s.error or "-", wide=True),
 ]
 
@@ -258,12 +264,14 @@ def sync_watch(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def sweep_start(ctx: Context, args: argparse.Namespace) -> int:
-    expected = 0
-    if not args.detach:
+    expected: dict[str, int] = {}
+    if not args.detach:  # the lag each region has now sizes its progress bar
         regions = set(args.regions)
-        expected = sum(
-            s.lag_changes for s in ctx.cp.sync.list_statuses() if not regions or s.region in regions
-        )
+        expected = {
+            s.region: s.lag_changes
+            for s in ctx.cp.sync.list_statuses()
+            if not regions or s.region in regions
+        }
     sweep = ctx.cp.sync.start_sweep(args.regions, request_id=args.request_id)
     if args.detach:
         if ctx.out.is_json:
@@ -272,6 +280,11 @@ def sweep_start(ctx: Context, args: argparse.Namespace) -> int:
             ctx.out.done("sweep", sweep.sweep_id, "started")
         return exitcodes.OK
     return follow_sweep(ctx, sweep.sweep_id, poll=args.poll, expected=expected)
+
+
+def sweep_list(ctx: Context, args: argparse.Namespace) -> None:
+    reply = ctx.cp.sync.list_sweeps(states=flatten(args.state), limit=args.limit)
+    ctx.out.show(reply, SWEEP_COLUMNS, reply.sweeps, kind="sweep", name=lambda s: s.sweep_id)
 
 
 def sweep_get(ctx: Context, args: argparse.Namespace) -> None:
@@ -473,6 +486,15 @@ def register(tree: Tree) -> None:
     p.add_argument("--request-id", default=None)
     p.add_argument("--detach", action="store_true")
     p.add_argument("--poll", type=duration, default=0.5, help="progress poll interval")
+    p = tree.verb(sweep_verbs, "list", sweep_list, "sweeps, newest first", aliases=["ls"])
+    p.add_argument(
+        "--state",
+        type=SWEEP_STATES,
+        action="append",
+        metavar="STATE[,STATE]",
+        help="pending, running, succeeded, failed, cancelled",
+    )
+    p.add_argument("--limit", type=int, default=20, help="at most this many (default 20)")
     for verb, handler, helptext in (
         ("get", sweep_get, "show one sweep"),
         ("cancel", sweep_cancel, "stop a sweep after its current page"),

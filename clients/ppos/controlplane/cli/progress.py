@@ -15,6 +15,7 @@ from rich.progress import (
     MofNCompleteColumn,
     Progress,
     SpinnerColumn,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
 )
@@ -110,11 +111,14 @@ def finish_admin_job(ctx: Context, job: res.AdminJob, *, printed: bool = False) 
     )
 
 
-def follow_sweep(ctx: Context, sweep_id: str, *, poll: float, expected: int = 0) -> int:
-    """Poll a sweep until it ends; `expected` records (from the regions' lag) sizes the bar."""
+def follow_sweep(
+    ctx: Context, sweep_id: str, *, poll: float, expected: dict[str, int] | None = None
+) -> int:
+    """Poll a sweep until it ends: one bar per region, sized by the lag it had at the start."""
     sweeps = ctx.cp.sync
+    expected = expected or {}
     bar = _bar(ctx) if ctx.out.err.is_terminal else None
-    task = None
+    tasks: dict[str, TaskID] = {}
     shown_state = ""
     if bar is not None:
         bar.start()
@@ -122,12 +126,21 @@ def follow_sweep(ctx: Context, sweep_id: str, *, poll: float, expected: int = 0)
         while True:
             sweep = sweeps.get_sweep(sweep_id)
             done = sweep.records_synced + sweep.quarantined
-            description = f"sweep {', '.join(sweep.regions) or 'all'} {sweep_state(sweep)}"
             if bar is not None:
-                total = max(expected, done) or None
-                if task is None:
-                    task = bar.add_task(description, total=total, completed=done)
-                bar.update(task, description=description, total=total, completed=done)
+                parts = [
+                    (
+                        p.region,
+                        p.records_synced + p.quarantined + p.duplicates_skipped,
+                        enum_name(sync_pb.SweepState, p.state, "SWEEP_STATE_"),
+                    )
+                    for p in sweep.region_progress
+                ] or [(", ".join(sweep.regions) or "all", done, sweep_state(sweep))]
+                for region, count, state in parts:
+                    total = max(expected.get(region, 0), count) or None
+                    description = f"sweep {region} {state}"
+                    if region not in tasks:
+                        tasks[region] = bar.add_task(description, total=total, completed=count)
+                    bar.update(tasks[region], description=description, total=total, completed=count)
             elif sweep_state(sweep) != shown_state:
                 shown_state = sweep_state(sweep)
                 ctx.out.note(f"sweep/{sweep.sweep_id} {shown_state} records={done}")

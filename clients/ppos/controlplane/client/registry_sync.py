@@ -46,6 +46,23 @@ class RegistrySyncClient:
         request = pb.GetSweepRequest(sweep_id=sweep_id)
         return self._conn.unary(self._stub.GetSweep, request, name="GetSweep").sweep
 
+    def list_sweeps(
+        self,
+        *,
+        states: Iterable[pb.SweepState.ValueType] = (),
+        page_size: int = 0,
+        limit: int = 0,
+    ) -> pb.ListSweepsResponse:
+        """Sweeps newest first, all pages merged (at most `limit` when given)."""
+
+        def fetch(token: str) -> pb.ListSweepsResponse:
+            request = pb.ListSweepsRequest(
+                states=list(states), page_size=page_size, page_token=token
+            )
+            return self._conn.unary(self._stub.ListSweeps, request, name="ListSweeps")
+
+        return collect(fetch, "sweeps", limit)
+
     def cancel_sweep(self, sweep_id: str) -> pb.Sweep:
         request = pb.CancelSweepRequest(sweep_id=sweep_id)
         return self._conn.unary(self._stub.CancelSweep, request, name="CancelSweep").sweep
