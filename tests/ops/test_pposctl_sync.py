@@ -17,6 +17,7 @@ import pytest
 from ppos.controlplane.cli.main import run
 from ppos.controlplane.core.logging import SecretRegistry
 from tests.ops.support import SignallingStream, operator_env, start_pposctl
+from tests.ops.test_observability import metrics
 from tests.ops.worlds import ODD_RECORDS, REGION, World, running_world
 from tests.registry_sync.harness import ODD_SAMPLES
 
@@ -165,3 +166,21 @@ async def test_cancelling_a_sweep(slow_world: World) -> None:
     assert waited.stdout.strip() == f"sweep/{sweep_id} cancelled"
     cancelled_list = await ctl("sync", "sweep", "list", "--state", "cancelled", "-o", "name")
     assert cancelled_list.lines() == [f"sweep/{sweep_id}"]
+
+
+async def test_sync_metrics_are_scraped_per_region(world: World) -> None:
+    def sample(samples: dict, name: str) -> float:  # type: ignore[type-arg]
+        return float(samples.get((name, (("region", REGION),)), 0.0))
+
+    before = await metrics(world.plane)
+    await world.synced()
+    after = await metrics(world.plane)
+    assert (
+        sample(after, "ppos_sync_records_total") - sample(before, "ppos_sync_records_total")
+        == ODD_RECORDS
+    )
+    assert sample(after, "ppos_sync_bytes_total") > sample(before, "ppos_sync_bytes_total")
+    assert sample(after, "ppos_sync_lag_changes") == 0
+    assert sample(after, "ppos_sync_sweep_duration_seconds_count") > sample(
+        before, "ppos_sync_sweep_duration_seconds_count"
+    )

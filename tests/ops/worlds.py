@@ -48,6 +48,7 @@ async def running_world(
         **FAST_SYNC_ENV,
         "PPOS_SYNC_REGIONS": f"{REGION}=127.0.0.1:{sim.port}",
         "PPOS_GATEWAYS": f"{REGION}=127.0.0.1:{sim.port}",
+        "PPOS_METRICS_LISTEN": "127.0.0.1:0",
         **(env or {}),
     }
     plane = await start_plane(
