@@ -20,7 +20,7 @@ from ppos.controlplane.cli.app import (
     key_value,
 )
 from ppos.controlplane.cli.governance import GOVERNANCE_STATES, gov_state
-from ppos.controlplane.cli.output import Column, enum_name, human_bytes, timestamp, when
+from ppos.controlplane.cli.output import Column, enum_name, human_bytes, span, timestamp, when
 from ppos.controlplane.cli.progress import (
     finish_admin_job,
     finish_sweep,
@@ -172,7 +172,7 @@ def audit_watch(ctx: Context, args: argparse.Namespace) -> int:
 STATUS_COLUMNS = [
     Column("REGION", lambda s: s.region),
     Column("LAG", lambda s: str(s.lag_changes)),
-    Column("LAG AGE", lambda s: f"{s.lag.seconds}s" if s.lag.seconds or s.lag.nanos else "-"),
+    Column("LAG AGE", lambda s: span(s.lag)),
     Column("LAST SUCCESS", lambda s: when(s.last_success_time)),
     Column("RECORDS", lambda s: str(s.records_synced)),
     Column("BYTES", lambda s: human_bytes(s.bytes_synced)),

@@ -58,6 +58,13 @@ def when(stamp: timestamp_pb2.Timestamp, *, now: dt.datetime | None = None) -> s
     return _span(seconds)
 
 
+def span(value: Any) -> str:
+    """A protobuf Duration as kubectl shows ages: `42s`, `7m`, `3h`, `5d`; `-` when unset."""
+    if not value.seconds and not value.nanos:
+        return "-"
+    return _span(int(value.seconds))
+
+
 def _span(seconds: int) -> str:
     if seconds < 120:
         return f"{seconds}s"
@@ -144,7 +151,13 @@ class Output:
         if count == 0:
             self.err.print("No resources found.")
             return
-        self.console.print(table)
+        if self.console.is_terminal:
+            self.console.print(table)
+            return
+        with self.console.capture() as captured:  # for pipes: no trailing blanks
+            self.console.print(table)
+        lines = (line.rstrip() for line in captured.get().splitlines())
+        self.console.file.write("".join(f"{line}\n" for line in lines))
 
     def names(self, kind: str, names: Iterable[str]) -> None:
         for name in names:
