@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
+from ppos.controlplane.services.node_registry.convert import node_to_proto
 from ppos.controlplane.services.node_registry.models import (
     NodeEventLogRow,
     NodeEventRow,
@@ -38,6 +39,11 @@ CHANGED_KEY = "ppos.noderegistry.changed"
 COMMANDS_CHANNEL = "ppos_node_commands"
 # pg_advisory_xact_lock keys (signed 64-bit): 'ppos' 'nrvl' / 'nrsw'.
 VERSION_LOCK_KEY = 0x70706F736E72766C
+# The last id SQLite handed out for node_events (AUTOINCREMENT keeps it in sqlite_sequence).
+SQLITE_LAST_EVENT_ID = (
+    "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'node_events'), "
+    "(SELECT max(event_id) FROM node_events), 0)"
+)
 SWEEP_LOCK_KEY = 0x70706F736E727377
 
 
@@ -68,32 +74,50 @@ def notify(session: Session, channel: str, payload: str = "") -> None:
         )
 
 
+def allocate_versions(session: Session, count: int) -> list[int]:
+    """`count` new resource versions, in order. Takes the version lock first."""
+    take_version_lock(session)
+    if is_postgres(session):
+        drawn = session.scalars(
+            text(
+                "SELECT nextval(pg_get_serial_sequence('node_events', 'event_id')) "
+                "FROM generate_series(1, :n)"
+            ),
+            {"n": count},
+        )
+        return sorted(int(v) for v in drawn)
+    base = int(session.scalar(text(SQLITE_LAST_EVENT_ID)) or 0)
+    return list(range(base + 1, base + count + 1))
+
+
 def record_changes(session: Session, changes: Sequence[Change], now: dt.datetime) -> int:
     """Give each changed node a new resource version and log the change.
 
-    Call it last in the transaction, once every row it changes is locked.
-    Returns the highest version written.
+    Call it last in the transaction, once every row it changes is locked and
+    every field is final: the event carries the node as of its version,
+    encoded once here. Returns the highest version written.
     """
     if not changes:
         return 0
     session.flush()  # row changes first, under the row locks already held
-    take_version_lock(session)
-    events = [
-        NodeEventRow(
-            node_id=change.row.node_id,
-            created_at=now,
-            reason=change.reason,
-            previous_readiness=change.previous_readiness,
-            readiness=change.row.readiness,
-        )
-        for change in changes
-    ]
-    session.add_all(events)
-    session.flush()
-    for change, event in zip(changes, events, strict=True):
-        change.row.resource_version = event.event_id
+    versions = allocate_versions(session, len(changes))
+    events = []
+    for change, version in zip(changes, versions, strict=True):
+        change.row.resource_version = version
         change.row.updated_at = now
-    head = max(event.event_id for event in events)
+        events.append(
+            NodeEventRow(
+                event_id=version,
+                node_id=change.row.node_id,
+                created_at=now,
+                reason=change.reason,
+                previous_readiness=change.previous_readiness,
+                readiness=change.row.readiness,
+                payload=node_to_proto(change.row).SerializeToString(),
+            )
+        )
+    session.add_all(events)
+    head = versions[-1]
     notify(session, NOTIFY_CHANNEL, str(head))
     session.info[CHANGED_KEY] = True
     return head

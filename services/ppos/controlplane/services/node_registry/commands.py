@@ -126,6 +126,9 @@ def issue_reimage(
     ).one_or_none()
     if node is None:
         raise NotFound("node", request.node_id)
+    known = find_by_key(session, request)  # again, under the node lock: a concurrent twin
+    if known is not None:
+        return known
     if not node.registered:
         raise FailedPrecondition(
             f"node {node.node_id} has not registered yet: it cannot run a re-image",

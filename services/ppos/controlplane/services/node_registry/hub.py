@@ -29,18 +29,19 @@ from typing import Any
 
 import grpc
 import structlog
-from sqlalchemy import select
+from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
 from ppos.controlplane.core.errors import DomainError, ResourceExhausted, Unavailable
 from ppos.controlplane.core.metrics import WATCH_DROPS, WATCH_EVENTS, WATCH_SUBSCRIBERS
+from ppos.controlplane.noderegistry.v1 import node_pb2
 from ppos.controlplane.services.node_registry import wire
 from ppos.controlplane.services.node_registry.changelog import (
     consistent_snapshot,
     head_version,
     pruned_through,
 )
-from ppos.controlplane.services.node_registry.convert import node_to_proto
+from ppos.controlplane.services.node_registry.convert import READINESS_NAME, node_to_proto
 from ppos.controlplane.services.node_registry.filters import NodeQuery, NodeView
 from ppos.controlplane.services.node_registry.models import NodeEventRow, NodeRow
 from ppos.controlplane.services.node_registry.settings import NodeRegistrySettings
@@ -53,6 +54,7 @@ MAX_EVENTS_PER_MESSAGE = 1000
 MAX_BYTES_PER_MESSAGE = 1 << 20
 IDLE_TICK = 1.0  # subscribers wake at least this often (bookmarks, stall checks)
 RETRY_DELAY = 1.0
+CATCH_UP_WAIT = 5.0  # longest a new watch waits for this process to reach the database
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +131,7 @@ class Subscriber:
 
 @dataclass(frozen=True)
 class TailBatch:
-    rows: list[tuple[int, str, NodeView | None, bytes, int]]
+    rows: list[tuple[int, str, NodeView | None, bytes]]
     horizon: int
 
 
@@ -147,23 +149,44 @@ def _load(session: Session) -> tuple[int, list[tuple[str, CachedNode]]]:
     return head, nodes
 
 
+def view_of(node: node_pb2.Node) -> NodeView:
+    return NodeView(
+        node.spec.region,
+        node.spec.cluster,
+        READINESS_NAME.get(node.status.readiness, ""),
+        node.status.container.image,
+        dict(node.meta.labels),
+    )
+
+
 def _tail(session: Session, after: int, limit: int) -> TailBatch:
-    """Events after `after`, each with its node's current state (one statement, one snapshot)."""
+    """Events after `after`, each with the node as of its version (one statement).
+
+    Events written by RPCs carry their node. The sweep's set-based events do
+    not: the node row is read instead, which is the node as of that version
+    unless the node changed again since; such a superseded sweep event is
+    folded into the later change (a watcher sees the later state only).
+    """
     result = session.execute(
-        select(NodeEventRow.event_id, NodeEventRow.node_id, NodeRow)
-        .outerjoin(NodeRow, NodeRow.node_id == NodeEventRow.node_id)
+        select(NodeEventRow.event_id, NodeEventRow.node_id, NodeEventRow.payload, NodeRow)
+        .outerjoin(
+            NodeRow,
+            and_(NodeRow.node_id == NodeEventRow.node_id, NodeEventRow.payload.is_(None)),
+        )
         .where(NodeEventRow.event_id > after)
         .order_by(NodeEventRow.event_id)
         .limit(limit)
     ).all()
-    rows: list[tuple[int, str, NodeView | None, bytes, int]] = []
-    for event_id, node_id, node in result:
-        if node is None:
-            rows.append((int(event_id), str(node_id), None, b"", 0))
-        elif int(event_id) < node.resource_version:
-            rows.append((int(event_id), str(node_id), None, b"", node.resource_version))
+    rows: list[tuple[int, str, NodeView | None, bytes]] = []
+    for event_id, node_id, payload, node in result:
+        version = int(event_id)
+        if payload is not None:
+            data = bytes(payload)
+            rows.append((version, str(node_id), view_of(node_pb2.Node.FromString(data)), data))
+        elif node is not None and node.resource_version == version:
+            rows.append((version, str(node_id), NodeView.of(node), _encode(node)))
         else:
-            rows.append((int(event_id), str(node_id), NodeView.of(node), _encode(node), 0))
+            rows.append((version, str(node_id), None, b""))  # superseded or gone
     # Read after the events: if pruning passed `after` meanwhile, events may be missing.
     return TailBatch(rows, pruned_through(session))
 
@@ -320,24 +343,16 @@ class WatchHub:
     def _head_seq(self) -> int:
         return self._base_seq + len(self._window)
 
-    def _apply(self, rows: Sequence[tuple[int, str, NodeView | None, bytes, int]]) -> None:
-        for version, node_id, view, node, superseded_by in rows:
-            if view is None and superseded_by:
-                continue  # a later event in the log carries this node's state
-            previous = self._cache.get(node_id)
+    def _apply(self, rows: Sequence[tuple[int, str, NodeView | None, bytes]]) -> None:
+        for version, node_id, view, node in rows:
             if view is None:
-                if previous is None:
-                    continue
-                del self._cache[node_id]
-                self._order.remove(node_id)
-                change = NodeChange(version, node_id, previous.view, None, previous.node)
-            else:
-                self._cache[node_id] = CachedNode(view, node, version)
-                if previous is None:
-                    bisect.insort(self._order, node_id)
-                prev_view = previous.view if previous is not None else None
-                change = NodeChange(version, node_id, prev_view, view, node)
-            self._window.append(change)
+                continue  # a later event carries this node's state
+            previous = self._cache.get(node_id)
+            self._cache[node_id] = CachedNode(view, node, version)
+            if previous is None:
+                bisect.insort(self._order, node_id)
+            prev_view = previous.view if previous is not None else None
+            self._window.append(NodeChange(version, node_id, prev_view, view, node))
             self._versions.append(version)
         self._head = max(self._head, rows[-1][0])
 
@@ -451,6 +466,8 @@ class WatchHub:
                 sub.resync = True  # not a version of this registry's history
                 return sub
         if resume_from == 0:
+            # A snapshot reflects every change committed before the call.
+            await self._catch_up_to(await self._db.read(head_version))
             sub.snapshot = self._snapshot(query, sub.query_key)
             sub.cursor = self._head_seq
             sub.sent_version = self._head
@@ -469,6 +486,14 @@ class WatchHub:
         self._subscribers.add(sub)
         WATCH_SUBSCRIBERS.inc()
         return sub
+
+    async def _catch_up_to(self, version: int) -> None:
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + CATCH_UP_WAIT
+        while self._head < version and not self._closing and loop.time() < give_up:
+            self.poke()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._tick.wait(), timeout=give_up - loop.time())
 
     def unsubscribe(self, sub: Subscriber) -> None:
         if sub.registered:

@@ -16,7 +16,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ppos.controlplane.storage.base import Base, BigIntPK, UTCDateTime
+from ppos.controlplane.storage.base import Base, BigIntPK, Bytes, UTCDateTime
 
 
 class NodeRow(Base):
@@ -92,6 +92,9 @@ class NodeEventRow(Base):
     reason: Mapped[str] = mapped_column(String(64), nullable=False)
     previous_readiness: Mapped[str] = mapped_column(String(16), nullable=False, default="")
     readiness: Mapped[str] = mapped_column(String(16), nullable=False)
+    # The Node message as of this version, encoded once by the writer. NULL for
+    # the set-based sweep's events: readers take the node row (see `hub`).
+    payload: Mapped[bytes | None] = mapped_column(Bytes, nullable=True)
 
     __table_args__ = (
         Index("ix_node_events_created_at", "created_at"),

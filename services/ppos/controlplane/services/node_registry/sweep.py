@@ -36,6 +36,7 @@ from ppos.controlplane.services.node_registry import commands
 from ppos.controlplane.services.node_registry.changelog import (
     CHANGED_KEY,
     NOTIFY_CHANNEL,
+    SQLITE_LAST_EVENT_ID,
     SWEEP_LOCK_KEY,
     Change,
     head_version,
@@ -89,10 +90,6 @@ WITH candidates AS (
 SELECT count(*) FROM logged
 """
 
-_SQLITE_BASE = (
-    "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'node_events'), "
-    "(SELECT max(event_id) FROM node_events), 0)"
-)
 _SQLITE_LOG = """
 INSERT INTO node_events (event_id, node_id, created_at, reason, previous_readiness, readiness)
 SELECT :base + row_number() OVER (ORDER BY node_id), node_id, :now, :reason, readiness, :readiness
@@ -162,7 +159,7 @@ def sweep_readiness(
         if postgres:
             changed = int(session.scalar(_times(_PG_TRANSITION.format(where=where)), values) or 0)
         else:
-            base = int(session.scalar(text(_SQLITE_BASE)) or 0)
+            base = int(session.scalar(text(SQLITE_LAST_EVENT_ID)) or 0)
             logged = session.execute(
                 _times(_SQLITE_LOG.format(where=where)), {**values, "base": base}
             )

@@ -1,8 +1,8 @@
 """Node registry: the node change log (global resource versions), node commands.
 
 - `node_events`: one row per node change; its id is the registry's resource
-  version. Existing nodes get one `Migrated` event each so their versions come
-  from the same sequence.
+  version and it carries the node as of that version. Existing nodes get one
+  `Migrated` event each so their versions come from the same sequence.
 - `node_event_log`: how far the change log has been pruned.
 - `node_commands`: re-image commands and their lifecycle.
 - `nodes.schedulable_transition_at`; the (readiness, last_heartbeat_at) index is
@@ -19,7 +19,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from ppos.controlplane.storage.base import BigIntPK, UTCDateTime
+from ppos.controlplane.storage.base import BigIntPK, Bytes, UTCDateTime
 
 revision = "noderegistry_0002"
 down_revision = "noderegistry_0001"
@@ -41,6 +41,7 @@ def upgrade() -> None:
         sa.Column("reason", sa.String(64), nullable=False),
         sa.Column("previous_readiness", sa.String(16), nullable=False),
         sa.Column("readiness", sa.String(16), nullable=False),
+        sa.Column("payload", Bytes, nullable=True),
         sqlite_autoincrement=True,
     )
     op.create_index("ix_node_events_created_at", "node_events", ["created_at"])
