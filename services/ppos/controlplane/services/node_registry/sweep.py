@@ -137,7 +137,13 @@ def _try_sweep_lock(session: Session, *, wait: bool) -> bool:
 
 
 def sweep_readiness(
-    session: Session, now: dt.datetime, ttl: float, grace: float, *, wait: bool
+    session: Session,
+    now: dt.datetime,
+    ttl: float,
+    grace: float,
+    *,
+    wait: bool,
+    actor: Principal | None = None,
 ) -> SweepResult | None:
     """Step 1 in the caller's transaction; None when another replica is sweeping."""
     if not _try_sweep_lock(session, wait=wait):
@@ -171,6 +177,20 @@ def sweep_readiness(
     if result.nodes_changed:
         notify(session, NOTIFY_CHANNEL, "")
         session.info[CHANGED_KEY] = True
+        audit.record(  # one entry for the sweep; each node's transition is in node_events
+            session,
+            service=SERVICE,
+            resource_kind="node_health_sweep",
+            resource_id=now.isoformat(),
+            before=None,
+            after={
+                "marked_lost": result.marked_lost,
+                "marked_not_ready": result.marked_not_ready,
+                "drains_expired": result.drains_expired,
+                "resource_version": head_version(session),
+            },
+            actor=actor,
+        )
     return result
 
 
@@ -256,7 +276,7 @@ class HealthSweeper:
 
         def readiness(session: Session) -> SweepResult | None:
             return sweep_readiness(
-                session, now, settings.heartbeat_ttl, settings.lost_grace, wait=wait
+                session, now, settings.heartbeat_ttl, settings.lost_grace, wait=wait, actor=who
             )
 
         result = await self._db.write(readiness)
@@ -277,8 +297,6 @@ class HealthSweeper:
         )
         result.duration = time.perf_counter() - started
         result.resource_version = await self._db.read(head_version)
-        if result.nodes_changed or result.commands_timed_out:
-            await self._db.write(lambda s: self._audit(s, result, who))
         NODE_SWEEP_DURATION.observe(result.duration)
         for name, value in (
             ("ready_to_not_ready", result.marked_not_ready),
@@ -298,24 +316,6 @@ class HealthSweeper:
             seconds=round(result.duration, 4),
         )
         return result
-
-    @staticmethod
-    def _audit(session: Session, result: SweepResult, who: Principal) -> None:
-        audit.record(
-            session,
-            service=SERVICE,
-            resource_kind="node_health_sweep",
-            resource_id=result.sweep_time.isoformat(),
-            before=None,
-            after={
-                "marked_not_ready": result.marked_not_ready,
-                "marked_lost": result.marked_lost,
-                "drains_expired": result.drains_expired,
-                "commands_timed_out": result.commands_timed_out,
-                "resource_version": result.resource_version,
-            },
-            actor=who,
-        )
 
     def start(self) -> None:
         if self._settings.sweep_interval > 0 and self._task is None:
