@@ -99,7 +99,8 @@ def record_changes(session: Session, changes: Sequence[Change], now: dt.datetime
     """
     if not changes:
         return 0
-    session.flush()  # row changes first, under the row locks already held
+    # Callers locked every row they change (SELECT ... FOR UPDATE) before this:
+    # the version lock below is the last lock the transaction takes.
     versions = allocate_versions(session, len(changes))
     events = []
     for change, version in zip(changes, versions, strict=True):

@@ -182,28 +182,38 @@ def issue_reimage(
     return Issued(row, duplicate=False)
 
 
-def deliver(
-    session: Session, node: NodeRow, now: dt.datetime, *, include_delivered: bool
-) -> list[NodeCommandRow]:
-    """Hand the node its waiting commands (the node row is locked by the caller).
-
-    PENDING ones become DELIVERED; with `include_delivered`, DELIVERED ones not
-    yet acknowledged are handed over again (at-least-once).
-    """
-    states = ("PENDING", "DELIVERED") if include_delivered else ("PENDING",)
-    rows = list(
+def open_commands(session: Session, node_id: str) -> list[NodeCommandRow]:
+    """The node's unfinished commands, oldest first, locked (the node row is locked first)."""
+    return list(
         session.scalars(
             select(NodeCommandRow)
             .where(
-                NodeCommandRow.node_id == node.node_id,
-                NodeCommandRow.state.in_(states),
-                NodeCommandRow.deadline > now,
+                NodeCommandRow.node_id == node_id,
+                NodeCommandRow.state.in_(ACTIVE_COMMAND_STATES),
             )
             .order_by(NodeCommandRow.created_at, NodeCommandRow.command_id)
             .with_for_update()
         )
     )
-    for row in rows:
+
+
+def reimage_running(rows: Sequence[NodeCommandRow]) -> bool:
+    """Whether one of these commands is a re-image the node acknowledged."""
+    return any(row.kind == REIMAGE and row.state == "ACKNOWLEDGED" for row in rows)
+
+
+def hand_over(
+    session: Session, rows: Sequence[NodeCommandRow], now: dt.datetime, *, include_delivered: bool
+) -> list[NodeCommandRow]:
+    """Hand the node its waiting commands (from `open_commands`).
+
+    PENDING ones become DELIVERED; with `include_delivered`, DELIVERED ones not
+    yet acknowledged are handed over again (at-least-once). Overdue ones are
+    left to the sweep, which times them out.
+    """
+    states = ("PENDING", "DELIVERED") if include_delivered else ("PENDING",)
+    handed = [row for row in rows if row.state in states and row.deadline > now]
+    for row in handed:
         before = command_snapshot(row) if row.state == "PENDING" else None
         row.delivery_count += 1
         if row.state == "PENDING":
@@ -212,18 +222,15 @@ def deliver(
         _touch(row, now)
         if before is not None:
             _audit(session, row, before)  # first delivery; redeliveries only count up
-    return rows
+    return handed
 
 
-def active_reimage(session: Session, node_id: str) -> NodeCommandRow | None:
-    """The node's acknowledged, still running re-image, if any."""
-    return session.scalars(
-        select(NodeCommandRow).where(
-            NodeCommandRow.node_id == node_id,
-            NodeCommandRow.kind == REIMAGE,
-            NodeCommandRow.state == "ACKNOWLEDGED",
-        )
-    ).first()
+def deliver(
+    session: Session, node: NodeRow, now: dt.datetime, *, include_delivered: bool
+) -> list[NodeCommandRow]:
+    return hand_over(
+        session, open_commands(session, node.node_id), now, include_delivered=include_delivered
+    )
 
 
 def lock_command(session: Session, command_id: str) -> NodeCommandRow:

@@ -161,12 +161,13 @@ class NodeRpcs(ServicerBase):
             now = utcnow()
             before = node_snapshot(row)
             previous = row.readiness
+            waiting = commands.open_commands(session, row.node_id)
             readiness, why = heartbeat_readiness(
                 row,
                 ready=request.ready,
                 not_ready_reason=reason,
                 slots_in_use=request.slots_in_use,
-                reimage_in_progress=commands.active_reimage(session, row.node_id) is not None,
+                reimage_in_progress=commands.reimage_running(waiting),
             )
             readiness_changed = set_readiness(row, readiness, why, now)
             container_changed = bool(request.container.image) and (
@@ -179,7 +180,7 @@ class NodeRpcs(ServicerBase):
             slots_changed = row.slots_in_use != request.slots_in_use
             row.slots_in_use = request.slots_in_use
             row.last_heartbeat_at = now  # liveness: refreshed in place, unversioned
-            delivered = commands.deliver(session, row, now, include_delivered=True)
+            delivered = commands.hand_over(session, waiting, now, include_delivered=True)
             if readiness_changed or container_changed or slots_changed:
                 change = (
                     why
