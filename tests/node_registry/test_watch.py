@@ -321,6 +321,8 @@ async def test_a_subscriber_stuck_in_one_send_is_cut_off_after_the_stall_timeout
 ) -> None:
     plane = await make_plane(PPOS_WATCH_STALL_TIMEOUT="300ms", PPOS_WATCH_FLUSH_INTERVAL="0s")
     agent = await ready_node(plane)
+    for _ in range(3):  # a snapshot bigger than what the stalled transport takes
+        await ready_node(plane)
     stalled_channel = grpc.aio.insecure_channel(
         plane.address,
         options=[("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", 1024)],

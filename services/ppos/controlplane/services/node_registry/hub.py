@@ -127,6 +127,7 @@ class Subscriber:
     cut: DomainError | None = None
     aborted: bool = False  # the status was sent from outside the stream
     registered: bool = False
+    task: asyncio.Task[Any] | None = None  # the call's task
 
 
 @dataclass(frozen=True)
@@ -427,6 +428,8 @@ class WatchHub:
             pass  # abort() always raises in the caller; the status is on its way
         except Exception as exc:  # noqa: BLE001 - the client may be gone already
             _log.info("watch.abort_failed", error=type(exc).__name__)
+            if sub.task is not None:
+                sub.task.cancel()  # free the call at least: the client sees CANCELLED
 
     # -- subscribers -----------------------------------------------------------
 

@@ -39,5 +39,8 @@ class WatchRpcs(ServicerBase):
         sub = await self._hub.subscribe(
             query, request.resume_from_version, interval, context, current_request_id.get()
         )
+        # Headers now, on their own: the call can then always be ended from outside
+        # (a cut-off) even while its first message waits on a reader that stopped.
+        await context.send_initial_metadata(())
         async for message in stream(self._hub, sub):
             yield message

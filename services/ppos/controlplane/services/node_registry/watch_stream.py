@@ -15,19 +15,26 @@ from ppos.controlplane.services.node_registry.hub import Subscriber, WatchHub
 
 async def stream(hub: WatchHub, sub: Subscriber) -> AsyncIterator[bytes]:
     loop = asyncio.get_running_loop()
+    sub.task = asyncio.current_task()
     try:
         if sub.resync:
             yield hub.resync_event()
             return
-        snapshot, sub.snapshot = sub.snapshot or [], None
-        for chunk in snapshot:
+        # The snapshot's messages are shared with other subscribers of the same
+        # version; hold them only while sending (a long-lived stream must not pin them).
+        chunks: list[bytes] | None = sub.snapshot or []
+        sub.snapshot = None
+        index = 0
+        while chunks is not None and index < len(chunks):
             if sub.cut is not None:
                 raise sub.cut
             sub.send_started = loop.time()
-            yield chunk
+            yield chunks[index]
             sub.send_started = None
             if sub.aborted:
                 return
+            index += 1
+        chunks = None
         sub.last_sent = loop.time()
         while True:
             if sub.aborted:
@@ -45,6 +52,7 @@ async def stream(hub: WatchHub, sub: Subscriber) -> AsyncIterator[bytes]:
                 continue
             sub.send_started = loop.time()
             yield payload
+            payload = None
             sub.send_started = None
             sub.last_sent = loop.time()
     finally:
