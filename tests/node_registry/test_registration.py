@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import pytest
 
@@ -226,3 +228,45 @@ async def test_heartbeat_before_registration_and_wrong_region_are_preconditions(
     seen = refusal(caught.value)
     assert (seen.code, seen.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "REGION_MISMATCH")
     assert db_state(plane.database_url) == before
+
+
+async def test_concurrent_heartbeats_are_each_decided_on_their_own(plane: RunningPlane) -> None:
+    agents = [await ready_node(plane) for _ in range(12)]
+    revoked = agents[3]
+    renewed = await revoked.stub.RenewNodeCredential(
+        pb.RenewNodeCredentialRequest(), metadata=revoked.metadata
+    )
+    too_many = agents[5]  # capacity 4
+    twice = agents[7]
+    calls = [
+        a.heartbeat(ready=True, slots_in_use=9 if a is too_many else 1 + i % 3)
+        for i, a in enumerate(agents)
+    ]
+    calls.append(twice.heartbeat(ready=False, not_ready_reason="Draining", slots_in_use=2))
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert isinstance(results[3], grpc.aio.AioRpcError)
+    assert refusal(results[3]).reason == "NODE_CREDENTIAL_REVOKED"
+    assert isinstance(results[5], grpc.aio.AioRpcError)
+    assert refusal(results[5]).code == grpc.StatusCode.INVALID_ARGUMENT
+    for index, (agent, reply) in enumerate(zip(agents, results, strict=False)):
+        if index in (3, 5):
+            continue
+        assert isinstance(reply, pb.HeartbeatResponse), reply
+        assert reply.node.node_id == agent.node_id
+        if index != 7:
+            assert reply.node.status.slots_in_use == 1 + index % 3
+    # The same node twice: answered in order, each with the node as of its heartbeat.
+    first, second = results[7], results[-1]
+    assert isinstance(first, pb.HeartbeatResponse)
+    assert isinstance(second, pb.HeartbeatResponse)
+    assert first.node.status.readiness == node_pb2.READINESS_READY
+    assert second.node.status.readiness_reason == "Draining"
+    assert int(second.node.meta.resource_version) > int(first.node.meta.resource_version)
+    # Nothing of the refused heartbeats was written.
+    revoked.credential = renewed.node_credential
+    assert (await revoked.heartbeat()).node.status.slots_in_use == 0
+    assert (
+        await registry(plane).GetNode(
+            pb.GetNodeRequest(node_id=too_many.node_id), metadata=plane.operator
+        )
+    ).node.status.slots_in_use == 0

@@ -21,6 +21,7 @@ from ppos.controlplane.noderegistry.v1 import node_pb2
 from ppos.controlplane.runtime.modules import Runtime
 from ppos.controlplane.security.principal import Principal
 from ppos.controlplane.services.node_registry.changelog import CHANGED_KEY
+from ppos.controlplane.services.node_registry.heartbeats import HeartbeatBatcher
 from ppos.controlplane.services.node_registry.hub import WatchHub
 from ppos.controlplane.services.node_registry.models import NodeRow
 from ppos.controlplane.services.node_registry.signals import CommandSignals
@@ -38,12 +39,14 @@ class ServicerBase:
         hub: WatchHub,
         signals: CommandSignals,
         sweeper: HealthSweeper,
+        heartbeats: HeartbeatBatcher,
     ) -> None:
         self._rt = runtime
         self._settings = runtime.settings.node_registry
         self._hub = hub
         self._signals = signals
         self._sweeper = sweeper
+        self._heartbeats = heartbeats
 
     async def _write(self, work: Callable[[Session], T]) -> T:
         """One write transaction; wakes the watch hub when it changed nodes."""

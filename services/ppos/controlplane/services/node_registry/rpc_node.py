@@ -17,7 +17,6 @@ from sqlalchemy.orm import Session
 
 from ppos.controlplane.core.errors import (
     FailedPrecondition,
-    InvalidArgument,
     PreconditionViolation,
     Unavailable,
 )
@@ -33,7 +32,7 @@ from ppos.controlplane.services.node_registry.convert import (
     node_snapshot,
     node_to_proto,
 )
-from ppos.controlplane.services.node_registry.lifecycle import heartbeat_readiness, set_readiness
+from ppos.controlplane.services.node_registry.lifecycle import set_readiness
 from ppos.controlplane.services.node_registry.models import NodeCommandRow, NodeRow
 from ppos.controlplane.services.node_registry.rpc_base import SERVICE, Context, ServicerBase
 from ppos.controlplane.storage import audit
@@ -144,61 +143,9 @@ class NodeRpcs(ServicerBase):
                 )
         violations.raise_if_any()
 
-        def work(session: Session) -> tuple[NodeRow, list[NodeCommandRow]]:
-            row = self._own_node(session, principal)
-            if not row.registered:
-                raise FailedPrecondition(
-                    "register the node before it heartbeats",
-                    [PreconditionViolation("NODE_STATE", f"node/{row.node_id}", "not registered")],
-                    reason="NODE_NOT_REGISTERED",
-                )
-            if request.slots_in_use > row.capacity_slots:
-                raise InvalidArgument.single(
-                    "slots_in_use",
-                    f"must not exceed the registered capacity ({row.capacity_slots}), "
-                    f"got {request.slots_in_use}",
-                )
-            now = utcnow()
-            before = node_snapshot(row)
-            previous = row.readiness
-            waiting = commands.open_commands(session, row.node_id)
-            readiness, why = heartbeat_readiness(
-                row,
-                ready=request.ready,
-                not_ready_reason=reason,
-                slots_in_use=request.slots_in_use,
-                reimage_in_progress=commands.reimage_running(waiting),
-            )
-            readiness_changed = set_readiness(row, readiness, why, now)
-            container_changed = bool(request.container.image) and (
-                request.container.image,
-                request.container.digest,
-            ) != (row.container_image, row.container_digest)
-            if container_changed:
-                row.container_image = request.container.image
-                row.container_digest = request.container.digest
-            slots_changed = row.slots_in_use != request.slots_in_use
-            row.slots_in_use = request.slots_in_use
-            row.last_heartbeat_at = now  # liveness: refreshed in place, unversioned
-            delivered = commands.hand_over(session, waiting, now, include_delivered=True)
-            if readiness_changed or container_changed or slots_changed:
-                change = (
-                    why
-                    if readiness_changed
-                    else "ContainerChanged"
-                    if container_changed
-                    else "SlotsChanged"
-                )
-                record_changes(session, [Change(row, change, previous)], now)
-            if readiness_changed or container_changed:
-                _audit_node(session, row, before)  # telemetry (slots) is not audited
-            return row, delivered
-
-        row, delivered = await self._write(work)
+        node, delivered = await self._heartbeats.submit(principal, request)
         return pb.HeartbeatResponse(
-            node=node_to_proto(row),
-            commands=[command_to_proto(c) for c in delivered],
-            heartbeat=self._heartbeat_settings(),
+            node=node, commands=delivered, heartbeat=self._heartbeat_settings()
         )
 
     async def ReportNodeCommand(

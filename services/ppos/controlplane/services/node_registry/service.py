@@ -16,6 +16,7 @@ from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2 as pb
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2_grpc as pb_grpc
 from ppos.controlplane.runtime.modules import Runtime
 from ppos.controlplane.services.node_registry.changelog import COMMANDS_CHANNEL, NOTIFY_CHANNEL
+from ppos.controlplane.services.node_registry.heartbeats import HeartbeatBatcher
 from ppos.controlplane.services.node_registry.hub import WatchHub
 from ppos.controlplane.services.node_registry.listener import PgListener
 from ppos.controlplane.services.node_registry.rpc_base import SERVICE
@@ -82,10 +83,13 @@ class NodeRegistryModule:
         self.hub = WatchHub(runtime.db, settings, runtime.shutdown)
         self.signals = CommandSignals()
         self.sweeper = HealthSweeper(runtime.db, settings, self.hub.poke)
+        self.heartbeats = HeartbeatBatcher(runtime.db, self.hub.poke)
         self._listener: PgListener | None = None
 
     def register(self, server: grpc.aio.Server) -> None:
-        servicer = NodeRegistryServicer(self._runtime, self.hub, self.signals, self.sweeper)
+        servicer = NodeRegistryServicer(
+            self._runtime, self.hub, self.signals, self.sweeper, self.heartbeats
+        )
         handlers = method_handlers(servicer)
         server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),)
