@@ -1,18 +1,21 @@
 """WatchNodes fan-out: many subscribers in one server process under a steady stream
 of heartbeat changes.
 
-Full: 1,000 WatchNodes subscribers (4 processes, 10 streams per connection) on
-one server process (`ppos-control-plane serve`, node registry only, its own
-process so its memory can be read from /proc) while a load process sends 200
-heartbeat changes per second (200 nodes, each once a second, each heartbeat
-changing its slots in use). Measured:
+Full: 1,000 WatchNodes subscribers on one server process (`ppos-control-plane
+serve`, node registry only, in its own process so its memory can be read from
+/proc) while a load process sends 200 heartbeat changes per second (200 nodes,
+each once a second, each heartbeat changing its slots in use). The subscribers
+run in 2 Node.js processes (@grpc/grpc-js, 10 streams per connection): cheap per
+message, so the load generators do not starve the server on a small machine.
+Measured:
 
 - change-to-delivery latency: a subscriber's receive time minus the change's
   `last_heartbeat_time` (stamped by the server when it wrote the heartbeat),
   p50/p99 over every event a sample of subscribers received;
 - server memory per subscriber: server RSS with every subscriber connected
   minus RSS before any connected (heartbeats running, watch window full), over
-  the number of subscribers;
+  the number of subscribers; and, as the baseline, the same for a bare
+  grpc.aio server whose streaming handler sends one message and waits;
 - isolation: the same latency with one more subscriber that never reads (its
   transport takes 16 KB and then nothing, so the server's send to it blocks);
   phases without and with it alternate and are compared.
@@ -41,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import grpc_tools
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.harness import Mode, Result
@@ -49,6 +53,9 @@ from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2 as pb
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2_grpc as pb_grpc
 
 SERVICE = "ppos.controlplane.noderegistry.v1.NodeRegistryService"
+ROOT = Path(__file__).resolve().parent.parent
+SUBSCRIBERS_JS = ROOT / "bench" / "watch_subscribers.js"
+PROTO_DIRS = [ROOT / "protos", Path(grpc_tools.__file__).parent / "_proto"]
 # Histogram buckets: 1 ms up to 10 s.
 BUCKET_MS = 1.0
 BUCKETS = 10_000
@@ -69,8 +76,8 @@ class Plan:
 
 
 PLANS = {
-    "smoke": Plan(100, 2, 10, 25, 40, 40.0, 3.0, 2.0, 256),
-    "full": Plan(1000, 4, 10, 50, 200, 200.0, 20.0, 8.0, 2048),
+    "smoke": Plan(100, 1, 10, 50, 40, 40.0, 3.0, 2.0, 256),
+    "full": Plan(1000, 2, 10, 100, 200, 200.0, 20.0, 8.0, 2048),
 }
 
 
@@ -114,87 +121,6 @@ def percentile(histogram: Sequence[int], fraction: float) -> float:
     return (index + 1) * BUCKET_MS
 
 
-# -- role: subscribers ---------------------------------------------------------
-
-
-async def _subscribers(config: dict[str, Any]) -> None:
-    address, token = config["address"], config["token"]
-    count, per_connection, sampled = config["count"], config["per_connection"], config["sampled"]
-    metadata = (("authorization", f"Bearer {token}"),)
-    channels = [
-        grpc.aio.insecure_channel(address)
-        for _ in range((count + per_connection - 1) // per_connection)
-    ]
-    phase: dict[str, Any] = {"name": None}
-    histograms: dict[str, list[int]] = {}
-    counts: dict[str, int] = {}
-    ready = asyncio.Event()
-    snapshots = 0
-    errors: list[str] = []
-
-    async def watch(index: int) -> None:
-        nonlocal snapshots
-        channel = channels[index // per_connection]
-        measured = index < sampled
-        call = channel.unary_stream(
-            f"/{SERVICE}/WatchNodes",
-            request_serializer=pb.WatchNodesRequest.SerializeToString,
-            response_deserializer=pb.WatchNodesResponse.FromString if measured else None,
-        )(pb.WatchNodesRequest(), metadata=metadata)
-        synced = False
-        try:
-            async for message in call:
-                if not measured:
-                    if not synced:
-                        synced = True
-                        snapshots += 1
-                        if snapshots == count:
-                            ready.set()
-                    continue
-                now = time.time()
-                name = phase["name"]
-                for event in message.events:
-                    if event.type == pb.WATCH_EVENT_TYPE_SNAPSHOT_END and not synced:
-                        synced = True
-                        snapshots += 1
-                        if snapshots == count:
-                            ready.set()
-                    elif event.type == pb.WATCH_EVENT_TYPE_MODIFIED and name is not None:
-                        stamp = event.node.status.last_heartbeat_time
-                        latency_ms = (now - stamp.seconds - stamp.nanos / 1e9) * 1000
-                        bucket = min(BUCKETS - 1, max(0, int(latency_ms / BUCKET_MS)))
-                        histograms[name][bucket] += 1
-                        counts[name] += 1
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() != grpc.StatusCode.CANCELLED:
-                errors.append(exc.code().name)
-
-    tasks = [asyncio.create_task(watch(i)) for i in range(count)]
-    await ready.wait()
-    _emit({"ready": count})
-    reader = asyncio.StreamReader()
-    loop = asyncio.get_running_loop()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    while True:
-        line = (await reader.readline()).decode().strip()
-        if not line or line == "quit":
-            break
-        if line.startswith("phase "):
-            name = line.split(" ", 1)[1]
-            histograms.setdefault(name, [0] * BUCKETS)
-            counts.setdefault(name, 0)
-            phase["name"] = name
-        elif line == "pause":
-            phase["name"] = None
-        elif line == "report":
-            _emit({"histograms": histograms, "counts": counts, "errors": errors})
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    for channel in channels:
-        await channel.close()
-
-
 # -- role: heartbeats ----------------------------------------------------------
 
 
@@ -204,6 +130,7 @@ async def _heartbeats(config: dict[str, Any]) -> None:
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     sent = failed = 0
+    latencies: list[float] = []
     slots: dict[int, int] = {}
     limit = asyncio.Semaphore(64)
     async with grpc.aio.insecure_channel(address) as channel:
@@ -213,6 +140,7 @@ async def _heartbeats(config: dict[str, Any]) -> None:
             nonlocal sent, failed
             slots[index] = 2 if slots.get(index) == 1 else 1
             metadata = (("authorization", f"Bearer {credentials[index]}"),)
+            started = loop.time()
             try:
                 await stub.Heartbeat(
                     pb.HeartbeatRequest(ready=True, slots_in_use=slots[index]),
@@ -220,11 +148,13 @@ async def _heartbeats(config: dict[str, Any]) -> None:
                     timeout=10,
                 )
                 sent += 1
+                latencies.append(loop.time() - started)
             except grpc.aio.AioRpcError:
                 failed += 1
             finally:
                 limit.release()
 
+        loop.add_signal_handler(signal.SIGUSR1, lambda: _emit({"sent": sent, "failed": failed}))
         started = loop.time()
         tick = 0
         pending: set[asyncio.Task[None]] = set()
@@ -239,7 +169,16 @@ async def _heartbeats(config: dict[str, Any]) -> None:
             tick += 1
         await asyncio.gather(*pending, return_exceptions=True)
         elapsed = loop.time() - started
-    _emit({"sent": sent, "failed": failed, "rate": sent / elapsed if elapsed else 0.0})
+    latencies.sort()
+    p99 = latencies[int(0.99 * (len(latencies) - 1))] if latencies else float("nan")
+    _emit(
+        {
+            "sent": sent,
+            "failed": failed,
+            "rate": sent / elapsed if elapsed else 0.0,
+            "p99_ms": p99 * 1000,
+        }
+    )
 
 
 # -- role: a subscriber that never reads ---------------------------------------
@@ -268,16 +207,52 @@ async def _stalled(config: dict[str, Any]) -> None:
         _emit({"status": code, "messages": received})
 
 
+# -- role: a bare grpc.aio server, the memory baseline ---------------------------
+
+
+async def _bare_server(config: dict[str, Any]) -> None:
+    """WatchNodes as plain grpc.aio: no auth, no hub; one SNAPSHOT_END, then it waits."""
+    hold = asyncio.Event()
+    only = pb.WatchNodesResponse(
+        events=[pb.WatchEvent(type=pb.WATCH_EVENT_TYPE_SNAPSHOT_END, resource_version=1)]
+    ).SerializeToString()
+
+    async def watch(_request: bytes, _context: Any) -> Any:
+        yield only
+        await hold.wait()
+
+    server = grpc.aio.server()
+    handler = grpc.unary_stream_rpc_method_handler(watch)
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(SERVICE, {"WatchNodes": handler}),)
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    _emit({"port": port})
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    await server.stop(0)
+
+
 # -- orchestration -------------------------------------------------------------
 
 
 class Child:
-    def __init__(self, role: str, config: dict[str, Any]) -> None:
+    """A load process: a role of this module, or the Node.js subscribers."""
+
+    def __init__(
+        self, role: str, config: dict[str, Any], env: dict[str, str] | None = None
+    ) -> None:
+        command = (
+            ["node", str(SUBSCRIBERS_JS)]
+            if role == "subscribers"
+            else [sys.executable, "-m", "bench.bench_watch_fanout", role]
+        )
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bench.bench_watch_fanout", role],
+            command,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
+            env={**os.environ, **(env or {})},
         )
         self.send(json.dumps(config))
 
@@ -385,6 +360,49 @@ async def _fleet(address: str, token: str, count: int) -> list[str]:
     return credentials
 
 
+def _subscribers(address: str, token: str, count: int, plan: Plan, sampled: int) -> Child:
+    return Child(
+        "subscribers",
+        {"count": count, "per_connection": plan.streams_per_connection, "sampled": sampled},
+        env={
+            "PPOS_ADDRESS": address,
+            "PPOS_CONTROL_TOKEN": token,
+            "PPOS_PROTO_DIRS": os.pathsep.join(str(d) for d in PROTO_DIRS),
+        },
+    )
+
+
+async def _bare_memory(plan: Plan) -> float:
+    """Bytes per open stream of a bare grpc.aio server, same clients and topology."""
+    server = Child("bare_server", {})
+    try:
+        address = f"127.0.0.1:{(await server.receive())['port']}"
+        await asyncio.sleep(1)
+        before = _rss_bytes(server.process.pid)
+        per_process = plan.subscribers // plan.subscriber_processes
+        clients = [
+            _subscribers(address, "unused", per_process, plan, 0)
+            for _ in range(plan.subscriber_processes)
+        ]
+        try:
+            for client in clients:
+                await client.receive(wait=300)
+            await asyncio.sleep(plan.warmup_seconds)
+            return (_rss_bytes(server.process.pid) - before) / plan.subscribers
+        finally:
+            for client in clients:
+                client.send("quit")
+                client.stop()
+    finally:
+        server.send("stop")
+        server.stop()
+
+
+async def _sent(load: Child) -> int:
+    load.process.send_signal(signal.SIGUSR1)
+    return int((await load.receive())["sent"])
+
+
 def _merge(reports: list[dict[str, Any]], names: Sequence[str]) -> list[int]:
     merged = [0] * BUCKETS
     for report in reports:
@@ -395,6 +413,7 @@ def _merge(reports: list[dict[str, Any]], names: Sequence[str]) -> list[int]:
 
 
 async def _measure(plan: Plan, backend: str, result: Result) -> None:
+    bare_bytes = await _bare_memory(plan)
     token = "ppos_bench_" + secrets.token_urlsafe(32)
     children: list[Child] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -410,16 +429,7 @@ async def _measure(plan: Plan, backend: str, result: Result) -> None:
             rss_before = _rss_bytes(server.pid)
             per_process = plan.subscribers // plan.subscriber_processes
             subscribers = [
-                Child(
-                    "subscribers",
-                    {
-                        "address": address,
-                        "token": token,
-                        "count": per_process,
-                        "per_connection": plan.streams_per_connection,
-                        "sampled": plan.sampled_per_process,
-                    },
-                )
+                _subscribers(address, token, per_process, plan, plan.sampled_per_process)
                 for _ in range(plan.subscriber_processes)
             ]
             children += subscribers
@@ -434,6 +444,9 @@ async def _measure(plan: Plan, backend: str, result: Result) -> None:
                 ("B2", True),
             ]
             cpu_started, wall_started = _cpu_seconds(server.pid), time.perf_counter()
+            sent_before = await _sent(load)
+            clients_started = sum(_cpu_seconds(c.process.pid) for c in subscribers)
+            load_started = _cpu_seconds(load.process.pid)
             stalled_reports = []
             rss_stalled_growth = 0
             for name, with_stalled in phases:
@@ -457,9 +470,13 @@ async def _measure(plan: Plan, backend: str, result: Result) -> None:
                     stalled.stop()
                     children.remove(stalled)
                 await asyncio.sleep(0.5)
-            server_cpu = (_cpu_seconds(server.pid) - cpu_started) / (
-                time.perf_counter() - wall_started
-            )
+            wall = time.perf_counter() - wall_started
+            server_cpu = (_cpu_seconds(server.pid) - cpu_started) / wall
+            clients_cpu = (
+                sum(_cpu_seconds(c.process.pid) for c in subscribers) - clients_started
+            ) / wall
+            load_cpu = (_cpu_seconds(load.process.pid) - load_started) / wall
+            phase_rate = (await _sent(load) - sent_before) / wall
             reports = []
             for child in subscribers:
                 child.send("report")
@@ -489,16 +506,21 @@ async def _measure(plan: Plan, backend: str, result: Result) -> None:
     )
     result.figure("events measured (both kinds of phase)", sum(baseline) + sum(stalled_hist), "")
     result.ratio("p99 with stalled / p99 without", p99_stalled, p99)
-    result.figure(
-        "server memory per subscriber",
-        (rss_with - rss_before) / plan.subscribers / 1024,
-        "KB",
+    per_subscriber = result.figure(
+        "server memory per subscriber", (rss_with - rss_before) / plan.subscribers / 1024, "KB"
     )
+    bare = result.figure(
+        "bare grpc.aio server memory per open stream (baseline)", bare_bytes / 1024, "KB"
+    )
+    result.ratio("memory per subscriber / bare grpc.aio stream", per_subscriber, bare)
     result.figure(
         "server RSS growth while a subscriber is stalled", rss_stalled_growth / 1024, "KB"
     )
-    result.figure("server CPU (cores) during the phases", server_cpu, "cores")
-    result.figure("heartbeat changes per second achieved", load_report["rate"], "/s")
+    result.figure("heartbeat changes per second during the phases", phase_rate, "/s")
+    result.figure("heartbeat RPC p99 (load generator)", load_report["p99_ms"], "ms")
+    result.figure("server CPU during the phases", server_cpu, "cores")
+    result.figure("subscriber processes' CPU during the phases", clients_cpu, "cores")
+    result.figure("heartbeat load process CPU during the phases", load_cpu, "cores")
     result.target("change-to-delivery p99 (no stalled subscriber)", "<=", 250)
     result.target("server memory per subscriber", "<=", 20)
     result.target("p99 with stalled / p99 without", "<=", 1.10)
@@ -526,7 +548,7 @@ async def run(mode: Mode) -> Result:
 def main() -> None:
     role = sys.argv[1]
     config = json.loads(sys.stdin.readline())
-    handler = {"subscribers": _subscribers, "heartbeats": _heartbeats, "stalled": _stalled}[role]
+    handler = {"heartbeats": _heartbeats, "stalled": _stalled, "bare_server": _bare_server}[role]
     asyncio.run(handler(config))
 
 

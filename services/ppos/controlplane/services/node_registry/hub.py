@@ -54,6 +54,7 @@ MAX_EVENTS_PER_MESSAGE = 1000
 MAX_BYTES_PER_MESSAGE = 1 << 20
 IDLE_TICK = 1.0  # subscribers wake at least this often (bookmarks, stall checks)
 RETRY_DELAY = 1.0
+MAX_FLUSH_INTERVAL = 1.0
 CATCH_UP_WAIT = 5.0  # longest a new watch waits for this process to reach the database
 
 
@@ -263,6 +264,18 @@ class WatchHub:
         return self._head
 
     @property
+    def flush_interval(self) -> float:
+        """Shortest time between two publishes.
+
+        The configured interval, or longer when there are so many subscribers that
+        one message each per interval would exceed the send rate: each message
+        costs the event loop about as much whatever its size, so this bounds the
+        fan-out's CPU and coalesces more changes per message instead.
+        """
+        spread = len(self._subscribers) / self._settings.watch_send_rate
+        return min(MAX_FLUSH_INTERVAL, max(self._settings.watch_flush_interval, spread))
+
+    @property
     def closing(self) -> bool:
         return self._closing
 
@@ -287,7 +300,7 @@ class WatchHub:
                 await asyncio.wait_for(self._wake.wait(), timeout=timeout)
             if self._closing:
                 return
-            delay = self._last_publish + self._settings.watch_flush_interval - loop.time()
+            delay = self._last_publish + self.flush_interval - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)  # coalesce: at most one message per flush interval
             self._wake.clear()

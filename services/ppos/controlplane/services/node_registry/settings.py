@@ -56,6 +56,12 @@ class NodeRegistrySettings:
         "changes arriving within this interval go to each subscriber in one message",
         default=Seconds(0.05),
     )
+    watch_send_rate: int = setting(
+        "PPOS_WATCH_SEND_RATE",
+        "WatchNodes messages per second one process aims to stay under: with many "
+        "subscribers the flush interval grows so each gets larger, rarer messages",
+        default=10000,
+    )
     watch_poll_interval: Seconds = setting(
         "PPOS_WATCH_POLL_INTERVAL",
         "how often the change log is read without a wake-up (other processes on SQLite; "
@@ -86,6 +92,8 @@ class NodeRegistrySettings:
             raise ConfigError("--watch-queue must be between 1 and --watch-window")
         if not 0 <= self.watch_flush_interval <= 1:
             raise ConfigError("--watch-flush-interval must be between 0 and 1s")
+        if self.watch_send_rate < 100:
+            raise ConfigError("--watch-send-rate must be at least 100")
         if not 0 < self.watch_poll_interval <= 60:
             raise ConfigError("--watch-poll-interval must be between 0 and 60s")
         if self.watch_stall_timeout <= 0:
