@@ -132,7 +132,7 @@ async def _heartbeats(config: dict[str, Any]) -> None:
     sent = failed = 0
     latencies: list[float] = []
     slots: dict[int, int] = {}
-    limit = asyncio.Semaphore(64)
+    limit = asyncio.Semaphore(256)
     async with grpc.aio.insecure_channel(address) as channel:
         stub = pb_grpc.NodeRegistryServiceStub(channel)
 
@@ -455,6 +455,7 @@ async def _measure(plan: Plan, backend: str, result: Result) -> None:
                     stalled = Child("stalled", {"address": address, "token": token})
                     children.append(stalled)
                     await stalled.receive()
+                    await asyncio.sleep(2)  # its process start-up is not part of the phase
                     rss_at_start = _rss_bytes(server.pid)
                 for child in subscribers:
                     child.send(f"phase {name}")

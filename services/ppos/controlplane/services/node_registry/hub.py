@@ -24,7 +24,7 @@ import bisect
 import contextlib
 import functools
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -100,15 +100,6 @@ class NodeChange:
         if data is None:
             data = self._framed[event_type] = wire.framed_event(event_type, self.version, self.node)
         return data
-
-
-@dataclass
-class Tick:
-    """The changes one publish added, and the messages built from them per filter."""
-
-    start_seq: int
-    end_seq: int
-    blobs: dict[str, tuple[bytes, int]] = field(default_factory=dict)
 
 
 @dataclass(eq=False)
@@ -207,7 +198,9 @@ class WatchHub:
         self._base_seq = 0
         self._floor = 0  # every change after this version is in the window
         self._head = 0
-        self._tick_info: Tick | None = None
+        # Messages built for subscribers at the same cursor with the same filter,
+        # for the current head: (cursor, filter key) -> (bytes, last version).
+        self._shared: dict[tuple[int, str], tuple[bytes, int]] = {}
         self._tick = asyncio.Event()  # set then cleared: wakes every waiting stream
         self._subscribers: set[Subscriber] = set()
         self._snapshot_memo: tuple[int, int, dict[str, list[bytes]]] = (-1, -1, {})
@@ -348,7 +341,7 @@ class WatchHub:
         self._base_seq += len(self._window)
         self._window, self._versions = [], []
         self._head = self._floor = head
-        self._tick_info = None
+        self._shared = {}
         self._ready.set()
         self._resolve_tick()
         _log.info("watch.loaded", nodes=len(nodes), resource_version=head)
@@ -372,7 +365,7 @@ class WatchHub:
 
     def _publish(self, start_seq: int) -> None:
         WATCH_EVENTS.inc(self._head_seq - start_seq)
-        self._tick_info = Tick(start_seq, self._head_seq)
+        self._shared = {}
         self._trim()
         self._check_subscribers(start_seq)
         self._last_publish = asyncio.get_running_loop().time()
@@ -540,17 +533,26 @@ class WatchHub:
         await self._tick.wait()
 
     def collect(self, sub: Subscriber) -> bytes | None:
-        """The next message for `sub` (changes after its cursor), or None when caught up."""
+        """The next message for `sub` (changes after its cursor), or None when caught up.
+
+        Subscribers at the same cursor with the same filter share one message
+        (built once per head): caught-up ones after each publish, and lagging ones
+        that lag alike. Others get theirs built in chunks.
+        """
         head_seq = self._head_seq
-        tick = self._tick_info
+        if sub.cursor >= head_seq:
+            return None
+        pending = head_seq - sub.cursor
         if (
-            tick is not None
-            and sub.cursor == tick.start_seq
-            and tick.end_seq == head_seq
-            and tick.end_seq > tick.start_seq >= self._base_seq
-            and sub.skip_through < self._versions[tick.start_seq - self._base_seq]
+            pending <= MAX_EVENTS_PER_MESSAGE
+            and sub.cursor >= self._base_seq
+            and sub.skip_through < self._versions[sub.cursor - self._base_seq]
         ):
-            blob, last = self._tick_blob(tick, sub)
+            key = (sub.cursor, sub.query_key)
+            shared = self._shared.get(key)
+            if shared is None:
+                shared = self._shared[key] = self._build(sub, sub.cursor)
+            blob, last = shared
             if len(blob) <= MAX_BYTES_PER_MESSAGE:
                 sub.cursor = head_seq
                 if blob:
@@ -577,18 +579,15 @@ class WatchHub:
         sub.cursor = self._base_seq + index
         return b"".join(parts) if parts else None
 
-    def _tick_blob(self, tick: Tick, sub: Subscriber) -> tuple[bytes, int]:
-        cached = tick.blobs.get(sub.query_key)
-        if cached is None:
-            parts = []
-            last = 0
-            for change in self._window[tick.start_seq - self._base_seq :]:
-                kind = change.event_type(sub.query)
-                if kind is not None:
-                    parts.append(change.framed(kind))
-                    last = change.version
-            cached = tick.blobs[sub.query_key] = (b"".join(parts), last)
-        return cached
+    def _build(self, sub: Subscriber, cursor: int) -> tuple[bytes, int]:
+        parts = []
+        last = 0
+        for change in self._window[cursor - self._base_seq :]:
+            kind = change.event_type(sub.query)
+            if kind is not None:
+                parts.append(change.framed(kind))
+                last = change.version
+        return b"".join(parts), last
 
     def bookmark(self, sub: Subscriber) -> bytes:
         sub.sent_version = max(sub.sent_version, self._head)
