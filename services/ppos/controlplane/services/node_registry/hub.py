@@ -55,6 +55,7 @@ MAX_BYTES_PER_MESSAGE = 1 << 20
 IDLE_TICK = 1.0  # subscribers wake at least this often (bookmarks, stall checks)
 RETRY_DELAY = 1.0
 MAX_FLUSH_INTERVAL = 1.0
+FANOUT_HEADROOM = 1.5  # publish no more often than 1.5x the time the last fan-out took
 CATCH_UP_WAIT = 5.0  # longest a new watch waits for this process to reach the database
 
 
@@ -208,6 +209,10 @@ class WatchHub:
         self._ready = asyncio.Event()
         self._closing = False
         self._last_publish = 0.0
+        # Fan-out pacing: how long the last publish took to reach (almost) every
+        # subscriber, measured from the stream side.
+        self._behind = 0
+        self._fanout_seconds = 0.0
         self._task: asyncio.Task[None] | None = None
         self._shutdown_task: asyncio.Task[None] | None = None
         self._aborts: set[asyncio.Task[None]] = set()
@@ -261,12 +266,15 @@ class WatchHub:
         """Shortest time between two publishes.
 
         The configured interval, or longer when there are so many subscribers that
-        one message each per interval would exceed the send rate: each message
-        costs the event loop about as much whatever its size, so this bounds the
-        fan-out's CPU and coalesces more changes per message instead.
+        one message each per interval would exceed the send rate, or when the
+        last publish took long to reach everyone (the process is short of CPU):
+        each message costs the event loop about as much whatever its size, so
+        this bounds the fan-out's share of the loop (heartbeats and other calls
+        keep theirs) and coalesces more changes per message instead.
         """
         spread = len(self._subscribers) / self._settings.watch_send_rate
-        return min(MAX_FLUSH_INTERVAL, max(self._settings.watch_flush_interval, spread))
+        paced = FANOUT_HEADROOM * self._fanout_seconds
+        return min(MAX_FLUSH_INTERVAL, max(self._settings.watch_flush_interval, spread, paced))
 
     @property
     def closing(self) -> bool:
@@ -369,7 +377,15 @@ class WatchHub:
         self._trim()
         self._check_subscribers(start_seq)
         self._last_publish = asyncio.get_running_loop().time()
+        self._behind = len(self._subscribers)
         self._resolve_tick()
+
+    def _caught_up(self) -> None:
+        """A subscriber has taken everything up to the head."""
+        self._behind -= 1
+        if self._behind == max(1, len(self._subscribers) // 50):
+            spent = asyncio.get_running_loop().time() - self._last_publish
+            self._fanout_seconds = 0.5 * self._fanout_seconds + 0.5 * spent
 
     def _trim(self) -> None:
         excess = len(self._window) - self._settings.watch_window
@@ -539,9 +555,15 @@ class WatchHub:
         (built once per head): caught-up ones after each publish, and lagging ones
         that lag alike. Others get theirs built in chunks.
         """
-        head_seq = self._head_seq
-        if sub.cursor >= head_seq:
+        if sub.cursor >= self._head_seq:
             return None
+        message = self._collect(sub)
+        if sub.cursor >= self._head_seq:
+            self._caught_up()
+        return message
+
+    def _collect(self, sub: Subscriber) -> bytes | None:
+        head_seq = self._head_seq
         pending = head_seq - sub.cursor
         if (
             pending <= MAX_EVENTS_PER_MESSAGE
