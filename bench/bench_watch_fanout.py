@@ -290,7 +290,7 @@ async def _serve(
         "PPOS_DATA_DIR": str(data_dir),
         "PPOS_DATABASE_URL": "" if backend == "sqlite" else backend,
         "PPOS_CONTROL_TOKEN": token,
-        "PPOS_LOG_LEVEL": "warning",
+        "PPOS_LOG_LEVEL": os.environ.get("PPOS_BENCH_SERVER_LOG_LEVEL", "warning"),
         "PPOS_NODE_SWEEP_INTERVAL": "0s",
         "PPOS_WATCH_WINDOW": str(plan.window),
         "PPOS_WATCH_QUEUE": str(plan.window // 2),

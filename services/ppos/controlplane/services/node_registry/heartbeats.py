@@ -213,7 +213,10 @@ class HeartbeatBatcher:
         beat = Beat(principal, request, contextvars.copy_context(), loop.create_future())
         self._queue.append(beat)
         if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._drain(), name="heartbeat-batches")
+            # A context of its own: not the first caller's (its request id, its logs).
+            self._task = asyncio.create_task(
+                self._drain(), name="heartbeat-batches", context=contextvars.Context()
+            )
         return await beat.future
 
     def _next_batch(self) -> list[Beat]:
@@ -236,6 +239,7 @@ class HeartbeatBatcher:
             batch = self._next_batch()
             if not batch:
                 continue
+            started = asyncio.get_running_loop().time()
             try:
                 outcomes = await self._db.write(functools.partial(apply_batch, beats=batch))
             except Exception as exc:  # noqa: BLE001 - every waiter gets the failure
@@ -244,6 +248,12 @@ class HeartbeatBatcher:
                     if not beat.future.done():
                         beat.future.set_exception(exc)
                 continue
+            _log.debug(
+                "heartbeats.batch",
+                size=len(batch),
+                queued=len(self._queue),
+                seconds=round(asyncio.get_running_loop().time() - started, 4),
+            )
             if any(o.change is not None for o in outcomes):
                 self._on_change()
             for outcome in outcomes:

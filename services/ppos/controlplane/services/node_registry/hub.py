@@ -121,6 +121,7 @@ class Subscriber:
     aborted: bool = False  # the status was sent from outside the stream
     registered: bool = False
     task: asyncio.Task[Any] | None = None  # the call's task
+    settled: int = 0  # last publish this subscriber was done with
 
 
 @dataclass(frozen=True)
@@ -212,6 +213,7 @@ class WatchHub:
         # Fan-out pacing: how long the last publish took to reach (almost) every
         # subscriber, measured from the stream side.
         self._behind = 0
+        self._publish_id = 0
         self._fanout_seconds = 0.0
         self._task: asyncio.Task[None] | None = None
         self._shutdown_task: asyncio.Task[None] | None = None
@@ -377,11 +379,26 @@ class WatchHub:
         self._trim()
         self._check_subscribers(start_seq)
         self._last_publish = asyncio.get_running_loop().time()
+        _log.debug(
+            "watch.published",
+            changes=self._head_seq - start_seq,
+            behind=self._behind,
+            fanout=round(self._fanout_seconds, 4),
+            interval=round(self.flush_interval, 4),
+        )
         self._behind = len(self._subscribers)
+        self._publish_id += 1
         self._resolve_tick()
 
-    def _caught_up(self) -> None:
-        """A subscriber has taken everything up to the head."""
+    def settle(self, sub: Subscriber) -> None:
+        """`sub` is done with the last publish: sent (gRPC took it) or had nothing to send.
+
+        When all but a few subscribers are, the publish's fan-out time is known;
+        it paces the next publishes (see `flush_interval`).
+        """
+        if sub.settled == self._publish_id or sub.cursor < self._head_seq:
+            return
+        sub.settled = self._publish_id
         self._behind -= 1
         if self._behind == max(1, len(self._subscribers) // 50):
             spent = asyncio.get_running_loop().time() - self._last_publish
@@ -555,15 +572,9 @@ class WatchHub:
         (built once per head): caught-up ones after each publish, and lagging ones
         that lag alike. Others get theirs built in chunks.
         """
-        if sub.cursor >= self._head_seq:
-            return None
-        message = self._collect(sub)
-        if sub.cursor >= self._head_seq:
-            self._caught_up()
-        return message
-
-    def _collect(self, sub: Subscriber) -> bytes | None:
         head_seq = self._head_seq
+        if sub.cursor >= head_seq:
+            return None
         pending = head_seq - sub.cursor
         if (
             pending <= MAX_EVENTS_PER_MESSAGE

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 from ppos.controlplane.core.timeutil import duration_seconds
 from ppos.controlplane.core.validation import Violations
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2 as pb
 from ppos.controlplane.security.principal import current_request_id
 from ppos.controlplane.services.node_registry.filters import parse_filter
 from ppos.controlplane.services.node_registry.rpc_base import Context, ServicerBase
-from ppos.controlplane.services.node_registry.watch_stream import stream
+from ppos.controlplane.services.node_registry.watch_stream import serve
 
 DEFAULT_BOOKMARK_INTERVAL = 10.0
 MIN_BOOKMARK_INTERVAL = 1.0
@@ -18,9 +16,9 @@ MAX_BOOKMARK_INTERVAL = 3600.0
 
 
 class WatchRpcs(ServicerBase):
-    async def WatchNodes(  # yields encoded WatchNodesResponse bytes (see wire)
+    async def WatchNodes(  # writes encoded WatchNodesResponse bytes (see wire)
         self, request: pb.WatchNodesRequest, context: Context
-    ) -> AsyncIterator[bytes]:
+    ) -> None:
         violations = Violations()
         query = parse_filter(request.filter, violations, prefix="filter")
         if request.resume_from_version < 0:
@@ -42,5 +40,4 @@ class WatchRpcs(ServicerBase):
         # Headers now, on their own: the call can then always be ended from outside
         # (a cut-off) even while its first message waits on a reader that stopped.
         await context.send_initial_metadata(())
-        async for message in stream(self._hub, sub):
-            yield message
+        await serve(self._hub, sub, context)
