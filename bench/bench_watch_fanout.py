@@ -12,10 +12,11 @@ Measured:
 - change-to-delivery latency: a subscriber's receive time minus the change's
   `last_heartbeat_time` (stamped by the server when it wrote the heartbeat),
   p50/p99 over every event a sample of subscribers received;
-- server memory per subscriber: server RSS with every subscriber connected
-  minus RSS before any connected (heartbeats running, watch window full), over
-  the number of subscribers; and, as the baseline, the same for a bare
-  grpc.aio server whose streaming handler sends one message and waits;
+- server memory per subscriber: server RSS with every subscriber connected and
+  synced minus RSS before any connected (nothing changing), over the number of
+  subscribers; as the baseline, the same for a bare grpc.aio server whose
+  streaming handler sends one message and waits; and, separately, how much RSS
+  grows once changes flow (the watch window, messages in flight);
 - isolation: the same latency with one more subscriber that never reads (its
   transport takes 16 KB and then nothing, so the server's send to it blocks);
   phases without and with it alternate and are compared.
@@ -46,6 +47,7 @@ from typing import Any
 import grpc
 import grpc_tools
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from sqlalchemy.engine import make_url
 
 from bench.harness import Mode, Result
 from ppos.controlplane.noderegistry.v1 import node_pb2
@@ -403,6 +405,11 @@ async def _sent(load: Child) -> int:
     return int((await load.receive())["sent"])
 
 
+def _label(backend: str) -> str:
+    """The backend without its URL (which may hold a password)."""
+    return "SQLite" if backend == "sqlite" else make_url(backend).get_backend_name()
+
+
 def _merge(reports: list[dict[str, Any]], names: Sequence[str]) -> list[int]:
     merged = [0] * BUCKETS
     for report in reports:
@@ -420,12 +427,9 @@ async def _measure(plan: Plan, backend: str, result: Result) -> None:
         server, address = await _serve(Path(tmp) / "data", token, backend, plan)
         try:
             credentials = await _fleet(address, token, plan.nodes)
-            load = Child(
-                "heartbeats", {"address": address, "credentials": credentials, "rate": plan.rate}
-            )
-            children.append(load)
-            # Fill the watch window so what follows measures subscribers, not the window.
-            await asyncio.sleep(max(plan.warmup_seconds, 1.5 * plan.window / plan.rate))
+            # Memory per subscriber: every stream open and synced, nothing changing
+            # (as for the bare baseline), against the same server before any opened.
+            await asyncio.sleep(plan.warmup_seconds)
             rss_before = _rss_bytes(server.pid)
             per_process = plan.subscribers // plan.subscriber_processes
             subscribers = [
@@ -437,6 +441,12 @@ async def _measure(plan: Plan, backend: str, result: Result) -> None:
                 await child.receive(wait=300)
             await asyncio.sleep(plan.warmup_seconds)
             rss_with = _rss_bytes(server.pid)
+            load = Child(
+                "heartbeats", {"address": address, "credentials": credentials, "rate": plan.rate}
+            )
+            children.append(load)
+            # Fill the watch window before measuring.
+            await asyncio.sleep(max(plan.warmup_seconds, 1.5 * plan.window / plan.rate))
             phases: list[tuple[str, bool]] = [
                 ("A1", False),
                 ("B1", True),
@@ -472,6 +482,7 @@ async def _measure(plan: Plan, backend: str, result: Result) -> None:
                     children.remove(stalled)
                 await asyncio.sleep(0.5)
             wall = time.perf_counter() - wall_started
+            rss_loaded = _rss_bytes(server.pid)
             server_cpu = (_cpu_seconds(server.pid) - cpu_started) / wall
             clients_cpu = (
                 sum(_cpu_seconds(c.process.pid) for c in subscribers) - clients_started
@@ -510,6 +521,11 @@ async def _measure(plan: Plan, backend: str, result: Result) -> None:
     per_subscriber = result.figure(
         "server memory per subscriber", (rss_with - rss_before) / plan.subscribers / 1024, "KB"
     )
+    result.figure(
+        "server RSS growth once changes flow (window, messages in flight)",
+        (rss_loaded - rss_with) / 2**20,
+        "MB",
+    )
     bare = result.figure(
         "bare grpc.aio server memory per open stream (baseline)", bare_bytes / 1024, "KB"
     )
@@ -531,7 +547,8 @@ async def _measure(plan: Plan, backend: str, result: Result) -> None:
         f"{plan.streams_per_connection} streams per connection, latency sampled on "
         f"{plan.sampled_per_process * plan.subscriber_processes} of them; {plan.nodes} nodes "
         f"heartbeating {plan.rate:g} changes/s ({load_report['failed']} failed); phases of "
-        f"{plan.phase_seconds:g}s alternating without/with a stalled subscriber; {backend}; "
+        f"{plan.phase_seconds:g}s alternating without/with a stalled subscriber; "
+        f"{_label(backend)}; "
         f"p50 {p50:.0f} ms; stalled subscriber ended: "
         + ", ".join(f"{r['status']} after {r['messages']} messages" for r in stalled_reports)
         + (f"; subscriber errors: {errors}" if errors else "")
