@@ -11,6 +11,7 @@ from google.protobuf import duration_pb2
 from ppos.controlplane.noderegistry.v1 import node_pb2
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2 as pb
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2_grpc as pb_grpc
+from tests.node_registry.conftest import PlaneFactory
 from tests.node_registry.helpers import (
     NEW_DIGEST,
     NEW_IMAGE,
@@ -356,3 +357,23 @@ async def test_node_rpcs_refuse_operator_credentials(plane: RunningPlane) -> Non
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await impostor.report(command.command_id, S.NODE_COMMAND_STATE_ACKNOWLEDGED)
     assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_a_command_issued_on_one_replica_reaches_a_stream_on_another(
+    make_plane: PlaneFactory, backend: str
+) -> None:
+    # PostgreSQL: NOTIFY wakes the other replica's stream at once; SQLite: the
+    # stream looks again every heartbeat interval.
+    env = {"PPOS_HEARTBEAT_INTERVAL": "1s"} if backend == "sqlite" else {}
+    issuer = await make_plane(**env)
+    streamer = await make_plane(**env)
+    agent = await ready_node(issuer)
+    on_streamer = NodeAgent(streamer, agent.node_id, agent.credential)
+    stream = on_streamer.stub.StreamNodeCommands(
+        pb.StreamNodeCommandsRequest(), metadata=on_streamer.metadata
+    )
+    await asyncio.sleep(0.3)  # the stream is open and has found nothing yet
+    command = await _issue(issuer, agent.node_id)
+    delivered = await asyncio.wait_for(stream.read(), 15)
+    assert delivered.command.command_id == command.command_id
+    stream.cancel()
