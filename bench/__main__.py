@@ -14,6 +14,7 @@ BENCHMARKS = {
     "auth": "bench.bench_auth",
     "node_sweep": "bench.bench_node_sweep",
     "watch_fanout": "bench.bench_watch_fanout",
+    "sync_ingest": "bench.bench_sync_ingest",
 }
 
 
