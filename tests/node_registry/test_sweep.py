@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+from sqlalchemy import create_engine, text
+
 from ppos.controlplane.noderegistry.v1 import node_pb2
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2 as pb
 from tests.node_registry.conftest import PlaneFactory
@@ -179,3 +182,28 @@ async def test_old_events_are_pruned_and_the_horizon_recorded(plane: RunningPlan
     # Versions keep rising after pruning.
     later = (await agent.heartbeat(ready=True, slots_in_use=0)).node
     assert int(later.meta.resource_version) > newest
+
+
+async def test_a_sweep_does_not_wait_on_a_node_another_transaction_holds(
+    plane: RunningPlane, backend: str
+) -> None:
+    if backend != "postgresql":
+        pytest.skip("row locks and the version lock are PostgreSQL's; SQLite has one writer")
+    held = await ready_node(plane)
+    free = await ready_node(plane)
+    for agent in (held, free):
+        age_heartbeat(plane.database_url, agent.node_id, TTL + 1)
+    engine = create_engine(plane.database_url)
+    try:
+        with engine.connect() as connection, connection.begin():
+            connection.execute(
+                text("SELECT 1 FROM nodes WHERE node_id = :n FOR UPDATE"), {"n": held.node_id}
+            )
+            # The fast path times out on the held row, the sweep runs again skipping it.
+            result = await _sweep(plane)
+            assert result.marked_not_ready == 1
+        assert (await _node(plane, held.node_id)).status.readiness == node_pb2.READINESS_READY
+        assert (await _node(plane, free.node_id)).status.readiness == node_pb2.READINESS_NOT_READY
+        assert (await _sweep(plane)).marked_not_ready == 1  # the next sweep takes it
+    finally:
+        engine.dispose()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from typing import Any, cast
 
 import structlog
 from sqlalchemy import CursorResult, TextClause, bindparam, delete, select, text, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from ppos.controlplane.core.metrics import NODE_SWEEP_CHANGES, NODE_SWEEP_DURATION
@@ -61,18 +63,68 @@ SERVICE = "noderegistry"
 COMMAND_BATCH = 500
 PRUNE_BATCH = 50_000
 
-# (new readiness, reason, WHERE over `nodes`): applied in this order.
-_TRANSITIONS = (
+# (new readiness, reason, WHERE over `nodes`, readiness before when the WHERE fixes
+# it): applied in this order.
+_TRANSITIONS: tuple[tuple[str, str, str, str | None], ...] = (
     (
         "LOST",
         "NodeLost",
         "registered AND readiness <> 'LOST' AND last_heartbeat_at < :lost_cutoff",
+        None,
     ),
-    ("NOT_READY", "HeartbeatStale", "readiness = 'READY' AND last_heartbeat_at < :stale_cutoff"),
-    ("NOT_READY", "DrainDeadlineExceeded", "readiness = 'DRAINING' AND drain_deadline < :now"),
+    (
+        "NOT_READY",
+        "HeartbeatStale",
+        "readiness = 'READY' AND last_heartbeat_at < :stale_cutoff",
+        "READY",
+    ),
+    (
+        "NOT_READY",
+        "DrainDeadlineExceeded",
+        "readiness = 'DRAINING' AND drain_deadline < :now",
+        "DRAINING",
+    ),
 )
+# Longest a PostgreSQL sweep holding the version lock waits for a row another
+# transaction holds (which may itself wait for the version lock) before it
+# gives up and runs again skipping locked rows.
+LOCK_TIMEOUT = "250ms"
+LOCK_NOT_AVAILABLE = "55P03"
 
-_PG_TRANSITION = """
+# Fast path: one UPDATE that takes its own row locks (no separate locking pass).
+_PG_UPDATE = """
+WITH changed AS (
+  UPDATE nodes SET readiness = :readiness, readiness_reason = :reason,
+    last_transition_at = :now, updated_at = :now,
+    resource_version = nextval(pg_get_serial_sequence('node_events', 'event_id'))
+  WHERE {where}
+  RETURNING node_id, resource_version
+), logged AS (
+  INSERT INTO node_events (event_id, node_id, created_at, reason, previous_readiness, readiness)
+  SELECT resource_version, node_id, :now, :reason, :previous, :readiness FROM changed
+  RETURNING 1
+)
+SELECT count(*) FROM logged
+"""
+# Fast path when the readiness before varies: the old values come from a plain read
+# of the same rows (no locks), joined to the UPDATE.
+_PG_UPDATE_FROM = """
+WITH changed AS (
+  UPDATE nodes SET readiness = :readiness, readiness_reason = :reason,
+    last_transition_at = :now, updated_at = :now,
+    resource_version = nextval(pg_get_serial_sequence('node_events', 'event_id'))
+  FROM (SELECT node_id AS old_id, readiness AS old_readiness FROM nodes WHERE {where}) AS old
+  WHERE nodes.node_id = old.old_id AND {where}
+  RETURNING nodes.node_id, nodes.resource_version, old.old_readiness
+), logged AS (
+  INSERT INTO node_events (event_id, node_id, created_at, reason, previous_readiness, readiness)
+  SELECT resource_version, node_id, :now, :reason, old_readiness, :readiness FROM changed
+  RETURNING 1
+)
+SELECT count(*) FROM logged
+"""
+# Slow path (after a lock timeout): skip rows other transactions hold.
+_PG_SKIP_LOCKED = """
 WITH candidates AS (
   SELECT node_id, readiness AS previous FROM nodes WHERE {where}
   FOR UPDATE SKIP LOCKED
@@ -144,8 +196,15 @@ def sweep_readiness(
     *,
     wait: bool,
     actor: Principal | None = None,
+    skip_locked: bool = False,
 ) -> SweepResult | None:
-    """Step 1 in the caller's transaction; None when another replica is sweeping."""
+    """Step 1 in the caller's transaction; None when another replica is sweeping.
+
+    PostgreSQL: with the version lock held, the UPDATEs wait at most
+    LOCK_TIMEOUT for a row another transaction holds (it may be waiting for the
+    version lock); then the transaction fails with LOCK_NOT_AVAILABLE and the
+    caller runs it again with `skip_locked`, which never waits.
+    """
     if not _try_sweep_lock(session, wait=wait):
         return None
     result = SweepResult(sweep_time=now)
@@ -156,14 +215,20 @@ def sweep_readiness(
     }
     postgres = is_postgres(session)
     if postgres:
-        # The version lock first (the one writer that does): candidates other
-        # transactions hold are skipped, never waited for, so no deadlock.
+        # The version lock first (the one writer that does so): see above.
+        session.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
         take_version_lock(session)
     counts = []
-    for readiness, reason, where in _TRANSITIONS:
+    for readiness, reason, where, previous in _TRANSITIONS:
         values = {**params, "readiness": readiness, "reason": reason}
         if postgres:
-            changed = int(session.scalar(_times(_PG_TRANSITION.format(where=where)), values) or 0)
+            if skip_locked:
+                sql = _PG_SKIP_LOCKED
+            elif previous is None:
+                sql = _PG_UPDATE_FROM
+            else:
+                sql, values = _PG_UPDATE, {**values, "previous": previous}
+            changed = int(session.scalar(_times(sql.format(where=where)), values) or 0)
         else:
             base = int(session.scalar(text(SQLITE_LAST_EVENT_ID)) or 0)
             logged = session.execute(
@@ -274,12 +339,24 @@ class HealthSweeper:
         settings = self._settings
         who = actor or current_principal.get()
 
-        def readiness(session: Session) -> SweepResult | None:
+        def readiness(session: Session, skip_locked: bool) -> SweepResult | None:
             return sweep_readiness(
-                session, now, settings.heartbeat_ttl, settings.lost_grace, wait=wait, actor=who
+                session,
+                now,
+                settings.heartbeat_ttl,
+                settings.lost_grace,
+                wait=wait,
+                actor=who,
+                skip_locked=skip_locked,
             )
 
-        result = await self._db.write(readiness)
+        try:
+            result = await self._db.write(functools.partial(readiness, skip_locked=False))
+        except OperationalError as exc:
+            if getattr(exc.orig, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+                raise
+            _log.info("sweep.lock_timeout", retry="skipping locked rows")
+            result = await self._db.write(functools.partial(readiness, skip_locked=True))
         if result is None:
             _log.debug("sweep.skipped", why="another replica is sweeping")
             return SweepResult(sweep_time=now, skipped=True)
