@@ -215,6 +215,8 @@ class WatchHub:
         self._behind = 0
         self._publish_id = 0
         self._fanout_seconds = 0.0
+        self._fanned_out = asyncio.Event()
+        self._fanned_out.set()
         self._task: asyncio.Task[None] | None = None
         self._shutdown_task: asyncio.Task[None] | None = None
         self._aborts: set[asyncio.Task[None]] = set()
@@ -306,6 +308,14 @@ class WatchHub:
             delay = self._last_publish + self.flush_interval - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)  # coalesce: at most one message per flush interval
+            # One fan-out at a time: the next publish waits until (nearly) every
+            # subscriber is done with the last one, so a process short of CPU sends
+            # fewer, larger messages instead of queueing up more of them.
+            patience = min(MAX_FLUSH_INTERVAL, max(0.05, 3 * self._fanout_seconds))
+            remaining = self._last_publish + patience - loop.time()
+            if remaining > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._fanned_out.wait(), timeout=remaining)
             self._wake.clear()
             published = False
             try:
@@ -386,9 +396,24 @@ class WatchHub:
             fanout=round(self._fanout_seconds, 4),
             interval=round(self.flush_interval, 4),
         )
-        self._behind = len(self._subscribers)
         self._publish_id += 1
+        # Who this fan-out waits for: not a subscriber still stuck in an earlier
+        # send (it is the stall timeout's business, not everyone's delay).
+        now = asyncio.get_running_loop().time()
+        self._behind = 0
+        for sub in self._subscribers:
+            if sub.send_started is not None and now - sub.send_started > self.flush_interval:
+                sub.settled = self._publish_id
+            else:
+                self._behind += 1
+        if self._behind > self._stragglers:
+            self._fanned_out.clear()
         self._resolve_tick()
+
+    @property
+    def _stragglers(self) -> int:
+        """Subscribers a fan-out may leave behind and still count as done."""
+        return len(self._subscribers) // 50
 
     def settle(self, sub: Subscriber) -> None:
         """`sub` is done with the last publish: sent (gRPC took it) or had nothing to send.
@@ -399,10 +424,14 @@ class WatchHub:
         if sub.settled == self._publish_id or sub.cursor < self._head_seq:
             return
         sub.settled = self._publish_id
+        self._settled_one()
+
+    def _settled_one(self) -> None:
         self._behind -= 1
-        if self._behind == max(1, len(self._subscribers) // 50):
+        if self._behind <= self._stragglers and not self._fanned_out.is_set():
             spent = asyncio.get_running_loop().time() - self._last_publish
             self._fanout_seconds = 0.5 * self._fanout_seconds + 0.5 * spent
+            self._fanned_out.set()
 
     def _trim(self) -> None:
         excess = len(self._window) - self._settings.watch_window
@@ -525,6 +554,7 @@ class WatchHub:
             sub.cursor = self._base_seq + index
             sub.sent_version = resume_from
         sub.registered = True
+        sub.settled = self._publish_id  # joined after the last publish: not waited for
         self._subscribers.add(sub)
         WATCH_SUBSCRIBERS.inc()
         return sub
@@ -542,6 +572,9 @@ class WatchHub:
             sub.registered = False
             self._subscribers.discard(sub)
             WATCH_SUBSCRIBERS.dec()
+            if sub.settled != self._publish_id:  # the last fan-out waits for it no more
+                sub.settled = self._publish_id
+                self._settled_one()
 
     def _snapshot(self, query: NodeQuery, key: str) -> list[bytes]:
         """Messages of the snapshot at the head version (shared while nothing changes)."""
