@@ -13,7 +13,8 @@ Measured:
   `last_heartbeat_time` (stamped by the server when it wrote the heartbeat),
   p50/p99 over every event a sample of subscribers received;
 - server memory per subscriber: server RSS with every subscriber connected and
-  synced minus RSS before any connected (nothing changing), over the number of
+  synced (resumed from the current version, so no snapshot's transient buffers
+  count) minus RSS before any connected (nothing changing), over the number of
   subscribers; as the baseline, the same for a bare grpc.aio server whose
   streaming handler sends one message and waits; and, separately, how much RSS
   grows once changes flow (the watch window, messages in flight);
@@ -362,10 +363,18 @@ async def _fleet(address: str, token: str, count: int) -> list[str]:
     return credentials
 
 
-def _subscribers(address: str, token: str, count: int, plan: Plan, sampled: int) -> Child:
+def _subscribers(
+    address: str, token: str, count: int, plan: Plan, sampled: int, resume_from: int = 0
+) -> Child:
     return Child(
         "subscribers",
-        {"count": count, "per_connection": plan.streams_per_connection, "sampled": sampled},
+        {
+            "count": count,
+            "per_connection": plan.streams_per_connection,
+            "sampled": sampled,
+            "resume_from": resume_from,
+            "bookmark_seconds": 1,
+        },
         env={
             "PPOS_ADDRESS": address,
             "PPOS_CONTROL_TOKEN": token,
@@ -405,6 +414,14 @@ async def _sent(load: Child) -> int:
     return int((await load.receive())["sent"])
 
 
+async def _version(address: str, token: str) -> int:
+    async with grpc.aio.insecure_channel(address) as channel:
+        listed = await pb_grpc.NodeRegistryServiceStub(channel).ListNodes(
+            pb.ListNodesRequest(page_size=1), metadata=(("authorization", f"Bearer {token}"),)
+        )
+    return int(listed.resource_version)
+
+
 def _label(backend: str) -> str:
     """The backend without its URL (which may hold a password)."""
     return "SQLite" if backend == "sqlite" else make_url(backend).get_backend_name()
@@ -427,13 +444,16 @@ async def _measure(plan: Plan, backend: str, result: Result) -> None:
         server, address = await _serve(Path(tmp) / "data", token, backend, plan)
         try:
             credentials = await _fleet(address, token, plan.nodes)
+            version = await _version(address, token)
             # Memory per subscriber: every stream open and synced, nothing changing
             # (as for the bare baseline), against the same server before any opened.
             await asyncio.sleep(plan.warmup_seconds)
             rss_before = _rss_bytes(server.pid)
             per_process = plan.subscribers // plan.subscriber_processes
+            # They resume from the current version: a snapshot per subscriber would
+            # leave its transient buffers in the figure, not what a subscriber keeps.
             subscribers = [
-                _subscribers(address, token, per_process, plan, plan.sampled_per_process)
+                _subscribers(address, token, per_process, plan, plan.sampled_per_process, version)
                 for _ in range(plan.subscriber_processes)
             ]
             children += subscribers

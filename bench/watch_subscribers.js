@@ -4,7 +4,8 @@
 // the load generator does not starve the server it measures on a small machine.
 //
 // Environment: PPOS_ADDRESS, PPOS_CONTROL_TOKEN (never argv), PPOS_PROTO_DIRS.
-// stdin, one JSON line first: {"count": N, "per_connection": K, "sampled": S};
+// stdin, one JSON line first: {"count": N, "per_connection": K, "sampled": S,
+// "resume_from": V (0: start with a snapshot), "bookmark_seconds": B};
 // then commands: "phase NAME", "pause", "report", "quit". stdout: JSON lines.
 // The first S subscribers decode every message and record, for each MODIFIED
 // event, receive time minus the node's last_heartbeat_time (1-ms histogram);
@@ -44,11 +45,15 @@ function subscribe(index) {
   const measured = index < config.sampled;
   const metadata = new grpc.Metadata();
   metadata.set('authorization', `Bearer ${token}`);
+  const request = {
+    resume_from_version: config.resume_from || 0,
+    bookmark_interval: { seconds: config.bookmark_seconds || 10 },
+  };
   const call = client.makeServerStreamRequest(
     METHOD,
     watch.requestSerialize,
     measured ? watch.responseDeserialize : (bytes) => bytes,
-    {},
+    request,
     metadata,
   );
   let inSync = false;
@@ -63,7 +68,8 @@ function subscribe(index) {
     }
     const now = nowMs();
     for (const event of message.events) {
-      if (event.type === 'WATCH_EVENT_TYPE_SNAPSHOT_END' && !inSync) {
+      const syncs = event.type === 'WATCH_EVENT_TYPE_SNAPSHOT_END' || event.type === 'WATCH_EVENT_TYPE_BOOKMARK';
+      if (syncs && !inSync) {
         inSync = true;
         synced += 1;
         if (synced === config.count) emit({ ready: config.count });
