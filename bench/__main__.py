@@ -13,6 +13,8 @@ from bench.harness import Benchmark, Mode
 BENCHMARKS = {
     "auth": "bench.bench_auth",
     "metrics": "bench.bench_metrics",
+    "node_sweep": "bench.bench_node_sweep",
+    "watch_fanout": "bench.bench_watch_fanout",
     "sync_ingest": "bench.bench_sync_ingest",
 }
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 from collections.abc import Callable
 
@@ -209,6 +210,11 @@ class ControlPlaneServer:
         if settings.server.metrics_listen:
             self.metrics = MetricsEndpoint(settings.server.metrics_listen)
             self.metrics.start()
+        # What start-up built (modules, ORM metadata, descriptors) lives as long as
+        # the process: keep it out of the cyclic collector, whose full passes over
+        # it otherwise pause the event loop (measured: ~150-200 ms every few seconds
+        # with 1,000 WatchNodes streams open).
+        gc.freeze()
         _log.info(
             "server.started",
             address=self.address,
