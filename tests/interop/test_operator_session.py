@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.ops.support import new_node
 from tests.support.external import ROOT, run
 from tests.support.servers import RunningPlane
 
@@ -125,3 +126,34 @@ async def test_pposctl_and_the_node_client(shell) -> None:  # type: ignore[no-un
     assert steps["without-token"]["status"] == "UNAUTHENTICATED"
     assert steps["create-enrollment"]["ok"] is True
     assert steps["get-missing-node"]["status"] == "NOT_FOUND"
+
+
+async def test_streaming_node_status(plane: RunningPlane, shell) -> None:  # type: ignore[no-untyped-def]
+    node = await new_node(plane, region="eu-west-1")
+    code, output, _ = await shell("stream")
+    assert code == 0, output
+    # grpcurl: the snapshot, then the stream runs until -max-time
+    assert "WATCH_EVENT_TYPE_SNAPSHOT_END" in output
+    events = json_objects(output)
+    grpcurl_nodes = [
+        e["node"]["node_id"]  # type: ignore[index]
+        for message in events
+        for e in message.get("events", [])  # type: ignore[attr-defined]
+        if isinstance(e, dict) and "node" in e
+    ]
+    assert node.node_id in grpcurl_nodes
+    # pposctl -o json: one WatchEvent per line
+    pposctl_nodes = [
+        e["node"]["nodeId"]
+        for e in events
+        if e.get("type") == "WATCH_EVENT_TYPE_SNAPSHOT" and "node" in e
+    ]  # type: ignore[index]
+    assert pposctl_nodes == [node.node_id]
+    # the Node.js client: one line per event, ending after --max-events 2
+    watched = [e for e in events if e.get("step") == "watch"]
+    assert [e["type"] for e in watched] == [
+        "WATCH_EVENT_TYPE_SNAPSHOT",
+        "WATCH_EVENT_TYPE_SNAPSHOT_END",
+    ]
+    assert watched[0]["nodeId"] == node.node_id
+    assert watched[0]["readiness"] == "READINESS_READY"

@@ -78,6 +78,8 @@ COMMAND_COLUMNS = [
     Column("REASON", lambda c: c.reason, wide=True),
     Column("BY", lambda c: f"{c.issued_by.kind}:{c.issued_by.name}", wide=True),
     Column("DEADLINE", lambda c: timestamp(c.deadline), wide=True),
+    Column("DELIVERED", lambda c: timestamp(c.deliver_time), wide=True),
+    Column("FINISHED", lambda c: timestamp(c.finish_time), wide=True),
     Column("RESULT", lambda c: c.result_message or "-", wide=True),
 ]
 
@@ -238,6 +240,8 @@ def nodes_sweep(ctx: Context, args: argparse.Namespace) -> None:
             ("Marked NOT_READY", str(reply.marked_not_ready)),
             ("Marked LOST", str(reply.marked_lost)),
             ("Commands timed out", str(reply.commands_timed_out)),
+            ("Drains expired", str(reply.drains_expired)),
+            ("Resource version", str(reply.resource_version)),
             ("Took", f"{seconds * 1000:.1f}ms"),
         ]
     )
