@@ -10,8 +10,9 @@ It records every call it receives (method, key, request, whether it was a
 duplicate, the call's metadata) in memory and, with `--gateway-record FILE`,
 as JSON lines, so tests can prove what the control plane sent and that
 nothing was acted on twice. Faults on request: UNAVAILABLE (a rate, or the
-next N calls), slow answers, and dropped acknowledgements (the command is
-acted on, then the call fails as if the connection dropped).
+next N calls), slow calls (before acting) and late acknowledgements (after
+acting), dropped acknowledgements (the command is acted on, then the call
+fails as if the connection dropped) and refusals (INVALID_ARGUMENT).
 
 Authentication is not here: the server's interceptor (preflightsim.auth)
 refuses any call without a PREFLIGHT_JWT for this gateway's audience.
@@ -48,9 +49,14 @@ class GatewayFaults:
 
     unavailable_rate: float = 0.0
     unavailable_next: int = 0
+    # Delay before acting on a command (the call is slow, nothing done yet).
     slow_seconds: float = 0.0
+    # Delay after acting, before answering (the command is done, the ack is late).
+    slow_ack_seconds: float = 0.0
     drop_rate: float = 0.0
     drop_next: int = 0
+    # Refuse the next N commands with INVALID_ARGUMENT (a receiver saying no).
+    refuse_next: int = 0
 
 
 @dataclass
@@ -226,6 +232,9 @@ class SimulatedGateway(pb_grpc.PreflightGatewayServiceServicer):
             await self._record(call, "unavailable")
             await context.abort(grpc.StatusCode.UNAVAILABLE, "simulated gateway unavailable")
         problem = self._invalid(method, request)
+        if not problem and faults.refuse_next > 0:
+            faults.refuse_next -= 1
+            problem = "simulated refusal"
         if problem:
             await self._record(call, "refused")
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
@@ -257,11 +266,15 @@ class SimulatedGateway(pb_grpc.PreflightGatewayServiceServicer):
         if drop:
             faults.drop_next = max(0, faults.drop_next - 1)
             call.dropped = True
-            await self._record(call, outcome)
+        # Recorded as soon as it is acted on: if the caller goes away while the
+        # ack is late, the gateway has still done it (and will say so next time).
+        await self._record(call, outcome)
+        if faults.slow_ack_seconds > 0:
+            await asyncio.sleep(faults.slow_ack_seconds)
+        if drop:
             await context.abort(
                 grpc.StatusCode.UNAVAILABLE, "simulated connection drop after accepting"
             )
-        await self._record(call, outcome)
         return ack
 
     @staticmethod
@@ -370,6 +383,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="delay every gateway answer by this long",
     )
     group.add_argument(
+        "--gateway-slow-ack",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="act on each gateway command at once, then delay its answer by this long",
+    )
+    group.add_argument(
+        "--gateway-refuse-first",
+        type=int,
+        default=0,
+        metavar="N",
+        help="refuse the first N gateway commands with INVALID_ARGUMENT",
+    )
+    group.add_argument(
         "--gateway-drop-rate",
         type=float,
         default=0.0,
@@ -386,7 +413,9 @@ def faults_from(args: argparse.Namespace) -> GatewayFaults:
         unavailable_rate=getattr(args, "gateway_unavailable_rate", 0.0),
         unavailable_next=getattr(args, "gateway_unavailable_first", 0),
         slow_seconds=getattr(args, "gateway_slow", 0.0),
+        slow_ack_seconds=getattr(args, "gateway_slow_ack", 0.0),
         drop_rate=getattr(args, "gateway_drop_rate", 0.0),
+        refuse_next=getattr(args, "gateway_refuse_first", 0),
     )
 
 

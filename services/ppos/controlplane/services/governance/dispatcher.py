@@ -109,6 +109,7 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._rng = random.Random()  # noqa: S311 - jitter, not security
         self._depth_refreshed = 0.0
+        self.acknowledged = 0  # deliveries this dispatcher saw acknowledged
 
     def wake(self) -> None:
         """Look for work now (a command was just committed in this process)."""
@@ -260,6 +261,7 @@ class Dispatcher:
             )
 
         await self._rt.db.write(work)
+        self.acknowledged += 1
         OUTBOX_DELIVERIES.labels(target=lease.target, outcome="acknowledged").inc()
         _log.info(
             "dispatcher.acknowledged",
