@@ -49,10 +49,25 @@ def session_log() -> _Tee:
     return _Tee()
 
 
+_SESSION: dict[str, object] = {}
+
+
 @pytest.fixture(scope="session")
 def secret_registry(session_log: _Tee) -> SecretRegistry:
     level = os.environ.get("PPOS_TEST_LOG_LEVEL", "debug")
-    return configure_logging(level=level, fmt="json", stream=session_log)
+    registry = configure_logging(level=level, fmt="json", stream=session_log)
+    _SESSION.update(level=level, stream=session_log, registry=registry)
+    return registry
+
+
+def restore_session_logging() -> None:
+    """Put back the session's logging after a test configured its own."""
+    configure_logging(
+        level=str(_SESSION["level"]),
+        fmt="json",
+        stream=_SESSION["stream"],  # type: ignore[arg-type]
+        secrets=_SESSION["registry"],  # type: ignore[arg-type]
+    )
 
 
 @pytest.fixture(scope="session")
@@ -112,7 +127,11 @@ async def plane(
     """The whole control plane on a loopback port, on the test's database."""
     data_dir = tmp_path / "data"
     running = await start_plane(
-        token=canary_token, database_url=database_url, data_dir=data_dir, secrets=secret_registry
+        token=canary_token,
+        database_url=database_url,
+        data_dir=data_dir,
+        secrets=secret_registry,
+        relay_target="",
     )
     try:
         yield running

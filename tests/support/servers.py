@@ -12,6 +12,8 @@ import grpc
 from ppos.controlplane.core.logging import SecretRegistry
 from ppos.controlplane.runtime.cli import load_settings
 from ppos.controlplane.runtime.server import ControlPlaneServer
+from tests.support.relay import RULES as RELAY_RULES
+from tests.support.relay import RelayModule
 
 
 @dataclass
@@ -59,13 +61,22 @@ async def start_plane(
     data_dir: Path,
     secrets: SecretRegistry,
     extra_env: Mapping[str, str] | None = None,
+    relay_target: str | None = None,
 ) -> RunningPlane:
+    """Start a plane; with `relay_target`, also host the test Relay/Echo pair
+    (Relay calls Echo at `relay_target`, or at this plane itself when empty)."""
     settings = load_settings(
         None, plane_env(token=token, database_url=database_url, data_dir=data_dir, extra=extra_env)
     )
     failures: list[tuple[str, str]] = []
+    extra: dict[str, Any] = {}
+    if relay_target is not None:
+        extra = {
+            "extra_modules": (lambda runtime: RelayModule(runtime, target=relay_target),),
+            "extra_access_rules": RELAY_RULES,
+        }
     server = ControlPlaneServer(
-        settings, secrets=secrets, on_auth_failure=lambda m, r: failures.append((m, r))
+        settings, secrets=secrets, on_auth_failure=lambda m, r: failures.append((m, r)), **extra
     )
     await server.start()
     channel = grpc.aio.insecure_channel(server.address)

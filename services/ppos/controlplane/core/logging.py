@@ -128,6 +128,10 @@ def configure_logging(
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(max(numeric, logging.INFO))
+    # Migration chatter ("setup plugin ...", "Running upgrade ...") only when debugging.
+    logging.getLogger("alembic").setLevel(
+        logging.DEBUG if numeric <= logging.DEBUG else logging.WARNING
+    )
     return registry
 
 

@@ -43,22 +43,33 @@ def load_settings(args: argparse.Namespace | None, env: Mapping[str, str]) -> Se
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ppos-control-plane",
+        allow_abbrev=False,
         description="PrintPrice OS control plane: governance, node registry and registry sync.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    serve = commands.add_parser("serve", help="run the gRPC services (all on one port by default)")
+    serve = commands.add_parser(
+        "serve", allow_abbrev=False, help="run the gRPC services (all on one port by default)"
+    )
     for section in ALL_SECTIONS:
         add_arguments(serve, section)
-    migrate = commands.add_parser("migrate", help="apply database migrations and exit")
+    migrate = commands.add_parser(
+        "migrate", allow_abbrev=False, help="apply database migrations and exit"
+    )
     add_arguments(migrate, ServerSettings)
-    keys = commands.add_parser("keys", help="signing keys: rotate, or print the public set")
+    keys = commands.add_parser(
+        "keys", allow_abbrev=False, help="signing keys: rotate, or print the public set"
+    )
     keys.add_argument("action", choices=["rotate", "jwks"])
     add_arguments(keys, ServerSettings)
     add_arguments(keys, AuthSettings)
-    token = commands.add_parser("token", help="generate a control token into a 0600 file")
+    token = commands.add_parser(
+        "token", allow_abbrev=False, help="generate a control token into a 0600 file"
+    )
     token.add_argument("action", choices=["generate"])
     token.add_argument("--out", type=Path, required=True, help="file to create (must not exist)")
-    config = commands.add_parser("config", help="print the settings table (markdown)")
+    config = commands.add_parser(
+        "config", allow_abbrev=False, help="print the settings table (markdown)"
+    )
     config.add_argument("action", choices=["table"])
     return parser
 

@@ -19,9 +19,14 @@ from grpc_reflection.v1alpha import reflection
 from ppos.controlplane.core.logging import SecretRegistry
 from ppos.controlplane.runtime.modules import Runtime, ServiceModule, Settings
 from ppos.controlplane.runtime.peers import PeerDirectory
-from ppos.controlplane.security.access import AccessTable
+from ppos.controlplane.security.access import AccessTable, MethodRule
 from ppos.controlplane.security.control_token import ControlToken, read_control_token
-from ppos.controlplane.security.edge import AuthFailureHook, EdgeAuthenticator, EdgeInterceptor
+from ppos.controlplane.security.edge import (
+    AuthFailureHook,
+    EdgeAuthenticator,
+    EdgeGuard,
+    GuardedServer,
+)
 from ppos.controlplane.security.keys import JwksKeySource, KeyRing
 from ppos.controlplane.security.tokens import TokenMinter, TokenVerifier
 from ppos.controlplane.services.jwks.service import JwksModule
@@ -39,6 +44,7 @@ SERVER_OPTIONS = (
     ("grpc.so_reuseport", 0),
 )
 HEALTH_PROBE_INTERVAL = 5.0
+KEY_RELOAD_INTERVAL = 10.0
 
 ModuleFactory = Callable[[Runtime], ServiceModule]
 
@@ -75,17 +81,22 @@ class ControlPlaneServer:
         secrets: SecretRegistry | None = None,
         modules: dict[str, ModuleFactory] | None = None,
         on_auth_failure: AuthFailureHook | None = None,
+        extra_modules: tuple[ModuleFactory, ...] = (),
+        extra_access_rules: tuple[MethodRule, ...] = (),
     ) -> None:
         self.settings = settings
         self.secrets = secrets or SecretRegistry()
         self._factories = modules or default_modules()
         self._on_auth_failure = on_auth_failure
+        self._extra_modules = extra_modules
+        self._extra_rules = extra_access_rules
         self.port = 0
         self.runtime: Runtime | None = None
         self.modules: list[ServiceModule] = []
         self._server: grpc.aio.Server | None = None
         self._health: health.aio.HealthServicer | None = None
         self._probe: asyncio.Task[None] | None = None
+        self._key_watch: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
 
     @property
@@ -146,15 +157,19 @@ class ControlPlaneServer:
         )
         self.modules = [JwksModule(keyring)]
         self.modules += [self._factories[name](self.runtime) for name in settings.server.services]
+        self.modules += [factory(self.runtime) for factory in self._extra_modules]
         service_names = [name for module in self.modules for name in module.service_names]
 
         access = AccessTable.from_services(service_names)
-        interceptor = EdgeInterceptor(
+        for rule in self._extra_rules:  # services outside our contracts (tests, benchmarks)
+            access.add(rule)
+        edge = EdgeGuard(
             access, EdgeAuthenticator(control, verifier), on_auth_failure=self._on_auth_failure
         )
-        server = grpc.aio.server(interceptors=[interceptor], options=SERVER_OPTIONS)
+        server = grpc.aio.server(options=SERVER_OPTIONS)
+        guarded = GuardedServer(server, edge)  # every service handler passes the edge
         for module in self.modules:
-            module.register(server)
+            module.register(guarded)
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
@@ -178,6 +193,7 @@ class ControlPlaneServer:
             await module.start()
         await self._set_health(serving=True)
         self._probe = asyncio.create_task(self._probe_health(), name="health-probe")
+        self._key_watch = asyncio.create_task(self._watch_keys(), name="key-reload")
         _log.info(
             "server.started",
             address=self.address,
@@ -218,6 +234,26 @@ class ControlPlaneServer:
                 _log.warning("health.changed", serving=serving, problem=problem)
                 await self._set_health(serving=serving)
 
+    def reload_keys(self) -> bool:
+        """Pick up a key rotation made in the key directory; republish the JWKS."""
+        assert self.runtime is not None
+        changed = self.runtime.keyring.reload_if_changed()
+        if changed:
+            auth = self.settings.auth
+            self.runtime.keyring.write_jwks(
+                auth.jwks_file or self.settings.server.data_dir / "jwks.json"
+            )
+            _log.info("keys.reloaded", kid=self.runtime.keyring.active.kid)
+        return changed
+
+    async def _watch_keys(self) -> None:
+        while True:
+            await asyncio.sleep(KEY_RELOAD_INTERVAL)
+            try:
+                self.reload_keys()
+            except Exception:  # noqa: BLE001 - keep serving with the keys in force
+                _log.exception("keys.reload_failed")
+
     async def stop(self, grace: float | None = None) -> None:
         """Stop accepting calls, let in-flight ones finish within `grace`, end streams."""
         if self._server is None or self._stopped.is_set():
@@ -225,10 +261,11 @@ class ControlPlaneServer:
         grace = self.settings.server.shutdown_grace if grace is None else grace
         _log.info("server.stopping", grace_seconds=grace)
         assert self.runtime is not None
-        if self._probe is not None:
-            self._probe.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._probe
+        for task in (self._probe, self._key_watch):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
         self.runtime.shutdown.set()  # streams end themselves with UNAVAILABLE

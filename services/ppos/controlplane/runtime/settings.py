@@ -167,8 +167,15 @@ def markdown_table(sections: list[type[Any]]) -> str:
 
 
 def _render(value: Any) -> str:
+    if isinstance(value, Path):
+        home = str(Path.home())
+        text = str(value)
+        return "~" + text[len(home) :] if text.startswith(home + "/") else text
     if isinstance(value, Seconds):
-        return f"{value:g}s"
+        for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+            if value >= size and value % size == 0:
+                return f"{value / size:g}{unit}"
+        return f"{value * 1000:g}ms"
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, list):

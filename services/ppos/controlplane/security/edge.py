@@ -1,6 +1,10 @@
 """The edge: authenticate every call, authorise it against the contract, forget
 the credential, and map errors to rich statuses.
 
+It acts as the server interceptor of every service we host, applied once per
+method at registration (see EdgeGuard) rather than through grpc.aio's
+interceptor chain, which builds a handler per call.
+
 Order per call: resolve the method's access rule; resolve the principal from
 `authorization` (control token in constant time, or a node credential, or a
 PREFLIGHT_JWT, or an enrollment token); refuse with UNAUTHENTICATED or
@@ -14,9 +18,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import grpc
 import structlog
@@ -27,7 +30,7 @@ from ppos.controlplane.core.errors import (
     Unauthenticated,
     internal_status,
 )
-from ppos.controlplane.core.handlers import CallWrapper, refusing_handler, wrap_handler
+from ppos.controlplane.core.handlers import CallWrapper, wrap_handler
 from ppos.controlplane.core.ids import ulid
 from ppos.controlplane.core.validation import REQUEST_ID
 from ppos.controlplane.security.access import AccessTable, MethodRule
@@ -53,8 +56,6 @@ NODE_AUDIENCE = "ppos.controlplane.noderegistry.v1.NodeRegistryService"
 _BEARER = re.compile(r"^[Bb][Ee][Aa][Rr][Ee][Rr] ([A-Za-z0-9._~+/=-]+)$")
 _OPERATOR_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 _log = structlog.get_logger("ppos.edge")
-_Req = TypeVar("_Req")
-_Resp = TypeVar("_Resp")
 
 AuthFailureHook = Callable[[str, str], None]  # (method, reason)
 
@@ -165,76 +166,113 @@ class _ScrubbedContext:
         return getattr(self._context, name)
 
 
-class _CallScope(CallWrapper):
-    """Binds who/what/which-request for one call and maps its errors."""
+class _Guard(CallWrapper):
+    """The edge around one method, built once at registration and shared by its calls.
 
-    __slots__ = ("_method", "_principal", "_request_id")
+    Per call: authenticate from the call's metadata against the method's rule;
+    refuse before the handler runs, or run it with the principal and request id
+    bound in contextvars and a context whose metadata holds no credential; map
+    whatever it raises to a status.
+    """
 
-    def __init__(self, principal: Principal, request_id: str, method: str) -> None:
-        self._principal = principal
-        self._request_id = request_id
+    __slots__ = ("_edge", "_method", "_rule")
+
+    def __init__(self, edge: EdgeGuard, rule: MethodRule, method: str) -> None:
+        self._edge = edge
+        self._rule = rule
         self._method = method
 
-    def _enter(self) -> tuple[Any, ...]:
+    async def _admit(self, context: Any) -> tuple[Principal, str] | None:
+        metadata = context.invocation_metadata() or ()
+        request_id = request_id_from(metadata)
+        try:
+            return self._edge.authenticator.authenticate(metadata, self._rule), request_id
+        except DomainError as exc:
+            exc.metadata.setdefault("request_id", request_id)
+            _log.info(
+                "auth.refused",
+                method=self._method,
+                request_id=request_id,
+                code=exc.code.name,
+                reason=exc.reason,
+            )
+            if self._edge.on_auth_failure is not None:
+                self._edge.on_auth_failure(self._method, exc.reason)
+            status = exc.to_grpc_status()
+            await context.abort(status.code, status.details, status.trailing_metadata)
+        return None  # pragma: no cover - abort raises
+
+    def _enter(self, principal: Principal, request_id: str) -> tuple[Any, ...]:
         structlog.contextvars.bind_contextvars(
-            request_id=self._request_id, method=self._method, caller=self._principal.display
+            request_id=request_id, method=self._method, caller=principal.display
         )
         return (
-            current_principal.set(self._principal),
-            current_request_id.set(self._request_id),
+            current_principal.set(principal),
+            current_request_id.set(request_id),
             current_method.set(self._method),
         )
 
-    def _exit(self, tokens: tuple[Any, ...]) -> None:
+    @staticmethod
+    def _exit(tokens: tuple[Any, ...]) -> None:
         current_principal.reset(tokens[0])
         current_request_id.reset(tokens[1])
         current_method.reset(tokens[2])
         structlog.contextvars.unbind_contextvars("request_id", "method", "caller")
 
-    async def _fail(self, context: Any, exc: BaseException) -> None:
+    async def _fail(self, context: Any, exc: BaseException, request_id: str) -> None:
         if isinstance(exc, NotImplementedError):
             await context.abort(
                 grpc.StatusCode.UNIMPLEMENTED, f"{self._method} is not implemented by this server"
             )
         if isinstance(exc, DomainError):
-            exc.metadata.setdefault("request_id", self._request_id)
+            exc.metadata.setdefault("request_id", request_id)
             status = exc.to_grpc_status()
             _log.info("rpc.refused", code=exc.code.name, reason=exc.reason, detail=exc.message)
         else:
             _log.error("rpc.failed", exc_info=exc)
-            status = internal_status(self._request_id)
+            status = internal_status(request_id)
         await context.abort(status.code, status.details, status.trailing_metadata)
 
     async def around_unary(self, invoke: Callable[[Any], Awaitable[Any]], context: Any) -> Any:
-        tokens = self._enter()
-        started = time.perf_counter()
+        admitted = await self._admit(context)
+        assert admitted is not None
+        principal, request_id = admitted
+        tokens = self._enter(principal, request_id)
         try:
             return await invoke(_ScrubbedContext(context))
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
-        except Exception as exc:  # noqa: BLE001 - mapped to a status, logged above
-            await self._fail(context, exc)
+        except Exception as exc:  # noqa: BLE001 - mapped to a status, logged in _fail
+            await self._fail(context, exc, request_id)
         finally:
-            _log.debug("rpc.finished", seconds=round(time.perf_counter() - started, 6))
             self._exit(tokens)
 
     async def around_stream(
         self, invoke: Callable[[Any], AsyncIterator[Any]], context: Any
     ) -> AsyncIterator[Any]:
-        tokens = self._enter()
+        admitted = await self._admit(context)
+        assert admitted is not None
+        principal, request_id = admitted
+        tokens = self._enter(principal, request_id)
         try:
             async for item in invoke(_ScrubbedContext(context)):
                 yield item
         except (asyncio.CancelledError, grpc.aio.AbortError, GeneratorExit):
             raise
-        except Exception as exc:  # noqa: BLE001 - mapped to a status, logged above
-            await self._fail(context, exc)
+        except Exception as exc:  # noqa: BLE001 - mapped to a status, logged in _fail
+            await self._fail(context, exc, request_id)
         finally:
             self._exit(tokens)
 
 
-class EdgeInterceptor(grpc.aio.ServerInterceptor):
-    """Server interceptor: authentication, authorisation, scrubbing, error mapping."""
+class EdgeGuard:
+    """The edge, applied to every handler of our services when it is registered.
+
+    It does what a grpc.aio ServerInterceptor would, but wraps each method once
+    instead of running an interceptor chain and building a handler per call:
+    measured on this machine, an empty aio ServerInterceptor alone cost about a
+    quarter of the throughput of a two-hop call.
+    """
 
     def __init__(
         self,
@@ -242,38 +280,73 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
         authenticator: EdgeAuthenticator,
         on_auth_failure: AuthFailureHook | None = None,
     ) -> None:
-        self._access = access
-        self._auth = authenticator
-        self._on_auth_failure = on_auth_failure
+        self.access = access
+        self.authenticator = authenticator
+        self.on_auth_failure = on_auth_failure
 
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[_Req, _Resp] | None]
-        ],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[_Req, _Resp] | None:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        method = handler_call_details.method
-        rule = self._access.rule(method)
+    def guard(
+        self, handler: grpc.RpcMethodHandler[Any, Any], method: str
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        rule = self.access.rule(method)
         if rule.open:
             return handler
-        metadata = handler_call_details.invocation_metadata
-        request_id = request_id_from(metadata)
-        try:
-            principal = self._auth.authenticate(metadata, rule)
-        except DomainError as exc:
-            exc.metadata.setdefault("request_id", request_id)
-            _log.info(
-                "auth.refused",
-                method=method,
-                request_id=request_id,
-                code=exc.code.name,
-                reason=exc.reason,
-            )
-            if self._on_auth_failure is not None:
-                self._on_auth_failure(method, exc.reason)
-            return refusing_handler(handler, exc.to_grpc_status())
-        return wrap_handler(handler, _CallScope(principal, request_id, method))
+        return wrap_handler(handler, _Guard(self, rule, method))
+
+
+class _GuardedGenericHandler(grpc.GenericRpcHandler):
+    """A generic handler whose handlers are guarded, each wrapped once and cached."""
+
+    def __init__(self, inner: grpc.GenericRpcHandler, edge: EdgeGuard) -> None:
+        self._inner = inner
+        self._edge = edge
+        self._cache: dict[str, grpc.RpcMethodHandler[Any, Any] | None] = {}
+
+    def service(
+        self, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        method = handler_call_details.method
+        if method not in self._cache:
+            handler = self._inner.service(handler_call_details)
+            self._cache[method] = None if handler is None else self._edge.guard(handler, method)
+        return self._cache[method]
+
+
+class GuardedServer(grpc.aio.Server):
+    """What service modules register on: every handler passes through the edge."""
+
+    def __init__(self, server: grpc.aio.Server, edge: EdgeGuard) -> None:
+        self._server = server
+        self._edge = edge
+
+    def add_generic_rpc_handlers(
+        self, generic_rpc_handlers: Iterable[grpc.GenericRpcHandler]
+    ) -> None:
+        self._server.add_generic_rpc_handlers(
+            [_GuardedGenericHandler(handler, self._edge) for handler in generic_rpc_handlers]
+        )
+
+    def add_registered_method_handlers(
+        self, service_name: str, method_handlers: Mapping[str, grpc.RpcMethodHandler[Any, Any]]
+    ) -> None:
+        self._server.add_registered_method_handlers(
+            service_name,
+            {
+                name: self._edge.guard(handler, f"/{service_name}/{name}")
+                for name, handler in method_handlers.items()
+            },
+        )
+
+    def add_insecure_port(self, address: str) -> int:
+        raise RuntimeError("service modules register handlers; the server owns its ports")
+
+    def add_secure_port(self, address: str, server_credentials: grpc.ServerCredentials) -> int:
+        raise RuntimeError("service modules register handlers; the server owns its ports")
+
+    async def start(self) -> None:
+        raise RuntimeError("the composition root starts the server")
+
+    async def stop(self, grace: float | None) -> None:
+        raise RuntimeError("the composition root stops the server")
+
+    async def wait_for_termination(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
+        raise RuntimeError("the composition root owns the server's lifecycle")

@@ -150,8 +150,11 @@ class KeyRing:
         *,
         source_dir: Path | None = None,
         overlap: float = 900.0,
+        expires_at: float = float("inf"),
     ) -> None:
         self._active = active
+        # When the first retired key leaves the overlap window (then a reload drops it).
+        self._expires_at = expires_at
         self._accepted = dict(accepted)
         self._accepted.setdefault(active.kid, active.public_key)
         self._source_dir = source_dir
@@ -188,17 +191,20 @@ class KeyRing:
         now = time.time()
         active: SigningKey | None = None
         accepted: dict[str, Ed25519PublicKey] = {}
+        expires_at = float("inf")
         for entry in sorted(manifest["keys"], key=lambda e: e["created_at"]):
             retired = entry.get("retired_at")
             if retired is not None and now - retired > overlap:
                 continue
+            if retired is not None:
+                expires_at = min(expires_at, retired + overlap)
             private = load_private_key(key_dir / f"{entry['kid']}.pem")
             accepted[entry["kid"]] = private.public_key()
             if retired is None:
                 active = SigningKey(entry["kid"], private, entry["created_at"])
         if active is None:
             raise ConfigError(f"key directory {key_dir} has no active signing key")
-        return cls(active, accepted, source_dir=key_dir, overlap=overlap)
+        return cls(active, accepted, source_dir=key_dir, overlap=overlap, expires_at=expires_at)
 
     @staticmethod
     def rotate(key_dir: Path) -> str:
@@ -220,15 +226,18 @@ class KeyRing:
             return 0.0
 
     def reload_if_changed(self) -> bool:
-        """Pick up a rotation made by another process (same key directory)."""
-        if self._source_dir is None or self._mtime() == self._manifest_mtime:
+        """Pick up a rotation made by another process (same key directory), and
+        drop keys whose overlap window has passed."""
+        if self._source_dir is None:
+            return False
+        if self._mtime() == self._manifest_mtime and time.time() < self._expires_at:
             return False
         with _locked(self._source_dir):
             fresh = self._from_manifest(
                 self._source_dir, _read_manifest(self._source_dir), self._overlap
             )
         self._active, self._accepted = fresh._active, fresh._accepted
-        self._manifest_mtime = fresh._manifest_mtime
+        self._manifest_mtime, self._expires_at = fresh._manifest_mtime, fresh._expires_at
         return True
 
     # -- use -------------------------------------------------------------------

@@ -1,10 +1,15 @@
 """Outbound calls: every one carries a freshly minted PREFLIGHT_JWT and nothing else.
 
-The client interceptor drops any credential already in the call's metadata
-(defence in depth: the control token never reaches a handler, so it cannot be
-here) and adds `authorization: Bearer <PREFLIGHT_JWT>` minted for this call:
-the channel's audience, the called method, the current request id, and the
-principal this call is made for.
+`open_channel` returns a channel whose every call is intercepted on its way
+out: any credential already in the call's metadata is dropped (defence in
+depth: the control token never reaches a handler, so it cannot be there) and
+`authorization: Bearer <PREFLIGHT_JWT>` is added, minted for this call: the
+channel's audience, the called method, the current request id and the
+principal the call is made for.
+
+The interception wraps the channel's multi-callables rather than using
+grpc.aio client interceptors: measured on this machine, an empty aio client
+interceptor alone cost about a quarter of a peer hop's throughput.
 """
 
 from __future__ import annotations
@@ -23,20 +28,25 @@ from ppos.controlplane.security.principal import (
 )
 from ppos.controlplane.security.tokens import TokenMinter
 
+_DROPPED = CREDENTIAL_KEYS | {"x-request-id"}
 
-class PreflightJwtInterceptor(
-    grpc.aio.UnaryUnaryClientInterceptor,
-    grpc.aio.UnaryStreamClientInterceptor,
-    grpc.aio.StreamUnaryClientInterceptor,
-    grpc.aio.StreamStreamClientInterceptor,
-):
+CHANNEL_OPTIONS = (
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+)
+
+
+class PreflightJwtMinting:
+    """Builds the metadata of one outbound call."""
+
     def __init__(self, minter: TokenMinter, *, audience: str, subject: str) -> None:
         self._minter = minter
         self._audience = audience
         self._subject = subject
 
-    def _with_token(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
-        method = details.method.decode() if isinstance(details.method, bytes) else details.method
+    def metadata(self, method: str, given: Sequence[tuple[str, Any]] | None) -> tuple[Any, ...]:
         request_id = current_request_id.get() or "req_" + ulid()
         principal = current_principal.get()
         acting_for = "" if principal.kind is PrincipalKind.ANONYMOUS else principal.display
@@ -47,50 +57,86 @@ class PreflightJwtInterceptor(
             request_id=request_id,
             acting_for=acting_for,
         )
-        kept: Sequence[Any] = [
-            (key, value)
-            for key, value in (details.metadata or ())
-            if key.lower() not in CREDENTIAL_KEYS and key.lower() != "x-request-id"
-        ]
-        metadata = grpc.aio.Metadata(
-            *kept, ("authorization", f"Bearer {token}"), ("x-request-id", request_id)
+        kept = tuple(item for item in given or () if item[0].lower() not in _DROPPED)
+        return (*kept, ("authorization", f"Bearer {token}"), ("x-request-id", request_id))
+
+
+class _Minted:
+    """A multi-callable whose every invocation gets freshly minted metadata."""
+
+    __slots__ = ("_inner", "_method", "_minting")
+
+    def __init__(self, inner: Any, method: str, minting: PreflightJwtMinting) -> None:
+        self._inner = inner
+        self._method = method
+        self._minting = minting
+
+    def __call__(
+        self,
+        request: Any,
+        *,
+        timeout: float | None = None,
+        metadata: Sequence[tuple[str, Any]] | None = None,
+        credentials: grpc.CallCredentials | None = None,
+        wait_for_ready: bool | None = None,
+        compression: grpc.Compression | None = None,
+    ) -> Any:
+        return self._inner(
+            request,
+            timeout=timeout,
+            metadata=self._minting.metadata(self._method, metadata),
+            credentials=credentials,
+            wait_for_ready=wait_for_ready,
+            compression=compression,
         )
-        return grpc.aio.ClientCallDetails(
-            details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
-        )
-
-    async def intercept_unary_unary(
-        self, continuation: Callable[..., Any], client_call_details: Any, request: Any
-    ) -> Any:
-        return await continuation(self._with_token(client_call_details), request)
-
-    async def intercept_unary_stream(
-        self, continuation: Callable[..., Any], client_call_details: Any, request: Any
-    ) -> Any:
-        return await continuation(self._with_token(client_call_details), request)
-
-    async def intercept_stream_unary(
-        self, continuation: Callable[..., Any], client_call_details: Any, request_iterator: Any
-    ) -> Any:
-        return await continuation(self._with_token(client_call_details), request_iterator)
-
-    async def intercept_stream_stream(
-        self, continuation: Callable[..., Any], client_call_details: Any, request_iterator: Any
-    ) -> Any:
-        return await continuation(self._with_token(client_call_details), request_iterator)
 
 
-CHANNEL_OPTIONS = (
-    ("grpc.keepalive_time_ms", 30_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
-    ("grpc.http2.max_pings_without_data", 0),
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-)
+class MintingChannel(grpc.aio.Channel):
+    """An aio channel whose every call carries a fresh PREFLIGHT_JWT."""
+
+    def __init__(self, inner: grpc.aio.Channel, minting: PreflightJwtMinting) -> None:
+        self._inner = inner
+        self._minting = minting
+
+    def _wrap(self, factory: Callable[..., Any], method: str, *args: Any, **kwargs: Any) -> Any:
+        return _Minted(factory(method, *args, **kwargs), method, self._minting)
+
+    def unary_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return self._wrap(self._inner.unary_unary, method, *args, **kwargs)
+
+    def unary_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return self._wrap(self._inner.unary_stream, method, *args, **kwargs)
+
+    def stream_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return self._wrap(self._inner.stream_unary, method, *args, **kwargs)
+
+    def stream_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return self._wrap(self._inner.stream_stream, method, *args, **kwargs)
+
+    async def __aenter__(self) -> MintingChannel:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self, grace: float | None = None) -> None:
+        await self._inner.close(grace)
+
+    def get_state(self, try_to_connect: bool = False) -> grpc.ChannelConnectivity:
+        return self._inner.get_state(try_to_connect)
+
+    async def wait_for_state_change(self, last_observed_state: grpc.ChannelConnectivity) -> None:
+        await self._inner.wait_for_state_change(last_observed_state)
+
+    async def channel_ready(self) -> None:
+        await self._inner.channel_ready()
 
 
 def open_channel(
     address: str, minter: TokenMinter, *, audience: str, subject: str
 ) -> grpc.aio.Channel:
     """An aio channel to `address` whose every call carries a fresh PREFLIGHT_JWT."""
-    interceptor = PreflightJwtInterceptor(minter, audience=audience, subject=subject)
-    return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS, interceptors=[interceptor])
+    return MintingChannel(
+        grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS),
+        PreflightJwtMinting(minter, audience=audience, subject=subject),
+    )

@@ -63,6 +63,9 @@ class Database:
 
     def __init__(self, url: str, *, pool_size: int = 0, echo: bool = False) -> None:
         self.url = make_url(url)
+        if self.url.drivername == "postgresql":  # no driver named: psycopg 3, whatever the default
+            self.url = self.url.set(drivername="postgresql+psycopg")
+            url = self.url.render_as_string(hide_password=False)
         self.dialect = self.url.get_backend_name()
         size = pool_size or default_pool_size()
         if self.dialect == "sqlite":
@@ -74,7 +77,7 @@ class Database:
             self._writer = ThreadPoolExecutor(1, thread_name_prefix="db-writer")
             self._readers = ThreadPoolExecutor(size, thread_name_prefix="db-reader")
         elif self.dialect == "postgresql":
-            if self.url.get_driver_name() != "psycopg":
+            if self.url.drivername != "postgresql+psycopg":
                 raise ValueError("PostgreSQL URLs must use psycopg 3: postgresql+psycopg://...")
             engine = create_engine(
                 url,

@@ -1,0 +1,90 @@
+"""Server side of the auth benchmark: Relay -> Echo over a peer channel, with the
+real edge guard and outbound minting (`auth`) or with none at all (`plain`)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from ppos.controlplane.core.logging import configure_logging
+from ppos.controlplane.security.access import AccessTable, MethodRule
+from ppos.controlplane.security.control_token import ControlToken
+from ppos.controlplane.security.edge import EdgeAuthenticator, EdgeGuard, GuardedServer
+from ppos.controlplane.security.keys import KeyRing
+from ppos.controlplane.security.outbound import open_channel
+from ppos.controlplane.security.principal import PrincipalKind
+from ppos.controlplane.security.tokens import TokenMinter, TokenVerifier
+
+FRONT = "ppos.bench.v1.FrontService"
+BACK = "ppos.bench.v1.BackService"
+RELAY = f"/{FRONT}/Relay"
+ECHO = f"/{BACK}/Echo"
+
+
+async def serve(mode: str, port: int, data_dir: Path, token: str) -> None:
+    address = f"127.0.0.1:{port}"
+    server = grpc.aio.server()
+    registrar: grpc.aio.Server = server
+    if mode == "auth":
+        keyring = KeyRing.from_directory(data_dir / "keys")
+        minter = TokenMinter(keyring, issuer="ppos-control-plane")
+        verifier = TokenVerifier(keyring, issuer="ppos-control-plane")
+        access = AccessTable(
+            [
+                MethodRule(RELAY, FRONT, frozenset({PrincipalKind.OPERATOR})),
+                MethodRule(ECHO, BACK, frozenset({PrincipalKind.PEER})),
+            ]
+        )
+        edge = EdgeGuard(access, EdgeAuthenticator(ControlToken(token), verifier))
+        registrar = GuardedServer(server, edge)
+        channel = open_channel(address, minter, audience=BACK, subject="ppos.controlplane.bench")
+    else:
+        channel = grpc.aio.insecure_channel(address)
+    echo_call = channel.unary_unary(ECHO)
+
+    async def relay(request: bytes, context: Any) -> bytes:
+        reply: bytes = await echo_call(request, timeout=10)
+        return reply
+
+    async def echo(request: bytes, context: Any) -> bytes:
+        return request
+
+    registrar.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                FRONT, {"Relay": grpc.unary_unary_rpc_method_handler(relay)}
+            ),
+            grpc.method_handlers_generic_handler(
+                BACK, {"Echo": grpc.unary_unary_rpc_method_handler(echo)}
+            ),
+        )
+    )
+    server.add_insecure_port(address)
+    await server.start()
+    print("ready", flush=True)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    await server.stop(0)
+    await channel.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--mode", choices=["auth", "plain"], required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--token-file", type=Path, required=True)
+    args = parser.parse_args()
+    token = args.token_file.read_text().strip()
+    configure_logging(level="info", fmt="json")  # as in production: per-call debug lines filtered
+    asyncio.run(serve(args.mode, args.port, args.data_dir, token))
+
+
+if __name__ == "__main__":
+    main()

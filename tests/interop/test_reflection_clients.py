@@ -1,0 +1,120 @@
+"""grpcurl and buf curl drive the server by reflection alone (no .proto files),
+with the operator token passed through the environment or stdin, never argv."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.support.external import binary, run
+from tests.support.servers import RunningPlane
+
+pytestmark = pytest.mark.interop
+
+SERVICES = {
+    "grpc.health.v1.Health",
+    "ppos.controlplane.auth.v1.JwksService",
+    "ppos.controlplane.governance.v1.GovernanceService",
+    "ppos.controlplane.noderegistry.v1.NodeRegistryService",
+    "ppos.controlplane.registrysync.v1.RegistrySyncService",
+}
+CREATE_ENROLLMENT = "ppos.controlplane.noderegistry.v1.NodeRegistryService/CreateEnrollment"
+
+
+async def test_grpcurl_lists_describes_and_calls(plane: RunningPlane) -> None:
+    grpcurl = binary("grpcurl")
+    listed = await run(grpcurl, "-plaintext", plane.address, "list")
+    assert listed.code == 0, listed.stderr
+    assert set(listed.stdout.split()) >= SERVICES
+
+    described = await run(
+        grpcurl,
+        "-plaintext",
+        plane.address,
+        "describe",
+        "ppos.controlplane.noderegistry.v1.NodeRegistryService",
+    )
+    assert described.code == 0, described.stderr
+    assert "rpc CreateEnrollment" in described.stdout
+
+    health = await run(grpcurl, "-plaintext", plane.address, "grpc.health.v1.Health/Check")
+    assert json.loads(health.stdout)["status"] == "SERVING"
+
+    refused = await run(
+        grpcurl, "-plaintext", "-d", '{"region": "eu-west-1"}', plane.address, CREATE_ENROLLMENT
+    )
+    assert refused.code != 0
+    assert "Unauthenticated" in refused.stderr + refused.stdout
+
+    accepted = await run(
+        grpcurl,
+        "-plaintext",
+        "-expand-headers",
+        "-H",
+        "authorization: Bearer ${PPOS_CONTROL_TOKEN}",
+        "-d",
+        '{"region": "eu-west-1"}',
+        plane.address,
+        CREATE_ENROLLMENT,
+        env={"PPOS_CONTROL_TOKEN": plane.token},
+    )
+    assert accepted.code == 0, accepted.stderr
+    assert json.loads(accepted.stdout)["enrollment_token"].startswith("ppos_enroll_")
+
+    invalid = await run(
+        grpcurl,
+        "-plaintext",
+        "-expand-headers",
+        "-H",
+        "authorization: Bearer ${PPOS_CONTROL_TOKEN}",
+        "-d",
+        '{"region": "Not A Region"}',
+        plane.address,
+        CREATE_ENROLLMENT,
+        env={"PPOS_CONTROL_TOKEN": plane.token},
+    )
+    assert invalid.code != 0
+    assert "InvalidArgument" in invalid.stderr + invalid.stdout
+    assert "google.rpc.BadRequest" in invalid.stderr + invalid.stdout
+
+
+async def test_buf_curl_lists_methods_and_calls(plane: RunningPlane) -> None:
+    buf = binary("buf")
+    url = f"http://{plane.address}"
+    listed = await run(buf, "curl", "--protocol", "grpc", "--list-methods", url)
+    assert listed.code == 0, listed.stderr
+    assert CREATE_ENROLLMENT in listed.stdout.split()
+
+    jwks = await run(
+        buf, "curl", "--protocol", "grpc", f"{url}/ppos.controlplane.auth.v1.JwksService/GetJwks"
+    )
+    assert jwks.code == 0, jwks.stderr
+    assert json.loads(json.loads(jwks.stdout)["jwksJson"])["keys"]
+
+    accepted = await run(
+        buf,
+        "curl",
+        "--protocol",
+        "grpc",
+        "-H",
+        "@-",
+        "-d",
+        '{"region": "eu-west-1"}',
+        f"{url}/{CREATE_ENROLLMENT}",
+        stdin=f"authorization: Bearer {plane.token}\n",
+    )
+    assert accepted.code == 0, accepted.stderr
+    assert json.loads(accepted.stdout)["enrollmentId"].startswith("enr_")
+
+    refused = await run(
+        buf,
+        "curl",
+        "--protocol",
+        "grpc",
+        "-d",
+        '{"region": "eu-west-1"}',
+        f"{url}/{CREATE_ENROLLMENT}",
+    )
+    assert refused.code != 0
+    assert "unauthenticated" in refused.stderr.lower()

@@ -1,0 +1,123 @@
+"""`ppos-control-plane serve` as a real process: start, answer, stop on signals,
+refuse bad configuration with a clear message and a distinct exit code."""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from tests.support.processes import ServeProcess, run_cli, spawn_serve
+
+EXIT_CONFIG = 2
+
+
+@pytest.fixture
+def serve(database_url: str, tmp_path: Path, canary_token: str) -> Iterator[ServeProcess]:
+    process = spawn_serve(data_dir=tmp_path / "data", token=canary_token, database_url=database_url)
+    try:
+        yield process
+    finally:
+        process.kill()
+        assert canary_token not in process.log(), "control token printed by the server"
+
+
+def _events(process: ServeProcess) -> list[dict[str, object]]:
+    return [json.loads(line) for line in process.log().splitlines() if line.startswith("{")]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_serves_then_stops_cleanly_on_signal(serve: ServeProcess, signum: int) -> None:
+    serve.wait_serving()
+    serve.signal(signum)
+    assert serve.wait(timeout=30) == 0
+    names = [event["event"] for event in _events(serve)]
+    assert "server.started" in names
+    assert names[-1] == "server.stopped"
+    started = next(e for e in _events(serve) if e["event"] == "server.started")
+    assert started["services"] == ["governance", "noderegistry", "registrysync"]
+
+
+def test_one_service_alone(database_url: str, tmp_path: Path, canary_token: str) -> None:
+    process = spawn_serve(
+        data_dir=tmp_path / "data",
+        token=canary_token,
+        database_url=database_url,
+        args=("--service", "noderegistry"),
+    )
+    try:
+        process.wait_serving()
+        with grpc.insecure_channel(process.address) as channel:
+            stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+            replies = stub.ServerReflectionInfo(
+                iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+            )
+            names = {s.name for r in replies for s in r.list_services_response.service}
+        assert "ppos.controlplane.noderegistry.v1.NodeRegistryService" in names
+        assert "ppos.controlplane.governance.v1.GovernanceService" not in names
+        assert "ppos.controlplane.registrysync.v1.RegistrySyncService" not in names
+    finally:
+        process.signal()
+        assert process.wait() == 0
+
+
+BAD_CONFIGS = [
+    ("bad-listen", ["--listen", "nowhere"], {}, "--listen"),
+    ("unknown-service", ["--service", "billing"], {}, "--service"),
+    ("bad-duration", [], {"PPOS_SHUTDOWN_GRACE": "soon"}, "PPOS_SHUTDOWN_GRACE"),
+    ("bad-boolean", [], {"PPOS_MIGRATE_ON_START": "perhaps"}, "PPOS_MIGRATE_ON_START"),
+    ("weak-token", [], {"PPOS_CONTROL_TOKEN": "short"}, "at least 32 characters"),
+    ("no-token", [], {"PPOS_CONTROL_TOKEN": ""}, "no control token"),
+    ("bad-database", [], {"PPOS_DATABASE_URL": "mysql://x/y"}, "unsupported database"),
+    ("bad-ttl", ["--preflight-jwt-ttl", "1h"], {}, "--preflight-jwt-ttl"),
+    ("missing-key-file", [], {"PPOS_SIGNING_KEY_FILE": "/nonexistent/key.pem"}, "signing key"),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "args", "env", "message"), BAD_CONFIGS, ids=[c[0] for c in BAD_CONFIGS]
+)
+def test_bad_configuration_exits_with_a_clear_message(
+    tmp_path: Path,
+    canary_token: str,
+    case: str,
+    args: list[str],
+    env: dict[str, str],
+    message: str,
+) -> None:
+    base = {
+        "PPOS_CONTROL_TOKEN": canary_token,
+        "PPOS_DATA_DIR": str(tmp_path / "data"),
+        "PPOS_LISTEN": "127.0.0.1:0",
+        "PPOS_DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}",
+    }
+    result = run_cli("serve", *args, env={**base, **env})
+    assert result.returncode == EXIT_CONFIG, (result.stdout, result.stderr)
+    assert "configuration error" in result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert canary_token not in result.stderr + result.stdout
+
+
+def test_token_is_never_accepted_on_the_command_line(tmp_path: Path) -> None:
+    result = run_cli("serve", "--control-token", "x" * 40)
+    assert result.returncode != 0
+    assert "unrecognized arguments" in result.stderr
+
+
+def test_token_generate_writes_a_private_file(tmp_path: Path) -> None:
+    out = tmp_path / "secrets" / "token"
+    first = run_cli("token", "generate", "--out", str(out))
+    assert first.returncode == 0, first.stderr
+    assert out.stat().st_mode & 0o777 == 0o600
+    token = out.read_text().strip()
+    assert len(token) >= 32
+    assert token not in first.stdout + first.stderr
+    again = run_cli("token", "generate", "--out", str(out))
+    assert again.returncode == EXIT_CONFIG
+    assert out.read_text().strip() == token, "an existing token must never be overwritten"

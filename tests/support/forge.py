@@ -1,0 +1,79 @@
+"""Forging tokens the way an attacker would, for hostile-case tests."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def peer_claims(audience: str, method: str, **overrides: Any) -> dict[str, Any]:
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "iss": "ppos-control-plane",
+        "sub": "ppos.controlplane.governance",
+        "aud": audience,
+        "iat": now,
+        "exp": now + 60,
+        "jti": uuid.uuid4().hex,
+        "mth": method,
+        "rid": "req_forged",
+    }
+    claims.update(overrides)
+    return {k: v for k, v in claims.items() if v is not None}
+
+
+def node_claims(node_id: str, generation: int, **overrides: Any) -> dict[str, Any]:
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "iss": "ppos-control-plane",
+        "sub": f"node:{node_id}",
+        "aud": "ppos.controlplane.noderegistry.v1.NodeRegistryService",
+        "iat": now,
+        "exp": now + 3600,
+        "jti": uuid.uuid4().hex,
+        "gen": generation,
+        "scope": "node",
+    }
+    claims.update(overrides)
+    return {k: v for k, v in claims.items() if v is not None}
+
+
+def sign(
+    key: Ed25519PrivateKey, kid: str, claims: dict[str, Any], *, typ: str, **headers: Any
+) -> str:
+    return jwt.encode(claims, key, algorithm="EdDSA", headers={"kid": kid, "typ": typ, **headers})
+
+
+def unsigned(claims: dict[str, Any], *, kid: str, typ: str) -> str:
+    """alg=none: header and claims, empty signature."""
+    header = {"alg": "none", "typ": typ, "kid": kid}
+    return f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(claims).encode())}."
+
+
+def hs256_with_public_key(claims: dict[str, Any], public_raw: bytes, *, kid: str, typ: str) -> str:
+    """The classic confusion: HMAC keyed with the verifier's public key."""
+    import hashlib
+    import hmac
+
+    header = {"alg": "HS256", "typ": typ, "kid": kid}
+    signing_input = f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(claims).encode())}"
+    mac = hmac.new(public_raw, signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{b64url(mac)}"
+
+
+def tamper(token: str, **changes: Any) -> str:
+    """Change claims but keep the original signature."""
+    header, payload, signature = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    claims.update(changes)
+    return f"{header}.{b64url(json.dumps(claims).encode())}.{signature}"
