@@ -50,7 +50,7 @@ PARAMETERS: dict[str, dict[str, bool]] = {
         "region": True,
         "image": True,
         "target_image": True,
-        "target_digest": False,
+        "target_digest": True,
         "reason": True,
     },
     "REGION_DRAIN": {"region": True, "reason": True, "grace_seconds": False},

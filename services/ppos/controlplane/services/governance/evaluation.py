@@ -208,13 +208,13 @@ def _node_step(
         return
     image = params.get("image", "")
     digest = params.get("digest", "")
-    if not image:
-        if context.node_container is not None and context.node_container[0]:
-            image, digest = context.node_container
-        else:
-            image = job.container_image
-    if not image:
-        result.notes.append(f"REIMAGE_NODE: no image known for node {job.node_id}.")
+    if not image and context.node_container is not None:
+        image, digest = context.node_container
+    if not image or not digest:
+        result.notes.append(
+            f"REIMAGE_NODE: no pinned version (image and digest) known for node {job.node_id}; "
+            "name one in the policy or let the node registry report the node's."
+        )
         return
     result.node_action = "REIMAGE"
     shown = image + (f"@{digest}" if digest else "")

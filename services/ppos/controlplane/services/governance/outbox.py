@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from ppos.controlplane.core.ids import new_id
 from ppos.controlplane.core.timeutil import utcnow
+from ppos.controlplane.core.validation import REQUEST_ID
 from ppos.controlplane.noderegistry.v1 import node_pb2
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2 as nr_pb
 from ppos.controlplane.security.principal import Principal, current_request_id
@@ -29,7 +30,9 @@ from ppos.preflight.v1 import gateway_service_pb2 as gw_pb
 GATEWAY_SERVICE = "ppos.preflight.v1.PreflightGatewayService"
 NODE_REGISTRY_SERVICE = "ppos.controlplane.noderegistry.v1.NodeRegistryService"
 NODE_REGISTRY_TARGET = "noderegistry"
-MAX_KEY = 200
+# Keys follow the request-id syntax receivers accept: letters, digits, '.', '_',
+# ':' and '-', at most 128 characters.
+MAX_KEY = 128
 
 
 def gateway_target(region: str) -> str:
@@ -45,9 +48,9 @@ def node_method(name: str) -> str:
 
 
 def idempotency_key(*parts: object) -> str:
-    """A readable key from its parts, hashed when it would be too long."""
-    key = "/".join(str(p) for p in parts)
-    if len(key) <= MAX_KEY:
+    """A readable key from its parts; hashed when it would be too long or not allowed."""
+    key = ":".join(str(p) for p in parts)
+    if len(key) <= MAX_KEY and REQUEST_ID.fullmatch(key):
         return key
     return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
 
@@ -187,7 +190,7 @@ class JobCitation:
 
     def key(self, action: str) -> str:
         return idempotency_key(
-            "decision", self.region, self.job_id, self.revision, self.policy_id, action
+            "dec", self.region, self.job_id, self.revision, self.policy_id, action.lower()
         )
 
 

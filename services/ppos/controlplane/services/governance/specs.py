@@ -191,7 +191,9 @@ def _action_parameters(
             if parameters.get(name):
                 violations.resource_id(f"{path}.parameters[{name!r}]", parameters[name])
     elif kind == "REIMAGE_NODE":
-        digest = parameters.get("digest", "")
+        # Re-images go to a pinned version: an image and its digest, or neither
+        # (then the node's own current version, as the node registry reports it).
+        image, digest = parameters.get("image", ""), parameters.get("digest", "")
         if digest:
             violations.match(
                 f"{path}.parameters['digest']",
@@ -199,8 +201,13 @@ def _action_parameters(
                 IMAGE_DIGEST,
                 "must be sha256: followed by 64 lowercase hex digits",
             )
-            if not parameters.get("image"):
+            if not image:
                 violations.add(f"{path}.parameters['image']", "is required with a digest")
+        elif image:
+            violations.add(
+                f"{path}.parameters['digest']",
+                "is required with an image: re-images go to a pinned digest",
+            )
         if len(parameters.get("image", "")) > 512:
             violations.add(f"{path}.parameters['image']", "must be at most 512 characters")
 
