@@ -271,3 +271,18 @@ async def test_pending_jobs_cancel_at_once_and_bad_requests_are_refused(
         assert field in details(error)["fields"], (field, details(error)["fields"])
     error = await refused(gov.operator.GetAdminJob(pb.GetAdminJobRequest(admin_job_id="job_x")))
     assert error.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_progress_stream_ends_unavailable_when_the_server_stops(
+    start_governed: StartGoverned,
+) -> None:
+    gov = await start_governed(NO_RUNNER)
+    job = await _start(gov)
+    stream = gov.operator.WatchAdminJob(pb.WatchAdminJobRequest(admin_job_id=job.admin_job_id))
+    first = await stream.read()
+    assert first.job.state == res.ADMIN_JOB_STATE_PENDING
+    await gov.plane.server.stop(grace=1)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stream.read()
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert job.admin_job_id in (caught.value.details() or "")
