@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import grpc
@@ -85,6 +86,53 @@ class Lease:
     request_id: str
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """What one delivery attempt came to, waiting to be recorded."""
+
+    lease: Lease
+    state: str  # ACKNOWLEDGED, PENDING (retry later) or FAILED
+    receiver_id: str = ""
+    duplicate: bool = False
+    detail: str = ""
+    retry_in: float = 0.0
+
+
+class GroupCommit:
+    """Writes items handed in concurrently in as few transactions as possible.
+
+    Each `record` waits until its item is committed. While one transaction is
+    being written, items arriving meanwhile gather and go into the next one, so
+    eight deliveries finishing together cost one commit, not eight.
+    """
+
+    def __init__(self, write: Callable[[list[Outcome]], Awaitable[None]]) -> None:
+        self._write = write
+        self._pending: list[tuple[Outcome, asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def record(self, item: Outcome) -> None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, done))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        await done
+
+    async def _flush(self) -> None:
+        while self._pending:
+            group, self._pending = self._pending, []
+            try:
+                await self._write([item for item, _ in group])
+            except Exception as exc:  # noqa: BLE001 - handed to every waiter of the group
+                for _, done in group:
+                    if not done.done():
+                        done.set_exception(exc)
+            else:
+                for _, done in group:
+                    if not done.done():
+                        done.set_result(None)
+
+
 def backoff_seconds(attempts: int, base: float, cap: float, rng: random.Random) -> float:
     """Exponential backoff with jitter: between half and all of base * 2^(n-1), capped."""
     delay = min(cap, base * 2.0 ** max(0, attempts - 1))
@@ -110,6 +158,10 @@ class Dispatcher:
         self._rng = random.Random()  # noqa: S311 - jitter, not security
         self._depth_refreshed = 0.0
         self.acknowledged = 0  # deliveries this dispatcher saw acknowledged
+        self._recorder = GroupCommit(self._record_group)
+
+    async def _record_group(self, outcomes: list[Outcome]) -> None:
+        await self._rt.db.write(lambda session: self._write_outcomes(session, outcomes))
 
     def wake(self) -> None:
         """Look for work now (a command was just committed in this process)."""
@@ -146,8 +198,12 @@ class Dispatcher:
         limit = asyncio.Semaphore(self._settings.outbox_concurrency)
 
         async def bounded(lease: Lease) -> None:
+            # At most `concurrency` calls in flight; recording the outcome happens
+            # outside the limit, so calls go on while a group commit is written.
             async with limit:
-                await self._deliver(lease)
+                outcome = await self._call(lease)
+            await self._recorder.record(outcome)
+            self._report(outcome)
 
         await asyncio.gather(*(bounded(lease) for lease in leases))
         return len(leases)
@@ -195,7 +251,8 @@ class Dispatcher:
             )
         return leases
 
-    async def _deliver(self, lease: Lease) -> None:
+    async def _call(self, lease: Lease) -> Outcome:
+        """Make the call; what happened, as an outcome to record (no database here)."""
         # The call is made for whoever caused the command: the token's `act`
         # claim names them, its `rid` the request that caused it.
         principal_token = current_principal.set(
@@ -208,47 +265,69 @@ class Dispatcher:
             )
         except grpc.aio.AioRpcError as exc:
             code = exc.code()
-            detail = f"{code.name}: {exc.details() or ''}"
-            await self._finish_error(lease, detail, transient=code in TRANSIENT)
-            return
+            return self._error(lease, f"{code.name}: {exc.details() or ''}", code in TRANSIENT)
         except NoReceiver as exc:
-            await self._finish_error(lease, f"NO_RECEIVER: {exc}", transient=True)
-            return
+            return self._error(lease, f"NO_RECEIVER: {exc}", transient=True)
         finally:
             current_principal.reset(principal_token)
             current_request_id.reset(request_token)
         receiver_id, duplicate = read_ack(lease.method, response)
-        await self._finish_ack(lease, receiver_id, duplicate)
+        return Outcome(lease, "ACKNOWLEDGED", receiver_id=receiver_id, duplicate=duplicate)
 
-    def _owned(self, session: Session, lease: Lease) -> OutboxRow | None:
+    def _error(self, lease: Lease, detail: str, transient: bool) -> Outcome:
+        settings = self._settings
+        exhausted = 0 < settings.outbox_max_attempts <= lease.attempts
+        if not transient:
+            return Outcome(lease, "FAILED", detail=detail)
+        if exhausted:
+            return Outcome(
+                lease, "FAILED", detail=f"gave up after {lease.attempts} attempts; last: {detail}"
+            )
+        delay = backoff_seconds(
+            lease.attempts, settings.outbox_backoff_base, settings.outbox_backoff_max, self._rng
+        )
+        return Outcome(lease, "PENDING", detail=detail, retry_in=delay)
+
+    def _owned(self, session: Session, leases: list[Lease]) -> dict[str, OutboxRow]:
+        """The rows of `leases` this dispatcher still holds (locked), by command id."""
         query = select(OutboxRow).where(
-            OutboxRow.command_id == lease.command_id,
+            OutboxRow.command_id.in_([lease.command_id for lease in leases]),
             OutboxRow.state == "SENT",
             OutboxRow.lease_owner == self.owner,
         )
         if self._rt.db.is_postgres:
-            query = query.with_for_update()
-        row = session.scalars(query).one_or_none()
-        if row is None:
-            _log.warning("dispatcher.lease_lost", command_id=lease.command_id)
-        return row
+            query = query.order_by(OutboxRow.command_id).with_for_update()
+        rows = {row.command_id: row for row in session.scalars(query)}
+        for lease in leases:
+            if lease.command_id not in rows:
+                _log.warning("dispatcher.lease_lost", command_id=lease.command_id)
+        return rows
 
-    async def _finish_ack(self, lease: Lease, receiver_id: str, duplicate: bool) -> None:
-        def work(session: Session) -> None:
-            row = self._owned(session, lease)
+    def _write_outcomes(self, session: Session, outcomes: list[Outcome]) -> None:
+        """Record a group of outcomes in one transaction (a group commit)."""
+        rows = self._owned(session, [outcome.lease for outcome in outcomes])
+        for outcome in outcomes:
+            row = rows.get(outcome.lease.command_id)
             if row is None:
-                return
+                continue
             before = command_snapshot(row)
             now = utcnow()
-            row.state = "ACKNOWLEDGED"
-            row.receiver_command_id = receiver_id[:128]
-            row.receiver_duplicate = duplicate
-            row.acknowledged_at = now
             row.lease_owner = ""
             row.lease_expires_at = None
-            row.last_error = ""
             row.updated_at = now
-            _apply_status(session, row)
+            row.state = outcome.state
+            if outcome.state == "PENDING":
+                row.last_error = outcome.detail[:MAX_ERROR]
+                row.next_attempt_at = now + dt.timedelta(seconds=outcome.retry_in)
+                continue  # a retry is routine: visible on the row, not an audit event
+            if outcome.state == "ACKNOWLEDGED":
+                row.receiver_command_id = outcome.receiver_id[:128]
+                row.receiver_duplicate = outcome.duplicate
+                row.acknowledged_at = now
+                row.last_error = ""
+                _apply_status(session, row)
+            else:
+                row.last_error = outcome.detail[:MAX_ERROR]
             audit.record(
                 session,
                 service=SERVICE,
@@ -256,71 +335,33 @@ class Dispatcher:
                 resource_id=row.command_id,
                 before=before,
                 after=command_snapshot(row),
-                method="outbox:acknowledged",
+                method=f"outbox:{outcome.state.lower()}",
                 actor=DISPATCHER,
             )
 
-        await self._rt.db.write(work)
-        self.acknowledged += 1
-        OUTBOX_DELIVERIES.labels(target=lease.target, outcome="acknowledged").inc()
-        _log.info(
-            "dispatcher.acknowledged",
-            command_id=lease.command_id,
-            method=lease.method,
-            attempts=lease.attempts,
-            duplicate=duplicate,
-        )
-
-    async def _finish_error(self, lease: Lease, detail: str, *, transient: bool) -> None:
-        settings = self._settings
-        exhausted = 0 < settings.outbox_max_attempts <= lease.attempts
-        fail = not transient or exhausted
-        delay = backoff_seconds(
-            lease.attempts, settings.outbox_backoff_base, settings.outbox_backoff_max, self._rng
-        )
-
-        def work(session: Session) -> None:
-            row = self._owned(session, lease)
-            if row is None:
-                return
-            before = command_snapshot(row)
-            now = utcnow()
-            row.last_error = detail[:MAX_ERROR]
-            row.lease_owner = ""
-            row.lease_expires_at = None
-            row.updated_at = now
-            if fail:
-                row.state = "FAILED"
-                if exhausted and transient:
-                    row.last_error = f"gave up after {row.attempts} attempts; last: {detail}"[
-                        :MAX_ERROR
-                    ]
-                audit.record(
-                    session,
-                    service=SERVICE,
-                    resource_kind="command",
-                    resource_id=row.command_id,
-                    before=before,
-                    after=command_snapshot(row),
-                    method="outbox:failed",
-                    actor=DISPATCHER,
-                )
-            else:
-                row.state = "PENDING"
-                row.next_attempt_at = now + dt.timedelta(seconds=delay)
-
-        await self._rt.db.write(work)
-        outcome = "failed" if fail else "retry"
-        OUTBOX_DELIVERIES.labels(target=lease.target, outcome=outcome).inc()
-        log = _log.warning if fail else _log.info
+    def _report(self, outcome: Outcome) -> None:
+        lease = outcome.lease
+        label = {"ACKNOWLEDGED": "acknowledged", "PENDING": "retry", "FAILED": "failed"}
+        OUTBOX_DELIVERIES.labels(target=lease.target, outcome=label[outcome.state]).inc()
+        if outcome.state == "ACKNOWLEDGED":
+            self.acknowledged += 1
+            _log.debug(
+                "dispatcher.acknowledged",
+                command_id=lease.command_id,
+                method=lease.method,
+                attempts=lease.attempts,
+                duplicate=outcome.duplicate,
+            )
+            return
+        log = _log.warning if outcome.state == "FAILED" else _log.info
         log(
             "dispatcher.delivery_error",
             command_id=lease.command_id,
             method=lease.method,
             attempts=lease.attempts,
-            error=detail,
-            outcome=outcome,
-            retry_in=None if fail else round(delay, 3),
+            error=outcome.detail,
+            outcome=label[outcome.state],
+            retry_in=round(outcome.retry_in, 3) if outcome.state == "PENDING" else None,
         )
 
     async def refresh_depth(self) -> None:
