@@ -40,7 +40,16 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def _throughput(address: str, token: str | None, seconds: float) -> float:
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _throughput(
+    address: str, token: str | None, seconds: float, pid: int
+) -> tuple[float, float]:
+    """(calls per second, server CPU microseconds per call)."""
     metadata = (("authorization", f"Bearer {token}"),) if token else None
     async with grpc.aio.insecure_channel(address) as channel:
         call = channel.unary_unary(RELAY)
@@ -54,9 +63,10 @@ async def _throughput(address: str, token: str | None, seconds: float) -> float:
                 await call(b"x" * 64, metadata=metadata, timeout=10)
                 done += 1
 
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), _cpu_seconds(pid)
         await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
-        return done / (time.perf_counter() - started)
+        elapsed, cpu = time.perf_counter() - started, _cpu_seconds(pid) - cpu
+        return done / elapsed, cpu / done * 1e6
 
 
 def _start(mode: str, data_dir: Path, token_file: Path) -> tuple[subprocess.Popen[str], str]:
@@ -115,7 +125,7 @@ def _token_costs(result: Result, rounds: int) -> None:
     }
 
     def bare_mint() -> str:
-        return jwt.encode(claims, key.private_key, algorithm="EdDSA", headers={"kid": key.kid})
+        return jwt.encode(claims, key.private_key, algorithm="ES256", headers={"kid": key.kid})
 
     token = ours_mint()
     bare_token = bare_mint()
@@ -124,7 +134,7 @@ def _token_costs(result: Result, rounds: int) -> None:
         return verifier.verify_preflight(token, audience=BACK, method=ECHO)
 
     def bare_verify() -> object:
-        return jwt.decode(bare_token, public, algorithms=["EdDSA"], audience=BACK)
+        return jwt.decode(bare_token, public, algorithms=["ES256"], audience=BACK)
 
     def micros(fn: object) -> float:
         timer = timeit.Timer(fn)  # type: ignore[arg-type]
@@ -143,31 +153,34 @@ def _token_costs(result: Result, rounds: int) -> None:
 async def run(mode: Mode) -> Result:
     result = Result("auth", mode)
     seconds, rounds = (1.0, 1) if mode == "smoke" else (5.0, 3)
+    runs: dict[str, list[tuple[float, float]]] = {"plain": [], "auth": []}
     with tempfile.TemporaryDirectory() as tmp:
         token = "ppos_bench_" + secrets.token_urlsafe(32)
         token_file = Path(tmp) / "token"
         token_file.write_text(token)
         os.chmod(token_file, 0o600)
-        plain_runs, auth_runs = [], []
         for _ in range(rounds):
-            process, address = _start("plain", Path(tmp), token_file)
-            try:
-                plain_runs.append(await _throughput(address, None, seconds))
-            finally:
-                _stop(process)
-            process, address = _start("auth", Path(tmp), token_file)
-            try:
-                auth_runs.append(await _throughput(address, token, seconds))
-            finally:
-                _stop(process)
-    plain = result.figure(
-        "two hops, no auth (calls/s, median)", statistics.median(plain_runs), "/s"
-    )
+            for kind, credential in (("plain", None), ("auth", token)):
+                process, address = _start(kind, Path(tmp), token_file)
+                try:
+                    runs[kind].append(await _throughput(address, credential, seconds, process.pid))
+                finally:
+                    _stop(process)
+
+    def median(kind: str, index: int) -> float:
+        return statistics.median(run[index] for run in runs[kind])
+
+    plain = result.figure("two hops, no auth (calls/s, median)", median("plain", 0), "/s")
     authed = result.figure(
-        "two hops, edge auth + minted JWT (calls/s, median)", statistics.median(auth_runs), "/s"
+        "two hops, edge auth + minted JWT (calls/s, median)", median("auth", 0), "/s"
     )
     result.ratio("authenticated / unauthenticated throughput", authed, plain)
     result.target("authenticated / unauthenticated throughput", ">=", 0.75)
+    plain_cpu = result.figure("server CPU per call, no auth (median)", median("plain", 1), "µs")
+    auth_cpu = result.figure("server CPU per call, auth (median)", median("auth", 1), "µs")
+    # The server is the bottleneck; calls per CPU-second is its capacity, and unlike
+    # wall-clock throughput it does not move with other load on a shared machine.
+    result.ratio("authenticated / unauthenticated capacity (CPU/call)", plain_cpu, auth_cpu)
     _token_costs(result, rounds=200 if mode == "smoke" else 2000)
     result.notes.append(
         f"{CONCURRENCY} concurrent callers, {rounds} alternating round(s) of {seconds:g}s per mode"

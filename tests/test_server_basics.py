@@ -52,5 +52,5 @@ async def test_jwks_is_public_and_matches_the_file(plane: RunningPlane) -> None:
     kids = [key["kid"] for key in served["keys"]]
     assert reply.active_kid in kids
     for key in served["keys"]:
-        assert (key["kty"], key["crv"], key["alg"]) == ("OKP", "Ed25519", "EdDSA")
+        assert (key["kty"], key["crv"], key["alg"]) == ("EC", "P-256", "ES256")
         assert "d" not in key, "private key material must never be published"

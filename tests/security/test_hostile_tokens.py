@@ -16,13 +16,12 @@ from typing import Any
 import grpc
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.rpc import error_details_pb2
 
 from ppos.controlplane.noderegistry.v1 import node_pb2
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2 as pb
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2_grpc as pb_grpc
-from ppos.controlplane.security.keys import thumbprint
+from ppos.controlplane.security.keys import PrivateKey, new_private_key, thumbprint
 from ppos.controlplane.security.tokens import NODE_TYP, PREFLIGHT_TYP
 from tests.support import forge
 from tests.support.dbstate import row_counts
@@ -44,7 +43,7 @@ Metadata = tuple[tuple[str, str], ...]
 class Ctx:
     plane: RunningPlane
     node: EnrolledNode
-    key: Ed25519PrivateKey
+    key: PrivateKey
     kid: str
 
     @property
@@ -64,7 +63,7 @@ class Ctx:
     @property
     def public_raw(self) -> bytes:
         return self.key.public_key().public_bytes(
-            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
 
 
@@ -74,7 +73,7 @@ def bearer(value: str) -> Metadata:
 
 def _other_key_same_kid(ctx: Ctx) -> str:
     return forge.sign(
-        Ed25519PrivateKey.generate(),
+        new_private_key(),
         ctx.kid,
         forge.peer_claims(NODE_REGISTRY, GET_NODE),
         typ=PREFLIGHT_TYP,
@@ -82,7 +81,7 @@ def _other_key_same_kid(ctx: Ctx) -> str:
 
 
 def _unknown_kid(ctx: Ctx) -> str:
-    other = Ed25519PrivateKey.generate()
+    other = new_private_key()
     return forge.sign(
         other,
         thumbprint(other.public_key()),
@@ -99,6 +98,24 @@ def _replayed_for_other_audience(ctx: Ctx) -> str:
         method=GET_NODE,
         request_id="req_captured",
     )
+
+
+def _non_canonical_signature(ctx: Ctx) -> str:
+    """Same signature bytes, different encoding (the unused low bits of the last char)."""
+    token = ctx.peer()
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    last = alphabet.index(token[-1])
+    return token[:-1] + alphabet[last ^ 1]
+
+
+def _padded(ctx: Ctx) -> str:
+    header, payload, signature = ctx.peer().split(".")
+    pad = "=" * (-len(payload) % 4) or "===="
+    return f"{header}.{payload}{pad}.{signature}"
+
+
+def _claims_not_an_object(ctx: Ctx) -> str:
+    return forge.sign_raw(ctx.key, ctx.kid, b"[1,2,3]", typ=PREFLIGHT_TYP)
 
 
 def _revoked_node_credential(ctx: Ctx) -> str:
@@ -205,6 +222,21 @@ CASES: list[tuple[str, str, Callable[[Ctx], Metadata], grpc.StatusCode]] = [
     ("wrong-issuer", "get_node", lambda c: bearer(c.peer(iss="someone-else")), UNAUTH),
     ("unknown-kid", "get_node", lambda c: bearer(_unknown_kid(c)), UNAUTH),
     ("known-kid-other-key", "get_node", lambda c: bearer(_other_key_same_kid(c)), UNAUTH),
+    (
+        "non-canonical-signature-encoding",
+        "get_node",
+        lambda c: bearer(_non_canonical_signature(c)),
+        UNAUTH,
+    ),
+    ("padded-segments", "get_node", lambda c: bearer(_padded(c)), UNAUTH),
+    ("four-segments", "get_node", lambda c: bearer(c.peer() + ".e30"), UNAUTH),
+    ("claims-not-an-object", "get_node", lambda c: bearer(_claims_not_an_object(c)), UNAUTH),
+    (
+        "exp-as-string",
+        "get_node",
+        lambda c: bearer(c.peer(exp=str(int(time.time()) + 60))),
+        UNAUTH,
+    ),
     (
         "tampered-payload",
         "get_node",

@@ -11,13 +11,12 @@ from pathlib import Path
 import grpc
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ppos.controlplane.auth.v1 import jwks_service_pb2, jwks_service_pb2_grpc
 from ppos.controlplane.core.logging import SecretRegistry
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2 as pb
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2_grpc as pb_grpc
-from ppos.controlplane.security.keys import JwksKeySource, KeyRing, thumbprint
+from ppos.controlplane.security.keys import JwksKeySource, KeyRing, new_private_key, thumbprint
 from ppos.controlplane.security.tokens import TokenRejected, TokenVerifier
 from ppos.preflightsim.auth import RefreshingJwks, jwks_from_file
 from tests.support.servers import RunningPlane, start_plane, stop_plane
@@ -123,7 +122,7 @@ def test_receivers_refresh_the_jwks_on_an_unknown_kid(tmp_path: Path) -> None:
 
 
 def test_a_single_key_file_with_extra_verification_keys(tmp_path: Path) -> None:
-    private = Ed25519PrivateKey.generate()
+    private = new_private_key()
     key_file = tmp_path / "signing.pem"
     key_file.write_bytes(
         private.private_bytes(

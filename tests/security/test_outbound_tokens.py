@@ -67,13 +67,13 @@ async def test_each_outbound_call_carries_a_fresh_token_and_never_the_control_to
         assert len(authorizations) == 1
         token = authorizations[0].removeprefix("Bearer ")
         header = jwt.get_unverified_header(token)
-        assert header["alg"] == "EdDSA"
+        assert header["alg"] == "ES256"
         assert header["typ"] == PREFLIGHT_TYP
         assert header["kid"] == keyring.active.kid
         claims = jwt.decode(
             token,
             keyring.public_key(header["kid"]),
-            algorithms=["EdDSA"],
+            algorithms=["ES256"],
             audience=ECHO_SERVICE,
             issuer="ppos-control-plane",
         )

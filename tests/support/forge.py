@@ -9,7 +9,8 @@ import uuid
 from typing import Any
 
 import jwt
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from ppos.controlplane.security.keys import PrivateKey
 
 
 def b64url(data: bytes) -> str:
@@ -48,10 +49,18 @@ def node_claims(node_id: str, generation: int, **overrides: Any) -> dict[str, An
     return {k: v for k, v in claims.items() if v is not None}
 
 
-def sign(
-    key: Ed25519PrivateKey, kid: str, claims: dict[str, Any], *, typ: str, **headers: Any
-) -> str:
-    return jwt.encode(claims, key, algorithm="EdDSA", headers={"kid": kid, "typ": typ, **headers})
+def sign(key: PrivateKey, kid: str, claims: dict[str, Any], *, typ: str, **headers: Any) -> str:
+    return jwt.encode(claims, key, algorithm="ES256", headers={"kid": kid, "typ": typ, **headers})
+
+
+def sign_raw(key: PrivateKey, kid: str, payload: bytes, *, typ: str) -> str:
+    """A correctly signed token whose payload is arbitrary bytes (not claims)."""
+    from jwt.algorithms import ECAlgorithm
+
+    header = b64url(json.dumps({"alg": "ES256", "kid": kid, "typ": typ}).encode())
+    signing_input = f"{header}.{b64url(payload)}"
+    signature = ECAlgorithm(ECAlgorithm.SHA256).sign(signing_input.encode(), key)
+    return f"{signing_input}.{b64url(signature)}"
 
 
 def unsigned(claims: dict[str, Any], *, kid: str, typ: str) -> str:

@@ -17,12 +17,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ppos.controlplane.auth.v1 import jwks_service_pb2, jwks_service_pb2_grpc
 from ppos.controlplane.core.errors import Unauthenticated
 from ppos.controlplane.core.handlers import refusing_handler
-from ppos.controlplane.security.keys import JwksKeySource
+from ppos.controlplane.security.keys import JwksKeySource, PublicKey
 from ppos.controlplane.security.tokens import TokenRejected, TokenVerifier
 
 _Req = TypeVar("_Req")
@@ -45,7 +44,7 @@ class RefreshingJwks:
         self._source = JwksKeySource(load())
         self._loaded_at = time.monotonic()
 
-    def public_key(self, kid: str) -> Ed25519PublicKey | None:
+    def public_key(self, kid: str) -> PublicKey | None:
         key = self._source.public_key(kid)
         if key is not None:
             return key

@@ -95,7 +95,7 @@ class AuthSettings:
     )
     signing_key_file: Path | None = setting(
         "PPOS_SIGNING_KEY_FILE",
-        "Ed25519 private key (PKCS#8 PEM) to sign with; default: keys generated in the key dir",
+        "EC P-256 private key (PKCS#8 PEM) to sign with; default: keys generated in the key dir",
         default=None,
     )
     key_dir: Path | None = setting(
