@@ -17,7 +17,7 @@ def load(**env: str) -> GovernanceSettings:
 def test_defaults_and_a_full_configuration() -> None:
     default = load()
     assert default.gateways == {}
-    assert default.background == ["dispatcher", "reconciler", "admin-jobs"]
+    assert default.governance_background == ["dispatcher", "reconciler", "admin-jobs"]
     configured = load(
         PPOS_GATEWAYS="eu-west-1=gw-eu:7001,us-east-1=10.0.0.5:7001",
         PPOS_GOVERNANCE_BACKGROUND="dispatcher",
@@ -26,9 +26,9 @@ def test_defaults_and_a_full_configuration() -> None:
         PPOS_OUTBOX_MAX_ATTEMPTS="20",
     )
     assert configured.gateways["us-east-1"] == "10.0.0.5:7001"
-    assert configured.background == ["dispatcher"]
+    assert configured.governance_background == ["dispatcher"]
     assert configured.outbox_lease == 45.0
-    assert load(PPOS_GOVERNANCE_BACKGROUND="").background == []
+    assert load(PPOS_GOVERNANCE_BACKGROUND="").governance_background == []
 
 
 @pytest.mark.parametrize(

@@ -110,7 +110,7 @@ class AuditHandlers(HandlerBase):
             else:
                 if len(rows) == WATCH_BATCH:
                     continue
-            if await stopped_within(stop, self._settings.watch_poll_interval):
+            if await stopped_within(stop, self._settings.governance_watch_poll):
                 raise Unavailable(
                     "server shutting down: call WatchAuditEntries again with "
                     f"after_audit_id={last} to continue where this stream ended",

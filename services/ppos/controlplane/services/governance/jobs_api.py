@@ -255,7 +255,7 @@ class AdminJobHandlers(HandlerBase):
                 yield pb.WatchAdminJobResponse(job=admin_job_to_proto(row))
             if row.state in TERMINAL_ADMIN_JOB_STATES:
                 return
-            if await stopped_within(stop, self._settings.watch_poll_interval):
+            if await stopped_within(stop, self._settings.governance_watch_poll):
                 raise Unavailable(
                     "server shutting down: call WatchAdminJob again to follow the job "
                     f"{row.admin_job_id} (its progress is kept)",

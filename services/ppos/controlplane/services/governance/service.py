@@ -81,7 +81,7 @@ class GovernanceModule:
         pb_grpc.add_GovernanceServiceServicer_to_server(self.servicer, server)
 
     async def start(self) -> None:
-        background = self._runtime.settings.governance.background
+        background = self._runtime.settings.governance.governance_background
         workers = {
             "dispatcher": self.dispatcher.run,
             "reconciler": self.reconciler.run,

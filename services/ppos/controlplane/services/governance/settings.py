@@ -19,7 +19,7 @@ class GovernanceSettings:
         "regional preflight gateways, REGION=HOST:PORT comma-separated",
         default_factory=dict,
     )
-    background: list[str] = setting(
+    governance_background: list[str] = setting(
         "PPOS_GOVERNANCE_BACKGROUND",
         "background work this process runs: dispatcher, reconciler, admin-jobs "
         "(comma-separated; empty runs none)",
@@ -80,7 +80,7 @@ class GovernanceSettings:
         "it another replica (or a restarted one) resumes it from its checkpoint",
         default=Seconds(30),
     )
-    watch_poll_interval: Seconds = setting(
+    governance_watch_poll: Seconds = setting(
         "PPOS_GOVERNANCE_WATCH_POLL",
         "how often WatchAdminJob and WatchAuditEntries look for changes",
         default=Seconds(0.25),
@@ -99,7 +99,7 @@ class GovernanceSettings:
             host, sep, port = address.rpartition(":")
             if not sep or not host or not port.isdigit():
                 raise ConfigError(f"PPOS_GATEWAYS: {region}={address!r} is not HOST:PORT")
-        unknown = [name for name in self.background if name not in BACKGROUND_TASKS]
+        unknown = [name for name in self.governance_background if name not in BACKGROUND_TASKS]
         if unknown:
             raise ConfigError(
                 f"PPOS_GOVERNANCE_BACKGROUND: unknown {unknown}; "
@@ -122,7 +122,7 @@ class GovernanceSettings:
             "outbox_poll_interval",
             "reconciler_interval",
             "admin_job_poll_interval",
-            "watch_poll_interval",
+            "governance_watch_poll",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"--{name.replace('_', '-')}: must be positive")
