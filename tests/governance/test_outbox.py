@@ -6,13 +6,15 @@ import asyncio
 import json
 from collections import Counter
 
+from prometheus_client import REGISTRY
+
 from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
 from ppos.controlplane.governance.v1 import resources_pb2 as res
 from ppos.controlplane.runtime.peers import caller_identity, gateway_audience
 from ppos.controlplane.services.governance.dispatcher import Dispatcher
 from ppos.controlplane.services.governance.receivers import Receivers
 from tests.governance.conftest import Governed, StartGoverned
-from tests.governance.support import count, eventually, start_gateway
+from tests.governance.support import bearer_claims, count, eventually, start_gateway
 
 METHOD = "/ppos.preflight.v1.PreflightGatewayService/ApplyQueuePolicy"
 
@@ -36,12 +38,19 @@ async def _commands(gov: Governed, *states: int) -> list[res.OutboxCommand]:
     return list(reply.commands)
 
 
-async def test_a_command_carries_a_fresh_gateway_jwt_and_nothing_else(gov: Governed) -> None:
-    from tests.governance.support import bearer_claims
+def _delivered(outcome: str) -> float:
+    value = REGISTRY.get_sample_value(
+        "ppos_outbox_deliveries_total", {"target": "gateway:eu-west-1", "outcome": outcome}
+    )
+    return value or 0.0
 
+
+async def test_a_command_carries_a_fresh_gateway_jwt_and_nothing_else(gov: Governed) -> None:
+    acknowledged = _delivered("acknowledged")
     await _tenant(gov)
     sim = gov.gateway()
     await eventually(lambda: len(sim.applied()), lambda n: n == 1)
+    await eventually(lambda: _delivered("acknowledged"), lambda n: n == acknowledged + 1)
     call = sim.applied()[0]
     assert call.method == "ApplyQueuePolicy"
     keys = [k for k, _ in call.metadata]

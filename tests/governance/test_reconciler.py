@@ -269,7 +269,13 @@ async def test_degraded_work_lowers_the_queue_capacity(recon: Recon) -> None:
     )
     recon.sync.double.add(job_record("job_slow_1", DEGRADED))
     recon.sync.double.add(job_record("job_slow_2", DEGRADED))
-    await eventually(recon.decisions, lambda d: len(d) == 2)
+    first, _second = await eventually(recon.decisions, lambda d: len(d) == 2)
+    [lowered] = first.actions
+    assert lowered.kind == res.POLICY_ACTION_KIND_LOWER_QUEUE_CAPACITY
+    assert lowered.description == "lower queue acme/main capacity from 10 to 5"
+    [command] = await recon.commands(first.decision_id)
+    assert command.command_id == lowered.command_id
+    assert json.loads(command.request_json)["capacity"] == 5
     queue = (
         await gov.operator.GetQueue(pb.GetQueueRequest(tenant_id="acme", queue_id="main"))
     ).queue

@@ -112,7 +112,13 @@ def write_decision(
         if step.command is not None:
             commands.append((entry, step.command))
         elif step.new_capacity is not None:
-            _lower_capacity(session, job, step.new_capacity, actor, method)
+            command_id = _lower_capacity(
+                session, job, step.new_capacity, actor, method, decision_id
+            )
+            if command_id:
+                entry["command_id"] = command_id
+            else:
+                entry["description"] += " (not needed any more: already at or below it)"
         actions.append(entry)
     decision = DecisionRow(
         decision_id=decision_id,
@@ -166,13 +172,15 @@ def _lower_capacity(
     capacity: int,
     actor: Principal,
     method: str,
-) -> None:
+    decision_id: str,
+) -> str:
+    """Lower the queue (never raise it); returns the ApplyQueuePolicy command id, or ''."""
     queue = session.get(QueueRow, (job.tenant_id, job.queue_id), with_for_update=True)
     tenant = session.get(TenantRow, job.tenant_id)
     if queue is None or tenant is None or tenant.phase == "RETIRED":
-        return
+        return ""
     if capacity >= queue.capacity:
-        return  # someone lowered it further meanwhile; never raise it from here
+        return ""  # lowered further meanwhile (by an operator or another decision)
     before = queue_snapshot(queue)
     queue.capacity = capacity
     queue.reason = f"{method}: {job.governance_state} job {job.job_id}@{job.revision}"
@@ -186,4 +194,4 @@ def _lower_capacity(
         method=method,
         actor=actor,
     )
-    push_queue(session, queue, tenant.phase, queue.reason, actor)
+    return push_queue(session, queue, tenant.phase, queue.reason, actor, decision_id)

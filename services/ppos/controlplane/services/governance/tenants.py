@@ -98,10 +98,15 @@ def new_route_row(route_id: str, spec: res_pb.PartnerRouteSpec, tenant_id: str) 
 
 
 def push_queue(
-    session: Session, queue: QueueRow, tenant_phase: str, reason: str, actor: Principal
+    session: Session,
+    queue: QueueRow,
+    tenant_phase: str,
+    reason: str,
+    actor: Principal,
+    decision_id: str | None = None,
 ) -> str:
     command = outbox.apply_queue_policy(queue, tenant_phase, reason)
-    return outbox.enqueue(session, command, actor=actor).command_id
+    return outbox.enqueue(session, command, actor=actor, decision_id=decision_id).command_id
 
 
 class TenantHandlers(HandlerBase):
