@@ -168,7 +168,8 @@ class AdminJobRunner:
                 claimed = None
                 if len(self._running) < MAX_CONCURRENT_JOBS:
                     try:
-                        claimed = await self.runtime.db.write(self._claim)
+                        if await self.runtime.db.read(self._anything_to_run):
+                            claimed = await self.runtime.db.write(self._claim)
                     except Exception:  # noqa: BLE001 - keep the loop alive on a DB hiccup
                         _log.exception("admin_jobs.claim_failed")
                 if claimed is not None:
@@ -198,22 +199,26 @@ class AdminJobRunner:
 
         task.add_done_callback(forget)
 
+    @staticmethod
+    def _runnable() -> Any:
+        now = utcnow()
+        return or_(
+            AdminJobRow.state == "PENDING",
+            and_(
+                AdminJobRow.state.in_(("RUNNING", "CANCELLING")),
+                or_(AdminJobRow.lease_expires_at.is_(None), AdminJobRow.lease_expires_at < now),
+            ),
+        )
+
+    def _anything_to_run(self, session: Session) -> bool:
+        query = select(AdminJobRow.admin_job_id).where(self._runnable()).limit(1)
+        return session.scalars(query).first() is not None
+
     def _claim(self, session: Session) -> Snapshot | None:
         now = utcnow()
         query = (
             select(AdminJobRow)
-            .where(
-                or_(
-                    AdminJobRow.state == "PENDING",
-                    and_(
-                        AdminJobRow.state.in_(("RUNNING", "CANCELLING")),
-                        or_(
-                            AdminJobRow.lease_expires_at.is_(None),
-                            AdminJobRow.lease_expires_at < now,
-                        ),
-                    ),
-                )
-            )
+            .where(self._runnable())
             .order_by(AdminJobRow.created_at, AdminJobRow.admin_job_id)
             .limit(1)
         )

@@ -25,6 +25,7 @@ import datetime as dt
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import structlog
@@ -190,8 +191,24 @@ class Dispatcher:
                 )
         _log.info("dispatcher.stopped", owner=self.owner)
 
+    def _due(self) -> Any:
+        now = utcnow()
+        return or_(
+            and_(OutboxRow.state == "PENDING", OutboxRow.next_attempt_at <= now),
+            and_(OutboxRow.state == "SENT", OutboxRow.lease_expires_at < now),
+        )
+
+    def _anything_due(self, session: Session) -> bool:
+        return (
+            session.scalars(select(OutboxRow.command_id).where(self._due()).limit(1)).first()
+            is not None
+        )
+
     async def dispatch_once(self) -> int:
         """Lease a batch of due commands and deliver them; returns how many."""
+        # A cheap read first: an idle dispatcher takes no write lock at all.
+        if not await self._rt.db.read(self._anything_due):
+            return 0
         leases = await self._rt.db.write(self._claim)
         if not leases:
             return 0
@@ -210,13 +227,9 @@ class Dispatcher:
 
     def _claim(self, session: Session) -> list[Lease]:
         now = utcnow()
-        due = or_(
-            and_(OutboxRow.state == "PENDING", OutboxRow.next_attempt_at <= now),
-            and_(OutboxRow.state == "SENT", OutboxRow.lease_expires_at < now),
-        )
         query = (
             select(OutboxRow)
-            .where(due)
+            .where(self._due())
             .order_by(OutboxRow.next_attempt_at, OutboxRow.command_id)
             .limit(self._settings.outbox_batch_size)
         )

@@ -47,7 +47,13 @@ class Leadership:
         if self._db.is_postgres:
             leader = await self._db.run_in_executor(self._pg_acquire)
         else:
-            leader = await self._db.write(self._lease_acquire)
+            # Read first: renew only when half the lease is gone, take over only
+            # when it ran out, so standing leadership costs few writes.
+            seen = await self._db.read(self._lease_state)
+            if seen is not None:
+                leader = seen
+            else:
+                leader = await self._db.write(self._lease_acquire)
         if leader != self.is_leader:
             _log.info("leadership.changed", name=self.name, holder=self.holder, leader=leader)
         self.is_leader = leader
@@ -78,6 +84,16 @@ class Leadership:
             return True
         connection.close()
         return False
+
+    def _lease_state(self, session: Session) -> bool | None:
+        """True/False when the lease needs no write now; None when it should be written."""
+        row = session.get(LeaseRow, self.name)
+        if row is None:
+            return None
+        remaining = (row.expires_at - utcnow()).total_seconds()
+        if row.holder == self.holder:
+            return True if remaining > self._lease / 2 else None
+        return False if remaining > 0 else None
 
     def _lease_acquire(self, session: Session) -> bool:
         now = utcnow()

@@ -7,6 +7,8 @@ Create Date: 2026-11-29
 
 from __future__ import annotations
 
+import datetime as dt
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -212,6 +214,28 @@ def upgrade() -> None:
         sa.Column("name", sa.String(32), primary_key=True),
         sa.Column("last_sync_sequence", sa.BigInteger, nullable=False),
         sa.Column("updated_at", UTCDateTime, nullable=False),
+    )
+    # The reconciler's position and its leader lease exist from the start, so
+    # running replicas only ever update them (no table changes size at runtime
+    # unless something was decided or commanded).
+    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    op.bulk_insert(
+        sa.table(
+            "governance_reconciler_cursor",
+            sa.column("name", sa.String),
+            sa.column("last_sync_sequence", sa.BigInteger),
+            sa.column("updated_at", UTCDateTime),
+        ),
+        [{"name": "synced-jobs", "last_sync_sequence": 0, "updated_at": epoch}],
+    )
+    op.bulk_insert(
+        sa.table(
+            "governance_leases",
+            sa.column("name", sa.String),
+            sa.column("holder", sa.String),
+            sa.column("expires_at", UTCDateTime),
+        ),
+        [{"name": "governance-reconciler", "holder": "", "expires_at": epoch}],
     )
     # Decisions are a record of what was decided and why: never rewritten.
     if op.get_bind().dialect.name == "postgresql":
