@@ -286,3 +286,26 @@ async def test_a_progress_stream_ends_unavailable_when_the_server_stops(
         await stream.read()
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
     assert job.admin_job_id in (caught.value.details() or "")
+
+
+async def test_a_peer_that_is_not_configured_fails_the_job_and_refuses_a_dry_run(
+    start_governed: StartGoverned,
+) -> None:
+    gov = await start_governed({"PPOS_SERVICES": "governance"})
+    job = (
+        await gov.operator.StartAdminJob(
+            pb.StartAdminJobRequest(kind=res.ADMIN_JOB_KIND_SYNC_SWEEP)
+        )
+    ).job
+    failed = await eventually(
+        lambda: _get(gov, job.admin_job_id), lambda j: j.state == res.ADMIN_JOB_STATE_FAILED
+    )
+    assert "PPOS_PEER_REGISTRYSYNC" in failed.error
+    spec = res.GovernancePolicySpec(
+        trigger_state=5, actions=[res.PolicyAction(kind=res.POLICY_ACTION_KIND_RETRY_JOB)]
+    )
+    error = await refused(
+        gov.operator.DryRunGovernancePolicy(pb.DryRunGovernancePolicyRequest(spec=spec))
+    )
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert details(error)["reason"] == "PEER_NOT_CONFIGURED"

@@ -28,6 +28,7 @@ from ppos.controlplane.core.ids import new_id
 from ppos.controlplane.core.metrics import ADMIN_JOBS
 from ppos.controlplane.core.timeutil import utcnow
 from ppos.controlplane.runtime.modules import Runtime
+from ppos.controlplane.runtime.settings import ConfigError
 from ppos.controlplane.security.principal import (
     Principal,
     PrincipalKind,
@@ -114,6 +115,8 @@ class JobHandle:
         while True:
             try:
                 return await attempt()
+            except ConfigError as exc:
+                raise JobFailed(f"{what}: {exc}") from None
             except grpc.aio.AioRpcError as exc:
                 code = exc.code()
                 if code in pass_through:

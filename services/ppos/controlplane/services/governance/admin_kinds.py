@@ -28,6 +28,7 @@ from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2 as nr_pb
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2_grpc as nr_grpc
 from ppos.controlplane.registrysync.v1 import registry_sync_service_pb2 as rs_pb
 from ppos.controlplane.registrysync.v1 import registry_sync_service_pb2_grpc as rs_grpc
+from ppos.controlplane.runtime.settings import ConfigError
 from ppos.controlplane.services.governance.admin_jobs import (
     Cancelled,
     JobFailed,
@@ -107,16 +108,19 @@ def _regions(parameters: dict[str, str]) -> list[str]:
     return [r.strip() for r in parameters.get("regions", "").split(",") if r.strip()]
 
 
+def _channel(job: JobHandle, peer: str) -> grpc.aio.Channel:
+    try:
+        return job.runtime.peers.channel(peer, caller=SERVICE)
+    except ConfigError as exc:
+        raise JobFailed(str(exc)) from None
+
+
 def _nodes_stub(job: JobHandle) -> nr_grpc.NodeRegistryServiceAsyncStub:
-    return nr_grpc.NodeRegistryServiceStub(
-        job.runtime.peers.channel("noderegistry", caller=SERVICE)
-    )
+    return nr_grpc.NodeRegistryServiceStub(_channel(job, "noderegistry"))
 
 
 def _sync_stub(job: JobHandle) -> rs_grpc.RegistrySyncServiceAsyncStub:
-    return rs_grpc.RegistrySyncServiceStub(
-        job.runtime.peers.channel("registrysync", caller=SERVICE)
-    )
+    return rs_grpc.RegistrySyncServiceStub(_channel(job, "registrysync"))
 
 
 def _deadline(job: JobHandle) -> float:

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from ppos.controlplane.common.v1 import resource_pb2 as common_pb
 from ppos.controlplane.core.errors import (
     AlreadyExists,
+    FailedPrecondition,
     InvalidArgument,
     NotFound,
     Unavailable,
@@ -18,6 +19,7 @@ from ppos.controlplane.core.timeutil import utcnow
 from ppos.controlplane.core.validation import Violations
 from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
 from ppos.controlplane.governance.v1 import resources_pb2 as res_pb
+from ppos.controlplane.runtime.settings import ConfigError
 from ppos.controlplane.services.governance import decisions, lookups
 from ppos.controlplane.services.governance.common import (
     Context,
@@ -240,6 +242,10 @@ class PolicyHandlers(HandlerBase):
             jobs = await self._dry_run_jobs(request, policy)
         except grpc.aio.AioRpcError as exc:
             raise peer_refusal(exc, "synced jobs") from None
+        except ConfigError as exc:
+            raise FailedPrecondition(
+                f"cannot read synced jobs: {exc}", reason="PEER_NOT_CONFIGURED"
+            ) from None
         nodes = Nodes(self._rt)
         shown = [await self._dry_run_one(job, policy, nodes) for job in jobs]
         return pb.DryRunGovernancePolicyResponse(decisions=shown)
@@ -290,6 +296,8 @@ class PolicyHandlers(HandlerBase):
                 node = await nodes.facts(job.node_id)
             except grpc.aio.AioRpcError as exc:
                 notes.append(f"node registry unreachable ({exc.code().name}); node facts unknown.")
+            except ConfigError:
+                notes.append("no node registry configured; node facts unknown.")
 
         def work(session: Session) -> tuple[str, list[dict[str, str]], str]:
             owner = decisions.applicable_policy(session, job.tenant_id, job.governance_state)

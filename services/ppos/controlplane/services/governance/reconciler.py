@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from ppos.controlplane.core.ids import new_id
 from ppos.controlplane.core.timeutil import utcnow
 from ppos.controlplane.runtime.modules import Runtime
+from ppos.controlplane.runtime.settings import ConfigError
 from ppos.controlplane.security.principal import current_principal, internal
 from ppos.controlplane.services.governance import decisions
 from ppos.controlplane.services.governance.common import wait_either
@@ -94,6 +95,9 @@ class Reconciler:
                     # A peer is unreachable: hold here, nothing is skipped.
                     self.last_error = f"{exc.code().name}: {exc.details()}"
                     _log.warning("reconciler.peer_error", error=self.last_error)
+                except ConfigError as exc:
+                    self.last_error = f"not configured: {exc}"
+                    _log.warning("reconciler.peer_not_configured", error=self.last_error)
                 except Exception as exc:  # noqa: BLE001 - the loop must survive a bad round
                     self.last_error = f"{type(exc).__name__}: {exc}"
                     _log.exception("reconciler.round_failed")
@@ -160,6 +164,9 @@ class Reconciler:
     async def _facts(self, node_id: str) -> NodeFacts:
         try:
             return await self._nodes.facts(node_id)
+        except ConfigError as exc:
+            _log.warning("reconciler.no_node_registry", error=str(exc))
+            return NodeFacts(known=None)  # planned from the policy alone; noted in the decision
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
                 return NodeFacts(known=None)  # a registry without GetNode: use the record
