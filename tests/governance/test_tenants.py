@@ -267,3 +267,43 @@ async def test_list_filters_and_pages(gov: Governed) -> None:
         ("tenant-2", "rush"),
     ]
     assert queues.next_page_token
+
+
+async def test_provisioning_with_routes_sends_them_and_refuses_cycles(gov: Governed) -> None:
+    for partner in ("shop-a", "shop-b"):
+        await gov.operator.CreatePartner(
+            pb.CreatePartnerRequest(partner_id=partner, region="eu-west-1")
+        )
+    request = provision_request()
+    request.routes.append(
+        res.PartnerRouteSpec(queue_id="rush", partner_id="shop-a", fallback_partner_id="shop-b")
+    )
+    request.routes.append(res.PartnerRouteSpec(partner_id="shop-b", priority=2))
+    reply = await gov.operator.ProvisionTenant(request)
+    rush, wide = reply.routes
+    assert (rush.spec.tenant_id, rush.spec.queue_id, rush.spec.partner_id) == (
+        "acme",
+        "rush",
+        "shop-a",
+    )
+    us, eu = gov.gateway("us-east-1"), gov.gateway("eu-west-1")
+    await settled(gov.runtime)
+    # The queue's route goes to the queue's region; the tenant-wide one to every region
+    # the tenant works in.
+    assert set(us.state.routes) == {rush.route_id, wide.route_id}
+    assert set(eu.state.routes) == {wide.route_id}
+    before = snapshot(gov.runtime)
+    cyclic = provision_request(tenant_id="beta", request_id="req-beta")
+    cyclic.routes.append(res.PartnerRouteSpec(partner_id="shop-a", fallback_partner_id="shop-b"))
+    cyclic.routes.append(res.PartnerRouteSpec(partner_id="shop-b", fallback_partner_id="shop-a"))
+    error = await refused(gov.operator.ProvisionTenant(cyclic))
+    assert details(error)["reason"] == "ROUTING_CYCLE"
+    assert snapshot(gov.runtime) == before
+    homeless = pb.ProvisionTenantRequest(
+        request_id="req-gamma",
+        tenant_id="gamma",
+        routes=[res.PartnerRouteSpec(partner_id="shop-a")],
+    )
+    error = await refused(gov.operator.ProvisionTenant(homeless))
+    assert details(error)["reason"] == "ROUTE_HAS_NO_REGION"
+    assert snapshot(gov.runtime) == before

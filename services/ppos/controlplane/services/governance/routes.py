@@ -5,12 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ppos.controlplane.core.errors import (
-    AlreadyExists,
-    FailedPrecondition,
-    InvalidArgument,
-    PreconditionViolation,
-)
+from ppos.controlplane.core.errors import AlreadyExists, InvalidArgument
 from ppos.controlplane.core.timeutil import utcnow
 from ppos.controlplane.core.validation import Violations
 from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
@@ -48,20 +43,6 @@ def _check_references(
     refs.region("spec.condition.source_region", spec.condition.source_region, regions)
     refs.raise_if_any()
     return tenant
-
-
-def _require_regions(route: PartnerRouteRow, regions: set[str]) -> None:
-    if not regions:
-        raise FailedPrecondition(
-            f"route {route.route_id!r} applies in no region: tenant {route.tenant_id!r} has no "
-            "queues and no default region; create a queue or name a source region first",
-            [
-                PreconditionViolation(
-                    "NO_REGION", f"tenant/{route.tenant_id}", "no gateway would hold the route"
-                )
-            ],
-            reason="ROUTE_HAS_NO_REGION",
-        )
 
 
 class RouteHandlers(HandlerBase):
@@ -138,7 +119,7 @@ class RouteHandlers(HandlerBase):
             session.add(route)
             session.flush()
             targets = routing.route_regions(session, route, tenant)
-            _require_regions(route, targets)
+            routing.require_regions(route, targets)
             record_change(session, "route", route.route_id, None, route_snapshot(route))
             routing.push_route(session, route, targets, "route created", actor)
             return route
@@ -226,7 +207,7 @@ class RouteHandlers(HandlerBase):
             route.condition_source_region = request.spec.condition.source_region
             bump(route, spec=True)
             new_regions = routing.route_regions(session, route, tenant)
-            _require_regions(route, new_regions)
+            routing.require_regions(route, new_regions)
             record_change(session, "route", route.route_id, before, route_snapshot(route))
             routing.push_route(session, route, new_regions, "route changed", actor)
             routing.push_route(

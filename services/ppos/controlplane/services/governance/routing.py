@@ -132,3 +132,18 @@ def tenant_wide_routes(session: Session, tenant_id: str) -> list[PartnerRouteRow
             )
         )
     )
+
+
+def require_regions(route: PartnerRouteRow, regions: set[str]) -> None:
+    """Refuse a route no gateway would hold (the tenant has no queue and no default region)."""
+    if not regions:
+        raise FailedPrecondition(
+            f"route {route.route_id!r} applies in no region: tenant {route.tenant_id!r} has no "
+            "queues and no default region; create a queue or name a source region first",
+            [
+                PreconditionViolation(
+                    "NO_REGION", f"tenant/{route.tenant_id}", "no gateway would hold the route"
+                )
+            ],
+            reason="ROUTE_HAS_NO_REGION",
+        )

@@ -211,14 +211,10 @@ class TenantHandlers(HandlerBase):
                 session.add(route)
                 session.flush()
                 routes.append(route)
+                route_regions = routing.route_regions(session, route, tenant)
+                routing.require_regions(route, route_regions)
                 record_change(session, "route", route.route_id, None, route_snapshot(route))
-                routing.push_route(
-                    session,
-                    route,
-                    routing.route_regions(session, route, tenant),
-                    "tenant provisioned",
-                    actor,
-                )
+                routing.push_route(session, route, route_regions, "tenant provisioned", actor)
             response = pb.ProvisionTenantResponse(
                 tenant=tenant_to_proto(tenant),
                 queues=[queue_to_proto(q) for q in queues],
