@@ -12,6 +12,7 @@ from bench.harness import Benchmark, Mode
 # name -> module exposing `async def run(mode) -> Result`
 BENCHMARKS = {
     "auth": "bench.bench_auth",
+    "sync_ingest": "bench.bench_sync_ingest",
     "outbox": "bench.bench_outbox",
 }
 

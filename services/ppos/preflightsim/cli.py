@@ -12,6 +12,7 @@ import asyncio
 import signal
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -29,6 +30,9 @@ from ppos.preflightsim.auth import (
     jwks_from_file,
     jwks_from_service,
 )
+from ppos.preflightsim.faultproxy import FaultProxy
+from ppos.preflightsim.faults import FaultConfigError
+from ppos.preflightsim.records import RecordFileError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,24 +57,56 @@ def build_parser() -> argparse.ArgumentParser:
         help="append every received call's metadata to this JSON-lines file",
     )
     parser.add_argument("--log-level", default="info")
+    parser.add_argument(
+        "--port-file",
+        type=Path,
+        default=None,
+        help="write the port served on into this file once ready (for --listen HOST:0)",
+    )
     registry.add_arguments(parser)
     gateway.add_arguments(parser)
     return parser
 
 
-async def serve(args: argparse.Namespace) -> int:
-    log = get_logger("ppos.preflightsim")
+class StartError(Exception):
+    """The simulator cannot start; the message says why."""
+
+
+@dataclass
+class RunningSimulator:
+    """A started simulator: its server, port, registry and (optional) fault proxy."""
+
+    server: grpc.aio.Server
+    health: health.aio.HealthServicer
+    registry: registry.RegistrySimulator
+    port: int
+    proxy: FaultProxy | None = None
+
+    async def stop(self, grace: float = 2.0) -> None:
+        await self.health.enter_graceful_shutdown()
+        if self.proxy is not None:
+            await self.proxy.stop()
+        await self.server.stop(grace)
+
+
+async def start(args: argparse.Namespace) -> RunningSimulator:
+    """Load the records, bind, start serving. Raises StartError with a reason."""
     load = jwks_from_file(args.jwks_file) if args.jwks_file else jwks_from_service(args.jwks_from)
-    keys = await asyncio.to_thread(RefreshingJwks, load)
+    try:
+        keys = await asyncio.to_thread(RefreshingJwks, load)
+    except (OSError, ValueError, grpc.RpcError) as exc:
+        raise StartError(f"cannot load the control plane's JWKS: {exc}") from None
     verifier = TokenVerifier(keys, issuer=args.issuer)
     metadata_log = MetadataLog(args.record_metadata)
-    registry_server = grpc.aio.server(
-        interceptors=[_ByService(verifier, args.region, metadata_log)]
-    )
-    registry.register(registry_server, args)
-    gateway.register(registry_server, args)
+    server = grpc.aio.server(interceptors=[_ByService(verifier, args.region, metadata_log)])
+    try:
+        simulator = await asyncio.to_thread(registry.build, args)
+    except (RecordFileError, FaultConfigError, OSError) as exc:
+        raise StartError(str(exc)) from None
+    server.add_generic_rpc_handlers((simulator.handler(),))
+    gateway.register(server, args)
     health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, registry_server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (
             registry.SERVICE_NAME,
@@ -78,22 +114,55 @@ async def serve(args: argparse.Namespace) -> int:
             reflection.SERVICE_NAME,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
         ),
-        registry_server,
+        server,
     )
-    port = registry_server.add_insecure_port(args.listen)
+    proxy: FaultProxy | None = None
+    if args.fault_proxy:
+        # The proxy takes the public address; gRPC listens privately behind it.
+        proxy = FaultProxy(server.add_insecure_port("127.0.0.1:0"))
+        simulator.proxy = proxy
+        await server.start()
+        host, _, port_text = args.listen.rpartition(":")
+        try:
+            port = await proxy.start(host.strip("[]"), int(port_text))
+        except (OSError, ValueError):
+            port = 0
+    else:
+        port = server.add_insecure_port(args.listen)
+        if port:
+            await server.start()
     if port == 0:
-        print(f"ppos-preflight-sim: cannot listen on {args.listen}", file=sys.stderr)
-        return 1
-    await registry_server.start()
+        await server.stop(0)
+        raise StartError(f"cannot listen on {args.listen}")
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    log.info("preflightsim.started", region=args.region, port=port)
+    return RunningSimulator(server, health_servicer, simulator, port, proxy)
+
+
+async def serve(args: argparse.Namespace) -> int:
+    log = get_logger("ppos.preflightsim")
+    try:
+        running = await start(args)
+    except StartError as exc:
+        print(f"ppos-preflight-sim: {exc}", file=sys.stderr)
+        return 2
+    log.info(
+        "preflightsim.started",
+        region=args.region,
+        port=running.port,
+        changes=len(running.registry.feed),
+        fault_proxy=running.proxy is not None,
+    )
+    if args.port_file is not None:
+        tmp = args.port_file.with_name(args.port_file.name + ".tmp")
+        tmp.write_text(f"{running.port}\n")
+        tmp.replace(args.port_file)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
-    await health_servicer.enter_graceful_shutdown()
-    await registry_server.stop(2)
+    await running.stop()
+    log.info("preflightsim.stopped", calls=running.registry.calls)
     return 0
 
 

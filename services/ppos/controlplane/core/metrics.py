@@ -37,6 +37,12 @@ SYNC_ERRORS = Counter(
 SYNC_SWEEP_DURATION = Histogram(
     "ppos_sync_sweep_duration_seconds", "Duration of a region's sweep", ["region"]
 )
+SYNC_DUPLICATES = Counter(
+    "ppos_sync_duplicates_total",
+    "Records received again with the digest already stored",
+    ["region"],
+)
+SYNC_LEADER = Gauge("ppos_sync_leader", "1 while this replica leads the registry sync")
 
 WATCH_SUBSCRIBERS = Gauge("ppos_watch_subscribers", "Open WatchNodes streams")
 WATCH_DROPS = Counter(

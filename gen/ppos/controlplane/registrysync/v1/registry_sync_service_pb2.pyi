@@ -75,6 +75,10 @@ class RegionSyncStatus(_message.Message):
     BYTES_SYNCED_FIELD_NUMBER: _builtins.int
     QUARANTINED_COUNT_FIELD_NUMBER: _builtins.int
     SWEEPING_FIELD_NUMBER: _builtins.int
+    HEAD_CURSOR_FIELD_NUMBER: _builtins.int
+    DUPLICATES_SKIPPED_FIELD_NUMBER: _builtins.int
+    PAGES_COMMITTED_FIELD_NUMBER: _builtins.int
+    ACTIVE_SWEEP_ID_FIELD_NUMBER: _builtins.int
     region: _builtins.str
     """Region."""
     cursor: _builtins.str
@@ -91,6 +95,14 @@ class RegionSyncStatus(_message.Message):
     """Records quarantined in total."""
     sweeping: _builtins.bool
     """Whether a sweep is running for the region now."""
+    head_cursor: _builtins.str
+    """Cursor of the head of the registry's feed when it was last asked."""
+    duplicates_skipped: _builtins.int
+    """Records received again with the digest already stored (no-ops), in total."""
+    pages_committed: _builtins.int
+    """Pages committed in total."""
+    active_sweep_id: _builtins.str
+    """Sweep running for the region now, empty when none."""
     @_builtins.property
     def lag(self) -> _duration_pb2.Duration:
         """Age of the newest synced change relative to now."""
@@ -117,14 +129,68 @@ class RegionSyncStatus(_message.Message):
         bytes_synced: _builtins.int = ...,
         quarantined_count: _builtins.int = ...,
         sweeping: _builtins.bool = ...,
+        head_cursor: _builtins.str = ...,
+        duplicates_skipped: _builtins.int = ...,
+        pages_committed: _builtins.int = ...,
+        active_sweep_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["lag", b"lag", "last_attempt_time", b"last_attempt_time", "last_success_time", b"last_success_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_synced", b"bytes_synced", "cursor", b"cursor", "lag", b"lag", "lag_changes", b"lag_changes", "last_attempt_time", b"last_attempt_time", "last_error", b"last_error", "last_success_time", b"last_success_time", "quarantined_count", b"quarantined_count", "records_synced", b"records_synced", "region", b"region", "sweeping", b"sweeping"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_sweep_id", b"active_sweep_id", "bytes_synced", b"bytes_synced", "cursor", b"cursor", "duplicates_skipped", b"duplicates_skipped", "head_cursor", b"head_cursor", "lag", b"lag", "lag_changes", b"lag_changes", "last_attempt_time", b"last_attempt_time", "last_error", b"last_error", "last_success_time", b"last_success_time", "pages_committed", b"pages_committed", "quarantined_count", b"quarantined_count", "records_synced", b"records_synced", "region", b"region", "sweeping", b"sweeping"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RegionSyncStatus: _TypeAlias = RegionSyncStatus  # noqa: Y015
+
+@_typing.final
+class SweepRegion(_message.Message):
+    """SweepRegion is one region's part of a sweep."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REGION_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    RECORDS_SYNCED_FIELD_NUMBER: _builtins.int
+    BYTES_SYNCED_FIELD_NUMBER: _builtins.int
+    QUARANTINED_FIELD_NUMBER: _builtins.int
+    DUPLICATES_SKIPPED_FIELD_NUMBER: _builtins.int
+    PAGES_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    region: _builtins.str
+    """Region."""
+    state: Global___SweepState.ValueType
+    """State of this region's part."""
+    records_synced: _builtins.int
+    """Records stored."""
+    bytes_synced: _builtins.int
+    """Payload bytes stored."""
+    quarantined: _builtins.int
+    """Records quarantined."""
+    duplicates_skipped: _builtins.int
+    """Records received again with the digest already stored (no-ops)."""
+    pages: _builtins.int
+    """Pages committed."""
+    error: _builtins.str
+    """Error that ended this part, if it failed."""
+    def __init__(
+        self,
+        *,
+        region: _builtins.str = ...,
+        state: Global___SweepState.ValueType = ...,
+        records_synced: _builtins.int = ...,
+        bytes_synced: _builtins.int = ...,
+        quarantined: _builtins.int = ...,
+        duplicates_skipped: _builtins.int = ...,
+        pages: _builtins.int = ...,
+        error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_synced", b"bytes_synced", "duplicates_skipped", b"duplicates_skipped", "error", b"error", "pages", b"pages", "quarantined", b"quarantined", "records_synced", b"records_synced", "region", b"region", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SweepRegion: _TypeAlias = SweepRegion  # noqa: Y015
 
 @_typing.final
 class Sweep(_message.Message):
@@ -143,6 +209,10 @@ class Sweep(_message.Message):
     END_TIME_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     STARTED_BY_FIELD_NUMBER: _builtins.int
+    CANCEL_REQUESTED_FIELD_NUMBER: _builtins.int
+    DUPLICATES_SKIPPED_FIELD_NUMBER: _builtins.int
+    REGION_PROGRESS_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     sweep_id: _builtins.str
     """Sweep id."""
     state: Global___SweepState.ValueType
@@ -159,6 +229,12 @@ class Sweep(_message.Message):
     """Error that ended it, if it failed."""
     started_by: _builtins.str
     """Who started it (`scheduler`, an operator, or a peer service)."""
+    cancel_requested: _builtins.bool
+    """Whether a cancel was requested (it takes effect after the current page)."""
+    duplicates_skipped: _builtins.int
+    """Records received again with the digest already stored (no-ops)."""
+    request_id: _builtins.str
+    """Client-chosen id the sweep was started with, if any."""
     @_builtins.property
     def regions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Regions swept."""
@@ -170,6 +246,10 @@ class Sweep(_message.Message):
     @_builtins.property
     def end_time(self) -> _timestamp_pb2.Timestamp:
         """When it ended."""
+
+    @_builtins.property
+    def region_progress(self) -> _containers.RepeatedCompositeFieldContainer[Global___SweepRegion]:
+        """Progress of each region."""
 
     def __init__(
         self,
@@ -185,10 +265,14 @@ class Sweep(_message.Message):
         end_time: _timestamp_pb2.Timestamp | None = ...,
         error: _builtins.str = ...,
         started_by: _builtins.str = ...,
+        cancel_requested: _builtins.bool = ...,
+        duplicates_skipped: _builtins.int = ...,
+        region_progress: _abc.Iterable[Global___SweepRegion] | None = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_synced", b"bytes_synced", "end_time", b"end_time", "error", b"error", "pages", b"pages", "quarantined", b"quarantined", "records_synced", b"records_synced", "regions", b"regions", "start_time", b"start_time", "started_by", b"started_by", "state", b"state", "sweep_id", b"sweep_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_synced", b"bytes_synced", "cancel_requested", b"cancel_requested", "duplicates_skipped", b"duplicates_skipped", "end_time", b"end_time", "error", b"error", "pages", b"pages", "quarantined", b"quarantined", "records_synced", b"records_synced", "region_progress", b"region_progress", "regions", b"regions", "request_id", b"request_id", "start_time", b"start_time", "started_by", b"started_by", "state", b"state", "sweep_id", b"sweep_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -203,8 +287,14 @@ class SyncedJob(_message.Message):
     RECORD_FIELD_NUMBER: _builtins.int
     SYNC_SEQUENCE_FIELD_NUMBER: _builtins.int
     SYNC_TIME_FIELD_NUMBER: _builtins.int
+    CANONICAL_PAYLOAD_SIZE_FIELD_NUMBER: _builtins.int
     sync_sequence: _builtins.int
-    """Local sync sequence of the row (monotonic across the table)."""
+    """Local sync sequence of the row (monotonic across the table, in commit
+    order: once a reader has seen sequence N, no row with a sequence at or
+    below N appears later, so consumers can resume after the last one seen).
+    """
+    canonical_payload_size: _builtins.int
+    """Size of the canonical payload in bytes (set even when it is omitted)."""
     @_builtins.property
     def record(self) -> _job_pb2.JobRecord:
         """The record exactly as received (payload and digest unaltered)."""
@@ -219,10 +309,11 @@ class SyncedJob(_message.Message):
         record: _job_pb2.JobRecord | None = ...,
         sync_sequence: _builtins.int = ...,
         sync_time: _timestamp_pb2.Timestamp | None = ...,
+        canonical_payload_size: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["record", b"record", "sync_time", b"sync_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["record", b"record", "sync_sequence", b"sync_sequence", "sync_time", b"sync_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["canonical_payload_size", b"canonical_payload_size", "record", b"record", "sync_sequence", b"sync_sequence", "sync_time", b"sync_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -243,6 +334,8 @@ class QuarantinedRecord(_message.Message):
     RAW_RECORD_FIELD_NUMBER: _builtins.int
     SOURCE_CURSOR_FIELD_NUMBER: _builtins.int
     QUARANTINE_TIME_FIELD_NUMBER: _builtins.int
+    SWEEP_ID_FIELD_NUMBER: _builtins.int
+    RAW_RECORD_SHA256_FIELD_NUMBER: _builtins.int
     quarantine_id: _builtins.int
     """Quarantine id."""
     region: _builtins.str
@@ -259,6 +352,10 @@ class QuarantinedRecord(_message.Message):
     """The record's bytes exactly as received on the wire."""
     source_cursor: _builtins.str
     """Registry cursor of the record."""
+    sweep_id: _builtins.str
+    """Sweep that received it."""
+    raw_record_sha256: _builtins.bytes
+    """SHA-256 of raw_record (32 bytes), to check a copy of it."""
     @_builtins.property
     def quarantine_time(self) -> _timestamp_pb2.Timestamp:
         """When it was quarantined."""
@@ -275,10 +372,12 @@ class QuarantinedRecord(_message.Message):
         raw_record: _builtins.bytes = ...,
         source_cursor: _builtins.str = ...,
         quarantine_time: _timestamp_pb2.Timestamp | None = ...,
+        sweep_id: _builtins.str = ...,
+        raw_record_sha256: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["quarantine_time", b"quarantine_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "job_id", b"job_id", "quarantine_id", b"quarantine_id", "quarantine_time", b"quarantine_time", "raw_record", b"raw_record", "reason", b"reason", "region", b"region", "revision", b"revision", "source_cursor", b"source_cursor"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "job_id", b"job_id", "quarantine_id", b"quarantine_id", "quarantine_time", b"quarantine_time", "raw_record", b"raw_record", "raw_record_sha256", b"raw_record_sha256", "reason", b"reason", "region", b"region", "revision", b"revision", "source_cursor", b"source_cursor", "sweep_id", b"sweep_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -518,6 +617,66 @@ class GetSweepResponse(_message.Message):
 Global___GetSweepResponse: _TypeAlias = GetSweepResponse  # noqa: Y015
 
 @_typing.final
+class ListSweepsRequest(_message.Message):
+    """ListSweepsRequest pages through sweeps."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATES_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Maximum per page (default 100, at most 1000)."""
+    page_token: _builtins.str
+    """Token from a previous page."""
+    @_builtins.property
+    def states(self) -> _containers.RepeatedScalarFieldContainer[Global___SweepState.ValueType]:
+        """Only sweeps in these states (any when empty)."""
+
+    def __init__(
+        self,
+        *,
+        states: _abc.Iterable[Global___SweepState.ValueType] | None = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "states", b"states"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSweepsRequest: _TypeAlias = ListSweepsRequest  # noqa: Y015
+
+@_typing.final
+class ListSweepsResponse(_message.Message):
+    """ListSweepsResponse is one page."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SWEEPS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def sweeps(self) -> _containers.RepeatedCompositeFieldContainer[Global___Sweep]:
+        """Sweeps, newest first."""
+
+    def __init__(
+        self,
+        *,
+        sweeps: _abc.Iterable[Global___Sweep] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "sweeps", b"sweeps"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSweepsResponse: _TypeAlias = ListSweepsResponse  # noqa: Y015
+
+@_typing.final
 class CancelSweepRequest(_message.Message):
     """CancelSweepRequest names a sweep to stop."""
 
@@ -634,7 +793,10 @@ class ListSyncedJobsRequest(_message.Message):
     after_sync_sequence: _builtins.int
     """Only rows with a sync sequence greater than this."""
     page_size: _builtins.int
-    """Maximum per page (default 100, at most 1000)."""
+    """Maximum per page (default 100, at most 1000). A page also ends once it
+    holds 3 MiB of payload (at least one job is always returned), so a page
+    fits the 4 MiB a default gRPC client accepts unless one payload is larger.
+    """
     omit_payload: _builtins.bool
     """Leave canonical payloads out (digests stay)."""
     job_id: _builtins.str

@@ -63,6 +63,11 @@ class RegistrySyncServiceStub:
                 request_serializer=ppos_dot_controlplane_dot_registrysync_dot_v1_dot_registry__sync__service__pb2.GetSweepRequest.SerializeToString,
                 response_deserializer=ppos_dot_controlplane_dot_registrysync_dot_v1_dot_registry__sync__service__pb2.GetSweepResponse.FromString,
                 _registered_method=True)
+        self.ListSweeps = channel.unary_unary(
+                '/ppos.controlplane.registrysync.v1.RegistrySyncService/ListSweeps',
+                request_serializer=ppos_dot_controlplane_dot_registrysync_dot_v1_dot_registry__sync__service__pb2.ListSweepsRequest.SerializeToString,
+                response_deserializer=ppos_dot_controlplane_dot_registrysync_dot_v1_dot_registry__sync__service__pb2.ListSweepsResponse.FromString,
+                _registered_method=True)
         self.CancelSweep = channel.unary_unary(
                 '/ppos.controlplane.registrysync.v1.RegistrySyncService/CancelSweep',
                 request_serializer=ppos_dot_controlplane_dot_registrysync_dot_v1_dot_registry__sync__service__pb2.CancelSweepRequest.SerializeToString,
@@ -127,6 +132,13 @@ class RegistrySyncServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListSweeps(self, request, context):
+        """ListSweeps pages through sweeps, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CancelSweep(self, request, context):
         """CancelSweep stops a sweep cleanly after its current page.
         """
@@ -184,6 +196,11 @@ def add_RegistrySyncServiceServicer_to_server(servicer, server):
                     servicer.GetSweep,
                     request_deserializer=ppos_dot_controlplane_dot_registrysync_dot_v1_dot_registry__sync__service__pb2.GetSweepRequest.FromString,
                     response_serializer=ppos_dot_controlplane_dot_registrysync_dot_v1_dot_registry__sync__service__pb2.GetSweepResponse.SerializeToString,
+            ),
+            'ListSweeps': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSweeps,
+                    request_deserializer=ppos_dot_controlplane_dot_registrysync_dot_v1_dot_registry__sync__service__pb2.ListSweepsRequest.FromString,
+                    response_serializer=ppos_dot_controlplane_dot_registrysync_dot_v1_dot_registry__sync__service__pb2.ListSweepsResponse.SerializeToString,
             ),
             'CancelSweep': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelSweep,
@@ -345,6 +362,33 @@ class RegistrySyncService:
             '/ppos.controlplane.registrysync.v1.RegistrySyncService/GetSweep',
             ppos_dot_controlplane_dot_registrysync_dot_v1_dot_registry__sync__service__pb2.GetSweepRequest.SerializeToString,
             ppos_dot_controlplane_dot_registrysync_dot_v1_dot_registry__sync__service__pb2.GetSweepResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSweeps(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ppos.controlplane.registrysync.v1.RegistrySyncService/ListSweeps',
+            ppos_dot_controlplane_dot_registrysync_dot_v1_dot_registry__sync__service__pb2.ListSweepsRequest.SerializeToString,
+            ppos_dot_controlplane_dot_registrysync_dot_v1_dot_registry__sync__service__pb2.ListSweepsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -47,6 +47,8 @@ class RegistrySyncServiceStub:
     """StartSweep starts a sweep of the selected regions now."""
     GetSweep: _grpc.UnaryUnaryMultiCallable[_registry_sync_service_pb2.GetSweepRequest, _registry_sync_service_pb2.GetSweepResponse]
     """GetSweep returns a sweep's progress."""
+    ListSweeps: _grpc.UnaryUnaryMultiCallable[_registry_sync_service_pb2.ListSweepsRequest, _registry_sync_service_pb2.ListSweepsResponse]
+    """ListSweeps pages through sweeps, newest first."""
     CancelSweep: _grpc.UnaryUnaryMultiCallable[_registry_sync_service_pb2.CancelSweepRequest, _registry_sync_service_pb2.CancelSweepResponse]
     """CancelSweep stops a sweep cleanly after its current page."""
     GetSyncedJob: _grpc.UnaryUnaryMultiCallable[_registry_sync_service_pb2.GetSyncedJobRequest, _registry_sync_service_pb2.GetSyncedJobResponse]
@@ -79,6 +81,8 @@ class RegistrySyncServiceAsyncStub(RegistrySyncServiceStub):
     """StartSweep starts a sweep of the selected regions now."""
     GetSweep: _aio.UnaryUnaryMultiCallable[_registry_sync_service_pb2.GetSweepRequest, _registry_sync_service_pb2.GetSweepResponse]  # type: ignore[assignment]
     """GetSweep returns a sweep's progress."""
+    ListSweeps: _aio.UnaryUnaryMultiCallable[_registry_sync_service_pb2.ListSweepsRequest, _registry_sync_service_pb2.ListSweepsResponse]  # type: ignore[assignment]
+    """ListSweeps pages through sweeps, newest first."""
     CancelSweep: _aio.UnaryUnaryMultiCallable[_registry_sync_service_pb2.CancelSweepRequest, _registry_sync_service_pb2.CancelSweepResponse]  # type: ignore[assignment]
     """CancelSweep stops a sweep cleanly after its current page."""
     GetSyncedJob: _aio.UnaryUnaryMultiCallable[_registry_sync_service_pb2.GetSyncedJobRequest, _registry_sync_service_pb2.GetSyncedJobResponse]  # type: ignore[assignment]
@@ -138,6 +142,14 @@ class RegistrySyncServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_registry_sync_service_pb2.GetSweepResponse, _abc.Awaitable[_registry_sync_service_pb2.GetSweepResponse]]:
         """GetSweep returns a sweep's progress."""
+
+    @_abc_1.abstractmethod
+    def ListSweeps(
+        self,
+        request: _registry_sync_service_pb2.ListSweepsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_sync_service_pb2.ListSweepsResponse, _abc.Awaitable[_registry_sync_service_pb2.ListSweepsResponse]]:
+        """ListSweeps pages through sweeps, newest first."""
 
     @_abc_1.abstractmethod
     def CancelSweep(

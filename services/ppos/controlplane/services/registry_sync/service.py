@@ -1,28 +1,351 @@
-"""RegistrySyncService module (its RPCs land with the registry sync work)."""
+"""RegistrySyncService: sync status, sweeps on demand, and read-back of synced jobs.
+
+No RPC writes a synced job or a quarantined record: those tables change only
+through a sweep's page commits. StartSweep and CancelSweep only request work
+(audited); whichever replica leads does it.
+"""
 
 from __future__ import annotations
 
-import grpc
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
 
+import grpc
+from sqlalchemy.orm import Session
+
+from ppos.controlplane.core.errors import FailedPrecondition, InvalidArgument, NotFound
+from ppos.controlplane.core.pagination import decode_token, encode_token, page_size
+from ppos.controlplane.core.timeutil import utcnow
+from ppos.controlplane.core.validation import REGION, REQUEST_ID, Violations
+from ppos.controlplane.registrysync.v1 import registry_sync_service_pb2 as pb
 from ppos.controlplane.registrysync.v1 import registry_sync_service_pb2_grpc as pb_grpc
 from ppos.controlplane.runtime.modules import Runtime
+from ppos.controlplane.security.principal import current_principal
+from ppos.controlplane.services.registry_sync import convert, queries, sweeps
+from ppos.controlplane.services.registry_sync.backoff import Backoff
+from ppos.controlplane.services.registry_sync.client import RegistryClient
+from ppos.controlplane.services.registry_sync.leader import leadership_for
+from ppos.controlplane.services.registry_sync.metering import Meter, Rates
+from ppos.controlplane.services.registry_sync.models import SweepRegionRow, SweepRow
+from ppos.controlplane.services.registry_sync.scheduler import SyncScheduler
+from ppos.controlplane.services.registry_sync.sweeper import StatusBus, SweepContext
+from ppos.controlplane.services.registry_sync.verify import JOB_ID, enum_text
+from ppos.controlplane.storage import audit
+from ppos.preflight.v1 import job_pb2
+
+SERVICE = "registrysync"
+Context = grpc.aio.ServicerContext[Any, Any]
+SHUTDOWN_MESSAGE = (
+    "server shutting down: call WatchSyncStatus again (on this or another replica); "
+    "the stream starts with every selected region's current status"
+)
+
+
+class RegistrySyncServicer(pb_grpc.RegistrySyncServiceServicer):
+    def __init__(self, runtime: Runtime, scheduler: SyncScheduler, bus: StatusBus) -> None:
+        self._rt = runtime
+        self._settings = runtime.settings.registry_sync
+        self._scheduler = scheduler
+        self._bus = bus
+
+    # -- helpers ---------------------------------------------------------------
+
+    @property
+    def _regions(self) -> list[str]:
+        return sorted(self._settings.regions)
+
+    def _check_regions(self, field: str, regions: list[str]) -> None:
+        violations = Violations()
+        seen: set[str] = set()
+        for index, region in enumerate(regions):
+            name = f"{field}[{index}]"
+            if region in seen:
+                violations.add(name, f"{region!r} is listed twice")
+            elif region not in self._settings.regions:
+                configured = ", ".join(self._regions) or "none"
+                violations.add(
+                    name, f"{region!r} is not a synced region (configured: {configured})"
+                )
+            seen.add(region)
+        violations.raise_if_any()
+
+    async def _status(self, regions: list[str]) -> list[pb.RegionSyncStatus]:
+        rows = await self._rt.db.read(lambda s: queries.region_rows(s, regions))
+        now = utcnow()
+        return [convert.region_status(region, rows.get(region), now) for region in regions]
+
+    async def _sweep(self, sweep_id: str) -> pb.Sweep:
+        row, parts = await self._rt.db.read(lambda s: sweeps.get_sweep(s, sweep_id))
+        return convert.sweep(row, parts)
+
+    # -- status ----------------------------------------------------------------
+
+    async def ListSyncStatuses(
+        self, request: pb.ListSyncStatusesRequest, context: Context
+    ) -> pb.ListSyncStatusesResponse:
+        return pb.ListSyncStatusesResponse(statuses=await self._status(self._regions))
+
+    async def GetSyncStatus(
+        self, request: pb.GetSyncStatusRequest, context: Context
+    ) -> pb.GetSyncStatusResponse:
+        violations = Violations()
+        if violations.require("region", request.region):
+            violations.match("region", request.region, REGION, "must be a region like eu-west-1")
+        violations.raise_if_any()
+        if request.region not in self._settings.regions:
+            raise NotFound("sync region", request.region)
+        (status,) = await self._status([request.region])
+        return pb.GetSyncStatusResponse(status=status)
+
+    async def WatchSyncStatus(
+        self, request: pb.WatchSyncStatusRequest, context: Context
+    ) -> AsyncIterator[pb.WatchSyncStatusResponse]:
+        regions = list(request.regions)
+        self._check_regions("regions", regions)
+        regions = regions or self._regions
+        shutdown = self._rt.shutdown
+        sent: dict[str, bytes] = {}
+        while not shutdown.is_set():
+            for status in await self._status(regions):
+                # Lag (an age) moves with the clock; send when anything else changed.
+                stable = pb.RegionSyncStatus()
+                stable.CopyFrom(status)
+                stable.ClearField("lag")
+                key = stable.SerializeToString(deterministic=True)
+                if sent.get(status.region) != key:
+                    sent[status.region] = key
+                    yield pb.WatchSyncStatusResponse(status=status)
+            await self._bus_or_shutdown(self._settings.poll_interval)
+        await context.abort(grpc.StatusCode.UNAVAILABLE, SHUTDOWN_MESSAGE)
+
+    async def _bus_or_shutdown(self, seconds: float) -> None:
+        if self._rt.shutdown.is_set():
+            return
+        bus = asyncio.ensure_future(self._bus.wait(seconds))
+        stop = asyncio.ensure_future(self._rt.shutdown.wait())
+        try:
+            await asyncio.wait({bus, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            bus.cancel()
+            stop.cancel()
+
+    # -- sweeps ----------------------------------------------------------------
+
+    async def StartSweep(
+        self, request: pb.StartSweepRequest, context: Context
+    ) -> pb.StartSweepResponse:
+        regions = list(request.regions)
+        self._check_regions("regions", regions)
+        if request.request_id and not REQUEST_ID.fullmatch(request.request_id):
+            raise InvalidArgument.single(
+                "request_id", "must be 1 to 128 letters, digits, '.', '_', ':' or '-'"
+            )
+        if not self._settings.regions:
+            raise FailedPrecondition(
+                "no regions are configured for sync (PPOS_SYNC_REGIONS)",
+                reason="NO_SYNC_REGIONS",
+            )
+        regions = regions or self._regions
+        principal = current_principal.get()
+        now = utcnow()
+
+        def work(session: Session) -> tuple[SweepRow, list[SweepRegionRow]]:
+            row, created = sweeps.create_sweep(
+                session,
+                regions,
+                started_by=principal.display,
+                request_id=request.request_id or None,
+                now=now,
+            )
+            if created:
+                audit.record(
+                    session,
+                    service=SERVICE,
+                    resource_kind="sync_sweep",
+                    resource_id=row.sweep_id,
+                    before=None,
+                    after=sweeps.snapshot(row),
+                )
+            session.flush()
+            return sweeps.get_sweep(session, row.sweep_id)
+
+        row, parts = await self._rt.db.write(work)
+        self._scheduler.wake()
+        return pb.StartSweepResponse(sweep=convert.sweep(row, parts))
+
+    async def GetSweep(self, request: pb.GetSweepRequest, context: Context) -> pb.GetSweepResponse:
+        if not request.sweep_id:
+            raise InvalidArgument.single("sweep_id", "is required")
+        return pb.GetSweepResponse(sweep=await self._sweep(request.sweep_id))
+
+    async def ListSweeps(
+        self, request: pb.ListSweepsRequest, context: Context
+    ) -> pb.ListSweepsResponse:
+        violations = Violations()
+        states = []
+        for index, state in enumerate(request.states):
+            name = convert.SWEEP_STATE_NAMES.get(state)
+            if name is None:
+                violations.add(f"states[{index}]", f"{state} is not a sweep state")
+            else:
+                states.append(name)
+        violations.raise_if_any()
+        limit = page_size(request.page_size)
+        position = decode_token("sweeps", request.page_token)
+        before = str(position.get("before", "")) if position else ""
+        rows, more = await self._rt.db.read(
+            lambda s: queries.sweeps_page(s, states=states, before_id=before, limit=limit)
+        )
+        reply = pb.ListSweepsResponse(sweeps=[convert.sweep(row, parts) for row, parts in rows])
+        if more and rows:
+            reply.next_page_token = encode_token("sweeps", {"before": rows[-1][0].sweep_id})
+        return reply
+
+    async def CancelSweep(
+        self, request: pb.CancelSweepRequest, context: Context
+    ) -> pb.CancelSweepResponse:
+        if not request.sweep_id:
+            raise InvalidArgument.single("sweep_id", "is required")
+        now = utcnow()
+
+        def work(session: Session) -> tuple[SweepRow, list[SweepRegionRow]]:
+            row, changed = sweeps.request_cancel(session, request.sweep_id, now)
+            if changed:
+                before = sweeps.snapshot(row) | {"cancel_requested": False}
+                audit.record(
+                    session,
+                    service=SERVICE,
+                    resource_kind="sync_sweep",
+                    resource_id=row.sweep_id,
+                    before=before,
+                    after=sweeps.snapshot(row),
+                )
+            session.flush()
+            return sweeps.get_sweep(session, row.sweep_id)
+
+        row, parts = await self._rt.db.write(work)
+        self._scheduler.cancel_local(request.sweep_id)
+        return pb.CancelSweepResponse(sweep=convert.sweep(row, parts))
+
+    # -- synced jobs -----------------------------------------------------------
+
+    async def GetSyncedJob(
+        self, request: pb.GetSyncedJobRequest, context: Context
+    ) -> pb.GetSyncedJobResponse:
+        violations = Violations()
+        if violations.require("region", request.region):
+            violations.match("region", request.region, REGION, "must be a region like eu-west-1")
+        if violations.require("job_id", request.job_id):
+            violations.match("job_id", request.job_id, JOB_ID, "is not a job id")
+        if request.revision < 0:
+            violations.add("revision", "must not be negative (0 means the newest)")
+        violations.raise_if_any()
+
+        def work(session: Session) -> pb.SyncedJob:
+            row = queries.synced_job(session, request.region, request.job_id, request.revision)
+            return convert.synced_job(row, payload=queries.payload_of(session, row.sync_sequence))
+
+        return pb.GetSyncedJobResponse(job=await self._rt.db.read(work))
+
+    async def ListSyncedJobs(
+        self, request: pb.ListSyncedJobsRequest, context: Context
+    ) -> pb.ListSyncedJobsResponse:
+        violations = Violations()
+        if request.region:
+            violations.match("region", request.region, REGION, "must be a region like eu-west-1")
+        if request.job_id:
+            violations.match("job_id", request.job_id, JOB_ID, "is not a job id")
+        if request.after_sync_sequence < 0:
+            violations.add("after_sync_sequence", "must not be negative")
+        states = []
+        for index, state in enumerate(request.governance_states):
+            if state not in job_pb2.GovernanceState.values():
+                violations.add(f"governance_states[{index}]", f"{state} is not a governance state")
+            states.append(enum_text(job_pb2.GovernanceState, state))
+        violations.raise_if_any()
+        limit = page_size(request.page_size)
+
+        def work(session: Session) -> tuple[list[pb.SyncedJob], bool]:
+            rows, more = queries.synced_jobs(
+                session,
+                region=request.region,
+                governance_states=states,
+                job_id=request.job_id,
+                after_sequence=request.after_sync_sequence,
+                limit=limit,
+                with_payload=not request.omit_payload,
+            )
+            return [convert.synced_job(row, payload=payload) for row, payload in rows], more
+
+        jobs, more = await self._rt.db.read(work)
+        last = jobs[-1].sync_sequence if jobs else request.after_sync_sequence
+        return pb.ListSyncedJobsResponse(jobs=jobs, last_sync_sequence=last, has_more=more)
+
+    async def ListQuarantinedRecords(
+        self, request: pb.ListQuarantinedRecordsRequest, context: Context
+    ) -> pb.ListQuarantinedRecordsResponse:
+        if request.region and not REGION.fullmatch(request.region):
+            raise InvalidArgument.single("region", "must be a region like eu-west-1")
+        limit = page_size(request.page_size)
+        position = decode_token("quarantine", request.page_token)
+        after = int(position.get("after", 0)) if position else 0
+        if position and request.region != position.get("region", ""):
+            raise InvalidArgument.single("page_token", "was issued for another region filter")
+        rows, more = await self._rt.db.read(
+            lambda s: queries.quarantined(s, region=request.region, after_id=after, limit=limit)
+        )
+        reply = pb.ListQuarantinedRecordsResponse(records=[convert.quarantined(r) for r in rows])
+        if more and rows:
+            reply.next_page_token = encode_token(
+                "quarantine", {"after": rows[-1].quarantine_id, "region": request.region}
+            )
+        return reply
 
 
 class RegistrySyncModule:
-    name = "registrysync"
+    name = SERVICE
     service_names: tuple[str, ...] = ("ppos.controlplane.registrysync.v1.RegistrySyncService",)
 
     def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime
+        settings = runtime.settings.registry_sync
+        self._clients = {
+            region: RegistryClient(region, address, runtime.minter)
+            for region, address in settings.regions.items()
+        }
+        self._bus = StatusBus()
+        context = SweepContext(
+            db=runtime.db,
+            settings=settings,
+            meter=Meter(
+                Rates(
+                    records_per_second=settings.records_per_second,
+                    bytes_per_second=settings.bytes_per_second,
+                    region_records_per_second=settings.region_records_per_second,
+                    region_bytes_per_second=settings.region_bytes_per_second,
+                    burst_seconds=settings.burst,
+                )
+            ),
+            bus=self._bus,
+            backoff=Backoff(settings.retry_base, settings.retry_max, settings.retry_attempts),
+        )
+        self.scheduler = SyncScheduler(
+            context,
+            self._clients,
+            leadership_for(runtime.settings.server.resolved_database_url),
+            stop_grace=runtime.settings.server.shutdown_grace,
+        )
 
     def register(self, server: grpc.aio.Server) -> None:
         pb_grpc.add_RegistrySyncServiceServicer_to_server(
-            pb_grpc.RegistrySyncServiceServicer(),  # type: ignore[abstract]  # lands with issue 4
-            server,
+            RegistrySyncServicer(self._runtime, self.scheduler, self._bus), server
         )
 
     async def start(self) -> None:
-        return None
+        await self.scheduler.start()
 
     async def stop(self) -> None:
-        return None
+        await self.scheduler.stop()
+        for client in self._clients.values():
+            await client.close()

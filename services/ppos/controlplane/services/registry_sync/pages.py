@@ -1,0 +1,351 @@
+"""Commit one page: its rows, its quarantined records and the cursor, in ONE transaction.
+
+Everything a page changes is written by `commit_page` inside the caller's
+transaction: new revisions, quarantined records, the region's cursor and
+counters, and the sweep's progress. A crash before the commit leaves none of
+it; after, all of it. The region row's `generation` fences concurrent
+sweepers of one region (only one commit per generation succeeds).
+
+Rows are only ever inserted. A revision seen again with the same digest is a
+no-op; with another digest it is quarantined as REVISION_CONFLICT and the
+stored one stays as it is.
+
+On PostgreSQL the transaction first takes a transaction-scoped advisory lock,
+so sync sequences become visible in the order they were drawn: a consumer
+that has read sequence N never later finds a new row at or below N. New rows
+go in with COPY (binary) inside a savepoint; only when the unique key refuses
+the page (the registry resent revisions already held) are the stored digests
+looked up, and the page is written again without them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import psycopg
+from sqlalchemy import insert, select, text, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from ppos.controlplane.services.registry_sync.models import (
+    QuarantinedRecordRow,
+    SweepRegionRow,
+    SweepRow,
+    SyncedJobRow,
+    SyncRegionRow,
+)
+from ppos.controlplane.services.registry_sync.verify import (
+    REVISION_CONFLICT,
+    Accepted,
+    Rejected,
+)
+
+# pg_advisory_xact_lock key that orders sync sequences ("ppos" "sync" "seq").
+SEQUENCE_LOCK_KEY = 0x70706F73_73657100
+EXISTING_CHUNK = 500
+COPY_COLUMNS = (
+    "region",
+    "job_id",
+    "revision",
+    "tenant_id",
+    "queue_id",
+    "status",
+    "governance_state",
+    "node_id",
+    "container_image",
+    "create_time_ns",
+    "update_time_ns",
+    "canonical_payload",
+    "canonical_payload_sha256",
+    "payload_size",
+    "source_cursor",
+    "sweep_id",
+    "synced_at",
+)
+COPY_TYPES = (
+    "text",
+    "text",
+    "int8",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "int8",
+    "int8",
+    "bytea",
+    "bytea",
+    "int8",
+    "text",
+    "text",
+    "timestamptz",
+)
+
+
+class CursorMoved(Exception):
+    """Another sweeper committed this region since the page was requested."""
+
+
+@dataclass(frozen=True)
+class VerifiedPage:
+    """A received page after verification, in the order the records arrived."""
+
+    region: str
+    sweep_id: str
+    after_generation: int
+    next_cursor: str
+    end_of_feed: bool
+    remaining_changes: int
+    wire_size: int
+    records: Sequence[Accepted | Rejected]
+    # Where the page's time went (milliseconds), for the page_committed log line.
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class PageOutcome:
+    inserted: int = 0
+    inserted_bytes: int = 0
+    duplicates: int = 0
+    quarantined: dict[str, int] = field(default_factory=dict)
+    generation: int = 0
+    cursor: str = ""
+    cancel_requested: bool = False
+    newest_change_ns: int | None = None
+
+    @property
+    def quarantined_total(self) -> int:
+        return sum(self.quarantined.values())
+
+
+def _split_page(page: VerifiedPage) -> tuple[dict[tuple[str, int], Accepted], list[Rejected], int]:
+    """First record of each key, rejected records (incl. in-page conflicts), in-page repeats."""
+    first_seen: dict[tuple[str, int], Accepted] = {}
+    rejected: list[Rejected] = []
+    duplicates = 0
+    for item in page.records:
+        if isinstance(item, Rejected):
+            rejected.append(item)
+            continue
+        held = first_seen.get(item.key)
+        if held is None:
+            first_seen[item.key] = item
+        elif held.digest == item.digest:
+            duplicates += 1
+        else:
+            rejected.append(_conflict(item, held.digest, "earlier in the same page"))
+    return first_seen, rejected, duplicates
+
+
+def _against_stored(
+    session: Session, region: str, candidates: dict[tuple[str, int], Accepted]
+) -> tuple[list[Accepted], list[Rejected], int]:
+    """Candidates split into new rows, conflicts with stored revisions, and no-op repeats."""
+    existing = _existing_digests(session, region, candidates)
+    new_rows: list[Accepted] = []
+    rejected: list[Rejected] = []
+    duplicates = 0
+    for key, item in candidates.items():
+        stored = existing.get(key)
+        if stored is None:
+            new_rows.append(item)
+        elif stored == item.digest:
+            duplicates += 1
+        else:
+            rejected.append(_conflict(item, stored, "already stored"))
+    return new_rows, rejected, duplicates
+
+
+def _conflict(item: Accepted, held_digest: bytes, where: str) -> Rejected:
+    return Rejected(
+        item.raw,
+        REVISION_CONFLICT,
+        f"revision {item.revision} of {item.job_id} {where} with SHA-256 {held_digest.hex()}; "
+        f"this one has {item.digest.hex()} (a revision is immutable: the first one is kept)",
+        item.job_id,
+        item.revision,
+        item.cursor,
+    )
+
+
+def _existing_digests(
+    session: Session, region: str, records: dict[tuple[str, int], Accepted]
+) -> dict[tuple[str, int], bytes]:
+    job_ids = sorted({job_id for job_id, _ in records})
+    found: dict[tuple[str, int], bytes] = {}
+    for start in range(0, len(job_ids), EXISTING_CHUNK):
+        chunk = job_ids[start : start + EXISTING_CHUNK]
+        rows = session.execute(
+            select(
+                SyncedJobRow.job_id,
+                SyncedJobRow.revision,
+                SyncedJobRow.canonical_payload_sha256,
+            ).where(SyncedJobRow.region == region, SyncedJobRow.job_id.in_(chunk))
+        )
+        for job_id, revision, digest in rows:
+            found[(job_id, revision)] = bytes(digest)
+    return found
+
+
+def _row_values(item: Accepted, page: VerifiedPage, now: dt.datetime) -> tuple[object, ...]:
+    return (
+        page.region,
+        item.job_id,
+        item.revision,
+        item.tenant_id,
+        item.queue_id,
+        item.status,
+        item.governance_state,
+        item.node_id,
+        item.container_image,
+        item.create_time_ns,
+        item.update_time_ns,
+        item.payload,
+        item.digest,
+        len(item.payload),
+        item.cursor,
+        page.sweep_id,
+        now,
+    )
+
+
+def _insert_rows(
+    session: Session, rows: list[Accepted], page: VerifiedPage, now: dt.datetime, *, postgres: bool
+) -> bool:
+    """Insert every row inside a savepoint; False (and nothing inserted) when a key exists.
+
+    New revisions are the rule: a registry resends one only after a failure on
+    its side. So the page goes in whole first (COPY on PostgreSQL), and only if
+    the unique key refuses it are the stored revisions looked up.
+    """
+    if not rows:
+        return True
+    connection = session.connection()
+    if postgres:
+        driver = connection.connection.driver_connection
+        assert driver is not None
+        with driver.cursor() as cursor:
+            cursor.execute("SAVEPOINT sync_page_rows")
+            statement = f"COPY synced_jobs ({', '.join(COPY_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+            try:
+                with cursor.copy(statement) as copy:
+                    copy.set_types(COPY_TYPES)
+                    for item in rows:
+                        copy.write_row(_row_values(item, page, now))
+            except psycopg.errors.UniqueViolation:
+                cursor.execute("ROLLBACK TO SAVEPOINT sync_page_rows")
+                return False
+            cursor.execute("RELEASE SAVEPOINT sync_page_rows")
+        return True
+    try:
+        with session.begin_nested():
+            session.execute(
+                insert(SyncedJobRow),
+                [
+                    dict(zip(COPY_COLUMNS, _row_values(item, page, now), strict=True))
+                    for item in rows
+                ],
+            )
+    except IntegrityError:
+        return False
+    return True
+
+
+def _quarantine(
+    session: Session, rejected: list[Rejected], page: VerifiedPage, now: dt.datetime
+) -> None:
+    if not rejected:
+        return
+    session.execute(
+        insert(QuarantinedRecordRow),
+        [
+            {
+                "region": page.region,
+                "job_id": item.job_id,
+                "revision": item.revision,
+                "reason": item.reason,
+                "detail": item.detail[:4000],
+                "raw_record": item.raw,
+                "raw_record_sha256": hashlib.sha256(item.raw).digest(),
+                "source_cursor": item.cursor or page.next_cursor,
+                "sweep_id": page.sweep_id,
+                "quarantined_at": now,
+            }
+            for item in rejected
+        ],
+    )
+
+
+def commit_page(
+    session: Session, page: VerifiedPage, now: dt.datetime, *, postgres: bool
+) -> PageOutcome:
+    """Write the page and advance the cursor, in the caller's (one) transaction."""
+    if postgres:
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SEQUENCE_LOCK_KEY})
+    region = session.scalars(
+        select(SyncRegionRow).where(SyncRegionRow.region == page.region).with_for_update()
+    ).one()
+    if region.generation != page.after_generation:
+        raise CursorMoved(
+            f"region {page.region}: cursor generation is {region.generation}, "
+            f"the page was read after {page.after_generation}"
+        )
+    candidates, rejected, duplicates = _split_page(page)
+    new_rows = list(candidates.values())
+    if not _insert_rows(session, new_rows, page, now, postgres=postgres):
+        # Some of these revisions are stored already: insert only the new ones.
+        new_rows, conflicts, repeats = _against_stored(session, page.region, candidates)
+        rejected += conflicts
+        duplicates += repeats
+        if not _insert_rows(session, new_rows, page, now, postgres=postgres):
+            raise CursorMoved(f"region {page.region}: revisions appeared during the page")
+    _quarantine(session, rejected, page, now)
+
+    outcome = PageOutcome(
+        inserted=len(new_rows),
+        inserted_bytes=sum(len(item.payload) for item in new_rows),
+        duplicates=duplicates,
+        cursor=page.next_cursor,
+    )
+    for item in rejected:
+        outcome.quarantined[item.reason] = outcome.quarantined.get(item.reason, 0) + 1
+    stamps = [item.update_time_ns for item in new_rows if item.update_time_ns is not None]
+    newest = region.newest_change_ns
+    if stamps:
+        newest = max(stamps) if newest is None else max(newest, *stamps)
+    outcome.newest_change_ns = newest
+
+    region.cursor = page.next_cursor
+    region.generation += 1
+    region.lag_changes = page.remaining_changes
+    region.newest_change_ns = newest
+    if page.end_of_feed:
+        region.head_cursor = page.next_cursor
+    region.records_synced += outcome.inserted
+    region.bytes_synced += outcome.inserted_bytes
+    region.duplicates_skipped += duplicates
+    region.quarantined_count += outcome.quarantined_total
+    region.pages_committed += 1
+    region.status_version += 1
+    region.updated_at = now
+    outcome.generation = region.generation
+
+    session.execute(
+        update(SweepRegionRow)
+        .where(SweepRegionRow.sweep_id == page.sweep_id, SweepRegionRow.region == page.region)
+        .values(
+            records_synced=SweepRegionRow.records_synced + outcome.inserted,
+            bytes_synced=SweepRegionRow.bytes_synced + outcome.inserted_bytes,
+            quarantined=SweepRegionRow.quarantined + outcome.quarantined_total,
+            duplicates_skipped=SweepRegionRow.duplicates_skipped + duplicates,
+            pages=SweepRegionRow.pages + 1,
+        )
+    )
+    outcome.cancel_requested = bool(
+        session.scalar(select(SweepRow.cancel_requested).where(SweepRow.sweep_id == page.sweep_id))
+    )
+    return outcome
