@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 import timeit
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -30,6 +31,15 @@ from ppos.controlplane.security.keys import KeyRing
 from ppos.controlplane.security.tokens import TokenMinter, TokenVerifier
 
 CONCURRENCY = 32
+# With two or more CPUs the server gets one and the load generator another, so
+# neither mode is measured while the two fight over the same core.
+CPUS = sorted(os.sched_getaffinity(0))
+SERVER_CPUS = {CPUS[0]}
+CLIENT_CPUS = set(CPUS[1:]) or set(CPUS)
+
+
+def _pin(cpus: set[int]) -> Callable[[], None]:
+    return lambda: os.sched_setaffinity(0, cpus)
 
 
 def _free_port() -> int:
@@ -88,6 +98,7 @@ def _start(mode: str, data_dir: Path, token_file: Path) -> tuple[subprocess.Pope
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
+        preexec_fn=_pin(SERVER_CPUS),
     )
     assert process.stdout is not None
     if process.stdout.readline().strip() != "ready":
@@ -154,6 +165,8 @@ async def run(mode: Mode) -> Result:
     result = Result("auth", mode)
     seconds, rounds = (1.0, 1) if mode == "smoke" else (5.0, 3)
     runs: dict[str, list[tuple[float, float]]] = {"plain": [], "auth": []}
+    own_cpus = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, CLIENT_CPUS)
     with tempfile.TemporaryDirectory() as tmp:
         token = "ppos_bench_" + secrets.token_urlsafe(32)
         token_file = Path(tmp) / "token"
@@ -166,6 +179,7 @@ async def run(mode: Mode) -> Result:
                     runs[kind].append(await _throughput(address, credential, seconds, process.pid))
                 finally:
                     _stop(process)
+    os.sched_setaffinity(0, own_cpus)
 
     def median(kind: str, index: int) -> float:
         return statistics.median(run[index] for run in runs[kind])
@@ -183,6 +197,7 @@ async def run(mode: Mode) -> Result:
     result.ratio("authenticated / unauthenticated capacity (CPU/call)", plain_cpu, auth_cpu)
     _token_costs(result, rounds=200 if mode == "smoke" else 2000)
     result.notes.append(
-        f"{CONCURRENCY} concurrent callers, {rounds} alternating round(s) of {seconds:g}s per mode"
+        f"{CONCURRENCY} concurrent callers, {rounds} alternating round(s) of {seconds:g}s per mode;"
+        f" server pinned to CPU {sorted(SERVER_CPUS)}, callers to {sorted(CLIENT_CPUS)}"
     )
     return result

@@ -8,6 +8,7 @@ Crockford alphabet is ascending, so ids sort by creation time.
 from __future__ import annotations
 
 import base64
+import itertools
 import os
 import time
 
@@ -20,6 +21,16 @@ def ulid() -> str:
     """26 characters: creation time first, then randomness."""
     raw = (time.time_ns() // 1_000_000).to_bytes(6, "big") + os.urandom(10)
     return base64.b32encode(raw)[:26].translate(_TO_CROCKFORD).decode()
+
+
+_PROCESS = os.urandom(6).hex()
+_SEQUENCE = itertools.count(1)
+
+
+def request_id() -> str:
+    """A request id: unique across processes (a random per-process part) and cheap
+    enough to make for every call that arrives without one."""
+    return f"req_{_PROCESS}{next(_SEQUENCE):x}"
 
 
 def new_id(prefix: str) -> str:

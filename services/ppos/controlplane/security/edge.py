@@ -31,7 +31,7 @@ from ppos.controlplane.core.errors import (
     internal_status,
 )
 from ppos.controlplane.core.handlers import CallWrapper, wrap_handler
-from ppos.controlplane.core.ids import ulid
+from ppos.controlplane.core.ids import request_id
 from ppos.controlplane.core.validation import REQUEST_ID
 from ppos.controlplane.security.access import AccessTable, MethodRule
 from ppos.controlplane.security.control_token import ControlToken
@@ -74,7 +74,7 @@ def request_id_from(metadata: Sequence[Any]) -> str:
     given = _first(metadata, "x-request-id")
     if len(given) == 1 and REQUEST_ID.fullmatch(given[0]):
         return given[0]
-    return "req_" + ulid()
+    return request_id()
 
 
 class EdgeAuthenticator:

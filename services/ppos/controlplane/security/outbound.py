@@ -19,7 +19,7 @@ from typing import Any
 
 import grpc
 
-from ppos.controlplane.core.ids import ulid
+from ppos.controlplane.core.ids import request_id as new_request_id
 from ppos.controlplane.security.edge import CREDENTIAL_KEYS
 from ppos.controlplane.security.principal import (
     PrincipalKind,
@@ -47,7 +47,7 @@ class PreflightJwtMinting:
         self._subject = subject
 
     def metadata(self, method: str, given: Sequence[tuple[str, Any]] | None) -> tuple[Any, ...]:
-        request_id = current_request_id.get() or "req_" + ulid()
+        request_id = current_request_id.get() or new_request_id()
         principal = current_principal.get()
         acting_for = "" if principal.kind is PrincipalKind.ANONYMOUS else principal.display
         token = self._minter.mint_preflight(

@@ -20,7 +20,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import jwt
 from jwt.algorithms import ECAlgorithm
 
 from ppos.controlplane.security.keys import JWK_ALG, KeyRing, PublicKeySource
@@ -43,6 +42,10 @@ def _b64decode(segment: str) -> bytes:
 
 def _b64encode(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _compact(value: dict[str, Any]) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
 
 
 def _peek_header(token: str) -> dict[str, Any] | None:
@@ -101,6 +104,7 @@ class TokenMinter:
         self._issuer = issuer
         self._ttl = int(ttl_seconds)
         self._clock = clock
+        self._headers: dict[tuple[str, str], str] = {}
 
     def mint_preflight(
         self,
@@ -144,10 +148,16 @@ class TokenMinter:
         return self._sign(claims, NODE_TYP), expires
 
     def _sign(self, claims: dict[str, Any], typ: str) -> str:
+        """Compact JWS: the encoded header is the same for every token of a key and
+        type, so it is built once; the signature is PyJWT's ES256 (raw r||s)."""
         key = self._keyring.active
-        return jwt.encode(
-            claims, key.private_key, algorithm=JWK_ALG, headers={"kid": key.kid, "typ": typ}
-        )
+        header = self._headers.get((key.kid, typ))
+        if header is None:
+            header = _b64encode(_compact({"alg": JWK_ALG, "kid": key.kid, "typ": typ}))
+            self._headers[(key.kid, typ)] = header
+        signing_input = f"{header}.{_b64encode(_compact(claims))}"
+        signature = _ES256.sign(signing_input.encode(), key.private_key)
+        return f"{signing_input}.{_b64encode(signature)}"
 
 
 class TokenVerifier:
