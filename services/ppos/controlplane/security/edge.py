@@ -214,9 +214,14 @@ class _Guard(CallWrapper):
 
     @staticmethod
     def _exit(tokens: tuple[Any, ...]) -> None:
-        current_principal.reset(tokens[0])
-        current_request_id.reset(tokens[1])
-        current_method.reset(tokens[2])
+        try:
+            current_principal.reset(tokens[0])
+            current_request_id.reset(tokens[1])
+            current_method.reset(tokens[2])
+        except ValueError:
+            # A stream abandoned mid-send is finalised later by the event loop in a
+            # context of its own: there is nothing of this call to restore there.
+            return
         structlog.contextvars.unbind_contextvars("request_id", "method", "caller")
 
     async def _fail(self, context: Any, exc: BaseException, request_id: str) -> None:

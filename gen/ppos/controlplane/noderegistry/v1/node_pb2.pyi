@@ -342,6 +342,9 @@ class NodeCommand(_message.Message):
     RESULT_MESSAGE_FIELD_NUMBER: _builtins.int
     DELIVERY_COUNT_FIELD_NUMBER: _builtins.int
     META_FIELD_NUMBER: _builtins.int
+    DELIVER_TIME_FIELD_NUMBER: _builtins.int
+    ACKNOWLEDGE_TIME_FIELD_NUMBER: _builtins.int
+    FINISH_TIME_FIELD_NUMBER: _builtins.int
     command_id: _builtins.str
     """Command id."""
     node_id: _builtins.str
@@ -382,6 +385,18 @@ class NodeCommand(_message.Message):
     def meta(self) -> _resource_pb2.ObjectMeta:
         """Resource metadata (resource version)."""
 
+    @_builtins.property
+    def deliver_time(self) -> _timestamp_pb2.Timestamp:
+        """When the command was first handed to the node."""
+
+    @_builtins.property
+    def acknowledge_time(self) -> _timestamp_pb2.Timestamp:
+        """When the node acknowledged it."""
+
+    @_builtins.property
+    def finish_time(self) -> _timestamp_pb2.Timestamp:
+        """When it reached a final state (succeeded, failed, timed out, cancelled)."""
+
     def __init__(
         self,
         *,
@@ -399,10 +414,13 @@ class NodeCommand(_message.Message):
         result_message: _builtins.str = ...,
         delivery_count: _builtins.int = ...,
         meta: _resource_pb2.ObjectMeta | None = ...,
+        deliver_time: _timestamp_pb2.Timestamp | None = ...,
+        acknowledge_time: _timestamp_pb2.Timestamp | None = ...,
+        finish_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "deadline", b"deadline", "issued_by", b"issued_by", "meta", b"meta", "reimage", b"reimage", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["acknowledge_time", b"acknowledge_time", "create_time", b"create_time", "deadline", b"deadline", "deliver_time", b"deliver_time", "finish_time", b"finish_time", "issued_by", b"issued_by", "meta", b"meta", "reimage", b"reimage", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_id", b"command_id", "create_time", b"create_time", "deadline", b"deadline", "delivery_count", b"delivery_count", "idempotency_key", b"idempotency_key", "issued_by", b"issued_by", "kind", b"kind", "meta", b"meta", "node_id", b"node_id", "reason", b"reason", "reimage", b"reimage", "result_message", b"result_message", "state", b"state", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acknowledge_time", b"acknowledge_time", "command_id", b"command_id", "create_time", b"create_time", "deadline", b"deadline", "deliver_time", b"deliver_time", "delivery_count", b"delivery_count", "finish_time", b"finish_time", "idempotency_key", b"idempotency_key", "issued_by", b"issued_by", "kind", b"kind", "meta", b"meta", "node_id", b"node_id", "reason", b"reason", "reimage", b"reimage", "result_message", b"result_message", "state", b"state", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

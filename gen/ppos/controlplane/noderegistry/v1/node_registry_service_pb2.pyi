@@ -298,12 +298,18 @@ class RegisterNodeRequest(_message.Message):
     CONTAINER_FIELD_NUMBER: _builtins.int
     CAPACITY_SLOTS_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
+    NODE_ID_FIELD_NUMBER: _builtins.int
     region: _builtins.str
     """Region (must match the enrollment)."""
     cluster: _builtins.str
     """Cluster."""
     capacity_slots: _builtins.int
     """Concurrent job slots offered (0 to 1024)."""
+    node_id: _builtins.str
+    """The calling node's own id (optional). A node can address only itself:
+    when set it must equal the id of the node credential, otherwise the call
+    is refused with PERMISSION_DENIED and nothing changes.
+    """
     @_builtins.property
     def container(self) -> _node_pb2.ContainerVersion:
         """Container version running now."""
@@ -320,10 +326,11 @@ class RegisterNodeRequest(_message.Message):
         container: _node_pb2.ContainerVersion | None = ...,
         capacity_slots: _builtins.int = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        node_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["container", b"container"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity_slots", b"capacity_slots", "cluster", b"cluster", "container", b"container", "labels", b"labels", "region", b"region"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity_slots", b"capacity_slots", "cluster", b"cluster", "container", b"container", "labels", b"labels", "node_id", b"node_id", "region", b"region"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -369,12 +376,18 @@ class HeartbeatRequest(_message.Message):
     NOT_READY_REASON_FIELD_NUMBER: _builtins.int
     CONTAINER_FIELD_NUMBER: _builtins.int
     SLOTS_IN_USE_FIELD_NUMBER: _builtins.int
+    NODE_ID_FIELD_NUMBER: _builtins.int
     ready: _builtins.bool
     """Whether the node can take work."""
     not_ready_reason: _builtins.str
     """Why not, when not ready."""
     slots_in_use: _builtins.int
-    """Slots in use."""
+    """Slots in use (0 to the registered capacity)."""
+    node_id: _builtins.str
+    """The calling node's own id (optional). A node can address only itself:
+    when set it must equal the id of the node credential, otherwise the call
+    is refused with PERMISSION_DENIED and nothing changes.
+    """
     @_builtins.property
     def container(self) -> _node_pb2.ContainerVersion:
         """Container version running now."""
@@ -386,10 +399,11 @@ class HeartbeatRequest(_message.Message):
         not_ready_reason: _builtins.str = ...,
         container: _node_pb2.ContainerVersion | None = ...,
         slots_in_use: _builtins.int = ...,
+        node_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["container", b"container"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["container", b"container", "not_ready_reason", b"not_ready_reason", "ready", b"ready", "slots_in_use", b"slots_in_use"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["container", b"container", "node_id", b"node_id", "not_ready_reason", b"not_ready_reason", "ready", b"ready", "slots_in_use", b"slots_in_use"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1104,12 +1118,21 @@ class RunHealthSweepResponse(_message.Message):
     COMMANDS_TIMED_OUT_FIELD_NUMBER: _builtins.int
     DURATION_FIELD_NUMBER: _builtins.int
     SWEEP_TIME_FIELD_NUMBER: _builtins.int
+    DRAINS_EXPIRED_FIELD_NUMBER: _builtins.int
+    RESOURCE_VERSION_FIELD_NUMBER: _builtins.int
+    EVENTS_PRUNED_FIELD_NUMBER: _builtins.int
     marked_not_ready: _builtins.int
     """Nodes turned from READY to NOT_READY."""
     marked_lost: _builtins.int
     """Nodes turned LOST."""
     commands_timed_out: _builtins.int
     """Commands that timed out."""
+    drains_expired: _builtins.int
+    """DRAINING nodes whose drain deadline passed (turned NOT_READY)."""
+    resource_version: _builtins.int
+    """Registry resource version after the sweep."""
+    events_pruned: _builtins.int
+    """Old node change events removed from the change log (retention)."""
     @_builtins.property
     def duration(self) -> _duration_pb2.Duration:
         """Time the sweep took."""
@@ -1126,10 +1149,13 @@ class RunHealthSweepResponse(_message.Message):
         commands_timed_out: _builtins.int = ...,
         duration: _duration_pb2.Duration | None = ...,
         sweep_time: _timestamp_pb2.Timestamp | None = ...,
+        drains_expired: _builtins.int = ...,
+        resource_version: _builtins.int = ...,
+        events_pruned: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["duration", b"duration", "sweep_time", b"sweep_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["commands_timed_out", b"commands_timed_out", "duration", b"duration", "marked_lost", b"marked_lost", "marked_not_ready", b"marked_not_ready", "sweep_time", b"sweep_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["commands_timed_out", b"commands_timed_out", "drains_expired", b"drains_expired", "duration", b"duration", "events_pruned", b"events_pruned", "marked_lost", b"marked_lost", "marked_not_ready", b"marked_not_ready", "resource_version", b"resource_version", "sweep_time", b"sweep_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

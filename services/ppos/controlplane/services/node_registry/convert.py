@@ -1,11 +1,13 @@
-"""Rows to protobuf messages."""
+"""Rows to protobuf messages, and the snapshots the audit log records."""
 
 from __future__ import annotations
+
+import datetime as dt
 
 from ppos.controlplane.common.v1 import resource_pb2 as common_pb
 from ppos.controlplane.core.timeutil import to_timestamp
 from ppos.controlplane.noderegistry.v1 import node_pb2 as pb
-from ppos.controlplane.services.node_registry.models import NodeRow
+from ppos.controlplane.services.node_registry.models import NodeCommandRow, NodeRow
 
 READINESS = {
     "READY": pb.READINESS_READY,
@@ -16,18 +18,65 @@ READINESS = {
 }
 READINESS_NAME = {value: key for key, value in READINESS.items()}
 
+COMMAND_STATE = {
+    "PENDING": pb.NODE_COMMAND_STATE_PENDING,
+    "DELIVERED": pb.NODE_COMMAND_STATE_DELIVERED,
+    "ACKNOWLEDGED": pb.NODE_COMMAND_STATE_ACKNOWLEDGED,
+    "SUCCEEDED": pb.NODE_COMMAND_STATE_SUCCEEDED,
+    "FAILED": pb.NODE_COMMAND_STATE_FAILED,
+    "TIMED_OUT": pb.NODE_COMMAND_STATE_TIMED_OUT,
+    "CANCELLED": pb.NODE_COMMAND_STATE_CANCELLED,
+}
+COMMAND_STATE_NAME = {value: key for key, value in COMMAND_STATE.items()}
+COMMAND_KIND = {"REIMAGE": pb.NODE_COMMAND_KIND_REIMAGE}
 
-def _condition(kind: str, holds: bool, reason: str, row: NodeRow) -> common_pb.Condition:
+# Readiness reasons set by the health sweep: the heartbeat is not fresh.
+STALE_REASONS = frozenset({"HeartbeatStale", "NodeLost"})
+
+_TRUE = common_pb.CONDITION_STATUS_TRUE
+_FALSE = common_pb.CONDITION_STATUS_FALSE
+_UNKNOWN = common_pb.CONDITION_STATUS_UNKNOWN
+
+
+def _condition(
+    kind: str, status: int, reason: str, since: dt.datetime | None, message: str = ""
+) -> common_pb.Condition:
     return common_pb.Condition(
         type=kind,
-        status=common_pb.CONDITION_STATUS_TRUE if holds else common_pb.CONDITION_STATUS_FALSE,
+        status=status,  # type: ignore[arg-type]
         reason=reason,
-        last_transition_time=to_timestamp(row.last_transition_at),
+        message=message,
+        last_transition_time=to_timestamp(since),
     )
 
 
-def node_to_proto(row: NodeRow) -> pb.Node:
+def _conditions(row: NodeRow) -> list[common_pb.Condition]:
     ready = row.readiness == "READY"
+    if row.last_heartbeat_at is None:
+        fresh = _condition("HeartbeatFresh", _UNKNOWN, "NeverHeartbeated", row.created_at)
+    elif row.readiness_reason in STALE_REASONS:
+        fresh = _condition("HeartbeatFresh", _FALSE, row.readiness_reason, row.last_transition_at)
+    else:
+        fresh = _condition("HeartbeatFresh", _TRUE, "HeartbeatReceived", row.last_heartbeat_at)
+    return [
+        _condition(
+            "Ready",
+            _TRUE if ready else _FALSE,
+            row.readiness_reason or row.readiness,
+            row.last_transition_at,
+        ),
+        _condition(
+            "Schedulable",
+            _TRUE if row.schedulable else _FALSE,
+            "Schedulable" if row.schedulable else "Cordoned",
+            row.schedulable_transition_at or row.created_at,
+            "" if row.schedulable else row.unschedulable_reason,
+        ),
+        fresh,
+    ]
+
+
+def node_to_proto(row: NodeRow) -> pb.Node:
     return pb.Node(
         node_id=row.node_id,
         meta=common_pb.ObjectMeta(
@@ -52,15 +101,7 @@ def node_to_proto(row: NodeRow) -> pb.Node:
             last_heartbeat_time=to_timestamp(row.last_heartbeat_at),
             container=pb.ContainerVersion(image=row.container_image, digest=row.container_digest),
             slots_in_use=row.slots_in_use,
-            conditions=[
-                _condition("Ready", ready, row.readiness_reason or row.readiness, row),
-                _condition(
-                    "Schedulable",
-                    row.schedulable,
-                    "Cordoned" if not row.schedulable else "Schedulable",
-                    row,
-                ),
-            ],
+            conditions=_conditions(row),
             credential_generation=row.credential_generation,
         ),
     )
@@ -76,9 +117,59 @@ def node_snapshot(row: NodeRow) -> dict[str, object]:
         "capacity_slots": row.capacity_slots,
         "schedulable": row.schedulable,
         "unschedulable_reason": row.unschedulable_reason,
+        "drain_deadline": row.drain_deadline,
         "readiness": row.readiness,
+        "readiness_reason": row.readiness_reason,
         "container_image": row.container_image,
         "container_digest": row.container_digest,
         "credential_generation": row.credential_generation,
+        "resource_version": row.resource_version,
+    }
+
+
+def command_to_proto(row: NodeCommandRow) -> pb.NodeCommand:
+    return pb.NodeCommand(
+        command_id=row.command_id,
+        node_id=row.node_id,
+        kind=COMMAND_KIND[row.kind],
+        reimage=pb.ReimageParameters(
+            target=pb.ContainerVersion(image=row.target_image, digest=row.target_digest)
+        ),
+        state=COMMAND_STATE[row.state],
+        reason=row.reason,
+        issued_by=common_pb.Actor(kind=row.issued_by_kind, name=row.issued_by_name),
+        idempotency_key=row.idempotency_key or "",
+        create_time=to_timestamp(row.created_at),
+        update_time=to_timestamp(row.updated_at),
+        deadline=to_timestamp(row.deadline),
+        result_message=row.result_message,
+        delivery_count=row.delivery_count,
+        meta=common_pb.ObjectMeta(
+            resource_version=str(row.resource_version),
+            create_time=to_timestamp(row.created_at),
+            update_time=to_timestamp(row.updated_at),
+        ),
+        deliver_time=to_timestamp(row.delivered_at),
+        acknowledge_time=to_timestamp(row.acknowledged_at),
+        finish_time=to_timestamp(row.finished_at),
+    )
+
+
+def command_snapshot(row: NodeCommandRow) -> dict[str, object]:
+    """The command as the audit log records it."""
+    return {
+        "command_id": row.command_id,
+        "node_id": row.node_id,
+        "kind": row.kind,
+        "target_image": row.target_image,
+        "target_digest": row.target_digest,
+        "state": row.state,
+        "reason": row.reason,
+        "issued_by": f"{row.issued_by_kind}:{row.issued_by_name}",
+        "acting_for": row.acting_for,
+        "idempotency_key": row.idempotency_key,
+        "deadline": row.deadline,
+        "delivery_count": row.delivery_count,
+        "result_message": row.result_message,
         "resource_version": row.resource_version,
     }

@@ -1,390 +1,117 @@
-"""NodeRegistryService: enrollment, node credentials, registration and heartbeats.
+"""NodeRegistryService: the servicer, and the module the composition root hosts.
 
-Operators approve an enrollment and hand the one-time token to the node; the
-node redeems it for a node-scoped credential (a JWT bound to its id and a
-credential generation) and from then on can call only node RPCs, only for
-itself. Bumping the generation revokes every older credential at once.
+The servicer is composed of one part per concern (enrollment, node-facing,
+operator, commands, watch). The module owns the background work: the watch
+hub, the scheduled health sweep, and on PostgreSQL the LISTEN connection.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import hashlib
-import secrets
+from typing import Any
 
 import grpc
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from google.protobuf import message_factory
 
-from ppos.controlplane.core.errors import (
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
-    Unauthenticated,
-)
-from ppos.controlplane.core.ids import new_id
-from ppos.controlplane.core.timeutil import duration_seconds, to_duration, to_timestamp, utcnow
-from ppos.controlplane.core.validation import IMAGE_DIGEST, REGION, REQUEST_ID, Violations
-from ppos.controlplane.noderegistry.v1 import node_pb2
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2 as pb
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2_grpc as pb_grpc
 from ppos.controlplane.runtime.modules import Runtime
-from ppos.controlplane.runtime.peers import SERVICE_AUDIENCE
-from ppos.controlplane.security.edge import ENROLLMENT_PREFIX
-from ppos.controlplane.security.principal import Principal, PrincipalKind, current_principal
-from ppos.controlplane.services.node_registry.convert import node_snapshot, node_to_proto
-from ppos.controlplane.services.node_registry.models import EnrollmentRow, NodeRow
-from ppos.controlplane.storage import audit
+from ppos.controlplane.services.node_registry.changelog import COMMANDS_CHANNEL, NOTIFY_CHANNEL
+from ppos.controlplane.services.node_registry.heartbeats import HeartbeatBatcher
+from ppos.controlplane.services.node_registry.hub import WatchHub
+from ppos.controlplane.services.node_registry.listener import PgListener
+from ppos.controlplane.services.node_registry.rpc_base import SERVICE
+from ppos.controlplane.services.node_registry.rpc_commands import CommandRpcs
+from ppos.controlplane.services.node_registry.rpc_enrollment import EnrollmentRpcs
+from ppos.controlplane.services.node_registry.rpc_node import NodeRpcs
+from ppos.controlplane.services.node_registry.rpc_operator import OperatorRpcs
+from ppos.controlplane.services.node_registry.rpc_watch import WatchRpcs
+from ppos.controlplane.services.node_registry.signals import CommandSignals
+from ppos.controlplane.services.node_registry.sweep import HealthSweeper
 
-SERVICE = "noderegistry"
-Context = grpc.aio.ServicerContext[object, object]
-DEFAULT_ENROLLMENT_TTL = 3600.0
-MAX_SLOTS = 1024
-
-
-def _bump(row: NodeRow, now: dt.datetime) -> None:
-    row.resource_version += 1
-    row.updated_at = now
-
-
-def _set_readiness(row: NodeRow, readiness: str, reason: str, now: dt.datetime) -> None:
-    if row.readiness != readiness or row.readiness_reason != reason:
-        if row.readiness != readiness:
-            row.last_transition_at = now
-        row.readiness = readiness
-        row.readiness_reason = reason
+SERVICE_NAME = "ppos.controlplane.noderegistry.v1.NodeRegistryService"
+# Methods whose handlers send pre-encoded response bytes as they are.
+RAW_RESPONSE_METHODS = frozenset({"WatchNodes"})
 
 
-class NodeRegistryServicer(pb_grpc.NodeRegistryServiceServicer):
-    def __init__(self, runtime: Runtime) -> None:
-        self._rt = runtime
-        self._settings = runtime.settings.node_registry
+class NodeRegistryServicer(  # type: ignore[misc]  # WatchNodes yields encoded bytes
+    EnrollmentRpcs,
+    NodeRpcs,
+    OperatorRpcs,
+    CommandRpcs,
+    WatchRpcs,
+    pb_grpc.NodeRegistryServiceServicer,
+):
+    """Every RPC of NodeRegistryService."""
 
-    # -- helpers -------------------------------------------------------------
 
-    def _heartbeat_settings(self) -> node_pb2.HeartbeatSettings:
-        return node_pb2.HeartbeatSettings(
-            interval=to_duration(self._settings.heartbeat_interval),
-            ttl=to_duration(self._settings.heartbeat_ttl),
+def method_handlers(servicer: Any) -> dict[str, grpc.RpcMethodHandler[Any, Any]]:
+    """Handlers for every method of the service, from its descriptor.
+
+    Like the generated `add_...Servicer_to_server`, except that WatchNodes has no
+    response serializer: its handler yields WatchNodesResponse bytes encoded
+    once per change (see `wire`), which gRPC sends unchanged.
+    """
+    service = pb.DESCRIPTOR.services_by_name["NodeRegistryService"]
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+    for method in service.methods:
+        request = message_factory.GetMessageClass(method.input_type)
+        response = message_factory.GetMessageClass(method.output_type)
+        serializer = None if method.name in RAW_RESPONSE_METHODS else response.SerializeToString
+        behaviour = getattr(servicer, method.name)
+        if method.client_streaming:
+            raise NotImplementedError(f"{method.name}: client streaming is not used")
+        factory = (
+            grpc.unary_stream_rpc_method_handler
+            if method.server_streaming
+            else grpc.unary_unary_rpc_method_handler
         )
-
-    @staticmethod
-    def _own_node(session: Session, principal: Principal, *, for_update: bool = True) -> NodeRow:
-        """The calling node's row; refuses revoked or unknown credentials."""
-        query = select(NodeRow).where(NodeRow.node_id == principal.name)
-        if for_update:
-            query = query.with_for_update()
-        row = session.scalars(query).one_or_none()
-        if row is None or row.credential_generation != principal.credential_generation:
-            raise Unauthenticated(
-                "node credential revoked or node unknown", reason="NODE_CREDENTIAL_REVOKED"
-            )
-        return row
-
-    def _issue_credential(self, row: NodeRow) -> tuple[str, int]:
-        return self._rt.minter.mint_node_credential(
-            node_id=row.node_id,
-            generation=row.credential_generation,
-            audience=SERVICE_AUDIENCE[SERVICE],
-            ttl_seconds=self._rt.settings.auth.node_credential_ttl,
+        handlers[method.name] = factory(
+            behaviour,
+            request_deserializer=request.FromString,
+            response_serializer=serializer,
         )
-
-    # -- operators -------------------------------------------------------------
-
-    async def CreateEnrollment(
-        self, request: pb.CreateEnrollmentRequest, context: Context
-    ) -> pb.CreateEnrollmentResponse:
-        violations = Violations()
-        if violations.require("region", request.region):
-            violations.match(
-                "region", request.region, REGION, "must be a region name like eu-west-1"
-            )
-        if request.cluster:
-            violations.match("cluster", request.cluster, REGION, "must be a cluster name like c1")
-        violations.labels("labels", request.labels)
-        ttl = duration_seconds(request.ttl) if request.HasField("ttl") else DEFAULT_ENROLLMENT_TTL
-        if not 60 <= ttl <= self._settings.enrollment_ttl_max:
-            violations.add("ttl", f"must be between 60s and {self._settings.enrollment_ttl_max:g}s")
-        if request.request_id:
-            violations.match("request_id", request.request_id, REQUEST_ID, "is not a request id")
-        violations.raise_if_any()
-        token = ENROLLMENT_PREFIX + secrets.token_urlsafe(32)
-        digest = hashlib.sha256(token.encode()).hexdigest()
-        principal = current_principal.get()
-
-        def work(session: Session) -> EnrollmentRow:
-            now = utcnow()
-            existing = None
-            if request.request_id:
-                existing = session.scalars(
-                    select(EnrollmentRow).where(EnrollmentRow.request_id == request.request_id)
-                ).one_or_none()
-            if existing is not None:
-                if existing.region != request.region or existing.cluster != request.cluster:
-                    raise InvalidArgument.single(
-                        "request_id", "was used for an enrollment with another body"
-                    )
-                if existing.redeemed_at is not None:
-                    raise FailedPrecondition(
-                        f"enrollment {existing.enrollment_id} was already redeemed",
-                        reason="ENROLLMENT_REDEEMED",
-                    )
-                existing.token_sha256 = digest  # a replay re-issues the token
-                existing.expires_at = now + dt.timedelta(seconds=ttl)
-                row = existing
-            else:
-                row = EnrollmentRow(
-                    enrollment_id=new_id("enr"),
-                    token_sha256=digest,
-                    request_id=request.request_id or None,
-                    region=request.region,
-                    cluster=request.cluster,
-                    labels=dict(request.labels),
-                    created_by=principal.display,
-                    created_at=now,
-                    expires_at=now + dt.timedelta(seconds=ttl),
-                )
-                session.add(row)
-            audit.record(
-                session,
-                service=SERVICE,
-                resource_kind="enrollment",
-                resource_id=row.enrollment_id,
-                before=None,
-                after={"region": row.region, "cluster": row.cluster, "expires_at": row.expires_at},
-            )
-            return row
-
-        row = await self._rt.db.write(work)
-        return pb.CreateEnrollmentResponse(
-            enrollment_id=row.enrollment_id,
-            enrollment_token=token,
-            expire_time=to_timestamp(row.expires_at),
-        )
-
-    async def GetNode(self, request: pb.GetNodeRequest, context: Context) -> pb.GetNodeResponse:
-        if not request.node_id:
-            raise InvalidArgument.single("node_id", "is required")
-
-        def work(session: Session) -> NodeRow:
-            row = session.get(NodeRow, request.node_id)
-            if row is None:
-                raise NotFound("node", request.node_id)
-            return row
-
-        return pb.GetNodeResponse(node=node_to_proto(await self._rt.db.read(work)))
-
-    # -- nodes -----------------------------------------------------------------
-
-    async def EnrollNode(
-        self, request: pb.EnrollNodeRequest, context: Context
-    ) -> pb.EnrollNodeResponse:
-        principal = current_principal.get()
-        if principal.kind is not PrincipalKind.ENROLLING_NODE:
-            raise Unauthenticated("enrollment token required", reason="MISSING_CREDENTIAL")
-        if len(request.hostname) > 253:
-            raise InvalidArgument.single("hostname", "must be at most 253 characters")
-
-        def work(session: Session) -> NodeRow:
-            now = utcnow()
-            enrollment = session.scalars(
-                select(EnrollmentRow)
-                .where(EnrollmentRow.token_sha256 == principal.enrollment_token_sha256)
-                .with_for_update()
-            ).one_or_none()
-            if (
-                enrollment is None
-                or enrollment.redeemed_at is not None
-                or enrollment.expires_at <= now
-            ):
-                raise Unauthenticated(
-                    "enrollment token invalid, expired or already used",
-                    reason="ENROLLMENT_TOKEN_INVALID",
-                )
-            row = NodeRow(
-                node_id=new_id("node"),
-                region=enrollment.region,
-                cluster=enrollment.cluster,
-                hostname=request.hostname,
-                labels=dict(enrollment.labels),
-                capacity_slots=0,
-                slots_in_use=0,
-                schedulable=True,
-                unschedulable_reason="",
-                readiness="NOT_READY",
-                readiness_reason="Enrolled",
-                last_transition_at=now,
-                container_image="",
-                container_digest="",
-                registered=False,
-                credential_generation=1,
-                resource_version=1,
-                generation=1,
-                created_at=now,
-                updated_at=now,
-            )
-            session.add(row)
-            enrollment.redeemed_at = now
-            enrollment.node_id = row.node_id
-            audit.record(
-                session,
-                service=SERVICE,
-                resource_kind="node",
-                resource_id=row.node_id,
-                before=None,
-                after=node_snapshot(row),
-                actor=Principal(PrincipalKind.NODE, row.node_id),
-            )
-            return row
-
-        row = await self._rt.db.write(work)
-        credential, expires = self._issue_credential(row)
-        return pb.EnrollNodeResponse(
-            node_id=row.node_id,
-            node_credential=credential,
-            credential_expire_time=to_timestamp(dt.datetime.fromtimestamp(expires, dt.UTC)),
-        )
-
-    async def RenewNodeCredential(
-        self, request: pb.RenewNodeCredentialRequest, context: Context
-    ) -> pb.RenewNodeCredentialResponse:
-        principal = current_principal.get()
-
-        def work(session: Session) -> NodeRow:
-            row = self._own_node(session, principal)
-            before = node_snapshot(row)
-            row.credential_generation += 1  # every older credential stops working now
-            _bump(row, utcnow())
-            audit.record(
-                session,
-                service=SERVICE,
-                resource_kind="node",
-                resource_id=row.node_id,
-                before=before,
-                after=node_snapshot(row),
-            )
-            return row
-
-        row = await self._rt.db.write(work)
-        credential, expires = self._issue_credential(row)
-        return pb.RenewNodeCredentialResponse(
-            node_credential=credential,
-            credential_expire_time=to_timestamp(dt.datetime.fromtimestamp(expires, dt.UTC)),
-        )
-
-    async def RegisterNode(
-        self, request: pb.RegisterNodeRequest, context: Context
-    ) -> pb.RegisterNodeResponse:
-        principal = current_principal.get()
-        violations = Violations()
-        if violations.require("region", request.region):
-            violations.match(
-                "region", request.region, REGION, "must be a region name like eu-west-1"
-            )
-        violations.int_range("capacity_slots", request.capacity_slots, 0, MAX_SLOTS)
-        violations.labels("labels", request.labels)
-        violations.require("container.image", request.container.image)
-        if request.container.digest:
-            violations.match(
-                "container.digest",
-                request.container.digest,
-                IMAGE_DIGEST,
-                "must be sha256: followed by 64 lowercase hex digits",
-            )
-        violations.raise_if_any()
-
-        def work(session: Session) -> NodeRow:
-            row = self._own_node(session, principal)
-            if row.region != request.region:
-                raise FailedPrecondition(
-                    f"node {row.node_id} was enrolled for region {row.region}, "
-                    f"not {request.region}",
-                    reason="REGION_MISMATCH",
-                )
-            before = node_snapshot(row)
-            now = utcnow()
-            row.cluster = request.cluster or row.cluster
-            row.labels = dict(request.labels)
-            row.capacity_slots = request.capacity_slots
-            row.container_image = request.container.image
-            row.container_digest = request.container.digest
-            row.registered = True
-            row.generation += 1
-            _bump(row, now)
-            audit.record(
-                session,
-                service=SERVICE,
-                resource_kind="node",
-                resource_id=row.node_id,
-                before=before,
-                after=node_snapshot(row),
-            )
-            return row
-
-        row = await self._rt.db.write(work)
-        return pb.RegisterNodeResponse(
-            node=node_to_proto(row), heartbeat=self._heartbeat_settings()
-        )
-
-    async def Heartbeat(
-        self, request: pb.HeartbeatRequest, context: Context
-    ) -> pb.HeartbeatResponse:
-        principal = current_principal.get()
-        violations = Violations()
-        if request.slots_in_use < 0:
-            violations.add("slots_in_use", "must not be negative")
-        if request.container.digest:
-            violations.match(
-                "container.digest",
-                request.container.digest,
-                IMAGE_DIGEST,
-                "must be sha256: followed by 64 lowercase hex digits",
-            )
-        violations.raise_if_any()
-
-        def work(session: Session) -> NodeRow:
-            row = self._own_node(session, principal)
-            if not row.registered:
-                raise FailedPrecondition(
-                    "register the node before it heartbeats", reason="NODE_NOT_REGISTERED"
-                )
-            now = utcnow()
-            row.last_heartbeat_at = now
-            row.slots_in_use = request.slots_in_use
-            if request.container.image:
-                row.container_image = request.container.image
-                row.container_digest = request.container.digest
-            if row.readiness == "LOST":
-                _set_readiness(row, "NOT_READY", "HeartbeatResumed", now)
-            elif row.readiness in ("READY", "NOT_READY"):
-                if request.ready:
-                    _set_readiness(row, "READY", "HeartbeatReady", now)
-                else:
-                    _set_readiness(
-                        row, "NOT_READY", request.not_ready_reason[:256] or "NodeNotReady", now
-                    )
-            _bump(row, now)
-            return row
-
-        row = await self._rt.db.write(work)
-        return pb.HeartbeatResponse(node=node_to_proto(row), heartbeat=self._heartbeat_settings())
+    return handlers
 
 
 class NodeRegistryModule:
     name = SERVICE
-    service_names: tuple[str, ...] = ("ppos.controlplane.noderegistry.v1.NodeRegistryService",)
+    service_names: tuple[str, ...] = (SERVICE_NAME,)
 
     def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime
+        settings = runtime.settings.node_registry
+        self.hub = WatchHub(runtime.db, settings, runtime.shutdown)
+        self.signals = CommandSignals()
+        self.sweeper = HealthSweeper(runtime.db, settings, self.hub.poke)
+        self.heartbeats = HeartbeatBatcher(runtime.db, self.hub.poke)
+        self._listener: PgListener | None = None
 
     def register(self, server: grpc.aio.Server) -> None:
-        pb_grpc.add_NodeRegistryServiceServicer_to_server(
-            NodeRegistryServicer(self._runtime),  # type: ignore[abstract]  # rest lands with issue 3
-            server,
+        servicer = NodeRegistryServicer(
+            self._runtime, self.hub, self.signals, self.sweeper, self.heartbeats
         )
+        handlers = method_handlers(servicer)
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),)
+        )
+        server.add_registered_method_handlers(SERVICE_NAME, handlers)
 
     async def start(self) -> None:
-        return None
+        await self.hub.start()
+        if self._runtime.db.is_postgres:
+            self._listener = PgListener(
+                self._runtime.settings.server.resolved_database_url,
+                {
+                    NOTIFY_CHANNEL: lambda _payload: self.hub.poke(),
+                    COMMANDS_CHANNEL: self.signals.poke,
+                },
+            )
+            self._listener.start()
+        self.sweeper.start()
 
     async def stop(self) -> None:
-        return None
+        self.hub.close()
+        await self.sweeper.stop()
+        if self._listener is not None:
+            await self._listener.stop()
+        await self.hub.stop()

@@ -1,0 +1,149 @@
+"""The node change log: one global, monotonically increasing resource version.
+
+Every node change writes a `node_events` row in the change's own transaction;
+the row's id is the registry's resource version and becomes the node's
+`meta.resource_version`. Watchers on every replica tail the log by id, so ids
+must become visible in id order:
+
+- PostgreSQL: ids come from a sequence, which alone would let a transaction
+  holding id 7 commit after one holding id 8. Every writer therefore takes one
+  transaction-scoped advisory lock (the *version lock*) just before it draws
+  ids, after every row lock it needs; the lock is released only after commit,
+  so ids are drawn and committed in the same order. Taking it last means no
+  transaction ever waits for a row while holding it, so there is no deadlock.
+  The health sweep is the one writer that takes it first: it then skips rows
+  other transactions hold (`FOR UPDATE SKIP LOCKED`) instead of waiting.
+  Each change also NOTIFYs `ppos_node_events`, waking every replica's hub.
+- SQLite: one writer at a time (BEGIN IMMEDIATE) gives the same order.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session
+
+from ppos.controlplane.services.node_registry.convert import node_to_proto
+from ppos.controlplane.services.node_registry.models import (
+    NodeEventLogRow,
+    NodeEventRow,
+    NodeRow,
+)
+
+NOTIFY_CHANNEL = "ppos_node_events"
+# Set in `Session.info` when a transaction changed nodes (the caller pokes the hub).
+CHANGED_KEY = "ppos.noderegistry.changed"
+COMMANDS_CHANNEL = "ppos_node_commands"
+# pg_advisory_xact_lock keys (signed 64-bit): 'ppos' 'nrvl' / 'nrsw'.
+VERSION_LOCK_KEY = 0x70706F736E72766C
+# The last id SQLite handed out for node_events (AUTOINCREMENT keeps it in sqlite_sequence).
+SQLITE_LAST_EVENT_ID = (
+    "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'node_events'), "
+    "(SELECT max(event_id) FROM node_events), 0)"
+)
+SWEEP_LOCK_KEY = 0x70706F736E727377
+
+
+@dataclass(frozen=True)
+class Change:
+    """One node changed in this transaction: why, and its readiness before."""
+
+    row: NodeRow
+    reason: str
+    previous_readiness: str
+
+
+def is_postgres(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def take_version_lock(session: Session) -> None:
+    """Serialise version allocation until commit (PostgreSQL; SQLite has one writer)."""
+    if is_postgres(session):
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": VERSION_LOCK_KEY})
+
+
+def notify(session: Session, channel: str, payload: str = "") -> None:
+    """Wake listeners on every replica when this transaction commits (PostgreSQL)."""
+    if is_postgres(session):
+        session.execute(
+            text("SELECT pg_notify(:channel, :payload)"), {"channel": channel, "payload": payload}
+        )
+
+
+def allocate_versions(session: Session, count: int) -> list[int]:
+    """`count` new resource versions, in order. Takes the version lock first."""
+    take_version_lock(session)
+    if is_postgres(session):
+        drawn = session.scalars(
+            text(
+                "SELECT nextval(pg_get_serial_sequence('node_events', 'event_id')) "
+                "FROM generate_series(1, :n)"
+            ),
+            {"n": count},
+        )
+        return sorted(int(v) for v in drawn)
+    base = int(session.scalar(text(SQLITE_LAST_EVENT_ID)) or 0)
+    return list(range(base + 1, base + count + 1))
+
+
+def record_changes(session: Session, changes: Sequence[Change], now: dt.datetime) -> int:
+    """Give each changed node a new resource version and log the change.
+
+    Call it last in the transaction, once every row it changes is locked and
+    every field is final: the event carries the node as of its version,
+    encoded once here. Returns the highest version written.
+    """
+    if not changes:
+        return 0
+    # Callers locked every row they change (SELECT ... FOR UPDATE) before this:
+    # the version lock below is the last lock the transaction takes.
+    versions = allocate_versions(session, len(changes))
+    events = []
+    for change, version in zip(changes, versions, strict=True):
+        change.row.resource_version = version
+        change.row.updated_at = now
+        events.append(
+            NodeEventRow(
+                event_id=version,
+                node_id=change.row.node_id,
+                created_at=now,
+                reason=change.reason,
+                previous_readiness=change.previous_readiness,
+                readiness=change.row.readiness,
+                payload=node_to_proto(change.row).SerializeToString(),
+            )
+        )
+    session.add_all(events)
+    head = versions[-1]
+    notify(session, NOTIFY_CHANNEL, str(head))
+    session.info[CHANGED_KEY] = True
+    return head
+
+
+def head_version(session: Session) -> int:
+    """The registry's current resource version (0 before the first change)."""
+    latest = session.scalar(select(func.max(NodeEventRow.event_id)))
+    if latest is not None:
+        return int(latest)
+    return pruned_through(session)
+
+
+def pruned_through(session: Session) -> int:
+    value = session.scalar(
+        select(NodeEventLogRow.pruned_through).where(NodeEventLogRow.log_id == 1)
+    )
+    return int(value or 0)
+
+
+def consistent_snapshot(session: Session) -> None:
+    """Make the rest of this read transaction one snapshot (PostgreSQL REPEATABLE READ).
+
+    Must be the first statement of the transaction. SQLite read transactions in
+    WAL mode are snapshots already.
+    """
+    if is_postgres(session):
+        session.connection(execution_options={"isolation_level": "REPEATABLE READ"})

@@ -1,0 +1,126 @@
+"""Kubernetes-style label selectors: parse once, match in Python or in SQL.
+
+Supported requirements, comma-separated (all must hold):
+`key=value`, `key==value`, `key!=value` (also true when the key is absent),
+`key` (the key exists) and `!key` (the key does not exist). Keys and values
+follow Kubernetes label syntax. Anything else is refused with a description
+of what is wrong and where.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sqlalchemy import ColumnElement, and_, or_
+
+from ppos.controlplane.core.validation import label_key_problem
+
+Operator = Literal["=", "!=", "exists", "!exists"]
+_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$")
+MAX_REQUIREMENTS = 32
+
+
+class SelectorError(ValueError):
+    """The selector text is malformed; the message says which part and why."""
+
+
+@dataclass(frozen=True)
+class Requirement:
+    key: str
+    op: Operator
+    value: str = ""
+
+    def matches(self, labels: Mapping[str, Any]) -> bool:
+        if self.op == "exists":
+            return self.key in labels
+        if self.op == "!exists":
+            return self.key not in labels
+        present = self.key in labels and str(labels[self.key]) == self.value
+        return present if self.op == "=" else not present
+
+
+@dataclass(frozen=True)
+class LabelSelector:
+    requirements: tuple[Requirement, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not self.requirements
+
+    def matches(self, labels: Mapping[str, Any]) -> bool:
+        return all(r.matches(labels) for r in self.requirements)
+
+    def sql(self, labels_column: Any) -> ColumnElement[bool] | None:
+        """A WHERE clause over a JSON labels column (PostgreSQL and SQLite)."""
+        clauses: list[ColumnElement[bool]] = []
+        for req in self.requirements:
+            element = labels_column[req.key].as_string()
+            if req.op == "=":
+                clauses.append(element == req.value)
+            elif req.op == "!=":
+                clauses.append(or_(element.is_(None), element != req.value))
+            elif req.op == "exists":
+                clauses.append(element.is_not(None))
+            else:
+                clauses.append(element.is_(None))
+        return and_(*clauses) if clauses else None
+
+    def canonical(self) -> str:
+        parts = []
+        for req in sorted(self.requirements, key=lambda r: (r.key, r.op, r.value)):
+            if req.op == "exists":
+                parts.append(req.key)
+            elif req.op == "!exists":
+                parts.append("!" + req.key)
+            else:
+                parts.append(f"{req.key}{req.op}{req.value}")
+        return ",".join(parts)
+
+
+def parse_selector(text: str) -> LabelSelector:
+    """Parse `gpu=true,tier!=edge,!spot`; SelectorError when malformed."""
+    text = text.strip()
+    if not text:
+        return LabelSelector()
+    parts = text.split(",")
+    if len(parts) > MAX_REQUIREMENTS:
+        raise SelectorError(f"at most {MAX_REQUIREMENTS} requirements")
+    requirements = []
+    for index, raw in enumerate(parts, start=1):
+        requirements.append(_requirement(raw.strip(), index))
+    return LabelSelector(tuple(requirements))
+
+
+def _requirement(part: str, index: int) -> Requirement:
+    where = f"requirement {index} ({part!r})"
+    if not part:
+        raise SelectorError(f"requirement {index} is empty (stray comma?)")
+    if " in " in f" {part} " or " notin " in f" {part} " or "(" in part:
+        raise SelectorError(
+            f"{where}: set-based selectors (in, notin) are not supported; "
+            "use key=value, key!=value, key or !key"
+        )
+    op: Operator
+    if "!=" in part:
+        key, value, op = *part.split("!=", 1), "!="
+    elif "==" in part:
+        key, value, op = *part.split("==", 1), "="
+    elif "=" in part:
+        key, value, op = *part.split("=", 1), "="
+    elif part.startswith("!"):
+        key, value, op = part[1:], "", "!exists"
+    else:
+        key, value, op = part, "", "exists"
+    key, value = key.strip(), value.strip()
+    problem = label_key_problem(key) if key else "key is empty"
+    if problem:
+        raise SelectorError(f"{where}: {problem}")
+    if op in ("=", "!=") and (("=" in value) or not _VALUE.fullmatch(value)):
+        raise SelectorError(
+            f"{where}: value must be at most 63 characters of letters, digits, '-', '_' "
+            "or '.', starting and ending with a letter or digit"
+        )
+    return Requirement(key, op, value)

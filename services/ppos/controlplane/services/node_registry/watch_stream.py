@@ -1,0 +1,65 @@
+"""One WatchNodes stream: snapshot, SNAPSHOT_END, then changes and bookmarks.
+
+The stream writes pre-encoded WatchNodesResponse bytes with `context.write`
+(no generator hop per message, which matters at a thousand streams). Around
+every write it records since when its message is with gRPC, which is how the
+hub tells a subscriber that stopped reading (its write never completes) from
+a busy one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from ppos.controlplane.services.node_registry.hub import Subscriber, WatchHub
+
+
+async def serve(hub: WatchHub, sub: Subscriber, context: Any) -> None:
+    loop = asyncio.get_running_loop()
+    write = context.write
+    sub.task = asyncio.current_task()
+    try:
+        if sub.resync:
+            await write(hub.resync_event())
+            return
+        # The snapshot's messages are shared with other subscribers of the same
+        # version; hold them only while sending (a long-lived stream must not pin them).
+        chunks: list[bytes] | None = sub.snapshot or []
+        sub.snapshot = None
+        index = 0
+        while chunks is not None and index < len(chunks):
+            if sub.cut is not None:
+                raise sub.cut
+            sub.send_started = loop.time()
+            await write(chunks[index])
+            sub.send_started = None
+            if sub.aborted:
+                return
+            index += 1
+        chunks = None
+        sub.last_sent = loop.time()
+        while True:
+            if sub.aborted:
+                return
+            if sub.resync:
+                await write(hub.resync_event())
+                return
+            if sub.cut is not None:
+                raise sub.cut
+            payload = hub.collect(sub)
+            if payload is None:
+                hub.settle(sub)
+                if loop.time() - sub.last_sent >= sub.bookmark_interval:
+                    payload = hub.bookmark(sub)
+            if payload is None:
+                await hub.wait_tick()
+                continue
+            sub.send_started = loop.time()
+            await write(payload)
+            payload = None
+            sub.send_started = None
+            sub.last_sent = loop.time()
+            hub.settle(sub)
+    finally:
+        hub.unsubscribe(sub)
