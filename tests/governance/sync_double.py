@@ -1,9 +1,10 @@
-"""A stand-in for RegistrySyncService (issue 4 builds the real one in parallel).
+"""A stand-in for RegistrySyncService, for reconciler tests that need exact control.
 
-It serves ListSyncedJobs and GetSyncedJob from records a test adds, behind the
+It serves ListSyncedJobs and GetSyncedJob from records a test adds (any
+governance state, node, time, revision; unreachable on request), behind the
 same PREFLIGHT_JWT check a real peer applies (audience RegistrySyncService),
 so the reconciler is exercised over the real contract and channel. The
-end-to-end tests use the real sync service and simulated registry instead.
+end-to-end tests (test_e2e.py) use the real sync service and simulated region.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """The reconciler: synced governance states become decisions and commands, at most once.
 
 Synced jobs come from a stand-in RegistrySyncService (tests/governance/sync_double.py)
-over the real contract and PREFLIGHT_JWT check; nodes from the real node registry.
+over the real contract and PREFLIGHT_JWT check, so each test sets exactly the
+states, nodes, times and outages it needs; nodes come from the real node registry.
+The whole path with the real sync and simulated region is in test_e2e.py.
 """
 
 from __future__ import annotations
