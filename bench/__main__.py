@@ -16,6 +16,7 @@ BENCHMARKS = {
     "node_sweep": "bench.bench_node_sweep",
     "watch_fanout": "bench.bench_watch_fanout",
     "sync_ingest": "bench.bench_sync_ingest",
+    "outbox": "bench.bench_outbox",
 }
 
 

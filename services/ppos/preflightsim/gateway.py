@@ -1,22 +1,430 @@
-"""Simulated regional preflight gateway (filled in by the governance work)."""
+"""Simulated regional preflight gateway: a test double of someone else's system.
+
+It honours the contract's idempotency rule: the first call with a key is
+acted on and acknowledged; any later call with the same key (and the same
+request) gets that first acknowledgement back with `duplicate=true` and
+changes nothing. A key reused for a different request is refused with
+ALREADY_EXISTS. Queue policies and routes follow "newer generation wins".
+
+It records every call it receives (method, key, request, whether it was a
+duplicate, the call's metadata) in memory and, with `--gateway-record FILE`,
+as JSON lines, so tests can prove what the control plane sent and that
+nothing was acted on twice. Faults on request: UNAVAILABLE (a rate, or the
+next N calls), slow calls (before acting) and late acknowledgements (after
+acting), dropped acknowledgements (the command is acted on, then the call
+fails as if the connection dropped) and refusals (INVALID_ARGUMENT).
+
+Authentication is not here: the server's interceptor (preflightsim.auth)
+refuses any call without a PREFLIGHT_JWT for this gateway's audience.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import hashlib
+import json
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
 
 import grpc
+from google.protobuf import json_format, timestamp_pb2
+from google.protobuf.message import Message
 
+from ppos.preflight.v1 import gateway_service_pb2 as pb
 from ppos.preflight.v1 import gateway_service_pb2_grpc as pb_grpc
 
 SERVICE_NAME = "ppos.preflight.v1.PreflightGatewayService"
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+@dataclass
+class GatewayFaults:
+    """Faults to inject; change the fields at any time (tests do)."""
+
+    unavailable_rate: float = 0.0
+    unavailable_next: int = 0
+    # Delay before acting on a command (the call is slow, nothing done yet).
+    slow_seconds: float = 0.0
+    # Delay after acting, before answering (the command is done, the ack is late).
+    slow_ack_seconds: float = 0.0
+    drop_rate: float = 0.0
+    drop_next: int = 0
+    # Refuse the next N commands with INVALID_ARGUMENT (a receiver saying no).
+    refuse_next: int = 0
+
+
+@dataclass
+class ReceivedCall:
+    """One call as the gateway received it."""
+
+    method: str
+    idempotency_key: str
+    request: dict[str, Any]
+    outcome: str  # applied | duplicate | superseded | unavailable | refused
+    dropped: bool
+    metadata: list[tuple[str, str]]
+    receive_time: float
+    command_id: str = ""
+
+
+@dataclass
+class _Outcome:
+    method: str
+    digest: str
+    ack: pb.CommandAck
+
+
+@dataclass
+class GatewayState:
+    """What the gateway was asked to do (first acceptance of each key only)."""
+
+    queues: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    routes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    retries: list[dict[str, Any]] = field(default_factory=list)
+    reroutes: list[dict[str, Any]] = field(default_factory=list)
+    remainders: list[dict[str, Any]] = field(default_factory=list)
+    reviews: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _as_dict(message: Message) -> dict[str, Any]:
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+
+
+def _metadata(context: Context) -> list[tuple[str, str]]:
+    items = []
+    for key, value in context.invocation_metadata() or ():
+        items.append((key, value if isinstance(value, str) else value.decode("latin-1")))
+    return items
+
+
+class SimulatedGateway(pb_grpc.PreflightGatewayServiceServicer):
+    """The gateway of one region, all in memory."""
+
+    def __init__(
+        self,
+        region: str,
+        *,
+        faults: GatewayFaults | None = None,
+        record_path: Path | None = None,
+        seed: int | None = None,
+    ) -> None:
+        self.region = region
+        self.faults = faults or GatewayFaults()
+        self.state = GatewayState()
+        self.calls: list[ReceivedCall] = []
+        self._outcomes: dict[str, _Outcome] = {}
+        self._record_path = record_path
+        self._file_lock = threading.Lock()
+        self._rng = random.Random(seed)  # noqa: S311 - fault injection, not security
+        self._counter = 0
+        self.in_flight = 0
+        self._changed = asyncio.Condition()
+
+    # -- test helpers -------------------------------------------------------------
+
+    def applied(self, method: str | None = None) -> list[ReceivedCall]:
+        """Calls that were acted on (first acceptance of a key)."""
+        return [
+            c
+            for c in self.calls
+            if c.outcome in ("applied", "superseded") and (method is None or c.method == method)
+        ]
+
+    async def wait_for(self, predicate: Callable[[SimulatedGateway], bool]) -> None:
+        """Wait until `predicate(self)` holds (wrap in asyncio.timeout to bound it)."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: predicate(self))
+
+    # -- the contract -----------------------------------------------------------------
+
+    async def RetryJob(self, request: pb.RetryJobRequest, context: Context) -> pb.RetryJobResponse:
+        ack = await self._handle("RetryJob", request, context, self._retry)
+        return pb.RetryJobResponse(ack=ack)
+
+    async def RerouteJob(
+        self, request: pb.RerouteJobRequest, context: Context
+    ) -> pb.RerouteJobResponse:
+        ack = await self._handle("RerouteJob", request, context, self._reroute)
+        return pb.RerouteJobResponse(ack=ack)
+
+    async def RequestRemainder(
+        self, request: pb.RequestRemainderRequest, context: Context
+    ) -> pb.RequestRemainderResponse:
+        ack = await self._handle("RequestRemainder", request, context, self._remainder)
+        return pb.RequestRemainderResponse(ack=ack)
+
+    async def RouteJobToReview(
+        self, request: pb.RouteJobToReviewRequest, context: Context
+    ) -> pb.RouteJobToReviewResponse:
+        ack = await self._handle("RouteJobToReview", request, context, self._review)
+        return pb.RouteJobToReviewResponse(ack=ack)
+
+    async def ApplyQueuePolicy(
+        self, request: pb.ApplyQueuePolicyRequest, context: Context
+    ) -> pb.ApplyQueuePolicyResponse:
+        ack = await self._handle("ApplyQueuePolicy", request, context, self._queue_policy)
+        return pb.ApplyQueuePolicyResponse(ack=ack)
+
+    async def ApplyPartnerRoute(
+        self, request: pb.ApplyPartnerRouteRequest, context: Context
+    ) -> pb.ApplyPartnerRouteResponse:
+        ack = await self._handle("ApplyPartnerRoute", request, context, self._route)
+        return pb.ApplyPartnerRouteResponse(ack=ack)
+
+    async def GetCommandOutcome(
+        self, request: pb.GetCommandOutcomeRequest, context: Context
+    ) -> pb.GetCommandOutcomeResponse:
+        outcome = self._outcomes.get(request.idempotency_key)
+        if outcome is None:
+            return pb.GetCommandOutcomeResponse(found=False)
+        return pb.GetCommandOutcomeResponse(
+            found=True, ack=outcome.ack, method=f"/{SERVICE_NAME}/{outcome.method}"
+        )
+
+    # -- one command ----------------------------------------------------------------
+
+    async def _handle(
+        self,
+        method: str,
+        request: Any,
+        context: Context,
+        act: Callable[[Any], bool],
+    ) -> pb.CommandAck:
+        call = ReceivedCall(
+            method=method,
+            idempotency_key=request.header.idempotency_key,
+            request=_as_dict(request),
+            outcome="",
+            dropped=False,
+            metadata=_metadata(context),
+            receive_time=time.time(),
+        )
+        self.in_flight += 1
+        await self._notify()
+        try:
+            return await self._answer(method, request, context, act, call)
+        finally:
+            self.in_flight -= 1
+            await self._notify()
+
+    async def _answer(
+        self,
+        method: str,
+        request: Any,
+        context: Context,
+        act: Callable[[Any], bool],
+        call: ReceivedCall,
+    ) -> pb.CommandAck:
+        faults = self.faults
+        key = call.idempotency_key
+        if faults.slow_seconds > 0:
+            await asyncio.sleep(faults.slow_seconds)
+        if faults.unavailable_next > 0 or (
+            faults.unavailable_rate and self._rng.random() < faults.unavailable_rate
+        ):
+            faults.unavailable_next = max(0, faults.unavailable_next - 1)
+            await self._record(call, "unavailable")
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "simulated gateway unavailable")
+        problem = self._invalid(method, request)
+        if not problem and faults.refuse_next > 0:
+            faults.refuse_next -= 1
+            problem = "simulated refusal"
+        if problem:
+            await self._record(call, "refused")
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        digest = hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()
+        earlier = self._outcomes.get(key)
+        if earlier is not None:
+            if earlier.method != method or earlier.digest != digest:
+                await self._record(call, "refused")
+                await context.abort(
+                    grpc.StatusCode.ALREADY_EXISTS,
+                    f"idempotency key {key!r} was used for another request",
+                )
+            ack = pb.CommandAck()
+            ack.CopyFrom(earlier.ack)
+            ack.duplicate = True
+            call.command_id = ack.command_id
+            outcome = "duplicate"
+        else:
+            self._counter += 1
+            accept = timestamp_pb2.Timestamp()
+            accept.GetCurrentTime()
+            ack = pb.CommandAck(
+                command_id=f"gw-{self.region}-{self._counter:06d}", accept_time=accept
+            )
+            self._outcomes[key] = _Outcome(method, digest, ack)
+            call.command_id = ack.command_id
+            outcome = "applied" if act(request) else "superseded"
+        drop = faults.drop_next > 0 or (faults.drop_rate and self._rng.random() < faults.drop_rate)
+        if drop:
+            faults.drop_next = max(0, faults.drop_next - 1)
+            call.dropped = True
+        # Recorded as soon as it is acted on: if the caller goes away while the
+        # ack is late, the gateway has still done it (and will say so next time).
+        await self._record(call, outcome)
+        if faults.slow_ack_seconds > 0:
+            await asyncio.sleep(faults.slow_ack_seconds)
+        if drop:
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE, "simulated connection drop after accepting"
+            )
+        return ack
+
+    @staticmethod
+    def _invalid(method: str, request: Any) -> str:
+        header = request.header
+        if not header.idempotency_key:
+            return "header.idempotency_key is required"
+        if not header.reason:
+            return "header.reason is required"
+        job_methods = ("RetryJob", "RerouteJob", "RequestRemainder", "RouteJobToReview")
+        if method in job_methods and not request.job_id:
+            return "job_id is required"
+        if method == "ApplyQueuePolicy" and (
+            not request.tenant_id or not request.queue_id or request.capacity < 1
+        ):
+            return "tenant_id, queue_id and a positive capacity are required"
+        if method == "ApplyPartnerRoute" and (not request.route_id or not request.partner_id):
+            return "route_id and partner_id are required"
+        return ""
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def _record(self, call: ReceivedCall, outcome: str) -> None:
+        call.outcome = outcome
+        self.calls.append(call)
+        if self._record_path is not None:
+            line = json.dumps(asdict(call), sort_keys=True) + "\n"
+            with self._file_lock, self._record_path.open("a") as handle:
+                handle.write(line)
+        await self._notify()
+
+    # -- effects (first acceptance only) ---------------------------------------------
+
+    def _retry(self, request: pb.RetryJobRequest) -> bool:
+        self.state.retries.append(_as_dict(request))
+        return True
+
+    def _reroute(self, request: pb.RerouteJobRequest) -> bool:
+        self.state.reroutes.append(_as_dict(request))
+        return True
+
+    def _remainder(self, request: pb.RequestRemainderRequest) -> bool:
+        self.state.remainders.append(_as_dict(request))
+        return True
+
+    def _review(self, request: pb.RouteJobToReviewRequest) -> bool:
+        self.state.reviews.append(_as_dict(request))
+        return True
+
+    def _queue_policy(self, request: pb.ApplyQueuePolicyRequest) -> bool:
+        key = (request.tenant_id, request.queue_id)
+        current = self.state.queues.get(key)
+        if current is not None and current["generation"] >= request.generation:
+            return False  # an older policy arriving late: newer wins
+        self.state.queues[key] = {
+            "capacity": request.capacity,
+            "state": pb.QueueState.Name(request.state),
+            "generation": request.generation,
+        }
+        return True
+
+    def _route(self, request: pb.ApplyPartnerRouteRequest) -> bool:
+        current = self.state.routes.get(request.route_id)
+        if current is not None and current["generation"] >= request.generation:
+            return False
+        self.state.routes[request.route_id] = {
+            "tenant_id": request.tenant_id,
+            "queue_id": request.queue_id,
+            "partner_id": request.partner_id,
+            "priority": request.priority,
+            "deleted": request.delete,
+            "generation": request.generation,
+        }
+        return True
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument_group("gateway")
-
-
-def register(server: grpc.aio.Server, args: argparse.Namespace) -> None:
-    pb_grpc.add_PreflightGatewayServiceServicer_to_server(
-        pb_grpc.PreflightGatewayServiceServicer(),  # type: ignore[abstract]  # issue 5
-        server,
+    group = parser.add_argument_group("gateway")
+    group.add_argument(
+        "--gateway-record",
+        type=Path,
+        default=None,
+        metavar="FILE.jsonl",
+        help="append every gateway call received (method, key, request, outcome) to this file",
     )
+    group.add_argument(
+        "--gateway-unavailable-rate",
+        type=float,
+        default=0.0,
+        help="fraction of gateway calls answered UNAVAILABLE (0 to 1)",
+    )
+    group.add_argument(
+        "--gateway-unavailable-first",
+        type=int,
+        default=0,
+        metavar="N",
+        help="answer the first N gateway calls UNAVAILABLE",
+    )
+    group.add_argument(
+        "--gateway-slow",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="delay every gateway answer by this long",
+    )
+    group.add_argument(
+        "--gateway-slow-ack",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="act on each gateway command at once, then delay its answer by this long",
+    )
+    group.add_argument(
+        "--gateway-refuse-first",
+        type=int,
+        default=0,
+        metavar="N",
+        help="refuse the first N gateway commands with INVALID_ARGUMENT",
+    )
+    group.add_argument(
+        "--gateway-drop-rate",
+        type=float,
+        default=0.0,
+        help="fraction of gateway commands acted on whose answer is then dropped",
+    )
+    group.add_argument("--gateway-seed", type=int, default=None, help="seed of the fault dice")
+
+
+def faults_from(args: argparse.Namespace) -> GatewayFaults:
+    for name in ("gateway_unavailable_rate", "gateway_drop_rate"):
+        if not 0 <= getattr(args, name, 0.0) <= 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be between 0 and 1")
+    return GatewayFaults(
+        unavailable_rate=getattr(args, "gateway_unavailable_rate", 0.0),
+        unavailable_next=getattr(args, "gateway_unavailable_first", 0),
+        slow_seconds=getattr(args, "gateway_slow", 0.0),
+        slow_ack_seconds=getattr(args, "gateway_slow_ack", 0.0),
+        drop_rate=getattr(args, "gateway_drop_rate", 0.0),
+        refuse_next=getattr(args, "gateway_refuse_first", 0),
+    )
+
+
+def register(server: grpc.aio.Server, args: argparse.Namespace) -> SimulatedGateway:
+    gateway = SimulatedGateway(
+        args.region,
+        faults=faults_from(args),
+        record_path=getattr(args, "gateway_record", None),
+        seed=getattr(args, "gateway_seed", None),
+    )
+    pb_grpc.add_PreflightGatewayServiceServicer_to_server(gateway, server)
+    return gateway

@@ -17,6 +17,7 @@ class PrincipalKind(enum.Enum):
     ENROLLING_NODE = "enrolling-node"
     PEER = "service"
     INTERNAL = "internal"  # background work of this process (schedulers, reconcilers)
+    POLICY = "policy"  # a governance policy acting through the reconciler (name: policy id)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from sqlalchemy import MetaData
 
 def load_all() -> MetaData:
     """Import each service's models (no import-time side effects elsewhere)."""
+    from ppos.controlplane.services.governance import models as _governance_models  # noqa: F401
     from ppos.controlplane.services.node_registry import models as _node_models  # noqa: F401
     from ppos.controlplane.services.registry_sync import models as _sync_models  # noqa: F401
     from ppos.controlplane.storage import audit as _audit  # noqa: F401

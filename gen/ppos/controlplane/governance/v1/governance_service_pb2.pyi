@@ -1558,6 +1558,7 @@ class ListDecisionsRequest(_message.Message):
     POLICY_ID_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    REGION_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """Only decisions about this job."""
     policy_id: _builtins.str
@@ -1566,6 +1567,8 @@ class ListDecisionsRequest(_message.Message):
     """Maximum per page (default 100, at most 1000)."""
     page_token: _builtins.str
     """Token from a previous page."""
+    region: _builtins.str
+    """Only decisions about jobs of this region."""
     def __init__(
         self,
         *,
@@ -1573,10 +1576,11 @@ class ListDecisionsRequest(_message.Message):
         policy_id: _builtins.str = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        region: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "page_size", b"page_size", "page_token", b"page_token", "policy_id", b"policy_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "page_size", b"page_size", "page_token", b"page_token", "policy_id", b"policy_id", "region", b"region"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1620,12 +1624,15 @@ class ListCommandsRequest(_message.Message):
     TARGET_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    DECISION_ID_FIELD_NUMBER: _builtins.int
     target: _builtins.str
     """Only commands to this target."""
     page_size: _builtins.int
     """Maximum per page (default 100, at most 1000)."""
     page_token: _builtins.str
     """Token from a previous page."""
+    decision_id: _builtins.str
+    """Only commands produced by this decision."""
     @_builtins.property
     def states(self) -> _containers.RepeatedScalarFieldContainer[_resources_pb2.CommandState.ValueType]:
         """Only commands in these states (any when empty)."""
@@ -1637,10 +1644,11 @@ class ListCommandsRequest(_message.Message):
         target: _builtins.str = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        decision_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "states", b"states", "target", b"target"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision_id", b"decision_id", "page_size", b"page_size", "page_token", b"page_token", "states", b"states", "target", b"target"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1719,6 +1727,56 @@ class GetCommandResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetCommandResponse: _TypeAlias = GetCommandResponse  # noqa: Y015
+
+@_typing.final
+class RetryCommandRequest(_message.Message):
+    """RetryCommandRequest names a failed command to deliver again."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMMAND_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    command_id: _builtins.str
+    """Command id."""
+    reason: _builtins.str
+    """Why (required)."""
+    def __init__(
+        self,
+        *,
+        command_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_id", b"command_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetryCommandRequest: _TypeAlias = RetryCommandRequest  # noqa: Y015
+
+@_typing.final
+class RetryCommandResponse(_message.Message):
+    """RetryCommandResponse returns the command."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMMAND_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def command(self) -> _resources_pb2.OutboxCommand:
+        """The command, PENDING again."""
+
+    def __init__(
+        self,
+        *,
+        command: _resources_pb2.OutboxCommand | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["command", b"command"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetryCommandResponse: _TypeAlias = RetryCommandResponse  # noqa: Y015
 
 @_typing.final
 class StartAdminJobRequest(_message.Message):

@@ -183,6 +183,11 @@ class GovernanceServiceStub:
                 request_serializer=ppos_dot_controlplane_dot_governance_dot_v1_dot_governance__service__pb2.GetCommandRequest.SerializeToString,
                 response_deserializer=ppos_dot_controlplane_dot_governance_dot_v1_dot_governance__service__pb2.GetCommandResponse.FromString,
                 _registered_method=True)
+        self.RetryCommand = channel.unary_unary(
+                '/ppos.controlplane.governance.v1.GovernanceService/RetryCommand',
+                request_serializer=ppos_dot_controlplane_dot_governance_dot_v1_dot_governance__service__pb2.RetryCommandRequest.SerializeToString,
+                response_deserializer=ppos_dot_controlplane_dot_governance_dot_v1_dot_governance__service__pb2.RetryCommandResponse.FromString,
+                _registered_method=True)
         self.StartAdminJob = channel.unary_unary(
                 '/ppos.controlplane.governance.v1.GovernanceService/StartAdminJob',
                 request_serializer=ppos_dot_controlplane_dot_governance_dot_v1_dot_governance__service__pb2.StartAdminJobRequest.SerializeToString,
@@ -430,6 +435,15 @@ class GovernanceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RetryCommand(self, request, context):
+        """RetryCommand puts a FAILED outbox command back in line for delivery with
+        the same idempotency key (reason required); a receiver that had acted on
+        it answers as a duplicate and does nothing again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def StartAdminJob(self, request, context):
         """StartAdminJob starts a long-running operation (idempotent on request_id).
         """
@@ -626,6 +640,11 @@ def add_GovernanceServiceServicer_to_server(servicer, server):
                     servicer.GetCommand,
                     request_deserializer=ppos_dot_controlplane_dot_governance_dot_v1_dot_governance__service__pb2.GetCommandRequest.FromString,
                     response_serializer=ppos_dot_controlplane_dot_governance_dot_v1_dot_governance__service__pb2.GetCommandResponse.SerializeToString,
+            ),
+            'RetryCommand': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryCommand,
+                    request_deserializer=ppos_dot_controlplane_dot_governance_dot_v1_dot_governance__service__pb2.RetryCommandRequest.FromString,
+                    response_serializer=ppos_dot_controlplane_dot_governance_dot_v1_dot_governance__service__pb2.RetryCommandResponse.SerializeToString,
             ),
             'StartAdminJob': grpc.unary_unary_rpc_method_handler(
                     servicer.StartAdminJob,
@@ -1450,6 +1469,33 @@ class GovernanceService:
             '/ppos.controlplane.governance.v1.GovernanceService/GetCommand',
             ppos_dot_controlplane_dot_governance_dot_v1_dot_governance__service__pb2.GetCommandRequest.SerializeToString,
             ppos_dot_controlplane_dot_governance_dot_v1_dot_governance__service__pb2.GetCommandResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetryCommand(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ppos.controlplane.governance.v1.GovernanceService/RetryCommand',
+            ppos_dot_controlplane_dot_governance_dot_v1_dot_governance__service__pb2.RetryCommandRequest.SerializeToString,
+            ppos_dot_controlplane_dot_governance_dot_v1_dot_governance__service__pb2.RetryCommandResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -95,6 +95,11 @@ class GovernanceServiceStub:
     """ListCommands lists outbox commands with their lifecycle."""
     GetCommand: _grpc.UnaryUnaryMultiCallable[_governance_service_pb2.GetCommandRequest, _governance_service_pb2.GetCommandResponse]
     """GetCommand returns one outbox command."""
+    RetryCommand: _grpc.UnaryUnaryMultiCallable[_governance_service_pb2.RetryCommandRequest, _governance_service_pb2.RetryCommandResponse]
+    """RetryCommand puts a FAILED outbox command back in line for delivery with
+    the same idempotency key (reason required); a receiver that had acted on
+    it answers as a duplicate and does nothing again.
+    """
     StartAdminJob: _grpc.UnaryUnaryMultiCallable[_governance_service_pb2.StartAdminJobRequest, _governance_service_pb2.StartAdminJobResponse]
     """StartAdminJob starts a long-running operation (idempotent on request_id)."""
     GetAdminJob: _grpc.UnaryUnaryMultiCallable[_governance_service_pb2.GetAdminJobRequest, _governance_service_pb2.GetAdminJobResponse]
@@ -177,6 +182,11 @@ class GovernanceServiceAsyncStub(GovernanceServiceStub):
     """ListCommands lists outbox commands with their lifecycle."""
     GetCommand: _aio.UnaryUnaryMultiCallable[_governance_service_pb2.GetCommandRequest, _governance_service_pb2.GetCommandResponse]  # type: ignore[assignment]
     """GetCommand returns one outbox command."""
+    RetryCommand: _aio.UnaryUnaryMultiCallable[_governance_service_pb2.RetryCommandRequest, _governance_service_pb2.RetryCommandResponse]  # type: ignore[assignment]
+    """RetryCommand puts a FAILED outbox command back in line for delivery with
+    the same idempotency key (reason required); a receiver that had acted on
+    it answers as a duplicate and does nothing again.
+    """
     StartAdminJob: _aio.UnaryUnaryMultiCallable[_governance_service_pb2.StartAdminJobRequest, _governance_service_pb2.StartAdminJobResponse]  # type: ignore[assignment]
     """StartAdminJob starts a long-running operation (idempotent on request_id)."""
     GetAdminJob: _aio.UnaryUnaryMultiCallable[_governance_service_pb2.GetAdminJobRequest, _governance_service_pb2.GetAdminJobResponse]  # type: ignore[assignment]
@@ -430,6 +440,17 @@ class GovernanceServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_governance_service_pb2.GetCommandResponse, _abc.Awaitable[_governance_service_pb2.GetCommandResponse]]:
         """GetCommand returns one outbox command."""
+
+    @_abc_1.abstractmethod
+    def RetryCommand(
+        self,
+        request: _governance_service_pb2.RetryCommandRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_governance_service_pb2.RetryCommandResponse, _abc.Awaitable[_governance_service_pb2.RetryCommandResponse]]:
+        """RetryCommand puts a FAILED outbox command back in line for delivery with
+        the same idempotency key (reason required); a receiver that had acted on
+        it answers as a duplicate and does nothing again.
+        """
 
     @_abc_1.abstractmethod
     def StartAdminJob(

@@ -812,6 +812,9 @@ class Decision(_message.Message):
     ACTIONS_FIELD_NUMBER: _builtins.int
     RATIONALE_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    QUEUE_ID_FIELD_NUMBER: _builtins.int
+    NODE_ID_FIELD_NUMBER: _builtins.int
     decision_id: _builtins.str
     """Decision id."""
     canonical_payload_sha256: _builtins.bytes
@@ -822,6 +825,12 @@ class Decision(_message.Message):
     """Policy applied."""
     rationale: _builtins.str
     """Why, in words."""
+    tenant_id: _builtins.str
+    """Tenant of the cited record."""
+    queue_id: _builtins.str
+    """Queue of the cited record."""
+    node_id: _builtins.str
+    """Node that ran the cited attempt (empty when none)."""
     @_builtins.property
     def job(self) -> _resource_pb2.JobRef:
         """Synced job revision the decision cites."""
@@ -845,10 +854,13 @@ class Decision(_message.Message):
         actions: _abc.Iterable[Global___PlannedAction] | None = ...,
         rationale: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        tenant_id: _builtins.str = ...,
+        queue_id: _builtins.str = ...,
+        node_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "job", b"job"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "canonical_payload_sha256", b"canonical_payload_sha256", "create_time", b"create_time", "decision_id", b"decision_id", "governance_state", b"governance_state", "job", b"job", "policy_id", b"policy_id", "rationale", b"rationale"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "canonical_payload_sha256", b"canonical_payload_sha256", "create_time", b"create_time", "decision_id", b"decision_id", "governance_state", b"governance_state", "job", b"job", "node_id", b"node_id", "policy_id", b"policy_id", "queue_id", b"queue_id", "rationale", b"rationale", "tenant_id", b"tenant_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -872,6 +884,13 @@ class OutboxCommand(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     NEXT_ATTEMPT_TIME_FIELD_NUMBER: _builtins.int
     REQUEST_JSON_FIELD_NUMBER: _builtins.int
+    RECEIVER_COMMAND_ID_FIELD_NUMBER: _builtins.int
+    RECEIVER_DUPLICATE_FIELD_NUMBER: _builtins.int
+    ACKNOWLEDGE_TIME_FIELD_NUMBER: _builtins.int
+    LEASE_OWNER_FIELD_NUMBER: _builtins.int
+    LEASE_EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    ISSUED_BY_FIELD_NUMBER: _builtins.int
+    SUBJECT_FIELD_NUMBER: _builtins.int
     command_id: _builtins.str
     """Command id."""
     idempotency_key: _builtins.str
@@ -890,6 +909,18 @@ class OutboxCommand(_message.Message):
     """Decision that produced it (empty for operator actions)."""
     request_json: _builtins.str
     """The request, as JSON, for reading (credentials never appear in it)."""
+    receiver_command_id: _builtins.str
+    """The receiver's id for the command, from its acknowledgement."""
+    receiver_duplicate: _builtins.bool
+    """Whether the acknowledged delivery was answered as a duplicate (the
+    receiver had already acted on the key; it did nothing again).
+    """
+    lease_owner: _builtins.str
+    """Dispatcher replica holding the delivery lease while SENT."""
+    subject: _builtins.str
+    """What the command is about, for example `queue/acme/eu-main` or
+    `job/eu-west-1/job_1779116602472_1d246/3`.
+    """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When created."""
@@ -901,6 +932,20 @@ class OutboxCommand(_message.Message):
     @_builtins.property
     def next_attempt_time(self) -> _timestamp_pb2.Timestamp:
         """Next delivery attempt."""
+
+    @_builtins.property
+    def acknowledge_time(self) -> _timestamp_pb2.Timestamp:
+        """When the receiver's acknowledgement was recorded."""
+
+    @_builtins.property
+    def lease_expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When the lease runs out; after it another dispatcher may deliver again
+        (with the same idempotency key).
+        """
+
+    @_builtins.property
+    def issued_by(self) -> _resource_pb2.Actor:
+        """Who caused the command (an operator, or `policy:<id>`)."""
 
     def __init__(
         self,
@@ -917,10 +962,17 @@ class OutboxCommand(_message.Message):
         update_time: _timestamp_pb2.Timestamp | None = ...,
         next_attempt_time: _timestamp_pb2.Timestamp | None = ...,
         request_json: _builtins.str = ...,
+        receiver_command_id: _builtins.str = ...,
+        receiver_duplicate: _builtins.bool = ...,
+        acknowledge_time: _timestamp_pb2.Timestamp | None = ...,
+        lease_owner: _builtins.str = ...,
+        lease_expire_time: _timestamp_pb2.Timestamp | None = ...,
+        issued_by: _resource_pb2.Actor | None = ...,
+        subject: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "next_attempt_time", b"next_attempt_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["acknowledge_time", b"acknowledge_time", "create_time", b"create_time", "issued_by", b"issued_by", "lease_expire_time", b"lease_expire_time", "next_attempt_time", b"next_attempt_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "command_id", b"command_id", "create_time", b"create_time", "decision_id", b"decision_id", "idempotency_key", b"idempotency_key", "last_error", b"last_error", "method", b"method", "next_attempt_time", b"next_attempt_time", "request_json", b"request_json", "state", b"state", "target", b"target", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acknowledge_time", b"acknowledge_time", "attempts", b"attempts", "command_id", b"command_id", "create_time", b"create_time", "decision_id", b"decision_id", "idempotency_key", b"idempotency_key", "issued_by", b"issued_by", "last_error", b"last_error", "lease_expire_time", b"lease_expire_time", "lease_owner", b"lease_owner", "method", b"method", "next_attempt_time", b"next_attempt_time", "receiver_command_id", b"receiver_command_id", "receiver_duplicate", b"receiver_duplicate", "request_json", b"request_json", "state", b"state", "subject", b"subject", "target", b"target", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

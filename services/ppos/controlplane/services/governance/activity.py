@@ -1,0 +1,145 @@
+"""What governance decided and sent: decisions and outbox commands, newest first."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ppos.controlplane.core.errors import FailedPrecondition, InvalidArgument, NotFound
+from ppos.controlplane.core.timeutil import utcnow
+from ppos.controlplane.core.validation import Violations
+from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
+from ppos.controlplane.services.governance.common import (
+    Context,
+    HandlerBase,
+    Page,
+    newest_first_after,
+    position,
+    record_change,
+)
+from ppos.controlplane.services.governance.convert import (
+    command_snapshot,
+    command_to_proto,
+    decision_to_proto,
+)
+from ppos.controlplane.services.governance.enums import COMMAND_STATE
+from ppos.controlplane.services.governance.models import DecisionRow, OutboxRow
+
+
+class ActivityHandlers(HandlerBase):
+    async def ListDecisions(
+        self, request: pb.ListDecisionsRequest, context: Context
+    ) -> pb.ListDecisionsResponse:
+        page = Page(
+            "decisions",
+            request.page_size,
+            request.page_token,
+            {"job": request.job_id, "policy": request.policy_id, "region": request.region},
+        )
+
+        def work(session: Session) -> list[DecisionRow]:
+            query = select(DecisionRow)
+            if request.job_id:
+                query = query.where(DecisionRow.job_id == request.job_id)
+            if request.policy_id:
+                query = query.where(DecisionRow.policy_id == request.policy_id)
+            if request.region:
+                query = query.where(DecisionRow.region == request.region)
+            after = newest_first_after(DecisionRow.created_at, DecisionRow.decision_id, page.after)
+            if after is not None:
+                query = query.where(after)
+            query = query.order_by(
+                DecisionRow.created_at.desc(), DecisionRow.decision_id.desc()
+            ).limit(page.size + 1)
+            return list(session.scalars(query))
+
+        rows = await self._db.read(work)
+        return pb.ListDecisionsResponse(
+            decisions=[decision_to_proto(r) for r in rows[: page.size]],
+            next_page_token=page.next_token(rows, lambda r: position(r.created_at, r.decision_id)),
+        )
+
+    async def ListCommands(
+        self, request: pb.ListCommandsRequest, context: Context
+    ) -> pb.ListCommandsResponse:
+        violations = Violations()
+        states = []
+        for index, state in enumerate(request.states):
+            if not COMMAND_STATE.is_known(state):
+                violations.add(f"states[{index}]", f"{state} is not a command state")
+            else:
+                states.append(COMMAND_STATE.to_name(state))
+        violations.raise_if_any()
+        page = Page(
+            "commands",
+            request.page_size,
+            request.page_token,
+            {"states": sorted(states), "target": request.target, "decision": request.decision_id},
+        )
+
+        def work(session: Session) -> list[OutboxRow]:
+            query = select(OutboxRow)
+            if states:
+                query = query.where(OutboxRow.state.in_(states))
+            if request.target:
+                query = query.where(OutboxRow.target == request.target)
+            if request.decision_id:
+                query = query.where(OutboxRow.decision_id == request.decision_id)
+            after = newest_first_after(OutboxRow.created_at, OutboxRow.command_id, page.after)
+            if after is not None:
+                query = query.where(after)
+            query = query.order_by(OutboxRow.created_at.desc(), OutboxRow.command_id.desc()).limit(
+                page.size + 1
+            )
+            return list(session.scalars(query))
+
+        rows = await self._db.read(work)
+        return pb.ListCommandsResponse(
+            commands=[command_to_proto(r) for r in rows[: page.size]],
+            next_page_token=page.next_token(rows, lambda r: position(r.created_at, r.command_id)),
+        )
+
+    async def GetCommand(
+        self, request: pb.GetCommandRequest, context: Context
+    ) -> pb.GetCommandResponse:
+        if not request.command_id:
+            raise InvalidArgument.single("command_id", "is required")
+
+        def work(session: Session) -> OutboxRow:
+            row = session.get(OutboxRow, request.command_id)
+            if row is None:
+                raise NotFound("command", request.command_id)
+            return row
+
+        return pb.GetCommandResponse(command=command_to_proto(await self._db.read(work)))
+
+    async def RetryCommand(
+        self, request: pb.RetryCommandRequest, context: Context
+    ) -> pb.RetryCommandResponse:
+        violations = Violations()
+        violations.require("command_id", request.command_id)
+        violations.reason("reason", request.reason)
+        violations.raise_if_any()
+
+        def work(session: Session) -> OutboxRow:
+            row = session.get(OutboxRow, request.command_id, with_for_update=True)
+            if row is None:
+                raise NotFound("command", request.command_id)
+            if row.state != "FAILED":
+                raise FailedPrecondition(
+                    f"command {row.command_id} is {row.state}; only FAILED commands are retried "
+                    "by hand (the dispatcher retries the others itself)",
+                    reason="COMMAND_NOT_FAILED",
+                )
+            before = command_snapshot(row)
+            now = utcnow()
+            row.state = "PENDING"
+            row.next_attempt_at = now
+            row.last_error = f"retry requested: {request.reason}; before: {row.last_error}"[:2000]
+            row.updated_at = now
+            record_change(session, "command", row.command_id, before, command_snapshot(row))
+            return row
+
+        row = await self._write(work)
+        self._on_commands()
+        return pb.RetryCommandResponse(command=command_to_proto(row))

@@ -1,0 +1,231 @@
+"""What every governance handler shares: the database, versions, idempotency, paging."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf.message import Message
+from sqlalchemy import and_, or_
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from ppos.controlplane.core.errors import AlreadyExists, InvalidArgument, StaleResourceVersion
+from ppos.controlplane.core.pagination import decode_token, encode_token, page_size
+from ppos.controlplane.core.timeutil import utcnow
+from ppos.controlplane.core.validation import REQUEST_ID, Violations
+from ppos.controlplane.runtime.modules import Runtime
+from ppos.controlplane.services.governance.models import RequestRow
+from ppos.controlplane.storage import audit
+from ppos.controlplane.storage.database import Database
+
+SERVICE = "governance"
+T = TypeVar("T")
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def _nothing() -> None:
+    return None
+
+
+class HandlerBase:
+    """Base of the handler groups that make up the GovernanceService servicer.
+
+    `on_commands` is called after a transaction that wrote outbox commands has
+    committed, so this replica's dispatcher delivers them without waiting for
+    its next poll.
+    """
+
+    def __init__(self, runtime: Runtime, on_commands: Callable[[], None] = _nothing) -> None:
+        self._rt = runtime
+        self._settings = runtime.settings.governance
+        self._on_commands = on_commands
+
+    @property
+    def _gateway_regions(self) -> list[str]:
+        return sorted(self._settings.gateways)
+
+    @property
+    def _db(self) -> Database:
+        return self._rt.db
+
+    async def _write(self, work: Callable[[Session], T]) -> T:
+        return await write_once(self._db, work)
+
+
+async def write_once(db: Database, work: Callable[[Session], T]) -> T:
+    """Run `work` in a write transaction; on a unique-key race, run it once more.
+
+    Two concurrent calls that both pass their existence checks (two creates of
+    one id, two provisionings under one request id) meet at a unique key; the
+    loser runs again and now sees the winner's row, so it answers the way it
+    would have had it come second: a replay, or ALREADY_EXISTS.
+    """
+    try:
+        return await db.write(work)
+    except IntegrityError:
+        return await db.write(work)
+
+
+def record_change(
+    session: Session, kind: str, resource_id: str, before: Any, after: Any, **extra: Any
+) -> None:
+    """The audit entry of one change, in the change's own transaction."""
+    audit.record(
+        session,
+        service=SERVICE,
+        resource_kind=kind,
+        resource_id=resource_id,
+        before=before,
+        after=after,
+        **extra,
+    )
+
+
+# -- resource versions -----------------------------------------------------------
+
+
+def check_version(
+    resource_type: str, name: str, expected: str, current: int, *, required: bool
+) -> None:
+    """Refuse a write naming a version other than the current one (nothing changes)."""
+    if not expected:
+        if required:
+            raise InvalidArgument.single(
+                "expected_resource_version",
+                "is required: read the resource and pass its meta.resource_version",
+            )
+        return
+    if expected != str(current):
+        raise StaleResourceVersion(resource_type, name, expected, str(current))
+
+
+def bump(row: Any, *, spec: bool) -> None:
+    row.resource_version += 1
+    if spec:
+        row.generation += 1
+    row.updated_at = utcnow()
+
+
+# -- idempotent requests ---------------------------------------------------------
+
+
+def body_digest(request: Message, *, ignore: tuple[str, ...] = ("request_id",)) -> str:
+    """SHA-256 of the request without its request id, in deterministic encoding."""
+    copy = type(request)()
+    copy.CopyFrom(request)
+    for name in ignore:
+        copy.ClearField(name)
+    return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()
+
+
+def validate_request_id(violations: Violations, value: str, *, required: bool) -> None:
+    if not value:
+        if required:
+            violations.add("request_id", "is required: a client-chosen id makes the call safe")
+        return
+    violations.match(
+        "request_id",
+        value,
+        REQUEST_ID,
+        "must be 1 to 128 letters, digits, '.', '_', ':' or '-', starting with a letter or digit",
+    )
+
+
+def find_request(session: Session, method: str, request_id: str, digest: str) -> RequestRow | None:
+    """The earlier call under this request id; ALREADY_EXISTS when its body differed."""
+    if not request_id:
+        return None
+    row = session.get(RequestRow, (method, request_id))
+    if row is not None and row.body_sha256 != digest:
+        raise AlreadyExists(
+            "request",
+            request_id,
+            f"request id {request_id!r} was already used for {method.rsplit('/', 1)[-1]} "
+            f"with a different body (it created {row.resource_id}); use a new request id",
+            reason="REQUEST_ID_REUSED",
+        )
+    return row
+
+
+def remember_request(
+    session: Session,
+    method: str,
+    request_id: str,
+    digest: str,
+    resource_id: str,
+    response: Message | None = None,
+) -> None:
+    if not request_id:
+        return
+    session.add(
+        RequestRow(
+            method=method,
+            request_id=request_id,
+            body_sha256=digest,
+            resource_id=resource_id,
+            response=response.SerializeToString(deterministic=True) if response else None,
+            created_at=utcnow(),
+        )
+    )
+
+
+# -- paging ------------------------------------------------------------------------
+
+
+def filter_digest(filters: dict[str, Any]) -> str:
+    raw = json.dumps(filters, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+class Page:
+    """A keyset page request: size, position after which to continue, filter binding."""
+
+    def __init__(self, kind: str, size: int, token: str, filters: dict[str, Any]) -> None:
+        self.kind = kind
+        self.size = page_size(size)
+        self.filters = filter_digest(filters)
+        position = decode_token(kind, token)
+        if position is not None and position.get("f") != self.filters:
+            raise InvalidArgument.single(
+                "page_token", "was issued for other filters: repeat the request's filters"
+            )
+        self.after: Any = position.get("a") if position else None
+
+    def next_token(self, rows: list[Any], key: Callable[[Any], Any]) -> str:
+        """Token after the last of `rows` when more may follow (rows has size+1 items)."""
+        if len(rows) <= self.size:
+            return ""
+        return encode_token(self.kind, {"a": key(rows[self.size - 1]), "f": self.filters})
+
+
+def position(created_at: dt.datetime, ident: str) -> list[Any]:
+    """Keyset position of a row in a newest-first list."""
+    return [created_at.isoformat(), ident]
+
+
+def newest_first_after(created_column: Any, id_column: Any, after: list[Any] | None) -> Any:
+    """Condition for rows after (older than) a position, or None on the first page."""
+    if not after:
+        return None
+    try:
+        created = dt.datetime.fromisoformat(str(after[0]))
+        ident = str(after[1])
+    except (ValueError, IndexError, TypeError):
+        raise InvalidArgument.single("page_token", "is not a token this server issued") from None
+    return or_(created_column < created, and_(created_column == created, id_column < ident))
+
+
+async def wait_either(first: asyncio.Event, second: asyncio.Event) -> None:
+    """Return when either event is set."""
+    waiters = [asyncio.ensure_future(first.wait()), asyncio.ensure_future(second.wait())]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()

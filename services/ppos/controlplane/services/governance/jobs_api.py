@@ -1,0 +1,264 @@
+"""Admin job RPCs: start, get, list, cancel, and a progress stream."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ppos.controlplane.core.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PreconditionViolation,
+    Unavailable,
+)
+from ppos.controlplane.core.ids import new_id
+from ppos.controlplane.core.timeutil import utcnow
+from ppos.controlplane.core.validation import Violations
+from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
+from ppos.controlplane.runtime.modules import Runtime
+from ppos.controlplane.security.principal import current_principal, current_request_id
+from ppos.controlplane.services.governance.admin_kinds import conflict_scope, validate_parameters
+from ppos.controlplane.services.governance.common import (
+    Context,
+    HandlerBase,
+    Page,
+    body_digest,
+    find_request,
+    newest_first_after,
+    position,
+    record_change,
+    remember_request,
+    validate_request_id,
+)
+from ppos.controlplane.services.governance.convert import admin_job_snapshot, admin_job_to_proto
+from ppos.controlplane.services.governance.enums import (
+    ADMIN_JOB_KIND,
+    ADMIN_JOB_STATE,
+    TERMINAL_ADMIN_JOB_STATES,
+)
+from ppos.controlplane.services.governance.models import AdminJobRow
+
+METHOD = "/ppos.controlplane.governance.v1.GovernanceService/StartAdminJob"
+
+
+def _nothing() -> None:
+    return None
+
+
+async def stopped_within(stop: asyncio.Event, seconds: float) -> bool:
+    """Wait up to `seconds`; True when `stop` was set (the server is shutting down)."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await stop.wait()
+    return stop.is_set()
+
+
+class AdminJobHandlers(HandlerBase):
+    def __init__(
+        self,
+        runtime: Runtime,
+        on_commands: Callable[[], None] = _nothing,
+        on_job: Callable[[], None] = _nothing,
+    ) -> None:
+        super().__init__(runtime, on_commands)
+        self._on_job = on_job
+
+    async def StartAdminJob(
+        self, request: pb.StartAdminJobRequest, context: Context
+    ) -> pb.StartAdminJobResponse:
+        violations = Violations()
+        validate_request_id(violations, request.request_id, required=False)
+        if not ADMIN_JOB_KIND.is_known(request.kind):
+            violations.add(
+                "kind", f"must be one of {', '.join(ADMIN_JOB_KIND.names())}, got {request.kind}"
+            )
+        else:
+            validate_parameters(
+                violations, ADMIN_JOB_KIND.to_name(request.kind), dict(request.parameters)
+            )
+        violations.raise_if_any()
+        kind = ADMIN_JOB_KIND.to_name(request.kind)
+        parameters = dict(request.parameters)
+        digest = body_digest(request)
+        actor = current_principal.get()
+
+        def work(session: Session) -> tuple[AdminJobRow, bool]:
+            prior = find_request(session, METHOD, request.request_id, digest)
+            if prior is not None:
+                row = session.get(AdminJobRow, prior.resource_id)
+                if row is not None:
+                    return row, False
+            scope = conflict_scope(kind, parameters)
+            active = session.scalars(
+                select(AdminJobRow).where(AdminJobRow.state.not_in(TERMINAL_ADMIN_JOB_STATES))
+            ).all()
+            for other in active:
+                if conflict_scope(other.kind, dict(other.parameters)) == scope:
+                    raise FailedPrecondition(
+                        f"admin job {other.admin_job_id} ({other.kind}, {other.state}) already "
+                        f"works on {scope}; wait for it or cancel it first",
+                        [
+                            PreconditionViolation(
+                                "ADMIN_JOB_CONFLICT", f"admin_job/{other.admin_job_id}", scope
+                            )
+                        ],
+                        reason="ADMIN_JOB_CONFLICT",
+                        metadata={"admin_job_id": other.admin_job_id},
+                    )
+            now = utcnow()
+            row = AdminJobRow(
+                admin_job_id=new_id("job"),
+                kind=kind,
+                parameters=parameters,
+                state="PENDING",
+                progress_done=0,
+                progress_total=0,
+                progress_message="waiting for a runner",
+                checkpoint="",
+                result_json="",
+                error="",
+                cancel_reason="",
+                started_by_kind=actor.kind.value,
+                started_by_name=actor.name,
+                request_id=current_request_id.get(),
+                lease_owner="",
+                lease_expires_at=None,
+                runs=0,
+                resource_version=1,
+                created_at=now,
+                updated_at=now,
+                finished_at=None,
+            )
+            session.add(row)
+            session.flush()
+            record_change(session, "admin_job", row.admin_job_id, None, admin_job_snapshot(row))
+            remember_request(session, METHOD, request.request_id, digest, row.admin_job_id)
+            return row, True
+
+        row, created = await self._write(work)
+        if created:
+            self._on_job()
+        return pb.StartAdminJobResponse(job=admin_job_to_proto(row))
+
+    async def _read_job(self, job_id: str) -> AdminJobRow:
+        if not job_id:
+            raise InvalidArgument.single("admin_job_id", "is required")
+
+        def work(session: Session) -> AdminJobRow:
+            row = session.get(AdminJobRow, job_id)
+            if row is None:
+                raise NotFound("admin job", job_id)
+            return row
+
+        return await self._db.read(work)
+
+    async def GetAdminJob(
+        self, request: pb.GetAdminJobRequest, context: Context
+    ) -> pb.GetAdminJobResponse:
+        return pb.GetAdminJobResponse(
+            job=admin_job_to_proto(await self._read_job(request.admin_job_id))
+        )
+
+    async def ListAdminJobs(
+        self, request: pb.ListAdminJobsRequest, context: Context
+    ) -> pb.ListAdminJobsResponse:
+        violations = Violations()
+        kinds, states = [], []
+        for index, kind in enumerate(request.kinds):
+            if ADMIN_JOB_KIND.is_known(kind):
+                kinds.append(ADMIN_JOB_KIND.to_name(kind))
+            else:
+                violations.add(f"kinds[{index}]", f"{kind} is not an admin job kind")
+        for index, state in enumerate(request.states):
+            if ADMIN_JOB_STATE.is_known(state):
+                states.append(ADMIN_JOB_STATE.to_name(state))
+            else:
+                violations.add(f"states[{index}]", f"{state} is not an admin job state")
+        violations.raise_if_any()
+        page = Page(
+            "admin_jobs",
+            request.page_size,
+            request.page_token,
+            {"kinds": sorted(kinds), "states": sorted(states)},
+        )
+
+        def work(session: Session) -> list[AdminJobRow]:
+            query = select(AdminJobRow)
+            if kinds:
+                query = query.where(AdminJobRow.kind.in_(kinds))
+            if states:
+                query = query.where(AdminJobRow.state.in_(states))
+            after = newest_first_after(AdminJobRow.created_at, AdminJobRow.admin_job_id, page.after)
+            if after is not None:
+                query = query.where(after)
+            query = query.order_by(
+                AdminJobRow.created_at.desc(), AdminJobRow.admin_job_id.desc()
+            ).limit(page.size + 1)
+            return list(session.scalars(query))
+
+        rows = await self._db.read(work)
+        return pb.ListAdminJobsResponse(
+            jobs=[admin_job_to_proto(r) for r in rows[: page.size]],
+            next_page_token=page.next_token(rows, lambda r: position(r.created_at, r.admin_job_id)),
+        )
+
+    async def CancelAdminJob(
+        self, request: pb.CancelAdminJobRequest, context: Context
+    ) -> pb.CancelAdminJobResponse:
+        violations = Violations()
+        violations.require("admin_job_id", request.admin_job_id)
+        violations.reason("reason", request.reason)
+        violations.raise_if_any()
+
+        def work(session: Session) -> AdminJobRow:
+            row = session.get(AdminJobRow, request.admin_job_id, with_for_update=True)
+            if row is None:
+                raise NotFound("admin job", request.admin_job_id)
+            if row.state in TERMINAL_ADMIN_JOB_STATES:
+                raise FailedPrecondition(
+                    f"admin job {row.admin_job_id} already ended ({row.state})",
+                    reason="ADMIN_JOB_ENDED",
+                )
+            if row.state == "CANCELLING":
+                return row
+            before = admin_job_snapshot(row)
+            now = utcnow()
+            row.cancel_reason = request.reason
+            if row.state == "PENDING":
+                row.state = "CANCELLED"
+                row.progress_message = f"cancelled before it started ({request.reason})"
+                row.finished_at = now
+            else:
+                row.state = "CANCELLING"
+            row.resource_version += 1
+            row.updated_at = now
+            record_change(session, "admin_job", row.admin_job_id, before, admin_job_snapshot(row))
+            return row
+
+        row = await self._write(work)
+        return pb.CancelAdminJobResponse(job=admin_job_to_proto(row))
+
+    async def WatchAdminJob(
+        self, request: pb.WatchAdminJobRequest, context: Context
+    ) -> AsyncIterator[pb.WatchAdminJobResponse]:
+        row = await self._read_job(request.admin_job_id)
+        stop = self._rt.shutdown
+        seen = -1
+        while True:
+            if row.resource_version != seen:
+                seen = row.resource_version
+                yield pb.WatchAdminJobResponse(job=admin_job_to_proto(row))
+            if row.state in TERMINAL_ADMIN_JOB_STATES:
+                return
+            if await stopped_within(stop, self._settings.governance_watch_poll):
+                raise Unavailable(
+                    "server shutting down: call WatchAdminJob again to follow the job "
+                    f"{row.admin_job_id} (its progress is kept)",
+                    reason="SHUTTING_DOWN",
+                )
+            row = await self._read_job(request.admin_job_id)

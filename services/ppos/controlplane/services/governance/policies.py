@@ -1,0 +1,336 @@
+"""Governance policies: which actions a governance state triggers, and dry runs of them."""
+
+from __future__ import annotations
+
+import grpc
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from ppos.controlplane.common.v1 import resource_pb2 as common_pb
+from ppos.controlplane.core.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
+from ppos.controlplane.core.timeutil import utcnow
+from ppos.controlplane.core.validation import Violations
+from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
+from ppos.controlplane.governance.v1 import resources_pb2 as res_pb
+from ppos.controlplane.runtime.settings import ConfigError
+from ppos.controlplane.services.governance import decisions, lookups
+from ppos.controlplane.services.governance.common import (
+    Context,
+    HandlerBase,
+    Page,
+    bump,
+    check_version,
+    record_change,
+)
+from ppos.controlplane.services.governance.convert import (
+    planned_actions_to_proto,
+    policy_snapshot,
+    policy_to_proto,
+)
+from ppos.controlplane.services.governance.enums import GOVERNANCE_STATE
+from ppos.controlplane.services.governance.evaluation import JobView, PolicyView, plan
+from ppos.controlplane.services.governance.models import PolicyRow
+from ppos.controlplane.services.governance.peers import NodeFacts, Nodes, SyncedJobs
+from ppos.controlplane.services.governance.reconciler import read_cursor
+from ppos.controlplane.services.governance.specs import ParsedPolicy, parse_policy_spec
+
+DEFAULT_DRY_RUN_LIMIT = 20
+MAX_DRY_RUN_JOBS = 200
+# Sync sequences looked back from the reconciler's position for "latest jobs".
+DRY_RUN_LOOKBACK = 10_000
+DRY_RUN_MAX_PAGES = 50
+
+
+def peer_refusal(exc: grpc.aio.AioRpcError, what: str) -> Exception:
+    """A peer's error as ours: its NOT_FOUND stays NOT_FOUND, the rest is UNAVAILABLE."""
+    if exc.code() == grpc.StatusCode.NOT_FOUND:
+        return NotFound("synced job", what, f"{what}: {exc.details()}")
+    if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+        return InvalidArgument.single("jobs", f"{what}: {exc.details()}")
+    return Unavailable(
+        f"cannot read {what} from the registry sync service now ({exc.code().name}); "
+        "retry the call",
+        reason="PEER_UNAVAILABLE",
+    )
+
+
+def _check_policy_references(
+    session: Session, parsed: ParsedPolicy, regions: list[str], field: str = "spec"
+) -> None:
+    refs = lookups.References(session)
+    refs.tenant(f"{field}.tenant_id", parsed.tenant_scope)
+    for index, action in enumerate(parsed.actions):
+        params = action["parameters"]
+        path = f"{field}.actions[{index}].parameters"
+        if action["kind"] == "REROUTE_JOB":
+            refs.partner(f"{path}['target_partner_id']", params.get("target_partner_id", ""))
+            refs.region(f"{path}['target_region']", params.get("target_region", ""), regions)
+        if action["kind"] == "ROUTE_TO_REVIEW":
+            refs.partner(f"{path}['partner_id']", params.get("partner_id", ""), review=True)
+    refs.raise_if_any()
+
+
+def _view(policy_id: str, generation: int, parsed: ParsedPolicy) -> PolicyView:
+    return PolicyView(
+        policy_id=policy_id,
+        generation=generation,
+        tenant_scope=parsed.tenant_scope,
+        trigger_state=parsed.trigger_state,
+        actions=parsed.actions,
+        enabled=parsed.enabled,
+        node_failure_threshold=parsed.node_failure_threshold,
+        node_failure_window_seconds=parsed.node_failure_window_seconds,
+    )
+
+
+class PolicyHandlers(HandlerBase):
+    async def SetGovernancePolicy(
+        self, request: pb.SetGovernancePolicyRequest, context: Context
+    ) -> pb.SetGovernancePolicyResponse:
+        violations = Violations()
+        violations.resource_id("policy_id", request.policy_id)
+        violations.raise_if_any()
+        parsed = parse_policy_spec("spec", request.spec)
+        regions = self._gateway_regions
+
+        def work(session: Session) -> PolicyRow:
+            row = session.get(PolicyRow, request.policy_id, with_for_update=True)
+            if row is None and request.expected_resource_version:
+                raise NotFound("governance policy", request.policy_id)
+            if row is not None:
+                if not request.expected_resource_version:
+                    raise AlreadyExists(
+                        "governance policy",
+                        request.policy_id,
+                        f"governance policy {request.policy_id!r} exists: pass its "
+                        "meta.resource_version as expected_resource_version to replace it",
+                    )
+                check_version(
+                    "governance policy",
+                    row.policy_id,
+                    request.expected_resource_version,
+                    row.resource_version,
+                    required=True,
+                )
+            _check_policy_references(session, parsed, regions)
+            holder = session.scalars(
+                select(PolicyRow).where(
+                    PolicyRow.tenant_scope == parsed.tenant_scope,
+                    PolicyRow.trigger_state == parsed.trigger_state,
+                    PolicyRow.policy_id != request.policy_id,
+                )
+            ).first()
+            if holder is not None:
+                scope = f"tenant {parsed.tenant_scope!r}" if parsed.tenant_scope else "global"
+                raise AlreadyExists(
+                    "governance policy",
+                    holder.policy_id,
+                    f"the {scope} policy for {parsed.trigger_state} is {holder.policy_id!r}; "
+                    "one policy per scope and state: replace that one instead",
+                    reason="POLICY_SCOPE_TAKEN",
+                )
+            now = utcnow()
+            before = policy_snapshot(row) if row is not None else None
+            if row is None:
+                row = PolicyRow(
+                    policy_id=request.policy_id,
+                    resource_version=1,
+                    generation=1,
+                    created_at=now,
+                    updated_at=now,
+                )
+                session.add(row)
+            else:
+                bump(row, spec=True)
+            row.tenant_scope = parsed.tenant_scope
+            row.trigger_state = parsed.trigger_state
+            row.actions = parsed.actions
+            row.enabled = parsed.enabled
+            row.node_failure_threshold = parsed.node_failure_threshold
+            row.node_failure_window_seconds = parsed.node_failure_window_seconds
+            session.flush()
+            record_change(session, "policy", row.policy_id, before, policy_snapshot(row))
+            return row
+
+        try:
+            row = await self._write(work)
+        except IntegrityError:
+            raise AlreadyExists(
+                "governance policy",
+                request.policy_id,
+                "a concurrent change took this policy's scope and state; read and retry",
+                reason="POLICY_SCOPE_TAKEN",
+            ) from None
+        return pb.SetGovernancePolicyResponse(policy=policy_to_proto(row))
+
+    async def GetGovernancePolicy(
+        self, request: pb.GetGovernancePolicyRequest, context: Context
+    ) -> pb.GetGovernancePolicyResponse:
+        if not request.policy_id:
+            raise InvalidArgument.single("policy_id", "is required")
+        row = await self._db.read(lambda s: lookups.policy(s, request.policy_id, lock=False))
+        return pb.GetGovernancePolicyResponse(policy=policy_to_proto(row))
+
+    async def ListGovernancePolicies(
+        self, request: pb.ListGovernancePoliciesRequest, context: Context
+    ) -> pb.ListGovernancePoliciesResponse:
+        page = Page("policies", request.page_size, request.page_token, {"t": request.tenant_id})
+
+        def work(session: Session) -> list[PolicyRow]:
+            query = select(PolicyRow)
+            if request.tenant_id:
+                query = query.where(PolicyRow.tenant_scope == request.tenant_id)
+            if page.after:
+                query = query.where(PolicyRow.policy_id > page.after)
+            return list(session.scalars(query.order_by(PolicyRow.policy_id).limit(page.size + 1)))
+
+        rows = await self._db.read(work)
+        return pb.ListGovernancePoliciesResponse(
+            policies=[policy_to_proto(r) for r in rows[: page.size]],
+            next_page_token=page.next_token(rows, lambda r: r.policy_id),
+        )
+
+    async def DeleteGovernancePolicy(
+        self, request: pb.DeleteGovernancePolicyRequest, context: Context
+    ) -> pb.DeleteGovernancePolicyResponse:
+        violations = Violations()
+        violations.resource_id("policy_id", request.policy_id)
+        violations.raise_if_any()
+
+        def work(session: Session) -> res_pb.GovernancePolicy:
+            row = lookups.policy(session, request.policy_id)
+            check_version(
+                "governance policy",
+                row.policy_id,
+                request.expected_resource_version,
+                row.resource_version,
+                required=True,
+            )
+            shown = policy_to_proto(row)
+            record_change(session, "policy", row.policy_id, policy_snapshot(row), None)
+            session.delete(row)
+            return shown
+
+        shown = await self._write(work)
+        return pb.DeleteGovernancePolicyResponse(policy=shown)
+
+    # -- dry run ------------------------------------------------------------------
+
+    async def DryRunGovernancePolicy(
+        self, request: pb.DryRunGovernancePolicyRequest, context: Context
+    ) -> pb.DryRunGovernancePolicyResponse:
+        violations = Violations()
+        if bool(request.policy_id) == request.HasField("spec"):
+            violations.add("policy_id", "give exactly one of policy_id and spec")
+        if not 0 <= request.limit <= MAX_DRY_RUN_JOBS:
+            violations.add("limit", f"must be between 0 and {MAX_DRY_RUN_JOBS}")
+        if len(request.jobs) > MAX_DRY_RUN_JOBS:
+            violations.add("jobs", f"at most {MAX_DRY_RUN_JOBS} jobs")
+        for index, ref in enumerate(request.jobs):
+            if not ref.region or not ref.job_id or ref.revision < 0:
+                violations.add(f"jobs[{index}]", "needs region, job_id and a revision >= 0")
+        violations.raise_if_any()
+        policy = await self._dry_run_policy(request)
+        try:
+            jobs = await self._dry_run_jobs(request, policy)
+        except grpc.aio.AioRpcError as exc:
+            raise peer_refusal(exc, "synced jobs") from None
+        except ConfigError as exc:
+            raise FailedPrecondition(
+                f"cannot read synced jobs: {exc}", reason="PEER_NOT_CONFIGURED"
+            ) from None
+        nodes = Nodes(self._rt)
+        shown = [await self._dry_run_one(job, policy, nodes) for job in jobs]
+        return pb.DryRunGovernancePolicyResponse(decisions=shown)
+
+    async def _dry_run_policy(self, request: pb.DryRunGovernancePolicyRequest) -> PolicyView:
+        if request.policy_id:
+            row = await self._db.read(lambda s: lookups.policy(s, request.policy_id, lock=False))
+            return decisions.policy_view(row)
+        parsed = parse_policy_spec("spec", request.spec)
+        regions = self._gateway_regions
+        await self._db.read(lambda s: _check_policy_references(s, parsed, regions))
+        return _view("(unsaved)", 0, parsed)
+
+    async def _dry_run_jobs(
+        self, request: pb.DryRunGovernancePolicyRequest, policy: PolicyView
+    ) -> list[JobView]:
+        synced = SyncedJobs(self._rt)
+        if request.jobs:
+            found = []
+            for ref in request.jobs:
+                try:
+                    found.append(await synced.get(ref.region, ref.job_id, ref.revision))
+                except grpc.aio.AioRpcError as exc:
+                    raise peer_refusal(exc, f"{ref.region}/{ref.job_id}@{ref.revision}") from None
+            return found
+        limit = request.limit or DEFAULT_DRY_RUN_LIMIT
+        cursor = await self._db.read(read_cursor)
+        after = max(0, cursor - DRY_RUN_LOOKBACK)
+        latest: list[JobView] = []
+        for _ in range(DRY_RUN_MAX_PAGES):
+            page = await synced.page(after, [policy.trigger_state], 1000)
+            latest = (latest + [j for j in page.jobs if _in_scope(j, policy)])[-limit:]
+            if not page.has_more or not page.jobs:
+                break
+            after = page.last_sync_sequence
+        return latest
+
+    async def _dry_run_one(self, job: JobView, policy: PolicyView, nodes: Nodes) -> res_pb.Decision:
+        notes = []
+        if job.governance_state != policy.trigger_state:
+            notes.append(
+                f"the job is {job.governance_state}; the policy triggers on "
+                f"{policy.trigger_state}: no action."
+            )
+        node = NodeFacts(known=None)
+        if not notes and job.node_id:
+            try:
+                node = await nodes.facts(job.node_id)
+            except grpc.aio.AioRpcError as exc:
+                notes.append(f"node registry unreachable ({exc.code().name}); node facts unknown.")
+            except ConfigError:
+                notes.append("no node registry configured; node facts unknown.")
+
+        def work(session: Session) -> tuple[str, list[dict[str, str]], str]:
+            owner = decisions.applicable_policy(session, job.tenant_id, job.governance_state)
+            shadow = ""
+            if owner is not None and owner.policy_id != policy.policy_id:
+                shadow = (
+                    f"note: the reconciler would apply policy {owner.policy_id} to this job, "
+                    "not this one."
+                )
+            if notes:
+                return "", [], shadow
+            context = decisions.gather_context(session, job, policy, node)
+            steps = plan(job, policy, context, "")
+            actions = [
+                {"kind": s.kind, "description": s.description, "target": s.target}
+                for s in steps.steps
+            ]
+            return steps.rationale(job, policy), actions, shadow
+
+        rationale, actions, shadow = await self._db.read(work)
+        text = " ".join(part for part in ("dry run:", rationale or " ".join(notes), shadow) if part)
+        return res_pb.Decision(
+            job=common_pb.JobRef(region=job.region, job_id=job.job_id, revision=job.revision),
+            canonical_payload_sha256=job.payload_sha256,
+            governance_state=GOVERNANCE_STATE.to_proto(job.governance_state),
+            policy_id=policy.policy_id,
+            actions=planned_actions_to_proto(actions),
+            rationale=text,
+            tenant_id=job.tenant_id,
+            queue_id=job.queue_id,
+            node_id=job.node_id,
+        )
+
+
+def _in_scope(job: JobView, policy: PolicyView) -> bool:
+    return not policy.tenant_scope or job.tenant_id == policy.tenant_scope

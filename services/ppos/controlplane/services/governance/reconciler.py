@@ -1,0 +1,173 @@
+"""The reconciler: turns newly synced job revisions into governance decisions.
+
+It reads synced jobs only through RegistrySyncService.ListSyncedJobs, after
+the sync sequence it reached last (kept in the database), in the governance
+states policies can act on. For each revision it picks the applicable policy
+(a tenant's wins over the global one), gathers what the plan needs, and writes
+the decision with its commands in one transaction. The decision's unique key
+makes it act at most once per (job, revision, policy), whoever runs it. A peer
+that cannot be reached holds the reconciler where it is (nothing is skipped);
+it tries again on its next round.
+
+One replica leads (advisory lock on PostgreSQL, a lease on SQLite); the others
+stand by.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+
+import grpc
+import structlog
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from ppos.controlplane.core.ids import new_id
+from ppos.controlplane.core.timeutil import utcnow
+from ppos.controlplane.runtime.modules import Runtime
+from ppos.controlplane.runtime.settings import ConfigError
+from ppos.controlplane.security.principal import current_principal, internal
+from ppos.controlplane.services.governance import decisions
+from ppos.controlplane.services.governance.common import wait_either
+from ppos.controlplane.services.governance.enums import TRIGGER_STATES
+from ppos.controlplane.services.governance.evaluation import JobView, plan
+from ppos.controlplane.services.governance.leadership import Leadership
+from ppos.controlplane.services.governance.models import ReconcilerCursorRow
+from ppos.controlplane.services.governance.peers import NodeFacts, Nodes, SyncedJobs
+
+_log = structlog.get_logger("ppos.governance.reconciler")
+CURSOR = "synced-jobs"
+RECONCILER = internal("reconciler")
+
+
+def read_cursor(session: Session) -> int:
+    row = session.get(ReconcilerCursorRow, CURSOR)
+    return row.last_sync_sequence if row is not None else 0
+
+
+def advance_cursor(session: Session, sequence: int) -> None:
+    row = session.get(ReconcilerCursorRow, CURSOR, with_for_update=True)
+    if row is None:
+        session.add(
+            ReconcilerCursorRow(name=CURSOR, last_sync_sequence=sequence, updated_at=utcnow())
+        )
+    elif sequence > row.last_sync_sequence:
+        row.last_sync_sequence = sequence
+        row.updated_at = utcnow()
+
+
+class Reconciler:
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        synced: SyncedJobs,
+        nodes: Nodes,
+        leadership: Leadership,
+        on_commands: Callable[[], None],
+    ) -> None:
+        self._rt = runtime
+        self._settings = runtime.settings.governance
+        self._synced = synced
+        self._nodes = nodes
+        self.leadership = leadership
+        self._on_commands = on_commands
+        self._wake = asyncio.Event()
+        self.last_error = ""
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        token = current_principal.set(RECONCILER)
+        try:
+            while not stop.is_set():
+                busy = False
+                try:
+                    if await self.leadership.acquire():
+                        busy = await self.reconcile_once() > 0
+                    self.last_error = ""
+                except asyncio.CancelledError:
+                    raise
+                except grpc.aio.AioRpcError as exc:
+                    # A peer is unreachable: hold here, nothing is skipped.
+                    self.last_error = f"{exc.code().name}: {exc.details()}"
+                    _log.warning("reconciler.peer_error", error=self.last_error)
+                except ConfigError as exc:
+                    self.last_error = f"not configured: {exc}"
+                    _log.warning("reconciler.peer_not_configured", error=self.last_error)
+                except Exception as exc:  # noqa: BLE001 - the loop must survive a bad round
+                    self.last_error = f"{type(exc).__name__}: {exc}"
+                    _log.exception("reconciler.round_failed")
+                if busy:
+                    continue
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._settings.reconciler_interval):
+                        await wait_either(stop, self._wake)
+        finally:
+            current_principal.reset(token)
+            await self.leadership.release()
+
+    async def reconcile_once(self) -> int:
+        """Decide the next page of synced jobs; returns how many were read."""
+        after = await self._rt.db.read(read_cursor)
+        page = await self._synced.page(
+            after, list(TRIGGER_STATES), self._settings.reconciler_page_size
+        )
+        for job in page.jobs:
+            await self.decide(job)
+        if page.jobs:
+            _log.info(
+                "reconciler.page", jobs=len(page.jobs), last_sync_sequence=page.last_sync_sequence
+            )
+        return len(page.jobs)
+
+    async def decide(self, job: JobView) -> str:
+        """Decide one synced revision; returns the decision id ('' when none applies)."""
+        policy_row = await self._rt.db.read(
+            lambda s: decisions.applicable_policy(s, job.tenant_id, job.governance_state)
+        )
+        if policy_row is None or not policy_row.enabled:
+            await self._rt.db.write(lambda s: advance_cursor(s, job.sync_sequence))
+            return ""
+        policy = decisions.policy_view(policy_row)
+        node = NodeFacts(known=None)
+        if job.node_id and any(
+            a["kind"] in ("REIMAGE_NODE", "CORDON_NODE") for a in policy.actions
+        ):
+            node = await self._facts(job.node_id)
+        decision_id = new_id("dec")
+
+        def work(session: Session) -> str:
+            context = decisions.gather_context(session, job, policy, node)
+            steps = plan(job, policy, context, decision_id)
+            decisions.write_decision(session, job, policy, steps, decision_id)
+            advance_cursor(session, job.sync_sequence)
+            return decision_id
+
+        try:
+            await self._rt.db.write(work)
+        except IntegrityError:
+            # Already decided (a replay, or another leader got there first).
+            await self._rt.db.write(lambda s: advance_cursor(s, job.sync_sequence))
+            _log.info("reconciler.already_decided", job=job.ref, policy_id=policy.policy_id)
+            return ""
+        _log.info(
+            "reconciler.decided", job=job.ref, policy_id=policy.policy_id, decision_id=decision_id
+        )
+        self._on_commands()
+        return decision_id
+
+    async def _facts(self, node_id: str) -> NodeFacts:
+        try:
+            return await self._nodes.facts(node_id)
+        except ConfigError as exc:
+            _log.warning("reconciler.no_node_registry", error=str(exc))
+            return NodeFacts(known=None)  # planned from the policy alone; noted in the decision
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                return NodeFacts(known=None)  # a registry without GetNode: use the record
+            raise

@@ -1,0 +1,257 @@
+"""Partners and partner routes: who receives which tenant's (or queue's) jobs."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ppos.controlplane.core.errors import AlreadyExists, InvalidArgument
+from ppos.controlplane.core.timeutil import utcnow
+from ppos.controlplane.core.validation import Violations
+from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
+from ppos.controlplane.governance.v1 import resources_pb2 as res_pb
+from ppos.controlplane.security.principal import current_principal
+from ppos.controlplane.services.governance import lookups, routing
+from ppos.controlplane.services.governance.common import (
+    Context,
+    HandlerBase,
+    Page,
+    bump,
+    check_version,
+    record_change,
+)
+from ppos.controlplane.services.governance.convert import (
+    partner_snapshot,
+    partner_to_proto,
+    route_snapshot,
+    route_to_proto,
+)
+from ppos.controlplane.services.governance.enums import GOVERNANCE_STATE
+from ppos.controlplane.services.governance.models import PartnerRouteRow, PartnerRow, TenantRow
+from ppos.controlplane.services.governance.specs import validate_partner, validate_route_spec
+from ppos.controlplane.services.governance.tenants import new_route_row
+
+
+def _check_references(
+    session: Session, spec: res_pb.PartnerRouteSpec, regions: list[str]
+) -> TenantRow:
+    tenant = lookups.live_tenant(session, spec.tenant_id)
+    refs = lookups.References(session)
+    refs.partner("spec.partner_id", spec.partner_id)
+    refs.partner("spec.fallback_partner_id", spec.fallback_partner_id)
+    refs.queue("spec.queue_id", spec.tenant_id, spec.queue_id)
+    refs.region("spec.condition.source_region", spec.condition.source_region, regions)
+    refs.raise_if_any()
+    return tenant
+
+
+class RouteHandlers(HandlerBase):
+    # -- partners -----------------------------------------------------------------
+
+    async def CreatePartner(
+        self, request: pb.CreatePartnerRequest, context: Context
+    ) -> pb.CreatePartnerResponse:
+        violations = Violations()
+        validate_partner(violations, request.partner_id, request.display_name, request.region)
+        violations.raise_if_any()
+
+        def work(session: Session) -> PartnerRow:
+            if session.get(PartnerRow, request.partner_id) is not None:
+                raise AlreadyExists("partner", request.partner_id)
+            now = utcnow()
+            row = PartnerRow(
+                partner_id=request.partner_id,
+                display_name=request.display_name,
+                region=request.region,
+                accepts_review=request.accepts_review,
+                resource_version=1,
+                generation=1,
+                created_at=now,
+                updated_at=now,
+            )
+            session.add(row)
+            session.flush()
+            record_change(session, "partner", row.partner_id, None, partner_snapshot(row))
+            return row
+
+        row = await self._write(work)
+        return pb.CreatePartnerResponse(partner=partner_to_proto(row))
+
+    async def ListPartners(
+        self, request: pb.ListPartnersRequest, context: Context
+    ) -> pb.ListPartnersResponse:
+        page = Page("partners", request.page_size, request.page_token, {})
+
+        def work(session: Session) -> list[PartnerRow]:
+            query = select(PartnerRow)
+            if page.after:
+                query = query.where(PartnerRow.partner_id > page.after)
+            return list(session.scalars(query.order_by(PartnerRow.partner_id).limit(page.size + 1)))
+
+        rows = await self._db.read(work)
+        return pb.ListPartnersResponse(
+            partners=[partner_to_proto(r) for r in rows[: page.size]],
+            next_page_token=page.next_token(rows, lambda r: r.partner_id),
+        )
+
+    # -- routes -------------------------------------------------------------------
+
+    async def CreatePartnerRoute(
+        self, request: pb.CreatePartnerRouteRequest, context: Context
+    ) -> pb.CreatePartnerRouteResponse:
+        violations = Violations()
+        violations.resource_id("route_id", request.route_id)
+        validate_route_spec(violations, "spec", request.spec)
+        violations.raise_if_any()
+        actor = current_principal.get()
+        regions = self._gateway_regions
+
+        def work(session: Session) -> PartnerRouteRow:
+            if session.get(PartnerRouteRow, request.route_id) is not None:
+                raise AlreadyExists("partner route", request.route_id)
+            tenant = _check_references(session, request.spec, regions)
+            routing.refuse_cycles(
+                session,
+                tenant.tenant_id,
+                [(request.spec.partner_id, request.spec.fallback_partner_id)],
+            )
+            route = new_route_row(request.route_id, request.spec, tenant.tenant_id)
+            session.add(route)
+            session.flush()
+            targets = routing.route_regions(session, route, tenant)
+            routing.require_regions(route, targets)
+            record_change(session, "route", route.route_id, None, route_snapshot(route))
+            routing.push_route(session, route, targets, "route created", actor)
+            return route
+
+        row = await self._write(work)
+        self._on_commands()
+        return pb.CreatePartnerRouteResponse(route=route_to_proto(row))
+
+    async def GetPartnerRoute(
+        self, request: pb.GetPartnerRouteRequest, context: Context
+    ) -> pb.GetPartnerRouteResponse:
+        if not request.route_id:
+            raise InvalidArgument.single("route_id", "is required")
+        row = await self._db.read(lambda s: lookups.route(s, request.route_id, lock=False))
+        return pb.GetPartnerRouteResponse(route=route_to_proto(row))
+
+    async def ListPartnerRoutes(
+        self, request: pb.ListPartnerRoutesRequest, context: Context
+    ) -> pb.ListPartnerRoutesResponse:
+        page = Page(
+            "routes",
+            request.page_size,
+            request.page_token,
+            {"tenant": request.tenant_id, "partner": request.partner_id},
+        )
+
+        def work(session: Session) -> list[PartnerRouteRow]:
+            query = select(PartnerRouteRow)
+            if request.tenant_id:
+                query = query.where(PartnerRouteRow.tenant_id == request.tenant_id)
+            if request.partner_id:
+                query = query.where(PartnerRouteRow.partner_id == request.partner_id)
+            if page.after:
+                query = query.where(PartnerRouteRow.route_id > page.after)
+            query = query.order_by(PartnerRouteRow.route_id).limit(page.size + 1)
+            return list(session.scalars(query))
+
+        rows = await self._db.read(work)
+        return pb.ListPartnerRoutesResponse(
+            routes=[route_to_proto(r) for r in rows[: page.size]],
+            next_page_token=page.next_token(rows, lambda r: r.route_id),
+        )
+
+    async def UpdatePartnerRoute(
+        self, request: pb.UpdatePartnerRouteRequest, context: Context
+    ) -> pb.UpdatePartnerRouteResponse:
+        violations = Violations()
+        violations.resource_id("route_id", request.route_id)
+        validate_route_spec(violations, "spec", request.spec)
+        violations.raise_if_any()
+        actor = current_principal.get()
+        regions = self._gateway_regions
+
+        def work(session: Session) -> PartnerRouteRow:
+            route = lookups.route(session, request.route_id)
+            check_version(
+                "partner route",
+                route.route_id,
+                request.expected_resource_version,
+                route.resource_version,
+                required=True,
+            )
+            if request.spec.tenant_id != route.tenant_id:
+                raise InvalidArgument.single(
+                    "spec.tenant_id",
+                    f"a route cannot move to another tenant (it belongs to {route.tenant_id!r}); "
+                    "delete it and create one for the other tenant",
+                )
+            tenant = _check_references(session, request.spec, regions)
+            routing.refuse_cycles(
+                session,
+                tenant.tenant_id,
+                [(request.spec.partner_id, request.spec.fallback_partner_id)],
+                replacing=route.route_id,
+            )
+            before = route_snapshot(route)
+            old_regions = routing.route_regions(session, route, tenant)
+            route.queue_id = request.spec.queue_id
+            route.partner_id = request.spec.partner_id
+            route.fallback_partner_id = request.spec.fallback_partner_id or None
+            route.priority = request.spec.priority
+            route.condition_states = [
+                GOVERNANCE_STATE.to_name(s) for s in request.spec.condition.governance_states
+            ]
+            route.condition_source_region = request.spec.condition.source_region
+            bump(route, spec=True)
+            new_regions = routing.route_regions(session, route, tenant)
+            routing.require_regions(route, new_regions)
+            record_change(session, "route", route.route_id, before, route_snapshot(route))
+            routing.push_route(session, route, new_regions, "route changed", actor)
+            routing.push_route(
+                session,
+                route,
+                old_regions - new_regions,
+                "route no longer applies in this region",
+                actor,
+                delete=True,
+            )
+            return route
+
+        row = await self._write(work)
+        self._on_commands()
+        return pb.UpdatePartnerRouteResponse(route=route_to_proto(row))
+
+    async def DeletePartnerRoute(
+        self, request: pb.DeletePartnerRouteRequest, context: Context
+    ) -> pb.DeletePartnerRouteResponse:
+        violations = Violations()
+        violations.resource_id("route_id", request.route_id)
+        violations.reason("reason", request.reason)
+        violations.raise_if_any()
+        actor = current_principal.get()
+
+        def work(session: Session) -> res_pb.PartnerRoute:
+            route = lookups.route(session, request.route_id)
+            check_version(
+                "partner route",
+                route.route_id,
+                request.expected_resource_version,
+                route.resource_version,
+                required=True,
+            )
+            tenant = lookups.tenant(session, route.tenant_id)
+            shown = route_to_proto(route)
+            before = route_snapshot(route)
+            regions = routing.route_regions(session, route, tenant)
+            route.generation += 1  # the removal is newer than anything the gateway holds
+            routing.push_route(session, route, regions, request.reason, actor, delete=True)
+            record_change(session, "route", route.route_id, before, None)
+            session.delete(route)
+            return shown
+
+        shown = await self._write(work)
+        self._on_commands()
+        return pb.DeletePartnerRouteResponse(route=shown)
