@@ -591,7 +591,7 @@ def policies_dry_run(ctx: Context, args: argparse.Namespace) -> None:
 
 def decisions_list(ctx: Context, args: argparse.Namespace) -> None:
     reply = ctx.cp.governance.list_decisions(
-        job_id=args.job, policy_id=args.policy, limit=args.limit
+        job_id=args.job, policy_id=args.policy, region=args.region, limit=args.limit
     )
     ctx.out.show(
         reply, DECISION_COLUMNS, reply.decisions, kind="decision", name=lambda d: d.decision_id
@@ -615,9 +615,17 @@ OUTBOX_COLUMNS = [
 
 def outbox_list(ctx: Context, args: argparse.Namespace) -> None:
     reply = ctx.cp.governance.list_commands(
-        states=flatten(args.state), target=args.target, limit=args.limit
+        states=flatten(args.state),
+        target=args.target,
+        decision_id=args.decision,
+        limit=args.limit,
     )
     ctx.out.show(reply, OUTBOX_COLUMNS, reply.commands, kind="outbox", name=lambda c: c.command_id)
+
+
+def outbox_retry(ctx: Context, args: argparse.Namespace) -> None:
+    command = ctx.cp.governance.retry_command(args.command_id, reason=confirm_reason(args.reason))
+    ctx.out.done("outbox", command.command_id, "queued for delivery again", command)
 
 
 def outbox_get(ctx: Context, args: argparse.Namespace) -> None:
@@ -863,6 +871,7 @@ def register(tree: Tree) -> None:
     )
     p = tree.verb(decisions, "list", decisions_list, "list decisions, newest first", aliases=["ls"])
     p.add_argument("--job", default="", help="only about this job id")
+    p.add_argument("--region", default="", help="only about jobs of this region")
     p.add_argument("--policy", default="", help="only of this policy")
     _limit(p)
 
@@ -875,7 +884,16 @@ def register(tree: Tree) -> None:
         metavar="STATE[,STATE]",
         help="pending, sent, acknowledged, failed",
     )
+    p.add_argument("--decision", default="", help="only commands of this decision")
     p.add_argument("--target", default="", help="e.g. gateway:eu-west-1")
     _limit(p)
     p = tree.verb(outbox, "get", outbox_get, "show one outbox command with its request")
     p.add_argument("command_id", metavar="COMMAND")
+    p = tree.verb(
+        outbox,
+        "retry",
+        outbox_retry,
+        "deliver a FAILED command again, same idempotency key (reason required)",
+    )
+    p.add_argument("command_id", metavar="COMMAND")
+    p.add_argument("--reason", required=True)

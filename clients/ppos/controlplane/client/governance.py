@@ -332,11 +332,21 @@ class GovernanceClient:
         return list(reply.decisions)
 
     def list_decisions(
-        self, *, job_id: str = "", policy_id: str = "", page_size: int = 0, limit: int = 0
+        self,
+        *,
+        job_id: str = "",
+        policy_id: str = "",
+        region: str = "",
+        page_size: int = 0,
+        limit: int = 0,
     ) -> pb.ListDecisionsResponse:
         def fetch(token: str) -> pb.ListDecisionsResponse:
             request = pb.ListDecisionsRequest(
-                job_id=job_id, policy_id=policy_id, page_size=page_size, page_token=token
+                job_id=job_id,
+                policy_id=policy_id,
+                region=region,
+                page_size=page_size,
+                page_token=token,
             )
             return self._conn.unary(self._stub.ListDecisions, request, name="ListDecisions")
 
@@ -349,12 +359,17 @@ class GovernanceClient:
         *,
         states: Iterable[res.CommandState.ValueType] = (),
         target: str = "",
+        decision_id: str = "",
         page_size: int = 0,
         limit: int = 0,
     ) -> pb.ListCommandsResponse:
         def fetch(token: str) -> pb.ListCommandsResponse:
             request = pb.ListCommandsRequest(
-                states=list(states), target=target, page_size=page_size, page_token=token
+                states=list(states),
+                target=target,
+                decision_id=decision_id,
+                page_size=page_size,
+                page_token=token,
             )
             return self._conn.unary(self._stub.ListCommands, request, name="ListCommands")
 
@@ -363,6 +378,11 @@ class GovernanceClient:
     def get_command(self, command_id: str) -> res.OutboxCommand:
         request = pb.GetCommandRequest(command_id=command_id)
         return self._conn.unary(self._stub.GetCommand, request, name="GetCommand").command
+
+    def retry_command(self, command_id: str, *, reason: str) -> res.OutboxCommand:
+        """Put a FAILED command back in line, with the same idempotency key."""
+        request = pb.RetryCommandRequest(command_id=command_id, reason=reason)
+        return self._conn.unary(self._stub.RetryCommand, request, name="RetryCommand").command
 
     # -- admin jobs ----------------------------------------------------------------
 
