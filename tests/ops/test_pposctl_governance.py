@@ -28,7 +28,10 @@ async def world(
     """The demo's region, whose gateway refuses the first command it gets (so one
     outbox command fails and can be retried)."""
     async for made in running_world(
-        database_url, tmp_path, canary_token, secret_registry,
+        database_url,
+        tmp_path,
+        canary_token,
+        secret_registry,
         sim_options={"records": [ODD_SAMPLES], "extra": ["--gateway-refuse-first", "1"]},
         env=FAST_GOVERNANCE,
     ):
@@ -41,10 +44,16 @@ async def slow_world(
 ) -> AsyncIterator[World]:
     """Many records and a low sync rate: admin jobs that last long enough to cancel."""
     async for made in running_world(
-        database_url, tmp_path, canary_token, secret_registry,
+        database_url,
+        tmp_path,
+        canary_token,
+        secret_registry,
         sim_options={"synthetic": 4000, "synthetic_size": 256},
-        env={**FAST_GOVERNANCE, "PPOS_SYNC_RECORDS_PER_SECOND": "200",
-             "PPOS_SYNC_PAGE_RECORDS": "50"},
+        env={
+            **FAST_GOVERNANCE,
+            "PPOS_SYNC_RECORDS_PER_SECOND": "200",
+            "PPOS_SYNC_PAGE_RECORDS": "50",
+        },
     ):
         yield made
 
