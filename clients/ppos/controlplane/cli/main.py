@@ -19,7 +19,7 @@ from typing import TextIO
 
 import grpc
 
-from ppos.controlplane.cli import exitcodes, governance, misc, nodes, operations
+from ppos.controlplane.cli import exitcodes, governance, misc, nodes, operations, policies
 from ppos.controlplane.cli.app import (
     EXIT_CODES,
     Context,
@@ -75,6 +75,7 @@ def build_parser() -> Parser:
     tree = Tree(root, common)
     nodes.register(tree)
     governance.register(tree)
+    policies.register(tree)
     operations.register(tree)
     misc.register(tree)
     parser.set_defaults(root_parser=parser)
