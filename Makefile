@@ -8,8 +8,13 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 NODE_STAMP := node_modules/.installed-stamp
+# docker-compose v1 (PyPI) validates docker/compose.yaml without a Docker engine. It
+# pins PyYAML<6 (built with cython<3) and jsonschema<4, so it lives in its own venv.
+COMPOSE_VENV := .venv-compose
+COMPOSE_STAMP := $(COMPOSE_VENV)/.installed-stamp
+K8S_VERSION ?= 1.30.0
 
-.PHONY: setup demo test test-fast check lint gen gen-check bench bench-smoke postgres clean
+.PHONY: setup demo test test-fast check lint gen gen-check deploy-check bench bench-smoke postgres clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +26,14 @@ $(NODE_STAMP): package.json package-lock.json
 	npm ci --silent --no-audit --no-fund
 	touch $@
 
-setup: $(STAMP) $(NODE_STAMP)
+$(COMPOSE_STAMP):
+	$(PYTHON) -m venv $(COMPOSE_VENV)
+	$(COMPOSE_VENV)/bin/pip install --quiet 'cython<3' wheel setuptools
+	$(COMPOSE_VENV)/bin/pip install --quiet --no-build-isolation 'PyYAML>=5.4,<6'
+	$(COMPOSE_VENV)/bin/pip install --quiet docker-compose==1.29.2
+	touch $@
+
+setup: $(STAMP) $(NODE_STAMP) $(COMPOSE_STAMP)
 
 postgres:
 	bash scripts/ensure-postgres.sh
@@ -49,7 +61,11 @@ lint: setup
 	$(VENV)/bin/ruff format --check services clients tests bench scripts
 	$(VENV)/bin/mypy services $$(test -d clients/ppos && echo clients)
 
-check: lint gen-check
+deploy-check: setup
+	cd docker && ../$(COMPOSE_VENV)/bin/docker-compose -f compose.yaml config --quiet
+	$(VENV)/bin/kubernetes-validate --strict --quiet -k $(K8S_VERSION) deploy/k8s/*.yaml
+
+check: lint gen-check deploy-check
 
 bench: setup postgres
 	$(PY) -m bench --full
@@ -58,4 +74,4 @@ bench-smoke: setup postgres
 	$(PY) -m bench --smoke
 
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(COMPOSE_VENV) node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -12,6 +12,7 @@ from bench.harness import Benchmark, Mode
 # name -> module exposing `async def run(mode) -> Result`
 BENCHMARKS = {
     "auth": "bench.bench_auth",
+    "metrics": "bench.bench_metrics",
     "node_sweep": "bench.bench_node_sweep",
     "watch_fanout": "bench.bench_watch_fanout",
     "sync_ingest": "bench.bench_sync_ingest",

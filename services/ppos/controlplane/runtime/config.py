@@ -55,6 +55,16 @@ class ServerSettings:
         "time in-flight calls get to finish on SIGTERM/SIGINT",
         default=Seconds(10),
     )
+    metrics_listen: str = setting(
+        "PPOS_METRICS_LISTEN",
+        "host:port to serve Prometheus metrics on (/metrics); empty means off",
+        default="",
+    )
+    health_probe_interval: Seconds = setting(
+        "PPOS_HEALTH_PROBE_INTERVAL",
+        "how often health re-checks the database and its migrations",
+        default=Seconds(5),
+    )
 
     @property
     def resolved_database_url(self) -> str:
@@ -78,6 +88,12 @@ class ServerSettings:
             raise ConfigError("--db-pool-size: must not be negative")
         if self.shutdown_grace < 0:
             raise ConfigError("--shutdown-grace: must not be negative")
+        if self.metrics_listen:
+            host, sep, port = self.metrics_listen.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+                raise ConfigError(f"--metrics-listen: {self.metrics_listen!r} is not host:port")
+        if not 0 < self.health_probe_interval <= 300:
+            raise ConfigError("--health-probe-interval: must be between 0 and 5m")
 
 
 @dataclasses.dataclass(frozen=True)

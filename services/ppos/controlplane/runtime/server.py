@@ -19,6 +19,11 @@ from grpc_reflection.v1alpha import reflection
 
 from ppos.controlplane.core.logging import SecretRegistry
 from ppos.controlplane.runtime.modules import Runtime, ServiceModule, Settings
+from ppos.controlplane.runtime.observability import (
+    MeteredServer,
+    MetricsEndpoint,
+    auth_failure_hook,
+)
 from ppos.controlplane.runtime.peers import PeerDirectory
 from ppos.controlplane.security.access import AccessTable, MethodRule
 from ppos.controlplane.security.control_token import ControlToken, read_control_token
@@ -44,7 +49,6 @@ SERVER_OPTIONS = (
     ("grpc.max_metadata_size", 16 * 1024),
     ("grpc.so_reuseport", 0),
 )
-HEALTH_PROBE_INTERVAL = 5.0
 KEY_RELOAD_INTERVAL = 10.0
 
 ModuleFactory = Callable[[Runtime], ServiceModule]
@@ -99,6 +103,7 @@ class ControlPlaneServer:
         self._probe: asyncio.Task[None] | None = None
         self._key_watch: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
+        self.metrics: MetricsEndpoint | None = None
 
     @property
     def address(self) -> str:
@@ -165,21 +170,24 @@ class ControlPlaneServer:
         for rule in self._extra_rules:  # services outside our contracts (tests, benchmarks)
             access.add(rule)
         edge = EdgeGuard(
-            access, EdgeAuthenticator(control, verifier), on_auth_failure=self._on_auth_failure
+            access,
+            EdgeAuthenticator(control, verifier),
+            on_auth_failure=auth_failure_hook(self._on_auth_failure),
         )
         server = grpc.aio.server(options=SERVER_OPTIONS)
-        guarded = GuardedServer(server, edge)  # every service handler passes the edge
+        metered = MeteredServer(server)  # outermost: refusals at the edge are counted too
+        guarded = GuardedServer(metered, edge)  # every service handler passes the edge
         for module in self.modules:
             module.register(guarded)
         self._health = health.aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, metered)
         reflection.enable_server_reflection(
             (
                 *service_names,
                 health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                 reflection.SERVICE_NAME,
             ),
-            server,
+            metered,
         )
         self.port = server.add_insecure_port(settings.server.listen)
         if self.port == 0:
@@ -189,12 +197,19 @@ class ControlPlaneServer:
             if not settings.peers.address_of(name):
                 peers.set_address(name, self.address)
         self._server = server
+        await self._set_health(serving=False)  # until the modules run and readiness is known
         await server.start()
         for module in self.modules:
             await module.start()
-        await self._set_health(serving=True)
-        self._probe = asyncio.create_task(self._probe_health(), name="health-probe")
+        serving, problem = await self._check_ready()
+        if not serving:
+            _log.warning("health.changed", serving=serving, problem=problem)
+        await self._set_health(serving=serving)
+        self._probe = asyncio.create_task(self._probe_health(serving), name="health-probe")
         self._key_watch = asyncio.create_task(self._watch_keys(), name="key-reload")
+        if settings.server.metrics_listen:
+            self.metrics = MetricsEndpoint(settings.server.metrics_listen)
+            self.metrics.start()
         # What start-up built (modules, ORM metadata, descriptors) lives as long as
         # the process: keep it out of the cyclic collector, whose full passes over
         # it otherwise pause the event loop (measured: ~150-200 ms every few seconds
@@ -221,20 +236,22 @@ class ControlPlaneServer:
             for name in module.service_names:
                 await self._health.set(name, status)
 
-    async def _probe_health(self) -> None:
-        """Health follows real readiness: database reachable, schema current."""
+    async def _check_ready(self) -> tuple[bool, str]:
+        """Ready means: database reachable and every migration applied."""
         assert self.runtime is not None
         db = self.runtime.db
-        serving = True
+        try:
+            await db.run_in_executor(db.ping)
+            missing = await db.run_in_executor(lambda: migrate.pending(db.read_engine))
+        except Exception as exc:  # noqa: BLE001 - any failure means not ready
+            return False, f"database unreachable: {type(exc).__name__}"
+        return not missing, f"migrations pending: {sorted(missing)}" if missing else ""
+
+    async def _probe_health(self, serving: bool) -> None:
+        """Health follows real readiness: database reachable, schema current."""
         while True:
-            await asyncio.sleep(HEALTH_PROBE_INTERVAL)
-            try:
-                await db.run_in_executor(db.ping)
-                missing = await db.run_in_executor(lambda: migrate.pending(db.read_engine))
-                healthy = not missing
-                problem = f"migrations pending: {sorted(missing)}" if missing else ""
-            except Exception as exc:  # noqa: BLE001 - any failure means not ready
-                healthy, problem = False, f"database unreachable: {type(exc).__name__}"
+            await asyncio.sleep(self.settings.server.health_probe_interval)
+            healthy, problem = await self._check_ready()
             if healthy != serving:
                 serving = healthy
                 _log.warning("health.changed", serving=serving, problem=problem)
@@ -278,6 +295,8 @@ class ControlPlaneServer:
         for module in reversed(self.modules):
             await module.stop()
         await self._server.stop(grace)
+        if self.metrics is not None:
+            await asyncio.to_thread(self.metrics.stop)
         await self.runtime.peers.close()
         await asyncio.to_thread(self.runtime.db.close)
         self._stopped.set()

@@ -1,0 +1,1 @@
+"""`pposctl`, the operator command line."""
