@@ -18,7 +18,6 @@ import datetime as dt
 import os
 import secrets
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,6 +32,7 @@ import psycopg
 from sqlalchemy.engine import make_url
 
 from bench.harness import Mode, Result
+from bench.processes import cpu_seconds, free_port
 from ppos.controlplane.registrysync.v1 import registry_sync_service_pb2 as pb
 from ppos.controlplane.registrysync.v1 import registry_sync_service_pb2_grpc as pb_grpc
 from ppos.controlplane.security.keys import KeyRing
@@ -66,12 +66,6 @@ PLANS = {
         records=100_000, metered_records=20_000, metered_rate=2_000, metered_page=100, rounds=3
     ),
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _libpq(url: str) -> str:
@@ -185,7 +179,7 @@ async def _plane(
     tmp: Path, data_dir: Path, database_url: str, sim_port: int, extra: dict[str, str], name: str
 ) -> Plane:
     token = "ppos_bench_" + secrets.token_urlsafe(32)
-    address = f"127.0.0.1:{_free_port()}"
+    address = f"127.0.0.1:{free_port()}"
     env = dict(os.environ)
     env.update(
         {
@@ -207,12 +201,6 @@ async def _plane(
     )
     await _serving(address, child)
     return Plane(child, address, token)
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _seconds(stamp: object) -> float:
@@ -363,10 +351,10 @@ async def run(mode: Mode) -> Result:
                 copies.append(rate)
                 sizes.append(size)
                 _truncate(pg_url)
-                cpu = (_cpu_seconds(plane.child.popen.pid), _cpu_seconds(sim.popen.pid))
+                cpu = (cpu_seconds(plane.child.popen.pid), cpu_seconds(sim.popen.pid))
                 sweep = await _sweep(plane)
-                sync_cpu.append(_cpu_seconds(plane.child.popen.pid) - cpu[0])
-                sim_cpu.append(_cpu_seconds(sim.popen.pid) - cpu[1])
+                sync_cpu.append(cpu_seconds(plane.child.popen.pid) - cpu[0])
+                sim_cpu.append(cpu_seconds(sim.popen.pid) - cpu[1])
                 if _count(pg_url) != plan.records or sweep.records_synced != plan.records:
                     raise RuntimeError("the PostgreSQL sweep did not store every record once")
                 syncs.append(plan.records / (_seconds(sweep.end_time) - _seconds(sweep.start_time)))

@@ -1,5 +1,10 @@
-"""Server side of the auth benchmark: Relay -> Echo over a peer channel, with the
-real edge guard and outbound minting (`auth`) or with none at all (`plain`)."""
+"""Server side of the two-hop benchmarks: Relay calls Echo on the same server
+over a loopback channel. Modes:
+
+- `plain`: registered bare, plain channel (the baseline of both benchmarks);
+- `auth`: the real edge guard and outbound PREFLIGHT_JWT minting;
+- `metered`: the RPC metrics wrapper, no authentication.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from typing import Any
 import grpc
 
 from ppos.controlplane.core.logging import configure_logging
+from ppos.controlplane.runtime.observability import MeteredServer
 from ppos.controlplane.security.access import AccessTable, MethodRule
 from ppos.controlplane.security.control_token import ControlToken
 from ppos.controlplane.security.edge import EdgeAuthenticator, EdgeGuard, GuardedServer
@@ -24,6 +30,24 @@ FRONT = "ppos.bench.v1.FrontService"
 BACK = "ppos.bench.v1.BackService"
 RELAY = f"/{FRONT}/Relay"
 ECHO = f"/{BACK}/Echo"
+MODES = ("plain", "auth", "metered")
+
+
+def _authenticated(
+    server: grpc.aio.Server, address: str, data_dir: Path, token: str
+) -> tuple[grpc.aio.Server, grpc.aio.Channel]:
+    keyring = KeyRing.from_directory(data_dir / "keys")
+    minter = TokenMinter(keyring, issuer="ppos-control-plane")
+    verifier = TokenVerifier(keyring, issuer="ppos-control-plane")
+    access = AccessTable(
+        [
+            MethodRule(RELAY, FRONT, frozenset({PrincipalKind.OPERATOR})),
+            MethodRule(ECHO, BACK, frozenset({PrincipalKind.PEER})),
+        ]
+    )
+    edge = EdgeGuard(access, EdgeAuthenticator(ControlToken(token), verifier))
+    channel = open_channel(address, minter, audience=BACK, subject="ppos.controlplane.bench")
+    return GuardedServer(server, edge), channel
 
 
 async def serve(mode: str, port: int, data_dir: Path, token: str) -> None:
@@ -31,19 +55,10 @@ async def serve(mode: str, port: int, data_dir: Path, token: str) -> None:
     server = grpc.aio.server()
     registrar: grpc.aio.Server = server
     if mode == "auth":
-        keyring = KeyRing.from_directory(data_dir / "keys")
-        minter = TokenMinter(keyring, issuer="ppos-control-plane")
-        verifier = TokenVerifier(keyring, issuer="ppos-control-plane")
-        access = AccessTable(
-            [
-                MethodRule(RELAY, FRONT, frozenset({PrincipalKind.OPERATOR})),
-                MethodRule(ECHO, BACK, frozenset({PrincipalKind.PEER})),
-            ]
-        )
-        edge = EdgeGuard(access, EdgeAuthenticator(ControlToken(token), verifier))
-        registrar = GuardedServer(server, edge)
-        channel = open_channel(address, minter, audience=BACK, subject="ppos.controlplane.bench")
+        registrar, channel = _authenticated(server, address, data_dir, token)
     else:
+        if mode == "metered":
+            registrar = MeteredServer(server)
         channel = grpc.aio.insecure_channel(address)
     echo_call = channel.unary_unary(ECHO)
 
@@ -76,7 +91,7 @@ async def serve(mode: str, port: int, data_dir: Path, token: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--mode", choices=["auth", "plain"], required=True)
+    parser.add_argument("--mode", choices=MODES, required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--token-file", type=Path, required=True)
