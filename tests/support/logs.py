@@ -12,8 +12,11 @@ from typing import Any
 import structlog
 from structlog.testing import capture_logs
 
+from ppos.controlplane.core.logging import merge_call_fields
+
 
 @contextmanager
 def captured() -> Iterator[list[dict[str, Any]]]:
-    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+    processors = [structlog.contextvars.merge_contextvars, merge_call_fields]
+    with capture_logs(processors=processors) as logs:
         yield logs

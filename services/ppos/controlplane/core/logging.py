@@ -1,19 +1,22 @@
 """structlog set-up: configured once by the composition root, never at import.
 
 JSON lines off a TTY, a console renderer on one. Per-call fields (request id,
-method, caller) come from contextvars. A redaction processor runs last before
-rendering: it blanks values under secret-looking keys and scrubs every
-registered secret value (the control token) from all strings, exception text
-included.
+method, caller) come from contextvars: the edge sets them once per call with
+`bind_call_fields` (one ContextVar; each RPC runs in its own task, so nothing
+needs unbinding), other code may use structlog's `bind_contextvars`. A
+redaction processor runs last before rendering: it blanks values under
+secret-looking keys and scrubs every registered secret value (the control
+token) from all strings, exception text included.
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import re
 import sys
 import threading
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any, TextIO
 
 import structlog
@@ -24,6 +27,27 @@ _SECRET_KEY = re.compile(
 )
 # Keys that look secret by name but hold no secret.
 _SAFE_KEYS = frozenset({"token_kind", "credential_kind", "active_kid", "kid"})
+
+
+_call_fields: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar(
+    "ppos_call_log_fields", default=None
+)
+
+
+def bind_call_fields(fields: Mapping[str, str]) -> None:
+    """The fields every log line of the current call (its task) carries."""
+    _call_fields.set(fields)
+
+
+def merge_call_fields(
+    _logger: Any, _name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: add the current call's fields (explicit keys win)."""
+    fields = _call_fields.get()
+    if fields:
+        for key, value in fields.items():
+            event_dict.setdefault(key, value)
+    return event_dict
 
 
 class SecretRegistry:
@@ -97,6 +121,7 @@ def configure_logging(
         raise ValueError(f"unknown log level {level!r}")
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
+        merge_call_fields,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.StackInfoRenderer(),

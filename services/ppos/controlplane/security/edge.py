@@ -32,6 +32,7 @@ from ppos.controlplane.core.errors import (
 )
 from ppos.controlplane.core.handlers import CallWrapper, wrap_handler
 from ppos.controlplane.core.ids import request_id
+from ppos.controlplane.core.logging import bind_call_fields
 from ppos.controlplane.core.validation import REQUEST_ID
 from ppos.controlplane.security.access import AccessTable, MethodRule
 from ppos.controlplane.security.control_token import ControlToken
@@ -182,47 +183,33 @@ class _Guard(CallWrapper):
         self._rule = rule
         self._method = method
 
-    async def _admit(self, context: Any) -> tuple[Principal, str] | None:
-        metadata = context.invocation_metadata() or ()
-        request_id = request_id_from(metadata)
-        try:
-            return self._edge.authenticator.authenticate(metadata, self._rule), request_id
-        except DomainError as exc:
-            exc.metadata.setdefault("request_id", request_id)
-            _log.info(
-                "auth.refused",
-                method=self._method,
-                request_id=request_id,
-                code=exc.code.name,
-                reason=exc.reason,
-            )
-            if self._edge.on_auth_failure is not None:
-                self._edge.on_auth_failure(self._method, exc.reason)
-            status = exc.to_grpc_status()
-            await context.abort(status.code, status.details, status.trailing_metadata)
-        return None  # pragma: no cover - abort raises
-
-    def _enter(self, principal: Principal, request_id: str) -> tuple[Any, ...]:
-        structlog.contextvars.bind_contextvars(
-            request_id=request_id, method=self._method, caller=principal.display
+    async def _refuse(self, context: Any, exc: DomainError, request_id: str) -> None:
+        exc.metadata.setdefault("request_id", request_id)
+        _log.info(
+            "auth.refused",
+            method=self._method,
+            request_id=request_id,
+            code=exc.code.name,
+            reason=exc.reason,
         )
-        return (
-            current_principal.set(principal),
-            current_request_id.set(request_id),
-            current_method.set(self._method),
-        )
+        if self._edge.on_auth_failure is not None:
+            self._edge.on_auth_failure(self._method, exc.reason)
+        status = exc.to_grpc_status()
+        await context.abort(status.code, status.details, status.trailing_metadata)
 
-    @staticmethod
-    def _exit(tokens: tuple[Any, ...]) -> None:
-        try:
-            current_principal.reset(tokens[0])
-            current_request_id.reset(tokens[1])
-            current_method.reset(tokens[2])
-        except ValueError:
-            # A stream abandoned mid-send is finalised later by the event loop in a
-            # context of its own: there is nothing of this call to restore there.
-            return
-        structlog.contextvars.unbind_contextvars("request_id", "method", "caller")
+    def _enter(self, principal: Principal, request_id: str) -> None:
+        """Bind the call's principal, request id and method for the handler and the logs.
+
+        grpc.aio runs every call in a task of its own, which starts from a copy
+        of the server's context: what is set here is seen by this call only and
+        goes with its task, so there is nothing to reset.
+        """
+        current_principal.set(principal)
+        current_request_id.set(request_id)
+        current_method.set(self._method)
+        bind_call_fields(
+            {"request_id": request_id, "method": self._method, "caller": principal.display}
+        )
 
     async def _fail(self, context: Any, exc: BaseException, request_id: str) -> None:
         if isinstance(exc, NotImplementedError):
@@ -239,26 +226,32 @@ class _Guard(CallWrapper):
         await context.abort(status.code, status.details, status.trailing_metadata)
 
     async def around_unary(self, invoke: Callable[[Any], Awaitable[Any]], context: Any) -> Any:
-        admitted = await self._admit(context)
-        assert admitted is not None
-        principal, request_id = admitted
-        tokens = self._enter(principal, request_id)
+        metadata = context.invocation_metadata() or ()
+        request_id = request_id_from(metadata)
+        try:
+            principal = self._edge.authenticator.authenticate(metadata, self._rule)
+        except DomainError as exc:
+            await self._refuse(context, exc, request_id)
+            raise  # pragma: no cover - abort raises
+        self._enter(principal, request_id)
         try:
             return await invoke(_ScrubbedContext(context))
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
         except Exception as exc:  # noqa: BLE001 - mapped to a status, logged in _fail
             await self._fail(context, exc, request_id)
-        finally:
-            self._exit(tokens)
 
     async def around_stream(
         self, invoke: Callable[[Any], AsyncIterator[Any]], context: Any
     ) -> AsyncIterator[Any]:
-        admitted = await self._admit(context)
-        assert admitted is not None
-        principal, request_id = admitted
-        tokens = self._enter(principal, request_id)
+        metadata = context.invocation_metadata() or ()
+        request_id = request_id_from(metadata)
+        try:
+            principal = self._edge.authenticator.authenticate(metadata, self._rule)
+        except DomainError as exc:
+            await self._refuse(context, exc, request_id)
+            raise  # pragma: no cover - abort raises
+        self._enter(principal, request_id)
         try:
             async for item in invoke(_ScrubbedContext(context)):
                 yield item
@@ -266,8 +259,6 @@ class _Guard(CallWrapper):
             raise
         except Exception as exc:  # noqa: BLE001 - mapped to a status, logged in _fail
             await self._fail(context, exc, request_id)
-        finally:
-            self._exit(tokens)
 
 
 class EdgeGuard:

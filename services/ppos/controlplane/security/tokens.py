@@ -13,16 +13,22 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import os
 import re
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
-from jwt.algorithms import ECAlgorithm
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature,
+    encode_dss_signature,
+)
 
-from ppos.controlplane.security.keys import JWK_ALG, KeyRing, PublicKeySource
+from ppos.controlplane.security.keys import JWK_ALG, KeyRing, PrivateKey, PublicKey, PublicKeySource
 
 PREFLIGHT_TYP = "preflight+jwt"
 NODE_TYP = "node+jwt"
@@ -32,8 +38,34 @@ _PREFLIGHT_REQUIRED = ["iss", "sub", "aud", "iat", "exp", "jti", "mth"]
 _NODE_REQUIRED = ["iss", "sub", "aud", "iat", "exp", "jti", "gen"]
 
 
-_SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
-_ES256 = ECAlgorithm(ECAlgorithm.SHA256)
+# A compact JWS of our one algorithm: ES256 signatures are 64 bytes (r || s, RFC
+# 7518 3.4), 86 base64url characters whose last one carries 2 bits and 4 zero
+# bits of padding, so this also rejects non-canonical encodings of the signature.
+_COMPACT_ES256 = re.compile(r"([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]{85}[AQgw])")
+_ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)
+# Verified-good JOSE headers by their encoded form: there is one per signing key
+# and token type, so this stays small; it is capped anyway.
+_MAX_KNOWN_HEADERS = 64
+
+
+def es256_sign(data: bytes, key: PrivateKey) -> bytes:
+    """ECDSA P-256 over SHA-256, as JWS wants it: r || s, 32 bytes each."""
+    r, s = decode_dss_signature(key.sign(data, _ECDSA_SHA256))
+    return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+
+def es256_verify(data: bytes, key: PublicKey, signature: bytes) -> bool:
+    if len(signature) != 64:
+        return False
+    der = encode_dss_signature(
+        int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
+    )
+    try:
+        key.verify(der, data, _ECDSA_SHA256)
+    except InvalidSignature:
+        return False
+    return True
 
 
 def _b64decode(segment: str) -> bytes:
@@ -45,7 +77,7 @@ def _b64encode(data: bytes) -> str:
 
 
 def _compact(value: dict[str, Any]) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode()
+    return _JSON.encode(value).encode()
 
 
 def _peek_header(token: str) -> dict[str, Any] | None:
@@ -69,8 +101,7 @@ class TokenRejected(Exception):
         self.detail = detail
 
 
-@dataclass(frozen=True)
-class PreflightClaims:
+class PreflightClaims(NamedTuple):
     issuer: str
     subject: str
     audience: str
@@ -105,6 +136,7 @@ class TokenMinter:
         self._ttl = int(ttl_seconds)
         self._clock = clock
         self._headers: dict[tuple[str, str], str] = {}
+        self._fixed_claims: dict[tuple[str, str, str], str] = {}
 
     def mint_preflight(
         self,
@@ -115,20 +147,22 @@ class TokenMinter:
         request_id: str,
         acting_for: str = "",
     ) -> str:
+        # The claims that are the same for every call of a method on a channel are
+        # encoded once; per call only the times, the jti, the request id and the
+        # actor are (the strings through the JSON encoder, so always escaped).
+        fixed = self._fixed_claims.get((subject, audience, method))
+        if fixed is None:
+            fixed = _JSON.encode(
+                {"iss": self._issuer, "sub": subject, "aud": audience, "mth": method}
+            )[:-1]
+            self._fixed_claims[(subject, audience, method)] = fixed
         now = int(self._clock())
-        claims: dict[str, Any] = {
-            "iss": self._issuer,
-            "sub": subject,
-            "aud": audience,
-            "iat": now,
-            "exp": now + self._ttl,
-            "jti": uuid.uuid4().hex,
-            "mth": method,
-            "rid": request_id,
-        }
-        if acting_for:
-            claims["act"] = {"sub": acting_for}
-        return self._sign(claims, PREFLIGHT_TYP)
+        act = f',"act":{{"sub":{_JSON.encode(acting_for)}}}' if acting_for else ""
+        claims = (
+            f'{fixed},"iat":{now},"exp":{now + self._ttl},"jti":"{os.urandom(16).hex()}",'
+            f'"rid":{_JSON.encode(request_id)}{act}}}'
+        )
+        return self._sign_encoded(claims.encode(), PREFLIGHT_TYP)
 
     def mint_node_credential(
         self, *, node_id: str, generation: int, audience: str, ttl_seconds: float
@@ -141,22 +175,25 @@ class TokenMinter:
             "aud": audience,
             "iat": now,
             "exp": expires,
-            "jti": uuid.uuid4().hex,
+            "jti": os.urandom(16).hex(),
             "gen": generation,
             "scope": "node",
         }
         return self._sign(claims, NODE_TYP), expires
 
     def _sign(self, claims: dict[str, Any], typ: str) -> str:
+        return self._sign_encoded(_compact(claims), typ)
+
+    def _sign_encoded(self, claims: bytes, typ: str) -> str:
         """Compact JWS: the encoded header is the same for every token of a key and
-        type, so it is built once; the signature is PyJWT's ES256 (raw r||s)."""
+        type, so it is built once."""
         key = self._keyring.active
         header = self._headers.get((key.kid, typ))
         if header is None:
             header = _b64encode(_compact({"alg": JWK_ALG, "kid": key.kid, "typ": typ}))
             self._headers[(key.kid, typ)] = header
-        signing_input = f"{header}.{_b64encode(_compact(claims))}"
-        signature = _ES256.sign(signing_input.encode(), key.private_key)
+        signing_input = f"{header}.{_b64encode(claims)}"
+        signature = es256_sign(signing_input.encode(), key.private_key)
         return f"{signing_input}.{_b64encode(signature)}"
 
 
@@ -179,6 +216,7 @@ class TokenVerifier:
         self._max_preflight = max_preflight_lifetime
         self._max_node = max_node_lifetime
         self._clock = clock
+        self._known_headers: dict[str, tuple[str, str]] = {}  # encoded -> (typ, kid)
 
     def verify_preflight(self, token: str, *, audience: str, method: str) -> PreflightClaims:
         claims = self._decode(token, PREFLIGHT_TYP, audience, _PREFLIGHT_REQUIRED)
@@ -211,35 +249,32 @@ class TokenVerifier:
 
     def peek_type(self, token: str) -> str | None:
         """The `typ` header of a well-formed JWT, or None. Not a verification."""
+        known = self._known_headers.get(token[: token.find(".")])
+        if known is not None:
+            return known[0]
         header = _peek_header(token)
         typ = header.get("typ") if header else None
         return typ if isinstance(typ, str) else None
 
-    def _decode(self, token: str, typ: str, audience: str, required: list[str]) -> dict[str, Any]:
-        """Strict compact-JWS verification for our one algorithm.
+    def _header(self, segment: str, typ: str) -> PublicKey:
+        """The key named by a JOSE header that passes every check, or TokenRejected.
 
-        Every segment must be canonical base64url; the header is checked
-        before the signature (pinned algorithm and type, no key-bearing
-        headers, a known kid); the signature is verified by PyJWT's ES256
-        implementation; then the registered claims. PyJWT's generic decode
-        does the same with a per-character Python check of the encoding that
-        cost more than the signature itself on this machine.
+        Headers that pass are remembered by their encoded form (with the key they
+        name), so the tokens of one signing key parse their header once; a header
+        is only remembered once it has passed, and a key that leaves the accepted
+        set takes its headers with it (they are looked up again).
         """
-        if len(token) > MAX_TOKEN_LENGTH:
-            raise TokenRejected("oversized", "token too large")
-        segments = token.split(".")
-        if len(segments) != 3 or not all(_SEGMENT.fullmatch(part) for part in segments):
-            raise TokenRejected("malformed", "not a compact JWS")
+        known = self._known_headers.get(segment)
+        if known is not None and known[0] == typ:
+            key = self._keys.public_key(known[1])
+            if key is not None:
+                return key
         try:
-            header = json.loads(_b64decode(segments[0]))
-            claims = json.loads(_b64decode(segments[1]))
-            signature = _b64decode(segments[2])
+            header = json.loads(_b64decode(segment))
         except (ValueError, binascii.Error):
             raise TokenRejected("malformed", "not a compact JWS") from None
-        if not isinstance(header, dict) or not isinstance(claims, dict):
+        if not isinstance(header, dict):
             raise TokenRejected("malformed", "header and claims must be JSON objects")
-        if _b64encode(signature) != segments[2]:
-            raise TokenRejected("malformed", "signature encoding is not canonical")
         if header.get("alg") != JWK_ALG:
             raise TokenRejected("wrong_algorithm", "algorithm not accepted")
         if header.get("typ") != typ:
@@ -250,8 +285,38 @@ class TokenVerifier:
         key = self._keys.public_key(kid) if isinstance(kid, str) else None
         if key is None:
             raise TokenRejected("unknown_key", "signing key not known")
-        signing_input = token[: len(segments[0]) + 1 + len(segments[1])].encode()
-        if not _ES256.verify(signing_input, key, signature):
+        assert isinstance(kid, str)
+        if len(self._known_headers) >= _MAX_KNOWN_HEADERS:
+            self._known_headers.clear()
+        self._known_headers[segment] = (typ, kid)
+        return key
+
+    def _decode(self, token: str, typ: str, audience: str, required: list[str]) -> dict[str, Any]:
+        """Strict compact-JWS verification for our one algorithm.
+
+        The token must be three canonical base64url segments with a 64-byte
+        signature; the header is checked before the signature (pinned
+        algorithm and type, no key-bearing headers, a known kid); then the
+        ES256 signature; then the registered claims. PyJWT's generic decode
+        does the same with a per-character Python check of the encoding that
+        cost more than the signature itself on this machine.
+        """
+        if len(token) > MAX_TOKEN_LENGTH:
+            raise TokenRejected("oversized", "token too large")
+        match = _COMPACT_ES256.fullmatch(token)
+        if match is None:
+            raise TokenRejected("malformed", "not a compact JWS")
+        header_segment, claims_segment, signature_segment = match.groups()
+        key = self._header(header_segment, typ)
+        try:
+            claims = json.loads(_b64decode(claims_segment))
+            signature = _b64decode(signature_segment)
+        except (ValueError, binascii.Error):
+            raise TokenRejected("malformed", "not a compact JWS") from None
+        if not isinstance(claims, dict):
+            raise TokenRejected("malformed", "header and claims must be JSON objects")
+        signing_input = token[: match.end(2)].encode()
+        if not es256_verify(signing_input, key, signature):
             raise TokenRejected("bad_signature", "signature does not verify")
         for claim in required:
             if claim not in claims:
