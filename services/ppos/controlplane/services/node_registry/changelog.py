@@ -45,6 +45,10 @@ SQLITE_LAST_EVENT_ID = (
     "(SELECT max(event_id) FROM node_events), 0)"
 )
 SWEEP_LOCK_KEY = 0x70706F736E727377
+# The sequence behind node_events.event_id on PostgreSQL, as a constant the
+# planner folds once per statement (`pg_get_serial_sequence` in a statement is
+# evaluated per row: it was a third of a 100,000-node sweep).
+EVENT_ID_SEQUENCE = "'node_events_event_id_seq'::regclass"
 
 
 @dataclass(frozen=True)
@@ -79,10 +83,7 @@ def allocate_versions(session: Session, count: int) -> list[int]:
     take_version_lock(session)
     if is_postgres(session):
         drawn = session.scalars(
-            text(
-                "SELECT nextval(pg_get_serial_sequence('node_events', 'event_id')) "
-                "FROM generate_series(1, :n)"
-            ),
+            text(f"SELECT nextval({EVENT_ID_SEQUENCE}) FROM generate_series(1, :n)"),
             {"n": count},
         )
         return sorted(int(v) for v in drawn)

@@ -54,7 +54,10 @@ class NodeRow(Base):
 
     __table_args__ = (
         CheckConstraint("capacity_slots >= 0", name="capacity_not_negative"),
-        Index("ix_nodes_region_readiness", "region", "readiness"),
+        # No index covers a column that heartbeats or sweeps change (readiness,
+        # timestamps, versions): on PostgreSQL those updates are HOT (see
+        # migration noderegistry_0003, which also sets fillfactor 50).
+        Index("ix_nodes_region", "region"),
         Index("ix_nodes_container_image", "container_image"),
     )
 

@@ -37,6 +37,7 @@ from ppos.controlplane.security.principal import Principal, current_principal, i
 from ppos.controlplane.services.node_registry import commands
 from ppos.controlplane.services.node_registry.changelog import (
     CHANGED_KEY,
+    EVENT_ID_SEQUENCE,
     NOTIFY_CHANNEL,
     SQLITE_LAST_EVENT_ID,
     SWEEP_LOCK_KEY,
@@ -96,7 +97,7 @@ _PG_UPDATE = """
 WITH changed AS (
   UPDATE nodes SET readiness = :readiness, readiness_reason = :reason,
     last_transition_at = :now, updated_at = :now,
-    resource_version = nextval(pg_get_serial_sequence('node_events', 'event_id'))
+    resource_version = nextval({sequence})
   WHERE {where}
   RETURNING node_id, resource_version
 ), logged AS (
@@ -112,7 +113,7 @@ _PG_UPDATE_FROM = """
 WITH changed AS (
   UPDATE nodes SET readiness = :readiness, readiness_reason = :reason,
     last_transition_at = :now, updated_at = :now,
-    resource_version = nextval(pg_get_serial_sequence('node_events', 'event_id'))
+    resource_version = nextval({sequence})
   FROM (SELECT node_id AS old_id, readiness AS old_readiness FROM nodes WHERE {where}) AS old
   WHERE nodes.node_id = old.old_id AND {where}
   RETURNING nodes.node_id, nodes.resource_version, old.old_readiness
@@ -131,7 +132,7 @@ WITH candidates AS (
 ), changed AS (
   UPDATE nodes SET readiness = :readiness, readiness_reason = :reason,
     last_transition_at = :now, updated_at = :now,
-    resource_version = nextval(pg_get_serial_sequence('node_events', 'event_id'))
+    resource_version = nextval({sequence})
   FROM candidates WHERE nodes.node_id = candidates.node_id
   RETURNING nodes.node_id, nodes.resource_version, candidates.previous
 ), logged AS (
@@ -228,7 +229,10 @@ def sweep_readiness(
                 sql = _PG_UPDATE_FROM
             else:
                 sql, values = _PG_UPDATE, {**values, "previous": previous}
-            changed = int(session.scalar(_times(sql.format(where=where)), values) or 0)
+            changed = int(
+                session.scalar(_times(sql.format(where=where, sequence=EVENT_ID_SEQUENCE)), values)
+                or 0
+            )
         else:
             base = int(session.scalar(text(SQLITE_LAST_EVENT_ID)) or 0)
             logged = session.execute(
