@@ -1,7 +1,10 @@
 """Rebuild a gRPC method handler with a wrapper around its behaviour.
 
 Works for all four call shapes of grpc.aio, for behaviours written as
-coroutines, async generators or context.write() loops.
+coroutines, async generators or context.write() loops. A streaming behaviour
+that is a coroutine function (it writes with context.write()) is wrapped as a
+coroutine through `around_unary`, so an open stream holds no generator frames
+of ours.
 """
 
 from __future__ import annotations
@@ -66,6 +69,13 @@ def wrap_handler(
         return grpc.stream_unary_rpc_method_handler(stream_unary, **common)
     if handler.unary_stream is not None:
         behaviour = handler.unary_stream
+        if inspect.iscoroutinefunction(behaviour):
+            # Streams with context.write(): stays a coroutine (grpc.aio tells the two
+            # apart by the function), no async-generator layers per open stream.
+            async def unary_stream_writer(request: Any, context: Any) -> None:
+                await wrapper.around_unary(lambda ctx: behaviour(request, ctx), context)
+
+            return grpc.unary_stream_rpc_method_handler(unary_stream_writer, **common)
 
         async def unary_stream(request: Any, context: Any) -> AsyncIterator[Any]:
             async for item in wrapper.around_stream(
@@ -75,6 +85,12 @@ def wrap_handler(
 
         return grpc.unary_stream_rpc_method_handler(unary_stream, **common)
     behaviour = handler.stream_stream
+    if inspect.iscoroutinefunction(behaviour):
+
+        async def stream_stream_writer(requests: Any, context: Any) -> None:
+            await wrapper.around_unary(lambda ctx: behaviour(requests, ctx), context)
+
+        return grpc.stream_stream_rpc_method_handler(stream_stream_writer, **common)
 
     async def stream_stream(requests: Any, context: Any) -> AsyncIterator[Any]:
         async for item in wrapper.around_stream(

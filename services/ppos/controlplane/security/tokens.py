@@ -16,6 +16,7 @@ import json
 import os
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -208,6 +209,7 @@ class TokenVerifier:
         leeway_seconds: float = 5.0,
         max_preflight_lifetime: float = 300.0,
         max_node_lifetime: float = 30 * 86400.0,
+        node_cache_size: int = 65_536,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._keys = keys
@@ -217,9 +219,13 @@ class TokenVerifier:
         self._max_node = max_node_lifetime
         self._clock = clock
         self._known_headers: dict[str, tuple[str, str]] = {}  # encoded -> (typ, kid)
+        # Verified node credentials: token -> (claims, kid, audience), least recently
+        # used first.
+        self._node_cache: OrderedDict[str, tuple[NodeClaims, str, str]] = OrderedDict()
+        self._node_cache_size = node_cache_size
 
     def verify_preflight(self, token: str, *, audience: str, method: str) -> PreflightClaims:
-        claims = self._decode(token, PREFLIGHT_TYP, audience, _PREFLIGHT_REQUIRED)
+        claims, _ = self._decode(token, PREFLIGHT_TYP, audience, _PREFLIGHT_REQUIRED)
         self._check_lifetime(claims, self._max_preflight)
         if claims["mth"] != method:
             raise TokenRejected("wrong_method", "token is bound to another method")
@@ -238,14 +244,39 @@ class TokenVerifier:
         )
 
     def verify_node_credential(self, token: str, *, audience: str) -> NodeClaims:
-        claims = self._decode(token, NODE_TYP, audience, _NODE_REQUIRED)
+        """A node credential's claims, from the cache of verified credentials when it
+        holds this exact token.
+
+        A node presents the same long-lived credential on every heartbeat, so a
+        verified one is remembered (like the Kubernetes API server's token
+        cache): byte for byte the same token, the same audience, its signing key
+        still accepted and the token not expired; anything else is verified in
+        full. Revocation is unaffected: it is the credential generation, which
+        the registry compares with the node's row on every call.
+        """
+        cached = self._node_cache.get(token)
+        if cached is not None:
+            node, kid, cached_audience = cached
+            if (
+                cached_audience == audience
+                and node.expires_at > self._clock() - self._leeway
+                and self._keys.public_key(kid) is not None
+            ):
+                self._node_cache.move_to_end(token)
+                return node
+            del self._node_cache[token]
+        claims, kid = self._decode(token, NODE_TYP, audience, _NODE_REQUIRED)
         self._check_lifetime(claims, self._max_node)
         subject = str(claims["sub"])
         if not subject.startswith("node:") or len(subject) <= len("node:"):
             raise TokenRejected("bad_subject", "node credential names no node")
         if claims.get("scope") != "node" or not isinstance(claims["gen"], int):
             raise TokenRejected("bad_scope", "not a node-scoped credential")
-        return NodeClaims(subject[len("node:") :], claims["gen"], int(claims["exp"]))
+        node = NodeClaims(subject[len("node:") :], claims["gen"], int(claims["exp"]))
+        self._node_cache[token] = (node, kid, audience)
+        if len(self._node_cache) > self._node_cache_size:
+            self._node_cache.popitem(last=False)
+        return node
 
     def peek_type(self, token: str) -> str | None:
         """The `typ` header of a well-formed JWT, or None. Not a verification."""
@@ -256,7 +287,7 @@ class TokenVerifier:
         typ = header.get("typ") if header else None
         return typ if isinstance(typ, str) else None
 
-    def _header(self, segment: str, typ: str) -> PublicKey:
+    def _header(self, segment: str, typ: str) -> tuple[PublicKey, str]:
         """The key named by a JOSE header that passes every check, or TokenRejected.
 
         Headers that pass are remembered by their encoded form (with the key they
@@ -268,7 +299,7 @@ class TokenVerifier:
         if known is not None and known[0] == typ:
             key = self._keys.public_key(known[1])
             if key is not None:
-                return key
+                return key, known[1]
         try:
             header = json.loads(_b64decode(segment))
         except (ValueError, binascii.Error):
@@ -289,9 +320,11 @@ class TokenVerifier:
         if len(self._known_headers) >= _MAX_KNOWN_HEADERS:
             self._known_headers.clear()
         self._known_headers[segment] = (typ, kid)
-        return key
+        return key, kid
 
-    def _decode(self, token: str, typ: str, audience: str, required: list[str]) -> dict[str, Any]:
+    def _decode(
+        self, token: str, typ: str, audience: str, required: list[str]
+    ) -> tuple[dict[str, Any], str]:
         """Strict compact-JWS verification for our one algorithm.
 
         The token must be three canonical base64url segments with a 64-byte
@@ -307,7 +340,7 @@ class TokenVerifier:
         if match is None:
             raise TokenRejected("malformed", "not a compact JWS")
         header_segment, claims_segment, signature_segment = match.groups()
-        key = self._header(header_segment, typ)
+        key, kid = self._header(header_segment, typ)
         try:
             claims = json.loads(_b64decode(claims_segment))
             signature = _b64decode(signature_segment)
@@ -334,7 +367,7 @@ class TokenVerifier:
         nbf = claims.get("nbf")
         if isinstance(nbf, (int, float)) and nbf > now + self._leeway:
             raise TokenRejected("not_yet_valid", "token not valid yet")
-        return claims
+        return claims, kid
 
     def _check_lifetime(self, claims: dict[str, Any], max_lifetime: float) -> None:
         iat, exp = claims["iat"], claims["exp"]

@@ -103,7 +103,7 @@ class NodeChange:
         return data
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Subscriber:
     query: NodeQuery
     query_key: str
