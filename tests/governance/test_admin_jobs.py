@@ -84,10 +84,13 @@ async def test_progress_streams_until_the_job_succeeds(start_governed: StartGove
     )
     assert error.code() == grpc.StatusCode.ALREADY_EXISTS
     stream = gov.operator.WatchAdminJob(pb.WatchAdminJobRequest(admin_job_id=job.admin_job_id))
+    # The stream's first message is the job as it is now; the runner starts after it.
+    seen = [(await stream.read()).job]
     log: list[tuple[str, int]] = []
     _runner_a, stop, task = await _runner(gov, stepper(4, 0.05, log), "runner-a")
     try:
-        seen = [reply.job async for reply in stream]
+        while (reply := await stream.read()) is not grpc.aio.EOF:
+            seen.append(reply.job)
     finally:
         stop.set()
         await task
