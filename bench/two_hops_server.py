@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 
 from ppos.controlplane.core.logging import configure_logging
+from ppos.controlplane.runtime.collector import settle_collector
 from ppos.controlplane.runtime.observability import MeteredServer
 from ppos.controlplane.security.access import AccessTable, MethodRule
 from ppos.controlplane.security.control_token import ControlToken
@@ -81,6 +82,7 @@ async def serve(mode: str, port: int, data_dir: Path, token: str) -> None:
     )
     server.add_insecure_port(address)
     await server.start()
+    settle_collector()  # as the real server does once started (every mode alike)
     print("ready", flush=True)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)

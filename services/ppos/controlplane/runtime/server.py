@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import time
 from collections.abc import Callable
 
@@ -18,6 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from ppos.controlplane.core.logging import SecretRegistry
+from ppos.controlplane.runtime.collector import settle_collector
 from ppos.controlplane.runtime.modules import Runtime, ServiceModule, Settings
 from ppos.controlplane.runtime.observability import (
     MeteredServer,
@@ -210,11 +210,10 @@ class ControlPlaneServer:
         if settings.server.metrics_listen:
             self.metrics = MetricsEndpoint(settings.server.metrics_listen)
             self.metrics.start()
-        # What start-up built (modules, ORM metadata, descriptors) lives as long as
-        # the process: keep it out of the cyclic collector, whose full passes over
-        # it otherwise pause the event loop (measured: ~150-200 ms every few seconds
-        # with 1,000 WatchNodes streams open).
-        gc.freeze()
+        # What start-up built lives as long as the process: out of the cyclic
+        # collector's way, and the collector itself set for many open streams
+        # (its passes paused the event loop; see runtime/collector.py).
+        settle_collector()
         _log.info(
             "server.started",
             address=self.address,
