@@ -99,3 +99,16 @@ async def test_decisions_are_append_only(gov: Governed) -> None:
 def _now(gov: Governed) -> object:
     value = utcnow()
     return value.replace(tzinfo=None) if gov.runtime.db.is_sqlite else value
+
+
+async def test_concurrent_admin_job_starts_under_one_request_id_start_one_job(
+    gov: Governed,
+) -> None:
+    request = pb.StartAdminJobRequest(
+        kind=res.ADMIN_JOB_KIND_REGION_DRAIN,
+        parameters={"region": "eu-west-1", "reason": "datacentre maintenance"},
+        request_id="same-job-request",
+    )
+    replies = await asyncio.gather(*(gov.operator.StartAdminJob(request) for _ in range(6)))
+    assert len({r.job.admin_job_id for r in replies}) == 1
+    assert count(gov.runtime, "admin_jobs") == 1
