@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import Message
-from sqlalchemy import and_, or_
+from sqlalchemy import and_, or_, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -20,6 +20,7 @@ from ppos.controlplane.core.pagination import decode_token, encode_token, page_s
 from ppos.controlplane.core.timeutil import utcnow
 from ppos.controlplane.core.validation import REQUEST_ID, Violations
 from ppos.controlplane.runtime.modules import Runtime
+from ppos.controlplane.services.governance.leadership import advisory_key
 from ppos.controlplane.services.governance.models import RequestRow
 from ppos.controlplane.storage import audit
 from ppos.controlplane.storage.database import Database
@@ -138,9 +139,22 @@ def validate_request_id(violations: Violations, value: str, *, required: bool) -
 
 
 def find_request(session: Session, method: str, request_id: str, digest: str) -> RequestRow | None:
-    """The earlier call under this request id; ALREADY_EXISTS when its body differed."""
+    """The earlier call under this request id; ALREADY_EXISTS when its body differed.
+
+    Call it first in the write transaction. On PostgreSQL it first takes a
+    transaction lock on the request id, so concurrent calls under one id run
+    one after the other: a later one finds the first one's row here instead
+    of passing this look-up before the first commits and then meeting its
+    tenant, queue or admin job (under READ COMMITTED) as a conflict. SQLite
+    has one writer at a time already.
+    """
     if not request_id:
         return None
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            text("SELECT pg_advisory_xact_lock(:key)"),
+            {"key": advisory_key(f"governance-request:{method}:{request_id}")},
+        )
     row = session.get(RequestRow, (method, request_id))
     if row is not None and row.body_sha256 != digest:
         raise AlreadyExists(

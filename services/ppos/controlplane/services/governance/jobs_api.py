@@ -87,25 +87,18 @@ class AdminJobHandlers(HandlerBase):
         digest = body_digest(request)
         actor = current_principal.get()
 
-        def started_before(session: Session) -> AdminJobRow | None:
-            prior = find_request(session, METHOD, request.request_id, digest)
-            return None if prior is None else session.get(AdminJobRow, prior.resource_id)
-
         def work(session: Session) -> tuple[AdminJobRow, bool]:
-            earlier = started_before(session)
-            if earlier is not None:
-                return earlier, False
+            prior = find_request(session, METHOD, request.request_id, digest)
+            if prior is not None:
+                row = session.get(AdminJobRow, prior.resource_id)
+                if row is not None:
+                    return row, False
             scope = conflict_scope(kind, parameters)
             active = session.scalars(
                 select(AdminJobRow).where(AdminJobRow.state.not_in(TERMINAL_ADMIN_JOB_STATES))
             ).all()
             for other in active:
                 if conflict_scope(other.kind, dict(other.parameters)) == scope:
-                    # The conflicting job may be this request's own, started by a call
-                    # under the same request id that committed after the look-up above.
-                    earlier = started_before(session)
-                    if earlier is not None:
-                        return earlier, False
                     raise FailedPrecondition(
                         f"admin job {other.admin_job_id} ({other.kind}, {other.state}) already "
                         f"works on {scope}; wait for it or cancel it first",

@@ -146,25 +146,13 @@ class TenantHandlers(HandlerBase):
         actor = current_principal.get()
         regions = self._gateway_regions
 
-        def replayed(session: Session) -> pb.ProvisionTenantResponse | None:
-            prior = find_request(session, method, request.request_id, digest)
-            if prior is None or prior.response is None:
-                return None
-            replay = pb.ProvisionTenantResponse.FromString(prior.response)
-            replay.replayed = True
-            return replay
-
         def work(session: Session) -> pb.ProvisionTenantResponse:
-            replay = replayed(session)
-            if replay is not None:
+            prior = find_request(session, method, request.request_id, digest)
+            if prior is not None and prior.response is not None:
+                replay = pb.ProvisionTenantResponse.FromString(prior.response)
+                replay.replayed = True
                 return replay
             if session.get(TenantRow, request.tenant_id) is not None:
-                # A call under the same request id may have committed since the
-                # look-up above (each statement sees the latest commit): it is the
-                # answer then, not ALREADY_EXISTS.
-                replay = replayed(session)
-                if replay is not None:
-                    return replay
                 raise AlreadyExists("tenant", request.tenant_id)
             refs = lookups.References(session)
             refs.partner("spec.default_partner_id", request.spec.default_partner_id)
@@ -457,25 +445,16 @@ class TenantHandlers(HandlerBase):
         actor = current_principal.get()
         regions = self._gateway_regions
 
-        def replayed(session: Session) -> pb.CreateQueueResponse | None:
-            prior = find_request(session, method, request.request_id, digest)
-            if prior is None or prior.response is None:
-                return None
-            return pb.CreateQueueResponse.FromString(prior.response)
-
         def work(session: Session) -> tuple[pb.CreateQueueResponse, bool]:
-            replay = replayed(session)
-            if replay is not None:
-                return replay, False
+            prior = find_request(session, method, request.request_id, digest)
+            if prior is not None and prior.response is not None:
+                return pb.CreateQueueResponse.FromString(prior.response), False
             tenant = lookups.live_tenant(session, request.tenant_id)
             if not request.spec.region and not tenant.default_region:
                 raise InvalidArgument.single(
                     "spec.region", "is required (the tenant names no default region)"
                 )
             if session.get(QueueRow, (request.tenant_id, request.queue_id)) is not None:
-                replay = replayed(session)  # committed since the look-up above?
-                if replay is not None:
-                    return replay, False
                 raise AlreadyExists("queue", f"{request.tenant_id}/{request.queue_id}")
             refs = lookups.References(session)
             refs.region("spec.region", request.spec.region or tenant.default_region, regions)
