@@ -183,6 +183,18 @@ class _Guard(CallWrapper):
         self._rule = rule
         self._method = method
 
+    async def _admit(self, context: Any) -> str:
+        """Authenticate the call and bind who it is for; its request id, or abort."""
+        metadata = context.invocation_metadata() or ()
+        request_id = request_id_from(metadata)
+        try:
+            principal = self._edge.authenticator.authenticate(metadata, self._rule)
+        except DomainError as exc:
+            await self._refuse(context, exc, request_id)
+            raise  # pragma: no cover - abort raises
+        self._enter(principal, request_id)
+        return request_id
+
     async def _refuse(self, context: Any, exc: DomainError, request_id: str) -> None:
         exc.metadata.setdefault("request_id", request_id)
         _log.info(
@@ -226,14 +238,7 @@ class _Guard(CallWrapper):
         await context.abort(status.code, status.details, status.trailing_metadata)
 
     async def around_unary(self, invoke: Callable[[Any], Awaitable[Any]], context: Any) -> Any:
-        metadata = context.invocation_metadata() or ()
-        request_id = request_id_from(metadata)
-        try:
-            principal = self._edge.authenticator.authenticate(metadata, self._rule)
-        except DomainError as exc:
-            await self._refuse(context, exc, request_id)
-            raise  # pragma: no cover - abort raises
-        self._enter(principal, request_id)
+        request_id = await self._admit(context)
         try:
             return await invoke(_ScrubbedContext(context))
         except (asyncio.CancelledError, grpc.aio.AbortError):
@@ -244,14 +249,7 @@ class _Guard(CallWrapper):
     async def around_stream(
         self, invoke: Callable[[Any], AsyncIterator[Any]], context: Any
     ) -> AsyncIterator[Any]:
-        metadata = context.invocation_metadata() or ()
-        request_id = request_id_from(metadata)
-        try:
-            principal = self._edge.authenticator.authenticate(metadata, self._rule)
-        except DomainError as exc:
-            await self._refuse(context, exc, request_id)
-            raise  # pragma: no cover - abort raises
-        self._enter(principal, request_id)
+        request_id = await self._admit(context)
         try:
             async for item in invoke(_ScrubbedContext(context)):
                 yield item

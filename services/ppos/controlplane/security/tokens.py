@@ -87,7 +87,7 @@ def _peek_header(token: str) -> dict[str, Any] | None:
         return None
     segment = token[: token.index(".")]
     try:
-        header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+        header = json.loads(_b64decode(segment))
     except (ValueError, UnicodeDecodeError):
         return None
     return header if isinstance(header, dict) else None
@@ -314,9 +314,8 @@ class TokenVerifier:
             raise TokenRejected("forbidden_header", "token header not accepted")
         kid = header.get("kid")
         key = self._keys.public_key(kid) if isinstance(kid, str) else None
-        if key is None:
+        if key is None or not isinstance(kid, str):
             raise TokenRejected("unknown_key", "signing key not known")
-        assert isinstance(kid, str)
         if len(self._known_headers) >= _MAX_KNOWN_HEADERS:
             self._known_headers.clear()
         self._known_headers[segment] = (typ, kid)
