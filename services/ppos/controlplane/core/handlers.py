@@ -44,6 +44,36 @@ async def _drain(result: Any) -> AsyncIterator[Any]:
             yield item
 
 
+def _as_coroutine(behaviour: Behaviour, wrapper: CallWrapper) -> Callable[[Any, Any], Any]:
+    """`behaviour` (a coroutine function: unary replies, or streams written with
+    context.write()) run inside `wrapper.around_unary`, still a coroutine function."""
+
+    async def wrapped(request: Any, context: Any) -> Any:
+        return await wrapper.around_unary(lambda ctx: behaviour(request, ctx), context)
+
+    return wrapped
+
+
+def _as_generator(behaviour: Behaviour, wrapper: CallWrapper) -> Callable[[Any, Any], Any]:
+    """A streaming `behaviour` that yields, run inside `wrapper.around_stream`."""
+
+    async def wrapped(request: Any, context: Any) -> AsyncIterator[Any]:
+        async for item in wrapper.around_stream(
+            lambda ctx: _drain(behaviour(request, ctx)), context
+        ):
+            yield item
+
+    return wrapped
+
+
+def _streaming(behaviour: Behaviour, wrapper: CallWrapper) -> Callable[[Any, Any], Any]:
+    # grpc.aio tells a context.write() stream from a generator by the function, so
+    # a writer stays a coroutine: no async-generator layers of ours per open stream.
+    if inspect.iscoroutinefunction(behaviour):
+        return _as_coroutine(behaviour, wrapper)
+    return _as_generator(behaviour, wrapper)
+
+
 def wrap_handler(
     handler: grpc.RpcMethodHandler[Any, Any], wrapper: CallWrapper
 ) -> grpc.RpcMethodHandler[Any, Any]:
@@ -52,53 +82,20 @@ def wrap_handler(
         "request_deserializer": handler.request_deserializer,
         "response_serializer": handler.response_serializer,
     }
-    behaviour: Any
     if handler.unary_unary is not None:
-        behaviour = handler.unary_unary
-
-        async def unary_unary(request: Any, context: Any) -> Any:
-            return await wrapper.around_unary(lambda ctx: behaviour(request, ctx), context)
-
-        return grpc.unary_unary_rpc_method_handler(unary_unary, **common)
+        return grpc.unary_unary_rpc_method_handler(
+            _as_coroutine(handler.unary_unary, wrapper), **common
+        )
     if handler.stream_unary is not None:
-        behaviour = handler.stream_unary
-
-        async def stream_unary(requests: Any, context: Any) -> Any:
-            return await wrapper.around_unary(lambda ctx: behaviour(requests, ctx), context)
-
-        return grpc.stream_unary_rpc_method_handler(stream_unary, **common)
+        return grpc.stream_unary_rpc_method_handler(
+            _as_coroutine(handler.stream_unary, wrapper), **common
+        )
     if handler.unary_stream is not None:
-        behaviour = handler.unary_stream
-        if inspect.iscoroutinefunction(behaviour):
-            # Streams with context.write(): stays a coroutine (grpc.aio tells the two
-            # apart by the function), no async-generator layers per open stream.
-            async def unary_stream_writer(request: Any, context: Any) -> None:
-                await wrapper.around_unary(lambda ctx: behaviour(request, ctx), context)
-
-            return grpc.unary_stream_rpc_method_handler(unary_stream_writer, **common)
-
-        async def unary_stream(request: Any, context: Any) -> AsyncIterator[Any]:
-            async for item in wrapper.around_stream(
-                lambda ctx: _drain(behaviour(request, ctx)), context
-            ):
-                yield item
-
-        return grpc.unary_stream_rpc_method_handler(unary_stream, **common)
-    behaviour = handler.stream_stream
-    if inspect.iscoroutinefunction(behaviour):
-
-        async def stream_stream_writer(requests: Any, context: Any) -> None:
-            await wrapper.around_unary(lambda ctx: behaviour(requests, ctx), context)
-
-        return grpc.stream_stream_rpc_method_handler(stream_stream_writer, **common)
-
-    async def stream_stream(requests: Any, context: Any) -> AsyncIterator[Any]:
-        async for item in wrapper.around_stream(
-            lambda ctx: _drain(behaviour(requests, ctx)), context
-        ):
-            yield item
-
-    return grpc.stream_stream_rpc_method_handler(stream_stream, **common)
+        return grpc.unary_stream_rpc_method_handler(
+            _streaming(handler.unary_stream, wrapper), **common
+        )
+    stream_stream: Any = handler.stream_stream  # the one shape left
+    return grpc.stream_stream_rpc_method_handler(_streaming(stream_stream, wrapper), **common)
 
 
 def refusing_handler(
