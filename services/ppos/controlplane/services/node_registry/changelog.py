@@ -22,10 +22,12 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
-from sqlalchemy import func, select, text
+from sqlalchemy import Table, func, insert, select, text
 from sqlalchemy.orm import Session
 
+from ppos.controlplane.noderegistry.v1 import node_pb2
 from ppos.controlplane.services.node_registry.convert import node_to_proto
 from ppos.controlplane.services.node_registry.models import (
     NodeEventLogRow,
@@ -45,6 +47,8 @@ SQLITE_LAST_EVENT_ID = (
     "(SELECT max(event_id) FROM node_events), 0)"
 )
 SWEEP_LOCK_KEY = 0x70706F736E727377
+# A plain table insert: the ORM-enabled insert(NodeEventRow) costs twice as much per batch.
+_INSERT_EVENTS = insert(cast(Table, NodeEventRow.__table__))
 # The sequence behind node_events.event_id on PostgreSQL, as a constant the
 # planner folds once per statement (`pg_get_serial_sequence` in a statement is
 # evaluated per row: it was a third of a 100,000-node sweep).
@@ -91,38 +95,45 @@ def allocate_versions(session: Session, count: int) -> list[int]:
     return list(range(base + 1, base + count + 1))
 
 
-def record_changes(session: Session, changes: Sequence[Change], now: dt.datetime) -> int:
+def record_changes(
+    session: Session, changes: Sequence[Change], now: dt.datetime
+) -> list[node_pb2.Node]:
     """Give each changed node a new resource version and log the change.
 
     Call it last in the transaction, once every row it changes is locked and
     every field is final: the event carries the node as of its version,
-    encoded once here. Returns the highest version written.
+    encoded once here. Returns those Node messages, in the order of `changes`
+    (callers answering with the node reuse them instead of converting again).
     """
     if not changes:
-        return 0
+        return []
     # Callers locked every row they change (SELECT ... FOR UPDATE) before this:
     # the version lock below is the last lock the transaction takes.
     versions = allocate_versions(session, len(changes))
+    nodes = []
     events = []
     for change, version in zip(changes, versions, strict=True):
         change.row.resource_version = version
         change.row.updated_at = now
+        node = node_to_proto(change.row)
+        nodes.append(node)
         events.append(
-            NodeEventRow(
-                event_id=version,
-                node_id=change.row.node_id,
-                created_at=now,
-                reason=change.reason,
-                previous_readiness=change.previous_readiness,
-                readiness=change.row.readiness,
-                payload=node_to_proto(change.row).SerializeToString(),
-            )
+            {
+                "event_id": version,
+                "node_id": change.row.node_id,
+                "created_at": now,
+                "reason": change.reason,
+                "previous_readiness": change.previous_readiness,
+                "readiness": change.row.readiness,
+                "payload": node.SerializeToString(),
+            }
         )
-    session.add_all(events)
-    head = versions[-1]
-    notify(session, NOTIFY_CHANNEL, str(head))
+    # One executemany, not ORM objects: nothing reads these rows back in this
+    # transaction, and the unit of work was a fifth of a heartbeat batch.
+    session.execute(_INSERT_EVENTS, events)
+    notify(session, NOTIFY_CHANNEL, str(versions[-1]))
     session.info[CHANGED_KEY] = True
-    return head
+    return nodes
 
 
 def head_version(session: Session) -> int:
