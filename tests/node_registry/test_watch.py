@@ -70,6 +70,35 @@ async def test_snapshot_then_live_changes_with_rising_versions(plane: RunningPla
     watcher.cancel()
 
 
+async def test_a_heartbeat_answers_with_the_node_its_change_event_carries(
+    plane: RunningPlane,
+) -> None:
+    agent = await ready_node(plane)
+    watcher = _watch(plane)
+    await watcher.snapshot()
+    answered = (
+        await agent.heartbeat(
+            ready=True,
+            slots_in_use=3,
+            container=node_pb2.ContainerVersion(
+                image="registry.example/ppos/preflight-worker:7.5.0",
+                digest="sha256:" + "d" * 64,
+            ),
+        )
+    ).node
+    await watcher.until(node_event(MODIFIED, agent.node_id))
+    (event,) = watcher.changes()
+    assert event.node == answered  # the same node, field for field, timestamps included
+    assert int(answered.meta.resource_version) == event.resource_version
+    assert answered.status.container.image.endswith(":7.5.0")
+    unchanged = (await agent.heartbeat(ready=True, slots_in_use=3)).node
+    assert unchanged.meta.resource_version == answered.meta.resource_version
+    assert unchanged.status.last_heartbeat_time.ToNanoseconds() > (
+        answered.status.last_heartbeat_time.ToNanoseconds()
+    )
+    watcher.cancel()
+
+
 async def test_a_filtered_watch_sees_nodes_enter_and_leave(plane: RunningPlane) -> None:
     agent = await ready_node(plane, enroll_labels={"tier": "edge"}, labels={"tier": "edge"})
     other = await ready_node(plane, labels={"tier": "core"})
