@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import Message
-from sqlalchemy import and_, or_, text
+from sqlalchemy import and_, or_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -24,6 +24,7 @@ from ppos.controlplane.services.governance.leadership import advisory_key
 from ppos.controlplane.services.governance.models import RequestRow
 from ppos.controlplane.storage import audit
 from ppos.controlplane.storage.database import Database
+from ppos.controlplane.storage.locks import transaction_lock
 
 SERVICE = "governance"
 T = TypeVar("T")
@@ -150,11 +151,7 @@ def find_request(session: Session, method: str, request_id: str, digest: str) ->
     """
     if not request_id:
         return None
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(
-            text("SELECT pg_advisory_xact_lock(:key)"),
-            {"key": advisory_key(f"governance-request:{method}:{request_id}")},
-        )
+    transaction_lock(session, advisory_key(f"governance-request:{method}:{request_id}"))
     row = session.get(RequestRow, (method, request_id))
     if row is not None and row.body_sha256 != digest:
         raise AlreadyExists(

@@ -34,6 +34,7 @@ from ppos.controlplane.services.node_registry.models import (
     NodeEventRow,
     NodeRow,
 )
+from ppos.controlplane.storage.locks import is_postgres, transaction_lock
 
 NOTIFY_CHANNEL = "ppos_node_events"
 # Set in `Session.info` when a transaction changed nodes (the caller pokes the hub).
@@ -64,14 +65,9 @@ class Change:
     previous_readiness: str
 
 
-def is_postgres(session: Session) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
-
-
 def take_version_lock(session: Session) -> None:
     """Serialise version allocation until commit (PostgreSQL; SQLite has one writer)."""
-    if is_postgres(session):
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": VERSION_LOCK_KEY})
+    transaction_lock(session, VERSION_LOCK_KEY)
 
 
 def notify(session: Session, channel: str, payload: str = "") -> None:

@@ -43,7 +43,6 @@ from ppos.controlplane.services.node_registry.changelog import (
     SWEEP_LOCK_KEY,
     Change,
     head_version,
-    is_postgres,
     notify,
     record_changes,
     take_version_lock,
@@ -58,6 +57,7 @@ from ppos.controlplane.services.node_registry.settings import NodeRegistrySettin
 from ppos.controlplane.storage import audit
 from ppos.controlplane.storage.base import UTCDateTime
 from ppos.controlplane.storage.database import Database
+from ppos.controlplane.storage.locks import is_postgres, transaction_lock
 
 _log = structlog.get_logger("ppos.noderegistry.sweep")
 SERVICE = "noderegistry"
@@ -184,7 +184,7 @@ def _try_sweep_lock(session: Session, *, wait: bool) -> bool:
     if not is_postgres(session):
         return True
     if wait:
-        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": SWEEP_LOCK_KEY})
+        transaction_lock(session, SWEEP_LOCK_KEY)
         return True
     return bool(session.scalar(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": SWEEP_LOCK_KEY}))
 
