@@ -106,7 +106,7 @@ async def measure(modes: tuple[str, ...], *, rounds: int, seconds: float) -> Run
                 for mode in modes:
                     process, address = _start(mode, Path(tmp), token_file)
                     try:
-                        credential = token if mode == "auth" else None
+                        credential = token if mode.startswith("auth") else None
                         runs.samples[mode].append(
                             await _drive(address, credential, seconds, process.pid)
                         )

@@ -2,7 +2,11 @@
 over a loopback channel. Modes:
 
 - `plain`: registered bare, plain channel (the baseline of both benchmarks);
-- `auth`: the real edge guard and outbound PREFLIGHT_JWT minting;
+- `auth`: the real edge guard and outbound PREFLIGHT_JWT minting, wired as the
+  one-port server wires a peer it hosts itself (the edge knows the tokens its
+  own loopback channel minted and skips their signature check);
+- `auth-full-verify`: the same, but the peer's edge verifies every signature,
+  as a peer in another process must;
 - `metered`: the RPC metrics wrapper, no authentication.
 """
 
@@ -25,21 +29,22 @@ from ppos.controlplane.security.edge import EdgeAuthenticator, EdgeGuard, Guarde
 from ppos.controlplane.security.keys import KeyRing
 from ppos.controlplane.security.outbound import open_channel
 from ppos.controlplane.security.principal import PrincipalKind
-from ppos.controlplane.security.tokens import TokenMinter, TokenVerifier
+from ppos.controlplane.security.tokens import SelfMinted, TokenMinter, TokenVerifier
 
 FRONT = "ppos.bench.v1.FrontService"
 BACK = "ppos.bench.v1.BackService"
 RELAY = f"/{FRONT}/Relay"
 ECHO = f"/{BACK}/Echo"
-MODES = ("plain", "auth", "metered")
+MODES = ("plain", "auth", "auth-full-verify", "metered")
 
 
 def _authenticated(
-    server: grpc.aio.Server, address: str, data_dir: Path, token: str
+    server: grpc.aio.Server, address: str, data_dir: Path, token: str, *, loopback: bool
 ) -> tuple[grpc.aio.Server, grpc.aio.Channel]:
     keyring = KeyRing.from_directory(data_dir / "keys")
     minter = TokenMinter(keyring, issuer="ppos-control-plane")
-    verifier = TokenVerifier(keyring, issuer="ppos-control-plane")
+    self_minted = SelfMinted() if loopback else None
+    verifier = TokenVerifier(keyring, issuer="ppos-control-plane", self_minted=self_minted)
     access = AccessTable(
         [
             MethodRule(RELAY, FRONT, frozenset({PrincipalKind.OPERATOR})),
@@ -47,7 +52,9 @@ def _authenticated(
         ]
     )
     edge = EdgeGuard(access, EdgeAuthenticator(ControlToken(token), verifier))
-    channel = open_channel(address, minter, audience=BACK, subject="ppos.controlplane.bench")
+    channel = open_channel(
+        address, minter, audience=BACK, subject="ppos.controlplane.bench", loopback=self_minted
+    )
     return GuardedServer(server, edge), channel
 
 
@@ -55,8 +62,10 @@ async def serve(mode: str, port: int, data_dir: Path, token: str) -> None:
     address = f"127.0.0.1:{port}"
     server = grpc.aio.server()
     registrar: grpc.aio.Server = server
-    if mode == "auth":
-        registrar, channel = _authenticated(server, address, data_dir, token)
+    if mode in ("auth", "auth-full-verify"):
+        registrar, channel = _authenticated(
+            server, address, data_dir, token, loopback=mode == "auth"
+        )
     else:
         if mode == "metered":
             registrar = MeteredServer(server)

@@ -5,43 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from ppos.controlplane.security.keys import PublicKey, SigningKey, new_private_key
 from ppos.controlplane.security.tokens import TokenMinter, TokenRejected, TokenVerifier
+from tests.support.keys import HandClock, HandRing
 
 AUDIENCE = "ppos.controlplane.noderegistry.v1.NodeRegistryService"
 ISSUER = "ppos-control-plane"
 
 
-class _Ring:
-    """A key ring whose accepted set the test changes (rotation's end, by hand)."""
-
-    def __init__(self) -> None:
-        self.active = SigningKey("k1", new_private_key(), 0.0)
-        self.accepted: dict[str, PublicKey] = {"k1": self.active.public_key}
-
-    def public_key(self, kid: str) -> PublicKey | None:
-        return self.accepted.get(kid)
-
-
-class _Clock:
-    def __init__(self) -> None:
-        self.now = 1_900_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def ring() -> _Ring:
-    return _Ring()
-
-
-@pytest.fixture
-def clock() -> _Clock:
-    return _Clock()
-
-
-def _mint(ring: _Ring, clock: _Clock, node: str = "node_a", ttl: float = 3600) -> str:
+def _mint(ring: HandRing, clock: HandClock, node: str = "node_a", ttl: float = 3600) -> str:
     minter = TokenMinter(ring, issuer=ISSUER, clock=clock)  # type: ignore[arg-type]
     token, _ = minter.mint_node_credential(
         node_id=node, generation=3, audience=AUDIENCE, ttl_seconds=ttl
@@ -49,11 +20,13 @@ def _mint(ring: _Ring, clock: _Clock, node: str = "node_a", ttl: float = 3600) -
     return token
 
 
-def _verifier(ring: _Ring, clock: _Clock, size: int = 65_536) -> TokenVerifier:
+def _verifier(ring: HandRing, clock: HandClock, size: int = 65_536) -> TokenVerifier:
     return TokenVerifier(ring, issuer=ISSUER, clock=clock, node_cache_size=size)
 
 
-def test_a_credential_presented_again_gives_the_same_claims(ring: _Ring, clock: _Clock) -> None:
+def test_a_credential_presented_again_gives_the_same_claims(
+    ring: HandRing, clock: HandClock
+) -> None:
     verifier = _verifier(ring, clock)
     token = _mint(ring, clock)
     first = verifier.verify_node_credential(token, audience=AUDIENCE)
@@ -62,7 +35,7 @@ def test_a_credential_presented_again_gives_the_same_claims(ring: _Ring, clock: 
     assert (first.node_id, first.generation) == ("node_a", 3)
 
 
-def test_a_cached_credential_still_expires(ring: _Ring, clock: _Clock) -> None:
+def test_a_cached_credential_still_expires(ring: HandRing, clock: HandClock) -> None:
     verifier = _verifier(ring, clock)
     token = _mint(ring, clock, ttl=60)
     verifier.verify_node_credential(token, audience=AUDIENCE)
@@ -72,7 +45,7 @@ def test_a_cached_credential_still_expires(ring: _Ring, clock: _Clock) -> None:
     assert refused.value.reason == "expired"
 
 
-def test_a_cached_credential_dies_with_its_signing_key(ring: _Ring, clock: _Clock) -> None:
+def test_a_cached_credential_dies_with_its_signing_key(ring: HandRing, clock: HandClock) -> None:
     verifier = _verifier(ring, clock)
     token = _mint(ring, clock)
     verifier.verify_node_credential(token, audience=AUDIENCE)
@@ -82,7 +55,9 @@ def test_a_cached_credential_dies_with_its_signing_key(ring: _Ring, clock: _Cloc
     assert refused.value.reason == "unknown_key"
 
 
-def test_a_cached_credential_is_not_valid_for_another_audience(ring: _Ring, clock: _Clock) -> None:
+def test_a_cached_credential_is_not_valid_for_another_audience(
+    ring: HandRing, clock: HandClock
+) -> None:
     verifier = _verifier(ring, clock)
     token = _mint(ring, clock)
     verifier.verify_node_credential(token, audience=AUDIENCE)
@@ -92,7 +67,7 @@ def test_a_cached_credential_is_not_valid_for_another_audience(ring: _Ring, cloc
 
 
 def test_a_tampered_copy_of_a_cached_credential_is_checked_in_full(
-    ring: _Ring, clock: _Clock
+    ring: HandRing, clock: HandClock
 ) -> None:
     verifier = _verifier(ring, clock)
     token = _mint(ring, clock)
@@ -104,7 +79,7 @@ def test_a_tampered_copy_of_a_cached_credential_is_checked_in_full(
 
 
 def test_the_cache_is_bounded_and_forgets_the_least_recently_used(
-    ring: _Ring, clock: _Clock
+    ring: HandRing, clock: HandClock
 ) -> None:
     verifier = _verifier(ring, clock, size=2)
     tokens = [_mint(ring, clock, node=f"node_{i}") for i in range(3)]

@@ -10,13 +10,18 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import jwt
 import pytest
 
 from ppos.controlplane.core.logging import SecretRegistry
-from ppos.controlplane.security.tokens import PREFLIGHT_TYP
+from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2 as nr_pb
+from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2_grpc as nr_grpc
+from ppos.controlplane.security.outbound import open_channel
+from ppos.controlplane.security.principal import current_request_id
+from ppos.controlplane.security.tokens import PREFLIGHT_TYP, SelfMinted
 from tests.support.recorder import Recorder
 from tests.support.relay import ECHO, ECHO_SERVICE, RELAY
 from tests.support.servers import RunningPlane, start_plane, stop_plane
@@ -106,3 +111,71 @@ async def test_operators_cannot_call_peer_only_methods(plane: RunningPlane) -> N
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await echo(b"x", metadata=plane.operator)
     assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_a_peer_call_back_to_this_process_is_recognised_and_still_authorised(
+    plane: RunningPlane, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In the one-port server a peer hop comes back through our own port: its edge
+    recognises the token its own channel minted (no signature check), and still
+    authenticates and authorises the call as the peer's."""
+    peers = plane.runtime.peers
+    registry = peers.self_minted
+    assert registry is not None
+    taken = _record_takes(registry, monkeypatch)
+    stub = nr_grpc.NodeRegistryServiceStub(peers.channel("noderegistry", caller="governance"))
+    current_request_id.set("req_self_minted_hop")
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.GetNode(nr_pb.GetNodeRequest(node_id="node_never_enrolled"), timeout=10)
+
+    # NOT_FOUND comes from the handler: the edge let the peer through.
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    ours = [(claims, found) for claims, found in taken if claims["rid"] == "req_self_minted_hop"]
+    assert len(ours) == 1
+    claims, found = ours[0]
+    assert found, "the edge recognised the token its own channel minted"
+    assert claims["mth"] == "/ppos.controlplane.noderegistry.v1.NodeRegistryService/GetNode"
+    assert claims["sub"] == "ppos.controlplane.governance"
+
+
+def _record_takes(
+    registry: SelfMinted, monkeypatch: pytest.MonkeyPatch
+) -> list[tuple[dict[str, Any], bool]]:
+    """(claims, recognised) of every token the edge looks up, in order."""
+    taken: list[tuple[dict[str, Any], bool]] = []
+    real = registry.take
+
+    def recording(token: str) -> bool:
+        found = real(token)
+        taken.append((jwt.decode(token, options={"verify_signature": False}), found))
+        return found
+
+    monkeypatch.setattr(registry, "take", recording)
+    return taken
+
+
+async def test_a_peer_call_from_another_process_is_verified_in_full(
+    plane: RunningPlane, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A channel that is not this process's own loopback (another replica, a split
+    deployment) remembers nothing: the callee verifies the signature."""
+    registry = plane.runtime.peers.self_minted
+    assert registry is not None
+    taken = _record_takes(registry, monkeypatch)
+    channel = open_channel(
+        plane.address,
+        plane.runtime.minter,
+        audience="ppos.controlplane.noderegistry.v1.NodeRegistryService",
+        subject="ppos.controlplane.governance",
+    )
+    current_request_id.set("req_remote_hop")
+    try:
+        stub = nr_grpc.NodeRegistryServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.GetNode(nr_pb.GetNodeRequest(node_id="node_never_enrolled"), timeout=10)
+    finally:
+        await channel.close()
+
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert [found for claims, found in taken if claims["rid"] == "req_remote_hop"] == [False]

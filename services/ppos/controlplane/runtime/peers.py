@@ -6,7 +6,7 @@ import grpc
 
 from ppos.controlplane.runtime.settings import ConfigError
 from ppos.controlplane.security.outbound import open_channel
-from ppos.controlplane.security.tokens import TokenMinter
+from ppos.controlplane.security.tokens import SelfMinted, TokenMinter
 
 # Audience of each service: its fully qualified proto service name.
 SERVICE_AUDIENCE = {
@@ -24,13 +24,29 @@ def caller_identity(service: str) -> str:
 class PeerDirectory:
     """Lazily opened, cached channels from one of our services to another."""
 
-    def __init__(self, minter: TokenMinter, addresses: dict[str, str]) -> None:
+    def __init__(
+        self,
+        minter: TokenMinter,
+        addresses: dict[str, str],
+        *,
+        self_minted: SelfMinted | None = None,
+    ) -> None:
         self._minter = minter
         self._addresses = dict(addresses)
         self._channels: dict[tuple[str, str], grpc.aio.Channel] = {}
+        self._self_minted = self_minted
+        self._hosted_here: set[str] = set()
 
-    def set_address(self, service: str, address: str) -> None:
-        self._addresses[service] = address
+    @property
+    def self_minted(self) -> SelfMinted | None:
+        """Where channels to services hosted here remember their tokens."""
+        return self._self_minted
+
+    def host_here(self, service: str, own_address: str) -> None:
+        """`service` runs in this process, reached through its own port: the tokens
+        minted for it are remembered so that its edge knows them (SelfMinted)."""
+        self._addresses[service] = own_address
+        self._hosted_here.add(service)
 
     def address(self, service: str) -> str:
         address = self._addresses.get(service, "")
@@ -50,6 +66,7 @@ class PeerDirectory:
                 self._minter,
                 audience=SERVICE_AUDIENCE[target],
                 subject=caller_identity(caller),
+                loopback=self._self_minted if target in self._hosted_here else None,
             )
             self._channels[key] = channel
         return channel

@@ -34,7 +34,7 @@ from ppos.controlplane.security.edge import (
     GuardedServer,
 )
 from ppos.controlplane.security.keys import JwksKeySource, KeyRing
-from ppos.controlplane.security.tokens import TokenMinter, TokenVerifier
+from ppos.controlplane.security.tokens import SelfMinted, TokenMinter, TokenVerifier
 from ppos.controlplane.services.jwks.service import JwksModule
 from ppos.controlplane.storage import migrate
 from ppos.controlplane.storage.database import Database
@@ -135,11 +135,13 @@ class ControlPlaneServer:
         minter = TokenMinter(
             keyring, issuer=settings.auth.issuer, ttl_seconds=settings.auth.preflight_jwt_ttl
         )
+        self_minted = SelfMinted()  # tokens of peer calls that come back to this process
         verifier = TokenVerifier(
             keyring,
             issuer=settings.auth.issuer,
             leeway_seconds=settings.auth.clock_leeway,
             max_node_lifetime=settings.auth.node_credential_ttl,
+            self_minted=self_minted,
         )
         db = Database(settings.server.resolved_database_url, pool_size=settings.server.db_pool_size)
         if settings.server.migrate_on_start:
@@ -150,6 +152,7 @@ class ControlPlaneServer:
                 s: settings.peers.address_of(s)
                 for s in ("governance", "noderegistry", "registrysync")
             },
+            self_minted=self_minted,
         )
         self.runtime = Runtime(
             settings=settings,
@@ -195,7 +198,7 @@ class ControlPlaneServer:
             raise OSError(f"cannot listen on {settings.server.listen}")
         for name in settings.server.services:  # peers hosted here are reached through our port
             if not settings.peers.address_of(name):
-                peers.set_address(name, self.address)
+                peers.host_here(name, self.address)
         self._server = server
         await self._set_health(serving=False)  # until the modules run and readiness is known
         await server.start()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 
 from google.protobuf import descriptor_pool
 from google.protobuf.descriptor import ServiceDescriptor
@@ -46,8 +47,8 @@ class MethodRule:
     allow: frozenset[PrincipalKind]
     mutating: bool = False
 
-    @property
-    def open(self) -> bool:
+    @cached_property
+    def open(self) -> bool:  # asked on every call: worked out once per rule
         return self.allow == frozenset({PrincipalKind.ANONYMOUS})
 
 

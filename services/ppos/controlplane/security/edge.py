@@ -56,6 +56,7 @@ ENROLLMENT_PREFIX = "ppos_enroll_"
 NODE_AUDIENCE = "ppos.controlplane.noderegistry.v1.NodeRegistryService"
 _BEARER = re.compile(r"^[Bb][Ee][Aa][Rr][Ee][Rr] ([A-Za-z0-9._~+/=-]+)$")
 _OPERATOR_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+_MAX_SHARED_PRINCIPALS = 1024
 _log = structlog.get_logger("ppos.edge")
 
 AuthFailureHook = Callable[[str, str], None]  # (method, reason)
@@ -84,6 +85,18 @@ class EdgeAuthenticator:
     def __init__(self, control_token: ControlToken, verifier: TokenVerifier) -> None:
         self._control = control_token
         self._verifier = verifier
+        # Operators and peers are few and call often: their (immutable) principals
+        # are made once and shared by their calls.
+        self._principals: dict[tuple[PrincipalKind, str, str], Principal] = {}
+
+    def _principal(self, kind: PrincipalKind, name: str, acting_for: str = "") -> Principal:
+        key = (kind, name, acting_for)
+        principal = self._principals.get(key)
+        if principal is None:
+            if len(self._principals) >= _MAX_SHARED_PRINCIPALS:
+                self._principals.clear()
+            principal = self._principals[key] = Principal(kind, name, acting_for=acting_for)
+        return principal
 
     def authenticate(self, metadata: Sequence[Any], rule: MethodRule) -> Principal:
         if rule.open:
@@ -123,7 +136,7 @@ class EdgeAuthenticator:
             name = (
                 names[0] if len(names) == 1 and _OPERATOR_NAME.fullmatch(names[0]) else "operator"
             )
-            return Principal(PrincipalKind.OPERATOR, name)
+            return self._principal(PrincipalKind.OPERATOR, name)
         if token.startswith(ENROLLMENT_PREFIX):
             digest = hashlib.sha256(token.encode()).hexdigest()
             return Principal(
@@ -135,7 +148,7 @@ class EdgeAuthenticator:
                 claims = self._verifier.verify_preflight(
                     token, audience=rule.service, method=rule.method
                 )
-                return Principal(PrincipalKind.PEER, claims.subject, acting_for=claims.acting_for)
+                return self._principal(PrincipalKind.PEER, claims.subject, claims.acting_for)
             if typ == NODE_TYP:
                 node = self._verifier.verify_node_credential(token, audience=NODE_AUDIENCE)
                 return Principal(

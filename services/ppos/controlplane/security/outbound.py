@@ -26,7 +26,7 @@ from ppos.controlplane.security.principal import (
     current_principal,
     current_request_id,
 )
-from ppos.controlplane.security.tokens import TokenMinter
+from ppos.controlplane.security.tokens import SelfMinted, TokenMinter
 
 _DROPPED = CREDENTIAL_KEYS | {"x-request-id"}
 
@@ -41,10 +41,18 @@ CHANNEL_OPTIONS = (
 class PreflightJwtMinting:
     """Builds the metadata of one outbound call."""
 
-    def __init__(self, minter: TokenMinter, *, audience: str, subject: str) -> None:
+    def __init__(
+        self,
+        minter: TokenMinter,
+        *,
+        audience: str,
+        subject: str,
+        loopback: SelfMinted | None = None,
+    ) -> None:
         self._minter = minter
         self._audience = audience
         self._subject = subject
+        self._loopback = loopback
 
     def metadata(self, method: str, given: Sequence[tuple[str, Any]] | None) -> tuple[Any, ...]:
         request_id = current_request_id.get() or new_request_id()
@@ -57,8 +65,12 @@ class PreflightJwtMinting:
             request_id=request_id,
             acting_for=acting_for,
         )
-        kept = tuple(item for item in given or () if item[0].lower() not in _DROPPED)
-        return (*kept, ("authorization", f"Bearer {token}"), ("x-request-id", request_id))
+        if self._loopback is not None:
+            self._loopback.remember(token)
+        minted = (("authorization", f"Bearer {token}"), ("x-request-id", request_id))
+        if not given:
+            return minted
+        return (*(item for item in given if item[0].lower() not in _DROPPED), *minted)
 
 
 class _Minted:
@@ -133,10 +145,20 @@ class MintingChannel(grpc.aio.Channel):
 
 
 def open_channel(
-    address: str, minter: TokenMinter, *, audience: str, subject: str
+    address: str,
+    minter: TokenMinter,
+    *,
+    audience: str,
+    subject: str,
+    loopback: SelfMinted | None = None,
 ) -> grpc.aio.Channel:
-    """An aio channel to `address` whose every call carries a fresh PREFLIGHT_JWT."""
+    """An aio channel to `address` whose every call carries a fresh PREFLIGHT_JWT.
+
+    `loopback`: set when `address` is this process's own port; the tokens the
+    channel mints are remembered there, so this process's edge knows them
+    when they come back (see SelfMinted).
+    """
     return MintingChannel(
         grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS),
-        PreflightJwtMinting(minter, audience=audience, subject=subject),
+        PreflightJwtMinting(minter, audience=audience, subject=subject, loopback=loopback),
     )

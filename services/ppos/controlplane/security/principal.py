@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextvars
 import enum
 from dataclasses import dataclass
+from functools import cached_property
 
 
 class PrincipalKind(enum.Enum):
@@ -32,7 +33,7 @@ class Principal:
     # For peers: the principal the peer acted for (its `act` claim), if any.
     acting_for: str = ""
 
-    @property
+    @cached_property
     def display(self) -> str:
         """`operator:alice`, `node:node_01...`, `service:ppos.controlplane.governance`."""
         return f"{self.kind.value}:{self.name}"

@@ -15,6 +15,7 @@ import binascii
 import json
 import os
 import re
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -121,6 +122,53 @@ class NodeClaims:
     expires_at: int
 
 
+class SelfMinted:
+    """The PREFLIGHT_JWTs this process signed for calls to itself, until presented once.
+
+    In the one-port deployment a peer hop leaves through our own port and comes
+    straight back to this process, presenting a token signed here a moment ago.
+    Finding that exact string among the tokens we signed proves what checking
+    its signature would: only the holder of the private key could have made
+    those bytes, and we made them. So the verifier skips the signature check for
+    such a token and runs every other check (structure, header and key still
+    accepted, type, issuer, audience, expiry, lifetime, method).
+
+    Only outbound channels to our own port remember their tokens (see
+    `open_channel(loopback=...)`). A token is forgotten when it is presented
+    (it was minted for one call; a replay is verified in full) or when the
+    registry is full (oldest first): forgetting costs only a full verification
+    later. Bounded memory: `capacity` tokens of about 550 bytes. A replica on
+    the same database holds its own: a token one replica minted and another
+    receives is verified in full, as it must be.
+    """
+
+    def __init__(self, capacity: int = 4096) -> None:
+        self._lock = threading.Lock()
+        self._tokens: dict[str, None] = {}  # insertion order: oldest first
+        self._capacity = capacity
+        self.recognised = 0  # tokens taken back: signature checks saved
+
+    def remember(self, token: str) -> None:
+        with self._lock:
+            self._tokens[token] = None
+            if len(self._tokens) > self._capacity:
+                del self._tokens[next(iter(self._tokens))]
+
+    def take(self, token: str) -> bool:
+        """Whether this process minted `token` and has not seen it presented yet."""
+        with self._lock:
+            if self._tokens.pop(token, _ABSENT) is _ABSENT:
+                return False
+            self.recognised += 1
+            return True
+
+    def __len__(self) -> int:
+        return len(self._tokens)
+
+
+_ABSENT = object()
+
+
 class TokenMinter:
     """Signs tokens with the key ring's active key. Holds no credential of callers."""
 
@@ -211,8 +259,10 @@ class TokenVerifier:
         max_node_lifetime: float = 30 * 86400.0,
         node_cache_size: int = 65_536,
         clock: Callable[[], float] = time.time,
+        self_minted: SelfMinted | None = None,
     ) -> None:
         self._keys = keys
+        self._self_minted = self_minted
         self._issuer = issuer
         self._leeway = leeway_seconds
         self._max_preflight = max_preflight_lifetime
@@ -329,7 +379,8 @@ class TokenVerifier:
         The token must be three canonical base64url segments with a 64-byte
         signature; the header is checked before the signature (pinned
         algorithm and type, no key-bearing headers, a known kid); then the
-        ES256 signature; then the registered claims. PyJWT's generic decode
+        ES256 signature, unless the token is one this process signed for a call
+        to itself (SelfMinted); then the registered claims. PyJWT's generic decode
         does the same with a per-character Python check of the encoding that
         cost more than the signature itself on this machine.
         """
@@ -342,14 +393,15 @@ class TokenVerifier:
         key, kid = self._header(header_segment, typ)
         try:
             claims = json.loads(_b64decode(claims_segment))
-            signature = _b64decode(signature_segment)
         except (ValueError, binascii.Error):
             raise TokenRejected("malformed", "not a compact JWS") from None
         if not isinstance(claims, dict):
             raise TokenRejected("malformed", "header and claims must be JSON objects")
-        signing_input = token[: match.end(2)].encode()
-        if not es256_verify(signing_input, key, signature):
-            raise TokenRejected("bad_signature", "signature does not verify")
+        if not self._minted_here(token, typ):
+            # The pattern admits only canonical base64url of 64 bytes: this decodes.
+            signature = _b64decode(signature_segment)
+            if not es256_verify(token[: match.end(2)].encode(), key, signature):
+                raise TokenRejected("bad_signature", "signature does not verify")
         for claim in required:
             if claim not in claims:
                 raise TokenRejected("missing_claim", f"claim {claim!r} missing")
@@ -367,6 +419,11 @@ class TokenVerifier:
         if isinstance(nbf, (int, float)) and nbf > now + self._leeway:
             raise TokenRejected("not_yet_valid", "token not valid yet")
         return claims, kid
+
+    def _minted_here(self, token: str, typ: str) -> bool:
+        """A PREFLIGHT_JWT this process signed and nobody presented yet (see SelfMinted)."""
+        registry = self._self_minted
+        return typ == PREFLIGHT_TYP and registry is not None and registry.take(token)
 
     def _check_lifetime(self, claims: dict[str, Any], max_lifetime: float) -> None:
         iat, exp = claims["iat"], claims["exp"]
