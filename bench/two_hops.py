@@ -33,9 +33,11 @@ CLIENT_CPUS = set(CPUS[1:]) or set(CPUS)
 
 @dataclass
 class Runs:
-    """Per mode: (calls per second, server CPU microseconds per call) of each round."""
+    """Per mode: (calls per second, server CPU microseconds per call) of each round,
+    and the share of its peer hops whose token the server knew as its own."""
 
     samples: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    recognised: dict[str, list[float]] = field(default_factory=dict)
 
     def rate(self, mode: str) -> float:
         return statistics.median(sample[0] for sample in self.samples[mode])
@@ -44,7 +46,9 @@ class Runs:
         return statistics.median(sample[1] for sample in self.samples[mode])
 
 
-async def _drive(address: str, token: str | None, seconds: float, pid: int) -> tuple[float, float]:
+async def _drive(
+    address: str, token: str | None, seconds: float, pid: int
+) -> tuple[float, float, int]:
     metadata = (("authorization", f"Bearer {token}"),) if token else None
     async with grpc.aio.insecure_channel(address) as channel:
         call = channel.unary_unary(RELAY)
@@ -61,7 +65,16 @@ async def _drive(address: str, token: str | None, seconds: float, pid: int) -> t
         started, cpu = time.perf_counter(), cpu_seconds(pid)
         await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
         elapsed, cpu = time.perf_counter() - started, cpu_seconds(pid) - cpu
-        return done / elapsed, cpu / done * 1e6
+        return done / elapsed, cpu / done * 1e6, done + 1  # and the warm-up call
+
+
+def _recognised(process: subprocess.Popen[str]) -> int:
+    """The count the server printed as it stopped (see two_hops_server.serve)."""
+    assert process.stdout is not None
+    last = process.stdout.read().split()
+    if len(last) != 2 or last[0] != "recognised":
+        raise RuntimeError(f"server did not report its recognised tokens: {last!r}")
+    return int(last[1])
 
 
 def _start(mode: str, data_dir: Path, token_file: Path) -> tuple[subprocess.Popen[str], str]:
@@ -93,7 +106,7 @@ def _start(mode: str, data_dir: Path, token_file: Path) -> tuple[subprocess.Pope
 
 async def measure(modes: tuple[str, ...], *, rounds: int, seconds: float) -> Runs:
     """Alternate `modes` for `rounds`; the `auth` mode's callers send the control token."""
-    runs = Runs({mode: [] for mode in modes})
+    runs = Runs({mode: [] for mode in modes}, {mode: [] for mode in modes})
     own_cpus = os.sched_getaffinity(0)
     os.sched_setaffinity(0, CLIENT_CPUS)
     try:
@@ -107,12 +120,12 @@ async def measure(modes: tuple[str, ...], *, rounds: int, seconds: float) -> Run
                     process, address = _start(mode, Path(tmp), token_file)
                     try:
                         credential = token if mode.startswith("auth") else None
-                        runs.samples[mode].append(
-                            await _drive(address, credential, seconds, process.pid)
-                        )
+                        rate, cpu, calls = await _drive(address, credential, seconds, process.pid)
+                        runs.samples[mode].append((rate, cpu))
                     finally:
                         process.send_signal(signal.SIGTERM)
                         process.wait(10)
+                    runs.recognised[mode].append(_recognised(process) / calls)
     finally:
         os.sched_setaffinity(0, own_cpus)
     return runs

@@ -40,7 +40,7 @@ MODES = ("plain", "auth", "auth-full-verify", "metered")
 
 def _authenticated(
     server: grpc.aio.Server, address: str, data_dir: Path, token: str, *, loopback: bool
-) -> tuple[grpc.aio.Server, grpc.aio.Channel]:
+) -> tuple[grpc.aio.Server, grpc.aio.Channel, SelfMinted | None]:
     keyring = KeyRing.from_directory(data_dir / "keys")
     minter = TokenMinter(keyring, issuer="ppos-control-plane")
     self_minted = SelfMinted() if loopback else None
@@ -55,15 +55,16 @@ def _authenticated(
     channel = open_channel(
         address, minter, audience=BACK, subject="ppos.controlplane.bench", loopback=self_minted
     )
-    return GuardedServer(server, edge), channel
+    return GuardedServer(server, edge), channel, self_minted
 
 
 async def serve(mode: str, port: int, data_dir: Path, token: str) -> None:
     address = f"127.0.0.1:{port}"
     server = grpc.aio.server()
     registrar: grpc.aio.Server = server
+    self_minted: SelfMinted | None = None
     if mode in ("auth", "auth-full-verify"):
-        registrar, channel = _authenticated(
+        registrar, channel, self_minted = _authenticated(
             server, address, data_dir, token, loopback=mode == "auth"
         )
     else:
@@ -98,6 +99,10 @@ async def serve(mode: str, port: int, data_dir: Path, token: str) -> None:
     await stop.wait()
     await server.stop(0)
     await channel.close()
+    # How many peer tokens the edge knew as its own: the driver checks the mode
+    # measured what it says (all of them in `auth`, none elsewhere).
+    recognised = 0 if self_minted is None else self_minted.recognised
+    print(f"recognised {recognised}", flush=True)
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2 as nr_pb
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2_grpc as nr_grpc
 from ppos.controlplane.security.outbound import open_channel
 from ppos.controlplane.security.principal import current_request_id
-from ppos.controlplane.security.tokens import PREFLIGHT_TYP, SelfMinted
+from ppos.controlplane.security.tokens import PREFLIGHT_TYP, PreflightClaims, SelfMinted
 from tests.support.recorder import Recorder
 from tests.support.relay import ECHO, ECHO_SERVICE, RELAY
 from tests.support.servers import RunningPlane, start_plane, stop_plane
@@ -146,10 +146,11 @@ def _record_takes(
     taken: list[tuple[dict[str, Any], bool]] = []
     real = registry.take
 
-    def recording(token: str) -> bool:
-        found = real(token)
-        taken.append((jwt.decode(token, options={"verify_signature": False}), found))
-        return found
+    def recording(token: str) -> tuple[PreflightClaims, str] | None:
+        known = real(token)
+        claims = jwt.decode(token, options={"verify_signature": False})
+        taken.append((claims, known is not None))
+        return known
 
     monkeypatch.setattr(registry, "take", recording)
     return taken

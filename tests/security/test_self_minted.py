@@ -12,6 +12,7 @@ from ppos.controlplane.security import tokens
 from ppos.controlplane.security.keys import PublicKey
 from ppos.controlplane.security.outbound import PreflightJwtMinting
 from ppos.controlplane.security.tokens import (
+    PreflightClaims,
     SelfMinted,
     TokenMinter,
     TokenRejected,
@@ -64,7 +65,7 @@ def test_a_token_minted_for_a_call_to_this_process_skips_only_the_signature_chec
 ) -> None:
     registry = SelfMinted()
     token = _token(_minting(ring, clock, registry))
-    assert len(registry) == 1
+    assert registry.pending == 1
 
     claims = _verifier(ring, clock, registry).verify_preflight(
         token, audience=AUDIENCE, method=METHOD
@@ -77,7 +78,36 @@ def test_a_token_minted_for_a_call_to_this_process_skips_only_the_signature_chec
     )
     assert checks.count == 0
     assert registry.recognised == 1
-    assert len(registry) == 0, "a token is recognised once: it was minted for one call"
+    assert registry.pending == 0, "a token is recognised once: it was minted for one call"
+
+
+def test_the_remembered_claims_are_the_claims_the_token_carries(
+    ring: HandRing, clock: HandClock
+) -> None:
+    registry = SelfMinted()
+    token = _token(_minting(ring, clock, registry))
+    parsed = _verifier(ring, clock, None).verify_preflight(token, audience=AUDIENCE, method=METHOD)
+
+    remembered = _verifier(ring, clock, registry).verify_preflight(
+        token, audience=AUDIENCE, method=METHOD
+    )
+
+    assert registry.recognised == 1
+    assert remembered == parsed
+    assert parsed.acting_for == ""
+    assert len(parsed.jti) == 32
+    assert parsed.expires_at - parsed.issued_at == 60
+
+
+def test_a_self_minted_token_of_another_issuer_is_refused(ring: HandRing, clock: HandClock) -> None:
+    registry = SelfMinted()
+    minter = TokenMinter(ring, issuer="someone-else", clock=clock)  # type: ignore[arg-type]
+    token = _token(PreflightJwtMinting(minter, audience=AUDIENCE, subject="s", loopback=registry))
+
+    with pytest.raises(TokenRejected) as caught:
+        _verifier(ring, clock, registry).verify_preflight(token, audience=AUDIENCE, method=METHOD)
+
+    assert caught.value.reason == "wrong_issuer"
 
 
 def test_a_replayed_self_minted_token_is_verified_in_full(
@@ -152,13 +182,13 @@ def test_a_tampered_copy_of_a_self_minted_token_is_checked_in_full_and_refused(
         )
 
     assert registry.recognised == 0
-    assert len(registry) == 1, "the genuine token is still waiting for its own call"
+    assert registry.pending == 1, "the genuine token is still waiting for its own call"
 
 
 def test_tokens_of_other_channels_are_not_remembered(ring: HandRing, clock: HandClock) -> None:
     registry = SelfMinted()
     _token(_minting(ring, clock, None))
-    assert len(registry) == 0
+    assert registry.pending == 0
 
 
 def test_a_verifier_without_a_registry_checks_every_signature(
@@ -180,7 +210,7 @@ def test_the_registry_is_bounded_and_forgets_the_oldest_first(
     for token in (first, second, third):
         verifier.verify_preflight(token, audience=AUDIENCE, method=METHOD)
 
-    assert len(registry) == 0
+    assert registry.pending == 0
     assert registry.recognised == 2
     assert checks.count == 1, "the forgotten (oldest) token is verified in full, and passes"
 
@@ -192,8 +222,11 @@ def test_the_registry_holds_under_concurrent_minting_and_taking() -> None:
     def work(worker: int) -> None:
         for i in range(5_000):
             token = f"t{worker}.{i}"
-            registry.remember(token)
-            if registry.take(token):
+            claims = PreflightClaims("i", "s", AUDIENCE, METHOD, "r", token, 0, 60, "")
+            registry.remember(token, claims, "k1")
+            known = registry.take(token)
+            if known is not None:
+                assert known == (claims, "k1")
                 taken[worker] += 1
 
     threads = [threading.Thread(target=work, args=(w,)) for w in range(4)]
@@ -202,6 +235,6 @@ def test_the_registry_holds_under_concurrent_minting_and_taking() -> None:
     for thread in threads:
         thread.join()
 
-    assert len(registry) <= 64
+    assert registry.pending <= 64
     assert registry.recognised == sum(taken)
     assert sum(taken) > 0

@@ -9,6 +9,7 @@ of ours.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -23,8 +24,9 @@ class CallWrapper:
     """Runs a unary or streaming behaviour inside `around_unary` / `around_stream`."""
 
     async def around_unary(
-        self, invoke: Callable[[Any], Awaitable[Any]], context: Any
+        self, behaviour: Callable[[Any, Any], Awaitable[Any]], request: Any, context: Any
     ) -> Any:  # pragma: no cover - interface
+        """Run `await behaviour(request, context)` (or refuse to)."""
         raise NotImplementedError
 
     def around_stream(
@@ -46,12 +48,10 @@ async def _drain(result: Any) -> AsyncIterator[Any]:
 
 def _as_coroutine(behaviour: Behaviour, wrapper: CallWrapper) -> Callable[[Any, Any], Any]:
     """`behaviour` (a coroutine function: unary replies, or streams written with
-    context.write()) run inside `wrapper.around_unary`, still a coroutine function."""
-
-    async def wrapped(request: Any, context: Any) -> Any:
-        return await wrapper.around_unary(lambda ctx: behaviour(request, ctx), context)
-
-    return wrapped
+    context.write()) run inside `wrapper.around_unary`, still a coroutine function
+    (`inspect.iscoroutinefunction` sees through a partial, as grpc.aio asks it).
+    A partial rather than a closure: one coroutine per call instead of two."""
+    return functools.partial(wrapper.around_unary, behaviour)
 
 
 def _as_generator(behaviour: Behaviour, wrapper: CallWrapper) -> Callable[[Any, Any], Any]:

@@ -63,11 +63,13 @@ class _Measured(CallWrapper):
         counter.inc()
         self._duration.observe(time.perf_counter() - started)
 
-    async def around_unary(self, invoke: Callable[[Any], Awaitable[Any]], context: Any) -> Any:
+    async def around_unary(
+        self, behaviour: Callable[[Any, Any], Awaitable[Any]], request: Any, context: Any
+    ) -> Any:
         started = time.perf_counter()
         code = "UNKNOWN"
         try:
-            result = await invoke(context)
+            result = await behaviour(request, context)
         except asyncio.CancelledError:
             code = "CANCELLED"
             raise

@@ -19,7 +19,7 @@ import asyncio
 import hashlib
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 import structlog
@@ -196,19 +196,20 @@ class _Guard(CallWrapper):
         self._rule = rule
         self._method = method
 
-    async def _admit(self, context: Any) -> str:
-        """Authenticate the call and bind who it is for; its request id, or abort."""
+    def _admit(self, context: Any) -> tuple[str, DomainError | None]:
+        """Authenticate the call and bind who it is for: its request id, and why it
+        is refused (None when it is not)."""
         metadata = context.invocation_metadata() or ()
         request_id = request_id_from(metadata)
         try:
             principal = self._edge.authenticator.authenticate(metadata, self._rule)
         except DomainError as exc:
-            await self._refuse(context, exc, request_id)
-            raise  # pragma: no cover - abort raises
+            return request_id, exc
         self._enter(principal, request_id)
-        return request_id
+        return request_id, None
 
-    async def _refuse(self, context: Any, exc: DomainError, request_id: str) -> None:
+    async def _refuse(self, context: Any, exc: DomainError, request_id: str) -> NoReturn:
+        """Abort the call with `exc`'s status; the handler never runs."""
         exc.metadata.setdefault("request_id", request_id)
         _log.info(
             "auth.refused",
@@ -221,6 +222,7 @@ class _Guard(CallWrapper):
             self._edge.on_auth_failure(self._method, exc.reason)
         status = exc.to_grpc_status()
         await context.abort(status.code, status.details, status.trailing_metadata)
+        raise exc  # pragma: no cover - abort raises; whatever happens, no handler runs
 
     def _enter(self, principal: Principal, request_id: str) -> None:
         """Bind the call's principal, request id and method for the handler and the logs.
@@ -250,10 +252,14 @@ class _Guard(CallWrapper):
             status = internal_status(request_id)
         await context.abort(status.code, status.details, status.trailing_metadata)
 
-    async def around_unary(self, invoke: Callable[[Any], Awaitable[Any]], context: Any) -> Any:
-        request_id = await self._admit(context)
+    async def around_unary(
+        self, behaviour: Callable[[Any, Any], Awaitable[Any]], request: Any, context: Any
+    ) -> Any:
+        request_id, refused = self._admit(context)
+        if refused is not None:
+            await self._refuse(context, refused, request_id)
         try:
-            return await invoke(_ScrubbedContext(context))
+            return await behaviour(request, _ScrubbedContext(context))
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
         except Exception as exc:  # noqa: BLE001 - mapped to a status, logged in _fail
@@ -262,7 +268,9 @@ class _Guard(CallWrapper):
     async def around_stream(
         self, invoke: Callable[[Any], AsyncIterator[Any]], context: Any
     ) -> AsyncIterator[Any]:
-        request_id = await self._admit(context)
+        request_id, refused = self._admit(context)
+        if refused is not None:
+            await self._refuse(context, refused, request_id)
         try:
             async for item in invoke(_ScrubbedContext(context)):
                 yield item

@@ -64,9 +64,8 @@ class PreflightJwtMinting:
             method=method,
             request_id=request_id,
             acting_for=acting_for,
+            remember_in=self._loopback,
         )
-        if self._loopback is not None:
-            self._loopback.remember(token)
         minted = (("authorization", f"Bearer {token}"), ("x-request-id", request_id))
         if not given:
             return minted

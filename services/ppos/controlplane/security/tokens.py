@@ -127,11 +127,12 @@ class SelfMinted:
 
     In the one-port deployment a peer hop leaves through our own port and comes
     straight back to this process, presenting a token signed here a moment ago.
-    Finding that exact string among the tokens we signed proves what checking
-    its signature would: only the holder of the private key could have made
-    those bytes, and we made them. So the verifier skips the signature check for
-    such a token and runs every other check (structure, header and key still
-    accepted, type, issuer, audience, expiry, lifetime, method).
+    Finding that exact string among the tokens we signed proves what parsing it
+    and checking its signature would: only the holder of the private key could
+    have made those bytes, and we made them, with the claims remembered beside
+    them. So the verifier takes the claims from here instead of from the bytes
+    and runs every check that can still fail (its key still accepted, issuer,
+    audience, expiry, issue time, lifetime, method).
 
     Only outbound channels to our own port remember their tokens (see
     `open_channel(loopback=...)`). A token is forgotten when it is presented
@@ -144,29 +145,30 @@ class SelfMinted:
 
     def __init__(self, capacity: int = 4096) -> None:
         self._lock = threading.Lock()
-        self._tokens: dict[str, None] = {}  # insertion order: oldest first
+        # token -> (its claims, the kid it was signed with); insertion order: oldest first
+        self._tokens: dict[str, tuple[PreflightClaims, str]] = {}
         self._capacity = capacity
         self.recognised = 0  # tokens taken back: signature checks saved
 
-    def remember(self, token: str) -> None:
+    def remember(self, token: str, claims: PreflightClaims, kid: str) -> None:
         with self._lock:
-            self._tokens[token] = None
+            self._tokens[token] = (claims, kid)
             if len(self._tokens) > self._capacity:
                 del self._tokens[next(iter(self._tokens))]
 
-    def take(self, token: str) -> bool:
-        """Whether this process minted `token` and has not seen it presented yet."""
+    def take(self, token: str) -> tuple[PreflightClaims, str] | None:
+        """The claims and kid of `token` if this process minted it and has not seen
+        it presented yet; None otherwise."""
         with self._lock:
-            if self._tokens.pop(token, _ABSENT) is _ABSENT:
-                return False
-            self.recognised += 1
-            return True
+            known = self._tokens.pop(token, None)
+            if known is not None:
+                self.recognised += 1
+            return known
 
-    def __len__(self) -> int:
+    @property
+    def pending(self) -> int:
+        """Tokens remembered and not presented yet."""
         return len(self._tokens)
-
-
-_ABSENT = object()
 
 
 class TokenMinter:
@@ -195,7 +197,10 @@ class TokenMinter:
         method: str,
         request_id: str,
         acting_for: str = "",
+        remember_in: SelfMinted | None = None,
     ) -> str:
+        """A PREFLIGHT_JWT for one call; `remember_in` keeps it (with its claims)
+        when the call comes back to this process (see SelfMinted)."""
         # The claims that are the same for every call of a method on a channel are
         # encoded once; per call only the times, the jti, the request id and the
         # actor are (the strings through the JSON encoder, so always escaped).
@@ -206,12 +211,30 @@ class TokenMinter:
             )[:-1]
             self._fixed_claims[(subject, audience, method)] = fixed
         now = int(self._clock())
+        jti = os.urandom(16).hex()
         act = f',"act":{{"sub":{_JSON.encode(acting_for)}}}' if acting_for else ""
         claims = (
-            f'{fixed},"iat":{now},"exp":{now + self._ttl},"jti":"{os.urandom(16).hex()}",'
+            f'{fixed},"iat":{now},"exp":{now + self._ttl},"jti":"{jti}",'
             f'"rid":{_JSON.encode(request_id)}{act}}}'
         )
-        return self._sign_encoded(claims.encode(), PREFLIGHT_TYP)
+        token, kid = self._sign_encoded(claims.encode(), PREFLIGHT_TYP)
+        if remember_in is not None:
+            remember_in.remember(
+                token,
+                PreflightClaims(
+                    self._issuer,
+                    subject,
+                    audience,
+                    method,
+                    request_id,
+                    jti,
+                    now,
+                    now + self._ttl,
+                    acting_for,
+                ),
+                kid,
+            )
+        return token
 
     def mint_node_credential(
         self, *, node_id: str, generation: int, audience: str, ttl_seconds: float
@@ -231,11 +254,11 @@ class TokenMinter:
         return self._sign(claims, NODE_TYP), expires
 
     def _sign(self, claims: dict[str, Any], typ: str) -> str:
-        return self._sign_encoded(_compact(claims), typ)
+        return self._sign_encoded(_compact(claims), typ)[0]
 
-    def _sign_encoded(self, claims: bytes, typ: str) -> str:
-        """Compact JWS: the encoded header is the same for every token of a key and
-        type, so it is built once."""
+    def _sign_encoded(self, claims: bytes, typ: str) -> tuple[str, str]:
+        """Compact JWS, and the kid it is signed with: the encoded header is the same
+        for every token of a key and type, so it is built once."""
         key = self._keyring.active
         header = self._headers.get((key.kid, typ))
         if header is None:
@@ -243,7 +266,7 @@ class TokenMinter:
             self._headers[(key.kid, typ)] = header
         signing_input = f"{header}.{_b64encode(claims)}"
         signature = es256_sign(signing_input.encode(), key.private_key)
-        return f"{signing_input}.{_b64encode(signature)}"
+        return f"{signing_input}.{_b64encode(signature)}", key.kid
 
 
 class TokenVerifier:
@@ -275,6 +298,9 @@ class TokenVerifier:
         self._node_cache_size = node_cache_size
 
     def verify_preflight(self, token: str, *, audience: str, method: str) -> PreflightClaims:
+        known = self._self_minted.take(token) if self._self_minted is not None else None
+        if known is not None:
+            return self._check_self_minted(*known, audience=audience, method=method)
         claims, _ = self._decode(token, PREFLIGHT_TYP, audience, _PREFLIGHT_REQUIRED)
         self._check_lifetime(claims, self._max_preflight)
         if claims["mth"] != method:
@@ -379,8 +405,7 @@ class TokenVerifier:
         The token must be three canonical base64url segments with a 64-byte
         signature; the header is checked before the signature (pinned
         algorithm and type, no key-bearing headers, a known kid); then the
-        ES256 signature, unless the token is one this process signed for a call
-        to itself (SelfMinted); then the registered claims. PyJWT's generic decode
+        ES256 signature; then the registered claims. PyJWT's generic decode
         does the same with a per-character Python check of the encoding that
         cost more than the signature itself on this machine.
         """
@@ -397,11 +422,10 @@ class TokenVerifier:
             raise TokenRejected("malformed", "not a compact JWS") from None
         if not isinstance(claims, dict):
             raise TokenRejected("malformed", "header and claims must be JSON objects")
-        if not self._minted_here(token, typ):
-            # The pattern admits only canonical base64url of 64 bytes: this decodes.
-            signature = _b64decode(signature_segment)
-            if not es256_verify(token[: match.end(2)].encode(), key, signature):
-                raise TokenRejected("bad_signature", "signature does not verify")
+        # The pattern admits only canonical base64url of 64 bytes: this decodes.
+        signature = _b64decode(signature_segment)
+        if not es256_verify(token[: match.end(2)].encode(), key, signature):
+            raise TokenRejected("bad_signature", "signature does not verify")
         for claim in required:
             if claim not in claims:
                 raise TokenRejected("missing_claim", f"claim {claim!r} missing")
@@ -420,10 +444,28 @@ class TokenVerifier:
             raise TokenRejected("not_yet_valid", "token not valid yet")
         return claims, kid
 
-    def _minted_here(self, token: str, typ: str) -> bool:
-        """A PREFLIGHT_JWT this process signed and nobody presented yet (see SelfMinted)."""
-        registry = self._self_minted
-        return typ == PREFLIGHT_TYP and registry is not None and registry.take(token)
+    def _check_self_minted(
+        self, claims: PreflightClaims, kid: str, *, audience: str, method: str
+    ) -> PreflightClaims:
+        """The checks of `verify_preflight`, in its order, on a token this process
+        signed (see SelfMinted): its bytes need no parse and its signature no
+        check, but its key must still be accepted and its claims must fit."""
+        if self._keys.public_key(kid) is None:
+            raise TokenRejected("unknown_key", "signing key not known")
+        if claims.issuer != self._issuer:
+            raise TokenRejected("wrong_issuer", "token from another issuer")
+        if claims.audience != audience:
+            raise TokenRejected("wrong_audience", "token meant for another audience")
+        now = self._clock()
+        if claims.expires_at <= now - self._leeway:
+            raise TokenRejected("expired", "token expired")
+        if claims.issued_at > now + self._leeway:
+            raise TokenRejected("not_yet_valid", "token issued in the future")
+        if claims.expires_at - claims.issued_at > self._max_preflight:
+            raise TokenRejected("lifetime_too_long", "token lifetime exceeds the maximum")
+        if claims.method != method:
+            raise TokenRejected("wrong_method", "token is bound to another method")
+        return claims
 
     def _check_lifetime(self, claims: dict[str, Any], max_lifetime: float) -> None:
         iat, exp = claims["iat"], claims["exp"]
