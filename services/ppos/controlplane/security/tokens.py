@@ -297,10 +297,26 @@ class TokenVerifier:
         self._node_cache: OrderedDict[str, tuple[NodeClaims, str, str]] = OrderedDict()
         self._node_cache_size = node_cache_size
 
-    def verify_preflight(self, token: str, *, audience: str, method: str) -> PreflightClaims:
+    def verify_self_minted(
+        self, token: str, *, audience: str, method: str
+    ) -> PreflightClaims | None:
+        """The checked claims of a PREFLIGHT_JWT this process minted for a call to
+        itself (see SelfMinted); None when `token` is not one of those."""
         known = self._self_minted.take(token) if self._self_minted is not None else None
+        if known is None:
+            return None
+        return self._check_self_minted(*known, audience=audience, method=method)
+
+    def verify_preflight(self, token: str, *, audience: str, method: str) -> PreflightClaims:
+        """A PREFLIGHT_JWT's checked claims: one this process minted for itself, or
+        any other, parsed and its signature checked."""
+        known = self.verify_self_minted(token, audience=audience, method=method)
         if known is not None:
-            return self._check_self_minted(*known, audience=audience, method=method)
+            return known
+        return self.verify_signed_preflight(token, audience=audience, method=method)
+
+    def verify_signed_preflight(self, token: str, *, audience: str, method: str) -> PreflightClaims:
+        """A PREFLIGHT_JWT parsed and checked in full, its signature included."""
         claims, _ = self._decode(token, PREFLIGHT_TYP, audience, _PREFLIGHT_REQUIRED)
         self._check_lifetime(claims, self._max_preflight)
         if claims["mth"] != method:
