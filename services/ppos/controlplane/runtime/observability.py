@@ -63,24 +63,29 @@ class _Measured(CallWrapper):
         counter.inc()
         self._duration.observe(time.perf_counter() - started)
 
-    async def around_unary(
-        self, behaviour: Callable[[Any, Any], Awaitable[Any]], request: Any, context: Any
-    ) -> Any:
-        started = time.perf_counter()
-        code = "UNKNOWN"
-        try:
-            result = await behaviour(request, context)
-        except asyncio.CancelledError:
-            code = "CANCELLED"
-            raise
-        except BaseException:
-            code = _code_name(context, "UNKNOWN")
-            raise
-        else:
-            code = _code_name(context, "OK")
-        finally:
-            self._record(code, started)
-        return result
+    def wrap_unary(
+        self, behaviour: Callable[[Any, Any], Awaitable[Any]]
+    ) -> Callable[[Any, Any], Awaitable[Any]]:
+        record = self._record
+
+        async def measured(request: Any, context: Any) -> Any:
+            started = time.perf_counter()
+            code = "UNKNOWN"
+            try:
+                result = await behaviour(request, context)
+            except asyncio.CancelledError:
+                code = "CANCELLED"
+                raise
+            except BaseException:
+                code = _code_name(context, "UNKNOWN")
+                raise
+            else:
+                code = _code_name(context, "OK")
+            finally:
+                record(code, started)
+            return result
+
+        return measured
 
     async def around_stream(
         self, invoke: Callable[[Any], AsyncIterator[Any]], context: Any

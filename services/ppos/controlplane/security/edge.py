@@ -260,18 +260,23 @@ class _Guard(CallWrapper):
             status = internal_status(request_id)
         await context.abort(status.code, status.details, status.trailing_metadata)
 
-    async def around_unary(
-        self, behaviour: Callable[[Any, Any], Awaitable[Any]], request: Any, context: Any
-    ) -> Any:
-        request_id, refused = self._admit(context)
-        if refused is not None:
-            await self._refuse(context, refused, request_id)
-        try:
-            return await behaviour(request, _ScrubbedContext(context))
-        except (asyncio.CancelledError, grpc.aio.AbortError):
-            raise
-        except Exception as exc:  # noqa: BLE001 - mapped to a status, logged in _fail
-            await self._fail(context, exc, request_id)
+    def wrap_unary(
+        self, behaviour: Callable[[Any, Any], Awaitable[Any]]
+    ) -> Callable[[Any, Any], Awaitable[Any]]:
+        admit, refuse, fail = self._admit, self._refuse, self._fail
+
+        async def guarded(request: Any, context: Any) -> Any:
+            request_id, refused = admit(context)
+            if refused is not None:
+                await refuse(context, refused, request_id)
+            try:
+                return await behaviour(request, _ScrubbedContext(context))
+            except (asyncio.CancelledError, grpc.aio.AbortError):
+                raise
+            except Exception as exc:  # noqa: BLE001 - mapped to a status, logged in _fail
+                await fail(context, exc, request_id)
+
+        return guarded
 
     async def around_stream(
         self, invoke: Callable[[Any], AsyncIterator[Any]], context: Any
