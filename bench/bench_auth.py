@@ -113,8 +113,8 @@ async def run(mode: Mode) -> Result:
     result.notes.append(
         "`auth` is wired as the one-port server wires a peer it hosts: the peer hop "
         "comes back through its own port and the edge knows the tokens its loopback "
-        "channel minted (SelfMinted), so it skips their signature check and runs "
-        "every other; `auth-full-verify` checks every signature, as a peer in "
-        "another process must"
+        "channel minted, with their claims (SelfMinted): no parse, no signature "
+        "check, every check that can still fail; `auth-full-verify` parses and "
+        "checks every signature, as a peer in another process must"
     )
     return result

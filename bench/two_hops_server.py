@@ -4,7 +4,7 @@ over a loopback channel. Modes:
 - `plain`: registered bare, plain channel (the baseline of both benchmarks);
 - `auth`: the real edge guard and outbound PREFLIGHT_JWT minting, wired as the
   one-port server wires a peer it hosts itself (the edge knows the tokens its
-  own loopback channel minted and skips their signature check);
+  own loopback channel minted, with their claims: no parse, no signature check);
 - `auth-full-verify`: the same, but the peer's edge verifies every signature,
   as a peer in another process must;
 - `metered`: the RPC metrics wrapper, no authentication.
