@@ -3,7 +3,7 @@
 Works for all four call shapes of grpc.aio, for behaviours written as
 coroutines, async generators or context.write() loops. A streaming behaviour
 that is a coroutine function (it writes with context.write()) is wrapped as a
-coroutine through `around_unary`, so an open stream holds no generator frames
+coroutine through `wrap_unary`, so an open stream holds no generator frames
 of ours.
 """
 
