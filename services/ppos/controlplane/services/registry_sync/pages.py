@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import psycopg
-from sqlalchemy import insert, select, text, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -42,6 +42,7 @@ from ppos.controlplane.services.registry_sync.verify import (
     Accepted,
     Rejected,
 )
+from ppos.controlplane.storage.locks import transaction_lock
 
 # pg_advisory_xact_lock key that orders sync sequences ("ppos" "sync" "seq").
 SEQUENCE_LOCK_KEY = 0x70706F73_73657100
@@ -284,8 +285,7 @@ def commit_page(
     session: Session, page: VerifiedPage, now: dt.datetime, *, postgres: bool
 ) -> PageOutcome:
     """Write the page and advance the cursor, in the caller's (one) transaction."""
-    if postgres:
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SEQUENCE_LOCK_KEY})
+    transaction_lock(session, SEQUENCE_LOCK_KEY)
     region = session.scalars(
         select(SyncRegionRow).where(SyncRegionRow.region == page.region).with_for_update()
     ).one()
