@@ -61,7 +61,12 @@ class RelayModule:
         module = self
 
         async def relay(request: bytes, context: Any) -> bytes:
-            reply: bytes = await module._echo()(request, timeout=10)
+            try:
+                reply: bytes = await module._echo()(request, timeout=10)
+            except grpc.aio.AioRpcError as exc:
+                # The inner call's status, not an INTERNAL that hides it (a test
+                # that fails then says why).
+                await context.abort(exc.code(), f"Echo failed: {exc.details()}")
             return reply
 
         async def echo(request: bytes, context: Any) -> bytes:

@@ -13,8 +13,14 @@ must become visible in id order:
   transaction ever waits for a row while holding it, so there is no deadlock.
   The health sweep is the one writer that takes it first: it then skips rows
   other transactions hold (`FOR UPDATE SKIP LOCKED`) instead of waiting.
-  Each change also NOTIFYs `ppos_node_events`, waking every replica's hub.
+  Each transaction that logs changes also NOTIFYs `ppos_node_events` with its
+  last version, waking every replica's hub.
 - SQLite: one writer at a time (BEGIN IMMEDIATE) gives the same order.
+
+A transaction also leaves the events it logged in `Session.info[LOGGED_KEY]`,
+each as the hub would read it back. Once the transaction has committed, the
+writer hands them to this process's hub, which applies them without reading
+the log when they continue its head (see `WatchHub.offer`).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from sqlalchemy.orm import Session
 
 from ppos.controlplane.noderegistry.v1 import node_pb2
 from ppos.controlplane.services.node_registry.convert import node_to_proto
+from ppos.controlplane.services.node_registry.filters import NodeView
 from ppos.controlplane.services.node_registry.models import (
     NodeEventLogRow,
     NodeEventRow,
@@ -37,8 +44,11 @@ from ppos.controlplane.services.node_registry.models import (
 from ppos.controlplane.storage.locks import is_postgres, transaction_lock
 
 NOTIFY_CHANNEL = "ppos_node_events"
-# Set in `Session.info` when a transaction changed nodes (the caller pokes the hub).
+# Set in `Session.info` when a transaction logged change events other than
+# through `record_changes` (set-based sweeps): the caller pokes the hub to read them.
 CHANGED_KEY = "ppos.noderegistry.changed"
+# Set in `Session.info`: the events this transaction logged, as `LoggedEvent`s.
+LOGGED_KEY = "ppos.noderegistry.logged"
 COMMANDS_CHANNEL = "ppos_node_commands"
 # pg_advisory_xact_lock keys (signed 64-bit): 'ppos' 'nrvl' / 'nrsw'.
 VERSION_LOCK_KEY = 0x70706F736E72766C
@@ -54,6 +64,18 @@ _INSERT_EVENTS = insert(cast(Table, NodeEventRow.__table__))
 # planner folds once per statement (`pg_get_serial_sequence` in a statement is
 # evaluated per row: it was a third of a 100,000-node sweep).
 EVENT_ID_SEQUENCE = "'node_events_event_id_seq'::regclass"
+
+
+# (resource version, node id, the node's filter view, the encoded Node): one
+# change event as the watch hub tails it (a view of None: the node's state is
+# in a later event).
+LoggedEvent = tuple[int, str, NodeView | None, bytes]
+
+
+def logged_events(session: Session) -> list[LoggedEvent]:
+    """The events `record_changes` logged in this transaction, in version order."""
+    logged: list[LoggedEvent] = session.info.get(LOGGED_KEY, [])
+    return logged
 
 
 @dataclass(frozen=True)
@@ -78,21 +100,40 @@ def notify(session: Session, channel: str, payload: str = "") -> None:
         )
 
 
-def allocate_versions(session: Session, count: int) -> list[int]:
-    """`count` new resource versions, in order. Takes the version lock first."""
-    take_version_lock(session)
-    if is_postgres(session):
-        drawn = session.scalars(
-            text(f"SELECT nextval({EVENT_ID_SEQUENCE}) FROM generate_series(1, :n)"),
-            {"n": count},
-        )
-        return sorted(int(v) for v in drawn)
-    base = int(session.scalar(text(SQLITE_LAST_EVENT_ID)) or 0)
-    return list(range(base + 1, base + count + 1))
+# Draws the ids in order and NOTIFYs the last of them (sent at commit), in one
+# round trip: rows come from generate_series in order, each row's nextval is
+# evaluated as it is projected, so row :n holds the highest id.
+_DRAW_AND_NOTIFY = text(
+    f"SELECT v, CASE WHEN g = :n THEN pg_notify(:channel, v::text) END "
+    f"FROM (SELECT g, nextval({EVENT_ID_SEQUENCE}) AS v FROM generate_series(1, :n) AS g) AS d"
+)
+
+
+def allocate_versions(session: Session, count: int, *, flush: bool = True) -> list[int]:
+    """`count` new resource versions, in order. Takes the version lock first.
+
+    On PostgreSQL the transaction also NOTIFYs the change log's channel with
+    the last of them. `flush`: write the session's pending changes before the
+    version lock (a new row or a unique value may wait on another transaction,
+    which must not happen while holding it); without, they are written after.
+    """
+    if flush:
+        session.flush()
+    with session.no_autoflush:
+        take_version_lock(session)
+        if is_postgres(session):
+            drawn = session.execute(_DRAW_AND_NOTIFY, {"n": count, "channel": NOTIFY_CHANNEL})
+            return sorted(int(v) for v, _ in drawn)
+        base = int(session.scalar(text(SQLITE_LAST_EVENT_ID)) or 0)
+        return list(range(base + 1, base + count + 1))
 
 
 def record_changes(
-    session: Session, changes: Sequence[Change], now: dt.datetime
+    session: Session,
+    changes: Sequence[Change],
+    now: dt.datetime,
+    *,
+    locked_updates_only: bool = False,
 ) -> list[node_pb2.Node]:
     """Give each changed node a new resource version and log the change.
 
@@ -100,19 +141,26 @@ def record_changes(
     every field is final: the event carries the node as of its version,
     encoded once here. Returns those Node messages, in the order of `changes`
     (callers answering with the node reuse them instead of converting again).
+
+    `locked_updates_only`: the session's pending changes are all updates of
+    rows this transaction has locked, which wait on no one; they are then
+    written once, after the versions are drawn, instead of twice.
     """
     if not changes:
         return []
     # Callers locked every row they change (SELECT ... FOR UPDATE) before this:
     # the version lock below is the last lock the transaction takes.
-    versions = allocate_versions(session, len(changes))
+    versions = allocate_versions(session, len(changes), flush=not locked_updates_only)
     nodes = []
     events = []
+    logged: list[LoggedEvent] = session.info.setdefault(LOGGED_KEY, [])
     for change, version in zip(changes, versions, strict=True):
         change.row.resource_version = version
         change.row.updated_at = now
         node = node_to_proto(change.row)
+        payload = node.SerializeToString()
         nodes.append(node)
+        logged.append((version, change.row.node_id, NodeView.of(change.row), payload))
         events.append(
             {
                 "event_id": version,
@@ -121,14 +169,12 @@ def record_changes(
                 "reason": change.reason,
                 "previous_readiness": change.previous_readiness,
                 "readiness": change.row.readiness,
-                "payload": node.SerializeToString(),
+                "payload": payload,
             }
         )
     # One executemany, not ORM objects: nothing reads these rows back in this
     # transaction, and the unit of work was a fifth of a heartbeat batch.
-    session.execute(_INSERT_EVENTS, events)
-    notify(session, NOTIFY_CHANNEL, str(versions[-1]))
-    session.info[CHANGED_KEY] = True
+    session.execute(_INSERT_EVENTS, events)  # flushes the changed rows first
     return nodes
 
 

@@ -6,10 +6,12 @@ the worker thread waiting for the GIL after each of its statements while the
 event loop is busy streaming. So heartbeats queue here and a single task
 applies whatever has queued as one transaction with a constant number of
 statements: lock the batch's nodes (in id order), load their open commands,
-decide every heartbeat in Python, then one version allocation, one UPDATE per
-changed node and one INSERT per event at commit. Heartbeats that arrive while
-a batch is being written form the next one (group commit), so a quiet
-registry answers at once and a busy one amortises.
+decide every heartbeat in Python, then the version lock, one statement that
+draws the versions (and NOTIFYs, on PostgreSQL), the changed nodes written
+once (an executemany) and the events inserted (another). Once committed, the
+batch's events go to the watch hub as they were written. Heartbeats that
+arrive while a batch is being written form the next one (group commit), so a
+quiet registry answers at once and a busy one amortises.
 
 Each heartbeat is decided on its own: a refusal (revoked credential, not
 registered, slots above capacity) fails only that heartbeat and changes
@@ -25,7 +27,7 @@ import asyncio
 import contextvars
 import datetime as dt
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import structlog
@@ -44,7 +46,12 @@ from ppos.controlplane.noderegistry.v1 import node_pb2
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2 as pb
 from ppos.controlplane.security.principal import Principal
 from ppos.controlplane.services.node_registry import commands
-from ppos.controlplane.services.node_registry.changelog import Change, record_changes
+from ppos.controlplane.services.node_registry.changelog import (
+    Change,
+    LoggedEvent,
+    logged_events,
+    record_changes,
+)
 from ppos.controlplane.services.node_registry.convert import (
     command_to_proto,
     node_snapshot,
@@ -182,7 +189,9 @@ def apply_batch(session: Session, beats: list[Beat]) -> list[_Outcome]:
             outcome.error = exc
         outcomes.append(outcome)
     changed = [o for o in outcomes if o.change is not None]
-    encoded = record_changes(session, [o.change for o in changed if o.change is not None], now)
+    encoded = record_changes(  # only locked nodes and commands changed
+        session, [o.change for o in changed if o.change is not None], now, locked_updates_only=True
+    )
     for outcome, node in zip(changed, encoded, strict=True):
         outcome.node = node  # the node as its change event carries it
     for outcome in outcomes:
@@ -204,12 +213,16 @@ def apply_batch(session: Session, beats: list[Beat]) -> list[_Outcome]:
     return outcomes
 
 
+def _write_batch(beats: list[Beat], session: Session) -> tuple[list[_Outcome], list[LoggedEvent]]:
+    return apply_batch(session, beats), logged_events(session)
+
+
 class HeartbeatBatcher:
     """Queues heartbeats and applies them in batches on one task."""
 
-    def __init__(self, db: Database, on_change: Callable[[], None]) -> None:
+    def __init__(self, db: Database, on_logged: Callable[[Sequence[LoggedEvent]], None]) -> None:
         self._db = db
-        self._on_change = on_change
+        self._on_logged = on_logged  # called with a committed batch's change events
         self._queue: list[Beat] = []
         self._task: asyncio.Task[None] | None = None
 
@@ -248,7 +261,7 @@ class HeartbeatBatcher:
                 continue
             started = asyncio.get_running_loop().time()
             try:
-                outcomes = await self._db.write(functools.partial(apply_batch, beats=batch))
+                outcomes, logged = await self._db.write(functools.partial(_write_batch, batch))
             except Exception as exc:  # noqa: BLE001 - every waiter gets the failure
                 _log.warning("heartbeats.batch_failed", size=len(batch), error=type(exc).__name__)
                 for beat in batch:
@@ -261,8 +274,8 @@ class HeartbeatBatcher:
                 queued=len(self._queue),
                 seconds=round(asyncio.get_running_loop().time() - started, 4),
             )
-            if any(o.change is not None for o in outcomes):
-                self._on_change()
+            if logged:
+                self._on_logged(logged)
             for outcome in outcomes:
                 future = outcome.beat.future
                 if future.done():

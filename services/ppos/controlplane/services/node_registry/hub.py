@@ -3,9 +3,13 @@
 In the manner of the Kubernetes watch cache:
 - a cache of every node's current state (its Node message encoded once),
   loaded in one consistent snapshot with the registry version it reflects;
-- a tail of the change log (`node_events`), woken by local commits, by
-  LISTEN/NOTIFY on PostgreSQL (so changes made on any replica reach every
-  replica's watchers) and by a poll as a safety net;
+- a tail of the change log (`node_events`), woken by LISTEN/NOTIFY on
+  PostgreSQL (so changes made on any replica reach every replica's watchers)
+  and by a poll as a safety net;
+- the changes this process commits are handed over by their writers after
+  commit (`offer`) and applied without reading the log back, as long as they
+  continue the head version; a gap (another replica's or a set-based sweep's
+  events, a version a rolled-back transaction drew) is read from the log;
 - a bounded window of recent changes, shared by all subscribers: a subscriber
   is just a cursor into it, so a slow one costs no memory of its own;
 - each change is framed once per event type; subscribers caught up with the
@@ -37,6 +41,7 @@ from ppos.controlplane.core.metrics import WATCH_DROPS, WATCH_EVENTS, WATCH_SUBS
 from ppos.controlplane.noderegistry.v1 import node_pb2
 from ppos.controlplane.services.node_registry import wire
 from ppos.controlplane.services.node_registry.changelog import (
+    LoggedEvent,
     consistent_snapshot,
     head_version,
     pruned_through,
@@ -126,7 +131,7 @@ class Subscriber:
 
 @dataclass(frozen=True)
 class TailBatch:
-    rows: list[tuple[int, str, NodeView | None, bytes]]
+    rows: list[LoggedEvent]
     horizon: int
 
 
@@ -172,7 +177,7 @@ def _tail(session: Session, after: int, limit: int) -> TailBatch:
         .order_by(NodeEventRow.event_id)
         .limit(limit)
     ).all()
-    rows: list[tuple[int, str, NodeView | None, bytes]] = []
+    rows: list[LoggedEvent] = []
     for event_id, node_id, payload, node in result:
         version = int(event_id)
         if payload is not None:
@@ -207,6 +212,11 @@ class WatchHub:
         self._subscribers: set[Subscriber] = set()
         self._snapshot_memo: tuple[int, int, dict[str, list[bytes]]] = (-1, -1, {})
         self._wake = asyncio.Event()
+        # Committed by this process, not yet applied: version -> event.
+        self._offered: dict[int, LoggedEvent] = {}
+        self._must_read = True  # the log may hold changes nobody offered
+        self._announced = 0  # the highest version a NOTIFY told of
+        self._last_read = 0.0
         self._ready = asyncio.Event()
         self._closing = False
         self._last_publish = 0.0
@@ -258,7 +268,28 @@ class WatchHub:
             await asyncio.wait(self._aborts, timeout=1.0)
 
     def poke(self) -> None:
-        """Something committed a node change: read the change log soon."""
+        """Something committed node changes it did not offer: read the change log soon."""
+        self._must_read = True
+        self._wake.set()
+
+    def offer(self, events: Sequence[LoggedEvent]) -> None:
+        """Change events a writer of this process has just committed, in version order.
+
+        They are applied as they are when they continue the head version; the
+        log is read only for a gap before them.
+        """
+        head = self._head
+        for event in events:
+            if event[0] > head:
+                self._offered[event[0]] = event
+        self._wake.set()
+
+    def notified(self, payload: str) -> None:
+        """A NOTIFY on the change log's channel: its payload is the last version logged."""
+        if not payload.isdigit():
+            self.poke()  # a set-based sweep, or a listener that reconnected
+            return
+        self._announced = max(self._announced, int(payload))
         self._wake.set()
 
     @property
@@ -317,10 +348,13 @@ class WatchHub:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._fanned_out.wait(), timeout=remaining)
             self._wake.clear()
+            if loop.time() - self._last_read >= self._settings.watch_poll_interval:
+                self._must_read = True  # the poll: writers that cannot notify us
             published = False
             try:
                 published = await self._catch_up()
             except Exception:  # noqa: BLE001 - logged; the next round retries
+                self._must_read = True
                 _log.exception("watch.tail_failed")
                 await asyncio.sleep(RETRY_DELAY)
             now = loop.time()
@@ -332,26 +366,56 @@ class WatchHub:
                 self._resolve_tick()  # wake subscribers for bookmarks
 
     async def _catch_up(self) -> bool:
+        """Apply what was offered, read the log if it may hold more, publish."""
+        start = self._head_seq
         published = False
-        while not self._closing:
-            after = self._head
-            batch = await self._db.read(functools.partial(_tail, after=after, limit=TAIL_BATCH))
-            if batch.horizon > self._head:
-                _log.warning("watch.fell_behind_pruning", head=self._head, pruned=batch.horizon)
-                await self._reload()
-                return True
-            if not batch.rows:
-                return published
-            start = self._head_seq
-            self._apply(batch.rows)
+        self._apply_offered()
+        if self._announced > self._head:
+            self._must_read = True
+        if self._must_read:
+            self._must_read = False
+            self._last_read = asyncio.get_running_loop().time()
+            while not self._closing:
+                after = self._head
+                batch = await self._db.read(functools.partial(_tail, after=after, limit=TAIL_BATCH))
+                if batch.horizon > self._head:
+                    _log.warning("watch.fell_behind_pruning", head=self._head, pruned=batch.horizon)
+                    await self._reload()
+                    return True
+                if batch.rows:
+                    self._apply(batch.rows)
+                if len(batch.rows) < TAIL_BATCH:
+                    break
+                self._publish(start)  # a long catch-up: publish every batch
+                published, start = True, self._head_seq
+            self._apply_offered()  # offered while reading: drop what the log gave
+        if self._head_seq > start:
             self._publish(start)
             published = True
-            if len(batch.rows) < TAIL_BATCH:
-                return True
         return published
+
+    def _apply_offered(self) -> None:
+        """Apply the offered events that continue the head; a gap is left to the log."""
+        if not self._offered:
+            return
+        rows = []
+        version = self._head + 1
+        while (event := self._offered.pop(version, None)) is not None:
+            rows.append(event)
+            version += 1
+        if rows:
+            self._apply(rows)
+        if self._offered:
+            head = self._head
+            self._offered = {v: e for v, e in self._offered.items() if v > head}
+            if self._offered:
+                self._must_read = True  # a gap before them: read the log
 
     async def _reload(self) -> None:
         """(Re)load the cache; current subscribers must resync."""
+        # Cleared before the read: a wake-up during it asks for another.
+        self._must_read = False
+        self._last_read = asyncio.get_running_loop().time()
         head, nodes = await self._db.read(_load)
         for sub in list(self._subscribers):
             sub.resync = True
@@ -370,7 +434,7 @@ class WatchHub:
     def _head_seq(self) -> int:
         return self._base_seq + len(self._window)
 
-    def _apply(self, rows: Sequence[tuple[int, str, NodeView | None, bytes]]) -> None:
+    def _apply(self, rows: Sequence[LoggedEvent]) -> None:
         for version, node_id, view, node in rows:
             if view is None:
                 continue  # a later event carries this node's state

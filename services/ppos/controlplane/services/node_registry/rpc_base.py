@@ -20,7 +20,11 @@ from ppos.controlplane.core.validation import Violations
 from ppos.controlplane.noderegistry.v1 import node_pb2
 from ppos.controlplane.runtime.modules import Runtime
 from ppos.controlplane.security.principal import Principal
-from ppos.controlplane.services.node_registry.changelog import CHANGED_KEY
+from ppos.controlplane.services.node_registry.changelog import (
+    CHANGED_KEY,
+    LoggedEvent,
+    logged_events,
+)
 from ppos.controlplane.services.node_registry.heartbeats import HeartbeatBatcher
 from ppos.controlplane.services.node_registry.hub import WatchHub
 from ppos.controlplane.services.node_registry.models import NodeRow
@@ -49,16 +53,20 @@ class ServicerBase:
         self._heartbeats = heartbeats
 
     async def _write(self, work: Callable[[Session], T]) -> T:
-        """One write transaction; wakes the watch hub when it changed nodes."""
+        """One write transaction; hands the watch hub the node changes it committed."""
         changed = False
+        logged: list[LoggedEvent] = []
 
         def run(session: Session) -> T:
-            nonlocal changed
+            nonlocal changed, logged
             result = work(session)
             changed = bool(session.info.get(CHANGED_KEY))
+            logged = logged_events(session)
             return result
 
         result = await self._rt.db.write(run)
+        if logged:
+            self._hub.offer(logged)  # committed: the hub need not read them back
         if changed:
             self._hub.poke()
         return result

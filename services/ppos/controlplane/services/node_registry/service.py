@@ -83,7 +83,7 @@ class NodeRegistryModule:
         self.hub = WatchHub(runtime.db, settings, runtime.shutdown)
         self.signals = CommandSignals()
         self.sweeper = HealthSweeper(runtime.db, settings, self.hub.poke)
-        self.heartbeats = HeartbeatBatcher(runtime.db, self.hub.poke)
+        self.heartbeats = HeartbeatBatcher(runtime.db, self.hub.offer)
         self._listener: PgListener | None = None
 
     def register(self, server: grpc.aio.Server) -> None:
@@ -102,7 +102,7 @@ class NodeRegistryModule:
             self._listener = PgListener(
                 self._runtime.settings.server.resolved_database_url,
                 {
-                    NOTIFY_CHANNEL: lambda _payload: self.hub.poke(),
+                    NOTIFY_CHANNEL: self.hub.notified,
                     COMMANDS_CHANNEL: self.signals.poke,
                 },
             )
