@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import event, insert, select
 from sqlalchemy.orm import Session
 
@@ -151,6 +152,10 @@ async def test_an_offered_change_is_published_without_reading_the_log(
         (MODIFIED, logged[0][0], NODES[0])
     ]
     assert events[0].node.status.slots_in_use == 3
+    # The subscriber is done with the publish: the fan-out's time is recorded.
+    fanouts = REGISTRY.get_sample_value("ppos_watch_fanout_seconds_count") or 0.0
+    hub.settle(sub)
+    assert REGISTRY.get_sample_value("ppos_watch_fanout_seconds_count") == fanouts + 1
     # The very bytes the change log holds for that version.
     stored = await db.read(functools.partial(_logged_payload, logged[0][0]))
     assert events[0].node.SerializeToString() == stored

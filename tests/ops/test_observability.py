@@ -105,6 +105,7 @@ async def test_rpc_and_auth_metrics_are_scraped(ops_plane: RunningPlane) -> None
         "ppos_sync_sweep_duration_seconds",
         "ppos_watch_subscribers",
         "ppos_watch_dropped_subscribers_total",
+        "ppos_watch_fanout_seconds",
         "ppos_outbox_depth",
         "ppos_outbox_deliveries_total",
     ):

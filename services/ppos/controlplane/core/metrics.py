@@ -49,6 +49,12 @@ WATCH_DROPS = Counter(
     "ppos_watch_dropped_subscribers_total", "Watchers cut off, by reason", ["reason"]
 )
 WATCH_EVENTS = Counter("ppos_watch_events_total", "Node change events published")
+WATCH_FANOUT = Histogram(
+    "ppos_watch_fanout_seconds",
+    "Time from publishing node changes until all but 2 % of WatchNodes subscribers "
+    "have handed their message to gRPC (or had nothing to send)",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
 NODE_SWEEP_DURATION = Histogram(
     "ppos_node_sweep_duration_seconds", "Duration of a node health sweep"
 )

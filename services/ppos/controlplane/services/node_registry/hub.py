@@ -37,7 +37,12 @@ from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
 from ppos.controlplane.core.errors import DomainError, ResourceExhausted, Unavailable
-from ppos.controlplane.core.metrics import WATCH_DROPS, WATCH_EVENTS, WATCH_SUBSCRIBERS
+from ppos.controlplane.core.metrics import (
+    WATCH_DROPS,
+    WATCH_EVENTS,
+    WATCH_FANOUT,
+    WATCH_SUBSCRIBERS,
+)
 from ppos.controlplane.noderegistry.v1 import node_pb2
 from ppos.controlplane.services.node_registry import wire
 from ppos.controlplane.services.node_registry.changelog import (
@@ -494,6 +499,7 @@ class WatchHub:
         self._behind -= 1
         if self._behind <= self._stragglers and not self._fanned_out.is_set():
             spent = asyncio.get_running_loop().time() - self._last_publish
+            WATCH_FANOUT.observe(spent)
             self._fanout_seconds = 0.5 * self._fanout_seconds + 0.5 * spent
             self._fanned_out.set()
 
