@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import inspect
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 import jwt
@@ -22,8 +19,7 @@ from ppos.controlplane.runtime.peers import gateway_audience
 from ppos.controlplane.security.tokens import TokenVerifier
 from ppos.preflightsim import gateway as gateway_sim
 from ppos.preflightsim.auth import RequirePreflightJwt
-
-T = TypeVar("T")
+from tests.support.polling import eventually
 
 # Every table governance writes, plus the shared audit log.
 GOVERNANCE_TABLES = (
@@ -131,27 +127,6 @@ def details(error: grpc.aio.AioRpcError) -> dict[str, Any]:
                         (v.type, v.subject, v.description) for v in message.violations
                     ]
     return found
-
-
-async def eventually(
-    probe: Callable[[], Awaitable[T] | T],
-    accept: Callable[[T], bool],
-    *,
-    within: float = 15.0,
-    every: float = 0.05,
-) -> T:
-    """Poll `probe` (sync or async) until `accept` holds; fails with the last value after
-    `within` seconds (a bound on waiting, not a performance assertion)."""
-    deadline = time.monotonic() + within
-    while True:
-        value = probe()
-        if inspect.isawaitable(value):
-            value = await value
-        if accept(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not reached within {within}s; last: {value!r}")
-        await asyncio.sleep(every)
 
 
 def snapshot(runtime: Any) -> dict[str, list[tuple[Any, ...]]]:

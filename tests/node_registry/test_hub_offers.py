@@ -91,6 +91,11 @@ def _change_slots(node_id: str, slots: int, session: Session) -> list[LoggedEven
     return logged_events(session)
 
 
+async def _commit_slots(db: Database, node_id: str, slots: int) -> list[LoggedEvent]:
+    """Commit a change to `node_id`; the events its transaction logged."""
+    return await db.write(functools.partial(_change_slots, node_id, slots))
+
+
 def _logged_payload(version: int, session: Session) -> bytes:
     payload = session.scalars(
         select(NodeEventRow.payload).where(NodeEventRow.event_id == version)
@@ -142,7 +147,7 @@ async def test_an_offered_change_is_published_without_reading_the_log(
 ) -> None:
     sub = await _subscriber(hub)
     reads = db.tail_reads
-    logged = await db.write(functools.partial(_change_slots, NODES[0], 3))
+    logged = await _commit_slots(db, NODES[0], 3)
     hub.offer(logged)
     await _reaches(hub, logged[-1][0])
 
@@ -167,8 +172,8 @@ async def test_a_gap_before_an_offer_is_read_from_the_log_in_order(
 ) -> None:
     sub = await _subscriber(hub)
     reads = db.tail_reads
-    unoffered = await db.write(functools.partial(_change_slots, NODES[1], 4))
-    offered = await db.write(functools.partial(_change_slots, NODES[2], 5))
+    unoffered = await _commit_slots(db, NODES[1], 4)
+    offered = await _commit_slots(db, NODES[2], 5)
     hub.offer(offered)
     await _reaches(hub, offered[-1][0])
 
@@ -194,13 +199,13 @@ async def test_notifications_read_the_log_only_beyond_the_head(db: LogReads, hub
     await _quiet(hub)
     assert db.tail_reads == reads
 
-    elsewhere = await db.write(functools.partial(_change_slots, NODES[0], 6))
+    elsewhere = await _commit_slots(db, NODES[0], 6)
     hub.notified(str(elsewhere[-1][0]))  # another replica's commit
     await _reaches(hub, elsewhere[-1][0])
     assert db.tail_reads == reads + 1
     assert [e.resource_version for e in _events(hub, sub)] == [elsewhere[0][0]]
 
-    swept = await db.write(functools.partial(_change_slots, NODES[1], 7))
+    swept = await _commit_slots(db, NODES[1], 7)
     hub.notified("")  # a set-based sweep or a reconnected listener: no version
     await _reaches(hub, swept[-1][0])
     assert db.tail_reads == reads + 2

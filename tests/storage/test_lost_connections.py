@@ -13,6 +13,7 @@ import pytest
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2 as pb
 from tests.node_registry.helpers import db_state, ready_node, refusal, registry
 from tests.support.databases import _libpq
+from tests.support.polling import eventually
 from tests.support.servers import RunningPlane
 
 WAITING_ON_A_ROW_LOCK = (
@@ -37,8 +38,13 @@ async def test_a_connection_lost_mid_call_is_unavailable_and_changes_nothing(
             metadata=plane.operator,
             timeout=30,
         )
-        waiting = await _the_backend_waiting_on_a_row_lock(holder)
-        await holder.execute("SELECT pg_terminate_backend(%s)", (waiting,))
+
+        async def waiting_on_a_row_lock() -> list[tuple[int]]:
+            return await (await holder.execute(WAITING_ON_A_ROW_LOCK)).fetchall()
+
+        waiting = await eventually(waiting_on_a_row_lock, bool, within=20)
+        assert len(waiting) == 1, waiting
+        await holder.execute("SELECT pg_terminate_backend(%s)", (waiting[0][0],))
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await cordon
     finally:
@@ -62,13 +68,3 @@ async def test_a_connection_lost_mid_call_is_unavailable_and_changes_nothing(
         )
     ).node
     assert not node.spec.schedulable
-
-
-async def _the_backend_waiting_on_a_row_lock(holder: psycopg.AsyncConnection) -> int:
-    for _ in range(400):  # 20 s
-        rows = await (await holder.execute(WAITING_ON_A_ROW_LOCK)).fetchall()
-        if rows:
-            assert len(rows) == 1, rows
-            return int(rows[0][0])
-        await asyncio.sleep(0.05)
-    raise AssertionError("the call never waited on the row lock")
