@@ -269,3 +269,51 @@ def _statement_kind(statement: str) -> str:
         return "draw versions"
     found = re.search(r"\bFROM (\w+)", statement)
     return f"SELECT {found.group(1) if found else statement}"
+
+
+async def test_changes_past_the_byte_budget_do_not_wait_for_the_paced_interval(
+    db: LogReads, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fan-out slowed by bytes must not stretch the flush interval and so grow
+    the next messages (which fed on itself): below `watch_flush_bytes` the hub
+    waits out the paced interval, past it the changes go out at once."""
+    monkeypatch.setattr(hub_module, "MAX_FLUSH_INTERVAL", 60.0)
+    node_bytes = len(_encoded_node(await _commit_slots(db, NODES[0], 1)))
+    settings = NodeRegistrySettings(  # type: ignore[arg-type]
+        watch_poll_interval=3600.0, watch_flush_interval=0.0, watch_flush_bytes=2 * node_bytes + 1
+    )
+    paced = WatchHub(db, settings, asyncio.Event())
+    await paced.start()
+    try:
+        sub = await _subscriber(paced)
+        first = await _commit_slots(db, NODES[0], 2)
+        paced.offer(first)
+        await _reaches(paced, first[-1][0])  # published: the pacing starts from here
+        assert [e.resource_version for e in _events(paced, sub)] == [first[0][0]]
+        paced.settle(sub)  # done with it: the next publish waits for no fan-out
+        paced._fanout_seconds = 40.0  # the last fan-out was slow: a paced interval of 60 s
+        assert paced.flush_interval == 60.0
+        assert paced.min_flush_interval < 0.01
+
+        small = await _commit_slots(db, NODES[1], 3) + await _commit_slots(db, NODES[2], 4)
+        paced.offer(small)  # two nodes' bytes: below the budget
+        await asyncio.sleep(1.0)
+        assert paced.head_version == first[-1][0]
+
+        past = await _commit_slots(db, NODES[0], 5)
+        paced.offer(past)  # a third: past the budget, published without the 60 s
+        async with asyncio.timeout(20):
+            await _reaches(paced, past[-1][0])
+        events = _events(paced, sub)
+        assert [e.resource_version for e in events] == [
+            small[0][0],
+            small[1][0],
+            past[0][0],
+        ]
+        assert paced._pending_bytes == 0
+    finally:
+        await paced.stop()
+
+
+def _encoded_node(logged: list[LoggedEvent]) -> bytes:
+    return logged[-1][3]

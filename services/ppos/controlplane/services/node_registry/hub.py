@@ -219,6 +219,10 @@ class WatchHub:
         self._wake = asyncio.Event()
         # Committed by this process, not yet applied: version -> event.
         self._offered: dict[int, LoggedEvent] = {}
+        # Encoded bytes of the changes offered since the last publish; past
+        # `watch_flush_bytes` they go out without waiting for the paced interval.
+        self._pending_bytes = 0
+        self._flush_now = asyncio.Event()
         self._must_read = True  # the log may hold changes nobody offered
         self._announced = 0  # the highest version a NOTIFY told of
         self._last_read = 0.0
@@ -285,8 +289,11 @@ class WatchHub:
         """
         head = self._head
         for event in events:
-            if event[0] > head:
+            if event[0] > head and event[0] not in self._offered:
                 self._offered[event[0]] = event
+                self._pending_bytes += len(event[3])
+        if self._pending_bytes >= self._settings.watch_flush_bytes:
+            self._flush_now.set()
         self._wake.set()
 
     def notified(self, payload: str) -> None:
@@ -302,19 +309,31 @@ class WatchHub:
         return self._head
 
     @property
-    def flush_interval(self) -> float:
-        """Shortest time between two publishes.
+    def min_flush_interval(self) -> float:
+        """Shortest time between two publishes, whatever is pending.
 
         The configured interval, or longer when there are so many subscribers that
-        one message each per interval would exceed the send rate, or when the
-        last publish took long to reach everyone (the process is short of CPU):
-        each message costs the event loop about as much whatever its size, so
-        this bounds the fan-out's share of the loop (heartbeats and other calls
-        keep theirs) and coalesces more changes per message instead.
+        one message each per interval would exceed the send rate.
         """
         spread = len(self._subscribers) / self._settings.watch_send_rate
+        return min(MAX_FLUSH_INTERVAL, max(self._settings.watch_flush_interval, spread))
+
+    @property
+    def flush_interval(self) -> float:
+        """Time between two publishes while less than `watch_flush_bytes` is pending.
+
+        `min_flush_interval`, or longer when the last publish took long to reach
+        everyone (the process is short of CPU): a message's fixed cost in the
+        event loop is the same whatever its size, so this bounds the fan-out's
+        share of the loop (heartbeats and other calls keep theirs) and coalesces
+        more changes per message instead. Only the fixed cost amortises: the
+        per-byte cost (copies, HTTP/2 flow control) is the same per second at
+        any interval, and a fan-out slowed by bytes must not stretch the interval
+        and so grow the next messages (that fed on itself, up to
+        MAX_FLUSH_INTERVAL): hence the byte budget that cuts the wait short.
+        """
         paced = FANOUT_HEADROOM * self._fanout_seconds
-        return min(MAX_FLUSH_INTERVAL, max(self._settings.watch_flush_interval, spread, paced))
+        return min(MAX_FLUSH_INTERVAL, max(self.min_flush_interval, paced))
 
     @property
     def closing(self) -> bool:
@@ -341,9 +360,15 @@ class WatchHub:
                 await asyncio.wait_for(self._wake.wait(), timeout=timeout)
             if self._closing:
                 return
+            # Coalesce: at most one message per flush interval, the paced part of it
+            # cut short once the pending changes reach the byte budget.
+            delay = self._last_publish + self.min_flush_interval - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
             delay = self._last_publish + self.flush_interval - loop.time()
             if delay > 0:
-                await asyncio.sleep(delay)  # coalesce: at most one message per flush interval
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._flush_now.wait(), timeout=delay)
             # One fan-out at a time: the next publish waits until (nearly) every
             # subscriber is done with the last one, so a process short of CPU sends
             # fewer, larger messages instead of queueing up more of them.
@@ -415,6 +440,9 @@ class WatchHub:
             self._offered = {v: e for v, e in self._offered.items() if v > head}
             if self._offered:
                 self._must_read = True  # a gap before them: read the log
+        self._pending_bytes = sum(len(event[3]) for event in self._offered.values())
+        if self._pending_bytes < self._settings.watch_flush_bytes:
+            self._flush_now.clear()
 
     async def _reload(self) -> None:
         """(Re)load the cache; current subscribers must resync."""

@@ -62,6 +62,13 @@ class NodeRegistrySettings:
         "subscribers the flush interval grows so each gets larger, rarer messages",
         default=10000,
     )
+    watch_flush_bytes: int = setting(
+        "PPOS_WATCH_FLUSH_BYTES",
+        "changes pending beyond this many bytes are published without waiting for the "
+        "paced flush interval: coalescing saves per-message costs, not per-byte ones, "
+        "and a message beyond the peer's HTTP/2 window waits on its WINDOW_UPDATEs",
+        default=16384,
+    )
     watch_poll_interval: Seconds = setting(
         "PPOS_WATCH_POLL_INTERVAL",
         "how often the change log is read without a wake-up (other processes on SQLite; "
@@ -92,6 +99,8 @@ class NodeRegistrySettings:
             raise ConfigError("--watch-queue must be between 1 and --watch-window")
         if not 0 <= self.watch_flush_interval <= 1:
             raise ConfigError("--watch-flush-interval must be between 0 and 1s")
+        if self.watch_flush_bytes < 1024:
+            raise ConfigError("--watch-flush-bytes must be at least 1024")
         if self.watch_send_rate < 100:
             raise ConfigError("--watch-send-rate must be at least 100")
         if not 0 < self.watch_poll_interval <= 60:
