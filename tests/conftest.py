@@ -6,13 +6,15 @@ migrated SQLite file and once on a migrated PostgreSQL database.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
+import uvloop
 
 from ppos.controlplane.core.logging import SecretRegistry, configure_logging
 from tests.support.canary import scan_database, scan_files, scan_text
@@ -20,6 +22,17 @@ from tests.support.databases import PostgresDatabases, SqliteDatabases, pg_admin
 from tests.support.servers import RunningPlane, start_plane, stop_plane
 
 BACKENDS = ["sqlite", "postgresql"]
+# The loop in-process servers run on: the one `serve` runs on by default
+# (ServerSettings.event_loop); PPOS_TEST_EVENT_LOOP=asyncio for the other.
+TEST_EVENT_LOOP = os.environ.get("PPOS_TEST_EVENT_LOOP", "uvloop")
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
+    if TEST_EVENT_LOOP == "asyncio":
+        return {"asyncio": asyncio.new_event_loop}
+    return {"uvloop": uvloop.new_event_loop}
 
 
 class _Tee(io.TextIOBase):

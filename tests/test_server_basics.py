@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import grpc
@@ -10,6 +11,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from ppos.controlplane.auth.v1 import jwks_service_pb2, jwks_service_pb2_grpc
+from ppos.controlplane.runtime.config import ServerSettings
+from tests.conftest import TEST_EVENT_LOOP
 from tests.support.servers import RunningPlane
 
 SERVICES = [
@@ -54,3 +57,12 @@ async def test_jwks_is_public_and_matches_the_file(plane: RunningPlane) -> None:
     for key in served["keys"]:
         assert (key["kty"], key["crv"], key["alg"]) == ("EC", "P-256", "ES256")
         assert "d" not in key, "private key material must never be published"
+
+
+async def test_tests_run_on_the_event_loop_serve_uses_by_default() -> None:
+    """In-process servers run on the loop `serve` runs on (uvloop by default), so
+    the suite tests what production runs; PPOS_TEST_EVENT_LOOP=asyncio selects
+    the standard library's."""
+    loop = asyncio.get_running_loop()
+    assert type(loop).__module__.split(".")[0] == TEST_EVENT_LOOP
+    assert ServerSettings().event_loop == "uvloop"

@@ -41,6 +41,25 @@ def test_serves_then_stops_cleanly_on_signal(serve: ServeProcess, signum: int) -
     assert names[-1] == "server.stopped"
     started = next(e for e in _events(serve) if e["event"] == "server.started")
     assert started["services"] == ["governance", "noderegistry", "registrysync"]
+    assert started["event_loop"] == "uvloop"  # the default
+
+
+def test_serves_on_the_standard_library_loop_when_asked(
+    database_url: str, tmp_path: Path, canary_token: str
+) -> None:
+    process = spawn_serve(
+        data_dir=tmp_path / "data",
+        token=canary_token,
+        database_url=database_url,
+        env={"PPOS_EVENT_LOOP": "asyncio"},
+    )
+    try:
+        process.wait_serving()
+        started = next(e for e in _events(process) if e["event"] == "server.started")
+        assert started["event_loop"] == "asyncio"
+    finally:
+        process.signal()
+        assert process.wait() == 0
 
 
 def test_one_service_alone(database_url: str, tmp_path: Path, canary_token: str) -> None:
@@ -69,6 +88,7 @@ def test_one_service_alone(database_url: str, tmp_path: Path, canary_token: str)
 BAD_CONFIGS = [
     ("bad-listen", ["--listen", "nowhere"], {}, "--listen"),
     ("unknown-service", ["--service", "billing"], {}, "--service"),
+    ("unknown-event-loop", ["--event-loop", "trio"], {}, "--event-loop"),
     ("bad-duration", [], {"PPOS_SHUTDOWN_GRACE": "soon"}, "PPOS_SHUTDOWN_GRACE"),
     ("bad-boolean", [], {"PPOS_MIGRATE_ON_START": "perhaps"}, "PPOS_MIGRATE_ON_START"),
     ("weak-token", [], {"PPOS_CONTROL_TOKEN": "short"}, "at least 32 characters"),

@@ -7,8 +7,9 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -88,6 +89,15 @@ async def _serve(settings: Settings, secrets: SecretRegistry) -> int:
     return 0
 
 
+def event_loop_runner(name: str) -> Callable[[Coroutine[Any, Any, int]], int]:
+    """`asyncio.run` on the configured event loop (see ServerSettings.event_loop)."""
+    if name == "uvloop":
+        import uvloop
+
+        return uvloop.run
+    return asyncio.run
+
+
 def _migrate(settings: Settings) -> int:
     from ppos.controlplane.storage import migrate
     from ppos.controlplane.storage.database import Database
@@ -146,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(args, env)
         secrets = configure_logging(level=settings.server.log_level, fmt=settings.server.log_format)
         if args.command == "serve":
-            return asyncio.run(_serve(settings, secrets))
+            return event_loop_runner(settings.server.event_loop)(_serve(settings, secrets))
         if args.command == "migrate":
             return _migrate(settings)
         return _keys(settings, args.action)

@@ -222,6 +222,7 @@ class ControlPlaneServer:
             address=self.address,
             services=settings.server.services,
             database=db.dialect,
+            event_loop=type(asyncio.get_running_loop()).__module__.split(".")[0],
             kid=keyring.active.kid,
             seconds=round(time.perf_counter() - started, 3),
         )
