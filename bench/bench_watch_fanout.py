@@ -63,6 +63,8 @@ PROTO_DIRS = [ROOT / "protos", Path(grpc_tools.__file__).parent / "_proto"]
 BUCKET_MS = 1.0
 BUCKETS = 10_000
 DIGEST = "sha256:" + "c" * 64
+# The subscribers' HTTP/2 window (see watch_subscribers.js); 65535 is grpc-js's own.
+CLIENT_WINDOW = int(os.environ.get("PPOS_BENCH_CLIENT_WINDOW", str(1 << 20)))
 
 
 @dataclass(frozen=True)
@@ -377,6 +379,7 @@ def _subscribers(
             "sampled": sampled,
             "resume_from": resume_from,
             "bookmark_seconds": 1,
+            "flow_control_window": CLIENT_WINDOW,
         },
         env={
             "PPOS_ADDRESS": address,
@@ -565,13 +568,15 @@ async def _measure(plan: Plan, backend: str, result: Result) -> None:
         f"{name} {percentile(_merge(reports, [name]), 0.99):.0f} ms" for name, _ in phases
     )
     errors = sorted({e for report in reports for e in report["errors"]})
+    if "SCAN_MISMATCH" in errors:
+        raise RuntimeError("the subscribers' wire scanner disagreed with a full decode")
     result.notes.append(
         f"{plan.subscribers} subscribers in {plan.subscriber_processes} processes, "
         f"{plan.streams_per_connection} streams per connection, latency sampled on "
         f"{plan.sampled_per_process * plan.subscriber_processes} of them; {plan.nodes} nodes "
         f"heartbeating {plan.rate:g} changes/s ({load_report['failed']} failed); phases of "
         f"{plan.phase_seconds:g}s alternating without/with a stalled subscriber; "
-        f"{_label(backend)}; "
+        f"subscribers' HTTP/2 window {CLIENT_WINDOW} bytes; {_label(backend)}; "
         f"p50 {p50:.0f} ms; p99 by phase (A without, B with the stalled subscriber): "
         f"{by_phase}; stalled subscriber ended: "
         + ", ".join(f"{r['status']} after {r['messages']} messages" for r in stalled_reports)
