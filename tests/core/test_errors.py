@@ -125,8 +125,8 @@ async def test_unexpected_failure_is_internal_without_internals(plane: RunningPl
     plane.runtime.db.read_sync = broken  # type: ignore[method-assign]
     try:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await stub.GetNode(
-                pb.GetNodeRequest(node_id="node_1"),
+            await stub.ListNodes(  # GetNode reads without a session (storage.reads)
+                pb.ListNodesRequest(),
                 metadata=(*plane.operator, ("x-request-id", "req_boom")),
             )
     finally:

@@ -8,7 +8,7 @@ queues hold (PAUSED at the gateway), a retired tenant's drain.
 
 from __future__ import annotations
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import String, and_, bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from ppos.controlplane.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument
@@ -52,8 +52,25 @@ from ppos.controlplane.services.governance.specs import (
     validate_route_spec,
     validate_tenant_spec,
 )
+from ppos.controlplane.storage.reads import PreparedRead, quick_reads
 
 METHOD_PREFIX = "/ppos.controlplane.governance.v1.GovernanceService/"
+_TENANTS = TenantRow.__table__
+_TENANTS_AFTER: dict[int, PreparedRead] = {}
+
+
+def tenants_after(phase_count: int) -> PreparedRead:
+    """ListTenants' page query (Core SQL compiled once, no ORM session: storage.reads),
+    one per number of phases asked for (at most one per phase)."""
+    found = _TENANTS_AFTER.get(phase_count)
+    if found is None:
+        query = select(_TENANTS).where(_TENANTS.c.tenant_id > bindparam("after"))
+        if phase_count:
+            named = [bindparam(f"phase_{index}", type_=String) for index in range(phase_count)]
+            query = query.where(_TENANTS.c.phase.in_(named))
+        found = PreparedRead(query.order_by(_TENANTS.c.tenant_id).limit(bindparam("limit")))
+        _TENANTS_AFTER[phase_count] = found
+    return found
 
 
 def new_queue_row(tenant: TenantRow, queue_id: str, spec: res_pb.QueueSpec) -> QueueRow:
@@ -257,15 +274,18 @@ class TenantHandlers(HandlerBase):
             {"phases": sorted(phases), "selector": request.label_selector},
         )
 
-        def work(session: Session) -> list[TenantRow]:
+        reads = quick_reads(self._db)
+        wanted = sorted(set(phases))
+        statement = tenants_after(len(wanted))
+        bound: dict[str, object] = {f"phase_{i}": phase for i, phase in enumerate(wanted)}
+        bound["limit"] = page.size + 1
+
+        def work() -> list[TenantRow]:
             found: list[TenantRow] = []
             after = page.after or ""
             while len(found) <= page.size:
-                query = select(TenantRow).where(TenantRow.tenant_id > after)
-                if phases:
-                    query = query.where(TenantRow.phase.in_(phases))
-                batch = list(
-                    session.scalars(query.order_by(TenantRow.tenant_id).limit(page.size + 1))
+                batch = reads.rows_sync(
+                    statement, {"after": after, "limit": page.size + 1, **bound}
                 )
                 if not batch:
                     break
@@ -275,7 +295,7 @@ class TenantHandlers(HandlerBase):
                     break
             return found[: page.size + 1]
 
-        rows = await self._db.read(work)
+        rows = await self._db.run_in_executor(work)
         return pb.ListTenantsResponse(
             tenants=[tenant_to_proto(r) for r in rows[: page.size]],
             next_page_token=page.next_token(rows, lambda r: r.tenant_id),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import case, func, select
+from sqlalchemy import bindparam, case, func, select
 from sqlalchemy.orm import Session
 
 from ppos.controlplane.core.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -32,10 +32,14 @@ from ppos.controlplane.services.node_registry.rpc_base import (
     expected_version,
 )
 from ppos.controlplane.storage import audit
+from ppos.controlplane.storage.reads import PreparedRead, quick_reads
 
 DEFAULT_DRAIN_GRACE = 600.0
 MAX_DRAIN_GRACE = 7 * 86400.0
 NODES_TOKEN = "nodes"  # noqa: S105 - a page-token kind, not a secret
+# GetNode is the hottest read: Core SQL compiled once, no ORM session (storage.reads).
+_NODES = NodeRow.__table__
+NODE_BY_ID = PreparedRead(select(_NODES).where(_NODES.c.node_id == bindparam("node_id")))
 
 
 def _audit_node(session: Session, row: NodeRow, before: dict[str, object]) -> None:
@@ -54,13 +58,10 @@ class OperatorRpcs(ServicerBase):
         if not request.node_id:
             raise InvalidArgument.single("node_id", "is required")
 
-        def work(session: Session) -> NodeRow:
-            row = session.get(NodeRow, request.node_id)
-            if row is None:
-                raise NotFound("node", request.node_id)
-            return row
-
-        return pb.GetNodeResponse(node=node_to_proto(await self._rt.db.read(work)))
+        row = await quick_reads(self._rt.db).first(NODE_BY_ID, node_id=request.node_id)
+        if row is None:
+            raise NotFound("node", request.node_id)
+        return pb.GetNodeResponse(node=node_to_proto(row))
 
     async def ListNodes(
         self, request: pb.ListNodesRequest, context: Context

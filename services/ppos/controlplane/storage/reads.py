@@ -1,0 +1,136 @@
+"""Short reads of hot RPCs without the ORM: one Core SELECT, compiled once.
+
+A read through an ORM session (session, BEGIN, pool checkout, identity map,
+ROLLBACK) costs about 20 times the query itself on SQLite, and on PostgreSQL
+four round trips for one SELECT. A `PreparedRead` is a SELECT compiled once
+per dialect; `QuickReads` runs it as one statement, which is its own
+consistent snapshot on both databases:
+
+- SQLite (a database file): on a connection the reader thread keeps for
+  itself, in autocommit, query-only; the driver caches the prepared statement.
+- PostgreSQL (and in-memory SQLite): on a pooled connection in autocommit, so
+  a read is the pool's liveness check and the SELECT, without BEGIN and
+  ROLLBACK; a lost connection is invalidated and answered UNAVAILABLE as
+  everywhere else.
+
+Either way the work runs on the reader pool, never on the event loop. Rows
+come back as named tuples whose fields are the columns, converted as the ORM
+converts them (the columns' own result processors: UTC datetimes, JSON,
+booleans). Parameters must be plain values that need no bind processing
+(strings, integers).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import weakref
+from collections import namedtuple
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Select
+from sqlalchemy.engine import Dialect
+
+from ppos.controlplane.storage.database import SQLITE_BUSY_TIMEOUT_MS, Database
+
+Processor = Callable[[Any], Any] | None
+
+
+class _Compiled:
+    """A statement's SQL for one dialect, its parameter order and row maker."""
+
+    __slots__ = ("_compiled", "_make", "_names", "_positional", "_processors", "sql")
+
+    def __init__(self, statement: Select[Any], dialect: Dialect) -> None:
+        compiled = statement.compile(dialect=dialect)
+        self._compiled = compiled
+        self.sql = str(compiled)
+        self._positional = bool(dialect.positional)
+        self._names = tuple(compiled.positiontup or ()) if self._positional else ()
+        columns = list(statement.selected_columns)
+        self._processors: tuple[Processor, ...] = tuple(
+            column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
+        )
+        fields = namedtuple("Read", [column.key for column in columns])  # type: ignore[misc]
+        self._make: Callable[[Any], Any] = fields._make
+
+    def parameters(self, values: Mapping[str, Any]) -> Any:
+        params = self._compiled.construct_params(dict(values))
+        return tuple(params[name] for name in self._names) if self._positional else params
+
+    def row(self, raw: Any) -> Any:
+        return self._make(
+            value if process is None else process(value)
+            for process, value in zip(self._processors, raw, strict=True)
+        )
+
+
+class PreparedRead:
+    """A SELECT with named bind parameters (`bindparam("name")`), compiled once per dialect."""
+
+    def __init__(self, statement: Select[Any]) -> None:
+        self.statement = statement
+        self._by_dialect: dict[str, _Compiled] = {}
+
+    def compiled(self, dialect: Dialect) -> _Compiled:
+        found = self._by_dialect.get(dialect.name)
+        if found is None:
+            found = self._by_dialect[dialect.name] = _Compiled(self.statement, dialect)
+        return found
+
+
+class QuickReads:
+    """Runs `PreparedRead`s for one `Database` on its reader pool."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        database = db.url.database
+        self._sqlite_file = (
+            database if db.is_sqlite and database and database != ":memory:" else None
+        )
+        self._local = threading.local()
+
+    async def rows(self, read: PreparedRead, **values: Any) -> list[Any]:
+        return await self._db.run_in_executor(lambda: self.rows_sync(read, values))
+
+    async def first(self, read: PreparedRead, **values: Any) -> Any | None:
+        found = await self.rows(read, **values)
+        return found[0] if found else None
+
+    def rows_sync(self, read: PreparedRead, values: Mapping[str, Any]) -> list[Any]:
+        engine = self._db.read_engine
+        compiled = read.compiled(engine.dialect)
+        params = compiled.parameters(values)
+        raw: Sequence[Any]
+        if self._sqlite_file is not None:
+            raw = self._sqlite().execute(compiled.sql, params).fetchall()
+        else:
+            with engine.connect() as connection:
+                autocommit = connection.execution_options(isolation_level="AUTOCOMMIT")
+                raw = autocommit.exec_driver_sql(compiled.sql, params).fetchall()
+        return [compiled.row(row) for row in raw]
+
+    def _sqlite(self) -> sqlite3.Connection:
+        """This thread's own connection: reads only, each statement its own snapshot."""
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            assert self._sqlite_file is not None
+            connection = sqlite3.connect(
+                self._sqlite_file, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000, isolation_level=None
+            )
+            connection.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            connection.execute("PRAGMA query_only=ON")
+            self._local.connection = connection
+        return connection
+
+
+_BY_DATABASE: weakref.WeakKeyDictionary[Database, QuickReads] = weakref.WeakKeyDictionary()
+
+
+def quick_reads(db: Database) -> QuickReads:
+    """The `QuickReads` of `db`, made on first use (its SQLite connections are per thread)."""
+    found = _BY_DATABASE.get(db)
+    if found is None:
+        found = _BY_DATABASE[db] = QuickReads(db)
+    return found

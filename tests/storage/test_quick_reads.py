@@ -1,0 +1,112 @@
+"""Quick reads (Core SQL compiled once, no ORM session) give what the ORM gives:
+every column converted the same way (UTC datetimes, JSON, booleans, NULLs), on
+SQLite and PostgreSQL, and nothing for a key that is not there."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+from sqlalchemy import inspect
+
+from ppos.controlplane.services.governance.models import TenantRow
+from ppos.controlplane.services.governance.tenants import tenants_after
+from ppos.controlplane.services.node_registry.models import NodeRow
+from ppos.controlplane.services.node_registry.rpc_operator import NODE_BY_ID
+from ppos.controlplane.storage.database import Database
+from ppos.controlplane.storage.reads import quick_reads
+
+WHEN = dt.datetime(2026, 12, 5, 10, 30, 15, 123456, tzinfo=dt.UTC)
+
+
+def _node(node_id: str, **overrides: object) -> NodeRow:
+    fields: dict[str, object] = {
+        "node_id": node_id,
+        "region": "eu-west-1",
+        "cluster": "c1",
+        "hostname": "worker-1",
+        "labels": {"tier": "edge", "zone": "b"},
+        "capacity_slots": 8,
+        "slots_in_use": 3,
+        "schedulable": False,
+        "unschedulable_reason": "rack move",
+        "schedulable_transition_at": WHEN,
+        "drain_deadline": None,
+        "readiness": "READY",
+        "readiness_reason": "HeartbeatReceived",
+        "last_transition_at": WHEN,
+        "last_heartbeat_at": WHEN + dt.timedelta(seconds=5),
+        "container_image": "registry.example/ppos/preflight-worker:7.4.1",
+        "container_digest": "sha256:" + "a" * 64,
+        "registered": True,
+        "credential_generation": 2,
+        "resource_version": 7,
+        "generation": 3,
+        "created_at": WHEN - dt.timedelta(days=1),
+        "updated_at": WHEN,
+    }
+    fields.update(overrides)
+    return NodeRow(**fields)
+
+
+def _tenant(tenant_id: str, phase: str) -> TenantRow:
+    return TenantRow(
+        tenant_id=tenant_id,
+        display_name=tenant_id.title(),
+        default_region="eu-west-1",
+        default_partner_id=None,
+        labels={"tier": "gold"},
+        phase=phase,
+        reason="",
+        resource_version=1,
+        generation=1,
+        created_at=WHEN,
+        updated_at=WHEN,
+    )
+
+
+def _columns(row: object, model: type[object]) -> dict[str, object]:
+    return {column.key: getattr(row, column.key) for column in inspect(model).columns}
+
+
+async def test_quick_reads_give_what_the_orm_gives(database_url: str) -> None:
+    db = Database(database_url, pool_size=2)
+    try:
+        db.write_sync(
+            lambda s: s.add_all(
+                [
+                    _node("node-a"),
+                    _node("node-b", schedulable=True, labels={}, last_heartbeat_at=None),
+                    _tenant("t-1", "ACTIVE"),
+                    _tenant("t-2", "SUSPENDED"),
+                    _tenant("t-3", "ACTIVE"),
+                ]
+            )
+        )
+        reads = quick_reads(db)
+        assert quick_reads(db) is reads
+        for node_id in ("node-a", "node-b"):
+            quick = await reads.first(NODE_BY_ID, node_id=node_id)
+            orm = db.read_sync(lambda s, node_id=node_id: s.get(NodeRow, node_id))
+            assert quick is not None and orm is not None
+            assert _columns(quick, NodeRow) == _columns(orm, NodeRow)
+            assert quick.last_transition_at.tzinfo is not None
+        assert await reads.first(NODE_BY_ID, node_id="node-missing") is None
+        # Several reader threads at once, each on its own connection (SQLite).
+        found = await asyncio.gather(
+            *(reads.first(NODE_BY_ID, node_id="node-a") for _ in range(20))
+        )
+        assert {row.resource_version for row in found} == {7}
+
+        everything = await reads.rows(tenants_after(0), after="", limit=10)
+        assert [row.tenant_id for row in everything] == ["t-1", "t-2", "t-3"]
+        orm_tenant = db.read_sync(lambda s: s.get(TenantRow, "t-1"))
+        assert _columns(everything[0], TenantRow) == _columns(orm_tenant, TenantRow)
+        active = await reads.rows(tenants_after(1), after="t-1", limit=10, phase_0="ACTIVE")
+        assert [row.tenant_id for row in active] == ["t-3"]
+        both = await reads.rows(
+            tenants_after(2), after="", limit=2, phase_0="ACTIVE", phase_1="SUSPENDED"
+        )
+        assert [row.tenant_id for row in both] == ["t-1", "t-2"]
+    finally:
+        db.close()
