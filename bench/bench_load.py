@@ -24,7 +24,9 @@ import asyncio
 import contextlib
 import json
 import random
+import re
 import secrets
+import shutil
 import tempfile
 import time
 from collections import Counter
@@ -37,7 +39,7 @@ import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from bench.harness import Mode, Result
+from bench.harness import RESULTS_DIR, Mode, Result
 from bench.processes import (
     Served,
     pg_database,
@@ -59,6 +61,8 @@ IMAGE = "registry.example/ppos/preflight-worker:7.4.1"
 WATCH_NODES = "/ppos.controlplane.noderegistry.v1.NodeRegistryService/WatchNodes"
 CALL_TIMEOUT = 60.0
 CLIENTS_PER_CHANNEL = 50
+# The line of a traceback naming what was raised, e.g. "sqlalchemy.exc.OperationalError: ..."
+_RAISED = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b.*")
 ALLOWED = frozenset(
     {
         "OK",
@@ -418,9 +422,11 @@ async def _commands(world: World) -> Counter[str]:
                 return states
 
 
-def _log_events(log: Path) -> Counter[str]:
-    """The server's warning and error lines, by level and event."""
+def _log_events(log: Path) -> tuple[Counter[str], Counter[str]]:
+    """The server's warning and error lines by level and event, and the errors'
+    exceptions by their last line (what went wrong, e.g. a deadlock)."""
     events: Counter[str] = Counter()
+    causes: Counter[str] = Counter()
     for line in log.read_text(errors="replace").splitlines():
         try:
             record = json.loads(line)
@@ -430,7 +436,11 @@ def _log_events(log: Path) -> Counter[str]:
         level = str(record.get("level", ""))
         if level in ("warning", "error", "critical"):
             events[f"{level} {record.get('event', '?')}"] += 1
-    return events
+        exception = str(record.get("exception", ""))
+        raised = [text for text in exception.splitlines() if _RAISED.match(text)]
+        if raised:
+            causes[raised[-1][:160]] += 1
+    return events, causes
 
 
 async def _load(world: World, server: Served, plan: Plan) -> tuple[Tally, Watching, Memory, float]:
@@ -495,7 +505,7 @@ async def _one_database(
         await asyncio.sleep(2)  # the outbox catches up, buffers settle
         end_rss = rss_bytes(server.process.pid)
         commands = await _commands(world)
-        events = _log_events(server.log)
+        events, causes = _log_events(server.log)
         alive = server.process.poll() is None
     finally:
         if server is not None:
@@ -516,11 +526,17 @@ async def _one_database(
         result.figure(f"{label}: outbox commands {state}", count, "")
     for event, count in sorted(events.items()):
         result.figure(f"{label}: server log {event}", count, "lines")
-    if not alive:
-        result.notes.append(f"{label}: the server process was not running after the load")
+    for cause, count in causes.items():
+        result.notes.append(f"{label}: server log exception x{count}: {cause}")
     bad = {key: (n, tally.examples.get(key, "")) for key, n in tally.disallowed().items()}
     if not alive:
+        result.notes.append(f"{label}: the server process was not running after the load")
         bad[("server", "exited")] = (1, server.log_tail(500) if server else "")
+    if bad or causes:  # keep the server's log to read (it holds no credential)
+        RESULTS_DIR.mkdir(exist_ok=True)
+        kept = RESULTS_DIR / f"load-{result.mode}-{label}-server.log"
+        shutil.copyfile(work_dir / "server.log", kept)
+        result.notes.append(f"{label}: server log kept in {kept}")
     return {(f"{label}: {method}", code): value for (method, code), value in bad.items()}
 
 
