@@ -1,13 +1,17 @@
 """Quick reads (Core SQL compiled once, no ORM session) give what the ORM gives:
 every column converted the same way (UTC datetimes, JSON, booleans, NULLs), on
-SQLite and PostgreSQL, and nothing for a key that is not there."""
+SQLite and PostgreSQL, and nothing for a key that is not there; a point read on
+SQLite never holds the event loop while the database is locked."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import sqlite3
 
+import pytest
 from sqlalchemy import inspect
+from sqlalchemy.engine import make_url
 
 from ppos.controlplane.services.governance.models import TenantRow
 from ppos.controlplane.services.governance.tenants import tenants_after
@@ -88,7 +92,8 @@ async def test_quick_reads_give_what_the_orm_gives(database_url: str) -> None:
         for node_id in ("node-a", "node-b"):
             quick = await reads.first(NODE_BY_ID, node_id=node_id)
             orm = db.read_sync(lambda s, node_id=node_id: s.get(NodeRow, node_id))
-            assert quick is not None and orm is not None
+            assert quick is not None
+            assert orm is not None
             assert _columns(quick, NodeRow) == _columns(orm, NodeRow)
             assert quick.last_transition_at.tzinfo is not None
         assert await reads.first(NODE_BY_ID, node_id="node-missing") is None
@@ -108,5 +113,40 @@ async def test_quick_reads_give_what_the_orm_gives(database_url: str) -> None:
             tenants_after(2), after="", limit=2, phase_0="ACTIVE", phase_1="SUSPENDED"
         )
         assert [row.tenant_id for row in both] == ["t-1", "t-2"]
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_a_point_read_on_a_locked_sqlite_file_is_done_in_the_pool(database_url: str) -> None:
+    """SQLite only: the event loop's own connection (PostgreSQL reads stay in the pool).
+
+    Another connection holds the file exclusively; the point read tried on the
+    loop finds it busy and is done in a reader thread instead, which waits for
+    the lock while the loop runs the callback that releases it: the read
+    answers with the row as committed, not "database is locked"."""
+    seeding = Database(database_url, pool_size=1)
+    seeding.write_sync(lambda s: s.add(_node("node-a")))
+    seeding.close()
+    holder = sqlite3.connect(str(make_url(database_url).database), isolation_level=None)
+    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    holder.execute("UPDATE nodes SET slots_in_use = 5 WHERE node_id = 'node-a'")
+    released: list[bool] = []
+
+    def release() -> None:
+        holder.execute("COMMIT")
+        holder.execute("PRAGMA locking_mode=NORMAL")
+        holder.execute("SELECT 1").fetchall()  # drops the exclusive lock
+        holder.close()
+        released.append(True)
+
+    db = Database(database_url, pool_size=1)
+    try:
+        asyncio.get_running_loop().call_later(0.2, release)
+        row = await quick_reads(db).first(NODE_BY_ID, node_id="node-a")
+        assert released == [True]
+        assert row is not None
+        assert row.slots_in_use == 5
     finally:
         db.close()
