@@ -9,6 +9,7 @@ import asyncio
 import datetime as dt
 import sqlite3
 
+import psycopg
 import pytest
 from sqlalchemy import inspect
 from sqlalchemy.engine import make_url
@@ -19,6 +20,7 @@ from ppos.controlplane.services.node_registry.models import NodeRow
 from ppos.controlplane.services.node_registry.rpc_operator import NODE_BY_ID
 from ppos.controlplane.storage.database import Database
 from ppos.controlplane.storage.reads import quick_reads
+from tests.support.databases import _libpq
 
 WHEN = dt.datetime(2026, 12, 5, 10, 30, 15, 123456, tzinfo=dt.UTC)
 
@@ -148,5 +150,35 @@ async def test_a_point_read_on_a_locked_sqlite_file_is_done_in_the_pool(database
         assert released == [True]
         assert row is not None
         assert row.slots_in_use == 5
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+async def test_a_quick_read_after_the_database_ended_its_sessions_gets_a_new_one(
+    database_url: str,
+) -> None:
+    """PostgreSQL only (SQLite has no server to lose): the pooled connection a quick
+    read used is ended by the server; the next read answers on a fresh one, and
+    the connection went back to the pool out of autocommit (a write still commits
+    as a transaction)."""
+    db = Database(database_url, pool_size=1)
+    try:
+        db.write_sync(lambda s: s.add(_node("node-a")))
+        reads = quick_reads(db)
+        assert (await reads.first(NODE_BY_ID, node_id="node-a")) is not None
+        with psycopg.connect(_libpq(database_url), autocommit=True) as admin:
+            ended = admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).fetchall()
+        assert ended
+        row = await reads.first(NODE_BY_ID, node_id="node-a")
+        assert row is not None
+        assert row.node_id == "node-a"
+        in_autocommit = db.read_sync(
+            lambda s: s.connection().connection.driver_connection.autocommit
+        )
+        assert in_autocommit is False
     finally:
         db.close()

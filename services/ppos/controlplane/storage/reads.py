@@ -8,10 +8,10 @@ consistent snapshot on both databases:
 
 - SQLite (a database file): on a connection the reader thread keeps for
   itself, in autocommit, query-only; the driver caches the prepared statement.
-- PostgreSQL (and in-memory SQLite): on a pooled connection in autocommit, so
-  a read is the pool's liveness check and the SELECT, without BEGIN and
-  ROLLBACK; a lost connection is invalidated and answered UNAVAILABLE as
-  everywhere else.
+- PostgreSQL (and in-memory SQLite): on the driver's side of a pooled
+  connection, in autocommit, so a read is the pool's liveness check and the
+  SELECT, without BEGIN and ROLLBACK; a lost connection is invalidated and
+  answered UNAVAILABLE as everywhere else.
 
 Either way the work runs on the reader pool, except a point read (one row
 by a unique key, declared so) on a SQLite file: that runs on the event loop's
@@ -35,6 +35,7 @@ from typing import Any
 
 from sqlalchemy import Select
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
 
 from ppos.controlplane.storage.database import SQLITE_BUSY_TIMEOUT_MS, Database
 
@@ -116,10 +117,40 @@ class QuickReads:
         if self._sqlite_file is not None:
             raw = self._sqlite().execute(compiled.sql, params).fetchall()
         else:
-            with engine.connect() as connection:
-                autocommit = connection.execution_options(isolation_level="AUTOCOMMIT")
-                raw = autocommit.exec_driver_sql(compiled.sql, params).fetchall()
+            raw = self._pooled(compiled.sql, params)
         return [compiled.row(row) for row in raw]
+
+    def _pooled(self, sql: str, params: Any) -> Sequence[Any]:
+        """One statement on a pooled connection (checked out as always: pre-pinged),
+        in autocommit on PostgreSQL; a driver error is raised as SQLAlchemy raises
+        it, a lost connection invalidated (so it is answered UNAVAILABLE)."""
+        engine = self._db.read_engine
+        dbapi = engine.dialect.loaded_dbapi
+        connection = engine.raw_connection()
+        try:
+            driver: Any = connection.driver_connection
+            toggle = self._db.is_postgres  # SQLite's driver connections already autocommit
+            if toggle:
+                driver.autocommit = True
+            try:
+                cursor = driver.cursor()
+                try:
+                    cursor.execute(sql, params)
+                    return list(cursor.fetchall())
+                finally:
+                    cursor.close()
+            finally:
+                if toggle and not driver.closed:
+                    driver.autocommit = False
+        except dbapi.Error as exc:
+            lost = engine.dialect.is_disconnect(exc, driver, None)
+            if lost:
+                connection.invalidate(exc)
+            raise DBAPIError.instance(
+                sql, params, exc, dbapi.Error, connection_invalidated=lost, dialect=engine.dialect
+            ) from exc
+        finally:
+            connection.close()
 
     def _on_loop(self, read: PreparedRead, values: Mapping[str, Any]) -> list[Any] | None:
         """A point read on this (event loop) thread's connection; None if SQLite is busy."""
