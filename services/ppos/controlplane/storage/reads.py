@@ -13,15 +13,16 @@ consistent snapshot on both databases:
   SELECT, without BEGIN and ROLLBACK; a lost connection is invalidated and
   answered UNAVAILABLE as everywhere else.
 
-Either way the work runs on the reader pool, except a point read (one row
-by a unique key, declared so) on a SQLite file: that runs on the event loop's
-own connection, a few pages normally in the OS cache and cheaper than the hop
-to a thread and back; that connection never waits for a lock (busy timeout
-0), so when the database is busy the read goes to the pool instead. Rows
-come back as named tuples whose fields are the columns, converted as the ORM
-converts them (the columns' own result processors: UTC datetimes, JSON,
-booleans). Parameters must be plain values that need no bind processing
-(strings, integers).
+Either way the work runs on the reader pool, except a bounded read (declared
+so: rows along an index, a key or a key range under a LIMIT) on a SQLite file:
+that runs on the event loop's own connection, a few pages normally in the OS
+cache, cheaper than the hop to a thread and back and than turning the same
+rows into protobuf messages, which the handler does on the loop anyway; that
+connection never waits for a lock (busy timeout 0), so when the database is
+busy the read goes to the pool instead. Rows come back as named tuples whose
+fields are the columns, converted as the ORM converts them (the columns' own
+result processors: UTC datetimes, JSON, booleans). Parameters must be plain
+values that need no bind processing (strings, integers).
 """
 
 from __future__ import annotations
@@ -74,10 +75,11 @@ class _Compiled:
 class PreparedRead:
     """A SELECT with named bind parameters (`bindparam("name")`), compiled once per dialect."""
 
-    def __init__(self, statement: Select[Any], *, point: bool = False) -> None:
-        """`point`: at most one row, by a unique key (may run on the event loop)."""
+    def __init__(self, statement: Select[Any], *, bounded: bool = False) -> None:
+        """`bounded`: reads few rows along an index (a key, or a key range under a
+        LIMIT), so it may run on the event loop on SQLite."""
         self.statement = statement
-        self.point = point
+        self.bounded = bounded
         self._by_dialect: dict[str, _Compiled] = {}
 
     def compiled(self, dialect: Dialect) -> _Compiled:
@@ -99,7 +101,7 @@ class QuickReads:
         self._local = threading.local()
 
     async def rows(self, read: PreparedRead, **values: Any) -> list[Any]:
-        if read.point and self._sqlite_file is not None:
+        if read.bounded and self._sqlite_file is not None:
             found = self._on_loop(read, values)
             if found is not None:
                 return found
@@ -153,7 +155,7 @@ class QuickReads:
             connection.close()
 
     def _on_loop(self, read: PreparedRead, values: Mapping[str, Any]) -> list[Any] | None:
-        """A point read on this (event loop) thread's connection; None if SQLite is busy."""
+        """A bounded read on this (event loop) thread's connection; None if SQLite is busy."""
         compiled = read.compiled(self._db.read_engine.dialect)
         connection = self._sqlite(busy_timeout_ms=0)
         try:

@@ -68,7 +68,10 @@ def tenants_after(phase_count: int) -> PreparedRead:
         if phase_count:
             named = [bindparam(f"phase_{index}", type_=String) for index in range(phase_count)]
             query = query.where(_TENANTS.c.phase.in_(named))
-        found = PreparedRead(query.order_by(_TENANTS.c.tenant_id).limit(bindparam("limit")))
+        found = PreparedRead(
+            query.order_by(_TENANTS.c.tenant_id).limit(bindparam("limit")),
+            bounded=not phase_count,  # by key order under a LIMIT (a phase filter may scan)
+        )
         _TENANTS_AFTER[phase_count] = found
     return found
 
@@ -279,23 +282,25 @@ class TenantHandlers(HandlerBase):
         statement = tenants_after(len(wanted))
         bound: dict[str, object] = {f"phase_{i}": phase for i, phase in enumerate(wanted)}
         bound["limit"] = page.size + 1
+        bound["after"] = page.after or ""
 
         def work() -> list[TenantRow]:
+            """Pages filtered by labels: batches until the page is full."""
             found: list[TenantRow] = []
-            after = page.after or ""
             while len(found) <= page.size:
-                batch = reads.rows_sync(
-                    statement, {"after": after, "limit": page.size + 1, **bound}
-                )
+                batch = reads.rows_sync(statement, bound)
                 if not batch:
                     break
                 found.extend(row for row in batch if matches(selector, row.labels))
-                after = batch[-1].tenant_id
+                bound["after"] = batch[-1].tenant_id
                 if len(batch) <= page.size:
                     break
             return found[: page.size + 1]
 
-        rows = await self._db.run_in_executor(work)
+        if selector:
+            rows = await self._db.run_in_executor(work)
+        else:  # one statement: the page itself
+            rows = await reads.rows(statement, **bound)
         return pb.ListTenantsResponse(
             tenants=[tenant_to_proto(r) for r in rows[: page.size]],
             next_page_token=page.next_token(rows, lambda r: r.tenant_id),

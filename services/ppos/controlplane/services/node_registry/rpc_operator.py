@@ -40,7 +40,7 @@ NODES_TOKEN = "nodes"  # noqa: S105 - a page-token kind, not a secret
 # GetNode is the hottest read: Core SQL compiled once, no ORM session (storage.reads).
 _NODES = NodeRow.__table__
 NODE_BY_ID = PreparedRead(
-    select(_NODES).where(_NODES.c.node_id == bindparam("node_id")), point=True
+    select(_NODES).where(_NODES.c.node_id == bindparam("node_id")), bounded=True
 )
 
 
