@@ -278,7 +278,7 @@ async def _measure(
 
 async def run(mode: Mode) -> Result:
     result = Result("read_path", mode)
-    rounds, seconds = (1, 1.0) if mode == "smoke" else (5, 3.0)
+    rounds, seconds = (1, 0.5) if mode == "smoke" else (5, 3.0)
     own_cpus = os.sched_getaffinity(0)
     os.sched_setaffinity(0, CLIENT_CPUS)
     try:
