@@ -17,8 +17,8 @@ BENCHMARKS = {
     "watch_fanout": "bench.bench_watch_fanout",
     "sync_ingest": "bench.bench_sync_ingest",
     "outbox": "bench.bench_outbox",
-    "load": "bench.bench_load",
     "read_path": "bench.bench_read_path",
+    "load": "bench.bench_load",
 }
 
 
