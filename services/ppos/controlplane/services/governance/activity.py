@@ -6,13 +6,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ppos.controlplane.core.errors import FailedPrecondition, InvalidArgument, NotFound
+from ppos.controlplane.core.pagination import Ident, Instant, Listing
 from ppos.controlplane.core.timeutil import utcnow
 from ppos.controlplane.core.validation import Violations
 from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
 from ppos.controlplane.services.governance.common import (
+    GOVERNANCE_SERVICE,
     Context,
     HandlerBase,
-    Page,
     newest_first_after,
     position,
     record_change,
@@ -25,13 +26,20 @@ from ppos.controlplane.services.governance.convert import (
 from ppos.controlplane.services.governance.enums import COMMAND_STATE
 from ppos.controlplane.services.governance.models import DecisionRow, OutboxRow
 
+DECISIONS_PAGE = Listing(
+    GOVERNANCE_SERVICE + "ListDecisions", Instant("created_at"), Ident("decision_id")
+)
+COMMANDS_PAGE = Listing(
+    GOVERNANCE_SERVICE + "ListCommands", Instant("created_at"), Ident("command_id")
+)
+
 
 class ActivityHandlers(HandlerBase):
     async def ListDecisions(
         self, request: pb.ListDecisionsRequest, context: Context
     ) -> pb.ListDecisionsResponse:
-        page = Page(
-            "decisions",
+        page = self._page(
+            DECISIONS_PAGE,
             request.page_size,
             request.page_token,
             {"job": request.job_id, "policy": request.policy_id, "region": request.region},
@@ -70,8 +78,8 @@ class ActivityHandlers(HandlerBase):
             else:
                 states.append(COMMAND_STATE.to_name(state))
         violations.raise_if_any()
-        page = Page(
-            "commands",
+        page = self._page(
+            COMMANDS_PAGE,
             request.page_size,
             request.page_token,
             {"states": sorted(states), "target": request.target, "decision": request.decision_id},

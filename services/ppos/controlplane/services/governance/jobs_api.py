@@ -17,6 +17,7 @@ from ppos.controlplane.core.errors import (
     Unavailable,
 )
 from ppos.controlplane.core.ids import new_id
+from ppos.controlplane.core.pagination import Ident, Instant, Listing
 from ppos.controlplane.core.timeutil import utcnow
 from ppos.controlplane.core.validation import Violations
 from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
@@ -24,9 +25,9 @@ from ppos.controlplane.runtime.modules import Runtime
 from ppos.controlplane.security.principal import current_principal, current_request_id
 from ppos.controlplane.services.governance.admin_kinds import conflict_scope, validate_parameters
 from ppos.controlplane.services.governance.common import (
+    GOVERNANCE_SERVICE,
     Context,
     HandlerBase,
-    Page,
     body_digest,
     find_request,
     newest_first_after,
@@ -44,6 +45,10 @@ from ppos.controlplane.services.governance.enums import (
 from ppos.controlplane.services.governance.models import AdminJobRow
 
 METHOD = "/ppos.controlplane.governance.v1.GovernanceService/StartAdminJob"
+
+ADMIN_JOBS_PAGE = Listing(
+    GOVERNANCE_SERVICE + "ListAdminJobs", Instant("created_at"), Ident("admin_job_id")
+)
 
 
 def _nothing() -> None:
@@ -180,8 +185,8 @@ class AdminJobHandlers(HandlerBase):
             else:
                 violations.add(f"states[{index}]", f"{state} is not an admin job state")
         violations.raise_if_any()
-        page = Page(
-            "admin_jobs",
+        page = self._page(
+            ADMIN_JOBS_PAGE,
             request.page_size,
             request.page_token,
             {"kinds": sorted(kinds), "states": sorted(states)},

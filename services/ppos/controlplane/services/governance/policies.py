@@ -15,6 +15,7 @@ from ppos.controlplane.core.errors import (
     NotFound,
     Unavailable,
 )
+from ppos.controlplane.core.pagination import Ident, Listing
 from ppos.controlplane.core.timeutil import utcnow
 from ppos.controlplane.core.validation import Violations
 from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
@@ -22,9 +23,9 @@ from ppos.controlplane.governance.v1 import resources_pb2 as res_pb
 from ppos.controlplane.runtime.settings import ConfigError
 from ppos.controlplane.services.governance import decisions, lookups
 from ppos.controlplane.services.governance.common import (
+    GOVERNANCE_SERVICE,
     Context,
     HandlerBase,
-    Page,
     bump,
     check_version,
     record_change,
@@ -46,6 +47,7 @@ MAX_DRY_RUN_JOBS = 200
 # Sync sequences looked back from the reconciler's position for "latest jobs".
 DRY_RUN_LOOKBACK = 10_000
 DRY_RUN_MAX_PAGES = 50
+POLICIES_PAGE = Listing(GOVERNANCE_SERVICE + "ListGovernancePolicies", Ident("policy_id"))
 
 
 def peer_refusal(exc: grpc.aio.AioRpcError, what: str) -> Exception:
@@ -181,20 +183,22 @@ class PolicyHandlers(HandlerBase):
     async def ListGovernancePolicies(
         self, request: pb.ListGovernancePoliciesRequest, context: Context
     ) -> pb.ListGovernancePoliciesResponse:
-        page = Page("policies", request.page_size, request.page_token, {"t": request.tenant_id})
+        page = self._page(
+            POLICIES_PAGE, request.page_size, request.page_token, {"t": request.tenant_id}
+        )
 
         def work(session: Session) -> list[PolicyRow]:
             query = select(PolicyRow)
             if request.tenant_id:
                 query = query.where(PolicyRow.tenant_scope == request.tenant_id)
             if page.after:
-                query = query.where(PolicyRow.policy_id > page.after)
+                query = query.where(PolicyRow.policy_id > page.after[0])
             return list(session.scalars(query.order_by(PolicyRow.policy_id).limit(page.size + 1)))
 
         rows = await self._db.read(work)
         return pb.ListGovernancePoliciesResponse(
             policies=[policy_to_proto(r) for r in rows[: page.size]],
-            next_page_token=page.next_token(rows, lambda r: r.policy_id),
+            next_page_token=page.next_token(rows, lambda r: (r.policy_id,)),
         )
 
     async def DeleteGovernancePolicy(

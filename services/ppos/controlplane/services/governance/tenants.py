@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from ppos.controlplane.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from ppos.controlplane.core.ids import ulid
+from ppos.controlplane.core.pagination import Ident, Listing
 from ppos.controlplane.core.timeutil import utcnow
 from ppos.controlplane.core.validation import Violations
 from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
@@ -20,9 +21,9 @@ from ppos.controlplane.governance.v1 import resources_pb2 as res_pb
 from ppos.controlplane.security.principal import Principal, current_principal
 from ppos.controlplane.services.governance import lookups, outbox, routing
 from ppos.controlplane.services.governance.common import (
+    GOVERNANCE_SERVICE,
     Context,
     HandlerBase,
-    Page,
     body_digest,
     bump,
     check_version,
@@ -54,6 +55,8 @@ from ppos.controlplane.services.governance.specs import (
 )
 
 METHOD_PREFIX = "/ppos.controlplane.governance.v1.GovernanceService/"
+TENANTS_PAGE = Listing(GOVERNANCE_SERVICE + "ListTenants", Ident("tenant_id"))
+QUEUES_PAGE = Listing(GOVERNANCE_SERVICE + "ListQueues", Ident("tenant_id"), Ident("queue_id"))
 
 
 def new_queue_row(tenant: TenantRow, queue_id: str, spec: res_pb.QueueSpec) -> QueueRow:
@@ -250,8 +253,8 @@ class TenantHandlers(HandlerBase):
                 phases.append(TENANT_PHASE.to_name(phase))
         violations.raise_if_any()
         selector = parse_selector(request.label_selector)
-        page = Page(
-            "tenants",
+        page = self._page(
+            TENANTS_PAGE,
             request.page_size,
             request.page_token,
             {"phases": sorted(phases), "selector": request.label_selector},
@@ -259,7 +262,7 @@ class TenantHandlers(HandlerBase):
 
         def work(session: Session) -> list[TenantRow]:
             found: list[TenantRow] = []
-            after = page.after or ""
+            after = page.after[0] if page.after else ""
             while len(found) <= page.size:
                 query = select(TenantRow).where(TenantRow.tenant_id > after)
                 if phases:
@@ -278,7 +281,7 @@ class TenantHandlers(HandlerBase):
         rows = await self._db.read(work)
         return pb.ListTenantsResponse(
             tenants=[tenant_to_proto(r) for r in rows[: page.size]],
-            next_page_token=page.next_token(rows, lambda r: r.tenant_id),
+            next_page_token=page.next_token(rows, lambda r: (r.tenant_id,)),
         )
 
     async def UpdateTenant(
@@ -518,8 +521,8 @@ class TenantHandlers(HandlerBase):
             else:
                 states.append(QUEUE_STATE.to_name(state))
         violations.raise_if_any()
-        page = Page(
-            "queues",
+        page = self._page(
+            QUEUES_PAGE,
             request.page_size,
             request.page_token,
             {"tenant": request.tenant_id, "region": request.region, "states": sorted(states)},
@@ -547,7 +550,7 @@ class TenantHandlers(HandlerBase):
         rows = await self._db.read(work)
         return pb.ListQueuesResponse(
             queues=[queue_to_proto(r) for r in rows[: page.size]],
-            next_page_token=page.next_token(rows, lambda r: [r.tenant_id, r.queue_id]),
+            next_page_token=page.next_token(rows, lambda r: (r.tenant_id, r.queue_id)),
         )
 
     async def _change_queue(

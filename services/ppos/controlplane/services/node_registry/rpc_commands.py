@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ppos.controlplane.core.errors import InvalidArgument, NotFound
-from ppos.controlplane.core.pagination import decode_token, encode_token, page_size
+from ppos.controlplane.core.pagination import Ident, Listing, page_size
 from ppos.controlplane.core.timeutil import duration_seconds, utcnow
 from ppos.controlplane.core.validation import IMAGE_DIGEST, REQUEST_ID, Violations
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2 as pb
@@ -32,7 +32,9 @@ from ppos.controlplane.storage import audit
 DEFAULT_REIMAGE_TIMEOUT = 1800.0
 MIN_REIMAGE_TIMEOUT = 60.0
 MAX_REIMAGE_TIMEOUT = 86400.0
-COMMANDS_TOKEN = "node_commands"  # noqa: S105 - a page-token kind, not a secret
+COMMANDS_PAGE = Listing(
+    "/ppos.controlplane.noderegistry.v1.NodeRegistryService/ListNodeCommands", Ident("command_id")
+)
 
 
 class CommandRpcs(ServicerBase):
@@ -128,13 +130,9 @@ class CommandRpcs(ServicerBase):
             violations.add("node_id", "must be at most 64 characters")
         violations.raise_if_any()
         size = page_size(request.page_size)
-        fingerprint = f"{request.node_id}|{','.join(sorted(states))}"
-        position = decode_token(COMMANDS_TOKEN, request.page_token)
-        if position is not None and position.get("f") != fingerprint:
-            raise InvalidArgument.single(
-                "page_token", "was issued for another filter: start again without a token"
-            )
-        before = str(position.get("before", "")) if position else ""
+        filters = {"node": request.node_id, "states": sorted(states)}
+        position = self._rt.page_tokens.read(COMMANDS_PAGE, filters, request.page_token)
+        before: str = position[0] if position else ""
 
         def work(session: Session) -> list[NodeCommandRow]:
             statement = select(NodeCommandRow).order_by(NodeCommandRow.command_id.desc())
@@ -150,7 +148,7 @@ class CommandRpcs(ServicerBase):
         token = ""
         if len(rows) > size:
             rows = rows[:size]
-            token = encode_token(COMMANDS_TOKEN, {"before": rows[-1].command_id, "f": fingerprint})
+            token = self._rt.page_tokens.issue(COMMANDS_PAGE, filters, (rows[-1].command_id,))
         return pb.ListNodeCommandsResponse(
             commands=[command_to_proto(row) for row in rows], next_page_token=token
         )

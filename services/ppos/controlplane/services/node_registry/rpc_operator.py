@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from ppos.controlplane.core.errors import FailedPrecondition, InvalidArgument, NotFound
 from ppos.controlplane.core.errors import PreconditionViolation as Violation
-from ppos.controlplane.core.pagination import decode_token, encode_token, page_size
+from ppos.controlplane.core.pagination import Ident, Listing, page_size
 from ppos.controlplane.core.timeutil import duration_seconds, to_duration, to_timestamp, utcnow
 from ppos.controlplane.core.validation import REGION, Violations
 from ppos.controlplane.noderegistry.v1 import node_pb2
@@ -35,7 +35,9 @@ from ppos.controlplane.storage import audit
 
 DEFAULT_DRAIN_GRACE = 600.0
 MAX_DRAIN_GRACE = 7 * 86400.0
-NODES_TOKEN = "nodes"  # noqa: S105 - a page-token kind, not a secret
+NODES_PAGE = Listing(
+    "/ppos.controlplane.noderegistry.v1.NodeRegistryService/ListNodes", Ident("node_id")
+)
 
 
 def _audit_node(session: Session, row: NodeRow, before: dict[str, object]) -> None:
@@ -69,13 +71,9 @@ class OperatorRpcs(ServicerBase):
         query = parse_filter(request.filter, violations, prefix="filter")
         violations.raise_if_any()
         size = page_size(request.page_size)
-        position = decode_token(NODES_TOKEN, request.page_token)
-        fingerprint = query.fingerprint()
-        if position is not None and position.get("f") != fingerprint:
-            raise InvalidArgument.single(
-                "page_token", "was issued for another filter: start again without a token"
-            )
-        after = str(position.get("after", "")) if position else ""
+        filters = {"filter": query.fingerprint()}
+        position = self._rt.page_tokens.read(NODES_PAGE, filters, request.page_token)
+        after: str = position[0] if position else ""
 
         def work(session: Session) -> tuple[list[NodeRow], int]:
             consistent_snapshot(session)
@@ -89,7 +87,7 @@ class OperatorRpcs(ServicerBase):
         token = ""
         if len(rows) > size:
             rows = rows[:size]
-            token = encode_token(NODES_TOKEN, {"after": rows[-1].node_id, "f": fingerprint})
+            token = self._rt.page_tokens.issue(NODES_PAGE, filters, (rows[-1].node_id,))
         return pb.ListNodesResponse(
             nodes=[node_to_proto(row) for row in rows],
             next_page_token=token,

@@ -15,7 +15,7 @@ import grpc
 from sqlalchemy.orm import Session
 
 from ppos.controlplane.core.errors import FailedPrecondition, InvalidArgument, NotFound
-from ppos.controlplane.core.pagination import decode_token, encode_token, page_size
+from ppos.controlplane.core.pagination import Ident, Integer, Listing, page_size
 from ppos.controlplane.core.timeutil import utcnow
 from ppos.controlplane.core.validation import REGION, REQUEST_ID, Violations
 from ppos.controlplane.registrysync.v1 import registry_sync_service_pb2 as pb
@@ -35,6 +35,9 @@ from ppos.controlplane.storage import audit
 from ppos.preflight.v1 import job_pb2
 
 SERVICE = "registrysync"
+_METHODS = "/ppos.controlplane.registrysync.v1.RegistrySyncService/"
+SWEEPS_PAGE = Listing(_METHODS + "ListSweeps", Ident("sweep_id"))
+QUARANTINE_PAGE = Listing(_METHODS + "ListQuarantinedRecords", Integer("quarantine_id"))
 Context = grpc.aio.ServicerContext[Any, Any]
 SHUTDOWN_MESSAGE = (
     "server shutting down: call WatchSyncStatus again (on this or another replica); "
@@ -192,14 +195,17 @@ class RegistrySyncServicer(pb_grpc.RegistrySyncServiceServicer):
                 states.append(name)
         violations.raise_if_any()
         limit = page_size(request.page_size)
-        position = decode_token("sweeps", request.page_token)
-        before = str(position.get("before", "")) if position else ""
+        filters = {"states": sorted(states)}
+        position = self._rt.page_tokens.read(SWEEPS_PAGE, filters, request.page_token)
+        before: str = position[0] if position else ""
         rows, more = await self._rt.db.read(
             lambda s: queries.sweeps_page(s, states=states, before_id=before, limit=limit)
         )
         reply = pb.ListSweepsResponse(sweeps=[convert.sweep(row, parts) for row, parts in rows])
         if more and rows:
-            reply.next_page_token = encode_token("sweeps", {"before": rows[-1][0].sweep_id})
+            reply.next_page_token = self._rt.page_tokens.issue(
+                SWEEPS_PAGE, filters, (rows[-1][0].sweep_id,)
+            )
         return reply
 
     async def CancelSweep(
@@ -288,17 +294,16 @@ class RegistrySyncServicer(pb_grpc.RegistrySyncServiceServicer):
         if request.region and not REGION.fullmatch(request.region):
             raise InvalidArgument.single("region", "must be a region like eu-west-1")
         limit = page_size(request.page_size)
-        position = decode_token("quarantine", request.page_token)
-        after = int(position.get("after", 0)) if position else 0
-        if position and request.region != position.get("region", ""):
-            raise InvalidArgument.single("page_token", "was issued for another region filter")
+        filters = {"region": request.region}
+        position = self._rt.page_tokens.read(QUARANTINE_PAGE, filters, request.page_token)
+        after: int = position[0] if position else 0
         rows, more = await self._rt.db.read(
             lambda s: queries.quarantined(s, region=request.region, after_id=after, limit=limit)
         )
         reply = pb.ListQuarantinedRecordsResponse(records=[convert.quarantined(r) for r in rows])
         if more and rows:
-            reply.next_page_token = encode_token(
-                "quarantine", {"after": rows[-1].quarantine_id, "region": request.region}
+            reply.next_page_token = self._rt.page_tokens.issue(
+                QUARANTINE_PAGE, filters, (rows[-1].quarantine_id,)
             )
         return reply
 
