@@ -189,16 +189,14 @@ class Listing:
 
     method: str
     fields: tuple[Field, ...]
+    tag: bytes  # what a token keeps of the method name: 8 bytes of its SHA-256
 
     def __init__(self, method: str, *fields: Field) -> None:
         if not re.fullmatch(r"/[\w.]+/\w+", method) or not fields:
             raise ValueError(f"a listing needs a full method name and fields, got {method!r}")
         object.__setattr__(self, "method", method)
         object.__setattr__(self, "fields", fields)
-
-    @property
-    def tag(self) -> bytes:
-        return hashlib.sha256(self.method.encode()).digest()[:8]
+        object.__setattr__(self, "tag", hashlib.sha256(method.encode()).digest()[:8])
 
     def pack(self, position: Position) -> bytes:
         if len(position) != len(self.fields):
