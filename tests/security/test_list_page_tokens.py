@@ -23,6 +23,7 @@ from google.protobuf.message_factory import GetMessageClass
 from sqlalchemy.orm import Session
 
 from ppos.controlplane.core.ids import new_id
+from ppos.controlplane.core.logging import SecretRegistry
 from ppos.controlplane.core.pagination import STALE, TOKEN_LIFETIME, Ident, Listing, PageTokens
 from ppos.controlplane.governance.v1 import governance_service_pb2 as gov_pb
 from ppos.controlplane.governance.v1 import governance_service_pb2_grpc as gov_grpc
@@ -37,7 +38,7 @@ from ppos.controlplane.services.node_registry import models as nr
 from ppos.controlplane.services.registry_sync import models as rs
 from tests.governance.support import details
 from tests.support.page_tokens import HOSTILE, random_tokens
-from tests.support.servers import RunningPlane
+from tests.support.servers import RunningPlane, start_plane, stop_plane
 
 ROWS = 7  # of each list, walked 2 at a time: 4 pages
 PAGE = 2
@@ -302,3 +303,45 @@ async def test_every_list_walks_each_row_once_and_refuses_hostile_tokens(
             assert found["fields"]["page_token"] == STALE
             assert found["reason"] == "PAGE_TOKEN_EXPIRED"
         assert await _walk(plane, listing), "the list still serves after the refusals"
+
+
+async def test_replicas_sharing_the_signing_key_continue_each_others_walks(
+    database_url: str, tmp_path: Path, canary_token: str, secret_registry: SecretRegistry
+) -> None:
+    """Two servers on one database with one PPOS_SIGNING_KEY_FILE (as compose and
+    Kubernetes run them): a walk alternating between them sees every row once; a
+    server under another key refuses their tokens as stale."""
+    shared = KeyRing.from_directory(tmp_path / "shared-keys").active.kid
+    key_file = {"PPOS_SIGNING_KEY_FILE": str(tmp_path / "shared-keys" / f"{shared}.pem")}
+    planes = [
+        await start_plane(
+            token=canary_token,
+            database_url=database_url,
+            data_dir=tmp_path / name,
+            secrets=secret_registry,
+            extra_env=env,
+        )
+        for name, env in (("one", key_file), ("two", key_file), ("other", {}))
+    ]
+    try:
+        one, two, other = planes
+        await one.runtime.db.write(_seed)
+        tenants = next(t for t in LISTS if t.method.name == "ListTenants")
+        everything = await tenants.call(one)(tenants.request("", 1000), metadata=one.operator)
+        seen: list[tuple[str, ...]] = []
+        token, last, turn = "", "", 0
+        while True:
+            plane = (one, two)[turn % 2]
+            reply = await tenants.call(plane)(tenants.request(token), metadata=plane.operator)
+            seen += tenants.keys(reply)
+            token, turn = reply.next_page_token, turn + 1
+            if not token:
+                break
+            last = token
+        assert turn >= 3, "the walk crossed replicas"
+        assert sorted(seen) == sorted(tenants.keys(everything))
+        found = await _refusal(other, tenants, last)
+        assert found["fields"]["page_token"] == STALE
+    finally:
+        for plane in planes:
+            await stop_plane(plane)
