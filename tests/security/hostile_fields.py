@@ -195,7 +195,6 @@ def put(message: Message, path: str, value: Any) -> None:
             for _ in range(MAP_ENTRIES):
                 current.add().CopyFrom(first)
         elif isinstance(value, dict):
-            current.clear()
             current.update(value)
         elif isinstance(value, list):
             del current[:]

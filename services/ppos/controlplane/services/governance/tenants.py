@@ -148,7 +148,7 @@ class TenantHandlers(HandlerBase):
             validate_route_spec(violations, path, spec, tenant_given=False)
             if spec.tenant_id and spec.tenant_id != request.tenant_id:
                 violations.add(f"{path}.tenant_id", "must be empty or the provisioned tenant's id")
-            if spec.queue_id and spec.queue_id not in queue_ids:
+            if queues_bounded and spec.queue_id and spec.queue_id not in queue_ids:
                 violations.add(f"{path}.queue_id", f"{spec.queue_id!r} is not a provisioned queue")
         violations.raise_if_any()
         method = METHOD_PREFIX + "ProvisionTenant"
