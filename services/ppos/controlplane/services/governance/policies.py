@@ -17,7 +17,7 @@ from ppos.controlplane.core.errors import (
 )
 from ppos.controlplane.core.pagination import Ident, Listing
 from ppos.controlplane.core.timeutil import utcnow
-from ppos.controlplane.core.validation import Violations
+from ppos.controlplane.core.validation import OBJECT_ID, Violations
 from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
 from ppos.controlplane.governance.v1 import resources_pb2 as res_pb
 from ppos.controlplane.runtime.settings import ConfigError
@@ -98,6 +98,7 @@ class PolicyHandlers(HandlerBase):
     ) -> pb.SetGovernancePolicyResponse:
         violations = Violations()
         violations.resource_id("policy_id", request.policy_id)
+        violations.resource_version("expected_resource_version", request.expected_resource_version)
         violations.raise_if_any()
         parsed = parse_policy_spec("spec", request.spec)
         regions = self._gateway_regions
@@ -175,14 +176,19 @@ class PolicyHandlers(HandlerBase):
     async def GetGovernancePolicy(
         self, request: pb.GetGovernancePolicyRequest, context: Context
     ) -> pb.GetGovernancePolicyResponse:
-        if not request.policy_id:
-            raise InvalidArgument.single("policy_id", "is required")
+        violations = Violations()
+        violations.resource_id("policy_id", request.policy_id)
+        violations.raise_if_any()
         row = await self._db.read(lambda s: lookups.policy(s, request.policy_id, lock=False))
         return pb.GetGovernancePolicyResponse(policy=policy_to_proto(row))
 
     async def ListGovernancePolicies(
         self, request: pb.ListGovernancePoliciesRequest, context: Context
     ) -> pb.ListGovernancePoliciesResponse:
+        violations = Violations()
+        if request.tenant_id:
+            violations.resource_id("tenant_id", request.tenant_id)
+        violations.raise_if_any()
         page = self._page(
             POLICIES_PAGE, request.page_size, request.page_token, {"t": request.tenant_id}
         )
@@ -206,6 +212,7 @@ class PolicyHandlers(HandlerBase):
     ) -> pb.DeleteGovernancePolicyResponse:
         violations = Violations()
         violations.resource_id("policy_id", request.policy_id)
+        violations.resource_version("expected_resource_version", request.expected_resource_version)
         violations.raise_if_any()
 
         def work(session: Session) -> res_pb.GovernancePolicy:
@@ -233,13 +240,17 @@ class PolicyHandlers(HandlerBase):
         violations = Violations()
         if bool(request.policy_id) == request.HasField("spec"):
             violations.add("policy_id", "give exactly one of policy_id and spec")
+        elif request.policy_id:
+            violations.resource_id("policy_id", request.policy_id)
         if not 0 <= request.limit <= MAX_DRY_RUN_JOBS:
             violations.add("limit", f"must be between 0 and {MAX_DRY_RUN_JOBS}")
-        if len(request.jobs) > MAX_DRY_RUN_JOBS:
-            violations.add("jobs", f"at most {MAX_DRY_RUN_JOBS} jobs")
-        for index, ref in enumerate(request.jobs):
+        bounded = violations.at_most("jobs", request.jobs, MAX_DRY_RUN_JOBS, "jobs")
+        for index, ref in enumerate(request.jobs if bounded else ()):
             if not ref.region or not ref.job_id or ref.revision < 0:
                 violations.add(f"jobs[{index}]", "needs region, job_id and a revision >= 0")
+                continue
+            violations.region(f"jobs[{index}].region", ref.region)
+            violations.syntax(f"jobs[{index}].job_id", ref.job_id, OBJECT_ID)
         violations.raise_if_any()
         policy = await self._dry_run_policy(request)
         try:

@@ -135,14 +135,21 @@ class RouteHandlers(HandlerBase):
     async def GetPartnerRoute(
         self, request: pb.GetPartnerRouteRequest, context: Context
     ) -> pb.GetPartnerRouteResponse:
-        if not request.route_id:
-            raise InvalidArgument.single("route_id", "is required")
+        violations = Violations()
+        violations.resource_id("route_id", request.route_id)
+        violations.raise_if_any()
         row = await self._db.read(lambda s: lookups.route(s, request.route_id, lock=False))
         return pb.GetPartnerRouteResponse(route=route_to_proto(row))
 
     async def ListPartnerRoutes(
         self, request: pb.ListPartnerRoutesRequest, context: Context
     ) -> pb.ListPartnerRoutesResponse:
+        violations = Violations()
+        if request.tenant_id:
+            violations.resource_id("tenant_id", request.tenant_id)
+        if request.partner_id:
+            violations.resource_id("partner_id", request.partner_id)
+        violations.raise_if_any()
         page = self._page(
             ROUTES_PAGE,
             request.page_size,
@@ -173,6 +180,7 @@ class RouteHandlers(HandlerBase):
         violations = Violations()
         violations.resource_id("route_id", request.route_id)
         validate_route_spec(violations, "spec", request.spec)
+        violations.resource_version("expected_resource_version", request.expected_resource_version)
         violations.raise_if_any()
         actor = current_principal.get()
         regions = self._gateway_regions
@@ -234,6 +242,7 @@ class RouteHandlers(HandlerBase):
         violations = Violations()
         violations.resource_id("route_id", request.route_id)
         violations.reason("reason", request.reason)
+        violations.resource_version("expected_resource_version", request.expected_resource_version)
         violations.raise_if_any()
         actor = current_principal.get()
 

@@ -7,11 +7,11 @@ import datetime as dt
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
-from ppos.controlplane.core.errors import FailedPrecondition, InvalidArgument, NotFound
+from ppos.controlplane.core.errors import FailedPrecondition, NotFound
 from ppos.controlplane.core.errors import PreconditionViolation as Violation
 from ppos.controlplane.core.pagination import Ident, Listing, page_size
 from ppos.controlplane.core.timeutil import duration_seconds, to_duration, to_timestamp, utcnow
-from ppos.controlplane.core.validation import REGION, Violations
+from ppos.controlplane.core.validation import Violations
 from ppos.controlplane.noderegistry.v1 import node_pb2
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2 as pb
 from ppos.controlplane.services.node_registry.changelog import (
@@ -53,8 +53,9 @@ def _audit_node(session: Session, row: NodeRow, before: dict[str, object]) -> No
 
 class OperatorRpcs(ServicerBase):
     async def GetNode(self, request: pb.GetNodeRequest, context: Context) -> pb.GetNodeResponse:
-        if not request.node_id:
-            raise InvalidArgument.single("node_id", "is required")
+        violations = Violations()
+        violations.object_id("node_id", request.node_id)
+        violations.raise_if_any()
 
         def work(session: Session) -> NodeRow:
             row = session.get(NodeRow, request.node_id)
@@ -97,8 +98,9 @@ class OperatorRpcs(ServicerBase):
     async def GetVersionRollup(
         self, request: pb.GetVersionRollupRequest, context: Context
     ) -> pb.GetVersionRollupResponse:
-        if request.region and not REGION.fullmatch(request.region):
-            raise InvalidArgument.single("region", "must be a region name like eu-west-1")
+        violations = Violations()
+        violations.region("region", request.region, required=False)
+        violations.raise_if_any()
 
         def work(session: Session) -> list[tuple[str, str, str, int, int]]:
             ready = func.sum(case((NodeRow.readiness == "READY", 1), else_=0))
@@ -138,7 +140,7 @@ class OperatorRpcs(ServicerBase):
         self, request: pb.CordonNodeRequest, context: Context
     ) -> pb.CordonNodeResponse:
         violations = Violations()
-        violations.require("node_id", request.node_id)
+        violations.object_id("node_id", request.node_id)
         violations.reason("reason", request.reason)
         expected = expected_version(
             violations, "expected_resource_version", request.expected_resource_version
@@ -163,7 +165,7 @@ class OperatorRpcs(ServicerBase):
         self, request: pb.UncordonNodeRequest, context: Context
     ) -> pb.UncordonNodeResponse:
         violations = Violations()
-        violations.require("node_id", request.node_id)
+        violations.object_id("node_id", request.node_id)
         expected = expected_version(
             violations, "expected_resource_version", request.expected_resource_version
         )
@@ -194,7 +196,7 @@ class OperatorRpcs(ServicerBase):
         self, request: pb.DrainNodeRequest, context: Context
     ) -> pb.DrainNodeResponse:
         violations = Violations()
-        violations.require("node_id", request.node_id)
+        violations.object_id("node_id", request.node_id)
         violations.reason("reason", request.reason)
         grace = (
             duration_seconds(request.grace) if request.HasField("grace") else DEFAULT_DRAIN_GRACE
