@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import inspect
 from sqlalchemy.engine import make_url
 
+from ppos.controlplane.core.errors import InvalidArgument
 from ppos.controlplane.services.governance.models import TenantRow
 from ppos.controlplane.services.governance.tenants import tenants_after
 from ppos.controlplane.services.node_registry.models import NodeRow
@@ -180,5 +181,23 @@ async def test_a_quick_read_after_the_database_ended_its_sessions_gets_a_new_one
             lambda s: s.connection().connection.driver_connection.autocommit
         )
         assert in_autocommit is False
+    finally:
+        db.close()
+
+
+async def test_a_value_the_database_refuses_is_a_domain_error(
+    database_url: str, backend: str
+) -> None:
+    """A NUL in a key: SQLite compares it (no such node), PostgreSQL refuses it, and
+    the read answers as a session's read does (INVALID_ARGUMENT), never INTERNAL."""
+    db = Database(database_url, pool_size=1)
+    try:
+        reads = quick_reads(db)
+        if backend == "sqlite":
+            assert await reads.first(NODE_BY_ID, node_id="node\x00a") is None
+        else:
+            with pytest.raises(InvalidArgument) as refused:
+                await reads.first(NODE_BY_ID, node_id="node\x00a")
+            assert refused.value.reason == "UNSTORABLE_VALUE"
     finally:
         db.close()

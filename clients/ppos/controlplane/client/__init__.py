@@ -8,7 +8,8 @@
 
 One object per service (`nodes`, `governance`, `sync`, `jwks`, `health`) over
 one channel. Every call carries the operator's bearer token, a request id and
-a deadline; UNAVAILABLE is retried with backoff; failures raise the classes
+a deadline; UNAVAILABLE (and ABORTED, for calls carrying a request id) is
+retried with backoff; failures raise the classes
 of `ppos.controlplane.client.errors` with the server's rich details.
 """
 

@@ -51,7 +51,8 @@ class Token:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Retries of UNAVAILABLE: exponential backoff with full jitter, within the deadline."""
+    """Retries of UNAVAILABLE (and ABORTED with a request id): exponential backoff with
+    full jitter, within the deadline."""
 
     max_attempts: int = 5
     initial_backoff: float = 0.2

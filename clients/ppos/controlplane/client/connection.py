@@ -3,9 +3,12 @@
 Each call gets the operator's bearer token (unless the method is open), an
 `x-request-id` that stays the same across retries (so the server's logs and
 audit tie the attempts together), a deadline that bounds all attempts
-together, and retries of UNAVAILABLE with exponential backoff and full jitter,
-waiting at least as long as the server's RetryInfo asks. Failures come back
-as the exceptions of `errors`.
+together, and retries with exponential backoff and full jitter, waiting at
+least as long as the server's RetryInfo asks: of UNAVAILABLE always, and of
+ABORTED (the call lost to a concurrent change, and nothing of it happened)
+when the request carries an id the server deduplicates by (`request_id`,
+`idempotency_key`), so a repeat can never act twice. Failures come back as
+the exceptions of `errors`.
 """
 
 from __future__ import annotations
@@ -33,6 +36,24 @@ CHANNEL_OPTIONS = (
     ("grpc.primary_user_agent", "pposctl"),
 )
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
+# Request fields by which the server recognises a repeated call and answers it
+# with the first call's result.
+IDEMPOTENCY_FIELDS = ("request_id", "idempotency_key")
+
+
+def carries_request_id(request: object) -> bool:
+    """Whether `request` names itself by an id the server deduplicates by."""
+    descriptor = getattr(request, "DESCRIPTOR", None)
+    fields = getattr(descriptor, "fields_by_name", {})
+    return any(
+        name in fields and isinstance(getattr(request, name), str) and getattr(request, name)
+        for name in IDEMPOTENCY_FIELDS
+    )
+
+
+def retryable(code: grpc.StatusCode, *, idempotent: bool) -> bool:
+    """UNAVAILABLE always; ABORTED only when repeating the call cannot act twice."""
+    return code == grpc.StatusCode.UNAVAILABLE or (idempotent and code == grpc.StatusCode.ABORTED)
 
 
 def new_request_id(prefix: str = "req") -> str:
@@ -136,7 +157,9 @@ class Connection:
         retry: bool = True,
         bearer: str | None = None,
     ) -> Resp:
-        """Call `method`, retrying UNAVAILABLE until the deadline or the attempt limit."""
+        """Call `method`, retrying UNAVAILABLE (and ABORTED, when `request` carries a
+        request id) until the deadline or the attempt limit."""
+        idempotent = carries_request_id(request)
         budget = self.config.timeout if timeout is None else timeout
         deadline = time.monotonic() + budget
         metadata = self.metadata(
@@ -152,7 +175,7 @@ class Connection:
                 return method(request, timeout=max(remaining, 0.001), metadata=metadata)
             except grpc.RpcError as exc:
                 error = from_rpc_error(exc, method=name, attempts=attempt)
-            if not retry or error.code != grpc.StatusCode.UNAVAILABLE:
+            if not retry or not retryable(error.code, idempotent=idempotent):
                 raise error
             if attempt >= self.config.retry.max_attempts:
                 raise error

@@ -220,7 +220,8 @@ class StaleResourceVersionError(FailedPreconditionError):
 
 
 class AbortedError(ControlPlaneError):
-    """A concurrent change won; retry the whole read-modify-write."""
+    """A concurrent change won; retry the whole read-modify-write (`retry_after` says
+    when). Calls that carry a request id were retried already, up to the limit."""
 
     code = grpc.StatusCode.ABORTED
     title = "Aborted"

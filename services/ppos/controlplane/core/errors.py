@@ -275,10 +275,21 @@ class Unavailable(DomainError):
 
 
 class Aborted(DomainError):
-    """A concurrent change won; retry the whole read-modify-write."""
+    """A concurrent change won; retry the whole read-modify-write (after the delay given)."""
 
     code = grpc.StatusCode.ABORTED
     default_reason = "ABORTED"
+
+    def __init__(
+        self, message: str, *, retry_after_seconds: float | None = None, reason: str | None = None
+    ) -> None:
+        self.retry_after_seconds = retry_after_seconds
+        super().__init__(message, reason=reason)
+
+    def extra_details(self) -> list[Message]:
+        if self.retry_after_seconds is None:
+            return []
+        return [_retry_info(self.retry_after_seconds)]
 
 
 def _retry_info(seconds: float) -> error_details_pb2.RetryInfo:

@@ -66,6 +66,12 @@ OUTBOX_DEPTH = Gauge("ppos_outbox_depth", "Outbox commands by state", ["state"])
 OUTBOX_DELIVERIES = Counter(
     "ppos_outbox_deliveries_total", "Outbox delivery attempts, by outcome", ["target", "outcome"]
 )
+DATABASE_FAILURES = Counter(
+    "ppos_database_failures_total",
+    "Database failures told apart by the storage layer, by kind (conflict, unavailable, "
+    "input) and outcome (retried, aborted, answered)",
+    ["kind", "outcome"],
+)
 ADMIN_JOBS = Counter(
     "ppos_admin_jobs_total", "Admin jobs finished, by kind and state", ["kind", "state"]
 )

@@ -9,9 +9,11 @@ from typing import Protocol
 import grpc
 
 from ppos.controlplane.core.logging import SecretRegistry
+from ppos.controlplane.core.pagination import PageTokens
 from ppos.controlplane.runtime.config import AuthSettings, PeerSettings, ServerSettings
 from ppos.controlplane.runtime.peers import PeerDirectory
 from ppos.controlplane.security.keys import KeyRing
+from ppos.controlplane.security.page_keys import RingPageKeys
 from ppos.controlplane.security.tokens import TokenMinter, TokenVerifier
 from ppos.controlplane.services.governance.settings import GovernanceSettings
 from ppos.controlplane.services.node_registry.settings import NodeRegistrySettings
@@ -53,6 +55,13 @@ class Runtime:
     peers: PeerDirectory
     secrets: SecretRegistry
     shutdown: asyncio.Event
+    # Issues and reads every List RPC's page tokens (keys derived from `keyring`).
+    page_tokens: PageTokens
+
+
+def page_tokens_of(keyring: KeyRing) -> PageTokens:
+    """The page-token codec of a deployment: the same on every replica sharing its keys."""
+    return PageTokens(RingPageKeys(keyring))
 
 
 class ServiceModule(Protocol):

@@ -18,7 +18,7 @@ from grpc_reflection.v1alpha import reflection
 
 from ppos.controlplane.core.logging import SecretRegistry
 from ppos.controlplane.runtime.collector import settle_collector
-from ppos.controlplane.runtime.modules import Runtime, ServiceModule, Settings
+from ppos.controlplane.runtime.modules import Runtime, ServiceModule, Settings, page_tokens_of
 from ppos.controlplane.runtime.observability import (
     MeteredServer,
     MetricsEndpoint,
@@ -163,6 +163,7 @@ class ControlPlaneServer:
             peers=peers,
             secrets=self.secrets,
             shutdown=asyncio.Event(),
+            page_tokens=page_tokens_of(keyring),
         )
         self.modules = [JwksModule(keyring)]
         self.modules += [self._factories[name](self.runtime) for name in settings.server.services]

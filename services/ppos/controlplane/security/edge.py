@@ -50,7 +50,6 @@ from ppos.controlplane.security.tokens import (
     TokenRejected,
     TokenVerifier,
 )
-from ppos.controlplane.storage.failures import as_unavailable
 
 CREDENTIAL_KEYS = frozenset({"authorization", "proxy-authorization", "cookie"})
 ENROLLMENT_PREFIX = "ppos_enroll_"
@@ -252,12 +251,7 @@ class _Guard(CallWrapper):
             await context.abort(
                 grpc.StatusCode.UNIMPLEMENTED, f"{self._method} is not implemented by this server"
             )
-        unavailable = as_unavailable(exc)
-        if unavailable is not None:
-            unavailable.metadata["request_id"] = request_id
-            status = unavailable.to_grpc_status()
-            _log.warning("rpc.database_unavailable", error=type(exc).__name__)
-        elif isinstance(exc, DomainError):
+        if isinstance(exc, DomainError):
             exc.metadata.setdefault("request_id", request_id)
             status = exc.to_grpc_status()
             _log.info("rpc.refused", code=exc.code.name, reason=exc.reason, detail=exc.message)

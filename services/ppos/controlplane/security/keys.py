@@ -175,8 +175,11 @@ class KeyRing:
         source_dir: Path | None = None,
         overlap: float = 900.0,
         expires_at: float = float("inf"),
+        retired: dict[str, PrivateKey] | None = None,
     ) -> None:
         self._active = active
+        # Private keys of retired keys still in their overlap (a key directory has them).
+        self._retired = dict(retired or {})
         # When the first retired key leaves the overlap window (then a reload drops it).
         self._expires_at = expires_at
         self._accepted = dict(accepted)
@@ -215,6 +218,7 @@ class KeyRing:
         now = time.time()
         active: SigningKey | None = None
         accepted: dict[str, PublicKey] = {}
+        retired_keys: dict[str, PrivateKey] = {}
         expires_at = float("inf")
         for entry in sorted(manifest["keys"], key=lambda e: e["created_at"]):
             retired = entry.get("retired_at")
@@ -226,9 +230,18 @@ class KeyRing:
             accepted[entry["kid"]] = private.public_key()
             if retired is None:
                 active = SigningKey(entry["kid"], private, entry["created_at"])
+            else:
+                retired_keys[entry["kid"]] = private
         if active is None:
             raise ConfigError(f"key directory {key_dir} has no active signing key")
-        return cls(active, accepted, source_dir=key_dir, overlap=overlap, expires_at=expires_at)
+        return cls(
+            active,
+            accepted,
+            source_dir=key_dir,
+            overlap=overlap,
+            expires_at=expires_at,
+            retired=retired_keys,
+        )
 
     @staticmethod
     def rotate(key_dir: Path) -> str:
@@ -261,6 +274,7 @@ class KeyRing:
                 self._source_dir, _read_manifest(self._source_dir), self._overlap
             )
         self._active, self._accepted = fresh._active, fresh._accepted
+        self._retired = fresh._retired
         self._manifest_mtime, self._expires_at = fresh._manifest_mtime, fresh._expires_at
         return True
 
@@ -272,6 +286,10 @@ class KeyRing:
 
     def public_key(self, kid: str) -> PublicKey | None:
         return self._accepted.get(kid)
+
+    def private_keys(self) -> dict[str, PrivateKey]:
+        """Every private key held: the active one and the retired ones in their overlap."""
+        return {**self._retired, self._active.kid: self._active.private_key}
 
     def jwks(self) -> dict[str, Any]:
         keys = []

@@ -5,6 +5,13 @@ busy timeout, foreign keys) writes go through a single writer thread and
 begin IMMEDIATE, so there is one writer at a time and no lock upgrade
 deadlocks; reads run concurrently. On PostgreSQL (psycopg 3) reads and writes
 share a pool sized to the machine.
+
+A unit of work is one callable run in one transaction. When the transaction
+loses to a concurrent one (a deadlock, a serialization failure, SQLite locked
+past its busy timeout), nothing of it happened, so the callable runs again in a
+fresh transaction, a bounded number of times with jittered backoff; what is
+left is ABORTED. Database failures leave here as the domain errors of
+`core.errors` (see `storage.failures`), so the edge maps only domain errors.
 """
 
 from __future__ import annotations
@@ -13,17 +20,27 @@ import asyncio
 import contextvars
 import functools
 import os
+import random
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import structlog
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import QueuePool
 
+from ppos.controlplane.core.metrics import DATABASE_FAILURES
+from ppos.controlplane.storage import failures
+from ppos.controlplane.storage.failures import Failure
+
 T = TypeVar("T")
+_log = structlog.get_logger("ppos.storage.database")
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
@@ -32,13 +49,31 @@ def default_pool_size() -> int:
     return max(4, min(16, 2 * (os.cpu_count() or 2) + 1))
 
 
-def _sqlite_engine(url: str, *, writer: bool, pool_size: int) -> Engine:
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a unit of work that lost to a concurrent transaction runs again.
+
+    `attempts` counts the first run. Each wait is drawn between half and all of
+    base * 2^(n-1), capped: transactions that deadlocked each other back off by
+    different amounts, so they do not meet again in the same order.
+    """
+
+    attempts: int = 4
+    base_delay: float = 0.02
+    max_delay: float = 0.5
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        ceiling = min(self.max_delay, self.base_delay * 2.0 ** (attempt - 1))
+        return ceiling * (0.5 + rng.random() / 2)
+
+
+def _sqlite_engine(url: str, *, writer: bool, pool_size: int, busy_timeout_ms: int) -> Engine:
     engine = create_engine(
         url,
         poolclass=QueuePool,
         pool_size=1 if writer else pool_size,
         max_overflow=0,
-        connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+        connect_args={"check_same_thread": False, "timeout": busy_timeout_ms / 1000},
     )
 
     @event.listens_for(engine, "connect")
@@ -47,7 +82,7 @@ def _sqlite_engine(url: str, *, writer: bool, pool_size: int) -> Engine:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=FULL")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
@@ -61,7 +96,17 @@ def _sqlite_engine(url: str, *, writer: bool, pool_size: int) -> Engine:
 class Database:
     """Engines plus the executors that run session work off the event loop."""
 
-    def __init__(self, url: str, *, pool_size: int = 0, echo: bool = False) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 0,
+        echo: bool = False,
+        retry: RetryPolicy = RetryPolicy(),
+        sqlite_busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS,
+    ) -> None:
+        self.retry = retry
+        self._rng = random.Random()  # noqa: S311 - jitter, not security
         self.url = make_url(url)
         if self.url.drivername == "postgresql":  # no driver named: psycopg 3, whatever the default
             self.url = self.url.set(drivername="postgresql+psycopg")
@@ -72,8 +117,13 @@ class Database:
             database = self.url.database
             if database and database != ":memory:":
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
-            self.write_engine = _sqlite_engine(url, writer=True, pool_size=size)
-            self.read_engine = _sqlite_engine(url, writer=False, pool_size=size)
+            busy = sqlite_busy_timeout_ms
+            self.write_engine = _sqlite_engine(
+                url, writer=True, pool_size=size, busy_timeout_ms=busy
+            )
+            self.read_engine = _sqlite_engine(
+                url, writer=False, pool_size=size, busy_timeout_ms=busy
+            )
             self._writer = ThreadPoolExecutor(1, thread_name_prefix="db-writer")
             self._readers = ThreadPoolExecutor(size, thread_name_prefix="db-reader")
         elif self.dialect == "postgresql":
@@ -103,13 +153,50 @@ class Database:
     # -- synchronous API (threads, scripts, migrations) --------------------------
 
     def write_sync(self, work: Callable[[Session], T]) -> T:
-        """Run `work` in one write transaction and commit it."""
-        with Session(self.write_engine, expire_on_commit=False) as session, session.begin():
-            return work(session)
+        """Run `work` in one write transaction and commit it.
+
+        `work` may run more than once (see `RetryPolicy`): it must keep nothing
+        from one run to the next but what it returns, so no appending to a list
+        outside it, no objects made outside it handed to the session.
+        """
+        return self._unit(self.write_engine, work)
 
     def read_sync(self, work: Callable[[Session], T]) -> T:
-        with Session(self.read_engine, expire_on_commit=False) as session, session.begin():
-            return work(session)
+        """Run `work` in one read transaction (it may run more than once, as above)."""
+        return self._unit(self.read_engine, work)
+
+    def _unit(self, engine: Engine, work: Callable[[Session], T]) -> T:
+        attempt = 1
+        while True:
+            try:
+                with Session(engine, expire_on_commit=False) as session, session.begin():
+                    return work(session)
+            except DBAPIError as exc:
+                failure = failures.classify(exc)
+                if failure is None:
+                    raise
+                if failure is Failure.CONFLICT and attempt < self.retry.attempts:
+                    DATABASE_FAILURES.labels(kind=failure.value, outcome="retried").inc()
+                    _log.info(
+                        "db.conflict_retried", attempt=attempt, sqlstate=failures.sqlstate(exc)
+                    )
+                    time.sleep(self.retry.delay(attempt, self._rng))
+                    attempt += 1
+                    continue
+                raise self._answer(exc, failure, attempt) from exc
+
+    @staticmethod
+    def _answer(exc: DBAPIError, failure: Failure, attempts: int) -> Exception:
+        """The domain error a failure leaves as, logged and counted (no value in the log)."""
+        outcome = "aborted" if failure is Failure.CONFLICT else "answered"
+        DATABASE_FAILURES.labels(kind=failure.value, outcome=outcome).inc()
+        _log.warning(
+            f"db.{failure.value}",
+            sqlstate=failures.sqlstate(exc),
+            error=type(exc.orig).__name__,
+            attempts=attempts,
+        )
+        return failures.as_domain_error(exc, failure, attempts=attempts)
 
     # -- async API (handlers) ----------------------------------------------------
 

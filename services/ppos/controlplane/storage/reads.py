@@ -10,8 +10,11 @@ consistent snapshot on both databases:
   itself, in autocommit, query-only; the driver caches the prepared statement.
 - PostgreSQL (and in-memory SQLite): on the driver's side of a pooled
   connection, in autocommit, so a read is the pool's liveness check and the
-  SELECT, without BEGIN and ROLLBACK; a lost connection is invalidated and
-  answered UNAVAILABLE as everywhere else.
+  SELECT, without BEGIN and ROLLBACK; a lost connection is invalidated.
+
+A database failure leaves as a session's read leaves (`storage.failures`:
+UNAVAILABLE for a lost connection, INVALID_ARGUMENT for a value the
+database refuses), so the edge sees only domain errors.
 
 Either way the work runs on the reader pool, except a bounded read (declared
 so: rows along an index, a key or a key range under a LIMIT) on a SQLite file:
@@ -34,13 +37,17 @@ from collections import namedtuple
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import structlog
 from sqlalchemy import Select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 
+from ppos.controlplane.core.metrics import DATABASE_FAILURES
+from ppos.controlplane.storage import failures
 from ppos.controlplane.storage.database import SQLITE_BUSY_TIMEOUT_MS, Database
 
 Processor = Callable[[Any], Any] | None
+_log = structlog.get_logger(__name__)
 
 
 class _Compiled:
@@ -116,10 +123,13 @@ class QuickReads:
         compiled = read.compiled(engine.dialect)
         params = compiled.parameters(values)
         raw: Sequence[Any]
-        if self._sqlite_file is not None:
-            raw = self._sqlite().execute(compiled.sql, params).fetchall()
-        else:
-            raw = self._pooled(compiled.sql, params)
+        try:
+            if self._sqlite_file is not None:
+                raw = self._sqlite().execute(compiled.sql, params).fetchall()
+            else:
+                raw = self._pooled(compiled.sql, params)
+        except (sqlite3.Error, DBAPIError) as exc:
+            raise _answer(compiled.sql, exc) from exc
         return [compiled.row(row) for row in raw]
 
     def _pooled(self, sql: str, params: Any) -> Sequence[Any]:
@@ -160,10 +170,11 @@ class QuickReads:
         connection = self._sqlite(busy_timeout_ms=0)
         try:
             raw = connection.execute(compiled.sql, compiled.parameters(values)).fetchall()
-        except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        except sqlite3.Error as exc:
+            busy = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+            if isinstance(exc, sqlite3.OperationalError) and exc.sqlite_errorcode & 0xFF in busy:
                 return None
-            raise
+            raise _answer(compiled.sql, exc) from exc
         return [compiled.row(row) for row in raw]
 
     def _sqlite(self, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS) -> sqlite3.Connection:
@@ -191,3 +202,22 @@ def quick_reads(db: Database) -> QuickReads:
     if found is None:
         found = _BY_DATABASE[db] = QuickReads(db)
     return found
+
+
+def _answer(sql: str, exc: sqlite3.Error | DBAPIError) -> Exception:
+    """What a failed read leaves as: the domain error `storage.failures` makes of a
+    database failure (a lost connection, a value the database refuses), as a
+    session's read would; anything else as SQLAlchemy raises it."""
+    wrapped = (
+        exc
+        if isinstance(exc, DBAPIError)
+        else DBAPIError.instance(sql, None, exc, sqlite3.Error, dialect=None)
+    )
+    failure = failures.classify(wrapped)
+    if failure is None:
+        return wrapped
+    DATABASE_FAILURES.labels(kind=failure.value, outcome="answered").inc()
+    _log.warning(
+        f"db.{failure.value}", sqlstate=failures.sqlstate(wrapped), error=type(exc).__name__
+    )
+    return failures.as_domain_error(wrapped, failure, attempts=1)

@@ -5,14 +5,15 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ppos.controlplane.core.errors import FailedPrecondition, InvalidArgument, NotFound
+from ppos.controlplane.core.errors import FailedPrecondition, NotFound
+from ppos.controlplane.core.pagination import Ident, Instant, Listing
 from ppos.controlplane.core.timeutil import utcnow
-from ppos.controlplane.core.validation import Violations
+from ppos.controlplane.core.validation import MAX_ENUM_FILTER, Violations
 from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
 from ppos.controlplane.services.governance.common import (
+    GOVERNANCE_SERVICE,
     Context,
     HandlerBase,
-    Page,
     newest_first_after,
     position,
     record_change,
@@ -25,13 +26,26 @@ from ppos.controlplane.services.governance.convert import (
 from ppos.controlplane.services.governance.enums import COMMAND_STATE
 from ppos.controlplane.services.governance.models import DecisionRow, OutboxRow
 
+DECISIONS_PAGE = Listing(
+    GOVERNANCE_SERVICE + "ListDecisions", Instant("created_at"), Ident("decision_id")
+)
+COMMANDS_PAGE = Listing(
+    GOVERNANCE_SERVICE + "ListCommands", Instant("created_at"), Ident("command_id")
+)
+
 
 class ActivityHandlers(HandlerBase):
     async def ListDecisions(
         self, request: pb.ListDecisionsRequest, context: Context
     ) -> pb.ListDecisionsResponse:
-        page = Page(
-            "decisions",
+        violations = Violations()
+        violations.object_id("job_id", request.job_id, required=False)
+        if request.policy_id:
+            violations.resource_id("policy_id", request.policy_id)
+        violations.region("region", request.region, required=False)
+        violations.raise_if_any()
+        page = self._page(
+            DECISIONS_PAGE,
             request.page_size,
             request.page_token,
             {"job": request.job_id, "policy": request.policy_id, "region": request.region},
@@ -63,15 +77,18 @@ class ActivityHandlers(HandlerBase):
         self, request: pb.ListCommandsRequest, context: Context
     ) -> pb.ListCommandsResponse:
         violations = Violations()
+        violations.object_id("target", request.target, required=False)
+        violations.object_id("decision_id", request.decision_id, required=False)
         states = []
-        for index, state in enumerate(request.states):
+        bounded = violations.at_most("states", request.states, MAX_ENUM_FILTER)
+        for index, state in enumerate(request.states if bounded else ()):
             if not COMMAND_STATE.is_known(state):
                 violations.add(f"states[{index}]", f"{state} is not a command state")
             else:
                 states.append(COMMAND_STATE.to_name(state))
         violations.raise_if_any()
-        page = Page(
-            "commands",
+        page = self._page(
+            COMMANDS_PAGE,
             request.page_size,
             request.page_token,
             {"states": sorted(states), "target": request.target, "decision": request.decision_id},
@@ -102,8 +119,9 @@ class ActivityHandlers(HandlerBase):
     async def GetCommand(
         self, request: pb.GetCommandRequest, context: Context
     ) -> pb.GetCommandResponse:
-        if not request.command_id:
-            raise InvalidArgument.single("command_id", "is required")
+        violations = Violations()
+        violations.object_id("command_id", request.command_id)
+        violations.raise_if_any()
 
         def work(session: Session) -> OutboxRow:
             row = session.get(OutboxRow, request.command_id)
@@ -117,7 +135,7 @@ class ActivityHandlers(HandlerBase):
         self, request: pb.RetryCommandRequest, context: Context
     ) -> pb.RetryCommandResponse:
         violations = Violations()
-        violations.require("command_id", request.command_id)
+        violations.object_id("command_id", request.command_id)
         violations.reason("reason", request.reason)
         violations.raise_if_any()
 

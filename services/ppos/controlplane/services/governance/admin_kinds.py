@@ -22,7 +22,14 @@ from typing import Any
 import grpc
 
 from ppos.controlplane.core.timeutil import to_duration
-from ppos.controlplane.core.validation import IMAGE_DIGEST, REGION, Violations
+from ppos.controlplane.core.validation import (
+    DIGEST,
+    IMAGE_REFERENCE,
+    MAX_MAP_ENTRIES,
+    MAX_REGIONS,
+    Violations,
+    map_key_path,
+)
 from ppos.controlplane.noderegistry.v1 import node_pb2
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2 as nr_pb
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2_grpc as nr_grpc
@@ -60,40 +67,46 @@ PARAMETERS: dict[str, dict[str, bool]] = {
 
 def validate_parameters(violations: Violations, kind: str, parameters: dict[str, str]) -> None:
     accepted = PARAMETERS[kind]
+    if not violations.at_most("parameters", parameters, MAX_MAP_ENTRIES, "parameters"):
+        return
     for key in sorted(parameters):
         if key not in accepted:
             violations.add(
-                f"parameters[{key!r}]",
+                map_key_path("parameters", key),
                 f"is not a parameter of {kind} (it takes: {', '.join(accepted)})",
             )
     for key, required in accepted.items():
         if required and not parameters.get(key, "").strip():
             violations.add(f"parameters[{key!r}]", f"is required for {kind}")
-    if parameters.get("reason"):
+    if parameters.get("reason", "").strip():
         violations.reason("parameters['reason']", parameters["reason"], required=False)
-    if parameters.get("region"):
-        violations.match(
-            "parameters['region']", parameters["region"], REGION, "must be a region name"
-        )
-    for index, region in enumerate(_regions(parameters)):
-        violations.match(f"parameters['regions'][{index}]", region, REGION, "must be a region name")
-    if parameters.get("target_digest"):
-        violations.match(
-            "parameters['target_digest']",
-            parameters["target_digest"],
-            IMAGE_DIGEST,
-            "must be sha256: followed by 64 lowercase hex digits",
-        )
+    if parameters.get("region", "").strip():
+        violations.region("parameters['region']", parameters["region"])
+    regions = _regions(parameters)
+    listed = violations.text(
+        "parameters['regions']", parameters.get("regions", ""), max_length=MAX_REGIONS * 64
+    )
+    if listed and violations.at_most("parameters['regions']", regions, MAX_REGIONS, "regions"):
+        for index, region in enumerate(regions):
+            violations.region(f"parameters['regions'][{index}]", region)
+    for name in ("image", "target_image"):
+        if parameters.get(name, "").strip():
+            violations.syntax(f"parameters[{name!r}]", parameters[name], IMAGE_REFERENCE)
+    if parameters.get("target_digest", "").strip():
+        violations.syntax("parameters['target_digest']", parameters["target_digest"], DIGEST)
     same = parameters.get("image") == parameters.get("target_image")
     if kind == "REIMAGE_ROLLOUT" and same and parameters.get("image"):
         violations.add(
             "parameters['target_image']", "is the image being replaced: nothing would change"
         )
     grace = parameters.get("grace_seconds", "")
-    if grace and (not grace.isdigit() or not 1 <= int(grace) <= MAX_GRACE_SECONDS):
-        violations.add(
+    if grace:
+        violations.whole_number(
             "parameters['grace_seconds']",
-            f"must be a whole number of seconds between 1 and {MAX_GRACE_SECONDS}",
+            grace,
+            1,
+            MAX_GRACE_SECONDS,
+            f"must be a whole number of seconds between 1 and {MAX_GRACE_SECONDS} in ASCII digits",
         )
 
 

@@ -19,10 +19,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ppos.controlplane.common.v1 import resource_pb2 as common_pb
-from ppos.controlplane.core.errors import InvalidArgument, Unavailable
+from ppos.controlplane.core.errors import Unavailable
 from ppos.controlplane.core.pagination import page_size
 from ppos.controlplane.core.timeutil import to_timestamp
-from ppos.controlplane.core.validation import Violations
+from ppos.controlplane.core.validation import AUDIT_RESOURCE_ID, RESOURCE_KIND, Violations
 from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
 from ppos.controlplane.governance.v1 import resources_pb2 as res_pb
 from ppos.controlplane.services.governance.common import Context, HandlerBase
@@ -68,6 +68,8 @@ class AuditHandlers(HandlerBase):
         violations = Violations()
         if request.after_audit_id < 0:
             violations.add("after_audit_id", "must not be negative")
+        violations.syntax("resource_kind", request.resource_kind, RESOURCE_KIND, required=False)
+        violations.syntax("resource_id", request.resource_id, AUDIT_RESOURCE_ID, required=False)
         violations.raise_if_any()
         size = page_size(request.page_size)
 
@@ -87,8 +89,11 @@ class AuditHandlers(HandlerBase):
     async def WatchAuditEntries(
         self, request: pb.WatchAuditEntriesRequest, context: Context
     ) -> AsyncIterator[pb.WatchAuditEntriesResponse]:
+        violations = Violations()
         if request.after_audit_id < 0:
-            raise InvalidArgument.single("after_audit_id", "must not be negative")
+            violations.add("after_audit_id", "must not be negative")
+        violations.syntax("resource_kind", request.resource_kind, RESOURCE_KIND, required=False)
+        violations.raise_if_any()
         last = request.after_audit_id
         if last == 0:
             last = await self._db.read(_newest_id)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
-import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import grpc
@@ -16,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ppos.controlplane.core.errors import AlreadyExists, InvalidArgument, StaleResourceVersion
-from ppos.controlplane.core.pagination import decode_token, encode_token, page_size
+from ppos.controlplane.core.pagination import Listing, PageTokens, Position, page_size
 from ppos.controlplane.core.timeutil import utcnow
 from ppos.controlplane.core.validation import REQUEST_ID, Violations
 from ppos.controlplane.runtime.modules import Runtime
@@ -58,6 +57,9 @@ class HandlerBase:
 
     async def _write(self, work: Callable[[Session], T]) -> T:
         return await write_once(self._db, work)
+
+    def _page(self, listing: Listing, size: int, token: str, filters: Mapping[str, Any]) -> Page:
+        return Page(self._rt.page_tokens, listing, size, token, filters)
 
 
 async def write_once(db: Database, work: Callable[[Session], T]) -> T:
@@ -188,47 +190,46 @@ def remember_request(
 
 # -- paging ------------------------------------------------------------------------
 
-
-def filter_digest(filters: dict[str, Any]) -> str:
-    raw = json.dumps(filters, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(raw.encode()).hexdigest()[:16]
+GOVERNANCE_SERVICE = "/ppos.controlplane.governance.v1.GovernanceService/"
 
 
 class Page:
-    """A keyset page request: size, position after which to continue, filter binding."""
+    """A keyset page request: its size and the position after which it continues.
 
-    def __init__(self, kind: str, size: int, token: str, filters: dict[str, Any]) -> None:
-        self.kind = kind
+    The position comes from a page token sealed by `tokens` for this listing
+    and these filters (anything else is refused as INVALID_ARGUMENT)."""
+
+    def __init__(
+        self,
+        tokens: PageTokens,
+        listing: Listing,
+        size: int,
+        token: str,
+        filters: Mapping[str, Any],
+    ) -> None:
+        self._tokens = tokens
+        self._listing = listing
         self.size = page_size(size)
-        self.filters = filter_digest(filters)
-        position = decode_token(kind, token)
-        if position is not None and position.get("f") != self.filters:
-            raise InvalidArgument.single(
-                "page_token", "was issued for other filters: repeat the request's filters"
-            )
-        self.after: Any = position.get("a") if position else None
+        self._filters = dict(filters)
+        self.after: Position | None = tokens.read(listing, self._filters, token)
 
-    def next_token(self, rows: list[Any], key: Callable[[Any], Any]) -> str:
+    def next_token(self, rows: list[Any], key: Callable[[Any], Position]) -> str:
         """Token after the last of `rows` when more may follow (rows has size+1 items)."""
         if len(rows) <= self.size:
             return ""
-        return encode_token(self.kind, {"a": key(rows[self.size - 1]), "f": self.filters})
+        return self._tokens.issue(self._listing, self._filters, key(rows[self.size - 1]))
 
 
-def position(created_at: dt.datetime, ident: str) -> list[Any]:
+def position(created_at: dt.datetime, ident: str) -> Position:
     """Keyset position of a row in a newest-first list."""
-    return [created_at.isoformat(), ident]
+    return (created_at, ident)
 
 
-def newest_first_after(created_column: Any, id_column: Any, after: list[Any] | None) -> Any:
+def newest_first_after(created_column: Any, id_column: Any, after: Position | None) -> Any:
     """Condition for rows after (older than) a position, or None on the first page."""
-    if not after:
+    if after is None:
         return None
-    try:
-        created = dt.datetime.fromisoformat(str(after[0]))
-        ident = str(after[1])
-    except (ValueError, IndexError, TypeError):
-        raise InvalidArgument.single("page_token", "is not a token this server issued") from None
+    created, ident = after
     return or_(created_column < created, and_(created_column == created, id_column < ident))
 
 

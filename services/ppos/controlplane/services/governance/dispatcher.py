@@ -319,6 +319,7 @@ class Dispatcher:
     def _write_outcomes(self, session: Session, outcomes: list[Outcome]) -> None:
         """Record a group of outcomes in one transaction (a group commit)."""
         rows = self._owned(session, [outcome.lease for outcome in outcomes])
+        acknowledged: list[OutboxRow] = []
         for outcome in outcomes:
             row = rows.get(outcome.lease.command_id)
             if row is None:
@@ -338,7 +339,7 @@ class Dispatcher:
                 row.receiver_duplicate = outcome.duplicate
                 row.acknowledged_at = now
                 row.last_error = ""
-                _apply_status(session, row)
+                acknowledged.append(row)
             else:
                 row.last_error = outcome.detail[:MAX_ERROR]
             audit.record(
@@ -351,6 +352,7 @@ class Dispatcher:
                 method=f"outbox:{outcome.state.lower()}",
                 actor=DISPATCHER,
             )
+        _apply_statuses(session, acknowledged)
 
     def _report(self, outcome: Outcome) -> None:
         lease = outcome.lease
@@ -389,33 +391,51 @@ class Dispatcher:
             OUTBOX_DEPTH.labels(state=state).set(counts.get(state, 0))
 
 
-def _apply_status(session: Session, row: OutboxRow) -> None:
-    """Record what the gateway now holds (newer generations only)."""
+def _apply_statuses(session: Session, acknowledged: list[OutboxRow]) -> None:
+    """Record what the gateways now hold (newer generations only).
+
+    Lock order: handlers lock a tenant, then its queues (by id), then its routes
+    (by id); here, after this dispatcher's own leased commands (which no handler
+    waits for while holding a tenant), queues by key, then routes by key, each row
+    updated once. Once matters on PostgreSQL: a second UPDATE of a row this
+    transaction already updated re-checks its foreign key, taking a KEY SHARE lock
+    on the tenant, which a handler holding the tenant and waiting for the queue
+    blocks: the deadlock the load found.
+    """
+    queues: dict[tuple[str, str], gw_pb.ApplyQueuePolicyRequest] = {}
+    routes: dict[str, int] = {}
+    for row in acknowledged:
+        if row.method == gateway_method("ApplyQueuePolicy"):
+            queue = gw_pb.ApplyQueuePolicyRequest.FromString(row.request_payload)
+            key = (queue.tenant_id, queue.queue_id)
+            if key not in queues or queues[key].generation < queue.generation:
+                queues[key] = queue
+        elif row.method == gateway_method("ApplyPartnerRoute"):
+            route = gw_pb.ApplyPartnerRouteRequest.FromString(row.request_payload)
+            if not route.delete:
+                routes[route.route_id] = max(routes.get(route.route_id, 0), route.generation)
     now = utcnow()
-    if row.method == gateway_method("ApplyQueuePolicy"):
-        queue_request = gw_pb.ApplyQueuePolicyRequest.FromString(row.request_payload)
+    for (tenant_id, queue_id), queue in sorted(queues.items()):
         session.execute(
             update(QueueRow)
             .where(
-                QueueRow.tenant_id == queue_request.tenant_id,
-                QueueRow.queue_id == queue_request.queue_id,
-                QueueRow.applied_generation < queue_request.generation,
+                QueueRow.tenant_id == tenant_id,
+                QueueRow.queue_id == queue_id,
+                QueueRow.applied_generation < queue.generation,
             )
             .values(
-                applied_capacity=queue_request.capacity,
-                applied_state=GATEWAY_QUEUE_STATE.to_name(queue_request.state),
-                applied_generation=queue_request.generation,
+                applied_capacity=queue.capacity,
+                applied_state=GATEWAY_QUEUE_STATE.to_name(queue.state),
+                applied_generation=queue.generation,
                 applied_at=now,
             )
         )
-    elif row.method == gateway_method("ApplyPartnerRoute"):
-        route_request = gw_pb.ApplyPartnerRouteRequest.FromString(row.request_payload)
-        if not route_request.delete:
-            session.execute(
-                update(PartnerRouteRow)
-                .where(
-                    PartnerRouteRow.route_id == route_request.route_id,
-                    PartnerRouteRow.applied_generation < route_request.generation,
-                )
-                .values(applied_generation=route_request.generation)
+    for route_id, generation in sorted(routes.items()):
+        session.execute(
+            update(PartnerRouteRow)
+            .where(
+                PartnerRouteRow.route_id == route_id,
+                PartnerRouteRow.applied_generation < generation,
             )
+            .values(applied_generation=generation)
+        )

@@ -11,22 +11,22 @@ from sqlalchemy.orm import Session
 
 from ppos.controlplane.core.errors import (
     FailedPrecondition,
-    InvalidArgument,
     NotFound,
     PreconditionViolation,
     Unavailable,
 )
 from ppos.controlplane.core.ids import new_id
+from ppos.controlplane.core.pagination import Ident, Instant, Listing
 from ppos.controlplane.core.timeutil import utcnow
-from ppos.controlplane.core.validation import Violations
+from ppos.controlplane.core.validation import MAX_ENUM_FILTER, Violations
 from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
 from ppos.controlplane.runtime.modules import Runtime
 from ppos.controlplane.security.principal import current_principal, current_request_id
 from ppos.controlplane.services.governance.admin_kinds import conflict_scope, validate_parameters
 from ppos.controlplane.services.governance.common import (
+    GOVERNANCE_SERVICE,
     Context,
     HandlerBase,
-    Page,
     body_digest,
     find_request,
     newest_first_after,
@@ -44,6 +44,10 @@ from ppos.controlplane.services.governance.enums import (
 from ppos.controlplane.services.governance.models import AdminJobRow
 
 METHOD = "/ppos.controlplane.governance.v1.GovernanceService/StartAdminJob"
+
+ADMIN_JOBS_PAGE = Listing(
+    GOVERNANCE_SERVICE + "ListAdminJobs", Instant("created_at"), Ident("admin_job_id")
+)
 
 
 def _nothing() -> None:
@@ -146,8 +150,9 @@ class AdminJobHandlers(HandlerBase):
         return pb.StartAdminJobResponse(job=admin_job_to_proto(row))
 
     async def _read_job(self, job_id: str) -> AdminJobRow:
-        if not job_id:
-            raise InvalidArgument.single("admin_job_id", "is required")
+        violations = Violations()
+        violations.object_id("admin_job_id", job_id)
+        violations.raise_if_any()
 
         def work(session: Session) -> AdminJobRow:
             row = session.get(AdminJobRow, job_id)
@@ -169,19 +174,21 @@ class AdminJobHandlers(HandlerBase):
     ) -> pb.ListAdminJobsResponse:
         violations = Violations()
         kinds, states = [], []
-        for index, kind in enumerate(request.kinds):
+        bounded_kinds = violations.at_most("kinds", request.kinds, MAX_ENUM_FILTER)
+        bounded_states = violations.at_most("states", request.states, MAX_ENUM_FILTER)
+        for index, kind in enumerate(request.kinds if bounded_kinds else ()):
             if ADMIN_JOB_KIND.is_known(kind):
                 kinds.append(ADMIN_JOB_KIND.to_name(kind))
             else:
                 violations.add(f"kinds[{index}]", f"{kind} is not an admin job kind")
-        for index, state in enumerate(request.states):
+        for index, state in enumerate(request.states if bounded_states else ()):
             if ADMIN_JOB_STATE.is_known(state):
                 states.append(ADMIN_JOB_STATE.to_name(state))
             else:
                 violations.add(f"states[{index}]", f"{state} is not an admin job state")
         violations.raise_if_any()
-        page = Page(
-            "admin_jobs",
+        page = self._page(
+            ADMIN_JOBS_PAGE,
             request.page_size,
             request.page_token,
             {"kinds": sorted(kinds), "states": sorted(states)},
@@ -211,7 +218,7 @@ class AdminJobHandlers(HandlerBase):
         self, request: pb.CancelAdminJobRequest, context: Context
     ) -> pb.CancelAdminJobResponse:
         violations = Violations()
-        violations.require("admin_job_id", request.admin_job_id)
+        violations.object_id("admin_job_id", request.admin_job_id)
         violations.reason("reason", request.reason)
         violations.raise_if_any()
 

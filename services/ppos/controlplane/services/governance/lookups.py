@@ -1,9 +1,16 @@
-"""Reading governed rows inside a write transaction, with the right refusals."""
+"""Reading governed rows inside a write transaction, with the right refusals.
+
+Lock order, the same in every transaction that takes more than one: a tenant,
+then its queues (by id), then its routes (by id); the outbox dispatcher takes
+queues and routes in that order too. A transaction that locks a tenant at all
+locks it before any of its queues or routes.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ppos.controlplane.core.errors import FailedPrecondition, NotFound, PreconditionViolation
@@ -43,6 +50,12 @@ def queue(session: Session, tenant_id: str, queue_id: str, *, lock: bool = True)
 
 
 def route(session: Session, route_id: str, *, lock: bool = True) -> PartnerRouteRow:
+    if lock:  # its tenant first (a route never moves to another tenant)
+        owner = session.scalar(
+            select(PartnerRouteRow.tenant_id).where(PartnerRouteRow.route_id == route_id)
+        )
+        if owner is not None:
+            session.get(TenantRow, owner, with_for_update=True)
     row = session.get(PartnerRouteRow, route_id, with_for_update=lock)
     if row is None:
         raise NotFound("partner route", route_id)

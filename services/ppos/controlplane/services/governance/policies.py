@@ -15,16 +15,17 @@ from ppos.controlplane.core.errors import (
     NotFound,
     Unavailable,
 )
+from ppos.controlplane.core.pagination import Ident, Listing
 from ppos.controlplane.core.timeutil import utcnow
-from ppos.controlplane.core.validation import Violations
+from ppos.controlplane.core.validation import OBJECT_ID, Violations
 from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
 from ppos.controlplane.governance.v1 import resources_pb2 as res_pb
 from ppos.controlplane.runtime.settings import ConfigError
 from ppos.controlplane.services.governance import decisions, lookups
 from ppos.controlplane.services.governance.common import (
+    GOVERNANCE_SERVICE,
     Context,
     HandlerBase,
-    Page,
     bump,
     check_version,
     record_change,
@@ -46,6 +47,7 @@ MAX_DRY_RUN_JOBS = 200
 # Sync sequences looked back from the reconciler's position for "latest jobs".
 DRY_RUN_LOOKBACK = 10_000
 DRY_RUN_MAX_PAGES = 50
+POLICIES_PAGE = Listing(GOVERNANCE_SERVICE + "ListGovernancePolicies", Ident("policy_id"))
 
 
 def peer_refusal(exc: grpc.aio.AioRpcError, what: str) -> Exception:
@@ -96,6 +98,7 @@ class PolicyHandlers(HandlerBase):
     ) -> pb.SetGovernancePolicyResponse:
         violations = Violations()
         violations.resource_id("policy_id", request.policy_id)
+        violations.resource_version("expected_resource_version", request.expected_resource_version)
         violations.raise_if_any()
         parsed = parse_policy_spec("spec", request.spec)
         regions = self._gateway_regions
@@ -173,28 +176,35 @@ class PolicyHandlers(HandlerBase):
     async def GetGovernancePolicy(
         self, request: pb.GetGovernancePolicyRequest, context: Context
     ) -> pb.GetGovernancePolicyResponse:
-        if not request.policy_id:
-            raise InvalidArgument.single("policy_id", "is required")
+        violations = Violations()
+        violations.resource_id("policy_id", request.policy_id)
+        violations.raise_if_any()
         row = await self._db.read(lambda s: lookups.policy(s, request.policy_id, lock=False))
         return pb.GetGovernancePolicyResponse(policy=policy_to_proto(row))
 
     async def ListGovernancePolicies(
         self, request: pb.ListGovernancePoliciesRequest, context: Context
     ) -> pb.ListGovernancePoliciesResponse:
-        page = Page("policies", request.page_size, request.page_token, {"t": request.tenant_id})
+        violations = Violations()
+        if request.tenant_id:
+            violations.resource_id("tenant_id", request.tenant_id)
+        violations.raise_if_any()
+        page = self._page(
+            POLICIES_PAGE, request.page_size, request.page_token, {"t": request.tenant_id}
+        )
 
         def work(session: Session) -> list[PolicyRow]:
             query = select(PolicyRow)
             if request.tenant_id:
                 query = query.where(PolicyRow.tenant_scope == request.tenant_id)
             if page.after:
-                query = query.where(PolicyRow.policy_id > page.after)
+                query = query.where(PolicyRow.policy_id > page.after[0])
             return list(session.scalars(query.order_by(PolicyRow.policy_id).limit(page.size + 1)))
 
         rows = await self._db.read(work)
         return pb.ListGovernancePoliciesResponse(
             policies=[policy_to_proto(r) for r in rows[: page.size]],
-            next_page_token=page.next_token(rows, lambda r: r.policy_id),
+            next_page_token=page.next_token(rows, lambda r: (r.policy_id,)),
         )
 
     async def DeleteGovernancePolicy(
@@ -202,6 +212,7 @@ class PolicyHandlers(HandlerBase):
     ) -> pb.DeleteGovernancePolicyResponse:
         violations = Violations()
         violations.resource_id("policy_id", request.policy_id)
+        violations.resource_version("expected_resource_version", request.expected_resource_version)
         violations.raise_if_any()
 
         def work(session: Session) -> res_pb.GovernancePolicy:
@@ -229,13 +240,17 @@ class PolicyHandlers(HandlerBase):
         violations = Violations()
         if bool(request.policy_id) == request.HasField("spec"):
             violations.add("policy_id", "give exactly one of policy_id and spec")
+        elif request.policy_id:
+            violations.resource_id("policy_id", request.policy_id)
         if not 0 <= request.limit <= MAX_DRY_RUN_JOBS:
             violations.add("limit", f"must be between 0 and {MAX_DRY_RUN_JOBS}")
-        if len(request.jobs) > MAX_DRY_RUN_JOBS:
-            violations.add("jobs", f"at most {MAX_DRY_RUN_JOBS} jobs")
-        for index, ref in enumerate(request.jobs):
+        bounded = violations.at_most("jobs", request.jobs, MAX_DRY_RUN_JOBS, "jobs")
+        for index, ref in enumerate(request.jobs if bounded else ()):
             if not ref.region or not ref.job_id or ref.revision < 0:
                 violations.add(f"jobs[{index}]", "needs region, job_id and a revision >= 0")
+                continue
+            violations.region(f"jobs[{index}].region", ref.region)
+            violations.syntax(f"jobs[{index}].job_id", ref.job_id, OBJECT_ID)
         violations.raise_if_any()
         policy = await self._dry_run_policy(request)
         try:

@@ -6,6 +6,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ppos.controlplane.core.errors import AlreadyExists, InvalidArgument
+from ppos.controlplane.core.pagination import Ident, Listing
 from ppos.controlplane.core.timeutil import utcnow
 from ppos.controlplane.core.validation import Violations
 from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
@@ -13,9 +14,9 @@ from ppos.controlplane.governance.v1 import resources_pb2 as res_pb
 from ppos.controlplane.security.principal import current_principal
 from ppos.controlplane.services.governance import lookups, routing
 from ppos.controlplane.services.governance.common import (
+    GOVERNANCE_SERVICE,
     Context,
     HandlerBase,
-    Page,
     bump,
     check_version,
     record_change,
@@ -30,6 +31,9 @@ from ppos.controlplane.services.governance.enums import GOVERNANCE_STATE
 from ppos.controlplane.services.governance.models import PartnerRouteRow, PartnerRow, TenantRow
 from ppos.controlplane.services.governance.specs import validate_partner, validate_route_spec
 from ppos.controlplane.services.governance.tenants import new_route_row
+
+PARTNERS_PAGE = Listing(GOVERNANCE_SERVICE + "ListPartners", Ident("partner_id"))
+ROUTES_PAGE = Listing(GOVERNANCE_SERVICE + "ListPartnerRoutes", Ident("route_id"))
 
 
 def _check_references(
@@ -80,18 +84,18 @@ class RouteHandlers(HandlerBase):
     async def ListPartners(
         self, request: pb.ListPartnersRequest, context: Context
     ) -> pb.ListPartnersResponse:
-        page = Page("partners", request.page_size, request.page_token, {})
+        page = self._page(PARTNERS_PAGE, request.page_size, request.page_token, {})
 
         def work(session: Session) -> list[PartnerRow]:
             query = select(PartnerRow)
             if page.after:
-                query = query.where(PartnerRow.partner_id > page.after)
+                query = query.where(PartnerRow.partner_id > page.after[0])
             return list(session.scalars(query.order_by(PartnerRow.partner_id).limit(page.size + 1)))
 
         rows = await self._db.read(work)
         return pb.ListPartnersResponse(
             partners=[partner_to_proto(r) for r in rows[: page.size]],
-            next_page_token=page.next_token(rows, lambda r: r.partner_id),
+            next_page_token=page.next_token(rows, lambda r: (r.partner_id,)),
         )
 
     # -- routes -------------------------------------------------------------------
@@ -131,16 +135,23 @@ class RouteHandlers(HandlerBase):
     async def GetPartnerRoute(
         self, request: pb.GetPartnerRouteRequest, context: Context
     ) -> pb.GetPartnerRouteResponse:
-        if not request.route_id:
-            raise InvalidArgument.single("route_id", "is required")
+        violations = Violations()
+        violations.resource_id("route_id", request.route_id)
+        violations.raise_if_any()
         row = await self._db.read(lambda s: lookups.route(s, request.route_id, lock=False))
         return pb.GetPartnerRouteResponse(route=route_to_proto(row))
 
     async def ListPartnerRoutes(
         self, request: pb.ListPartnerRoutesRequest, context: Context
     ) -> pb.ListPartnerRoutesResponse:
-        page = Page(
-            "routes",
+        violations = Violations()
+        if request.tenant_id:
+            violations.resource_id("tenant_id", request.tenant_id)
+        if request.partner_id:
+            violations.resource_id("partner_id", request.partner_id)
+        violations.raise_if_any()
+        page = self._page(
+            ROUTES_PAGE,
             request.page_size,
             request.page_token,
             {"tenant": request.tenant_id, "partner": request.partner_id},
@@ -153,14 +164,14 @@ class RouteHandlers(HandlerBase):
             if request.partner_id:
                 query = query.where(PartnerRouteRow.partner_id == request.partner_id)
             if page.after:
-                query = query.where(PartnerRouteRow.route_id > page.after)
+                query = query.where(PartnerRouteRow.route_id > page.after[0])
             query = query.order_by(PartnerRouteRow.route_id).limit(page.size + 1)
             return list(session.scalars(query))
 
         rows = await self._db.read(work)
         return pb.ListPartnerRoutesResponse(
             routes=[route_to_proto(r) for r in rows[: page.size]],
-            next_page_token=page.next_token(rows, lambda r: r.route_id),
+            next_page_token=page.next_token(rows, lambda r: (r.route_id,)),
         )
 
     async def UpdatePartnerRoute(
@@ -169,6 +180,7 @@ class RouteHandlers(HandlerBase):
         violations = Violations()
         violations.resource_id("route_id", request.route_id)
         validate_route_spec(violations, "spec", request.spec)
+        violations.resource_version("expected_resource_version", request.expected_resource_version)
         violations.raise_if_any()
         actor = current_principal.get()
         regions = self._gateway_regions
@@ -230,6 +242,7 @@ class RouteHandlers(HandlerBase):
         violations = Violations()
         violations.resource_id("route_id", request.route_id)
         violations.reason("reason", request.reason)
+        violations.resource_version("expected_resource_version", request.expected_resource_version)
         violations.raise_if_any()
         actor = current_principal.get()
 

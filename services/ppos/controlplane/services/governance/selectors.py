@@ -7,7 +7,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from ppos.controlplane.core.errors import InvalidArgument
-from ppos.controlplane.core.validation import label_key_problem
+from ppos.controlplane.core.validation import (
+    Violations,
+    label_key_problem,
+    label_value_problem,
+)
+
+# As many as the node registry's selectors take.
+MAX_REQUIREMENTS = 32
 
 
 @dataclass(frozen=True)
@@ -27,8 +34,14 @@ class Requirement:
 
 
 def parse_selector(text: str, *, field: str = "label_selector") -> list[Requirement]:
+    violations = Violations()
+    violations.label_selector(field, text)
+    violations.raise_if_any()
+    parts = text.split(",")
+    if len(parts) > MAX_REQUIREMENTS:
+        raise InvalidArgument.single(field, f"at most {MAX_REQUIREMENTS} requirements")
     requirements = []
-    for raw in (part.strip() for part in text.split(",")):
+    for raw in (part.strip() for part in parts):
         if not raw:
             continue
         if "!=" in raw:
@@ -43,6 +56,8 @@ def parse_selector(text: str, *, field: str = "label_selector") -> list[Requirem
         else:
             key, value, op = raw, "", "exists"
         problem = label_key_problem(key)
+        if not problem and op in ("=", "!="):
+            problem = label_value_problem(value)
         if problem:
             raise InvalidArgument.single(field, f"{raw!r}: {problem}")
         requirements.append(Requirement(key, op, value))

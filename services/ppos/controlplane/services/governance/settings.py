@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from ppos.controlplane.core.validation import REGION
+from ppos.controlplane.core.validation import REGION, ascii_digits
 from ppos.controlplane.runtime.settings import ConfigError, Seconds, setting
 
 BACKGROUND_TASKS = ("dispatcher", "reconciler", "admin-jobs")
@@ -97,7 +97,7 @@ class GovernanceSettings:
             if not REGION.fullmatch(region):
                 raise ConfigError(f"PPOS_GATEWAYS: {region!r} is not a region name")
             host, sep, port = address.rpartition(":")
-            if not sep or not host or not port.isdigit():
+            if not sep or not host or ascii_digits(port) is None:
                 raise ConfigError(f"PPOS_GATEWAYS: {region}={address!r} is not HOST:PORT")
         unknown = [name for name in self.governance_background if name not in BACKGROUND_TASKS]
         if unknown:

@@ -7,11 +7,20 @@ resources (a partner, a tenant) are checked inside the write transaction.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
-from ppos.controlplane.core.validation import IMAGE_DIGEST, REGION, Violations
+from ppos.controlplane.core.validation import (
+    DIGEST,
+    IMAGE_REFERENCE,
+    MAX_DISPLAY_NAME,
+    MAX_ENUM_FILTER,
+    MAX_MAP_ENTRIES,
+    Violations,
+    ascii_decimal,
+    map_key_path,
+    shown,
+)
 from ppos.controlplane.governance.v1 import resources_pb2 as pb
 from ppos.controlplane.services.governance.enums import (
     GOVERNANCE_STATE,
@@ -21,12 +30,11 @@ from ppos.controlplane.services.governance.enums import (
 )
 from ppos.controlplane.services.governance.models import MAX_CAPACITY
 
-MAX_NAME = 256
+MAX_NAME = MAX_DISPLAY_NAME
 MAX_PRIORITY = 1000
 MAX_ACTIONS = 8
 MAX_FAILURE_THRESHOLD = 1000
 MAX_FAILURE_WINDOW = 30 * 86400
-REGION_HINT = "must be a region name like eu-west-1"
 
 # Which actions make sense for which governance state. Findings are the truth
 # about the customer's file: they are routed, never retried automatically.
@@ -58,16 +66,11 @@ ACTION_PARAMETERS: dict[str, tuple[tuple[str, bool], ...]] = {
 
 
 def _name(violations: Violations, field: str, value: str) -> None:
-    if len(value) > MAX_NAME:
-        violations.add(field, f"must be at most {MAX_NAME} characters")
+    violations.text(field, value, max_length=MAX_NAME)
 
 
 def _region(violations: Violations, field: str, value: str, *, required: bool = False) -> None:
-    if not value:
-        if required:
-            violations.add(field, "is required")
-        return
-    violations.match(field, value, REGION, REGION_HINT)
+    violations.region(field, value, required=required)
 
 
 def _optional_id(violations: Violations, field: str, value: str) -> None:
@@ -89,11 +92,11 @@ def validate_queue_spec(
         violations.add(f"{field}.region", "is required (the tenant names no default region)")
     _region(violations, f"{field}.region", spec.region)
     violations.int_range(f"{field}.capacity", spec.capacity, 1, MAX_CAPACITY)
-    if spec.state and not QUEUE_STATE.is_known(spec.state):
+    known = not spec.state or QUEUE_STATE.is_known(spec.state)
+    if not known:
         violations.add(f"{field}.state", f"{spec.state} is not a queue state")
-    elif spec.state not in (0, pb.QUEUE_STATE_ACTIVE):
-        violations.reason(f"{field}.reason", spec.reason)
-    violations.reason(f"{field}.reason", spec.reason, required=False)
+    held = known and spec.state not in (0, pb.QUEUE_STATE_ACTIVE)
+    violations.reason(f"{field}.reason", spec.reason, required=held)
     violations.int_range(f"{field}.priority", spec.priority, -MAX_PRIORITY, MAX_PRIORITY)
 
 
@@ -114,7 +117,9 @@ def validate_route_spec(
     violations.resource_id(f"{field}.partner_id", spec.partner_id)
     violations.int_range(f"{field}.priority", spec.priority, 0, MAX_PRIORITY)
     seen: set[int] = set()
-    for index, state in enumerate(spec.condition.governance_states):
+    states = spec.condition.governance_states
+    bounded = violations.at_most(f"{field}.condition.governance_states", states, MAX_ENUM_FILTER)
+    for index, state in enumerate(states if bounded else ()):
         path = f"{field}.condition.governance_states[{index}]"
         if not GOVERNANCE_STATE.is_known(state):
             violations.add(path, f"{state} is not a governance state")
@@ -147,11 +152,13 @@ def _action_parameters(
     violations: Violations, path: str, kind: str, parameters: dict[str, str]
 ) -> None:
     accepted = dict(ACTION_PARAMETERS[kind])
+    if not violations.at_most(f"{path}.parameters", parameters, MAX_MAP_ENTRIES, "parameters"):
+        return
     for key in sorted(parameters):
         if key not in accepted:
             names = ", ".join(accepted) or "none"
             violations.add(
-                f"{path}.parameters[{key!r}]",
+                map_key_path(f"{path}.parameters", key),
                 f"is not a parameter of {kind} (it takes: {names})",
             )
     for key, required in accepted.items():
@@ -160,33 +167,30 @@ def _action_parameters(
     if kind == "LOWER_QUEUE_CAPACITY":
         raw = parameters.get("capacity_factor", "")
         if raw:
-            try:
-                factor = float(raw)
-            except ValueError:
-                factor = math.nan
-            if not 0 < factor < 1:
+            factor = ascii_decimal(raw)
+            if factor is None or not 0 < factor < 1:
                 violations.add(
                     f"{path}.parameters['capacity_factor']",
-                    f"must be a number between 0 and 1 (exclusive), got {raw!r}",
+                    "must be a number between 0 and 1 (exclusive) in ASCII digits and '.', "
+                    f"got {shown(raw)}",
                 )
         floor = parameters.get("min_capacity", "")
-        if floor and (not floor.isdigit() or not 1 <= int(floor) <= MAX_CAPACITY):
-            violations.add(
+        if floor:
+            violations.whole_number(
                 f"{path}.parameters['min_capacity']",
-                f"must be a whole number between 1 and {MAX_CAPACITY}, got {floor!r}",
+                floor,
+                1,
+                MAX_CAPACITY,
+                f"must be a whole number between 1 and {MAX_CAPACITY} in ASCII digits",
             )
     elif kind in ("REROUTE_JOB", "ROUTE_TO_REVIEW"):
         first, second = (name for name, _ in ACTION_PARAMETERS[kind])
         given = [name for name in (first, second) if parameters.get(name)]
         if len(given) != 1:
             violations.add(f"{path}.parameters", f"{kind} takes exactly one of {first}, {second}")
-        if parameters.get("target_region"):
-            violations.match(
-                f"{path}.parameters['target_region']",
-                parameters["target_region"],
-                REGION,
-                REGION_HINT,
-            )
+        _region(
+            violations, f"{path}.parameters['target_region']", parameters.get("target_region", "")
+        )
         for name in ("target_partner_id", "partner_id", "review_queue_id"):
             if parameters.get(name):
                 violations.resource_id(f"{path}.parameters[{name!r}]", parameters[name])
@@ -194,13 +198,9 @@ def _action_parameters(
         # Re-images go to a pinned version: an image and its digest, or neither
         # (then the node's own current version, as the node registry reports it).
         image, digest = parameters.get("image", ""), parameters.get("digest", "")
+        violations.syntax(f"{path}.parameters['image']", image, IMAGE_REFERENCE, required=False)
         if digest:
-            violations.match(
-                f"{path}.parameters['digest']",
-                digest,
-                IMAGE_DIGEST,
-                "must be sha256: followed by 64 lowercase hex digits",
-            )
+            violations.syntax(f"{path}.parameters['digest']", digest, DIGEST)
             if not image:
                 violations.add(f"{path}.parameters['image']", "is required with a digest")
         elif image:
@@ -208,8 +208,6 @@ def _action_parameters(
                 f"{path}.parameters['digest']",
                 "is required with an image: re-images go to a pinned digest",
             )
-        if len(parameters.get("image", "")) > 512:
-            violations.add(f"{path}.parameters['image']", "must be at most 512 characters")
 
 
 def parse_policy_spec(field: str, spec: pb.GovernancePolicySpec) -> ParsedPolicy:
@@ -232,11 +230,10 @@ def parse_policy_spec(field: str, spec: pb.GovernancePolicySpec) -> ParsedPolicy
             trigger = ""
     if not spec.actions:
         violations.add(f"{field}.actions", "at least one action is required")
-    if len(spec.actions) > MAX_ACTIONS:
-        violations.add(f"{field}.actions", f"at most {MAX_ACTIONS} actions")
+    bounded = violations.at_most(f"{field}.actions", spec.actions, MAX_ACTIONS, "actions")
     actions: list[dict[str, Any]] = []
     kinds: set[str] = set()
-    for index, action in enumerate(spec.actions):
+    for index, action in enumerate(spec.actions if bounded else ()):
         path = f"{field}.actions[{index}]"
         if not POLICY_ACTION.is_known(action.kind):
             violations.add(

@@ -13,16 +13,20 @@ from sqlalchemy.orm import Session
 
 from ppos.controlplane.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from ppos.controlplane.core.ids import ulid
+from ppos.controlplane.core.pagination import Ident, Listing
 from ppos.controlplane.core.timeutil import utcnow
-from ppos.controlplane.core.validation import Violations
+from ppos.controlplane.core.validation import (
+    MAX_ENUM_FILTER,
+    Violations,
+)
 from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
 from ppos.controlplane.governance.v1 import resources_pb2 as res_pb
 from ppos.controlplane.security.principal import Principal, current_principal
 from ppos.controlplane.services.governance import lookups, outbox, routing
 from ppos.controlplane.services.governance.common import (
+    GOVERNANCE_SERVICE,
     Context,
     HandlerBase,
-    Page,
     body_digest,
     bump,
     check_version,
@@ -55,6 +59,10 @@ from ppos.controlplane.services.governance.specs import (
 from ppos.controlplane.storage.reads import PreparedRead, quick_reads
 
 METHOD_PREFIX = "/ppos.controlplane.governance.v1.GovernanceService/"
+TENANTS_PAGE = Listing(GOVERNANCE_SERVICE + "ListTenants", Ident("tenant_id"))
+QUEUES_PAGE = Listing(GOVERNANCE_SERVICE + "ListQueues", Ident("tenant_id"), Ident("queue_id"))
+# Queues and routes one ProvisionTenant may create (more: CreateQueue afterwards).
+MAX_PROVISIONED = 100
 _TENANTS = TenantRow.__table__
 _TENANTS_AFTER: dict[int, PreparedRead] = {}
 
@@ -141,7 +149,9 @@ class TenantHandlers(HandlerBase):
         validate_tenant_spec(violations, "spec", request.spec)
         violations.labels("labels", request.labels)
         queue_ids: set[str] = set()
-        for index, template in enumerate(request.queues):
+        queues_bounded = violations.at_most("queues", request.queues, MAX_PROVISIONED, "queues")
+        routes_bounded = violations.at_most("routes", request.routes, MAX_PROVISIONED, "routes")
+        for index, template in enumerate(request.queues if queues_bounded else ()):
             path = f"queues[{index}]"
             if violations.resource_id(f"{path}.queue_id", template.queue_id):
                 if template.queue_id in queue_ids:
@@ -153,12 +163,12 @@ class TenantHandlers(HandlerBase):
                 template.spec,
                 default_region=request.spec.default_region,
             )
-        for index, spec in enumerate(request.routes):
+        for index, spec in enumerate(request.routes if routes_bounded else ()):
             path = f"routes[{index}]"
             validate_route_spec(violations, path, spec, tenant_given=False)
             if spec.tenant_id and spec.tenant_id != request.tenant_id:
                 violations.add(f"{path}.tenant_id", "must be empty or the provisioned tenant's id")
-            if spec.queue_id and spec.queue_id not in queue_ids:
+            if queues_bounded and spec.queue_id and spec.queue_id not in queue_ids:
                 violations.add(f"{path}.queue_id", f"{spec.queue_id!r} is not a provisioned queue")
         violations.raise_if_any()
         method = METHOD_PREFIX + "ProvisionTenant"
@@ -253,8 +263,9 @@ class TenantHandlers(HandlerBase):
     async def GetTenant(
         self, request: pb.GetTenantRequest, context: Context
     ) -> pb.GetTenantResponse:
-        if not request.tenant_id:
-            raise InvalidArgument.single("tenant_id", "is required")
+        violations = Violations()
+        violations.resource_id("tenant_id", request.tenant_id)
+        violations.raise_if_any()
         row = await self._db.read(lambda s: lookups.tenant(s, request.tenant_id, lock=False))
         return pb.GetTenantResponse(tenant=tenant_to_proto(row))
 
@@ -263,15 +274,17 @@ class TenantHandlers(HandlerBase):
     ) -> pb.ListTenantsResponse:
         violations = Violations()
         phases = []
-        for index, phase in enumerate(request.phases):
+        bounded = violations.at_most("phases", request.phases, MAX_ENUM_FILTER)
+        for index, phase in enumerate(request.phases if bounded else ()):
             if not TENANT_PHASE.is_known(phase):
                 violations.add(f"phases[{index}]", f"{phase} is not a tenant phase")
             else:
                 phases.append(TENANT_PHASE.to_name(phase))
+        violations.label_selector("label_selector", request.label_selector)
         violations.raise_if_any()
         selector = parse_selector(request.label_selector)
-        page = Page(
-            "tenants",
+        page = self._page(
+            TENANTS_PAGE,
             request.page_size,
             request.page_token,
             {"phases": sorted(phases), "selector": request.label_selector},
@@ -282,7 +295,7 @@ class TenantHandlers(HandlerBase):
         statement = tenants_after(len(wanted))
         bound: dict[str, object] = {f"phase_{i}": phase for i, phase in enumerate(wanted)}
         bound["limit"] = page.size + 1
-        bound["after"] = page.after or ""
+        bound["after"] = page.after[0] if page.after else ""
 
         def work() -> list[TenantRow]:
             """Pages filtered by labels: batches until the page is full."""
@@ -303,7 +316,7 @@ class TenantHandlers(HandlerBase):
             rows = await reads.rows(statement, **bound)
         return pb.ListTenantsResponse(
             tenants=[tenant_to_proto(r) for r in rows[: page.size]],
-            next_page_token=page.next_token(rows, lambda r: r.tenant_id),
+            next_page_token=page.next_token(rows, lambda r: (r.tenant_id,)),
         )
 
     async def UpdateTenant(
@@ -312,6 +325,7 @@ class TenantHandlers(HandlerBase):
         violations = Violations()
         violations.resource_id("tenant_id", request.tenant_id)
         validate_tenant_spec(violations, "spec", request.spec)
+        violations.resource_version("expected_resource_version", request.expected_resource_version)
         violations.raise_if_any()
         regions = self._gateway_regions
 
@@ -412,6 +426,7 @@ class TenantHandlers(HandlerBase):
         violations = Violations()
         violations.resource_id("tenant_id", request.tenant_id)
         violations.reason("reason", request.reason)
+        violations.resource_version("expected_resource_version", request.expected_resource_version)
         violations.raise_if_any()
         row = await self._set_phase(
             request.tenant_id,
@@ -427,6 +442,7 @@ class TenantHandlers(HandlerBase):
     ) -> pb.ResumeTenantResponse:
         violations = Violations()
         violations.resource_id("tenant_id", request.tenant_id)
+        violations.resource_version("expected_resource_version", request.expected_resource_version)
         violations.raise_if_any()
         row = await self._set_phase(
             request.tenant_id,
@@ -443,6 +459,7 @@ class TenantHandlers(HandlerBase):
         violations = Violations()
         violations.resource_id("tenant_id", request.tenant_id)
         violations.reason("reason", request.reason)
+        violations.resource_version("expected_resource_version", request.expected_resource_version)
         violations.raise_if_any()
         row = await self._set_phase(
             request.tenant_id,
@@ -524,8 +541,7 @@ class TenantHandlers(HandlerBase):
 
     async def GetQueue(self, request: pb.GetQueueRequest, context: Context) -> pb.GetQueueResponse:
         violations = Violations()
-        violations.require("tenant_id", request.tenant_id)
-        violations.require("queue_id", request.queue_id)
+        self._queue_names(violations, request.tenant_id, request.queue_id)
         violations.raise_if_any()
         row = await self._db.read(
             lambda s: lookups.queue(s, request.tenant_id, request.queue_id, lock=False)
@@ -536,15 +552,19 @@ class TenantHandlers(HandlerBase):
         self, request: pb.ListQueuesRequest, context: Context
     ) -> pb.ListQueuesResponse:
         violations = Violations()
+        if request.tenant_id:
+            violations.resource_id("tenant_id", request.tenant_id)
+        violations.region("region", request.region, required=False)
         states = []
-        for index, state in enumerate(request.states):
+        bounded = violations.at_most("states", request.states, MAX_ENUM_FILTER)
+        for index, state in enumerate(request.states if bounded else ()):
             if not QUEUE_STATE.is_known(state):
                 violations.add(f"states[{index}]", f"{state} is not a queue state")
             else:
                 states.append(QUEUE_STATE.to_name(state))
         violations.raise_if_any()
-        page = Page(
-            "queues",
+        page = self._page(
+            QUEUES_PAGE,
             request.page_size,
             request.page_token,
             {"tenant": request.tenant_id, "region": request.region, "states": sorted(states)},
@@ -572,7 +592,7 @@ class TenantHandlers(HandlerBase):
         rows = await self._db.read(work)
         return pb.ListQueuesResponse(
             queues=[queue_to_proto(r) for r in rows[: page.size]],
-            next_page_token=page.next_token(rows, lambda r: [r.tenant_id, r.queue_id]),
+            next_page_token=page.next_token(rows, lambda r: (r.tenant_id, r.queue_id)),
         )
 
     async def _change_queue(
@@ -619,15 +639,20 @@ class TenantHandlers(HandlerBase):
         return queue
 
     @staticmethod
-    def _queue_names(violations: Violations, tenant_id: str, queue_id: str) -> None:
+    def _queue_names(
+        violations: Violations, tenant_id: str, queue_id: str, expected_version: str = ""
+    ) -> None:
         violations.resource_id("tenant_id", tenant_id)
         violations.resource_id("queue_id", queue_id)
+        violations.resource_version("expected_resource_version", expected_version)
 
     async def ResizeQueue(
         self, request: pb.ResizeQueueRequest, context: Context
     ) -> pb.ResizeQueueResponse:
         violations = Violations()
-        self._queue_names(violations, request.tenant_id, request.queue_id)
+        self._queue_names(
+            violations, request.tenant_id, request.queue_id, request.expected_resource_version
+        )
         violations.int_range("capacity", request.capacity, 1, MAX_CAPACITY)
         violations.reason("reason", request.reason)
         violations.raise_if_any()
@@ -645,7 +670,9 @@ class TenantHandlers(HandlerBase):
         self, request: pb.PauseQueueRequest, context: Context
     ) -> pb.PauseQueueResponse:
         violations = Violations()
-        self._queue_names(violations, request.tenant_id, request.queue_id)
+        self._queue_names(
+            violations, request.tenant_id, request.queue_id, request.expected_resource_version
+        )
         violations.reason("reason", request.reason)
         violations.raise_if_any()
         row = await self._change_queue(
@@ -662,7 +689,9 @@ class TenantHandlers(HandlerBase):
         self, request: pb.DrainQueueRequest, context: Context
     ) -> pb.DrainQueueResponse:
         violations = Violations()
-        self._queue_names(violations, request.tenant_id, request.queue_id)
+        self._queue_names(
+            violations, request.tenant_id, request.queue_id, request.expected_resource_version
+        )
         violations.reason("reason", request.reason)
         violations.raise_if_any()
         row = await self._change_queue(
@@ -679,7 +708,9 @@ class TenantHandlers(HandlerBase):
         self, request: pb.ResumeQueueRequest, context: Context
     ) -> pb.ResumeQueueResponse:
         violations = Violations()
-        self._queue_names(violations, request.tenant_id, request.queue_id)
+        self._queue_names(
+            violations, request.tenant_id, request.queue_id, request.expected_resource_version
+        )
         violations.raise_if_any()
         row = await self._change_queue(
             request.tenant_id,

@@ -9,7 +9,12 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Select, and_
 
-from ppos.controlplane.core.validation import REGION, Violations
+from ppos.controlplane.core.validation import (
+    CLUSTER_NAME,
+    IMAGE_REFERENCE,
+    MAX_ENUM_FILTER,
+    Violations,
+)
 from ppos.controlplane.noderegistry.v1 import node_pb2 as pb
 from ppos.controlplane.services.node_registry.convert import READINESS_NAME
 from ppos.controlplane.services.node_registry.models import NodeRow
@@ -95,28 +100,25 @@ class NodeQuery:
 
 def parse_filter(message: pb.NodeFilter, violations: Violations, *, prefix: str) -> NodeQuery:
     """Validate a NodeFilter, adding every problem to `violations`."""
-    if message.region:
-        violations.match(
-            f"{prefix}.region", message.region, REGION, "must be a region name like eu-west-1"
-        )
-    if message.cluster:
-        violations.match(
-            f"{prefix}.cluster", message.cluster, REGION, "must be a cluster name like c1"
-        )
+    violations.region(f"{prefix}.region", message.region, required=False)
+    violations.syntax(f"{prefix}.cluster", message.cluster, CLUSTER_NAME, required=False)
     readiness = set()
-    for index, value in enumerate(message.readiness):
+    bounded = violations.at_most(f"{prefix}.readiness", message.readiness, MAX_ENUM_FILTER)
+    for index, value in enumerate(message.readiness if bounded else ()):
         name = READINESS_NAME.get(value)
         if name is None:
             violations.add(f"{prefix}.readiness[{index}]", f"is not a readiness state ({value})")
         else:
             readiness.add(name)
-    if len(message.container_image) > 512:
-        violations.add(f"{prefix}.container_image", "must be at most 512 characters")
+    violations.syntax(
+        f"{prefix}.container_image", message.container_image, IMAGE_REFERENCE, required=False
+    )
     selector = LabelSelector()
-    try:
-        selector = parse_selector(message.label_selector)
-    except SelectorError as exc:
-        violations.add(f"{prefix}.label_selector", str(exc))
+    if violations.label_selector(f"{prefix}.label_selector", message.label_selector):
+        try:
+            selector = parse_selector(message.label_selector)
+        except SelectorError as exc:
+            violations.add(f"{prefix}.label_selector", str(exc))
     return NodeQuery(
         region=message.region,
         cluster=message.cluster,

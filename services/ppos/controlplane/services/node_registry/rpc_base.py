@@ -112,13 +112,8 @@ class ServicerBase:
 
 
 def expected_version(violations: Violations, field: str, value: str) -> int | None:
-    """The caller's `expected_resource_version` (None: no check); refuses non-numbers."""
-    if not value:
-        return None
-    if not value.isdigit() or len(value) > 18:
-        violations.add(field, f"must be a resource version (digits), got {value!r}")
-        return None
-    return int(value)
+    """The caller's `expected_resource_version` (None: no check); ASCII digits only."""
+    return violations.resource_version(field, value)
 
 
 def check_version(row: NodeRow, expected: int | None) -> None:

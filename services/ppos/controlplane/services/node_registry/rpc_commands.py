@@ -11,10 +11,15 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ppos.controlplane.core.errors import InvalidArgument, NotFound
-from ppos.controlplane.core.pagination import decode_token, encode_token, page_size
+from ppos.controlplane.core.errors import NotFound
+from ppos.controlplane.core.pagination import Ident, Listing, page_size
 from ppos.controlplane.core.timeutil import duration_seconds, utcnow
-from ppos.controlplane.core.validation import IMAGE_DIGEST, REQUEST_ID, Violations
+from ppos.controlplane.core.validation import (
+    DIGEST,
+    IMAGE_REFERENCE,
+    MAX_ENUM_FILTER,
+    Violations,
+)
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2 as pb
 from ppos.controlplane.security.principal import current_principal
 from ppos.controlplane.services.node_registry import commands
@@ -32,7 +37,9 @@ from ppos.controlplane.storage import audit
 DEFAULT_REIMAGE_TIMEOUT = 1800.0
 MIN_REIMAGE_TIMEOUT = 60.0
 MAX_REIMAGE_TIMEOUT = 86400.0
-COMMANDS_TOKEN = "node_commands"  # noqa: S105 - a page-token kind, not a secret
+COMMANDS_PAGE = Listing(
+    "/ppos.controlplane.noderegistry.v1.NodeRegistryService/ListNodeCommands", Ident("command_id")
+)
 
 
 class CommandRpcs(ServicerBase):
@@ -40,28 +47,14 @@ class CommandRpcs(ServicerBase):
         self, request: pb.ReimageNodeRequest, context: Context
     ) -> pb.ReimageNodeResponse:
         violations = Violations()
-        violations.require("node_id", request.node_id)
-        if violations.require("target.image", request.target.image) and (
-            len(request.target.image) > 512
-        ):
-            violations.add("target.image", "must be at most 512 characters")
+        violations.object_id("node_id", request.node_id)
+        violations.syntax("target.image", request.target.image, IMAGE_REFERENCE)
         if violations.require(
             "target.digest", request.target.digest, "is required: re-image to a pinned digest"
         ):
-            violations.match(
-                "target.digest",
-                request.target.digest,
-                IMAGE_DIGEST,
-                "must be sha256: followed by 64 lowercase hex digits",
-            )
+            violations.syntax("target.digest", request.target.digest, DIGEST)
         violations.reason("reason", request.reason)
-        if request.idempotency_key:
-            violations.match(
-                "idempotency_key",
-                request.idempotency_key,
-                REQUEST_ID,
-                "must be 1 to 128 letters, digits, '.', '_', ':' or '-'",
-            )
+        violations.object_id("idempotency_key", request.idempotency_key, required=False)
         timeout = (
             duration_seconds(request.timeout)
             if request.HasField("timeout")
@@ -102,8 +95,9 @@ class CommandRpcs(ServicerBase):
     async def GetNodeCommand(
         self, request: pb.GetNodeCommandRequest, context: Context
     ) -> pb.GetNodeCommandResponse:
-        if not request.command_id:
-            raise InvalidArgument.single("command_id", "is required")
+        violations = Violations()
+        violations.object_id("command_id", request.command_id)
+        violations.raise_if_any()
 
         def work(session: Session) -> NodeCommandRow:
             row = session.get(NodeCommandRow, request.command_id)
@@ -118,23 +112,19 @@ class CommandRpcs(ServicerBase):
     ) -> pb.ListNodeCommandsResponse:
         violations = Violations()
         states = set()
-        for index, value in enumerate(request.states):
+        bounded = violations.at_most("states", request.states, MAX_ENUM_FILTER)
+        for index, value in enumerate(request.states if bounded else ()):
             name = COMMAND_STATE_NAME.get(value)
             if name is None:
                 violations.add(f"states[{index}]", f"is not a command state ({value})")
             else:
                 states.add(name)
-        if len(request.node_id) > 64:
-            violations.add("node_id", "must be at most 64 characters")
+        violations.object_id("node_id", request.node_id, required=False)
         violations.raise_if_any()
         size = page_size(request.page_size)
-        fingerprint = f"{request.node_id}|{','.join(sorted(states))}"
-        position = decode_token(COMMANDS_TOKEN, request.page_token)
-        if position is not None and position.get("f") != fingerprint:
-            raise InvalidArgument.single(
-                "page_token", "was issued for another filter: start again without a token"
-            )
-        before = str(position.get("before", "")) if position else ""
+        filters = {"node": request.node_id, "states": sorted(states)}
+        position = self._rt.page_tokens.read(COMMANDS_PAGE, filters, request.page_token)
+        before: str = position[0] if position else ""
 
         def work(session: Session) -> list[NodeCommandRow]:
             statement = select(NodeCommandRow).order_by(NodeCommandRow.command_id.desc())
@@ -150,7 +140,7 @@ class CommandRpcs(ServicerBase):
         token = ""
         if len(rows) > size:
             rows = rows[:size]
-            token = encode_token(COMMANDS_TOKEN, {"before": rows[-1].command_id, "f": fingerprint})
+            token = self._rt.page_tokens.issue(COMMANDS_PAGE, filters, (rows[-1].command_id,))
         return pb.ListNodeCommandsResponse(
             commands=[command_to_proto(row) for row in rows], next_page_token=token
         )
@@ -159,7 +149,7 @@ class CommandRpcs(ServicerBase):
         self, request: pb.CancelNodeCommandRequest, context: Context
     ) -> pb.CancelNodeCommandResponse:
         violations = Violations()
-        violations.require("command_id", request.command_id)
+        violations.object_id("command_id", request.command_id)
         violations.reason("reason", request.reason)
         violations.raise_if_any()
 

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from ppos.controlplane.core.errors import FailedPrecondition, InvalidArgument, Unauthenticated
 from ppos.controlplane.core.ids import new_id
 from ppos.controlplane.core.timeutil import duration_seconds, to_timestamp, utcnow
-from ppos.controlplane.core.validation import REGION, REQUEST_ID, Violations
+from ppos.controlplane.core.validation import CLUSTER_NAME, HOSTNAME, Violations
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2 as pb
 from ppos.controlplane.runtime.peers import SERVICE_AUDIENCE
 from ppos.controlplane.security.edge import ENROLLMENT_PREFIX
@@ -45,18 +45,13 @@ class EnrollmentRpcs(ServicerBase):
         self, request: pb.CreateEnrollmentRequest, context: Context
     ) -> pb.CreateEnrollmentResponse:
         violations = Violations()
-        if violations.require("region", request.region):
-            violations.match(
-                "region", request.region, REGION, "must be a region name like eu-west-1"
-            )
-        if request.cluster:
-            violations.match("cluster", request.cluster, REGION, "must be a cluster name like c1")
+        violations.region("region", request.region)
+        violations.syntax("cluster", request.cluster, CLUSTER_NAME, required=False)
         violations.labels("labels", request.labels)
         ttl = duration_seconds(request.ttl) if request.HasField("ttl") else DEFAULT_ENROLLMENT_TTL
         if not 60 <= ttl <= self._settings.enrollment_ttl_max:
             violations.add("ttl", f"must be between 60s and {self._settings.enrollment_ttl_max:g}s")
-        if request.request_id:
-            violations.match("request_id", request.request_id, REQUEST_ID, "is not a request id")
+        violations.object_id("request_id", request.request_id, required=False)
         violations.raise_if_any()
         token = ENROLLMENT_PREFIX + secrets.token_urlsafe(32)
         digest = hashlib.sha256(token.encode()).hexdigest()
@@ -118,8 +113,9 @@ class EnrollmentRpcs(ServicerBase):
         principal = current_principal.get()
         if principal.kind is not PrincipalKind.ENROLLING_NODE:
             raise Unauthenticated("enrollment token required", reason="MISSING_CREDENTIAL")
-        if len(request.hostname) > 253:
-            raise InvalidArgument.single("hostname", "must be at most 253 characters")
+        violations = Violations()
+        violations.syntax("hostname", request.hostname, HOSTNAME, required=False)
+        violations.raise_if_any()
 
         def work(session: Session) -> NodeRow:
             now = utcnow()

@@ -21,7 +21,13 @@ from ppos.controlplane.core.errors import (
     Unavailable,
 )
 from ppos.controlplane.core.timeutil import utcnow
-from ppos.controlplane.core.validation import IMAGE_DIGEST, REGION, Violations
+from ppos.controlplane.core.validation import (
+    CLUSTER_NAME,
+    DIGEST,
+    IMAGE_REFERENCE,
+    MAX_MESSAGE,
+    Violations,
+)
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2 as pb
 from ppos.controlplane.security.principal import Principal, current_principal
 from ppos.controlplane.services.node_registry import commands
@@ -41,18 +47,14 @@ MAX_SLOTS = 1024
 _REASON_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
 
 
-def _container(violations: Violations, prefix: str, image: str, digest: str) -> None:
-    if len(image) > 512:
-        violations.add(f"{prefix}.image", "must be at most 512 characters")
+def _container(
+    violations: Violations, prefix: str, image: str, digest: str, *, required: bool = False
+) -> None:
+    violations.syntax(f"{prefix}.image", image, IMAGE_REFERENCE, required=required)
     if digest:
-        if not image:
+        if not image and not required:
             violations.add(f"{prefix}.image", "is required when a digest is given")
-        violations.match(
-            f"{prefix}.digest",
-            digest,
-            IMAGE_DIGEST,
-            "must be sha256: followed by 64 lowercase hex digits",
-        )
+        violations.syntax(f"{prefix}.digest", digest, DIGEST)
 
 
 def _audit_node(session: Session, row: NodeRow, before: dict[str, object] | None) -> None:
@@ -71,18 +73,21 @@ class NodeRpcs(ServicerBase):
         self, request: pb.RegisterNodeRequest, context: Context
     ) -> pb.RegisterNodeResponse:
         principal = current_principal.get()
-        self._only_self(principal, "node_id", request.node_id)
         violations = Violations()
-        if violations.require("region", request.region):
-            violations.match(
-                "region", request.region, REGION, "must be a region name like eu-west-1"
-            )
-        if request.cluster:
-            violations.match("cluster", request.cluster, REGION, "must be a cluster name like c1")
+        violations.object_id("node_id", request.node_id, required=False)
+        violations.raise_if_any()
+        self._only_self(principal, "node_id", request.node_id)
+        violations.region("region", request.region)
+        violations.syntax("cluster", request.cluster, CLUSTER_NAME, required=False)
         violations.int_range("capacity_slots", request.capacity_slots, 0, MAX_SLOTS)
         violations.labels("labels", request.labels)
-        violations.require("container.image", request.container.image)
-        _container(violations, "container", request.container.image, request.container.digest)
+        _container(
+            violations,
+            "container",
+            request.container.image,
+            request.container.digest,
+            required=True,
+        )
         violations.raise_if_any()
 
         def work(session: Session) -> NodeRow:
@@ -127,8 +132,10 @@ class NodeRpcs(ServicerBase):
         self, request: pb.HeartbeatRequest, context: Context
     ) -> pb.HeartbeatResponse:
         principal = current_principal.get()
-        self._only_self(principal, "node_id", request.node_id)
         violations = Violations()
+        violations.object_id("node_id", request.node_id, required=False)
+        violations.raise_if_any()
+        self._only_self(principal, "node_id", request.node_id)
         violations.int_range("slots_in_use", request.slots_in_use, 0, MAX_SLOTS)
         _container(violations, "container", request.container.image, request.container.digest)
         reason = request.not_ready_reason
@@ -153,14 +160,18 @@ class NodeRpcs(ServicerBase):
     ) -> pb.ReportNodeCommandResponse:
         principal = current_principal.get()
         violations = Violations()
-        violations.require("command_id", request.command_id)
+        violations.object_id("command_id", request.command_id)
         state = COMMAND_STATE_NAME.get(request.state, "")
         if state not in commands.NODE_REPORTS:
             violations.add("state", "must be ACKNOWLEDGED, SUCCEEDED or FAILED")
-        if state == "FAILED" and not request.message.strip():
-            violations.add("message", "is required when reporting FAILED: say what went wrong")
-        if len(request.message) > 1024:
-            violations.add("message", "must be at most 1024 characters")
+        violations.text(
+            "message",
+            request.message,
+            max_length=MAX_MESSAGE,
+            required=state == "FAILED",
+            multiline=True,
+            what="is required when reporting FAILED: say what went wrong",
+        )
         violations.raise_if_any()
 
         def work(session: Session) -> NodeCommandRow:

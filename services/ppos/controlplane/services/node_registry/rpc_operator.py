@@ -7,11 +7,11 @@ import datetime as dt
 from sqlalchemy import bindparam, case, func, select
 from sqlalchemy.orm import Session
 
-from ppos.controlplane.core.errors import FailedPrecondition, InvalidArgument, NotFound
+from ppos.controlplane.core.errors import FailedPrecondition, NotFound
 from ppos.controlplane.core.errors import PreconditionViolation as Violation
-from ppos.controlplane.core.pagination import decode_token, encode_token, page_size
+from ppos.controlplane.core.pagination import Ident, Listing, page_size
 from ppos.controlplane.core.timeutil import duration_seconds, to_duration, to_timestamp, utcnow
-from ppos.controlplane.core.validation import REGION, Violations
+from ppos.controlplane.core.validation import Violations
 from ppos.controlplane.noderegistry.v1 import node_pb2
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2 as pb
 from ppos.controlplane.services.node_registry.changelog import (
@@ -36,7 +36,9 @@ from ppos.controlplane.storage.reads import PreparedRead, quick_reads
 
 DEFAULT_DRAIN_GRACE = 600.0
 MAX_DRAIN_GRACE = 7 * 86400.0
-NODES_TOKEN = "nodes"  # noqa: S105 - a page-token kind, not a secret
+NODES_PAGE = Listing(
+    "/ppos.controlplane.noderegistry.v1.NodeRegistryService/ListNodes", Ident("node_id")
+)
 # GetNode is the hottest read: Core SQL compiled once, no ORM session (storage.reads).
 _NODES = NodeRow.__table__
 NODE_BY_ID = PreparedRead(
@@ -57,8 +59,9 @@ def _audit_node(session: Session, row: NodeRow, before: dict[str, object]) -> No
 
 class OperatorRpcs(ServicerBase):
     async def GetNode(self, request: pb.GetNodeRequest, context: Context) -> pb.GetNodeResponse:
-        if not request.node_id:
-            raise InvalidArgument.single("node_id", "is required")
+        violations = Violations()
+        violations.object_id("node_id", request.node_id)
+        violations.raise_if_any()
 
         row = await quick_reads(self._rt.db).first(NODE_BY_ID, node_id=request.node_id)
         if row is None:
@@ -72,13 +75,9 @@ class OperatorRpcs(ServicerBase):
         query = parse_filter(request.filter, violations, prefix="filter")
         violations.raise_if_any()
         size = page_size(request.page_size)
-        position = decode_token(NODES_TOKEN, request.page_token)
-        fingerprint = query.fingerprint()
-        if position is not None and position.get("f") != fingerprint:
-            raise InvalidArgument.single(
-                "page_token", "was issued for another filter: start again without a token"
-            )
-        after = str(position.get("after", "")) if position else ""
+        filters = {"filter": query.fingerprint()}
+        position = self._rt.page_tokens.read(NODES_PAGE, filters, request.page_token)
+        after: str = position[0] if position else ""
 
         def work(session: Session) -> tuple[list[NodeRow], int]:
             consistent_snapshot(session)
@@ -92,7 +91,7 @@ class OperatorRpcs(ServicerBase):
         token = ""
         if len(rows) > size:
             rows = rows[:size]
-            token = encode_token(NODES_TOKEN, {"after": rows[-1].node_id, "f": fingerprint})
+            token = self._rt.page_tokens.issue(NODES_PAGE, filters, (rows[-1].node_id,))
         return pb.ListNodesResponse(
             nodes=[node_to_proto(row) for row in rows],
             next_page_token=token,
@@ -102,8 +101,9 @@ class OperatorRpcs(ServicerBase):
     async def GetVersionRollup(
         self, request: pb.GetVersionRollupRequest, context: Context
     ) -> pb.GetVersionRollupResponse:
-        if request.region and not REGION.fullmatch(request.region):
-            raise InvalidArgument.single("region", "must be a region name like eu-west-1")
+        violations = Violations()
+        violations.region("region", request.region, required=False)
+        violations.raise_if_any()
 
         def work(session: Session) -> list[tuple[str, str, str, int, int]]:
             ready = func.sum(case((NodeRow.readiness == "READY", 1), else_=0))
@@ -143,7 +143,7 @@ class OperatorRpcs(ServicerBase):
         self, request: pb.CordonNodeRequest, context: Context
     ) -> pb.CordonNodeResponse:
         violations = Violations()
-        violations.require("node_id", request.node_id)
+        violations.object_id("node_id", request.node_id)
         violations.reason("reason", request.reason)
         expected = expected_version(
             violations, "expected_resource_version", request.expected_resource_version
@@ -168,7 +168,7 @@ class OperatorRpcs(ServicerBase):
         self, request: pb.UncordonNodeRequest, context: Context
     ) -> pb.UncordonNodeResponse:
         violations = Violations()
-        violations.require("node_id", request.node_id)
+        violations.object_id("node_id", request.node_id)
         expected = expected_version(
             violations, "expected_resource_version", request.expected_resource_version
         )
@@ -199,7 +199,7 @@ class OperatorRpcs(ServicerBase):
         self, request: pb.DrainNodeRequest, context: Context
     ) -> pb.DrainNodeResponse:
         violations = Violations()
-        violations.require("node_id", request.node_id)
+        violations.object_id("node_id", request.node_id)
         violations.reason("reason", request.reason)
         grace = (
             duration_seconds(request.grace) if request.HasField("grace") else DEFAULT_DRAIN_GRACE

@@ -9,17 +9,15 @@ of what is wrong and where.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, and_, or_
 
-from ppos.controlplane.core.validation import label_key_problem
+from ppos.controlplane.core.validation import label_key_problem, label_value_problem
 
 Operator = Literal["=", "!=", "exists", "!exists"]
-_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$")
 MAX_REQUIREMENTS = 32
 
 
@@ -118,9 +116,7 @@ def _requirement(part: str, index: int) -> Requirement:
     problem = label_key_problem(key) if key else "key is empty"
     if problem:
         raise SelectorError(f"{where}: {problem}")
-    if op in ("=", "!=") and (("=" in value) or not _VALUE.fullmatch(value)):
-        raise SelectorError(
-            f"{where}: value must be at most 63 characters of letters, digits, '-', '_' "
-            "or '.', starting and ending with a letter or digit"
-        )
+    value_problem = label_value_problem(value) if op in ("=", "!=") else None
+    if value_problem:
+        raise SelectorError(f"{where}: {value_problem}")
     return Requirement(key, op, value)

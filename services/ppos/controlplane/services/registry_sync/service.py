@@ -14,10 +14,10 @@ from typing import Any
 import grpc
 from sqlalchemy.orm import Session
 
-from ppos.controlplane.core.errors import FailedPrecondition, InvalidArgument, NotFound
-from ppos.controlplane.core.pagination import decode_token, encode_token, page_size
+from ppos.controlplane.core.errors import FailedPrecondition, NotFound
+from ppos.controlplane.core.pagination import Ident, Integer, Listing, page_size
 from ppos.controlplane.core.timeutil import utcnow
-from ppos.controlplane.core.validation import REGION, REQUEST_ID, Violations
+from ppos.controlplane.core.validation import MAX_ENUM_FILTER, MAX_REGIONS, Violations
 from ppos.controlplane.registrysync.v1 import registry_sync_service_pb2 as pb
 from ppos.controlplane.registrysync.v1 import registry_sync_service_pb2_grpc as pb_grpc
 from ppos.controlplane.runtime.modules import Runtime
@@ -30,11 +30,14 @@ from ppos.controlplane.services.registry_sync.metering import Meter, Rates
 from ppos.controlplane.services.registry_sync.models import SweepRegionRow, SweepRow
 from ppos.controlplane.services.registry_sync.scheduler import SyncScheduler
 from ppos.controlplane.services.registry_sync.sweeper import StatusBus, SweepContext
-from ppos.controlplane.services.registry_sync.verify import JOB_ID, enum_text
+from ppos.controlplane.services.registry_sync.verify import enum_text
 from ppos.controlplane.storage import audit
 from ppos.preflight.v1 import job_pb2
 
 SERVICE = "registrysync"
+_METHODS = "/ppos.controlplane.registrysync.v1.RegistrySyncService/"
+SWEEPS_PAGE = Listing(_METHODS + "ListSweeps", Ident("sweep_id"))
+QUARANTINE_PAGE = Listing(_METHODS + "ListQuarantinedRecords", Integer("quarantine_id"))
 Context = grpc.aio.ServicerContext[Any, Any]
 SHUTDOWN_MESSAGE = (
     "server shutting down: call WatchSyncStatus again (on this or another replica); "
@@ -55,11 +58,18 @@ class RegistrySyncServicer(pb_grpc.RegistrySyncServiceServicer):
     def _regions(self) -> list[str]:
         return sorted(self._settings.regions)
 
-    def _check_regions(self, field: str, regions: list[str]) -> None:
-        violations = Violations()
+    def _check_regions(
+        self, field: str, regions: list[str], violations: Violations | None = None
+    ) -> None:
+        if violations is None:
+            violations = Violations()
+        if not violations.at_most(field, regions, MAX_REGIONS, "regions"):
+            regions = []
         seen: set[str] = set()
         for index, region in enumerate(regions):
             name = f"{field}[{index}]"
+            if not violations.region(name, region):
+                continue
             if region in seen:
                 violations.add(name, f"{region!r} is listed twice")
             elif region not in self._settings.regions:
@@ -90,8 +100,7 @@ class RegistrySyncServicer(pb_grpc.RegistrySyncServiceServicer):
         self, request: pb.GetSyncStatusRequest, context: Context
     ) -> pb.GetSyncStatusResponse:
         violations = Violations()
-        if violations.require("region", request.region):
-            violations.match("region", request.region, REGION, "must be a region like eu-west-1")
+        violations.region("region", request.region)
         violations.raise_if_any()
         if request.region not in self._settings.regions:
             raise NotFound("sync region", request.region)
@@ -136,11 +145,9 @@ class RegistrySyncServicer(pb_grpc.RegistrySyncServiceServicer):
         self, request: pb.StartSweepRequest, context: Context
     ) -> pb.StartSweepResponse:
         regions = list(request.regions)
-        self._check_regions("regions", regions)
-        if request.request_id and not REQUEST_ID.fullmatch(request.request_id):
-            raise InvalidArgument.single(
-                "request_id", "must be 1 to 128 letters, digits, '.', '_', ':' or '-'"
-            )
+        violations = Violations()
+        violations.object_id("request_id", request.request_id, required=False)
+        self._check_regions("regions", regions, violations)
         if not self._settings.regions:
             raise FailedPrecondition(
                 "no regions are configured for sync (PPOS_SYNC_REGIONS)",
@@ -175,8 +182,9 @@ class RegistrySyncServicer(pb_grpc.RegistrySyncServiceServicer):
         return pb.StartSweepResponse(sweep=convert.sweep(row, parts))
 
     async def GetSweep(self, request: pb.GetSweepRequest, context: Context) -> pb.GetSweepResponse:
-        if not request.sweep_id:
-            raise InvalidArgument.single("sweep_id", "is required")
+        violations = Violations()
+        violations.object_id("sweep_id", request.sweep_id)
+        violations.raise_if_any()
         return pb.GetSweepResponse(sweep=await self._sweep(request.sweep_id))
 
     async def ListSweeps(
@@ -184,7 +192,8 @@ class RegistrySyncServicer(pb_grpc.RegistrySyncServiceServicer):
     ) -> pb.ListSweepsResponse:
         violations = Violations()
         states = []
-        for index, state in enumerate(request.states):
+        bounded = violations.at_most("states", request.states, MAX_ENUM_FILTER)
+        for index, state in enumerate(request.states if bounded else ()):
             name = convert.SWEEP_STATE_NAMES.get(state)
             if name is None:
                 violations.add(f"states[{index}]", f"{state} is not a sweep state")
@@ -192,21 +201,25 @@ class RegistrySyncServicer(pb_grpc.RegistrySyncServiceServicer):
                 states.append(name)
         violations.raise_if_any()
         limit = page_size(request.page_size)
-        position = decode_token("sweeps", request.page_token)
-        before = str(position.get("before", "")) if position else ""
+        filters = {"states": sorted(states)}
+        position = self._rt.page_tokens.read(SWEEPS_PAGE, filters, request.page_token)
+        before: str = position[0] if position else ""
         rows, more = await self._rt.db.read(
             lambda s: queries.sweeps_page(s, states=states, before_id=before, limit=limit)
         )
         reply = pb.ListSweepsResponse(sweeps=[convert.sweep(row, parts) for row, parts in rows])
         if more and rows:
-            reply.next_page_token = encode_token("sweeps", {"before": rows[-1][0].sweep_id})
+            reply.next_page_token = self._rt.page_tokens.issue(
+                SWEEPS_PAGE, filters, (rows[-1][0].sweep_id,)
+            )
         return reply
 
     async def CancelSweep(
         self, request: pb.CancelSweepRequest, context: Context
     ) -> pb.CancelSweepResponse:
-        if not request.sweep_id:
-            raise InvalidArgument.single("sweep_id", "is required")
+        violations = Violations()
+        violations.object_id("sweep_id", request.sweep_id)
+        violations.raise_if_any()
         now = utcnow()
 
         def work(session: Session) -> tuple[SweepRow, list[SweepRegionRow]]:
@@ -234,10 +247,8 @@ class RegistrySyncServicer(pb_grpc.RegistrySyncServiceServicer):
         self, request: pb.GetSyncedJobRequest, context: Context
     ) -> pb.GetSyncedJobResponse:
         violations = Violations()
-        if violations.require("region", request.region):
-            violations.match("region", request.region, REGION, "must be a region like eu-west-1")
-        if violations.require("job_id", request.job_id):
-            violations.match("job_id", request.job_id, JOB_ID, "is not a job id")
+        violations.region("region", request.region)
+        violations.object_id("job_id", request.job_id)
         if request.revision < 0:
             violations.add("revision", "must not be negative (0 means the newest)")
         violations.raise_if_any()
@@ -252,14 +263,14 @@ class RegistrySyncServicer(pb_grpc.RegistrySyncServiceServicer):
         self, request: pb.ListSyncedJobsRequest, context: Context
     ) -> pb.ListSyncedJobsResponse:
         violations = Violations()
-        if request.region:
-            violations.match("region", request.region, REGION, "must be a region like eu-west-1")
-        if request.job_id:
-            violations.match("job_id", request.job_id, JOB_ID, "is not a job id")
+        violations.region("region", request.region, required=False)
+        violations.object_id("job_id", request.job_id, required=False)
         if request.after_sync_sequence < 0:
             violations.add("after_sync_sequence", "must not be negative")
         states = []
-        for index, state in enumerate(request.governance_states):
+        listed = request.governance_states
+        bounded = violations.at_most("governance_states", listed, MAX_ENUM_FILTER)
+        for index, state in enumerate(listed if bounded else ()):
             if state not in job_pb2.GovernanceState.values():
                 violations.add(f"governance_states[{index}]", f"{state} is not a governance state")
             states.append(enum_text(job_pb2.GovernanceState, state))
@@ -285,20 +296,20 @@ class RegistrySyncServicer(pb_grpc.RegistrySyncServiceServicer):
     async def ListQuarantinedRecords(
         self, request: pb.ListQuarantinedRecordsRequest, context: Context
     ) -> pb.ListQuarantinedRecordsResponse:
-        if request.region and not REGION.fullmatch(request.region):
-            raise InvalidArgument.single("region", "must be a region like eu-west-1")
+        violations = Violations()
+        violations.region("region", request.region, required=False)
+        violations.raise_if_any()
         limit = page_size(request.page_size)
-        position = decode_token("quarantine", request.page_token)
-        after = int(position.get("after", 0)) if position else 0
-        if position and request.region != position.get("region", ""):
-            raise InvalidArgument.single("page_token", "was issued for another region filter")
+        filters = {"region": request.region}
+        position = self._rt.page_tokens.read(QUARANTINE_PAGE, filters, request.page_token)
+        after: int = position[0] if position else 0
         rows, more = await self._rt.db.read(
             lambda s: queries.quarantined(s, region=request.region, after_id=after, limit=limit)
         )
         reply = pb.ListQuarantinedRecordsResponse(records=[convert.quarantined(r) for r in rows])
         if more and rows:
-            reply.next_page_token = encode_token(
-                "quarantine", {"after": rows[-1].quarantine_id, "region": request.region}
+            reply.next_page_token = self._rt.page_tokens.issue(
+                QUARANTINE_PAGE, filters, (rows[-1].quarantine_id,)
             )
         return reply
 

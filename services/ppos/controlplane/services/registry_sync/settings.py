@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from ppos.controlplane.core.validation import REGION
+from ppos.controlplane.core.validation import REGION, ascii_digits
 from ppos.controlplane.runtime.settings import ConfigError, Seconds, setting
 
 MIB = 1024 * 1024
@@ -12,7 +12,8 @@ MIB = 1024 * 1024
 
 def _host_port_problem(address: str) -> str | None:
     host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+    number = ascii_digits(port)
+    if not sep or not host or number is None or not 0 < number <= 65535:
         return f"{address!r} is not HOST:PORT"
     return None
 
