@@ -190,26 +190,33 @@ def wrap_handler(
     )
 
 
+def end_with(context: Any, status: grpc.Status) -> None:
+    """Make `status` the call's status once its behaviour returns.
+
+    Instead of `context.abort()`: abort keeps its AbortError on the call's
+    state, and that error's traceback holds the frames it passed through (the
+    request, the context, which holds the call's state again): a cycle that
+    keeps the request's bytes until the cyclic collector runs."""
+    context.set_code(status.code)
+    context.set_details(status.details)
+    context.set_trailing_metadata(status.trailing_metadata)
+
+
 def refusing_handler(
     handler: grpc.RpcMethodHandler[Any, Any], status: grpc.Status
 ) -> grpc.RpcMethodHandler[Any, Any]:
-    """A handler of the same shape that aborts with `status` and runs nothing else."""
-    common = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
+    """A handler of the same shape that ends with `status` and runs nothing else
+    (it does not decode the request either)."""
+    common = {"request_deserializer": None, "response_serializer": handler.response_serializer}
 
-    async def refuse(_request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        await context.abort(status.code, status.details, status.trailing_metadata)
-
-    async def refuse_stream(_request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        await context.abort(status.code, status.details, status.trailing_metadata)
-        yield  # pragma: no cover - abort raises
+    # A coroutine for every shape: grpc.aio runs a streaming one as a writer.
+    async def refuse(_request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        end_with(context, status)
 
     if handler.unary_unary is not None:
         return grpc.unary_unary_rpc_method_handler(refuse, **common)
     if handler.stream_unary is not None:
         return grpc.stream_unary_rpc_method_handler(refuse, **common)
     if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(refuse_stream, **common)
-    return grpc.stream_stream_rpc_method_handler(refuse_stream, **common)
+        return grpc.unary_stream_rpc_method_handler(refuse, **common)
+    return grpc.stream_stream_rpc_method_handler(refuse, **common)
