@@ -16,8 +16,8 @@ That is safe only while no call leaves a cycle holding its request. Refusals
 once did (through `context.abort()`; see core/handlers.end_with), and 200
 refused 8 MB bodies grew the server from 114 MB to 1.97 GB under these
 thresholds (350-430 MB under CPython's defaults). With those cycles
-gone, the same test ends at 136-143 MB under these thresholds and at
-138-193 MB under the defaults (tests/runtime/test_memory_under_hostile_bodies.py
+gone, the same test ends within 10 to 30 MB of its start under these
+thresholds and the defaults alike (tests/runtime/test_memory_under_hostile_bodies.py
 holds it within 100 MB), so the fan-out alone sets them. What a call still
 leaves to the collector is gRPC's own: about five small objects from its
 method lookup, no request bytes.
