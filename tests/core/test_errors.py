@@ -3,21 +3,49 @@ detail; unexpected failures become INTERNAL with nothing but a request id."""
 
 from __future__ import annotations
 
+import base64
+import urllib.parse
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
 import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
 from ppos.controlplane.core.errors import (
+    MAX_DETAILS_BYTES,
+    MAX_ID_CHARS,
+    MAX_MESSAGE_CHARS,
+    MAX_MESSAGE_WIRE_BYTES,
+    MAX_METADATA_ENTRIES,
+    MAX_SHOWN_VIOLATIONS,
     AlreadyExists,
+    DomainError,
+    FailedPrecondition,
     FieldViolation,
     InvalidArgument,
     NotFound,
+    PreconditionViolation,
     ResourceExhausted,
     StaleResourceVersion,
     Unavailable,
+    bounded_message,
+    clip,
 )
+from ppos.controlplane.governance.v1 import governance_service_pb2 as gov_pb
+from ppos.controlplane.governance.v1 import governance_service_pb2_grpc as gov_grpc
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2 as pb
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2_grpc as pb_grpc
+from ppos.controlplane.runtime.observability import MeteredServer
+from ppos.controlplane.runtime.server import server_options
+from ppos.controlplane.security.access import AccessTable, MethodRule
+from ppos.controlplane.security.control_token import ControlToken
+from ppos.controlplane.security.edge import EdgeAuthenticator, EdgeGuard, GuardedServer
+from ppos.controlplane.security.keys import KeyRing
+from ppos.controlplane.security.principal import PrincipalKind
+from ppos.controlplane.security.tokens import TokenVerifier
 from tests.support.servers import RunningPlane
 
 
@@ -135,3 +163,214 @@ async def test_unexpected_failure_is_internal_without_internals(plane: RunningPl
     assert error.code() == grpc.StatusCode.INTERNAL
     assert "req_boom" in (error.details() or "")
     assert "exploded" not in (error.details() or "")
+
+
+# -- bounded replies ---------------------------------------------------------------
+
+# A default gRPC client reads at most 8 KiB of trailing metadata (its soft limit;
+# between it and the 16 KiB hard limit it refuses at random). Each entry counts
+# its key, its value and 32 bytes.
+CLIENT_METADATA_LIMIT = 8 * 1024
+BIG_ID = "t" * 1_048_576
+HOSTILE_ERRORS: dict[str, DomainError] = {
+    "1 MB id not found": NotFound("tenant", BIG_ID),
+    "1 MB id already exists": AlreadyExists("tenant", BIG_ID),
+    "20 KB tenant id": InvalidArgument.single("tenant_id", f"{'x' * 20_000!r} is not a tenant id"),
+    "300 invalid enum values": InvalidArgument(
+        [FieldViolation(f"phases[{i}]", f"{1000 + i} is not a tenant phase") for i in range(300)]
+    ),
+    "100,000 violations": InvalidArgument(
+        [FieldViolation(f"queues[{i}].queue_id", "is required") for i in range(100_000)]
+    ),
+    "long fields and descriptions": InvalidArgument(
+        [FieldViolation("f" * 5000 + str(i), "é" * 5000) for i in range(50)]
+    ),
+    "stale 1 MB version": StaleResourceVersion("queue", BIG_ID, BIG_ID, "7"),
+    "wide message": Unavailable("😀" * 100_000, retry_after_seconds=1),
+    "1,000 metadata entries": FailedPrecondition(
+        "busy", metadata={f"key_{i}": "v" * 10_000 for i in range(1000)}
+    ),
+    "quota subject": ResourceExhausted("full", subject=BIG_ID, retry_after_seconds=1),
+    "many preconditions": FailedPrecondition(
+        "blocked",
+        [PreconditionViolation("T" * 1000, "s" * 1000, "d" * 1000) for _ in range(10_000)],
+    ),
+}
+
+
+def _trailing_size(metadata: Sequence[tuple[str, str | bytes]]) -> int:
+    return sum(len(key) + len(value) + 32 for key, value in metadata)
+
+
+def _wire_size(status: grpc.Status) -> int:
+    """What the status costs on the wire: percent-encoded message, base64 details."""
+    message = urllib.parse.quote(status.details, safe=_UNRESERVED)
+    details = dict(status.trailing_metadata)["grpc-status-details-bin"]
+    assert isinstance(details, bytes)
+    return (
+        len("grpc-status")
+        + 2
+        + 32
+        + len("grpc-message")
+        + len(message)
+        + 32
+        + len("grpc-status-details-bin")
+        + len(base64.b64encode(details))
+        + 32
+    )
+
+
+_UNRESERVED = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
+
+
+@pytest.mark.parametrize("name", list(HOSTILE_ERRORS))
+def test_every_reply_is_bounded_whatever_the_input(name: str) -> None:
+    error = HOSTILE_ERRORS[name]
+    error.metadata["request_id"] = "req_bounded"
+    status = error.to_grpc_status()
+    assert _wire_size(status) < 7 * 1024, name
+    proto = error.to_status_proto()
+    assert proto.ByteSize() <= MAX_DETAILS_BYTES
+    assert proto.message == status.details
+    assert len(proto.message) <= MAX_MESSAGE_CHARS
+    info = _details(proto)["ErrorInfo"]
+    assert isinstance(info, error_details_pb2.ErrorInfo)
+    assert info.metadata["request_id"] == "req_bounded"  # kept whatever else is cut
+    assert len(info.metadata) <= MAX_METADATA_ENTRIES
+
+
+def test_an_echoed_id_is_never_longer_than_an_id_may_be() -> None:
+    proto = NotFound("tenant", BIG_ID).to_status_proto()
+    resource = _details(proto)["ResourceInfo"]
+    assert isinstance(resource, error_details_pb2.ResourceInfo)
+    assert len(resource.resource_name) == MAX_ID_CHARS
+    assert resource.resource_name.startswith("ttt")
+    assert resource.resource_name.endswith("...(1,048,576 chars)")
+    info = _details(proto)["ErrorInfo"]
+    assert isinstance(info, error_details_pb2.ErrorInfo)
+    assert info.metadata["resource_name"] == resource.resource_name
+    assert resource.resource_name in proto.message
+    assert clip("short", MAX_ID_CHARS) == "short"
+
+
+def test_violations_are_listed_up_to_the_limit_then_counted() -> None:
+    proto = HOSTILE_ERRORS["100,000 violations"].to_status_proto()
+    bad = _details(proto)["BadRequest"]
+    assert isinstance(bad, error_details_pb2.BadRequest)
+    assert len(bad.field_violations) == MAX_SHOWN_VIOLATIONS + 1
+    assert bad.field_violations[0].field == "queues[0].queue_id"
+    assert bad.field_violations[-1].field == ""
+    assert bad.field_violations[-1].description == f"and {100_000 - MAX_SHOWN_VIOLATIONS:,} more"
+    assert proto.message.startswith("invalid request: queues[0].queue_id: is required; ")
+    assert proto.message.endswith(" more")
+    assert "99,9" in proto.message
+    # Texts too long for the size budget: fewer shown, the rest still counted.
+    crowded = _details(HOSTILE_ERRORS["long fields and descriptions"].to_status_proto())
+    bad = crowded["BadRequest"]
+    assert isinstance(bad, error_details_pb2.BadRequest)
+    shown = len(bad.field_violations) - 1
+    assert 0 < shown < MAX_SHOWN_VIOLATIONS
+    assert bad.field_violations[-1].description == f"and {50 - shown:,} more"
+    # Other details' lists are bounded the same way.
+    many = _details(HOSTILE_ERRORS["many preconditions"].to_status_proto())
+    failure = many["PreconditionFailure"]
+    assert isinstance(failure, error_details_pb2.PreconditionFailure)
+    assert len(failure.violations) <= MAX_SHOWN_VIOLATIONS + 1
+    assert failure.violations[-1].description.endswith(" more")
+
+
+def test_a_message_of_wide_characters_is_cut_by_its_encoded_size() -> None:
+    message = bounded_message("😀" * 100_000)
+    encoded = urllib.parse.quote(message, safe=_UNRESERVED)
+    assert len(encoded) <= MAX_MESSAGE_WIRE_BYTES
+    assert message.endswith(" chars)")
+    assert bounded_message("plain and short") == "plain and short"
+
+
+class _Raiser:
+    """A service that raises each hostile error, through the real edge."""
+
+    def handlers(self) -> dict[str, grpc.RpcMethodHandler[Any, Any]]:
+        async def raise_named(request: bytes, context: Any) -> bytes:
+            raise HOSTILE_ERRORS[request.decode()]
+
+        return {"Raise": grpc.unary_unary_rpc_method_handler(raise_named)}
+
+
+async def test_a_default_client_reads_the_real_status_of_every_hostile_error(
+    tmp_path: Path,
+) -> None:
+    service = "ppos.test.v1.RaiseService"
+    token = "ppos_errors_test_token_0123456789abcdef"
+    access = AccessTable(
+        [MethodRule(f"/{service}/Raise", service, frozenset({PrincipalKind.OPERATOR}))]
+    )
+    ring = KeyRing.from_directory(tmp_path / "keys")
+    edge = EdgeGuard(
+        access, EdgeAuthenticator(ControlToken(token), TokenVerifier(ring, issuer="test"))
+    )
+    server = grpc.aio.server(options=server_options(access))
+    GuardedServer(MeteredServer(server), edge).add_generic_rpc_handlers(
+        [grpc.method_handlers_generic_handler(service, _Raiser().handlers())]
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        # A default client: no raised metadata or message limits.
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call = channel.unary_unary(f"/{service}/Raise")
+            for name, error in HOSTILE_ERRORS.items():
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await call(
+                        name.encode(), metadata=(("authorization", f"Bearer {token}"),), timeout=10
+                    )
+                got = caught.value
+                assert got.code() == error.code, name
+                trailing = got.trailing_metadata() or ()
+                assert _trailing_size(trailing) < CLIENT_METADATA_LIMIT, name
+                rich = rpc_status.from_call(got)  # also checks message and code agree
+                assert rich is not None, name
+                assert rich.code == error.code.value[0]
+                assert _details(rich)["ErrorInfo"], name
+    finally:
+        await server.stop(0)
+
+
+async def test_hostile_requests_get_readable_replies_from_the_plane(plane: RunningPlane) -> None:
+    """The natural cases, on the real plane with its default-client channel."""
+    governance = gov_grpc.GovernanceServiceStub(plane.channel)
+    requests: list[tuple[str, Any, Any]] = [
+        ("20 KB tenant id", governance.GetTenant, gov_pb.GetTenantRequest(tenant_id="x" * 20_000)),
+        (
+            "300 invalid enum values",
+            governance.ListTenants,
+            gov_pb.ListTenantsRequest(phases=[1000 + i for i in range(300)]),
+        ),
+        (
+            "1 MB id",
+            governance.ProvisionTenant,
+            gov_pb.ProvisionTenantRequest(request_id="req_1", tenant_id="t" * 1_000_000),
+        ),
+        (
+            "100,000 violations",
+            governance.ProvisionTenant,
+            gov_pb.ProvisionTenantRequest(
+                request_id="req_2",
+                tenant_id="acme",
+                queues=[gov_pb.QueueTemplate(queue_id="Q") for _ in range(100_000)],
+            ),
+        ),
+    ]
+    for name, method, request in requests:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await method(request, metadata=plane.operator, timeout=30)
+        got = caught.value
+        assert got.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND), (
+            name,
+            got.code(),
+            got.details(),
+        )
+        assert _trailing_size(got.trailing_metadata() or ()) < CLIENT_METADATA_LIMIT, name
+        rich = rpc_status.from_call(got)
+        assert rich is not None, name
+        assert len(rich.message) <= MAX_MESSAGE_CHARS

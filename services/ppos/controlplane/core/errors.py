@@ -5,20 +5,73 @@ carrying google.rpc details (ErrorInfo always; BadRequest, ResourceInfo,
 PreconditionFailure, RetryInfo or QuotaFailure where they apply), in the
 manner of googleapis python-api-core. Anything else a handler raises is a bug
 and becomes INTERNAL with no detail beyond the request id.
+
+Every reply is bounded, whatever the request held, so that a default gRPC
+client (which reads at most 8 KiB of trailing metadata, and may refuse more)
+sees the real status: a text echoed back is cut to MAX_TEXT_CHARS, an id or
+name to MAX_ID_CHARS (the longest id the API takes), each showing the length
+it had ("...(1,048,576 chars)"); the message to MAX_MESSAGE_CHARS and to
+MAX_MESSAGE_WIRE_BYTES as gRPC percent-encodes it; a list of violations to
+MAX_SHOWN_VIOLATIONS entries plus one "and N more"; ErrorInfo metadata to
+MAX_METADATA_ENTRIES; and the serialized google.rpc.Status (sent base64 in
+`grpc-status-details-bin`) to MAX_DETAILS_BYTES, showing fewer violations,
+then only ErrorInfo, until it fits. Message plus details stay under 7 KiB.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 ERROR_DOMAIN = "controlplane.ppos.printprice"
+
+MAX_ID_CHARS = 128  # an id or name echoed back: the longest id the API takes
+MAX_TEXT_CHARS = 256  # any other text echoed back in a detail
+MAX_MESSAGE_CHARS = 512
+MAX_MESSAGE_WIRE_BYTES = 1024  # the message as gRPC sends it, percent-encoded
+MAX_SHOWN_VIOLATIONS = 20
+MAX_METADATA_ENTRIES = 16
+MAX_DETAILS_BYTES = 4096  # the serialized Status; base64 on the wire: 5,464 bytes
+# Detail fields that carry an id, a name or a path rather than prose.
+_ID_FIELDS = frozenset({"field", "resource_name", "resource_type", "subject", "type", "owner"})
+
+
+def clip(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` characters (limit >= 32), its length shown."""
+    if len(text) <= limit:
+        return text
+    note = f"...({len(text):,} chars)"
+    return text[: limit - len(note)] + note
+
+
+def _wire_bytes(char: str) -> int:
+    """What one character of a status message costs once gRPC percent-encodes it."""
+    if " " <= char <= "~" and char != "%":
+        return 1
+    return 3 * len(char.encode("utf-8", "replace"))
+
+
+def bounded_message(message: str) -> str:
+    """A status message within MAX_MESSAGE_CHARS and MAX_MESSAGE_WIRE_BYTES."""
+    message = clip(message, MAX_MESSAGE_CHARS)
+    if sum(map(_wire_bytes, message)) <= MAX_MESSAGE_WIRE_BYTES:
+        return message
+    note = f"...({len(message):,} chars)"
+    budget, kept = MAX_MESSAGE_WIRE_BYTES - len(note), 0
+    for char in message:
+        budget -= _wire_bytes(char)
+        if budget < 0:
+            break
+        kept += 1
+    return message[:kept] + note
 
 
 @dataclass(frozen=True)
@@ -51,22 +104,115 @@ class DomainError(Exception):
         """Details beyond ErrorInfo that this error carries."""
         return []
 
+    def bounded_details(self, shown: int) -> list[Message]:
+        """`extra_details` with texts cut and lists at most `shown` long, each
+        followed by one "and N more" (see the module)."""
+        return [_bounded(detail, shown) for detail in self.extra_details()]
+
     def to_status_proto(self) -> status_pb2.Status:
-        details: list[Message] = [
-            error_details_pb2.ErrorInfo(
-                reason=self.reason, domain=ERROR_DOMAIN, metadata=self.metadata
-            ),
-            *self.extra_details(),
-        ]
-        packed = []
-        for detail in details:
-            item = any_pb2.Any()
-            item.Pack(detail)
-            packed.append(item)
-        return status_pb2.Status(code=self.code.value[0], message=self.message, details=packed)
+        """The status with its details, bounded (see the module)."""
+        code, message = self.code.value[0], bounded_message(self.message)
+        info = error_details_pb2.ErrorInfo(
+            reason=clip(self.reason, MAX_ID_CHARS),
+            domain=ERROR_DOMAIN,
+            metadata=_bounded_metadata(self.metadata),
+        )
+        for shown in (MAX_SHOWN_VIOLATIONS, 10, 5, 1, 0):
+            status = _status(code, message, [info, *self.bounded_details(shown)])
+            if status.ByteSize() <= MAX_DETAILS_BYTES:
+                return status
+        status = _status(code, message, [info])
+        if status.ByteSize() <= MAX_DETAILS_BYTES:
+            return status
+        request_id = self.metadata.get("request_id", "")
+        minimal = error_details_pb2.ErrorInfo(reason=info.reason, domain=ERROR_DOMAIN)
+        if request_id:
+            minimal.metadata["request_id"] = clip(request_id, MAX_ID_CHARS)
+        return _status(code, message, [minimal])
 
     def to_grpc_status(self) -> grpc.Status:
         return rpc_status.to_status(self.to_status_proto())
+
+
+def _status(code: int, message: str, details: Iterable[Message]) -> status_pb2.Status:
+    packed = []
+    for detail in details:
+        item = any_pb2.Any()
+        item.Pack(detail)
+        packed.append(item)
+    return status_pb2.Status(code=code, message=message, details=packed)
+
+
+def _bounded_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
+    kept = sorted(metadata.items())[:MAX_METADATA_ENTRIES]
+    return {
+        clip(key, MAX_ID_CHARS): clip(
+            value, MAX_ID_CHARS if key in _ID_FIELDS or key.endswith("_id") else MAX_TEXT_CHARS
+        )
+        for key, value in kept
+    }
+
+
+def _bounded(detail: Message, shown: int) -> Message:
+    """A copy of `detail` with its texts cut and its lists at most `shown` long."""
+    bounded = type(detail)()
+    bounded.CopyFrom(detail)
+    _bound_fields(bounded, shown)
+    return bounded
+
+
+def _bound_fields(message: Message, shown: int) -> None:
+    for field, value in message.ListFields():
+        if field.type == FieldDescriptor.TYPE_STRING:
+            limit = MAX_ID_CHARS if field.name in _ID_FIELDS else MAX_TEXT_CHARS
+            if field.is_repeated:
+                items = [clip(item, limit) for item in value[:shown]]
+                if len(value) > shown:
+                    items.append(f"and {len(value) - shown:,} more")
+                message.ClearField(field.name)
+                getattr(message, field.name).extend(items)
+            else:
+                setattr(message, field.name, clip(value, limit))
+        elif field.message_type is None:
+            continue  # numbers, bytes, enums: bounded by their type or left to the size check
+        elif field.message_type.GetOptions().map_entry:
+            if field.message_type.fields_by_name["value"].type == FieldDescriptor.TYPE_STRING:
+                entries = _bounded_metadata(dict(value))
+                message.ClearField(field.name)
+                getattr(message, field.name).update(entries)
+        elif field.is_repeated:
+            _bound_list(getattr(message, field.name), field.message_type, shown)
+        else:
+            _bound_fields(value, shown)
+
+
+def _bound_list(items: Any, item_type: Descriptor, shown: int) -> None:
+    """Keep `shown` items of a repeated message field, then one "and N more" item
+    (when the item type has a description to say it in)."""
+    hidden = len(items) - shown
+    if hidden > 0:
+        del items[shown:]
+    for item in items:
+        _bound_fields(item, shown)
+    if hidden > 0 and "description" in item_type.fields_by_name:
+        items.add(description=f"and {hidden:,} more")
+
+
+def _summary(violations: Sequence[FieldViolation]) -> str:
+    """The message of an INVALID_ARGUMENT: as many violations as fit, then how
+    many more there are."""
+    parts: list[str] = []
+    used = len("invalid request: ")
+    for v in violations[:MAX_SHOWN_VIOLATIONS]:
+        part = f"{clip(v.field, MAX_ID_CHARS)}: {clip(v.description, MAX_TEXT_CHARS)}"
+        if parts and used + len(part) + 2 > MAX_MESSAGE_CHARS - 40:  # room for the count
+            break
+        parts.append(part)
+        used += len(part) + 2
+    message = "invalid request: " + "; ".join(parts)
+    if len(violations) > len(parts):
+        message += f"; and {len(violations) - len(parts):,} more"
+    return message
 
 
 class InvalidArgument(DomainError):
@@ -84,22 +230,23 @@ class InvalidArgument(DomainError):
     ) -> None:
         self.violations = list(violations)
         if message is None:
-            message = "invalid request: " + "; ".join(
-                f"{v.field}: {v.description}" for v in self.violations
-            )
+            message = _summary(self.violations)
         super().__init__(message, reason=reason)
 
     def extra_details(self) -> list[Message]:
-        return [
-            error_details_pb2.BadRequest(
-                field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(
-                        field=v.field, description=v.description
-                    )
-                    for v in self.violations
-                ]
+        return self.bounded_details(MAX_SHOWN_VIOLATIONS)
+
+    def bounded_details(self, shown: int) -> list[Message]:
+        # Built from the first `shown` only: a request with 100,000 bad values
+        # costs no more to answer than one with 21.
+        bad = error_details_pb2.BadRequest()
+        for v in self.violations[:shown]:
+            bad.field_violations.add(
+                field=clip(v.field, MAX_ID_CHARS), description=clip(v.description, MAX_TEXT_CHARS)
             )
-        ]
+        if len(self.violations) > shown:
+            bad.field_violations.add(description=f"and {len(self.violations) - shown:,} more")
+        return [bad]
 
     @classmethod
     def single(cls, field: str, description: str, *, reason: str | None = None) -> InvalidArgument:
@@ -114,7 +261,7 @@ class NotFound(DomainError):
 
     def __init__(self, resource_type: str, resource_name: str, message: str | None = None) -> None:
         self.resource_type = resource_type
-        self.resource_name = resource_name
+        self.resource_name = resource_name = clip(resource_name, MAX_ID_CHARS)
         super().__init__(
             message or f"{resource_type} {resource_name!r} not found",
             metadata={"resource_type": resource_type, "resource_name": resource_name},
@@ -143,7 +290,7 @@ class AlreadyExists(DomainError):
         reason: str | None = None,
     ) -> None:
         self.resource_type = resource_type
-        self.resource_name = resource_name
+        self.resource_name = resource_name = clip(resource_name, MAX_ID_CHARS)
         super().__init__(
             message or f"{resource_type} {resource_name!r} already exists",
             reason=reason,
@@ -203,6 +350,7 @@ class StaleResourceVersion(FailedPrecondition):
     """A write named a resource version that is no longer current."""
 
     def __init__(self, resource_type: str, resource_name: str, expected: str, actual: str) -> None:
+        resource_name, expected = clip(resource_name, MAX_ID_CHARS), clip(expected, MAX_ID_CHARS)
         super().__init__(
             f"{resource_type} {resource_name!r} has resource version {actual}, "
             f"not {expected}: read it again and retry",

@@ -5,6 +5,17 @@ coroutines, async generators or context.write() loops. A streaming behaviour
 that is a coroutine function (it writes with context.write()) is wrapped as a
 coroutine through `wrap_unary`, so an open stream holds no generator frames
 of ours.
+
+Requests decoded by the wrapper: given `max_request_bytes`, the rebuilt
+handler takes the request's bytes (grpc.aio runs no deserializer, so nothing
+is parsed before the wrapper has looked at the call) and the behaviour gets
+them decoded when the wrapper calls it, that is after whatever the wrapper
+checks first (the edge: who is calling). A request over the limit, or one
+that does not decode, raises INVALID_ARGUMENT with a fixed message naming no
+type (`REQUEST_TOO_LARGE`, `UNDECODABLE_REQUEST`). A request stream is
+decoded message by message as the behaviour reads it, under the same rule;
+behaviours read request streams from their iterator (`context.read()` would
+hand back bytes).
 """
 
 from __future__ import annotations
@@ -14,6 +25,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+
+from ppos.controlplane.core.errors import InvalidArgument
 
 # Wraps one invocation: (call the real behaviour) -> result or async iterator.
 Behaviour = Callable[[Any, Any], Any]
@@ -35,6 +48,69 @@ class CallWrapper:
         self, invoke: Callable[[Any], AsyncIterator[Any]], context: Any
     ) -> AsyncIterator[Any]:  # pragma: no cover - interface
         raise NotImplementedError
+
+
+Decode = Callable[[Any], Any]
+
+
+def request_too_large(size: int, limit: int) -> InvalidArgument:
+    return InvalidArgument.single(
+        "request",
+        f"is {size:,} bytes; this method takes at most {limit:,}",
+        reason="REQUEST_TOO_LARGE",
+    )
+
+
+def undecodable_request() -> InvalidArgument:
+    return InvalidArgument.single(
+        "request",
+        "is not a valid encoding of this method's request message",
+        reason="UNDECODABLE_REQUEST",
+    )
+
+
+def request_decoder(
+    deserializer: Callable[[bytes], Any] | None, max_bytes: int
+) -> Callable[[bytes], Any]:
+    """One request's bytes to its message, or INVALID_ARGUMENT (see the module)."""
+
+    def decode(raw: bytes) -> Any:
+        if len(raw) > max_bytes:
+            raise request_too_large(len(raw), max_bytes)
+        if deserializer is None:  # a handler of raw bytes (tests, benchmarks)
+            return raw
+        try:
+            return deserializer(raw)
+        except Exception:  # noqa: BLE001 - whatever the parser objects to, the body is bad
+            raise undecodable_request() from None
+
+    return decode
+
+
+async def _decode_each(
+    raw_messages: AsyncIterator[bytes], decode: Callable[[bytes], Any]
+) -> AsyncIterator[Any]:
+    async for raw in raw_messages:
+        yield decode(raw)
+
+
+def _stream_decoder(decode: Callable[[bytes], Any]) -> Decode:
+    def decode_stream(raw_messages: AsyncIterator[bytes]) -> AsyncIterator[Any]:
+        return _decode_each(raw_messages, decode)
+
+    return decode_stream
+
+
+def _decoding(behaviour: Behaviour, decode: Decode | None) -> Behaviour:
+    """`behaviour` called with its request decoded: a plain function returning what
+    `behaviour` returns (its coroutine or generator), so it adds no frame to a call."""
+    if decode is None:
+        return behaviour
+
+    def decoded(request: Any, context: Any) -> Any:
+        return behaviour(decode(request), context)
+
+    return decoded
 
 
 async def _drain(result: Any) -> AsyncIterator[Any]:
@@ -66,58 +142,81 @@ def _as_generator(behaviour: Behaviour, wrapper: CallWrapper) -> Callable[[Any, 
     return wrapped
 
 
-def _streaming(behaviour: Behaviour, wrapper: CallWrapper) -> Callable[[Any, Any], Any]:
+def _streaming(
+    behaviour: Behaviour, wrapper: CallWrapper, decode: Decode | None
+) -> Callable[[Any, Any], Any]:
     # grpc.aio tells a context.write() stream from a generator by the function, so
     # a writer stays a coroutine: no async-generator layers of ours per open stream.
     if inspect.iscoroutinefunction(behaviour):
-        return _as_coroutine(behaviour, wrapper)
-    return _as_generator(behaviour, wrapper)
+        return _as_coroutine(_decoding(behaviour, decode), wrapper)
+    return _as_generator(_decoding(behaviour, decode), wrapper)
 
 
 def wrap_handler(
-    handler: grpc.RpcMethodHandler[Any, Any], wrapper: CallWrapper
+    handler: grpc.RpcMethodHandler[Any, Any],
+    wrapper: CallWrapper,
+    *,
+    max_request_bytes: int | None = None,
 ) -> grpc.RpcMethodHandler[Any, Any]:
-    """The same handler with every invocation run inside `wrapper`."""
+    """The same handler with every invocation run inside `wrapper`; with
+    `max_request_bytes`, taking request bytes that the wrapper's call of the
+    behaviour decodes (see the module)."""
+    decode: Decode | None = None
+    deserializer = handler.request_deserializer
+    if max_request_bytes is not None:
+        decode = request_decoder(deserializer, max_request_bytes)
+        if handler.request_streaming:
+            decode = _stream_decoder(decode)
+        deserializer = None
     common = {
-        "request_deserializer": handler.request_deserializer,
+        "request_deserializer": deserializer,
         "response_serializer": handler.response_serializer,
     }
     if handler.unary_unary is not None:
         return grpc.unary_unary_rpc_method_handler(
-            _as_coroutine(handler.unary_unary, wrapper), **common
+            _as_coroutine(_decoding(handler.unary_unary, decode), wrapper), **common
         )
     if handler.stream_unary is not None:
         return grpc.stream_unary_rpc_method_handler(
-            _as_coroutine(handler.stream_unary, wrapper), **common
+            _as_coroutine(_decoding(handler.stream_unary, decode), wrapper), **common
         )
     if handler.unary_stream is not None:
         return grpc.unary_stream_rpc_method_handler(
-            _streaming(handler.unary_stream, wrapper), **common
+            _streaming(handler.unary_stream, wrapper, decode), **common
         )
     stream_stream: Any = handler.stream_stream  # the one shape left
-    return grpc.stream_stream_rpc_method_handler(_streaming(stream_stream, wrapper), **common)
+    return grpc.stream_stream_rpc_method_handler(
+        _streaming(stream_stream, wrapper, decode), **common
+    )
+
+
+def end_with(context: Any, status: grpc.Status) -> None:
+    """Make `status` the call's status once its behaviour returns.
+
+    Instead of `context.abort()`: abort keeps its AbortError on the call's
+    state, and that error's traceback holds the frames it passed through (the
+    request, the context, which holds the call's state again): a cycle that
+    keeps the request's bytes until the cyclic collector runs."""
+    context.set_code(status.code)
+    context.set_details(status.details)
+    context.set_trailing_metadata(status.trailing_metadata)
 
 
 def refusing_handler(
     handler: grpc.RpcMethodHandler[Any, Any], status: grpc.Status
 ) -> grpc.RpcMethodHandler[Any, Any]:
-    """A handler of the same shape that aborts with `status` and runs nothing else."""
-    common = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
+    """A handler of the same shape that ends with `status` and runs nothing else
+    (it does not decode the request either)."""
+    common = {"request_deserializer": None, "response_serializer": handler.response_serializer}
 
-    async def refuse(_request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        await context.abort(status.code, status.details, status.trailing_metadata)
-
-    async def refuse_stream(_request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        await context.abort(status.code, status.details, status.trailing_metadata)
-        yield  # pragma: no cover - abort raises
+    # A coroutine for every shape: grpc.aio runs a streaming one as a writer.
+    async def refuse(_request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        end_with(context, status)
 
     if handler.unary_unary is not None:
         return grpc.unary_unary_rpc_method_handler(refuse, **common)
     if handler.stream_unary is not None:
         return grpc.stream_unary_rpc_method_handler(refuse, **common)
     if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(refuse_stream, **common)
-    return grpc.stream_stream_rpc_method_handler(refuse_stream, **common)
+        return grpc.unary_stream_rpc_method_handler(refuse, **common)
+    return grpc.stream_stream_rpc_method_handler(refuse, **common)

@@ -1,21 +1,20 @@
 """Metrics wiring: RPC metrics per method, the edge's auth-failure hook, and the
 Prometheus HTTP endpoint.
 
-RPC metrics wrap each method handler once, when it is registered (like the
-edge does, and for the same reason: an aio ServerInterceptor runs a chain and
-builds a handler per call, measured at about a quarter of a two-hop call's
-throughput here). The wrapper sits outside the edge, so it sees every call the
-server answers, refusals at the edge included: a count per method and status
-code, and a latency histogram per method (unary calls to their response,
-streams to their end). Method labels are the registered full method names, so
-their number is bounded.
+RPC metrics wrap each method handler once, when it is registered, through a
+WrappingServer like the edge (core/wrapping.py says why not an interceptor).
+The wrapper sits outside the edge, so it sees every call the server answers,
+refusals at the edge included: a count per method and status code, and a
+latency histogram per method (unary calls to their response, streams to their
+end). Method labels are the registered full method names, so their number is
+bounded.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
@@ -25,6 +24,7 @@ import structlog
 
 from ppos.controlplane.core.handlers import CallWrapper, wrap_handler
 from ppos.controlplane.core.metrics import AUTH_FAILURES, RPC_DURATION, RPC_REQUESTS
+from ppos.controlplane.core.wrapping import WrappingServer
 from ppos.controlplane.security.edge import AuthFailureHook
 
 _log = structlog.get_logger("ppos.metrics")
@@ -113,61 +113,11 @@ def metered(
     return wrap_handler(handler, _Measured(method))
 
 
-class _MeteredGenericHandler(grpc.GenericRpcHandler):
-    """A generic handler whose handlers are metered, each wrapped once and cached."""
-
-    def __init__(self, inner: grpc.GenericRpcHandler) -> None:
-        self._inner = inner
-        self._cache: dict[str, grpc.RpcMethodHandler[Any, Any] | None] = {}
-
-    def service(
-        self, handler_call_details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        method = handler_call_details.method
-        if method not in self._cache:
-            handler = self._inner.service(handler_call_details)
-            self._cache[method] = None if handler is None else metered(handler, method)
-        return self._cache[method]
-
-
-class MeteredServer(grpc.aio.Server):
+class MeteredServer(WrappingServer):
     """Registers handlers on `server` with RPC metrics around each one."""
 
     def __init__(self, server: grpc.aio.Server) -> None:
-        self._server = server
-
-    def add_generic_rpc_handlers(
-        self, generic_rpc_handlers: Iterable[grpc.GenericRpcHandler]
-    ) -> None:
-        self._server.add_generic_rpc_handlers(
-            [_MeteredGenericHandler(handler) for handler in generic_rpc_handlers]
-        )
-
-    def add_registered_method_handlers(
-        self, service_name: str, method_handlers: Mapping[str, grpc.RpcMethodHandler[Any, Any]]
-    ) -> None:
-        self._server.add_registered_method_handlers(
-            service_name,
-            {
-                name: metered(handler, f"/{service_name}/{name}")
-                for name, handler in method_handlers.items()
-            },
-        )
-
-    def add_insecure_port(self, address: str) -> int:
-        raise RuntimeError("only handlers are registered here; the server owns its ports")
-
-    def add_secure_port(self, address: str, server_credentials: grpc.ServerCredentials) -> int:
-        raise RuntimeError("only handlers are registered here; the server owns its ports")
-
-    async def start(self) -> None:
-        raise RuntimeError("the composition root starts the server")
-
-    async def stop(self, grace: float | None) -> None:
-        raise RuntimeError("the composition root stops the server")
-
-    async def wait_for_termination(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
-        raise RuntimeError("the composition root owns the server's lifecycle")
+        super().__init__(server, metered)
 
 
 def auth_failure_hook(then: AuthFailureHook | None = None) -> AuthFailureHook:

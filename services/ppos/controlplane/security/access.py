@@ -1,9 +1,12 @@
-"""Who may call which method, read from the contracts themselves.
+"""Who may call which method, and with how large a request, read from the
+contracts themselves.
 
 Every RPC of our services carries a `(ppos.controlplane.auth.v1.access)`
 option; the table below is built from the descriptor pool, so a method
 without a rule is refused, and the rule a reviewer reads in the .proto is the
-rule the edge enforces.
+rule the edge enforces: the principal kinds allowed, and the largest request
+the method accepts (`max_request_bytes`, DEFAULT_MAX_REQUEST_BYTES unless the
+option names more).
 """
 
 from __future__ import annotations
@@ -26,6 +29,10 @@ _KIND_BY_PROTO = {
     access_pb2.PRINCIPAL_KIND_PEER: PrincipalKind.PEER,
 }
 
+# The largest request a method accepts unless its access option says more: a
+# request of ours is a few ids, a spec and some labels, a few KiB at most.
+DEFAULT_MAX_REQUEST_BYTES = 64 * 1024
+
 # Standard services that stay open: health and reflection.
 OPEN_METHODS = frozenset(
     {
@@ -40,12 +47,15 @@ OPEN_METHODS = frozenset(
 
 @dataclass(frozen=True)
 class MethodRule:
-    """Principal kinds allowed on one method; `service` is the callee's audience."""
+    """Principal kinds allowed on one method, and the largest request it takes
+    (in bytes, checked before the request is decoded); `service` is the
+    callee's audience."""
 
     method: str
     service: str
     allow: frozenset[PrincipalKind]
     mutating: bool = False
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
 
     @cached_property
     def open(self) -> bool:  # asked on every call: worked out once per rule
@@ -83,6 +93,13 @@ class AccessTable:
     def methods(self) -> list[str]:
         return sorted(self._rules)
 
+    def largest_request_bytes(self) -> int:
+        """The largest request any method takes: the most the transport need accept."""
+        return max(
+            (rule.max_request_bytes for rule in self._rules.values()),
+            default=DEFAULT_MAX_REQUEST_BYTES,
+        )
+
 
 def rules_of(service: ServiceDescriptor) -> list[MethodRule]:
     rules = []
@@ -96,6 +113,7 @@ def rules_of(service: ServiceDescriptor) -> list[MethodRule]:
                 service.full_name,
                 allow,
                 access.mutating,
+                access.max_request_bytes or DEFAULT_MAX_REQUEST_BYTES,
             )
         )
     return rules

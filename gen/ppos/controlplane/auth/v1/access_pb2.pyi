@@ -75,8 +75,18 @@ class MethodAccess(_message.Message):
 
     ALLOW_FIELD_NUMBER: _builtins.int
     MUTATING_FIELD_NUMBER: _builtins.int
+    MAX_REQUEST_BYTES_FIELD_NUMBER: _builtins.int
     mutating: _builtins.bool
     """Whether the method mutates state; mutating methods are audited."""
+    max_request_bytes: _builtins.int
+    """Largest request message the method accepts, in bytes, checked by the edge
+    after authentication and before the request is decoded. 0 means the
+    default of 65,536 bytes (64 KiB); only methods whose requests need more
+    name a larger figure. A request over its limit is answered with
+    INVALID_ARGUMENT (reason REQUEST_TOO_LARGE). The server's transport
+    refuses anything over the largest limit of all with RESOURCE_EXHAUSTED
+    before it reaches the edge.
+    """
     @_builtins.property
     def allow(self) -> _containers.RepeatedScalarFieldContainer[Global___PrincipalKind.ValueType]:
         """Principal kinds allowed to call the method."""
@@ -86,10 +96,11 @@ class MethodAccess(_message.Message):
         *,
         allow: _abc.Iterable[Global___PrincipalKind.ValueType] | None = ...,
         mutating: _builtins.bool = ...,
+        max_request_bytes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow", b"allow", "mutating", b"mutating"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow", b"allow", "max_request_bytes", b"max_request_bytes", "mutating", b"mutating"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
