@@ -25,6 +25,7 @@ from ppos.controlplane.security.principal import current_principal
 from ppos.controlplane.services.registry_sync import convert, queries, sweeps
 from ppos.controlplane.services.registry_sync.backoff import Backoff
 from ppos.controlplane.services.registry_sync.client import RegistryClient
+from ppos.controlplane.services.registry_sync.lag import LagGauges
 from ppos.controlplane.services.registry_sync.leader import leadership_for
 from ppos.controlplane.services.registry_sync.metering import Meter, Rates
 from ppos.controlplane.services.registry_sync.models import SweepRegionRow, SweepRow
@@ -326,6 +327,7 @@ class RegistrySyncModule:
             for region, address in settings.regions.items()
         }
         self._bus = StatusBus()
+        self._lag = LagGauges()
         context = SweepContext(
             db=runtime.db,
             settings=settings,
@@ -340,6 +342,7 @@ class RegistrySyncModule:
             ),
             bus=self._bus,
             backoff=Backoff(settings.retry_base, settings.retry_max, settings.retry_attempts),
+            lag=self._lag,
         )
         self.scheduler = SyncScheduler(
             context,
@@ -354,7 +357,19 @@ class RegistrySyncModule:
         )
 
     async def start(self) -> None:
+        await self._publish_stored_lag()
         await self.scheduler.start()
+
+    async def _publish_stored_lag(self) -> None:
+        """The lag metrics from each region's stored status, before any sweep runs."""
+        regions = list(self._clients)
+        rows = await self._runtime.db.read(lambda s: queries.region_rows(s, regions))
+        for region in regions:
+            row = rows.get(region)
+            if row is None:
+                self._lag.publish(region, 0, None)
+            else:
+                self._lag.publish(region, row.lag_changes, row.newest_change_ns)
 
     async def stop(self) -> None:
         await self.scheduler.stop()
