@@ -124,6 +124,7 @@ AUDIT_COLUMNS = [
     Column("ACTOR", lambda e: f"{e.actor.kind}:{e.actor.name}"),
     Column("METHOD", lambda e: e.method.rsplit("/", 1)[-1] or "-"),
     Column("RESOURCE", lambda e: f"{e.resource_kind}/{e.resource_id}"),
+    Column("REASON", lambda e: e.reason or "-"),
     Column("REQUEST", lambda e: e.request_id or "-"),
     Column("SERVICE", lambda e: e.service or "-", wide=True),
     Column("AFTER", lambda e: e.after_json or "-", wide=True),

@@ -40,7 +40,9 @@ NODES_PAGE = Listing(
 )
 
 
-def _audit_node(session: Session, row: NodeRow, before: dict[str, object]) -> None:
+def _audit_node(
+    session: Session, row: NodeRow, before: dict[str, object], reason: str = ""
+) -> None:
     audit.record(
         session,
         service=SERVICE,
@@ -48,6 +50,7 @@ def _audit_node(session: Session, row: NodeRow, before: dict[str, object]) -> No
         resource_id=row.node_id,
         before=before,
         after=node_snapshot(row),
+        reason=reason,
     )
 
 
@@ -156,7 +159,7 @@ class OperatorRpcs(ServicerBase):
                 return row  # already cordoned for this reason
             row.generation += 1
             record_changes(session, [Change(row, "Cordoned", row.readiness)], now)
-            _audit_node(session, row, before)
+            _audit_node(session, row, before, request.reason)
             return row
 
         return pb.CordonNodeResponse(node=node_to_proto(await self._write(work)))
@@ -233,7 +236,7 @@ class OperatorRpcs(ServicerBase):
             row.drain_deadline = now + dt.timedelta(seconds=grace)
             row.generation += 1
             record_changes(session, [Change(row, "DrainRequested", previous)], now)
-            _audit_node(session, row, before)
+            _audit_node(session, row, before, request.reason)
             return row
 
         return pb.DrainNodeResponse(node=node_to_proto(await self._write(work)))
