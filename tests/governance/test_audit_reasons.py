@@ -1,6 +1,7 @@
 """Every change that takes a reason writes it into its audit entry: tenants,
-queues, routes, outbox retries and admin jobs (governance), cordon, drain,
-re-image and command cancels (node registry). Changes without one leave it empty."""
+queues (a queue created held too), routes, outbox retries and admin jobs
+(governance), cordon, drain, re-image and command cancels (node registry).
+Changes without one leave it empty."""
 
 from __future__ import annotations
 
@@ -97,6 +98,15 @@ async def test_governance_changes_carry_their_reason(start_governed: StartGovern
             route_id="acme-main", reason="cleanup", expected_resource_version=routes["acme-main"]
         )
     )
+    await op.CreateQueue(
+        pb.CreateQueueRequest(
+            tenant_id="acme",
+            queue_id="held",
+            spec=res.QueueSpec(
+                capacity=2, state=res.QUEUE_STATE_PAUSED, reason="awaiting contract"
+            ),
+        )
+    )
     await op.SuspendTenant(pb.SuspendTenantRequest(tenant_id="acme", reason="unpaid invoice"))
     await op.RetireTenant(pb.RetireTenantRequest(tenant_id="acme", reason="contract ended"))
     job = await op.StartAdminJob(
@@ -115,13 +125,16 @@ async def test_governance_changes_carry_their_reason(start_governed: StartGovern
         ("PauseQueue", "queue/acme/main", "engine upgrade"),
         ("DrainQueue", "queue/acme/proofs", "moving region"),
         ("DeletePartnerRoute", "route/acme-main", "cleanup"),
+        ("CreateQueue", "queue/acme/held", "awaiting contract"),
         ("SuspendTenant", "tenant/acme", "unpaid invoice"),
         # The queues and routes a suspension or retirement changes carry its reason.
         ("SuspendTenant", "queue/acme/main", "unpaid invoice"),
         ("SuspendTenant", "queue/acme/proofs", "unpaid invoice"),
+        ("SuspendTenant", "queue/acme/held", "unpaid invoice"),
         ("RetireTenant", "tenant/acme", "contract ended"),
         ("RetireTenant", "queue/acme/main", "contract ended"),
         ("RetireTenant", "queue/acme/proofs", "contract ended"),
+        ("RetireTenant", "queue/acme/held", "contract ended"),
         ("RetireTenant", "route/acme-proofs", "contract ended"),
         ("StartAdminJob", f"admin_job/{job_id}", "datacentre maintenance"),
         ("CancelAdminJob", f"admin_job/{job_id}", "wrong region"),

@@ -1144,9 +1144,10 @@ class AuditEntry(_message.Message):
     service: _builtins.str
     """Service that wrote the entry."""
     reason: _builtins.str
-    """Why: the reason the caller gave for the change (cordon, drain, re-image,
-    route deletion, queue pause or drain, tenant suspension or retirement,
-    command retry, admin job start or cancel). Empty for changes that take none.
+    """Why: the reason the caller gave for the change (node cordon, drain or
+    re-image; route deletion; queue created held, resized, paused or drained;
+    tenant suspension or retirement; command retry; admin job start or
+    cancel). Empty for changes that take none.
     """
     @_builtins.property
     def actor(self) -> _resource_pb2.Actor:

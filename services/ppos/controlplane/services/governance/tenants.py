@@ -212,6 +212,7 @@ class TenantHandlers(HandlerBase):
                     f"{tenant.tenant_id}/{queue.queue_id}",
                     None,
                     queue_snapshot(queue),
+                    reason=queue.reason,  # a queue created held says why
                 )
                 push_queue(session, queue, tenant.phase, "tenant provisioned", actor)
             session.flush()
@@ -500,6 +501,7 @@ class TenantHandlers(HandlerBase):
                 f"{tenant.tenant_id}/{queue.queue_id}",
                 None,
                 queue_snapshot(queue),
+                reason=queue.reason,  # a queue created held says why
             )
             push_queue(session, queue, tenant.phase, "queue created", actor)
             if queue.region not in known_regions:
