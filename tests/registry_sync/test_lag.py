@@ -17,6 +17,7 @@ from ppos.controlplane.services.registry_sync.lag import lag_seconds
 from tests.ops.test_observability import metrics
 from tests.registry_sync.conftest import WorldFactory
 from tests.registry_sync.harness import SyncWorld, start_sync_plane, write_faults
+from tests.support.polling import eventually
 from tests.support.servers import RunningPlane, stop_plane
 
 REGION = "eu-west-1"
@@ -112,7 +113,10 @@ async def test_lag_metrics_exist_from_start_up(
     )
     try:
         before = time.time()
-        scraped = await metrics(restarted)  # no sweep has run in this process
+        # Published before the scheduler's first leader check: no sweep has run here.
+        scraped = await eventually(
+            lambda: metrics(restarted), lambda m: sample(m, "ppos_sync_lag_changes") is not None
+        )
         after = time.time()
         assert sample(scraped, "ppos_sync_lag_changes") == status.lag_changes
         seconds = sample(scraped, "ppos_sync_lag_seconds")

@@ -327,7 +327,6 @@ class RegistrySyncModule:
             for region, address in settings.regions.items()
         }
         self._bus = StatusBus()
-        self._lag = LagGauges()
         context = SweepContext(
             db=runtime.db,
             settings=settings,
@@ -342,7 +341,7 @@ class RegistrySyncModule:
             ),
             bus=self._bus,
             backoff=Backoff(settings.retry_base, settings.retry_max, settings.retry_attempts),
-            lag=self._lag,
+            lag=LagGauges(),
         )
         self.scheduler = SyncScheduler(
             context,
@@ -357,19 +356,7 @@ class RegistrySyncModule:
         )
 
     async def start(self) -> None:
-        await self._publish_stored_lag()
         await self.scheduler.start()
-
-    async def _publish_stored_lag(self) -> None:
-        """The lag metrics from each region's stored status, before any sweep runs."""
-        regions = list(self._clients)
-        rows = await self._runtime.db.read(lambda s: queries.region_rows(s, regions))
-        for region in regions:
-            row = rows.get(region)
-            if row is None:
-                self._lag.publish(region, 0, None)
-            else:
-                self._lag.publish(region, row.lag_changes, row.newest_change_ns)
 
     async def stop(self) -> None:
         await self.scheduler.stop()
