@@ -7,6 +7,7 @@ import json
 
 import grpc
 import pytest
+from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -44,6 +45,36 @@ async def test_reflection_lists_every_service_without_credentials(plane: Running
         names = {s.name for s in reply.list_services_response.service}
     assert set(SERVICES) <= names
     assert "grpc.health.v1.Health" in names
+
+
+@pytest.mark.parametrize("version", ["v1", "v1alpha"])
+async def test_reflection_answers_on_v1_and_v1alpha(plane: RunningPlane, version: str) -> None:
+    # The two protocols' messages are the same on the wire.
+    call = plane.channel.stream_stream(
+        f"/grpc.reflection.{version}.ServerReflection/ServerReflectionInfo",
+        request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+        response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+    )
+    asked = [
+        reflection_pb2.ServerReflectionRequest(list_services=""),
+        reflection_pb2.ServerReflectionRequest(
+            file_containing_symbol="grpc.health.v1.Health.Check"
+        ),
+        reflection_pb2.ServerReflectionRequest(file_containing_symbol="google.rpc.BadRequest"),
+    ]
+    replies = [reply async for reply in call(iter(asked))]
+    listed = {s.name for s in replies[0].list_services_response.service}
+    assert {
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    } <= listed
+    files = [
+        descriptor_pb2.FileDescriptorProto.FromString(raw).name
+        for reply in replies[1:]
+        for raw in reply.file_descriptor_response.file_descriptor_proto
+    ]
+    assert "grpc_health/v1/health.proto" in files
+    assert "google/rpc/error_details.proto" in files
 
 
 async def test_jwks_is_public_and_matches_the_file(plane: RunningPlane) -> None:

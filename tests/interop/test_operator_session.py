@@ -93,6 +93,8 @@ async def test_health_and_services_by_reflection(shell) -> None:  # type: ignore
     for service in SERVICES:
         assert service in output
     assert "ppos.controlplane.noderegistry.v1.NodeRegistryService/CreateEnrollment" in output
+    assert "grpc.health.v1.Health.Check is a method" in output
+    assert "google.rpc.BadRequest is a message" in output
 
 
 async def test_calls_without_and_with_the_token(shell) -> None:  # type: ignore[no-untyped-def]

@@ -118,3 +118,47 @@ async def test_buf_curl_lists_methods_and_calls(plane: RunningPlane) -> None:
     )
     assert refused.code != 0
     assert "unauthenticated" in refused.stderr.lower()
+
+
+@pytest.mark.parametrize(
+    ("symbol", "kind"),
+    [
+        ("grpc.health.v1.Health.Check", "a method"),
+        (CREATE_ENROLLMENT.replace("/", "."), "a method"),
+        ("grpc.reflection.v1.ServerReflection", "a service"),
+        ("grpc.reflection.v1.ServerReflection.ServerReflectionInfo", "a method"),
+        ("google.rpc.ErrorInfo", "a message"),
+        ("google.rpc.RetryInfo", "a message"),
+    ],
+)
+async def test_grpcurl_describes_methods_and_error_details(
+    plane: RunningPlane, symbol: str, kind: str
+) -> None:
+    described = await run(binary("grpcurl"), "-plaintext", plane.address, "describe", symbol)
+    assert described.code == 0, described.stderr
+    assert f"{symbol} is {kind}" in described.stdout
+
+
+async def test_grpcurl_names_an_unknown_method_as_not_found(plane: RunningPlane) -> None:
+    unknown = "grpc.health.v1.Health.NoSuchMethod"
+    described = await run(binary("grpcurl"), "-plaintext", plane.address, "describe", unknown)
+    assert described.code != 0
+    assert "Symbol not found" in described.stderr
+
+
+@pytest.mark.parametrize("protocol", ["grpc-v1", "grpc-v1alpha"])
+async def test_buf_curl_reflects_with_either_protocol(plane: RunningPlane, protocol: str) -> None:
+    listed = await run(
+        binary("buf"),
+        "curl",
+        "--protocol",
+        "grpc",
+        "--reflect-protocol",
+        protocol,
+        "--list-methods",
+        f"http://{plane.address}",
+    )
+    assert listed.code == 0, listed.stderr
+    methods = set(listed.stdout.split())
+    assert CREATE_ENROLLMENT in methods
+    assert "grpc.health.v1.Health/Check" in methods

@@ -177,6 +177,14 @@ async def test_tenants_queues_partners_routes(world: World, tmp_path: Path) -> N
     deleted = await ctl("routes", "delete", "acme-review", "--reason", "partner left")
     assert deleted.code == 0, deleted.stderr
     assert (await ctl("routes", "get", "acme-review")).code == 6
+    audited = await ctl("audit", "list", "--kind", "route")
+    assert audited.lines()[0].split()[:6] == ["ID", "TIME", "ACTOR", "METHOD", "RESOURCE", "REASON"]
+    (deletion,) = [line for line in audited.lines() if "DeletePartnerRoute" in line]
+    assert "route/acme-review" in deletion
+    assert "partner left" in deletion
+    as_json = await ctl("-o", "json", "audit", "list", "--kind", "route")
+    reasons = [e.get("reason", "") for e in as_json.json()["entries"]]
+    assert reasons[-1] == "partner left"
 
 
 async def test_policies_dry_run_decisions_and_outbox(world: World) -> None:

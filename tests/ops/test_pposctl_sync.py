@@ -71,6 +71,8 @@ async def test_sync_status_sweep_jobs_and_payloads(world: World, tmp_path: Path)
     assert waited.code == 0
     one = await world.ctl("sync", "status", REGION)
     assert str(ODD_RECORDS) in one.lines()[1]
+    assert one.lines()[0].split()[1:4] == ["LAG", "LAG", "AGE"]
+    assert one.lines()[1].split()[1:3] == ["0", "0s"]  # caught up: no change waits
 
     fre = await world.ctl(
         "-o", "json", "sync", "jobs", "list", "--state", "failed-runtime-environment"
@@ -181,6 +183,8 @@ async def test_sync_metrics_are_scraped_per_region(world: World) -> None:
     )
     assert sample(after, "ppos_sync_bytes_total") > sample(before, "ppos_sync_bytes_total")
     assert sample(after, "ppos_sync_lag_changes") == 0
+    assert ("ppos_sync_lag_seconds", (("region", REGION),)) in after
+    assert sample(after, "ppos_sync_lag_seconds") == 0
     assert sample(after, "ppos_sync_sweep_duration_seconds_count") > sample(
         before, "ppos_sync_sweep_duration_seconds_count"
     )

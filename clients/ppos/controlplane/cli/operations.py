@@ -124,6 +124,7 @@ AUDIT_COLUMNS = [
     Column("ACTOR", lambda e: f"{e.actor.kind}:{e.actor.name}"),
     Column("METHOD", lambda e: e.method.rsplit("/", 1)[-1] or "-"),
     Column("RESOURCE", lambda e: f"{e.resource_kind}/{e.resource_id}"),
+    Column("REASON", lambda e: e.reason or "-"),
     Column("REQUEST", lambda e: e.request_id or "-"),
     Column("SERVICE", lambda e: e.service or "-", wide=True),
     Column("AFTER", lambda e: e.after_json or "-", wide=True),
@@ -169,10 +170,18 @@ def audit_watch(ctx: Context, args: argparse.Namespace) -> int:
 
 # -- registry sync ------------------------------------------------------------------
 
+
+def lag_age(status: pb.RegionSyncStatus) -> str:
+    """Age of the oldest unsynced change: `0s` when caught up, `-` when not known."""
+    if not status.HasField("lag"):
+        return "-"
+    return span(status.lag) if status.lag.seconds or status.lag.nanos else "0s"
+
+
 STATUS_COLUMNS = [
     Column("REGION", lambda s: s.region),
     Column("LAG", lambda s: str(s.lag_changes)),
-    Column("LAG AGE", lambda s: span(s.lag)),
+    Column("LAG AGE", lambda s: lag_age(s)),
     Column("LAST SUCCESS", lambda s: when(s.last_success_time)),
     Column("RECORDS", lambda s: str(s.records_synced)),
     Column("BYTES", lambda s: human_bytes(s.bytes_synced)),

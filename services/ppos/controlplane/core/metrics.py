@@ -30,7 +30,11 @@ SYNC_QUARANTINED = Counter(
 SYNC_LAG_CHANGES = Gauge(
     "ppos_sync_lag_changes", "Changes the registry reports after our cursor", ["region"]
 )
-SYNC_LAG_SECONDS = Gauge("ppos_sync_lag_seconds", "Age of the newest synced change", ["region"])
+SYNC_LAG_SECONDS = Gauge(
+    "ppos_sync_lag_seconds",
+    "Age of the oldest change not yet synced (0 when caught up)",
+    ["region"],
+)
 SYNC_ERRORS = Counter(
     "ppos_sync_errors_total", "Failed registry calls, by kind", ["region", "kind"]
 )

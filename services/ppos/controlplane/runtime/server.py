@@ -14,7 +14,6 @@ from collections.abc import Callable
 import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from ppos.controlplane.core.logging import SecretRegistry
 from ppos.controlplane.runtime.collector import settle_collector
@@ -25,6 +24,7 @@ from ppos.controlplane.runtime.observability import (
     auth_failure_hook,
 )
 from ppos.controlplane.runtime.peers import PeerDirectory
+from ppos.controlplane.runtime.reflection import enable_reflection
 from ppos.controlplane.security.access import AccessTable, MethodRule
 from ppos.controlplane.security.control_token import ControlToken, read_control_token
 from ppos.controlplane.security.edge import (
@@ -198,12 +198,8 @@ class ControlPlaneServer:
             module.register(guarded)
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, guarded)
-        reflection.enable_server_reflection(
-            (
-                *service_names,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ),
+        enable_reflection(
+            (*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name),
             guarded,
         )
         self.port = server.add_insecure_port(settings.server.listen)

@@ -1,6 +1,7 @@
 """The append-only audit log: every mutation writes one entry in its own transaction.
 
-Who, what (method, resource, before and after), when, request id. Entries are
+Who, what (method, resource, before and after), why (the reason the caller
+gave, when the change takes one), when, request id. Entries are
 built from resource snapshots that never contain credentials; on PostgreSQL a
 trigger refuses UPDATE and DELETE of the table.
 """
@@ -38,6 +39,7 @@ class AuditEntry(Base):
     before_json: Mapped[str] = mapped_column(Text, nullable=False, default="")
     after_json: Mapped[str] = mapped_column(Text, nullable=False, default="")
     request_id: Mapped[str] = mapped_column(String(128), nullable=False, default="")
+    reason: Mapped[str] = mapped_column(Text, nullable=False, default="")
 
     __table_args__ = (Index("ix_audit_log_resource", "resource_kind", "resource_id"),)
 
@@ -58,8 +60,12 @@ def record(
     after: dict[str, Any] | None,
     method: str | None = None,
     actor: Principal | None = None,
+    reason: str = "",
 ) -> AuditEntry:
-    """Add an audit entry to the caller's transaction (commits or rolls back with it)."""
+    """Add an audit entry to the caller's transaction (commits or rolls back with it).
+
+    `reason` is the one the caller gave for the change (cordon, drain, delete...).
+    """
     who = actor or current_principal.get()
     entry = AuditEntry(
         created_at=utcnow(),
@@ -72,6 +78,7 @@ def record(
         before_json=_dump(before),
         after_json=_dump(after),
         request_id=current_request_id.get(),
+        reason=reason,
     )
     session.add(entry)
     return entry

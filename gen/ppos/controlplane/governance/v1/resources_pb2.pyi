@@ -1126,6 +1126,7 @@ class AuditEntry(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     SERVICE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
     audit_id: _builtins.int
     """Monotonic entry id."""
     method: _builtins.str
@@ -1142,6 +1143,12 @@ class AuditEntry(_message.Message):
     """Request id of the call."""
     service: _builtins.str
     """Service that wrote the entry."""
+    reason: _builtins.str
+    """Why: the reason the caller gave for the change (node cordon, drain or
+    re-image; route deletion; queue created held, resized, paused or drained;
+    tenant suspension or retirement; command retry; admin job start or
+    cancel). Empty for changes that take none.
+    """
     @_builtins.property
     def actor(self) -> _resource_pb2.Actor:
         """Who."""
@@ -1163,10 +1170,11 @@ class AuditEntry(_message.Message):
         request_id: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         service: _builtins.str = ...,
+        reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "after_json", b"after_json", "audit_id", b"audit_id", "before_json", b"before_json", "create_time", b"create_time", "method", b"method", "request_id", b"request_id", "resource_id", b"resource_id", "resource_kind", b"resource_kind", "service", b"service"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "after_json", b"after_json", "audit_id", b"audit_id", "before_json", b"before_json", "create_time", b"create_time", "method", b"method", "reason", b"reason", "request_id", b"request_id", "resource_id", b"resource_id", "resource_kind", b"resource_kind", "service", b"service"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

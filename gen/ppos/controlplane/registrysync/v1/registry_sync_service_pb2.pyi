@@ -105,7 +105,12 @@ class RegionSyncStatus(_message.Message):
     """Sweep running for the region now, empty when none."""
     @_builtins.property
     def lag(self) -> _duration_pb2.Duration:
-        """Age of the newest synced change relative to now."""
+        """Age of the oldest change not yet synced: zero when caught up
+        (lag_changes is 0). The registry does not report when the next change
+        was committed, so while changes remain this is the age of the newest
+        synced change, which every remaining change follows. Unset when changes
+        remain and no synced change carries a time.
+        """
 
     @_builtins.property
     def last_success_time(self) -> _timestamp_pb2.Timestamp:

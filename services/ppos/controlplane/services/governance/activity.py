@@ -155,7 +155,14 @@ class ActivityHandlers(HandlerBase):
             row.next_attempt_at = now
             row.last_error = f"retry requested: {request.reason}; before: {row.last_error}"[:2000]
             row.updated_at = now
-            record_change(session, "command", row.command_id, before, command_snapshot(row))
+            record_change(
+                session,
+                "command",
+                row.command_id,
+                before,
+                command_snapshot(row),
+                reason=request.reason,
+            )
             return row
 
         row = await self._write(work)

@@ -44,6 +44,7 @@ def entry_to_proto(row: AuditEntry) -> res_pb.AuditEntry:
         request_id=row.request_id,
         create_time=to_timestamp(row.created_at),
         service=row.service,
+        reason=row.reason,
     )
 
 

@@ -140,7 +140,14 @@ class AdminJobHandlers(HandlerBase):
             )
             session.add(row)
             session.flush()
-            record_change(session, "admin_job", row.admin_job_id, None, admin_job_snapshot(row))
+            record_change(
+                session,
+                "admin_job",
+                row.admin_job_id,
+                None,
+                admin_job_snapshot(row),
+                reason=parameters.get("reason", ""),
+            )
             remember_request(session, METHOD, request.request_id, digest, row.admin_job_id)
             return row, True
 
@@ -244,7 +251,14 @@ class AdminJobHandlers(HandlerBase):
                 row.state = "CANCELLING"
             row.resource_version += 1
             row.updated_at = now
-            record_change(session, "admin_job", row.admin_job_id, before, admin_job_snapshot(row))
+            record_change(
+                session,
+                "admin_job",
+                row.admin_job_id,
+                before,
+                admin_job_snapshot(row),
+                reason=request.reason,
+            )
             return row
 
         row = await self._write(work)

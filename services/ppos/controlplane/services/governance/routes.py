@@ -261,7 +261,7 @@ class RouteHandlers(HandlerBase):
             regions = routing.route_regions(session, route, tenant)
             route.generation += 1  # the removal is newer than anything the gateway holds
             routing.push_route(session, route, regions, request.reason, actor, delete=True)
-            record_change(session, "route", route.route_id, before, None)
+            record_change(session, "route", route.route_id, before, None, reason=request.reason)
             session.delete(route)
             return shown
 

@@ -232,6 +232,7 @@ class TenantHandlers(HandlerBase):
                     f"{tenant.tenant_id}/{queue.queue_id}",
                     None,
                     queue_snapshot(queue),
+                    reason=queue.reason,  # a queue created held says why
                 )
                 push_queue(session, queue, tenant.phase, "tenant provisioned", actor)
             session.flush()
@@ -380,7 +381,9 @@ class TenantHandlers(HandlerBase):
             tenant.phase = phase
             tenant.reason = reason
             bump(tenant, spec=False)
-            record_change(session, "tenant", tenant_id, before, tenant_snapshot(tenant))
+            record_change(
+                session, "tenant", tenant_id, before, tenant_snapshot(tenant), reason=reason
+            )
             queues = session.scalars(
                 select(QueueRow)
                 .where(QueueRow.tenant_id == tenant_id)
@@ -398,6 +401,7 @@ class TenantHandlers(HandlerBase):
                     f"{tenant_id}/{queue.queue_id}",
                     queue_before,
                     queue_snapshot(queue),
+                    reason=reason,
                 )
                 push_queue(session, queue, phase, why, actor)
             if phase == "RETIRED":
@@ -411,7 +415,14 @@ class TenantHandlers(HandlerBase):
                     regions = routing.route_regions(session, route, tenant)
                     route.generation += 1
                     routing.push_route(session, route, regions, why, actor, delete=True)
-                    record_change(session, "route", route.route_id, route_snapshot(route), None)
+                    record_change(
+                        session,
+                        "route",
+                        route.route_id,
+                        route_snapshot(route),
+                        None,
+                        reason=reason,
+                    )
                     session.delete(route)
             return tenant, True
 
@@ -515,6 +526,7 @@ class TenantHandlers(HandlerBase):
                 f"{tenant.tenant_id}/{queue.queue_id}",
                 None,
                 queue_snapshot(queue),
+                reason=queue.reason,  # a queue created held says why
             )
             push_queue(session, queue, tenant.phase, "queue created", actor)
             if queue.region not in known_regions:
@@ -628,7 +640,12 @@ class TenantHandlers(HandlerBase):
             queue.reason = reason
             bump(queue, spec=True)
             record_change(
-                session, "queue", f"{tenant_id}/{queue_id}", before, queue_snapshot(queue)
+                session,
+                "queue",
+                f"{tenant_id}/{queue_id}",
+                before,
+                queue_snapshot(queue),
+                reason=reason,
             )
             push_queue(session, queue, tenant.phase, reason or f"queue {new_state.lower()}", actor)
             return queue, True

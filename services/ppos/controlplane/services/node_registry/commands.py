@@ -77,7 +77,9 @@ class Issued:
     duplicate: bool
 
 
-def _audit(session: Session, row: NodeCommandRow, before: dict[str, object] | None) -> None:
+def _audit(
+    session: Session, row: NodeCommandRow, before: dict[str, object] | None, reason: str = ""
+) -> None:
     audit.record(
         session,
         service=SERVICE,
@@ -85,6 +87,7 @@ def _audit(session: Session, row: NodeCommandRow, before: dict[str, object] | No
         resource_id=row.command_id,
         before=before,
         after=command_snapshot(row),
+        reason=reason,
     )
 
 
@@ -177,7 +180,7 @@ def issue_reimage(
         resource_version=1,
     )
     session.add(row)
-    _audit(session, row, None)
+    _audit(session, row, None, request.reason)
     notify(session, COMMANDS_CHANNEL, node.node_id)
     return Issued(row, duplicate=False)
 
@@ -308,7 +311,7 @@ def cancel(session: Session, row: NodeCommandRow, reason: str, now: dt.datetime)
     row.finished_at = now
     row.result_message = f"cancelled: {reason}"[:1024]
     _touch(row, now)
-    _audit(session, row, before)
+    _audit(session, row, before, reason)
 
 
 def overdue(session: Session, now: dt.datetime, limit: int) -> Sequence[tuple[str, str]]:

@@ -174,6 +174,7 @@ class CommandRpcs(ServicerBase):
                     resource_id=node.node_id,
                     before=before,
                     after=node_snapshot(node),
+                    reason=request.reason,
                 )
             return row
 

@@ -46,7 +46,9 @@ NODE_BY_ID = PreparedRead(
 )
 
 
-def _audit_node(session: Session, row: NodeRow, before: dict[str, object]) -> None:
+def _audit_node(
+    session: Session, row: NodeRow, before: dict[str, object], reason: str = ""
+) -> None:
     audit.record(
         session,
         service=SERVICE,
@@ -54,6 +56,7 @@ def _audit_node(session: Session, row: NodeRow, before: dict[str, object]) -> No
         resource_id=row.node_id,
         before=before,
         after=node_snapshot(row),
+        reason=reason,
     )
 
 
@@ -159,7 +162,7 @@ class OperatorRpcs(ServicerBase):
                 return row  # already cordoned for this reason
             row.generation += 1
             record_changes(session, [Change(row, "Cordoned", row.readiness)], now)
-            _audit_node(session, row, before)
+            _audit_node(session, row, before, request.reason)
             return row
 
         return pb.CordonNodeResponse(node=node_to_proto(await self._write(work)))
@@ -236,7 +239,7 @@ class OperatorRpcs(ServicerBase):
             row.drain_deadline = now + dt.timedelta(seconds=grace)
             row.generation += 1
             record_changes(session, [Change(row, "DrainRequested", previous)], now)
-            _audit_node(session, row, before)
+            _audit_node(session, row, before, request.reason)
             return row
 
         return pb.DrainNodeResponse(node=node_to_proto(await self._write(work)))

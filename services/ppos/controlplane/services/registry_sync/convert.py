@@ -10,6 +10,7 @@ from google.protobuf import timestamp_pb2
 
 from ppos.controlplane.core.timeutil import to_duration, to_timestamp, utcnow
 from ppos.controlplane.registrysync.v1 import registry_sync_service_pb2 as pb
+from ppos.controlplane.services.registry_sync.lag import lag_seconds
 from ppos.controlplane.services.registry_sync.models import (
     QuarantinedRecordRow,
     SweepRegionRow,
@@ -47,8 +48,8 @@ def region_status(
     now = now or utcnow()
     status.cursor = row.cursor
     status.lag_changes = row.lag_changes
-    if row.newest_change_ns is not None:
-        age = max(0.0, now.timestamp() - row.newest_change_ns / 1e9)
+    age = lag_seconds(row.lag_changes, row.newest_change_ns, now.timestamp())
+    if age is not None:
         status.lag.CopyFrom(to_duration(age))
     if row.last_success_at is not None:
         status.last_success_time.FromDatetime(row.last_success_at)

@@ -28,7 +28,7 @@ from ppos.controlplane.security.principal import (
     current_request_id,
     internal,
 )
-from ppos.controlplane.services.registry_sync import sweeps
+from ppos.controlplane.services.registry_sync import queries, sweeps
 from ppos.controlplane.services.registry_sync.client import RegistryClient
 from ppos.controlplane.services.registry_sync.leader import Leadership
 from ppos.controlplane.services.registry_sync.models import CANCELLED, FAILED, PENDING
@@ -74,6 +74,24 @@ class SyncScheduler:
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="registrysync-scheduler")
+
+    async def publish_stored_lag(self) -> None:
+        """Each region's lag metrics from its stored status.
+
+        Before the first leader check (so the metrics exist before any sweep
+        runs), then on every leader check of a replica that does not lead: the
+        leader publishes its own after each page, the others read what it stored.
+        """
+        regions = sorted(self._clients)
+        if not regions:
+            return
+        rows = await self._db.read(lambda s: queries.region_rows(s, regions))
+        for region in regions:
+            row = rows.get(region)
+            if row is None:
+                self._ctx.lag.publish(region, 0, None)
+            else:
+                self._ctx.lag.publish(region, row.lag_changes, row.newest_change_ns)
 
     def wake(self) -> None:
         self._wake.set()
@@ -123,6 +141,8 @@ class SyncScheduler:
                 now = time.monotonic()
                 if now >= next_lead_check:
                     next_lead_check = now + settings.leader_retry
+                    if not self.leading:
+                        await self.publish_stored_lag()
                     await self._check_lead()
                 if self.leading:
                     await self._tick()

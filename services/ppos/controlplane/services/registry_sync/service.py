@@ -25,6 +25,7 @@ from ppos.controlplane.security.principal import current_principal
 from ppos.controlplane.services.registry_sync import convert, queries, sweeps
 from ppos.controlplane.services.registry_sync.backoff import Backoff
 from ppos.controlplane.services.registry_sync.client import RegistryClient
+from ppos.controlplane.services.registry_sync.lag import LagGauges
 from ppos.controlplane.services.registry_sync.leader import leadership_for
 from ppos.controlplane.services.registry_sync.metering import Meter, Rates
 from ppos.controlplane.services.registry_sync.models import SweepRegionRow, SweepRow
@@ -340,6 +341,7 @@ class RegistrySyncModule:
             ),
             bus=self._bus,
             backoff=Backoff(settings.retry_base, settings.retry_max, settings.retry_attempts),
+            lag=LagGauges(),
         )
         self.scheduler = SyncScheduler(
             context,

@@ -24,8 +24,6 @@ from ppos.controlplane.core.metrics import (
     SYNC_BYTES,
     SYNC_DUPLICATES,
     SYNC_ERRORS,
-    SYNC_LAG_CHANGES,
-    SYNC_LAG_SECONDS,
     SYNC_QUARANTINED,
     SYNC_RECORDS,
     SYNC_SWEEP_DURATION,
@@ -34,6 +32,7 @@ from ppos.controlplane.core.timeutil import utcnow
 from ppos.controlplane.services.registry_sync import sweeps
 from ppos.controlplane.services.registry_sync.backoff import Backoff, is_retryable, retry_hint
 from ppos.controlplane.services.registry_sync.client import RegistryClient, describe
+from ppos.controlplane.services.registry_sync.lag import LagGauges
 from ppos.controlplane.services.registry_sync.metering import Meter
 from ppos.controlplane.services.registry_sync.models import (
     CANCELLED,
@@ -112,6 +111,7 @@ class SweepContext:
     meter: Meter
     bus: StatusBus
     backoff: Backoff
+    lag: LagGauges
 
 
 class RegionRun:
@@ -229,11 +229,7 @@ class RegionRun:
         SYNC_DUPLICATES.labels(region).inc(outcome.duplicates)
         for reason, count in outcome.quarantined.items():
             SYNC_QUARANTINED.labels(region, reason).inc(count)
-        SYNC_LAG_CHANGES.labels(region).set(page.remaining_changes)
-        if outcome.newest_change_ns is not None:
-            SYNC_LAG_SECONDS.labels(region).set(
-                max(0.0, time.time() - outcome.newest_change_ns / 1e9)
-            )
+        self._ctx.lag.publish(region, page.remaining_changes, outcome.newest_change_ns)
         self._ctx.bus.notify()
         self._log.debug(
             "sync.page_committed",
@@ -300,6 +296,7 @@ class RegionRun:
             )
         )
         if at_head:
+            self._ctx.lag.caught_up(self._region)
             return  # nothing new
         queue: asyncio.Queue[VerifiedPage | _Failure] = asyncio.Queue(PREFETCH_PAGES)
         producer = asyncio.create_task(self._produce(cursor, queue))
