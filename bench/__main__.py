@@ -17,6 +17,7 @@ BENCHMARKS = {
     "watch_fanout": "bench.bench_watch_fanout",
     "sync_ingest": "bench.bench_sync_ingest",
     "outbox": "bench.bench_outbox",
+    "fuzz": "bench.bench_fuzz",
 }
 
 
