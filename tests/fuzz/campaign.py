@@ -29,7 +29,7 @@ from tests.fuzz.runner import (
     Report,
     run_cases,
 )
-from tests.fuzz.seeds import SeedMaker, World, build_world
+from tests.fuzz.seeds import SeedMaker, World, build_world, harvest_page_tokens
 
 # The fuzz world's region needs a gateway; nothing listens there (port 9, discard).
 FUZZ_ENV = {"PPOS_GATEWAYS": "eu-west-1=127.0.0.1:9"}
@@ -119,6 +119,7 @@ async def run_campaign(
                 report.fail(Failure("(no credential)", "-", f"table {table} changed", ""))
 
         world = await build_world(channel, operator_md)
+        await harvest_page_tokens(channel, operator_md, world, catalog)
         cases = CaseMaker(SeedMaker(world, rng), rng, tag)
         node_md = (("authorization", f"Bearer {world.node_credential}"),)
         callers = {

@@ -28,6 +28,7 @@ class Method:
     path: str  # /package.Service/Method
     name: str
     input: Descriptor
+    output: Descriptor
     streaming: bool
     allow: frozenset[PrincipalKind]
     mutating: bool
@@ -48,6 +49,7 @@ def methods() -> list[Method]:
                     path,
                     method.name,
                     method.input_type,
+                    method.output_type,
                     method.server_streaming,
                     allow,
                     mutating,

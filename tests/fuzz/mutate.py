@@ -10,6 +10,7 @@ in the way of that bounded, reproducible count.
 from __future__ import annotations
 
 import base64
+import json
 import random
 from collections.abc import Callable
 from typing import Any
@@ -108,6 +109,29 @@ def _page_tokens() -> list[str]:
 
 
 PAGE_TOKENS = tuple(_page_tokens())
+# Values a forged position may carry where a timestamp, id or number belongs.
+HOSTILE_JSON: tuple[Any, ...] = (
+    None,
+    "x",
+    "",
+    "\u0000",
+    "2026-13-45T99:99:99",
+    "2026-01-01T00:00:00",
+    float("inf"),
+    float("nan"),
+    10**30,
+    -1,
+    2**63,
+    [],
+    [1, 2, 3],
+    {"a": {}},
+    True,
+    "²",
+)
+
+
+def _b64(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 
 class Mutator:
@@ -142,6 +166,8 @@ class Mutator:
             elif depth < 4:
                 sub.SetInParent()
                 self._mutate_one(sub, depth + 1)
+        elif field.type == FieldDescriptor.TYPE_STRING:
+            self._set(message, field, self.hostile_string(field.name, getattr(message, field.name)))
         else:
             self._set(message, field, self.hostile_scalar(field))
 
@@ -214,8 +240,11 @@ class Mutator:
             return self.rng.choice(INT64)
         return self.rng.choice(INT32)
 
-    def hostile_string(self, name: str) -> str:
-        if name == "page_token" and self.rng.random() < 0.7:
+    def hostile_string(self, name: str, current: str = "") -> str:
+        if name == "page_token" and self.rng.random() < 0.8:
+            forged = self.forged_token(current)
+            if forged is not None and self.rng.random() < 0.7:
+                return forged
             return self.rng.choice(PAGE_TOKENS)
         roll = self.rng.random()
         if roll < 0.01:
@@ -224,6 +253,37 @@ class Mutator:
             alphabet = "".join(chr(c) for c in range(0x20)) + "abc-_.:/=,!\u200b\u202e\u00a0²"
             return "".join(self.rng.choice(alphabet) for _ in range(self.rng.randint(1, 80)))
         return self.rng.choice(HOSTILE_STRINGS)
+
+    def forged_token(self, token: str) -> str | None:
+        """A real page token (base64 JSON) with one part of its position made hostile."""
+        try:
+            data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        except (ValueError, RecursionError):  # not a token of ours (or one forged deep)
+            return None
+        if not isinstance(data, dict) or not isinstance(data.get("p"), dict):
+            return None
+        position: dict[str, Any] = data["p"]
+        roll = self.rng.random()
+        if roll < 0.1:
+            data["p"] = self.rng.choice(HOSTILE_JSON)
+        elif roll < 0.2:
+            data["k"] = self.rng.choice(("", "other", None, 1, ["x"]))
+        elif position:
+            key = self.rng.choice(sorted(position))
+            value = position[key]
+            if isinstance(value, list) and value and self.rng.random() < 0.5:
+                value = list(value)
+                value[self.rng.randrange(len(value))] = self.rng.choice(HOSTILE_JSON)
+                position[key] = value
+            elif self.rng.random() < 0.2:
+                del position[key]
+            else:
+                position[key] = self.rng.choice(HOSTILE_JSON)
+        else:
+            position["after"] = self.rng.choice(HOSTILE_JSON)
+        if self.rng.random() < 0.05:
+            return _b64("[" * 5000 + json.dumps(data) + "]" * 5000)
+        return _b64(json.dumps(data, allow_nan=True))
 
     def _unknown_field(self) -> bytes:
         number = self.rng.choice((UNKNOWN_FIELD, 536_870_911, 1000))

@@ -35,6 +35,7 @@ CHANNEL_OPTIONS = (
 MAX_TRAILERS = 8 * 1024
 CALL_DEADLINE = 30.0  # a bound on one call (never reached by a healthy server)
 STREAM_WINDOW = 0.3  # how long a stream is read before the fuzzer cancels it
+REFUSAL_WAIT = 10.0  # how long a stream the caller may not open gets to refuse
 REFUSED_CODES = frozenset(
     {
         grpc.StatusCode.INVALID_ARGUMENT,
@@ -78,6 +79,12 @@ class Case:
     body: bytes
     shape: str  # "seed", "mutated" or "raw"
     request_id: str
+
+    @property
+    def allowed(self) -> bool:
+        """Whether the method lets this caller in at all."""
+        allow, kind = self.method.allow, self.caller.kind
+        return PrincipalKind.ANONYMOUS in allow or (kind is not None and kind in allow)
 
 
 @dataclass(frozen=True)
@@ -187,10 +194,8 @@ def judge(outcome: Outcome) -> Failure | None:
             problems.append(f"names {match.group(0)!r}")
             break
     method = outcome.case.method
-    kind = outcome.case.caller.kind
-    allowed = PrincipalKind.ANONYMOUS in method.allow or (kind is not None and kind in method.allow)
-    if not allowed and outcome.code == grpc.StatusCode.OK and not outcome.cancelled_by_us:
-        problems.append(f"answered a {outcome.case.caller.label} caller")
+    if not outcome.case.allowed and (outcome.code == grpc.StatusCode.OK or outcome.cancelled_by_us):
+        problems.append(f"served a {outcome.case.caller.label} caller")
     if not problems:
         return None
     return Failure(
@@ -235,7 +240,8 @@ async def _send_stream(channel: grpc.aio.Channel, case: Case, metadata: Any) -> 
         case.body, metadata=metadata, timeout=CALL_DEADLINE
     )
     loop = asyncio.get_running_loop()
-    until = loop.time() + STREAM_WINDOW
+    # A stream the caller may not open must end by itself, with its refusal.
+    until = loop.time() + (STREAM_WINDOW if case.allowed else REFUSAL_WAIT)
     try:
         while loop.time() < until:
             message = await asyncio.wait_for(call.read(), until - loop.time())

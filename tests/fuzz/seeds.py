@@ -3,6 +3,7 @@ filled from the descriptors by field name (ids of that world, or fresh ones)."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,8 @@ class World:
     route: str = "fz-route"
     node: str = ""
     node_credential: str = ""
+    # Real next-page tokens by request type (harvested from lists of two or more).
+    page_tokens: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def ids(self) -> dict[str, str]:
         return {
@@ -71,9 +74,48 @@ async def build_world(channel: grpc.aio.Channel, operator: Any) -> World:
         ),
         metadata=operator,
     )
+    # Second ones, so that lists have a next page whose token the fuzzer can forge.
+    await gov.CreatePartner(
+        gov_pb.CreatePartnerRequest(partner_id="fz-shop-2", display_name="Shop 2", region=REGION),
+        metadata=operator,
+    )
+    await gov.ProvisionTenant(
+        gov_pb.ProvisionTenantRequest(
+            request_id="fz-provision-2",
+            tenant_id="fz-beta",
+            spec=res.TenantSpec(display_name="Beta", default_region=REGION),
+            queues=[
+                gov_pb.QueueTemplate(queue_id=name, spec=res.QueueSpec(capacity=2))
+                for name in ("main", "rush")
+            ],
+        ),
+        metadata=operator,
+    )
+    await enroll_node(channel, operator, region=REGION)
     node = await enroll_node(channel, operator, region=REGION)
     world.node, world.node_credential = node.node_id, node.credential
     return world
+
+
+async def harvest_page_tokens(
+    channel: grpc.aio.Channel, operator: Any, world: World, methods: list[Any]
+) -> None:
+    """A real next-page token of every list that has one, by its request type."""
+    seeds = SeedMaker(world, random.Random(0), plain=True)
+    for method in methods:
+        fields = method.input.fields_by_name
+        if method.streaming or "page_token" not in fields or "page_size" not in fields:
+            continue
+        request = seeds.seed(method.input)
+        request.page_size = 1
+        data = await channel.unary_unary(method.path)(
+            request.SerializeToString(), metadata=operator, timeout=30
+        )
+        reply = GetMessageClass(method.output)()
+        reply.ParseFromString(data)
+        token = getattr(reply, "next_page_token", "")
+        if token:
+            world.page_tokens[method.input.full_name] = token
 
 
 _STRINGS = {
@@ -110,9 +152,12 @@ _INTS = {
 class SeedMaker:
     """Plausible requests: ids of the world or fresh ones, sensible scalars."""
 
-    def __init__(self, world: World, rng: random.Random) -> None:
+    def __init__(self, world: World, rng: random.Random, *, plain: bool = False) -> None:
+        """`plain`: the world's ids only, and no filters (a request that lists everything)."""
         self._ids = world.ids()
+        self._tokens = world.page_tokens
         self._rng = rng
+        self._plain = plain
         self._fresh = 0
 
     def fresh_id(self) -> str:
@@ -121,7 +166,15 @@ class SeedMaker:
 
     def seed(self, descriptor: Descriptor) -> Message:
         message = GetMessageClass(descriptor)()
+        if self._plain:
+            return message
         self._fill(message, depth=0)
+        token = self._tokens.get(descriptor.full_name)
+        if token and self._rng.random() < 0.5:
+            # The filters the token was issued for: none (see harvest_page_tokens).
+            message.Clear()
+            setattr(message, "page_size", 1)  # noqa: B010 - a field of several request types
+            setattr(message, "page_token", token)  # noqa: B010
         return message
 
     def _fill(self, message: Message, depth: int) -> None:
