@@ -109,9 +109,9 @@ async def run_campaign(
         # First, on a server with nothing to do in the background: no credential.
         anyone = CaseMaker(SeedMaker(World(), rng), rng, tag)
         before = digest(database_url)
-        batch = [
+        batch = (
             anyone.case(_pick(rng, catalog, None), Caller(None, ())) for _ in range(shares["none"])
-        ]
+        )
         await run_cases(channel, batch, report, concurrency)
         after = digest(database_url)
         for table in sorted(set(before) | set(after)):
@@ -128,9 +128,9 @@ async def run_campaign(
         }
         for name in ("node", "operator"):
             caller = callers[name]
-            batch = [
+            batch = (
                 cases.case(_pick(rng, catalog, caller.kind), caller) for _ in range(shares[name])
-            ]
+            )
             await run_cases(channel, batch, report, concurrency)
 
         _check_audit(report, database_url, f"fz-{tag}-")

@@ -10,9 +10,10 @@ in the way of that bounded, reproducible count.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from google.protobuf.descriptor import FieldDescriptor
@@ -64,6 +65,7 @@ HOSTILE_STRINGS = (
     "sha256:" + "g" * 64,
     "req_\x00",
 )
+SHORT_STRINGS = tuple(value for value in HOSTILE_STRINGS if len(value) <= 64)
 HUGE_SIZES = (100_000, 1_000_000)
 UNKNOWN_FIELD = 12_345
 
@@ -137,6 +139,7 @@ def _b64(text: str) -> str:
 class Mutator:
     def __init__(self, rng: random.Random) -> None:
         self.rng = rng
+        self._bulk = False  # inside a field with many values: small values only
 
     # -- structure-aware -----------------------------------------------------------
 
@@ -189,15 +192,20 @@ class Mutator:
         roll = self.rng.random()
         if roll < 0.2:
             del values[:]
-        elif field.message_type is not None:
-            count = self.rng.choice((1, 2, 50, 1000))
-            for _ in range(count):
-                item = values.add()
-                if depth < 4 and self.rng.random() < 0.5:
-                    self._mutate_one(item, depth + 1)
-        else:
-            count = self.rng.choice((1, 3, 100, 1000, 70_000))
-            same = self.rng.random() < 0.5
+            return
+        # Many values, each small: one request stays a few MB at most.
+        counts = (1, 2, 3) if self._bulk else (1, 2, 50, 1000)
+        if field.message_type is not None:
+            count = self.rng.choice(counts)
+            with self._in_bulk(count > 3):
+                for _ in range(count):
+                    item = values.add()
+                    if depth < 4 and self.rng.random() < 0.5:
+                        self._mutate_one(item, depth + 1)
+            return
+        count = self.rng.choice((*counts, 70_000) if not self._bulk else counts)
+        same = self.rng.random() < 0.5
+        with self._in_bulk(count > 3):
             first = self.hostile_scalar(field)
             for _ in range(count):
                 value = first if same else self.hostile_scalar(field)
@@ -206,21 +214,29 @@ class Mutator:
                 except (ValueError, TypeError):
                     values.append(self._fallback(field))
 
+    @contextlib.contextmanager
+    def _in_bulk(self, bulk: bool) -> Iterator[None]:
+        before, self._bulk = self._bulk, self._bulk or bulk
+        try:
+            yield
+        finally:
+            self._bulk = before
+
     def _mutate_map(self, entries: Any) -> None:
         roll = self.rng.random()
         if roll < 0.3:
             for i in range(self.rng.choice((65, 1000))):
                 entries[f"k{i}"] = "v"
         else:
-            key = self.rng.choice(HOSTILE_STRINGS)
-            entries[key] = self.rng.choice(HOSTILE_STRINGS)
+            key = self.rng.choice(SHORT_STRINGS if self._bulk else HOSTILE_STRINGS)
+            entries[key] = self.rng.choice(SHORT_STRINGS if self._bulk else HOSTILE_STRINGS)
 
     def hostile_scalar(self, field: FieldDescriptor) -> Any:
         kind = field.type
         if kind == FieldDescriptor.TYPE_STRING:
             return self.hostile_string(field.name)
         if kind == FieldDescriptor.TYPE_BYTES:
-            return self.rng.randbytes(self.rng.choice((0, 1, 64, 4096)))
+            return self.rng.randbytes(self.rng.choice((0, 1, 64) if self._bulk else (0, 64, 4096)))
         if kind == FieldDescriptor.TYPE_BOOL:
             return self.rng.random() < 0.5
         if kind == FieldDescriptor.TYPE_ENUM:
@@ -246,6 +262,8 @@ class Mutator:
             if forged is not None and self.rng.random() < 0.7:
                 return forged
             return self.rng.choice(PAGE_TOKENS)
+        if self._bulk:
+            return self.rng.choice(SHORT_STRINGS)
         roll = self.rng.random()
         if roll < 0.01:
             return "i" * self.rng.choice(HUGE_SIZES)

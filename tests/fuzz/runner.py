@@ -13,7 +13,7 @@ import itertools
 import random
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -293,17 +293,15 @@ class CaseMaker:
 
 async def run_cases(
     channel: grpc.aio.Channel,
-    cases: Sequence[Case],
+    cases: Iterable[Case],
     report: Report,
     concurrency: int,
 ) -> None:
-    queue: asyncio.Queue[Case] = asyncio.Queue()
-    for case in cases:
-        queue.put_nowait(case)
+    """Send `cases` (made as they are taken: a case can be megabytes) `concurrency` at a time."""
+    pending = iter(cases)
 
     async def worker() -> None:
-        while not queue.empty():
-            case = queue.get_nowait()
+        for case in pending:
             report.add(await send(channel, case))
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
