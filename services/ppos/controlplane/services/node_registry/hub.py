@@ -607,20 +607,11 @@ class WatchHub:
         context: Any,
         request_id: str,
     ) -> Subscriber:
+        """A subscriber placed for `resume_from`. It is registered as the last step, with
+        no await after it, so a caller cancelled while this waits has nothing to undo
+        (watch_stream.serve unregisters it however the stream ends)."""
         await self._ready.wait()
-        if self._closing:
-            raise Unavailable(
-                "server shutting down: watch another replica", reason="SERVER_SHUTTING_DOWN"
-            )
-        if len(self._subscribers) >= self._settings.watch_max_subscribers:
-            raise ResourceExhausted(
-                f"this server already serves {len(self._subscribers)} WatchNodes streams "
-                f"(limit {self._settings.watch_max_subscribers}); retry later or use another "
-                "replica",
-                subject="WatchNodes streams per process",
-                retry_after_seconds=5.0,
-                reason="TOO_MANY_WATCHERS",
-            )
+        self._check_admission()  # early, before building a snapshot for nothing
         sub = Subscriber(
             query=query,
             query_key=query.fingerprint() if not query.everything else "*",
@@ -651,11 +642,28 @@ class WatchHub:
             index = bisect.bisect_right(self._versions, resume_from)
             sub.cursor = self._base_seq + index
             sub.sent_version = resume_from
+        # Again: others may have joined, or shutdown begun, while this one waited.
+        self._check_admission()
         sub.registered = True
         sub.settled = self._publish_id  # joined after the last publish: not waited for
         self._subscribers.add(sub)
         WATCH_SUBSCRIBERS.inc()
         return sub
+
+    def _check_admission(self) -> None:
+        if self._closing:
+            raise Unavailable(
+                "server shutting down: watch another replica", reason="SERVER_SHUTTING_DOWN"
+            )
+        if len(self._subscribers) >= self._settings.watch_max_subscribers:
+            raise ResourceExhausted(
+                f"this server already serves {len(self._subscribers)} WatchNodes streams "
+                f"(limit {self._settings.watch_max_subscribers}); retry later or use another "
+                "replica",
+                subject="WatchNodes streams per process",
+                retry_after_seconds=5.0,
+                reason="TOO_MANY_WATCHERS",
+            )
 
     async def _catch_up_to(self, version: int) -> None:
         loop = asyncio.get_running_loop()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from ppos.controlplane.core.timeutil import duration_seconds
 from ppos.controlplane.core.validation import Violations
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2 as pb
@@ -34,10 +36,12 @@ class WatchRpcs(ServicerBase):
                 f"must be between {MIN_BOOKMARK_INTERVAL:g}s and {MAX_BOOKMARK_INTERVAL:g}s",
             )
         violations.raise_if_any()
-        sub = await self._hub.subscribe(
-            query, request.resume_from_version, interval, context, current_request_id.get()
+        subscribe = functools.partial(
+            self._hub.subscribe,
+            query,
+            request.resume_from_version,
+            interval,
+            context,
+            current_request_id.get(),
         )
-        # Headers now, on their own: the call can then always be ended from outside
-        # (a cut-off) even while its first message waits on a reader that stopped.
-        await context.send_initial_metadata(())
-        await serve(self._hub, sub, context)
+        await serve(self._hub, subscribe, context)

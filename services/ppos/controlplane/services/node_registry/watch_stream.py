@@ -10,16 +10,28 @@ a busy one.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ppos.controlplane.services.node_registry.hub import Subscriber, WatchHub
 
 
-async def serve(hub: WatchHub, sub: Subscriber, context: Any) -> None:
+async def serve(
+    hub: WatchHub, subscribe: Callable[[], Awaitable[Subscriber]], context: Any
+) -> None:
+    """Run one stream; its subscriber is registered only inside the block that always
+    unregisters it (a client may cancel at any await, the first ones included)."""
     loop = asyncio.get_running_loop()
     write = context.write
-    sub.task = asyncio.current_task()
+    sub: Subscriber | None = None
     try:
+        # `subscribe` registers as its last, synchronous step: cancelled while it
+        # waits, nothing is registered; cancelled after, `sub` is set.
+        sub = await subscribe()
+        sub.task = asyncio.current_task()
+        # Headers now, on their own: the call can then always be ended from outside
+        # (a cut-off) even while its first message waits on a reader that stopped.
+        await context.send_initial_metadata(())
         if sub.resync:
             await write(hub.resync_event())
             return
@@ -62,4 +74,5 @@ async def serve(hub: WatchHub, sub: Subscriber, context: Any) -> None:
             sub.last_sent = loop.time()
             hub.settle(sub)
     finally:
-        hub.unsubscribe(sub)
+        if sub is not None:
+            hub.unsubscribe(sub)
