@@ -215,13 +215,20 @@ def test_a_follower_takes_over_when_the_leader_is_killed(
     engine = create_engine(database_url)
     log = tmp_path / "plane.log"
     started: list[Process] = []
+
+    def env() -> dict[str, str]:
+        # Slow enough (16 s for the sweep) that the leader is still at work when the
+        # follower has started, even on a machine busy enough to take seconds for that.
+        return {
+            **plane_env(database_url, data_dir, simulator, canary_token, free_port()),
+            "PPOS_SYNC_REGION_RECORDS_PER_SECOND": "150",
+        }
+
     try:
-        leader = serve(plane_env(database_url, data_dir, simulator, canary_token, free_port()), log)
+        leader = serve(env(), log)
         started.append(leader)
         wait_for(lambda: stored(engine) > 100, what="the leader's progress")
-        follower = serve(
-            plane_env(database_url, data_dir, simulator, canary_token, free_port()), log
-        )
+        follower = serve(env(), log)
         started.append(follower)
         wait_for(lambda: log.read_bytes().count(b'"event": "server.started"') == 2, what="both")
         leader.kill()
