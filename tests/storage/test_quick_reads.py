@@ -1,7 +1,10 @@
 """Quick reads (Core SQL compiled once, no ORM session) give what the ORM gives:
 every column converted the same way (UTC datetimes, JSON, booleans, NULLs), on
-SQLite and PostgreSQL, and nothing for a key that is not there; a point read on
-SQLite never holds the event loop while the database is locked."""
+SQLite and PostgreSQL, and nothing for a key that is not there, and a tenant
+read so becomes the same message bytes as from the ORM; a point read on SQLite
+never holds the event loop while the database is locked; on PostgreSQL a read
+survives the loss of its connection and its connections close with the
+database."""
 
 from __future__ import annotations
 
@@ -11,11 +14,17 @@ import sqlite3
 
 import psycopg
 import pytest
-from sqlalchemy import inspect
+from sqlalchemy import inspect, select
 from sqlalchemy.engine import make_url
 
+from ppos.controlplane.common.v1 import resource_pb2 as common_pb
 from ppos.controlplane.core.errors import InvalidArgument
-from ppos.controlplane.services.governance.models import TenantRow
+from ppos.controlplane.core.timeutil import to_timestamp
+from ppos.controlplane.governance.v1 import governance_service_pb2 as gov_pb
+from ppos.controlplane.governance.v1 import resources_pb2 as res_pb
+from ppos.controlplane.services.governance.convert import fill_tenant, tenant_to_proto
+from ppos.controlplane.services.governance.enums import TENANT_PHASE
+from ppos.controlplane.services.governance.models import PartnerRow, TenantRow
 from ppos.controlplane.services.governance.tenants import tenants_after
 from ppos.controlplane.services.node_registry.models import NodeRow
 from ppos.controlplane.services.node_registry.rpc_operator import NODE_BY_ID
@@ -56,19 +65,57 @@ def _node(node_id: str, **overrides: object) -> NodeRow:
     return NodeRow(**fields)
 
 
-def _tenant(tenant_id: str, phase: str) -> TenantRow:
-    return TenantRow(
-        tenant_id=tenant_id,
-        display_name=tenant_id.title(),
-        default_region="eu-west-1",
-        default_partner_id=None,
-        labels={"tier": "gold"},
-        phase=phase,
-        reason="",
-        resource_version=1,
-        generation=1,
-        created_at=WHEN,
-        updated_at=WHEN,
+def _tenant(tenant_id: str, phase: str, **overrides: object) -> TenantRow:
+    fields: dict[str, object] = {
+        "tenant_id": tenant_id,
+        "display_name": tenant_id.title(),
+        "default_region": "eu-west-1",
+        "default_partner_id": None,
+        "labels": {"tier": "gold"},
+        "phase": phase,
+        "reason": "",
+        "resource_version": 1,
+        "generation": 1,
+        "created_at": WHEN,
+        "updated_at": WHEN,
+    }
+    fields.update(overrides)
+    return TenantRow(**fields)
+
+
+def _tenant_built_whole(row: TenantRow) -> res_pb.Tenant:
+    """A Tenant message made as one constructor call with nested messages: the
+    reference `fill_tenant` must match byte for byte."""
+    active = row.phase == "ACTIVE"
+    return res_pb.Tenant(
+        tenant_id=row.tenant_id,
+        meta=common_pb.ObjectMeta(
+            resource_version=str(row.resource_version),
+            create_time=to_timestamp(row.created_at),
+            update_time=to_timestamp(row.updated_at),
+            labels={str(k): str(v) for k, v in (row.labels or {}).items()},
+            generation=row.generation,
+        ),
+        spec=res_pb.TenantSpec(
+            display_name=row.display_name,
+            default_region=row.default_region,
+            default_partner_id=row.default_partner_id or "",
+        ),
+        status=res_pb.TenantStatus(
+            phase=TENANT_PHASE.to_proto(row.phase),
+            reason=row.reason,
+            conditions=[
+                common_pb.Condition(
+                    type="Accepting",
+                    status=common_pb.CONDITION_STATUS_TRUE
+                    if active
+                    else common_pb.CONDITION_STATUS_FALSE,
+                    reason="Active" if active else row.phase.capitalize(),
+                    message=row.reason,
+                    last_transition_time=to_timestamp(row.updated_at),
+                )
+            ],
+        ),
     )
 
 
@@ -159,10 +206,11 @@ async def test_a_point_read_on_a_locked_sqlite_file_is_done_in_the_pool(database
 async def test_a_quick_read_after_the_database_ended_its_sessions_gets_a_new_one(
     database_url: str,
 ) -> None:
-    """PostgreSQL only (SQLite has no server to lose): the pooled connection a quick
-    read used is ended by the server; the next read answers on a fresh one, and
-    the connection went back to the pool out of autocommit (a write still commits
-    as a transaction)."""
+    """PostgreSQL only (SQLite has no server to lose): the server ends every session,
+    the quick read's own connection and the pool's; the next quick read finds its
+    connection lost and answers on a fresh one (a read is safe to repeat), and the
+    pool's connections stay out of autocommit (a write still commits as a
+    transaction)."""
     db = Database(database_url, pool_size=1)
     try:
         db.write_sync(lambda s: s.add(_node("node-a")))
@@ -201,3 +249,76 @@ async def test_a_value_the_database_refuses_is_a_domain_error(
             assert refused.value.reason == "UNSTORABLE_VALUE"
     finally:
         db.close()
+
+
+async def test_a_tenant_page_read_quickly_is_the_message_the_orm_row_makes(
+    database_url: str,
+) -> None:
+    """Every phase, labels or none, a default partner or none, a reason or none,
+    generation 0, timestamps with and without microseconds: the page ListTenants
+    builds in place from quick-read rows has the bytes of one built from the ORM's
+    rows with whole-message constructors."""
+    later = WHEN + dt.timedelta(hours=3, microseconds=-WHEN.microsecond)
+    tenants = [
+        _tenant("t-1", "ACTIVE"),
+        _tenant("t-2", "SUSPENDED", reason="unpaid \u00e9t\u00e9", labels={}),
+        _tenant("t-3", "RETIRED", default_partner_id="p-1", display_name="", generation=0),
+        _tenant("t-4", "ACTIVE", labels={"b": "2", "a": "1"}, updated_at=later),
+        _tenant("t-5", "SUSPENDED", default_region="", resource_version=10**12),
+    ]
+    db = Database(database_url, pool_size=2)
+    try:
+        db.write_sync(
+            lambda s: s.add(
+                PartnerRow(partner_id="p-1", region="eu", created_at=WHEN, updated_at=WHEN)
+            )
+        )
+        db.write_sync(lambda s: s.add_all(tenants))
+        rows = await quick_reads(db).rows(tenants_after(0), after="", limit=10)
+        orm_rows = db.read_sync(
+            lambda s: list(s.scalars(select(TenantRow).order_by(TenantRow.tenant_id)))
+        )
+        assert len(rows) == len(orm_rows) == len(tenants)
+
+        quick_page = gov_pb.ListTenantsResponse()
+        for row in rows:
+            fill_tenant(quick_page.tenants.add(), row)
+        whole_page = gov_pb.ListTenantsResponse(tenants=[_tenant_built_whole(r) for r in orm_rows])
+        assert quick_page.SerializeToString() == whole_page.SerializeToString()
+        assert quick_page == whole_page
+        for quick, orm in zip(rows, orm_rows, strict=True):
+            assert tenant_to_proto(quick) == tenant_to_proto(orm) == _tenant_built_whole(orm)
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+async def test_the_connections_of_quick_reads_close_with_the_database(database_url: str) -> None:
+    """PostgreSQL only: each reader thread keeps a connection of its own outside the
+    pool; closing the database closes them, so none is left on the server."""
+    db = Database(database_url, pool_size=2)
+    admin = psycopg.connect(_libpq(database_url), autocommit=True)
+    try:
+
+        def sessions() -> int:
+            found = admin.execute(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).fetchone()
+            assert found is not None
+            return int(found[0])
+
+        db.write_sync(lambda s: s.add(_node("node-a")))
+        reads = quick_reads(db)
+        await asyncio.gather(*(reads.first(NODE_BY_ID, node_id="node-a") for _ in range(8)))
+        assert sessions() >= 1
+        db.close()
+        # A closed session's backend leaves pg_stat_activity a moment after the client.
+        for _ in range(100):
+            if sessions() == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert sessions() == 0
+    finally:
+        db.close()
+        admin.close()

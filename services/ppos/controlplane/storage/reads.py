@@ -8,9 +8,13 @@ consistent snapshot on both databases:
 
 - SQLite (a database file): on a connection the reader thread keeps for
   itself, in autocommit, query-only; the driver caches the prepared statement.
-- PostgreSQL (and in-memory SQLite): on the driver's side of a pooled
-  connection, in autocommit, so a read is the pool's liveness check and the
-  SELECT, without BEGIN and ROLLBACK; a lost connection is invalidated.
+- PostgreSQL: on a connection the reader thread keeps for itself, outside the
+  pool (so at most one more connection per reader thread), in autocommit, the
+  statement prepared on the server at its first use: a read is one round trip,
+  without the pool's liveness check, BEGIN and ROLLBACK. A connection found
+  lost is dropped and the read done once more on a new one (a read is safe to
+  repeat); closed when the engine is disposed.
+- In-memory SQLite: on the driver's side of a pooled connection.
 
 A database failure leaves as a session's read leaves (`storage.failures`:
 UNAVAILABLE for a lost connection, INVALID_ARGUMENT for a value the
@@ -37,8 +41,9 @@ from collections import namedtuple
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import psycopg
 import structlog
-from sqlalchemy import Select
+from sqlalchemy import Select, event
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 
@@ -53,7 +58,7 @@ _log = structlog.get_logger(__name__)
 class _Compiled:
     """A statement's SQL for one dialect, its parameter order and row maker."""
 
-    __slots__ = ("_compiled", "_make", "_names", "_positional", "_processors", "sql")
+    __slots__ = ("_compiled", "_conversions", "_make", "_names", "_positional", "sql")
 
     def __init__(self, statement: Select[Any], dialect: Dialect) -> None:
         compiled = statement.compile(dialect=dialect)
@@ -62,8 +67,12 @@ class _Compiled:
         self._positional = bool(dialect.positional)
         self._names = tuple(compiled.positiontup or ()) if self._positional else ()
         columns = list(statement.selected_columns)
-        self._processors: tuple[Processor, ...] = tuple(
+        processors: list[Processor] = [
             column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
+        ]
+        # Only the columns that need converting are visited for each row.
+        self._conversions = tuple(
+            (index, process) for index, process in enumerate(processors) if process is not None
         )
         fields = namedtuple("Read", [column.key for column in columns])  # type: ignore[misc]
         self._make: Callable[[Any], Any] = fields._make
@@ -73,10 +82,10 @@ class _Compiled:
         return tuple(params[name] for name in self._names) if self._positional else params
 
     def row(self, raw: Any) -> Any:
-        return self._make(
-            value if process is None else process(value)
-            for process, value in zip(self._processors, raw, strict=True)
-        )
+        values = list(raw)
+        for index, process in self._conversions:
+            values[index] = process(values[index])
+        return self._make(values)
 
 
 class PreparedRead:
@@ -106,6 +115,11 @@ class QuickReads:
             database if db.is_sqlite and database and database != ":memory:" else None
         )
         self._local = threading.local()
+        self._postgres = db.is_postgres
+        self._opened: set[psycopg.Connection[Any]] = set()
+        self._opened_lock = threading.Lock()
+        if self._postgres:
+            event.listen(db.read_engine, "engine_disposed", self._close_own)
 
     async def rows(self, read: PreparedRead, **values: Any) -> list[Any]:
         if read.bounded and self._sqlite_file is not None:
@@ -126,34 +140,81 @@ class QuickReads:
         try:
             if self._sqlite_file is not None:
                 raw = self._sqlite().execute(compiled.sql, params).fetchall()
+            elif self._postgres:
+                raw = self._own_postgres(compiled.sql, params)
             else:
                 raw = self._pooled(compiled.sql, params)
         except (sqlite3.Error, DBAPIError) as exc:
             raise _answer(compiled.sql, exc) from exc
         return [compiled.row(row) for row in raw]
 
+    def _own_postgres(self, sql: str, params: Any) -> Sequence[Any]:
+        """One statement on this thread's own PostgreSQL connection, once more on a
+        new one if that connection was lost; a driver error is raised as SQLAlchemy
+        raises it, a connection lost twice as invalidated (answered UNAVAILABLE)."""
+        dialect = self._db.read_engine.dialect
+        for attempt in (1, 2):
+            try:
+                cursor = self._postgres_cursor()
+            except psycopg.Error as exc:  # cannot connect: as the pool would raise it
+                raise DBAPIError.instance(sql, params, exc, psycopg.Error, dialect=dialect) from exc
+            try:
+                cursor.execute(sql, params, prepare=True)
+                return cursor.fetchall()
+            except psycopg.Error as exc:
+                connection = cursor.connection
+                lost = connection.closed or connection.broken
+                if lost:
+                    self._forget(connection)
+                    if attempt == 1:
+                        continue
+                raise DBAPIError.instance(
+                    sql, params, exc, psycopg.Error, connection_invalidated=lost, dialect=dialect
+                ) from exc
+        raise AssertionError("unreachable: the second attempt returns or raises")
+
+    def _postgres_cursor(self) -> psycopg.Cursor[Any]:
+        """This thread's cursor on its own connection (made as the engine makes its
+        connections, in autocommit), opened on first use."""
+        cursor: psycopg.Cursor[Any] | None = getattr(self._local, "postgres", None)
+        if cursor is None or cursor.connection.closed:
+            engine = self._db.read_engine
+            args, kwargs = engine.dialect.create_connect_args(engine.url)
+            connection = psycopg.connect(*args, **kwargs, autocommit=True)
+            with self._opened_lock:
+                self._opened.add(connection)
+            cursor = self._local.postgres = connection.cursor()
+        return cursor
+
+    def _forget(self, connection: psycopg.Connection[Any]) -> None:
+        with self._opened_lock:
+            self._opened.discard(connection)
+        connection.close()
+        self._local.postgres = None
+
+    def _close_own(self, _engine: Any = None) -> None:
+        """Closes every thread's own PostgreSQL connection (the engine was disposed:
+        the database is being closed; a later read opens a new one)."""
+        with self._opened_lock:
+            opened, self._opened = self._opened, set()
+        for connection in opened:
+            connection.close()
+
     def _pooled(self, sql: str, params: Any) -> Sequence[Any]:
-        """One statement on a pooled connection (checked out as always: pre-pinged),
-        in autocommit on PostgreSQL; a driver error is raised as SQLAlchemy raises
-        it, a lost connection invalidated (so it is answered UNAVAILABLE)."""
+        """One statement on a pooled connection (in-memory SQLite: the pool holds
+        the database); a driver error is raised as SQLAlchemy raises it, a lost
+        connection invalidated (so it is answered UNAVAILABLE)."""
         engine = self._db.read_engine
         dbapi = engine.dialect.loaded_dbapi
         connection = engine.raw_connection()
         try:
             driver: Any = connection.driver_connection
-            toggle = self._db.is_postgres  # SQLite's driver connections already autocommit
-            if toggle:
-                driver.autocommit = True
+            cursor = driver.cursor()
             try:
-                cursor = driver.cursor()
-                try:
-                    cursor.execute(sql, params)
-                    return list(cursor.fetchall())
-                finally:
-                    cursor.close()
+                cursor.execute(sql, params)
+                return list(cursor.fetchall())
             finally:
-                if toggle and not driver.closed:
-                    driver.autocommit = False
+                cursor.close()
         except dbapi.Error as exc:
             lost = engine.dialect.is_disconnect(exc, driver, None)
             if lost:

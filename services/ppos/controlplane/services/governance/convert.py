@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Any
+
+from google.protobuf import timestamp_pb2
 
 from ppos.controlplane.common.v1 import resource_pb2 as common_pb
 from ppos.controlplane.core.timeutil import to_timestamp
@@ -28,6 +31,11 @@ from ppos.controlplane.services.governance.models import (
     TenantRow,
 )
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_TRUE = common_pb.CONDITION_STATUS_TRUE
+_FALSE = common_pb.CONDITION_STATUS_FALSE
+_TENANT_PHASES = {name: TENANT_PHASE.to_proto(name) for name in TENANT_PHASE.names()}
+
 
 def _meta(row: Any, labels: dict[str, Any] | None = None) -> common_pb.ObjectMeta:
     return common_pb.ObjectMeta(
@@ -50,29 +58,53 @@ def _condition(kind: str, holds: bool, reason: str, message: str, when: Any) -> 
 
 
 def tenant_to_proto(row: TenantRow) -> pb.Tenant:
-    active = row.phase == "ACTIVE"
-    return pb.Tenant(
-        tenant_id=row.tenant_id,
-        meta=_meta(row, row.labels),
-        spec=pb.TenantSpec(
-            display_name=row.display_name,
-            default_region=row.default_region,
-            default_partner_id=row.default_partner_id or "",
-        ),
-        status=pb.TenantStatus(
-            phase=TENANT_PHASE.to_proto(row.phase),
-            reason=row.reason,
-            conditions=[
-                _condition(
-                    "Accepting",
-                    active,
-                    "Active" if active else row.phase.capitalize(),
-                    row.reason,
-                    row.updated_at,
-                )
-            ],
-        ),
+    return fill_tenant(pb.Tenant(), row)
+
+
+def fill_tenant(tenant: pb.Tenant, row: TenantRow) -> pb.Tenant:
+    """`row` written into `tenant` (an empty message, e.g. a list reply's new
+    element) field by field: the same message `pb.Tenant(...)` with nested
+    messages would make, at under half the cost, since nothing is built twice
+    and copied (a ListTenants page converts one per tenant on the event loop)."""
+    phase = row.phase
+    active = phase == "ACTIVE"
+    tenant.tenant_id = row.tenant_id
+    meta = tenant.meta
+    meta.resource_version = str(row.resource_version)
+    _set_time(meta.create_time, row.created_at)
+    _set_time(meta.update_time, row.updated_at)
+    if row.labels:
+        meta.labels.update({str(k): str(v) for k, v in row.labels.items()})
+    if row.generation:
+        meta.generation = row.generation
+    spec = tenant.spec
+    spec.display_name = row.display_name or ""
+    spec.default_region = row.default_region or ""
+    spec.default_partner_id = row.default_partner_id or ""
+    status = tenant.status
+    known = _TENANT_PHASES.get(phase)
+    status.phase = TENANT_PHASE.to_proto(phase) if known is None else known
+    status.reason = row.reason or ""
+    accepting = status.conditions.add(
+        type="Accepting",
+        status=_TRUE if active else _FALSE,
+        reason="Active" if active else phase.capitalize(),
+        message=row.reason,
     )
+    _set_time(accepting.last_transition_time, row.updated_at)
+    return tenant
+
+
+def _set_time(target: timestamp_pb2.Timestamp, value: dt.datetime | None) -> None:
+    """`value` written into `target` as `core.timeutil.to_timestamp` converts it
+    (None leaves it unset), without building a Timestamp to copy in."""
+    if value is None:
+        return
+    if value.tzinfo is None:
+        value = value.astimezone(dt.UTC)
+    since = value - _EPOCH
+    target.seconds = since.days * 86_400 + since.seconds
+    target.nanos = since.microseconds * 1_000
 
 
 def queue_to_proto(row: QueueRow) -> pb.Queue:

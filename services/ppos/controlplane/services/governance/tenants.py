@@ -36,6 +36,7 @@ from ppos.controlplane.services.governance.common import (
     validate_request_id,
 )
 from ppos.controlplane.services.governance.convert import (
+    fill_tenant,
     queue_snapshot,
     queue_to_proto,
     route_snapshot,
@@ -315,10 +316,13 @@ class TenantHandlers(HandlerBase):
             rows = await self._db.run_in_executor(work)
         else:  # one statement: the page itself
             rows = await reads.rows(statement, **bound)
-        return pb.ListTenantsResponse(
-            tenants=[tenant_to_proto(r) for r in rows[: page.size]],
-            next_page_token=page.next_token(rows, lambda r: (r.tenant_id,)),
+        response = pb.ListTenantsResponse(
+            next_page_token=page.next_token(rows, lambda r: (r.tenant_id,))
         )
+        add = response.tenants.add
+        for row in rows[: page.size]:
+            fill_tenant(add(), row)
+        return response
 
     async def UpdateTenant(
         self, request: pb.UpdateTenantRequest, context: Context
