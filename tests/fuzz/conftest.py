@@ -11,23 +11,18 @@ import pytest
 
 from ppos.controlplane.core.logging import SecretRegistry
 from tests.fuzz.campaign import FUZZ_ENV
-from tests.support.canary import scan_files
-from tests.support.servers import RunningPlane, start_plane, stop_plane
+from tests.support.servers import RunningPlane, scanned_plane
 
 
 @pytest.fixture
 async def fuzz_plane(
     database_url: str, tmp_path: Path, canary_token: str, secret_registry: SecretRegistry
 ) -> AsyncIterator[RunningPlane]:
-    running = await start_plane(
+    async with scanned_plane(
         token=canary_token,
         database_url=database_url,
-        data_dir=tmp_path / "data",
+        tmp_path=tmp_path,
         secrets=secret_registry,
         extra_env=FUZZ_ENV,
-    )
-    try:
+    ) as running:
         yield running
-    finally:
-        await stop_plane(running)
-    assert scan_files(tmp_path, canary_token) == [], "canary token written to a file"

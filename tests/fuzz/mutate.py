@@ -19,6 +19,8 @@ from typing import Any
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
+from ppos.controlplane.services.node_registry.wire import varint
+
 INT32 = (0, 1, -1, 2**31 - 1, -(2**31), 2**31 - 2)
 INT64 = (*INT32, 2**63 - 1, -(2**63), 2**53 + 1, -(2**53))
 UINT32 = (0, 1, 2**32 - 1)
@@ -71,16 +73,8 @@ UNKNOWN_FIELD = 12_345
 
 
 def _varint(value: int) -> bytes:
-    value &= (1 << 64) - 1
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
+    """A varint as protobuf writes it: negative numbers as their 64-bit two's complement."""
+    return varint(value & ((1 << 64) - 1))
 
 
 def _key(number: int, wire_type: int) -> bytes:

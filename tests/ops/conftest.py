@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 
 from ppos.controlplane.core.logging import SecretRegistry
-from tests.support.canary import scan_files
-from tests.support.servers import RunningPlane, start_plane, stop_plane
+from tests.support.servers import RunningPlane, scanned_plane
 
 OPS_ENV = {"PPOS_METRICS_LISTEN": "127.0.0.1:0", "PPOS_HEALTH_PROBE_INTERVAL": "100ms"}
 
@@ -19,15 +18,11 @@ async def ops_plane(
     database_url: str, tmp_path: Path, canary_token: str, secret_registry: SecretRegistry
 ) -> AsyncIterator[RunningPlane]:
     """The whole plane with its metrics endpoint on and a fast health probe."""
-    running = await start_plane(
+    async with scanned_plane(
         token=canary_token,
         database_url=database_url,
-        data_dir=tmp_path / "data",
+        tmp_path=tmp_path,
         secrets=secret_registry,
         extra_env=OPS_ENV,
-    )
-    try:
+    ) as running:
         yield running
-    finally:
-        await stop_plane(running)
-    assert scan_files(tmp_path, canary_token) == [], "canary token written to a file"

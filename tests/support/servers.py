@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import grpc
 from ppos.controlplane.core.logging import SecretRegistry
 from ppos.controlplane.runtime.cli import load_settings
 from ppos.controlplane.runtime.server import ControlPlaneServer
+from tests.support.canary import scan_files
 from tests.support.relay import RULES as RELAY_RULES
 from tests.support.relay import RelayModule
 
@@ -86,3 +88,28 @@ async def start_plane(
 async def stop_plane(plane: RunningPlane) -> None:
     await plane.channel.close()
     await plane.server.stop(grace=1)
+
+
+@contextlib.asynccontextmanager
+async def scanned_plane(
+    *,
+    token: str,
+    database_url: str,
+    tmp_path: Path,
+    secrets: SecretRegistry,
+    extra_env: Mapping[str, str] | None = None,
+) -> AsyncIterator[RunningPlane]:
+    """A plane with its data under `tmp_path`; once stopped, no file there may
+    hold the control token."""
+    running = await start_plane(
+        token=token,
+        database_url=database_url,
+        data_dir=tmp_path / "data",
+        secrets=secrets,
+        extra_env=extra_env,
+    )
+    try:
+        yield running
+    finally:
+        await stop_plane(running)
+    assert scan_files(tmp_path, token) == [], "canary token written to a file"
