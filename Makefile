@@ -60,6 +60,7 @@ lint: setup
 	$(VENV)/bin/ruff check services clients tests bench scripts
 	$(VENV)/bin/ruff format --check services clients tests bench scripts
 	$(VENV)/bin/mypy services $$(test -d clients/ppos && echo clients)
+	$(VENV)/bin/lint-imports
 
 deploy-check: setup
 	cd docker && ../$(COMPOSE_VENV)/bin/docker-compose -f compose.yaml config --quiet

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from ppos.controlplane.core.settings import markdown_table
 from ppos.controlplane.runtime.modules import ALL_SECTIONS
-from ppos.controlplane.runtime.settings import markdown_table
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 BLOCK = re.compile(r"(<!-- config-table:start -->\n).*?(<!-- config-table:end -->)", re.S)

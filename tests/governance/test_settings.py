@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ppos.controlplane.runtime.settings import ConfigError, load_section
+from ppos.controlplane.core.settings import ConfigError, load_section
 from ppos.controlplane.services.governance.settings import GovernanceSettings
 
 

@@ -7,10 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ppos.controlplane.runtime.cli import load_settings
-from ppos.controlplane.runtime.config import ServerSettings
-from ppos.controlplane.runtime.modules import ALL_SECTIONS
-from ppos.controlplane.runtime.settings import (
+from ppos.controlplane.core.settings import (
     ConfigError,
     add_arguments,
     load_section,
@@ -18,6 +15,9 @@ from ppos.controlplane.runtime.settings import (
     parse_duration,
     parse_mapping,
 )
+from ppos.controlplane.runtime.cli import load_settings
+from ppos.controlplane.runtime.config import ServerSettings
+from ppos.controlplane.runtime.modules import ALL_SECTIONS
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

@@ -14,15 +14,15 @@ from typing import Any
 import structlog
 
 from ppos.controlplane.core.logging import SecretRegistry, configure_logging
-from ppos.controlplane.runtime.config import AuthSettings, PeerSettings, ServerSettings
-from ppos.controlplane.runtime.modules import ALL_SECTIONS, Settings
-from ppos.controlplane.runtime.settings import (
+from ppos.controlplane.core.settings import (
     ConfigError,
     add_arguments,
     environ,
     load_section,
     markdown_table,
 )
+from ppos.controlplane.runtime.config import AuthSettings, PeerSettings, ServerSettings
+from ppos.controlplane.runtime.modules import ALL_SECTIONS, Settings
 from ppos.controlplane.services.governance.settings import GovernanceSettings
 from ppos.controlplane.services.node_registry.settings import NodeRegistrySettings
 from ppos.controlplane.services.registry_sync.settings import RegistrySyncSettings

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from ppos.controlplane.runtime.settings import ConfigError, Seconds, setting
+from ppos.controlplane.core.settings import ConfigError, Seconds, setting
 
 SERVICE_NAMES = ("governance", "noderegistry", "registrysync")
 EVENT_LOOPS = ("uvloop", "asyncio")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 
-from ppos.controlplane.runtime.settings import ConfigError
+from ppos.controlplane.core.settings import ConfigError
 from ppos.controlplane.security.outbound import open_channel
 from ppos.controlplane.security.tokens import SelfMinted, TokenMinter
 

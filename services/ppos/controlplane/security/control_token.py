@@ -12,7 +12,7 @@ import re
 import secrets
 from pathlib import Path
 
-from ppos.controlplane.runtime.settings import ConfigError
+from ppos.controlplane.core.settings import ConfigError
 
 MIN_LENGTH = 32
 # RFC 6750 b64token characters: it travels in an HTTP/2 header.

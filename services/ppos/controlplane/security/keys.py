@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from ppos.controlplane.runtime.settings import ConfigError
+from ppos.controlplane.core.settings import ConfigError
 
 MANIFEST = "manifest.json"
 # ES256 rather than EdDSA: both are allowed by the design; measured here through

@@ -26,9 +26,9 @@ from sqlalchemy.orm import Session
 
 from ppos.controlplane.core.ids import new_id
 from ppos.controlplane.core.metrics import ADMIN_JOBS
+from ppos.controlplane.core.settings import ConfigError
 from ppos.controlplane.core.timeutil import utcnow
 from ppos.controlplane.runtime.modules import Runtime
-from ppos.controlplane.runtime.settings import ConfigError
 from ppos.controlplane.security.principal import (
     Principal,
     PrincipalKind,

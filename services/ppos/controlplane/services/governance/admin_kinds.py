@@ -21,6 +21,7 @@ from typing import Any
 
 import grpc
 
+from ppos.controlplane.core.settings import ConfigError
 from ppos.controlplane.core.timeutil import to_duration
 from ppos.controlplane.core.validation import (
     DIGEST,
@@ -35,7 +36,6 @@ from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2 as nr_pb
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2_grpc as nr_grpc
 from ppos.controlplane.registrysync.v1 import registry_sync_service_pb2 as rs_pb
 from ppos.controlplane.registrysync.v1 import registry_sync_service_pb2_grpc as rs_grpc
-from ppos.controlplane.runtime.settings import ConfigError
 from ppos.controlplane.services.governance.admin_jobs import (
     Cancelled,
     JobFailed,

@@ -16,11 +16,11 @@ from ppos.controlplane.core.errors import (
     Unavailable,
 )
 from ppos.controlplane.core.pagination import Ident, Listing
+from ppos.controlplane.core.settings import ConfigError
 from ppos.controlplane.core.timeutil import utcnow
 from ppos.controlplane.core.validation import OBJECT_ID, Violations
 from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
 from ppos.controlplane.governance.v1 import resources_pb2 as res_pb
-from ppos.controlplane.runtime.settings import ConfigError
 from ppos.controlplane.services.governance import decisions, lookups
 from ppos.controlplane.services.governance.common import (
     GOVERNANCE_SERVICE,

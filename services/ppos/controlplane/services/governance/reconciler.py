@@ -25,9 +25,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ppos.controlplane.core.ids import new_id
+from ppos.controlplane.core.settings import ConfigError
 from ppos.controlplane.core.timeutil import utcnow
 from ppos.controlplane.runtime.modules import Runtime
-from ppos.controlplane.runtime.settings import ConfigError
 from ppos.controlplane.security.principal import current_principal, internal
 from ppos.controlplane.services.governance import decisions
 from ppos.controlplane.services.governance.common import wait_either

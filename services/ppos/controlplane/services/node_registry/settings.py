@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from ppos.controlplane.runtime.settings import ConfigError, Seconds, setting
+from ppos.controlplane.core.settings import ConfigError, Seconds, setting
 
 
 @dataclasses.dataclass(frozen=True)

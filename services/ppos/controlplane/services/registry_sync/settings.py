@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from ppos.controlplane.core.settings import ConfigError, Seconds, setting
 from ppos.controlplane.core.validation import REGION, ascii_digits
-from ppos.controlplane.runtime.settings import ConfigError, Seconds, setting
 
 MIB = 1024 * 1024
 
