@@ -20,6 +20,7 @@ import grpc
 import pytest
 
 from tests.support.processes import ServeProcess, spawn_serve
+from tests.support.protowire import length_delimited
 
 pytestmark = pytest.mark.slow
 
@@ -29,16 +30,6 @@ PROVISION_TENANT = f"{GOVERNANCE}/ProvisionTenant"
 ROUNDS = 200
 IN_FLIGHT = 8
 ALLOWED_GROWTH_MB = 100.0
-
-
-def _string_field(number: int, value: bytes) -> bytes:
-    length, encoded = len(value), bytearray()
-    while True:
-        byte, length = length & 0x7F, length >> 7
-        encoded.append(byte | (0x80 if length else 0))
-        if not length:
-            break
-    return bytes([number << 3 | 2]) + bytes(encoded) + value
 
 
 def _rss_mb(pid: int) -> float:
@@ -88,22 +79,22 @@ async def test_refused_large_bodies_leave_memory_where_it_was(
     operator = (("authorization", f"Bearer {canary_token}"),)
     pid = serve.process.pid
     # Ordinary calls first, so what any first call builds is in the baseline.
-    await _send(serve.address, GET_TENANT, _string_field(1, b"acme"), operator)
-    await _send(serve.address, GET_TENANT, _string_field(1, b"acme"), None)
+    await _send(serve.address, GET_TENANT, length_delimited(1, b"acme"), operator)
+    await _send(serve.address, GET_TENANT, length_delimited(1, b"acme"), None)
     start = _rss_mb(pid)
     one_mb_id = b"t" * 1_000_000
     steps = [
         # Over the transport's limit: refused before our code runs.
-        ("8 MB, no credential", GET_TENANT, _string_field(1, b"t" * (8 << 20)), None),
+        ("8 MB, no credential", GET_TENANT, length_delimited(1, b"t" * (8 << 20)), None),
         # Under it: the edge refuses the caller, the body is never decoded.
-        ("1 MB, no credential", PROVISION_TENANT, _string_field(2, one_mb_id), None),
+        ("1 MB, no credential", PROVISION_TENANT, length_delimited(2, one_mb_id), None),
         # A 1 MB id: over GetTenant's limit, refused by its size before decoding...
-        ("1 MB id, GetTenant", GET_TENANT, _string_field(1, one_mb_id), operator),
+        ("1 MB id, GetTenant", GET_TENANT, length_delimited(1, one_mb_id), operator),
         # ...and within ProvisionTenant's: decoded, validated, refused.
         (
             "1 MB id, ProvisionTenant",
             PROVISION_TENANT,
-            _string_field(1, b"req_1") + _string_field(2, one_mb_id),
+            length_delimited(1, b"req_1") + length_delimited(2, one_mb_id),
             operator,
         ),
     ]

@@ -18,6 +18,7 @@ from google.rpc import error_details_pb2, status_pb2
 from ppos.controlplane.security.access import DEFAULT_MAX_REQUEST_BYTES
 from tests.support.dbstate import row_counts
 from tests.support.logs import captured
+from tests.support.protowire import length_delimited
 from tests.support.servers import RunningPlane
 
 GOVERNANCE = "/ppos.controlplane.governance.v1.GovernanceService"
@@ -40,17 +41,6 @@ HOSTILE = {
 BAD_UTF8 = b"\x0a\x02\xff\xfe"
 STRING_FIRST = (GET_TENANT, PROVISION_TENANT, HEALTH_CHECK, REFLECTION)
 WORDS_NEVER_SHOWN = ("class", "Error", "parsing", "ppos.", "google.", ".py", "SELECT")
-
-
-def _string_field(number: int, value: bytes) -> bytes:
-    """A length-delimited field, encoded by hand (a body no message class would build)."""
-    length, encoded = len(value), bytearray()
-    while True:
-        byte, length = length & 0x7F, length >> 7
-        encoded.append(byte | (0x80 if length else 0))
-        if not length:
-            break
-    return bytes([number << 3 | 2]) + bytes(encoded) + value
 
 
 async def _call(plane: RunningPlane, method: str, body: bytes, metadata: Any = None) -> Any:
@@ -117,7 +107,7 @@ async def test_undecodable_bodies_are_refused_after_authentication(plane: Runnin
 
 async def test_each_method_takes_requests_up_to_its_own_limit(plane: RunningPlane) -> None:
     before = row_counts(plane.database_url)
-    over_default = _string_field(1, b"t" * DEFAULT_MAX_REQUEST_BYTES)  # a tenant id, too long
+    over_default = length_delimited(1, b"t" * DEFAULT_MAX_REQUEST_BYTES)  # a tenant id, too long
     error = await _call(plane, GET_TENANT, over_default)
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED  # the size is not told to strangers
     error = await _call(plane, GET_TENANT, over_default, plane.operator)
@@ -125,12 +115,12 @@ async def test_each_method_takes_requests_up_to_its_own_limit(plane: RunningPlan
     assert _reason(error) == "REQUEST_TOO_LARGE"
     assert f"this method takes at most {DEFAULT_MAX_REQUEST_BYTES:,}" in error.details()
     # ProvisionTenant takes more: the same bytes are decoded and validated.
-    big = _string_field(1, b"req_1") + _string_field(2, b"t" * (PROVISION_LIMIT // 2))
+    big = length_delimited(1, b"req_1") + length_delimited(2, b"t" * (PROVISION_LIMIT // 2))
     error = await _call(plane, PROVISION_TENANT, big, plane.operator)
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert _reason(error) != "REQUEST_TOO_LARGE"
     # Over the largest limit of all, the transport refuses before the edge runs.
-    huge = _string_field(2, b"t" * PROVISION_LIMIT)
+    huge = length_delimited(2, b"t" * PROVISION_LIMIT)
     for metadata in (None, plane.operator):
         error = await _call(plane, PROVISION_TENANT, huge, metadata)
         assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -142,7 +132,7 @@ async def test_a_huge_repeated_filter_is_refused_by_its_size(
     plane: RunningPlane, count: int
 ) -> None:
     # ListTenants{phases: [ACTIVE] * 70000}: 70 KB, over the default limit.
-    body = _string_field(1, b"\x02" * count)
+    body = length_delimited(1, b"\x02" * count)
     error = await _call(plane, LIST_TENANTS, body, plane.operator)
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert _reason(error) == "REQUEST_TOO_LARGE"
