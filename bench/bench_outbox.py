@@ -26,10 +26,10 @@ from sqlalchemy.engine import make_url
 from bench.harness import Mode, Result
 from ppos.controlplane.core.logging import configure_logging
 from ppos.controlplane.runtime.cli import load_settings
-from ppos.controlplane.runtime.peers import caller_identity, gateway_audience
 from ppos.controlplane.runtime.server import ControlPlaneServer
 from ppos.controlplane.security.keys import JwksKeySource, KeyRing
 from ppos.controlplane.security.outbound import open_channel
+from ppos.controlplane.security.peers import caller_identity, gateway_audience
 from ppos.controlplane.security.principal import internal
 from ppos.controlplane.security.tokens import TokenVerifier
 from ppos.controlplane.services.governance import outbox

@@ -15,7 +15,7 @@ from sqlalchemy import MetaData, select, text
 from sqlalchemy.orm import Session
 
 from ppos.controlplane.governance.v1 import governance_service_pb2_grpc as gov_grpc
-from ppos.controlplane.runtime.peers import gateway_audience
+from ppos.controlplane.security.peers import gateway_audience
 from ppos.controlplane.security.tokens import TokenVerifier
 from ppos.preflightsim import gateway as gateway_sim
 from ppos.preflightsim.auth import RequirePreflightJwt

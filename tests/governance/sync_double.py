@@ -18,7 +18,7 @@ from google.protobuf import timestamp_pb2
 
 from ppos.controlplane.registrysync.v1 import registry_sync_service_pb2 as rs_pb
 from ppos.controlplane.registrysync.v1 import registry_sync_service_pb2_grpc as rs_grpc
-from ppos.controlplane.runtime.peers import SERVICE_AUDIENCE
+from ppos.controlplane.security.peers import SERVICE_AUDIENCE
 from ppos.controlplane.security.tokens import TokenVerifier
 from ppos.preflight.v1 import job_pb2
 from ppos.preflightsim.auth import RequirePreflightJwt

@@ -27,7 +27,7 @@ from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2 as nr_pb
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2_grpc as nr_grpc
 from ppos.controlplane.registrysync.v1 import registry_sync_service_pb2 as rs_pb
 from ppos.controlplane.registrysync.v1 import registry_sync_service_pb2_grpc as rs_grpc
-from ppos.controlplane.runtime.peers import gateway_audience, registry_audience
+from ppos.controlplane.security.peers import gateway_audience, registry_audience
 from ppos.controlplane.storage.database import Database
 from ppos.preflight.v1 import job_pb2
 from tests.governance.processes import start_plane_process

@@ -10,7 +10,7 @@ from prometheus_client import REGISTRY
 
 from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
 from ppos.controlplane.governance.v1 import resources_pb2 as res
-from ppos.controlplane.runtime.peers import caller_identity, gateway_audience
+from ppos.controlplane.security.peers import caller_identity, gateway_audience
 from ppos.controlplane.services.governance.dispatcher import Dispatcher
 from ppos.controlplane.services.governance.receivers import Receivers
 from tests.governance.conftest import Governed, StartGoverned

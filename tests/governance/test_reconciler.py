@@ -18,7 +18,7 @@ from sqlalchemy import text
 from ppos.controlplane.common.v1.resource_pb2 import JobRef
 from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
 from ppos.controlplane.governance.v1 import resources_pb2 as res
-from ppos.controlplane.runtime.peers import SERVICE_AUDIENCE, gateway_audience
+from ppos.controlplane.security.peers import SERVICE_AUDIENCE, gateway_audience
 from ppos.controlplane.services.governance.peers import job_view
 from ppos.preflight.v1 import job_pb2
 from tests.governance.conftest import Governed, StartGoverned, public_verifier

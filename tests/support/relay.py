@@ -10,9 +10,9 @@ from typing import Any
 import grpc
 
 from ppos.controlplane.runtime.modules import Runtime
-from ppos.controlplane.runtime.peers import caller_identity
 from ppos.controlplane.security.access import MethodRule
 from ppos.controlplane.security.outbound import open_channel
+from ppos.controlplane.security.peers import caller_identity
 from ppos.controlplane.security.principal import (
     PrincipalKind,
     current_principal,

@@ -20,7 +20,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from ppos.controlplane.core.logging import configure_logging, get_logger
-from ppos.controlplane.runtime.peers import gateway_audience, registry_audience
+from ppos.controlplane.security.peers import gateway_audience, registry_audience
 from ppos.controlplane.security.tokens import TokenVerifier
 from ppos.preflightsim import gateway, registry
 from ppos.preflightsim.auth import (

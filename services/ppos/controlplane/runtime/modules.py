@@ -11,9 +11,9 @@ import grpc
 from ppos.controlplane.core.logging import SecretRegistry
 from ppos.controlplane.core.pagination import PageTokens
 from ppos.controlplane.runtime.config import AuthSettings, PeerSettings, ServerSettings
-from ppos.controlplane.runtime.peers import PeerDirectory
 from ppos.controlplane.security.keys import KeyRing
 from ppos.controlplane.security.page_keys import RingPageKeys
+from ppos.controlplane.security.peers import PeerDirectory
 from ppos.controlplane.security.tokens import TokenMinter, TokenVerifier
 from ppos.controlplane.services.governance.settings import GovernanceSettings
 from ppos.controlplane.services.node_registry.settings import NodeRegistrySettings

@@ -23,7 +23,6 @@ from ppos.controlplane.runtime.observability import (
     MetricsEndpoint,
     auth_failure_hook,
 )
-from ppos.controlplane.runtime.peers import PeerDirectory
 from ppos.controlplane.runtime.reflection import enable_reflection
 from ppos.controlplane.security.access import AccessTable, MethodRule
 from ppos.controlplane.security.control_token import ControlToken, read_control_token
@@ -34,6 +33,7 @@ from ppos.controlplane.security.edge import (
     GuardedServer,
 )
 from ppos.controlplane.security.keys import JwksKeySource, KeyRing
+from ppos.controlplane.security.peers import PeerDirectory
 from ppos.controlplane.security.tokens import SelfMinted, TokenMinter, TokenVerifier
 from ppos.controlplane.services.jwks.service import JwksModule
 from ppos.controlplane.storage import migrate

@@ -14,8 +14,8 @@ import grpc
 from ppos.controlplane.core.settings import ConfigError
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2 as nr_pb
 from ppos.controlplane.runtime.modules import Runtime
-from ppos.controlplane.runtime.peers import caller_identity, gateway_audience
 from ppos.controlplane.security.outbound import open_channel
+from ppos.controlplane.security.peers import caller_identity, gateway_audience
 from ppos.controlplane.services.governance.outbox import (
     GATEWAY_SERVICE,
     NODE_REGISTRY_SERVICE,

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import grpc
 
-from ppos.controlplane.runtime.peers import caller_identity, registry_audience
 from ppos.controlplane.security.outbound import open_channel
+from ppos.controlplane.security.peers import caller_identity, registry_audience
 from ppos.controlplane.security.tokens import TokenMinter
 from ppos.preflight.v1 import registry_service_pb2 as pb
 
