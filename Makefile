@@ -57,9 +57,9 @@ lint: setup
 	node_modules/.bin/buf lint
 	@if git rev-parse --verify -q main >/dev/null; then \
 	  node_modules/.bin/buf breaking --against '.git#branch=main'; fi
-	$(VENV)/bin/ruff check services clients tests bench scripts
-	$(VENV)/bin/ruff format --check services clients tests bench scripts
-	$(VENV)/bin/mypy services $$(test -d clients/ppos && echo clients)
+	$(VENV)/bin/ruff check src clients tests bench scripts
+	$(VENV)/bin/ruff format --check src clients tests bench scripts
+	$(VENV)/bin/mypy src $$(test -d clients/ppos && echo clients)
 	$(VENV)/bin/lint-imports
 
 deploy-check: setup

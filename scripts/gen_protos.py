@@ -47,7 +47,7 @@ def main() -> int:
     if code != 0:
         return int(code)
     # Each versioned package is a regular package; the folders above it stay
-    # PEP 420 namespaces shared with services/ and clients/.
+    # PEP 420 namespaces shared with src/ and clients/.
     for version_dir in sorted({p.parent for p in GEN.rglob("*_pb2.py")}):
         (version_dir / "__init__.py").write_text('"""Generated from protos/. Do not edit."""\n')
         (version_dir / "py.typed").write_text("")

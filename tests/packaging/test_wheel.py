@@ -30,7 +30,7 @@ def test_wheel_installs_and_imports_from_elsewhere(tmp_path: Path) -> None:
     assert "ppos/controlplane/noderegistry/v1/node_registry_service_pb2.pyi" in names
     assert "ppos/controlplane/security/edge.py" in names
     assert "ppos/controlplane/storage/migrations/env.py" in names
-    assert not any(name.startswith(("services/", "gen/", "clients/")) for name in names)
+    assert not any(name.startswith(("src/", "gen/", "clients/")) for name in names)
     assert "ppos/__init__.py" not in names, "ppos must stay a namespace package"
 
     target = tmp_path / "site"

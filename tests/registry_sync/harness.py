@@ -31,7 +31,7 @@ from ppos.preflightsim.records import SourceRecord
 from tests.support.servers import RunningPlane, start_plane
 
 REPO = Path(__file__).resolve().parents[2]
-ODD_SAMPLES = REPO / "services/ppos/preflightsim/samples/odd.jsonl"
+ODD_SAMPLES = REPO / "src/ppos/preflightsim/samples/odd.jsonl"
 TERMINAL = {pb.SWEEP_STATE_SUCCEEDED, pb.SWEEP_STATE_FAILED, pb.SWEEP_STATE_CANCELLED}
 # Fast timings for tests: no scheduled sweeps unless a test asks, quick polls and retries.
 FAST_SYNC_ENV = {
