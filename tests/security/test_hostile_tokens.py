@@ -108,6 +108,11 @@ def _non_canonical_signature(ctx: Ctx) -> str:
     return token[:-1] + alphabet[last ^ 1]
 
 
+def _high_s_twin(ctx: Ctx) -> str:
+    """A valid peer token malleated: (r, n - s) verifies under plain ECDSA."""
+    return forge.with_s(ctx.peer(), high=True)
+
+
 def _padded(ctx: Ctx) -> str:
     header, payload, signature = ctx.peer().split(".")
     pad = "=" * (-len(payload) % 4) or "===="
@@ -228,6 +233,7 @@ CASES: list[tuple[str, str, Callable[[Ctx], Metadata], grpc.StatusCode]] = [
         lambda c: bearer(_non_canonical_signature(c)),
         UNAUTH,
     ),
+    ("high-s-signature-twin", "get_node", lambda c: bearer(_high_s_twin(c)), UNAUTH),
     ("padded-segments", "get_node", lambda c: bearer(_padded(c)), UNAUTH),
     ("four-segments", "get_node", lambda c: bearer(c.peer() + ".e30"), UNAUTH),
     ("claims-not-an-object", "get_node", lambda c: bearer(_claims_not_an_object(c)), UNAUTH),

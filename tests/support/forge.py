@@ -49,8 +49,29 @@ def node_claims(node_id: str, generation: int, **overrides: Any) -> dict[str, An
     return {k: v for k, v in claims.items() if v is not None}
 
 
+P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+
+
+def _b64url_decode(segment: str) -> bytes:
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+
+
+def with_s(token: str, *, high: bool) -> str:
+    """The same token with its ECDSA signature's s in the low or the high half.
+
+    (r, s) and (r, n - s) both verify under plain ECDSA; the plane signs and
+    accepts only the low one, so a forger's signature is normalized first."""
+    header, payload, signature = token.split(".")
+    raw = _b64url_decode(signature)
+    s = int.from_bytes(raw[32:], "big")
+    if (s > P256_ORDER // 2) != high:
+        s = P256_ORDER - s
+    return f"{header}.{payload}.{b64url(raw[:32] + s.to_bytes(32, 'big'))}"
+
+
 def sign(key: PrivateKey, kid: str, claims: dict[str, Any], *, typ: str, **headers: Any) -> str:
-    return jwt.encode(claims, key, algorithm="ES256", headers={"kid": kid, "typ": typ, **headers})
+    token = jwt.encode(claims, key, algorithm="ES256", headers={"kid": kid, "typ": typ, **headers})
+    return with_s(token, high=False)
 
 
 def sign_raw(key: PrivateKey, kid: str, payload: bytes, *, typ: str) -> str:
@@ -60,7 +81,7 @@ def sign_raw(key: PrivateKey, kid: str, payload: bytes, *, typ: str) -> str:
     header = b64url(json.dumps({"alg": "ES256", "kid": kid, "typ": typ}).encode())
     signing_input = f"{header}.{b64url(payload)}"
     signature = ECAlgorithm(ECAlgorithm.SHA256).sign(signing_input.encode(), key)
-    return f"{signing_input}.{b64url(signature)}"
+    return with_s(f"{signing_input}.{b64url(signature)}", high=False)
 
 
 def unsigned(claims: dict[str, Any], *, kid: str, typ: str) -> str:
