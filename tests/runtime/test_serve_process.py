@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -141,3 +142,47 @@ def test_token_generate_writes_a_private_file(tmp_path: Path) -> None:
     again = run_cli("token", "generate", "--out", str(out))
     assert again.returncode == EXIT_CONFIG
     assert out.read_text().strip() == token, "an existing token must never be overwritten"
+
+
+@pytest.mark.parametrize("command", ["serve", "migrate"])
+def test_an_unreachable_database_is_one_line_and_exit_2(
+    tmp_path: Path, canary_token: str, command: str
+) -> None:
+    result = run_cli(
+        command,
+        env={
+            "PPOS_CONTROL_TOKEN": canary_token,
+            "PPOS_DATA_DIR": str(tmp_path / "data"),
+            "PPOS_LISTEN": "127.0.0.1:0",
+            "PPOS_MIGRATE_ON_START": "true",
+            # Port 1 on loopback: nothing listens, the connection is refused at once.
+            "PPOS_DATABASE_URL": "postgresql+psycopg://ops:hunter2-secret@127.0.0.1:1/ppos",
+        },
+    )
+    assert result.returncode == EXIT_CONFIG, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert lines == [lines[0]], result.stderr
+    assert lines[0].startswith("ppos-control-plane: cannot start: cannot reach the database")
+    assert "127.0.0.1:1/ppos" in lines[0]
+    assert "Connection refused" in lines[0]
+    assert "hunter2-secret" not in result.stderr + result.stdout
+    assert canary_token not in result.stderr + result.stdout
+
+
+def test_a_taken_port_is_refused_with_exit_2(tmp_path: Path, canary_token: str) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = run_cli(
+            "serve",
+            env={
+                "PPOS_CONTROL_TOKEN": canary_token,
+                "PPOS_DATA_DIR": str(tmp_path / "data"),
+                "PPOS_LISTEN": f"127.0.0.1:{port}",
+                "PPOS_DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}",
+            },
+        )
+    assert result.returncode == EXIT_CONFIG, (result.stdout, result.stderr)
+    assert f"cannot start: cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import make_url
 
 from ppos.controlplane.core.logging import SecretRegistry, configure_logging
 from ppos.controlplane.core.settings import (
@@ -21,13 +23,25 @@ from ppos.controlplane.core.settings import (
     load_section,
     markdown_table,
 )
-from ppos.controlplane.runtime.config import AuthSettings, PeerSettings, ServerSettings
+from ppos.controlplane.runtime.config import (
+    AuthSettings,
+    PeerSettings,
+    ServerSettings,
+    StartupError,
+)
 from ppos.controlplane.runtime.modules import ALL_SECTIONS, Settings
 from ppos.controlplane.services.governance.settings import GovernanceSettings
 from ppos.controlplane.services.node_registry.settings import NodeRegistrySettings
 from ppos.controlplane.services.registry_sync.settings import RegistrySyncSettings
 
-EXIT_CONFIG = 2
+EXIT_CONFIG = 2  # configuration errors and start-up failures alike: fix and retry
+
+
+def _unreachable_database(settings: Settings, exc: sa_exc.DBAPIError) -> str:
+    """One line naming the database (never its password) and the driver's first line."""
+    url = make_url(settings.server.resolved_database_url).render_as_string(hide_password=True)
+    reason = (str(exc.orig).strip().splitlines() or ["no reason given"])[0][:300]
+    return f"cannot reach the database {url}: {reason}"
 
 
 def load_settings(args: argparse.Namespace | None, env: Mapping[str, str]) -> Settings:
@@ -155,11 +169,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         settings = load_settings(args, env)
         secrets = configure_logging(level=settings.server.log_level, fmt=settings.server.log_format)
-        if args.command == "serve":
-            return event_loop_runner(settings.server.event_loop)(_serve(settings, secrets))
-        if args.command == "migrate":
-            return _migrate(settings)
+        try:
+            if args.command == "serve":
+                return event_loop_runner(settings.server.event_loop)(_serve(settings, secrets))
+            if args.command == "migrate":
+                return _migrate(settings)
+        except sa_exc.DBAPIError as exc:
+            raise StartupError(_unreachable_database(settings, exc)) from None
         return _keys(settings, args.action)
+    except StartupError as exc:
+        print(f"ppos-control-plane: cannot start: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     except ConfigError as exc:
         print(f"ppos-control-plane: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -11,6 +11,12 @@ from pathlib import Path
 
 from ppos.controlplane.core.settings import ConfigError, Seconds, setting
 
+
+class StartupError(Exception):
+    """The process cannot start with a valid configuration: a port taken, a database
+    out of reach. Reported in one line with exit code 2, like a configuration error."""
+
+
 SERVICE_NAMES = ("governance", "noderegistry", "registrysync")
 EVENT_LOOPS = ("uvloop", "asyncio")
 

@@ -17,6 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from ppos.controlplane.core.logging import SecretRegistry
 from ppos.controlplane.runtime.collector import settle_collector
+from ppos.controlplane.runtime.config import StartupError
 from ppos.controlplane.runtime.modules import Runtime, ServiceModule, Settings, page_tokens_of
 from ppos.controlplane.runtime.observability import (
     MeteredServer,
@@ -202,10 +203,15 @@ class ControlPlaneServer:
             (*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name),
             guarded,
         )
-        self.port = server.add_insecure_port(settings.server.listen)
+        try:
+            self.port = server.add_insecure_port(settings.server.listen)
+        except RuntimeError:  # grpc's "Failed to bind", with no errno to tell why
+            self.port = 0
         if self.port == 0:
-            await db.run_in_executor(db.close)
-            raise OSError(f"cannot listen on {settings.server.listen}")
+            await asyncio.to_thread(db.close)  # not on db's own pool: close joins it
+            raise StartupError(
+                f"cannot listen on {settings.server.listen}: the address is in use or unavailable"
+            )
         for name in settings.server.services:  # peers hosted here are reached through our port
             if not settings.peers.address_of(name):
                 peers.host_here(name, self.address)
