@@ -22,7 +22,7 @@ from ppos.controlplane.noderegistry.v1 import node_pb2
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2 as pb
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2_grpc as pb_grpc
 from ppos.controlplane.security.keys import PrivateKey, new_private_key, thumbprint
-from ppos.controlplane.security.tokens import NODE_TYP, PREFLIGHT_TYP
+from ppos.controlplane.security.tokens import NODE_TYP, PREFLIGHT_TYP, request_sha256
 from tests.support import forge
 from tests.support.dbstate import row_counts
 from tests.support.nodes import DIGEST, IMAGE, EnrolledNode, enroll_node
@@ -421,13 +421,15 @@ async def test_valid_credentials_pass_the_same_edge(plane: RunningPlane) -> None
         metadata=(("authorization", f"bearer {ctx.token}"),),  # RFC 7235: scheme is case-blind
     )
     assert lower.enrollment_id != created.enrollment_id
+    get = pb.GetNodeRequest(node_id=ctx.node.node_id)
     peer = ctx.plane.runtime.minter.mint_preflight(
         subject="ppos.controlplane.governance",
         audience=NODE_REGISTRY,
         method=GET_NODE,
         request_id="req_ok",
+        request_sha256=request_sha256(get.SerializeToString()),
     )
-    got = await stub.GetNode(pb.GetNodeRequest(node_id=ctx.node.node_id), metadata=bearer(peer))
+    got = await stub.GetNode(get, metadata=bearer(peer))
     assert got.node.node_id == ctx.node.node_id
     registered = await stub.RegisterNode(
         pb.RegisterNodeRequest(

@@ -66,7 +66,7 @@ def test_every_branch_roots_at_the_foundation(database_url: str) -> None:
     finally:
         db.close()
     assert script.get_bases() == ["0001_foundation"]
-    owners = {"noderegistry", "registrysync", "governance"}
+    owners = {"foundation", "noderegistry", "registrysync", "governance"}
     for revision in script.walk_revisions():
         if revision.revision != "0001_foundation":
             assert revision.revision.split("_")[0] in owners, revision.revision

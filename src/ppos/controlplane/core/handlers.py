@@ -45,8 +45,10 @@ class CallWrapper:
         raise NotImplementedError
 
     def around_stream(
-        self, invoke: Callable[[Any], AsyncIterator[Any]], context: Any
+        self, invoke: Callable[[Any], AsyncIterator[Any]], context: Any, request: Any = None
     ) -> AsyncIterator[Any]:  # pragma: no cover - interface
+        """`request`: the call's request as the wrapper received it (bytes when
+        the handler decodes, see the module)."""
         raise NotImplementedError
 
 
@@ -135,7 +137,7 @@ def _as_generator(behaviour: Behaviour, wrapper: CallWrapper) -> Callable[[Any, 
 
     async def wrapped(request: Any, context: Any) -> AsyncIterator[Any]:
         async for item in wrapper.around_stream(
-            lambda ctx: _drain(behaviour(request, ctx)), context
+            lambda ctx: _drain(behaviour(request, ctx)), context, request
         ):
             yield item
 

@@ -88,7 +88,7 @@ class _Measured(CallWrapper):
         return measured
 
     async def around_stream(
-        self, invoke: Callable[[Any], AsyncIterator[Any]], context: Any
+        self, invoke: Callable[[Any], AsyncIterator[Any]], context: Any, request: Any = None
     ) -> AsyncIterator[Any]:
         started = time.perf_counter()
         code = "UNKNOWN"

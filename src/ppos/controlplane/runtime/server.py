@@ -39,6 +39,7 @@ from ppos.controlplane.security.tokens import SelfMinted, TokenMinter, TokenVeri
 from ppos.controlplane.services.jwks.service import JwksModule
 from ppos.controlplane.storage import migrate
 from ppos.controlplane.storage.database import Database
+from ppos.controlplane.storage.token_ledger import TokenLedger
 
 _log = structlog.get_logger("ppos.server")
 
@@ -191,6 +192,7 @@ class ControlPlaneServer:
             access,
             EdgeAuthenticator(control, verifier),
             on_auth_failure=auth_failure_hook(self._on_auth_failure),
+            ledger=TokenLedger(db, leeway_seconds=settings.auth.clock_leeway),
         )
         server = grpc.aio.server(options=server_options(access))
         metered = MeteredServer(server)  # outermost: refusals at the edge are counted too

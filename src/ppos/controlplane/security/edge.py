@@ -9,7 +9,10 @@ handler per call.
 Order per call: resolve the method's access rule; resolve the principal from
 `authorization` (control token in constant time, or a node credential, or a
 PREFLIGHT_JWT, or an enrollment token); refuse with UNAUTHENTICATED or
-PERMISSION_DENIED before anything reads the request; only then check the
+PERMISSION_DENIED before anything reads the request; for a PREFLIGHT_JWT,
+check that it was minted for this request (its `rqh` is the SHA-256 of the
+bytes received) and, on a mutating method, that its `jti` is used for the
+first time by any replica (a ReplayLedger); only then check the
 request's size against the method's limit and decode it (grpc.aio hands the
 edge bytes; see core/handlers.py), refusing a body too large or undecodable
 with INVALID_ARGUMENT; run the handler with the principal and request id bound
@@ -27,7 +30,7 @@ import asyncio
 import hashlib
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 import structlog
@@ -56,8 +59,10 @@ from ppos.controlplane.security.principal import (
 from ppos.controlplane.security.tokens import (
     NODE_TYP,
     PREFLIGHT_TYP,
+    PreflightClaims,
     TokenRejected,
     TokenVerifier,
+    request_sha256,
 )
 
 CREDENTIAL_KEYS = frozenset({"authorization", "proxy-authorization", "cookie"})
@@ -69,6 +74,34 @@ _MAX_SHARED_PRINCIPALS = 1024
 _log = structlog.get_logger("ppos.edge")
 
 AuthFailureHook = Callable[[str, str], None]  # (method, reason)
+
+
+class ReplayLedger(Protocol):
+    """Remembers the PREFLIGHT_JWTs presented to mutating methods, for every replica."""
+
+    async def first_use(self, jti: str, expires_at: int) -> bool:
+        """True the first time `jti` is presented (and records it); False after."""
+        ...
+
+
+def _unbound() -> Unauthenticated:
+    return Unauthenticated(
+        "credential rejected: the PREFLIGHT_JWT is not bound to a request",
+        reason="TOKEN_UNBOUND",
+    )
+
+
+def _other_request() -> Unauthenticated:
+    return Unauthenticated(
+        "credential rejected: the PREFLIGHT_JWT was minted for another request",
+        reason="TOKEN_REQUEST_MISMATCH",
+    )
+
+
+def _replayed() -> Unauthenticated:
+    return Unauthenticated(
+        "credential rejected: this PREFLIGHT_JWT was already used", reason="TOKEN_REPLAYED"
+    )
 
 
 def _first(metadata: Sequence[Any], key: str) -> list[str]:
@@ -108,8 +141,15 @@ class EdgeAuthenticator:
         return principal
 
     def authenticate(self, metadata: Sequence[Any], rule: MethodRule) -> Principal:
+        return self.authenticate_call(metadata, rule)[0]
+
+    def authenticate_call(
+        self, metadata: Sequence[Any], rule: MethodRule
+    ) -> tuple[Principal, PreflightClaims | None]:
+        """The caller, and the claims of its PREFLIGHT_JWT when it presented one
+        (their request binding and jti are checked against the call later)."""
         if rule.open:
-            return ANONYMOUS
+            return ANONYMOUS, None
         if not rule.allow:
             raise PermissionDenied(
                 f"method {rule.method or 'unknown'} has no access rule", reason="NO_ACCESS_RULE"
@@ -130,16 +170,18 @@ class EdgeAuthenticator:
                 "malformed authorization header: expected 'Bearer <token>'",
                 reason="MALFORMED_CREDENTIAL",
             )
-        principal = self._resolve(match.group(1), metadata, rule)
+        principal, claims = self._resolve(match.group(1), metadata, rule)
         if principal.kind not in rule.allow:
             raise PermissionDenied(
                 f"a {principal.kind.value} credential may not call {rule.method}",
                 reason="PRINCIPAL_NOT_ALLOWED",
                 metadata={"principal_kind": principal.kind.value},
             )
-        return principal
+        return principal, claims
 
-    def _resolve(self, token: str, metadata: Sequence[Any], rule: MethodRule) -> Principal:
+    def _resolve(
+        self, token: str, metadata: Sequence[Any], rule: MethodRule
+    ) -> tuple[Principal, PreflightClaims | None]:
         try:
             return self._principal_of(token, metadata, rule)
         except TokenRejected as exc:
@@ -147,34 +189,36 @@ class EdgeAuthenticator:
                 f"credential rejected: {exc.detail}", reason=f"TOKEN_{exc.reason.upper()}"
             ) from None
 
-    def _principal_of(self, token: str, metadata: Sequence[Any], rule: MethodRule) -> Principal:
+    def _principal_of(
+        self, token: str, metadata: Sequence[Any], rule: MethodRule
+    ) -> tuple[Principal, PreflightClaims | None]:
         # First a peer hop back to this process, recognised by its exact bytes (the
         # most frequent internal call in the one-port server; see SelfMinted).
         peer = self._verifier.verify_self_minted(token, audience=rule.service, method=rule.method)
         if peer is not None:
-            return self._principal(PrincipalKind.PEER, peer.subject, peer.acting_for)
+            return self._principal(PrincipalKind.PEER, peer.subject, peer.acting_for), peer
         if self._control.matches(token):
             names = _first(metadata, "x-operator")
             name = (
                 names[0] if len(names) == 1 and _OPERATOR_NAME.fullmatch(names[0]) else "operator"
             )
-            return self._principal(PrincipalKind.OPERATOR, name)
+            return self._principal(PrincipalKind.OPERATOR, name), None
         if token.startswith(ENROLLMENT_PREFIX):
             digest = hashlib.sha256(token.encode()).hexdigest()
             return Principal(
                 PrincipalKind.ENROLLING_NODE, "enrollment", enrollment_token_sha256=digest
-            )
+            ), None
         typ = self._verifier.peek_type(token)
         if typ == PREFLIGHT_TYP:
             claims = self._verifier.verify_signed_preflight(
                 token, audience=rule.service, method=rule.method
             )
-            return self._principal(PrincipalKind.PEER, claims.subject, claims.acting_for)
+            return self._principal(PrincipalKind.PEER, claims.subject, claims.acting_for), claims
         if typ == NODE_TYP:
             node = self._verifier.verify_node_credential(token, audience=NODE_AUDIENCE)
             return Principal(
                 PrincipalKind.NODE, node.node_id, credential_generation=node.generation
-            )
+            ), None
         raise Unauthenticated("credential not recognised", reason="UNKNOWN_CREDENTIAL")
 
 
@@ -214,19 +258,36 @@ class _Guard(CallWrapper):
         self._rule = rule
         self._method = method
 
-    def _admit(self, context: Any) -> tuple[str, DomainError | None]:
-        """Authenticate the call and bind who it is for: its request id, and why it
-        is refused (None when it is not)."""
+    def _admit(self, context: Any) -> tuple[str, DomainError | None, PreflightClaims | None]:
+        """Authenticate the call and bind who it is for: its request id, why it is
+        refused (None when it is not), and its PREFLIGHT_JWT's claims if any."""
         metadata = context.invocation_metadata() or ()
         request_id = request_id_from(metadata)
         try:
-            principal = self._edge.authenticator.authenticate(metadata, self._rule)
+            principal, claims = self._edge.authenticator.authenticate_call(metadata, self._rule)
         except DomainError as exc:
             # Without its traceback: its frames lead back to the caller's, which
             # holds the request and this error, a cycle only the collector breaks.
-            return request_id, exc.with_traceback(None)
+            return request_id, exc.with_traceback(None), None
         self._enter(principal, request_id)
-        return request_id, None
+        return request_id, None, claims
+
+    async def _bound(self, claims: PreflightClaims, request: Any) -> DomainError | None:
+        """Why a PREFLIGHT_JWT may not be used for this call, or None: it must be
+        minted for these request bytes, and on a mutating method used only once."""
+        if isinstance(request, bytes):  # one request message (a stream binds to none)
+            if not claims.request_sha256:
+                return _unbound()
+            if request_sha256(request) != claims.request_sha256:
+                return _other_request()
+        ledger = self._edge.ledger
+        if (
+            self._rule.mutating
+            and ledger is not None
+            and not await ledger.first_use(claims.jti, claims.expires_at)
+        ):
+            return _replayed()
+        return None
 
     def _refuse(self, context: Any, exc: DomainError, request_id: str) -> None:
         """Answer the call with `exc`'s status; the request is not decoded, the
@@ -275,10 +336,12 @@ class _Guard(CallWrapper):
     def wrap_unary(
         self, behaviour: Callable[[Any, Any], Awaitable[Any]]
     ) -> Callable[[Any, Any], Awaitable[Any]]:
-        admit, refuse, fail = self._admit, self._refuse, self._fail
+        admit, refuse, fail, bound = self._admit, self._refuse, self._fail, self._bound
 
         async def guarded(request: Any, context: Any) -> Any:
-            request_id, refused = admit(context)
+            request_id, refused, claims = admit(context)
+            if claims is not None and refused is None:
+                refused = await bound(claims, request)
             if refused is not None:
                 refuse(context, refused, request_id)
                 return None
@@ -293,9 +356,11 @@ class _Guard(CallWrapper):
         return guarded
 
     async def around_stream(
-        self, invoke: Callable[[Any], AsyncIterator[Any]], context: Any
+        self, invoke: Callable[[Any], AsyncIterator[Any]], context: Any, request: Any = None
     ) -> AsyncIterator[Any]:
-        request_id, refused = self._admit(context)
+        request_id, refused, claims = self._admit(context)
+        if claims is not None and refused is None:
+            refused = await self._bound(claims, request)
         if refused is not None:
             self._refuse(context, refused, request_id)
             return
@@ -322,10 +387,13 @@ class EdgeGuard:
         access: AccessTable,
         authenticator: EdgeAuthenticator,
         on_auth_failure: AuthFailureHook | None = None,
+        ledger: ReplayLedger | None = None,
     ) -> None:
         self.access = access
         self.authenticator = authenticator
         self.on_auth_failure = on_auth_failure
+        # None only where nothing is shared (unit tests, benchmarks of the edge).
+        self.ledger = ledger
 
     def guard(
         self, handler: grpc.RpcMethodHandler[Any, Any], method: str

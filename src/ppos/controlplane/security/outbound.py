@@ -7,6 +7,11 @@ depth: the control token never reaches a handler, so it cannot be there) and
 channel's audience, the called method, the current request id and the
 principal the call is made for.
 
+A call with one request message is bound to it: the channel serializes the
+message itself, mints the token with that serialization's SHA-256 (`rqh`) and
+sends exactly those bytes, so the callee's edge can recompute the digest from
+what it received and a captured token is worth nothing with another body.
+
 The interception wraps the channel's multi-callables rather than using
 grpc.aio client interceptors: measured on this machine, an empty aio client
 interceptor alone cost about a quarter of a peer hop's throughput.
@@ -26,7 +31,7 @@ from ppos.controlplane.security.principal import (
     current_principal,
     current_request_id,
 )
-from ppos.controlplane.security.tokens import SelfMinted, TokenMinter
+from ppos.controlplane.security.tokens import SelfMinted, TokenMinter, request_sha256
 
 _DROPPED = CREDENTIAL_KEYS | {"x-request-id"}
 
@@ -54,7 +59,10 @@ class PreflightJwtMinting:
         self._subject = subject
         self._loopback = loopback
 
-    def metadata(self, method: str, given: Sequence[tuple[str, Any]] | None) -> tuple[Any, ...]:
+    def metadata(
+        self, method: str, given: Sequence[tuple[str, Any]] | None, body: bytes | None = None
+    ) -> tuple[Any, ...]:
+        """`body`: the serialized request the token is bound to (None for a stream)."""
         request_id = current_request_id.get() or new_request_id()
         principal = current_principal.get()
         acting_for = "" if principal.kind is PrincipalKind.ANONYMOUS else principal.display
@@ -64,6 +72,7 @@ class PreflightJwtMinting:
             method=method,
             request_id=request_id,
             acting_for=acting_for,
+            request_sha256=request_sha256(body) if body is not None else "",
             remember_in=self._loopback,
         )
         minted = (("authorization", f"Bearer {token}"), ("x-request-id", request_id))
@@ -73,14 +82,25 @@ class PreflightJwtMinting:
 
 
 class _Minted:
-    """A multi-callable whose every invocation gets freshly minted metadata."""
+    """A multi-callable whose every invocation gets freshly minted metadata.
 
-    __slots__ = ("_inner", "_method", "_minting")
+    With `serializer` (calls with one request message), the request is
+    serialized here, the token bound to those bytes, and the bytes sent as they
+    are (the inner multi-callable was made without a serializer)."""
 
-    def __init__(self, inner: Any, method: str, minting: PreflightJwtMinting) -> None:
+    __slots__ = ("_inner", "_method", "_minting", "_serializer")
+
+    def __init__(
+        self,
+        inner: Any,
+        method: str,
+        minting: PreflightJwtMinting,
+        serializer: Callable[[Any], bytes] | None = None,
+    ) -> None:
         self._inner = inner
         self._method = method
         self._minting = minting
+        self._serializer = serializer
 
     def __call__(
         self,
@@ -92,14 +112,22 @@ class _Minted:
         wait_for_ready: bool | None = None,
         compression: grpc.Compression | None = None,
     ) -> Any:
+        body: bytes | None = None
+        if self._serializer is not None:
+            body = request = self._serializer(request)
         return self._inner(
             request,
             timeout=timeout,
-            metadata=self._minting.metadata(self._method, metadata),
+            metadata=self._minting.metadata(self._method, metadata, body),
             credentials=credentials,
             wait_for_ready=wait_for_ready,
             compression=compression,
         )
+
+
+def _as_bytes(request: Any) -> bytes:
+    """A call made without a serializer sends bytes already (raw-bytes clients)."""
+    return bytes(request)
 
 
 class MintingChannel(grpc.aio.Channel):
@@ -112,11 +140,19 @@ class MintingChannel(grpc.aio.Channel):
     def _wrap(self, factory: Callable[..., Any], method: str, *args: Any, **kwargs: Any) -> Any:
         return _Minted(factory(method, *args, **kwargs), method, self._minting)
 
+    def _bound(self, factory: Callable[..., Any], method: str, *args: Any, **kwargs: Any) -> Any:
+        """A call with one request message: serialized here and bound to its token."""
+        # grpc.aio's signature: (method, request_serializer, response_deserializer, ...)
+        names = ("request_serializer", "response_deserializer", "_registered_method")
+        kwargs.update(zip(names, args, strict=False))
+        serializer = kwargs.pop("request_serializer", None) or _as_bytes
+        return _Minted(factory(method, **kwargs), method, self._minting, serializer)
+
     def unary_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        return self._wrap(self._inner.unary_unary, method, *args, **kwargs)
+        return self._bound(self._inner.unary_unary, method, *args, **kwargs)
 
     def unary_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        return self._wrap(self._inner.unary_stream, method, *args, **kwargs)
+        return self._bound(self._inner.unary_stream, method, *args, **kwargs)
 
     def stream_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
         return self._wrap(self._inner.stream_unary, method, *args, **kwargs)

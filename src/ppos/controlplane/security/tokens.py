@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import os
 import re
@@ -122,6 +123,17 @@ class PreflightClaims(NamedTuple):
     issued_at: int
     expires_at: int
     acting_for: str
+    # `rqh`: SHA-256 of the serialized request message the token was minted for
+    # (base64url, unpadded); empty for a call whose request is a stream.
+    request_sha256: str = ""
+
+
+def request_sha256(data: bytes) -> str:
+    """The `rqh` claim of a request: its serialized bytes' SHA-256, base64url."""
+    return _b64encode(hashlib.sha256(data).digest())
+
+
+_REQUEST_SHA256 = re.compile(r"[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]")
 
 
 @dataclass(frozen=True)
@@ -206,10 +218,12 @@ class TokenMinter:
         method: str,
         request_id: str,
         acting_for: str = "",
+        request_sha256: str = "",
         remember_in: SelfMinted | None = None,
     ) -> str:
-        """A PREFLIGHT_JWT for one call; `remember_in` keeps it (with its claims)
-        when the call comes back to this process (see SelfMinted)."""
+        """A PREFLIGHT_JWT for one call, bound to its request when `request_sha256`
+        is given; `remember_in` keeps it (with its claims) when the call comes back
+        to this process (see SelfMinted)."""
         # The claims that are the same for every call of a method on a channel are
         # encoded once; per call only the times, the jti, the request id and the
         # actor are (the strings through the JSON encoder, so always escaped).
@@ -222,9 +236,10 @@ class TokenMinter:
         now = int(self._clock())
         jti = os.urandom(16).hex()
         act = f',"act":{{"sub":{_JSON.encode(acting_for)}}}' if acting_for else ""
+        rqh = f',"rqh":{_JSON.encode(request_sha256)}' if request_sha256 else ""
         claims = (
             f'{fixed},"iat":{now},"exp":{now + self._ttl},"jti":"{jti}",'
-            f'"rid":{_JSON.encode(request_id)}{act}}}'
+            f'"rid":{_JSON.encode(request_id)}{act}{rqh}}}'
         )
         token, kid = self._sign_encoded(claims.encode(), PREFLIGHT_TYP)
         if remember_in is not None:
@@ -240,6 +255,7 @@ class TokenMinter:
                     now,
                     now + self._ttl,
                     acting_for,
+                    request_sha256,
                 ),
                 kid,
             )
@@ -332,6 +348,9 @@ class TokenVerifier:
             raise TokenRejected("wrong_method", "token is bound to another method")
         act = claims.get("act")
         acting_for = act.get("sub", "") if isinstance(act, dict) else ""
+        rqh = claims.get("rqh", "")
+        if not isinstance(rqh, str) or (rqh and not _REQUEST_SHA256.fullmatch(rqh)):
+            raise TokenRejected("malformed", "rqh is not a base64url SHA-256")
         return PreflightClaims(
             issuer=claims["iss"],
             subject=str(claims["sub"]),
@@ -342,6 +361,7 @@ class TokenVerifier:
             issued_at=int(claims["iat"]),
             expires_at=int(claims["exp"]),
             acting_for=str(acting_for),
+            request_sha256=rqh,
         )
 
     def verify_node_credential(self, token: str, *, audience: str) -> NodeClaims:
