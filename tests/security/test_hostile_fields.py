@@ -57,6 +57,7 @@ from tests.security.hostile_fields import (
     VERSION,
     Field,
     Variant,
+    put,
     text,
     variants,
 )
@@ -869,3 +870,67 @@ def _checked_paths(message: Any, prefix: str) -> Iterator[str]:
             yield from _checked_paths(field.message_type, path + ".")
         elif field.type == field.TYPE_STRING or field.is_repeated:
             yield path
+
+
+def _pasted_variants(service: str, credentials: dict[str, str]) -> Iterator[tuple[str, Field, str]]:
+    """Each credential pasted into each identifier, free-text and selector field."""
+    for field in FIELDS:
+        if not field.method.startswith(f"{service}/"):
+            continue
+        if field.kind.name not in ("id", "text", "selector"):
+            continue
+        for name, credential in credentials.items():
+            yield f"{field.method}:{field.path}:{name}", field, f"see {credential}."
+
+
+@pytest.mark.parametrize("service", [G, N, S])
+async def test_a_credential_pasted_into_any_field_is_refused_and_never_stored(
+    plane: RunningPlane, service: str, canary_token: str
+) -> None:
+    world = await _world(plane)
+    stub = _stub(plane, service)
+    credentials = {
+        "control-token": canary_token,
+        "node-credential": world.node.credential,
+        "enrollment-token": world.enrollment_token,
+    }
+    before = _every_row(plane.database_url)
+    wrong: list[str] = []
+    sent = 0
+    for case, field, value in _pasted_variants(service, credentials):
+        request = field.base(world)
+        put(request, field.path, value)
+        method = field.method.split("/", 1)[1]
+        metadata = _metadata(plane, world, field.caller)
+        try:
+            error = await _refusal(stub, method, request, metadata)
+        except AssertionError as exc:
+            wrong.append(f"{case}: {exc}")
+            continue
+        sent += 1
+        status = rpc_status.from_call(error)
+        reasons = set()
+        for detail in status.details if status is not None else ():
+            info = error_details_pb2.ErrorInfo()
+            if detail.Unpack(info):
+                reasons.add(info.reason)
+        if error.code() != grpc.StatusCode.INVALID_ARGUMENT or reasons != {"CREDENTIAL_IN_REQUEST"}:
+            wrong.append(f"{case}: {error.code().name} {sorted(reasons)}")
+        echoed = error.details() + repr(error.trailing_metadata())
+        if any(credential in echoed for credential in credentials.values()):
+            wrong.append(f"{case}: the credential is echoed in the error")
+    assert sent > 0
+    assert wrong == [], "\n".join(wrong)
+    assert _every_row(plane.database_url) == before, "a refused call changed the database"
+
+
+async def test_a_credential_in_a_header_is_refused(plane: RunningPlane, canary_token: str) -> None:
+    stub = npb_grpc.NodeRegistryServiceStub(plane.channel)
+    error = await _refusal(
+        stub,
+        "ListNodes",
+        npb.ListNodesRequest(),
+        (*plane.operator, ("x-operator", canary_token)),
+    )
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert canary_token not in error.details()

@@ -17,12 +17,15 @@ from ppos.controlplane.core.logging import SecretRegistry
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2 as pb
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2_grpc as pb_grpc
 from ppos.controlplane.security.keys import JwksKeySource, KeyRing, new_private_key, thumbprint
-from ppos.controlplane.security.tokens import TokenRejected, TokenVerifier
+from ppos.controlplane.security.tokens import TokenRejected, TokenVerifier, request_sha256
 from ppos.preflightsim.auth import RefreshingJwks, jwks_from_file
 from tests.support.servers import RunningPlane, start_plane, stop_plane
 
 NODE_REGISTRY = "ppos.controlplane.noderegistry.v1.NodeRegistryService"
 GET_NODE = f"/{NODE_REGISTRY}/GetNode"
+
+
+MISSING = pb.GetNodeRequest(node_id="node_missing")
 
 
 def _peer_token(plane: RunningPlane) -> str:
@@ -32,6 +35,7 @@ def _peer_token(plane: RunningPlane) -> str:
             audience=NODE_REGISTRY,
             method=GET_NODE,
             request_id="req_keys",
+            request_sha256=request_sha256(MISSING.SerializeToString()),
         )
     )
 
@@ -39,10 +43,7 @@ def _peer_token(plane: RunningPlane) -> str:
 async def _get_node(plane: RunningPlane, token: str) -> grpc.StatusCode:
     stub = pb_grpc.NodeRegistryServiceStub(plane.channel)
     try:
-        await stub.GetNode(
-            pb.GetNodeRequest(node_id="node_missing"),
-            metadata=(("authorization", f"Bearer {token}"),),
-        )
+        await stub.GetNode(MISSING, metadata=(("authorization", f"Bearer {token}"),))
     except grpc.aio.AioRpcError as exc:
         return exc.code()
     return grpc.StatusCode.OK

@@ -27,6 +27,7 @@ from ppos.controlplane.runtime.observability import (
 from ppos.controlplane.runtime.reflection import enable_reflection
 from ppos.controlplane.security.access import AccessTable, MethodRule
 from ppos.controlplane.security.control_token import ControlToken, read_control_token
+from ppos.controlplane.security.credential_scan import CredentialScanner
 from ppos.controlplane.security.edge import (
     AuthFailureHook,
     EdgeAuthenticator,
@@ -143,6 +144,7 @@ class ControlPlaneServer:
         token = read_control_token(settings.auth.control_token, settings.auth.control_token_file)
         self.secrets.add(token)
         control = ControlToken(token)
+        scanner = CredentialScanner(token)  # keeps the digest and length only
         del token  # only the digest lives on, inside ControlToken
 
         keyring = load_keyring(settings)
@@ -193,6 +195,7 @@ class ControlPlaneServer:
             EdgeAuthenticator(control, verifier),
             on_auth_failure=auth_failure_hook(self._on_auth_failure),
             ledger=TokenLedger(db, leeway_seconds=settings.auth.clock_leeway),
+            scanner=scanner,
         )
         server = grpc.aio.server(options=server_options(access))
         metered = MeteredServer(server)  # outermost: refusals at the edge are counted too

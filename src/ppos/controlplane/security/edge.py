@@ -37,6 +37,7 @@ import structlog
 
 from ppos.controlplane.core.errors import (
     DomainError,
+    InvalidArgument,
     PermissionDenied,
     Unauthenticated,
     internal_status,
@@ -48,6 +49,7 @@ from ppos.controlplane.core.validation import REQUEST_ID
 from ppos.controlplane.core.wrapping import WrappingServer
 from ppos.controlplane.security.access import AccessTable, MethodRule
 from ppos.controlplane.security.control_token import ControlToken
+from ppos.controlplane.security.credential_scan import CredentialScanner
 from ppos.controlplane.security.principal import (
     ANONYMOUS,
     Principal,
@@ -95,6 +97,14 @@ def _other_request() -> Unauthenticated:
     return Unauthenticated(
         "credential rejected: the PREFLIGHT_JWT was minted for another request",
         reason="TOKEN_REQUEST_MISMATCH",
+    )
+
+
+def _pasted_credential() -> InvalidArgument:
+    return InvalidArgument.single(
+        "request",
+        "looks like a credential; nothing was stored",
+        reason="CREDENTIAL_IN_REQUEST",
     )
 
 
@@ -272,6 +282,22 @@ class _Guard(CallWrapper):
         self._enter(principal, request_id)
         return request_id, None, claims
 
+    def _pasted(self, context: Any, request: Any) -> DomainError | None:
+        """A credential in the request or in a header other than `authorization`
+        (see credential_scan): refused before anything reads, stores or echoes it."""
+        scanner = self._edge.scanner
+        if scanner is None:
+            return None
+        if isinstance(request, bytes) and scanner.holds_credential(request):
+            return _pasted_credential()
+        for key, value in context.invocation_metadata() or ():
+            if key in CREDENTIAL_KEYS:
+                continue
+            data = value if isinstance(value, bytes) else value.encode("utf-8", "surrogatepass")
+            if scanner.holds_credential(data):
+                return _pasted_credential()
+        return None
+
     async def _bound(self, claims: PreflightClaims, request: Any) -> DomainError | None:
         """Why a PREFLIGHT_JWT may not be used for this call, or None: it must be
         minted for these request bytes, and on a mutating method used only once."""
@@ -337,9 +363,13 @@ class _Guard(CallWrapper):
         self, behaviour: Callable[[Any, Any], Awaitable[Any]]
     ) -> Callable[[Any, Any], Awaitable[Any]]:
         admit, refuse, fail, bound = self._admit, self._refuse, self._fail, self._bound
+        pasted = self._pasted
+        scanned = not self._rule.open  # anyone may send anything to health and reflection
 
         async def guarded(request: Any, context: Any) -> Any:
             request_id, refused, claims = admit(context)
+            if refused is None and scanned:
+                refused = pasted(context, request)
             if claims is not None and refused is None:
                 refused = await bound(claims, request)
             if refused is not None:
@@ -359,6 +389,8 @@ class _Guard(CallWrapper):
         self, invoke: Callable[[Any], AsyncIterator[Any]], context: Any, request: Any = None
     ) -> AsyncIterator[Any]:
         request_id, refused, claims = self._admit(context)
+        if refused is None and not self._rule.open:
+            refused = self._pasted(context, request)
         if claims is not None and refused is None:
             refused = await self._bound(claims, request)
         if refused is not None:
@@ -388,12 +420,14 @@ class EdgeGuard:
         authenticator: EdgeAuthenticator,
         on_auth_failure: AuthFailureHook | None = None,
         ledger: ReplayLedger | None = None,
+        scanner: CredentialScanner | None = None,
     ) -> None:
         self.access = access
         self.authenticator = authenticator
         self.on_auth_failure = on_auth_failure
         # None only where nothing is shared (unit tests, benchmarks of the edge).
         self.ledger = ledger
+        self.scanner = scanner
 
     def guard(
         self, handler: grpc.RpcMethodHandler[Any, Any], method: str
