@@ -20,6 +20,7 @@ from ppos.controlplane.core.validation import (
     MAX_ENUM_FILTER,
     Violations,
 )
+from ppos.controlplane.core.versions import check_version
 from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
 from ppos.controlplane.governance.v1 import resources_pb2 as res_pb
 from ppos.controlplane.security.principal import Principal, current_principal
@@ -30,7 +31,6 @@ from ppos.controlplane.services.governance.common import (
     HandlerBase,
     body_digest,
     bump,
-    check_version,
     find_request,
     record_change,
     remember_request,
