@@ -24,7 +24,8 @@ def test_another_version_is_stale_and_names_both() -> None:
     with pytest.raises(StaleResourceVersion) as caught:
         check_version("tenant", "acme", "6", 7, required=True)
     assert caught.value.reason == "STALE_RESOURCE_VERSION"
-    assert "6" in caught.value.message and "7" in caught.value.message
+    assert caught.value.metadata == {"current_resource_version": "7"}
+    assert "not 6" in caught.value.message
 
 
 def test_a_replacing_write_requires_a_version() -> None:
