@@ -19,11 +19,10 @@ from ppos.controlplane.core.pagination import Listing, PageTokens, Position, pag
 from ppos.controlplane.core.timeutil import utcnow
 from ppos.controlplane.core.validation import REQUEST_ID, Violations
 from ppos.controlplane.runtime.modules import Runtime
-from ppos.controlplane.services.governance.leadership import advisory_key
 from ppos.controlplane.services.governance.models import RequestRow
 from ppos.controlplane.storage import audit
 from ppos.controlplane.storage.database import Database
-from ppos.controlplane.storage.locks import transaction_lock
+from ppos.controlplane.storage.locks import advisory_key, transaction_lock
 
 SERVICE = "governance"
 T = TypeVar("T")
