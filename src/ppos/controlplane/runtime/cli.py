@@ -20,6 +20,7 @@ from ppos.controlplane.core.settings import (
     environ,
     load_section,
     markdown_table,
+    secret_variables,
 )
 from ppos.controlplane.runtime.config import AuthSettings, PeerSettings, ServerSettings
 from ppos.controlplane.runtime.modules import ALL_SECTIONS, Settings
@@ -154,6 +155,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stdout.write(markdown_table(ALL_SECTIONS))
             return 0
         settings = load_settings(args, env)
+        for name in secret_variables(ALL_SECTIONS):
+            # The settings hold it now; the process environment (and children) need not.
+            os.environ.pop(name, None)
         secrets = configure_logging(level=settings.server.log_level, fmt=settings.server.log_format)
         if args.command == "serve":
             return event_loop_runner(settings.server.event_loop)(_serve(settings, secrets))

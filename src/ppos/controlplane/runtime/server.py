@@ -125,6 +125,18 @@ class ControlPlaneServer:
             host = "127.0.0.1"
         return f"{host}:{self.port}"
 
+    def _take_control_token(self) -> ControlToken:
+        """The edge's check of the control token; after it only digests live on.
+
+        The setting is taken out of the settings every service receives, the log
+        redactor keeps a keyed digest, ControlToken a SHA-256 digest.
+        """
+        auth = self.settings.auth
+        given = auth.control_token.take() if auth.control_token is not None else None
+        token = read_control_token(given, auth.control_token_file)
+        self.secrets.add(token)
+        return ControlToken(token)
+
     async def start(self) -> None:
         started = time.perf_counter()
         settings = self.settings
@@ -138,10 +150,7 @@ class ControlPlaneServer:
             section.validate()
         settings.server.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
 
-        token = read_control_token(settings.auth.control_token, settings.auth.control_token_file)
-        self.secrets.add(token)
-        control = ControlToken(token)
-        del token  # only the digest lives on, inside ControlToken
+        control = self._take_control_token()
 
         keyring = load_keyring(settings)
         keyring.write_jwks(settings.auth.jwks_file or settings.server.data_dir / "jwks.json")
