@@ -1,5 +1,5 @@
-"""What two replicas on one database must not contradict: leadership, idempotent
-creates racing, append-only decisions."""
+"""What two replicas on one database must not contradict: idempotent creates racing,
+append-only decisions (leadership: tests/storage/test_leadership.py)."""
 
 from __future__ import annotations
 
@@ -12,50 +12,8 @@ from sqlalchemy.exc import DBAPIError
 from ppos.controlplane.core.timeutil import utcnow
 from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
 from ppos.controlplane.governance.v1 import resources_pb2 as res
-from ppos.controlplane.services.governance.leadership import Leadership
-from ppos.controlplane.storage.database import Database
 from tests.governance.conftest import Governed
 from tests.governance.support import count
-
-
-async def test_one_leader_at_a_time_and_a_successor_when_it_goes(database_url: str) -> None:
-    first_db = Database(database_url, pool_size=2)
-    second_db = Database(database_url, pool_size=2)
-    first = Leadership(first_db, "reconciler-test", "replica-a", lease_seconds=0.5)
-    second = Leadership(second_db, "reconciler-test", "replica-b", lease_seconds=0.5)
-    try:
-        assert await first.acquire()
-        assert not await second.acquire()
-        assert await first.acquire(), "the leader keeps leading"
-        assert not await second.acquire()
-        await first.release()
-        assert await second.acquire(), "released: the other replica takes over"
-        assert not await first.acquire()
-    finally:
-        await first.release()
-        await second.release()
-        first_db.close()
-        second_db.close()
-
-
-async def test_a_dead_leaders_lease_or_lock_passes_on(database_url: str) -> None:
-    first_db = Database(database_url, pool_size=2)
-    second_db = Database(database_url, pool_size=2)
-    first = Leadership(first_db, "reconciler-test", "replica-a", lease_seconds=0.3)
-    second = Leadership(second_db, "reconciler-test", "replica-b", lease_seconds=0.3)
-    try:
-        assert await first.acquire()
-        # The leader dies without a goodbye: its connection closes (PostgreSQL
-        # frees the advisory lock) or its lease is no longer renewed (SQLite).
-        if first_db.is_postgres:
-            await first_db.run_in_executor(first._drop_connection)
-        else:
-            await asyncio.sleep(0.4)
-        assert await second.acquire()
-    finally:
-        await second.release()
-        first_db.close()
-        second_db.close()
 
 
 async def test_concurrent_provisioning_under_one_request_id_creates_once(gov: Governed) -> None:

@@ -7,11 +7,12 @@ import pytest
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
+from ppos.controlplane.core.selectors import SelectorError, parse_selector
 from ppos.controlplane.noderegistry.v1 import node_pb2
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2 as pb
 from ppos.controlplane.services.node_registry import wire
 from ppos.controlplane.services.node_registry.models import NodeRow
-from ppos.controlplane.services.node_registry.selectors import SelectorError, parse_selector
+from ppos.controlplane.storage.labels import selector_clause
 
 
 def test_field_numbers_match_the_contract() -> None:
@@ -127,7 +128,7 @@ def test_selectors_match_the_same_nodes_in_python_and_in_sql(database_url: str) 
                 in_python = {
                     f"node_{i}" for i, labels in enumerate(LABELS) if selector.matches(labels)
                 }
-                clause = selector.sql(NodeRow.labels)
+                clause = selector_clause(selector, NodeRow.labels)
                 query = select(NodeRow.node_id)
                 if clause is not None:
                     query = query.where(clause)

@@ -12,7 +12,9 @@ token) from all strings, exception text included.
 from __future__ import annotations
 
 import contextvars
+import hashlib
 import logging
+import os
 import re
 import sys
 import threading
@@ -25,6 +27,11 @@ REDACTED = "[REDACTED]"
 _SECRET_KEY = re.compile(
     r"(token|secret|password|passwd|authorization|credential|jwt|private|api[_-]?key)", re.I
 )
+# The characters of a bearer token (RFC 6750 b64token), the shape of the control
+# token; a secret of other characters is looked for anywhere.
+_BEARER_CHARS = r"[A-Za-z0-9._~+/=-]"
+_BEARER_RUN = re.compile(f"{_BEARER_CHARS}+")
+_ANY_SHAPE = r"(?s:.)"
 # Keys that look secret by name but hold no secret.
 _SAFE_KEYS = frozenset({"token_kind", "credential_kind", "active_kid", "kid"})
 
@@ -51,26 +58,69 @@ def merge_call_fields(
 
 
 class SecretRegistry:
-    """Secret values that must never be printed, whatever key carries them."""
+    """Secret values that must never be printed, whatever key carries them.
+
+    The registry keeps no secret: only each one's length and a BLAKE2b digest
+    under a key drawn at random when the registry is made (the process that logs
+    must not hold the control token it redacts). `scrub` hashes every stretch of
+    that length inside the runs of secret-shaped characters of a text and blanks
+    the stretches whose digest is a secret's.
+    """
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self._lock = threading.Lock()
-        self._secrets: tuple[str, ...] = ()
+        self._key = os.urandom(32)
+        self._digests: frozenset[bytes] = frozenset()
+        self._lengths: tuple[int, ...] = ()
+        self._runs: re.Pattern[str] | None = None
+        self._shapes: tuple[str, ...] = ()
         for secret in secrets:
             self.add(secret)
+
+    def _digest(self, text: str) -> bytes:
+        return hashlib.blake2b(
+            text.encode("utf-8", "surrogatepass"), key=self._key, digest_size=32
+        ).digest()
 
     def add(self, secret: str) -> None:
         if len(secret) < 8:  # too short to scrub without mangling ordinary text
             return
+        shape = _BEARER_CHARS if _BEARER_RUN.fullmatch(secret) else _ANY_SHAPE
         with self._lock:
-            if secret not in self._secrets:
-                self._secrets = (*self._secrets, secret)
+            self._digests = self._digests | {self._digest(secret)}
+            self._lengths = tuple(sorted({*self._lengths, len(secret)}))
+            self._shapes = tuple(sorted({*self._shapes, shape}))
+            # Runs of the characters any secret may be made of, long enough to hold one.
+            self._runs = re.compile(f"(?:{'|'.join(self._shapes)}){{{self._lengths[0]},}}")
 
     def scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            if secret in text:
-                text = text.replace(secret, REDACTED)
-        return text
+        runs = self._runs
+        if runs is None:
+            return text
+        spans: list[tuple[int, int]] = []
+        for run in runs.finditer(text):
+            spans += self._secrets_in(text, run.start(), run.end())
+        if not spans:
+            return text
+        parts, last = [], 0
+        for start, end in spans:
+            parts += [text[last:start], REDACTED]
+            last = end
+        return "".join([*parts, text[last:]])
+
+    def _secrets_in(self, text: str, start: int, end: int) -> list[tuple[int, int]]:
+        """The spans within text[start:end] whose digest is a registered secret's."""
+        found: list[tuple[int, int]] = []
+        at = start
+        while at < end:
+            for length in self._lengths:
+                if at + length <= end and self._digest(text[at : at + length]) in self._digests:
+                    found.append((at, at + length))
+                    at += length
+                    break
+            else:
+                at += 1
+        return found
 
 
 class RedactSecrets:

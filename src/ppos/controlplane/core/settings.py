@@ -27,6 +27,28 @@ class ConfigError(Exception):
     """Bad configuration; the message says which setting and why."""
 
 
+class Secret:
+    """A secret setting's value, handed out once: after `take()` nothing here holds it.
+
+    Settings travel: the composition root hands them to every service. A secret
+    kept in them would reach all of those; taken by the one part that needs it
+    (the edge, for the control token), it is held there alone.
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value: str | None = value
+
+    def take(self) -> str | None:
+        """The value, the first time; None ever after."""
+        value, self._value = self._value, None
+        return value
+
+    def __repr__(self) -> str:
+        return "Secret(<taken>)" if self._value is None else "Secret(<hidden>)"
+
+
 class Seconds(float):
     """A duration in seconds, written as `250ms`, `30s`, `5m`, `1h` or `2d`."""
 
@@ -86,6 +108,8 @@ def _parser_for(annotation: Any) -> Callable[[str], Any]:
         return lambda text: None if text == "" else parse(text)
     if annotation is Seconds:
         return parse_duration
+    if annotation is Secret:
+        return Secret
     if annotation is bool:
         return parse_bool
     if annotation is int:
@@ -145,6 +169,16 @@ def load_section(
         except ValueError as exc:
             raise ConfigError(f"{source}: {exc}") from None
     return section(**values)
+
+
+def secret_variables(sections: list[type[Any]]) -> list[str]:
+    """The environment variables of the secret settings of `sections`."""
+    return [
+        str(field.metadata["env"])
+        for section in sections
+        for field, _annotation in _fields(section)
+        if field.metadata["secret"]
+    ]
 
 
 def markdown_table(sections: list[type[Any]]) -> str:

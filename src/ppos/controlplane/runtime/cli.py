@@ -22,6 +22,7 @@ from ppos.controlplane.core.settings import (
     environ,
     load_section,
     markdown_table,
+    secret_variables,
 )
 from ppos.controlplane.runtime.config import (
     AuthSettings,
@@ -168,6 +169,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stdout.write(markdown_table(ALL_SECTIONS))
             return 0
         settings = load_settings(args, env)
+        for name in secret_variables(ALL_SECTIONS):
+            # The settings hold it now; the process environment (and children) need not.
+            os.environ.pop(name, None)
         secrets = configure_logging(level=settings.server.log_level, fmt=settings.server.log_format)
         try:
             if args.command == "serve":

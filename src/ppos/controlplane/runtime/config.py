@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from ppos.controlplane.core.settings import ConfigError, Seconds, setting
+from ppos.controlplane.core.settings import ConfigError, Seconds, Secret, setting
 
 
 class StartupError(Exception):
@@ -115,7 +115,7 @@ class ServerSettings:
 class AuthSettings:
     """Authentication: the control token, signing keys and token lifetimes."""
 
-    control_token: str | None = setting(
+    control_token: Secret | None = setting(
         "PPOS_CONTROL_TOKEN",
         "operator bearer token (at least 32 characters); never passed as a flag",
         default=None,

@@ -128,6 +128,19 @@ class ControlPlaneServer:
             host = "127.0.0.1"
         return f"{host}:{self.port}"
 
+    def _take_control_token(self) -> tuple[ControlToken, CredentialScanner]:
+        """The edge's checks of the control token; after them only digests live on.
+
+        The setting is taken out of the settings every service receives, the log
+        redactor keeps a keyed digest, ControlToken and the scanner of pasted
+        credentials a SHA-256 digest.
+        """
+        auth = self.settings.auth
+        given = auth.control_token.take() if auth.control_token is not None else None
+        token = read_control_token(given, auth.control_token_file)
+        self.secrets.add(token)
+        return ControlToken(token), CredentialScanner(token)
+
     async def start(self) -> None:
         started = time.perf_counter()
         settings = self.settings
@@ -141,11 +154,7 @@ class ControlPlaneServer:
             section.validate()
         settings.server.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
 
-        token = read_control_token(settings.auth.control_token, settings.auth.control_token_file)
-        self.secrets.add(token)
-        control = ControlToken(token)
-        scanner = CredentialScanner(token)  # keeps the digest and length only
-        del token  # only the digest lives on, inside ControlToken
+        control, scanner = self._take_control_token()
 
         keyring = load_keyring(settings)
         keyring.write_jwks(settings.auth.jwks_file or settings.server.data_dir / "jwks.json")

@@ -1,7 +1,7 @@
 """The operator's control token: checked in constant time, then forgotten.
 
 Only a SHA-256 digest of the token is kept in memory after start-up, and the
-raw value is registered with the log redactor so no line can print it.
+log redactor is given it to keep a keyed digest of, so no line can print it.
 """
 
 from __future__ import annotations

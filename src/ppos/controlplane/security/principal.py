@@ -1,55 +1,23 @@
-"""Who is calling: resolved once per call by the edge, read by handlers.
-
-A principal never holds the credential it was proven with.
-"""
+"""Who is calling, as the edge resolves it: the call context of core.context."""
 
 from __future__ import annotations
 
-import contextvars
-import enum
-from dataclasses import dataclass
-from functools import cached_property
-
-
-class PrincipalKind(enum.Enum):
-    ANONYMOUS = "anonymous"
-    OPERATOR = "operator"
-    NODE = "node"
-    ENROLLING_NODE = "enrolling-node"
-    PEER = "service"
-    INTERNAL = "internal"  # background work of this process (schedulers, reconcilers)
-    POLICY = "policy"  # a governance policy acting through the reconciler (name: policy id)
-
-
-@dataclass(frozen=True)
-class Principal:
-    kind: PrincipalKind
-    name: str
-    # For nodes: the credential generation the token was minted under.
-    credential_generation: int = 0
-    # For enrolling nodes: SHA-256 (hex) of the enrollment token; the token itself
-    # never leaves the edge.
-    enrollment_token_sha256: str = ""
-    # For peers: the principal the peer acted for (its `act` claim), if any.
-    acting_for: str = ""
-
-    @cached_property
-    def display(self) -> str:
-        """`operator:alice`, `node:node_01...`, `service:ppos.controlplane.governance`."""
-        return f"{self.kind.value}:{self.name}"
-
-
-ANONYMOUS = Principal(PrincipalKind.ANONYMOUS, "anonymous")
-
-current_principal: contextvars.ContextVar[Principal] = contextvars.ContextVar(
-    "ppos_principal", default=ANONYMOUS
+from ppos.controlplane.core.context import (
+    ANONYMOUS,
+    Principal,
+    PrincipalKind,
+    current_method,
+    current_principal,
+    current_request_id,
+    internal,
 )
-current_request_id: contextvars.ContextVar[str] = contextvars.ContextVar(
-    "ppos_request_id", default=""
-)
-current_method: contextvars.ContextVar[str] = contextvars.ContextVar("ppos_method", default="")
 
-
-def internal(name: str) -> Principal:
-    """The principal of this process's own background work (e.g. `scheduler`)."""
-    return Principal(PrincipalKind.INTERNAL, name)
+__all__ = [
+    "ANONYMOUS",
+    "Principal",
+    "PrincipalKind",
+    "current_method",
+    "current_principal",
+    "current_request_id",
+    "internal",
+]

@@ -15,13 +15,13 @@ from typing import Any
 from sqlalchemy import Index, String, Text
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from ppos.controlplane.core.timeutil import utcnow
-from ppos.controlplane.security.principal import (
+from ppos.controlplane.core.context import (
     Principal,
     current_method,
     current_principal,
     current_request_id,
 )
+from ppos.controlplane.core.timeutil import utcnow
 from ppos.controlplane.storage.base import Base, BigIntPK, UTCDateTime
 
 

@@ -7,6 +7,8 @@ nothing to take.
 
 from __future__ import annotations
 
+import hashlib
+
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
@@ -19,3 +21,8 @@ def transaction_lock(session: Session, key: int) -> None:
     """Hold `key` (a signed 64-bit advisory key) until this transaction ends."""
     if is_postgres(session):
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+
+
+def advisory_key(name: str) -> int:
+    """A stable signed 64-bit advisory key for a lock's name."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)

@@ -14,16 +14,15 @@ from sqlalchemy import and_, or_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ppos.controlplane.core.errors import AlreadyExists, InvalidArgument, StaleResourceVersion
+from ppos.controlplane.core.errors import AlreadyExists
 from ppos.controlplane.core.pagination import Listing, PageTokens, Position, page_size
 from ppos.controlplane.core.timeutil import utcnow
 from ppos.controlplane.core.validation import REQUEST_ID, Violations
 from ppos.controlplane.runtime.modules import Runtime
-from ppos.controlplane.services.governance.leadership import advisory_key
 from ppos.controlplane.services.governance.models import RequestRow
 from ppos.controlplane.storage import audit
 from ppos.controlplane.storage.database import Database
-from ppos.controlplane.storage.locks import transaction_lock
+from ppos.controlplane.storage.locks import advisory_key, transaction_lock
 
 SERVICE = "governance"
 T = TypeVar("T")
@@ -92,21 +91,6 @@ def record_change(
 
 
 # -- resource versions -----------------------------------------------------------
-
-
-def check_version(
-    resource_type: str, name: str, expected: str, current: int, *, required: bool
-) -> None:
-    """Refuse a write naming a version other than the current one (nothing changes)."""
-    if not expected:
-        if required:
-            raise InvalidArgument.single(
-                "expected_resource_version",
-                "is required: read the resource and pass its meta.resource_version",
-            )
-        return
-    if expected != str(current):
-        raise StaleResourceVersion(resource_type, name, expected, str(current))
 
 
 def bump(row: Any, *, spec: bool) -> None:

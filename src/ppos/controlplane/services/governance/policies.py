@@ -19,6 +19,7 @@ from ppos.controlplane.core.pagination import Ident, Listing
 from ppos.controlplane.core.settings import ConfigError
 from ppos.controlplane.core.timeutil import utcnow
 from ppos.controlplane.core.validation import OBJECT_ID, Violations
+from ppos.controlplane.core.versions import check_version
 from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
 from ppos.controlplane.governance.v1 import resources_pb2 as res_pb
 from ppos.controlplane.services.governance import decisions, lookups
@@ -27,7 +28,6 @@ from ppos.controlplane.services.governance.common import (
     Context,
     HandlerBase,
     bump,
-    check_version,
     record_change,
 )
 from ppos.controlplane.services.governance.convert import (

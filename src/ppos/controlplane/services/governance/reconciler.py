@@ -9,7 +9,7 @@ makes it act at most once per (job, revision, policy), whoever runs it. A peer
 that cannot be reached holds the reconciler where it is (nothing is skipped);
 it tries again on its next round.
 
-One replica leads (advisory lock on PostgreSQL, a lease on SQLite); the others
+One replica leads (storage.leadership: an advisory lock or a file lock); the others
 stand by.
 """
 
@@ -33,9 +33,9 @@ from ppos.controlplane.services.governance import decisions
 from ppos.controlplane.services.governance.common import wait_either
 from ppos.controlplane.services.governance.enums import TRIGGER_STATES
 from ppos.controlplane.services.governance.evaluation import JobView, plan
-from ppos.controlplane.services.governance.leadership import Leadership
 from ppos.controlplane.services.governance.models import ReconcilerCursorRow
 from ppos.controlplane.services.governance.peers import NodeFacts, Nodes, SyncedJobs
+from ppos.controlplane.storage.leadership import Leadership
 
 _log = structlog.get_logger("ppos.governance.reconciler")
 CURSOR = "synced-jobs"

@@ -24,13 +24,13 @@ from ppos.controlplane.services.governance.admin_kinds import KINDS
 from ppos.controlplane.services.governance.audit_api import AuditHandlers
 from ppos.controlplane.services.governance.dispatcher import Dispatcher
 from ppos.controlplane.services.governance.jobs_api import AdminJobHandlers
-from ppos.controlplane.services.governance.leadership import Leadership
 from ppos.controlplane.services.governance.peers import Nodes, SyncedJobs
 from ppos.controlplane.services.governance.policies import PolicyHandlers
 from ppos.controlplane.services.governance.receivers import Receivers
 from ppos.controlplane.services.governance.reconciler import Reconciler
 from ppos.controlplane.services.governance.routes import RouteHandlers
 from ppos.controlplane.services.governance.tenants import TenantHandlers
+from ppos.controlplane.storage.leadership import leadership_for
 
 _log = structlog.get_logger("ppos.governance")
 
@@ -65,12 +65,11 @@ class GovernanceModule:
         self.receivers = Receivers(runtime)
         self.dispatcher = Dispatcher(runtime, self.receivers, owner=self.replica)
         self.admin_jobs = AdminJobRunner(runtime, KINDS, owner=self.replica)
-        lease = max(3 * runtime.settings.governance.reconciler_interval, 10.0)
         self.reconciler = Reconciler(
             runtime,
             synced=SyncedJobs(runtime),
             nodes=Nodes(runtime),
-            leadership=Leadership(runtime.db, "governance-reconciler", self.replica, lease),
+            leadership=leadership_for(runtime.db.url, "governance-reconciler"),
             on_commands=self.dispatcher.wake,
         )
         self.servicer = GovernanceServicer(runtime, self.dispatcher.wake, self.admin_jobs.wake)

@@ -14,11 +14,13 @@ from sqlalchemy.orm import Session
 from ppos.controlplane.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from ppos.controlplane.core.ids import ulid
 from ppos.controlplane.core.pagination import Ident, Listing
+from ppos.controlplane.core.selectors import selector_field
 from ppos.controlplane.core.timeutil import utcnow
 from ppos.controlplane.core.validation import (
     MAX_ENUM_FILTER,
     Violations,
 )
+from ppos.controlplane.core.versions import check_version
 from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
 from ppos.controlplane.governance.v1 import resources_pb2 as res_pb
 from ppos.controlplane.security.principal import Principal, current_principal
@@ -29,7 +31,6 @@ from ppos.controlplane.services.governance.common import (
     HandlerBase,
     body_digest,
     bump,
-    check_version,
     find_request,
     record_change,
     remember_request,
@@ -51,7 +52,6 @@ from ppos.controlplane.services.governance.models import (
     QueueRow,
     TenantRow,
 )
-from ppos.controlplane.services.governance.selectors import matches, parse_selector
 from ppos.controlplane.services.governance.specs import (
     validate_queue_spec,
     validate_route_spec,
@@ -282,9 +282,8 @@ class TenantHandlers(HandlerBase):
                 violations.add(f"phases[{index}]", f"{phase} is not a tenant phase")
             else:
                 phases.append(TENANT_PHASE.to_name(phase))
-        violations.label_selector("label_selector", request.label_selector)
+        selector = selector_field(violations, "label_selector", request.label_selector)
         violations.raise_if_any()
-        selector = parse_selector(request.label_selector)
         page = self._page(
             TENANTS_PAGE,
             request.page_size,
@@ -306,7 +305,7 @@ class TenantHandlers(HandlerBase):
                 batch = reads.rows_sync(statement, bound)
                 if not batch:
                     break
-                found.extend(row for row in batch if matches(selector, row.labels))
+                found.extend(row for row in batch if selector.matches(row.labels))
                 bound["after"] = batch[-1].tenant_id
                 if len(batch) <= page.size:
                     break

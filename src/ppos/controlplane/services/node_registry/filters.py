@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Select, and_
 
+from ppos.controlplane.core.selectors import LabelSelector, selector_field
 from ppos.controlplane.core.validation import (
     CLUSTER_NAME,
     IMAGE_REFERENCE,
@@ -18,11 +19,7 @@ from ppos.controlplane.core.validation import (
 from ppos.controlplane.noderegistry.v1 import node_pb2 as pb
 from ppos.controlplane.services.node_registry.convert import READINESS_NAME
 from ppos.controlplane.services.node_registry.models import NodeRow
-from ppos.controlplane.services.node_registry.selectors import (
-    LabelSelector,
-    SelectorError,
-    parse_selector,
-)
+from ppos.controlplane.storage.labels import selector_clause
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +76,7 @@ class NodeQuery:
             clauses.append(NodeRow.readiness.in_(sorted(self.readiness)))
         if self.container_image:
             clauses.append(NodeRow.container_image == self.container_image)
-        labels = self.selector.sql(NodeRow.labels)
+        labels = selector_clause(self.selector, NodeRow.labels)
         if labels is not None:
             clauses.append(labels)
         return query.where(and_(*clauses)) if clauses else query
@@ -113,12 +110,7 @@ def parse_filter(message: pb.NodeFilter, violations: Violations, *, prefix: str)
     violations.syntax(
         f"{prefix}.container_image", message.container_image, IMAGE_REFERENCE, required=False
     )
-    selector = LabelSelector()
-    if violations.label_selector(f"{prefix}.label_selector", message.label_selector):
-        try:
-            selector = parse_selector(message.label_selector)
-        except SelectorError as exc:
-            violations.add(f"{prefix}.label_selector", str(exc))
+    selector = selector_field(violations, f"{prefix}.label_selector", message.label_selector)
     return NodeQuery(
         region=message.region,
         cluster=message.cluster,

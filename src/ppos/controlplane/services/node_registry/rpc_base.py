@@ -12,11 +12,9 @@ from sqlalchemy.orm import Session
 from ppos.controlplane.core.errors import (
     NotFound,
     PermissionDenied,
-    StaleResourceVersion,
     Unauthenticated,
 )
 from ppos.controlplane.core.timeutil import to_duration
-from ppos.controlplane.core.validation import Violations
 from ppos.controlplane.noderegistry.v1 import node_pb2
 from ppos.controlplane.runtime.modules import Runtime
 from ppos.controlplane.security.principal import Principal
@@ -109,13 +107,3 @@ class ServicerBase:
         if row is None:
             raise NotFound("node", node_id)
         return row
-
-
-def expected_version(violations: Violations, field: str, value: str) -> int | None:
-    """The caller's `expected_resource_version` (None: no check); ASCII digits only."""
-    return violations.resource_version(field, value)
-
-
-def check_version(row: NodeRow, expected: int | None) -> None:
-    if expected is not None and expected != row.resource_version:
-        raise StaleResourceVersion("node", row.node_id, str(expected), str(row.resource_version))

@@ -12,6 +12,7 @@ from ppos.controlplane.core.errors import PreconditionViolation as Violation
 from ppos.controlplane.core.pagination import Ident, Listing, page_size
 from ppos.controlplane.core.timeutil import duration_seconds, to_duration, to_timestamp, utcnow
 from ppos.controlplane.core.validation import Violations
+from ppos.controlplane.core.versions import check_version
 from ppos.controlplane.noderegistry.v1 import node_pb2
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2 as pb
 from ppos.controlplane.services.node_registry.changelog import (
@@ -28,8 +29,6 @@ from ppos.controlplane.services.node_registry.rpc_base import (
     SERVICE,
     Context,
     ServicerBase,
-    check_version,
-    expected_version,
 )
 from ppos.controlplane.storage import audit
 from ppos.controlplane.storage.reads import PreparedRead, quick_reads
@@ -148,14 +147,14 @@ class OperatorRpcs(ServicerBase):
         violations = Violations()
         violations.object_id("node_id", request.node_id)
         violations.reason("reason", request.reason)
-        expected = expected_version(
-            violations, "expected_resource_version", request.expected_resource_version
-        )
+        violations.resource_version("expected_resource_version", request.expected_resource_version)
         violations.raise_if_any()
 
         def work(session: Session) -> NodeRow:
             row = self._lock_node(session, request.node_id)
-            check_version(row, expected)
+            check_version(
+                "node", row.node_id, request.expected_resource_version, row.resource_version
+            )
             before = node_snapshot(row)
             now = utcnow()
             if not set_schedulable(row, False, request.reason, now):
@@ -172,14 +171,14 @@ class OperatorRpcs(ServicerBase):
     ) -> pb.UncordonNodeResponse:
         violations = Violations()
         violations.object_id("node_id", request.node_id)
-        expected = expected_version(
-            violations, "expected_resource_version", request.expected_resource_version
-        )
+        violations.resource_version("expected_resource_version", request.expected_resource_version)
         violations.raise_if_any()
 
         def work(session: Session) -> NodeRow:
             row = self._lock_node(session, request.node_id)
-            check_version(row, expected)
+            check_version(
+                "node", row.node_id, request.expected_resource_version, row.resource_version
+            )
             before = node_snapshot(row)
             previous = row.readiness
             now = utcnow()
@@ -209,14 +208,14 @@ class OperatorRpcs(ServicerBase):
         )
         if not 0 <= grace <= MAX_DRAIN_GRACE:
             violations.add("grace", f"must be between 0s and {MAX_DRAIN_GRACE:g}s")
-        expected = expected_version(
-            violations, "expected_resource_version", request.expected_resource_version
-        )
+        violations.resource_version("expected_resource_version", request.expected_resource_version)
         violations.raise_if_any()
 
         def work(session: Session) -> NodeRow:
             row = self._lock_node(session, request.node_id)
-            check_version(row, expected)
+            check_version(
+                "node", row.node_id, request.expected_resource_version, row.resource_version
+            )
             refusal = {
                 "DRAINING": "it is already draining (uncordon it first to start over)",
                 "REIMAGING": "it is being re-imaged",

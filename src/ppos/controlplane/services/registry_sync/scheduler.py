@@ -30,7 +30,6 @@ from ppos.controlplane.security.principal import (
 )
 from ppos.controlplane.services.registry_sync import queries, sweeps
 from ppos.controlplane.services.registry_sync.client import RegistryClient
-from ppos.controlplane.services.registry_sync.leader import Leadership
 from ppos.controlplane.services.registry_sync.models import CANCELLED, FAILED, PENDING
 from ppos.controlplane.services.registry_sync.sweeper import (
     CANCEL,
@@ -40,6 +39,7 @@ from ppos.controlplane.services.registry_sync.sweeper import (
     StopSignal,
     SweepContext,
 )
+from ppos.controlplane.storage.leadership import Leadership
 
 SCHEDULER = "scheduler"
 PRUNE_EVERY = 3600.0

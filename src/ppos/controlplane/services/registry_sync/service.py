@@ -26,17 +26,20 @@ from ppos.controlplane.services.registry_sync import convert, queries, sweeps
 from ppos.controlplane.services.registry_sync.backoff import Backoff
 from ppos.controlplane.services.registry_sync.client import RegistryClient
 from ppos.controlplane.services.registry_sync.lag import LagGauges
-from ppos.controlplane.services.registry_sync.leader import leadership_for
 from ppos.controlplane.services.registry_sync.metering import Meter, Rates
 from ppos.controlplane.services.registry_sync.models import SweepRegionRow, SweepRow
 from ppos.controlplane.services.registry_sync.scheduler import SyncScheduler
 from ppos.controlplane.services.registry_sync.sweeper import StatusBus, SweepContext
 from ppos.controlplane.services.registry_sync.verify import enum_text
 from ppos.controlplane.storage import audit
+from ppos.controlplane.storage.leadership import leadership_for
 from ppos.preflight.v1 import job_pb2
 
 SERVICE = "registrysync"
 _METHODS = "/ppos.controlplane.registrysync.v1.RegistrySyncService/"
+# The scheduler's advisory lock key ("ppos" "lead"), older than keys derived from
+# names: kept so replicas of two releases contend for one lock.
+SYNC_LEADER_KEY = 0x70706F73_6C656164
 SWEEPS_PAGE = Listing(_METHODS + "ListSweeps", Ident("sweep_id"))
 QUARANTINE_PAGE = Listing(_METHODS + "ListQuarantinedRecords", Integer("quarantine_id"))
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -346,7 +349,9 @@ class RegistrySyncModule:
         self.scheduler = SyncScheduler(
             context,
             self._clients,
-            leadership_for(runtime.settings.server.resolved_database_url),
+            leadership_for(
+                runtime.settings.server.resolved_database_url, "sync-leader", key=SYNC_LEADER_KEY
+            ),
             stop_grace=runtime.settings.server.shutdown_grace,
         )
 

@@ -1,15 +1,19 @@
-"""Who runs sweeps: one leader among the replicas sharing a database.
+"""One leader among the replicas sharing a database, for loops that should run once.
 
-PostgreSQL: a session-level advisory lock held on a dedicated connection.
-When the leader dies its connection closes, the lock is released and another
-replica takes it at its next try. The leader checks its connection on every
-tick and steps down when it is gone. Even a leader that has not noticed yet
-cannot corrupt anything: every page commit is fenced by the region's cursor
-generation.
+Every singleton loop (the registry sync's scheduler and its sweeps, the
+governance reconciler) names itself and asks `leadership_for` for its lead:
 
-SQLite: an exclusive `flock` on a file next to the database (released by the
-kernel when the process dies), for the rare case of two processes sharing
-one SQLite file.
+- PostgreSQL: a session-level advisory lock held on a dedicated connection,
+  outside the pool the handlers share. When the leader's process dies its
+  connection closes and the lock is free at once; the leader checks its
+  connection before each round and steps down when it is gone.
+- SQLite file: an exclusive `flock` on a file next to the database, released by
+  the kernel when the process dies (two processes sharing one SQLite file).
+- SQLite in memory: one process by construction, always the leader.
+
+Leadership is an efficiency, not a safety property: every loop's writes are
+fenced (decision keys, cursor generations), so two leaders for a moment (a
+network partition) cannot act twice.
 """
 
 from __future__ import annotations
@@ -22,14 +26,13 @@ from pathlib import Path
 from typing import Protocol
 
 import psycopg
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
 from ppos.controlplane.core.logging import get_logger
+from ppos.controlplane.storage.locks import advisory_key
 
-# pg_try_advisory_lock key of the registry sync's leader ("ppos" "lead").
-LEADER_LOCK_KEY = 0x70706F73_6C656164
 CHECK_TIMEOUT = 5.0
-_log = get_logger("ppos.registrysync.leader")
+_log = get_logger("ppos.storage.leadership")
 
 
 class Leadership(Protocol):
@@ -44,10 +47,28 @@ class Leadership(Protocol):
     async def release(self) -> None: ...
 
 
-class PostgresLeadership:
-    def __init__(self, url: str) -> None:
+def leadership_for(url: str | URL, name: str, *, key: int | None = None) -> Leadership:
+    """The lead of the loop `name` over the database at `url`.
+
+    `key` pins the advisory lock key (PostgreSQL) of a loop whose key predates
+    names: replicas of two releases must contend for the same lock.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "postgresql":
+        return AdvisoryLockLeadership(url, name, advisory_key(name) if key is None else key)
+    database = parsed.database
+    if not database or database == ":memory:":
+        return SoleLeader()
+    path = Path(database)
+    return FileLockLeadership(path.with_name(f"{path.name}.{name}.lock"))
+
+
+class AdvisoryLockLeadership:
+    def __init__(self, url: str | URL, name: str, key: int) -> None:
         parsed = make_url(url).set(drivername="postgresql")
         self._conninfo = parsed.render_as_string(hide_password=False)
+        self.name = name
+        self.key = key
         self._conn: psycopg.AsyncConnection[tuple[object, ...]] | None = None
 
     async def _close(self) -> None:
@@ -68,13 +89,13 @@ class PostgresLeadership:
                 keepalives_idle=10,
                 keepalives_interval=5,
                 keepalives_count=3,
-                application_name="ppos-registrysync-leader",
+                application_name=f"ppos-leader-{self.name}"[:63],
             )
         except psycopg.Error as exc:
-            _log.warning("sync.leader_connect_failed", error=type(exc).__name__)
+            _log.warning("leadership.connect_failed", name=self.name, error=type(exc).__name__)
             return False
         try:
-            cursor = await conn.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK_KEY,))
+            cursor = await conn.execute("SELECT pg_try_advisory_lock(%s)", (self.key,))
             row = await cursor.fetchone()
         except psycopg.Error:
             await conn.close()
@@ -92,7 +113,7 @@ class PostgresLeadership:
         try:
             await asyncio.wait_for(conn.execute("SELECT 1"), CHECK_TIMEOUT)
         except (psycopg.Error, TimeoutError, OSError):
-            _log.warning("sync.leader_connection_lost")
+            _log.warning("leadership.connection_lost", name=self.name)
             await self._close()
             return False
         return True
@@ -101,20 +122,20 @@ class PostgresLeadership:
         conn = self._conn
         if conn is not None:
             with contextlib.suppress(psycopg.Error):
-                await conn.execute("SELECT pg_advisory_unlock(%s)", (LEADER_LOCK_KEY,))
+                await conn.execute("SELECT pg_advisory_unlock(%s)", (self.key,))
         await self._close()
 
 
-class FileLeadership:
+class FileLockLeadership:
     def __init__(self, path: Path) -> None:
-        self._path = path
+        self.path = path
         self._fd: int | None = None
 
     async def acquire(self) -> bool:
         if self._fd is not None:
             return True
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -144,13 +165,3 @@ class SoleLeader:
 
     async def release(self) -> None:
         return None
-
-
-def leadership_for(url: str) -> Leadership:
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "postgresql":
-        return PostgresLeadership(url)
-    database = parsed.database
-    if not database or database == ":memory:":
-        return SoleLeader()
-    return FileLeadership(Path(database).with_name(Path(database).name + ".sync-leader.lock"))

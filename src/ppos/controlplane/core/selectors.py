@@ -1,4 +1,4 @@
-"""Kubernetes-style label selectors: parse once, match in Python or in SQL.
+"""Kubernetes-style label selectors: parse once, match in Python (in SQL: storage.labels).
 
 Supported requirements, comma-separated (all must hold):
 `key=value`, `key==value`, `key!=value` (also true when the key is absent),
@@ -13,9 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, and_, or_
-
-from ppos.controlplane.core.validation import label_key_problem, label_value_problem
+from ppos.controlplane.core.validation import Violations, label_key_problem, label_value_problem
 
 Operator = Literal["=", "!=", "exists", "!exists"]
 MAX_REQUIREMENTS = 32
@@ -51,21 +49,6 @@ class LabelSelector:
     def matches(self, labels: Mapping[str, Any]) -> bool:
         return all(r.matches(labels) for r in self.requirements)
 
-    def sql(self, labels_column: Any) -> ColumnElement[bool] | None:
-        """A WHERE clause over a JSON labels column (PostgreSQL and SQLite)."""
-        clauses: list[ColumnElement[bool]] = []
-        for req in self.requirements:
-            element = labels_column[req.key].as_string()
-            if req.op == "=":
-                clauses.append(element == req.value)
-            elif req.op == "!=":
-                clauses.append(or_(element.is_(None), element != req.value))
-            elif req.op == "exists":
-                clauses.append(element.is_not(None))
-            else:
-                clauses.append(element.is_(None))
-        return and_(*clauses) if clauses else None
-
     def canonical(self) -> str:
         parts = []
         for req in sorted(self.requirements, key=lambda r: (r.key, r.op, r.value)):
@@ -90,6 +73,16 @@ def parse_selector(text: str) -> LabelSelector:
     for index, raw in enumerate(parts, start=1):
         requirements.append(_requirement(raw.strip(), index))
     return LabelSelector(tuple(requirements))
+
+
+def selector_field(violations: Violations, field: str, text: str) -> LabelSelector:
+    """The selector in request field `field`; its problems go to `violations`."""
+    if violations.label_selector(field, text):
+        try:
+            return parse_selector(text)
+        except SelectorError as exc:
+            violations.add(field, str(exc))
+    return LabelSelector()
 
 
 def _requirement(part: str, index: int) -> Requirement:
