@@ -322,3 +322,46 @@ async def test_the_connections_of_quick_reads_close_with_the_database(database_u
     finally:
         db.close()
         admin.close()
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+async def test_postgres_quick_reads_share_a_few_event_loop_connections(database_url: str) -> None:
+    """PostgreSQL only: reads run on the event loop's own connections, at most the
+    pool's size of them however many reads are under way; a read cancelled while
+    it waits leaves them usable, and a write is seen by the next read."""
+    db = Database(database_url, pool_size=2)
+    admin = psycopg.connect(_libpq(database_url), autocommit=True)
+    try:
+
+        def sessions() -> int:
+            found = admin.execute(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).fetchone()
+            assert found is not None
+            return int(found[0])
+
+        db.write_sync(lambda s: s.add(_node("node-a")))
+        before = sessions()  # the engine's pooled connection(s), used by the write
+        reads = quick_reads(db)
+        found = await asyncio.gather(
+            *(reads.first(NODE_BY_ID, node_id="node-a") for _ in range(30))
+        )
+        assert {row.node_id for row in found} == {"node-a"}
+        assert sessions() - before == 2
+
+        slow = [asyncio.ensure_future(reads.first(NODE_BY_ID, node_id="node-a")) for _ in range(6)]
+        await asyncio.sleep(0)
+        for task in slow[3:]:
+            task.cancel()
+        done = await asyncio.gather(*slow, return_exceptions=True)
+        assert sum(isinstance(item, asyncio.CancelledError) for item in done) <= 3
+        assert all(item.node_id == "node-a" for item in done if not isinstance(item, BaseException))
+
+        db.write_sync(lambda s: s.add(_node("node-b")))
+        row = await reads.first(NODE_BY_ID, node_id="node-b")
+        assert row is not None
+        assert sessions() - before <= 2
+    finally:
+        db.close()
+        admin.close()
