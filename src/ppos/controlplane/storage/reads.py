@@ -8,19 +8,21 @@ consistent snapshot on both databases:
 
 - SQLite (a database file): on a connection the reader thread keeps for
   itself, in autocommit, query-only; the driver caches the prepared statement.
-- PostgreSQL: on a connection the reader thread keeps for itself, outside the
-  pool (so at most one more connection per reader thread), in autocommit, the
-  statement prepared on the server at its first use: a read is one round trip,
-  without the pool's liveness check, BEGIN and ROLLBACK. A connection found
-  lost is dropped and the read done once more on a new one (a read is safe to
-  repeat); closed when the engine is disposed.
+- PostgreSQL: on the event loop, on one of a few asynchronous connections of
+  its own (`storage.loop_postgres`), in autocommit, the statement prepared on
+  the server at its first use: a read is one round trip, without the pool's
+  liveness check, BEGIN and ROLLBACK, and without a hop to a reader thread.
+  Reads that loop in a thread (`rows_sync`) use a connection the reader thread
+  keeps for itself, outside the pool. Either way a connection found lost is
+  dropped and the read done once more on a new one (a read is safe to
+  repeat); all are closed when the engine is disposed.
 - In-memory SQLite: on the driver's side of a pooled connection.
 
 A database failure leaves as a session's read leaves (`storage.failures`:
 UNAVAILABLE for a lost connection, INVALID_ARGUMENT for a value the
 database refuses), so the edge sees only domain errors.
 
-Either way the work runs on the reader pool, except a bounded read (declared
+On SQLite the work runs on the reader pool, except a bounded read (declared
 so: rows along an index, a key or a key range under a LIMIT) on a SQLite file:
 that runs on the event loop's own connection, a few pages normally in the OS
 cache, cheaper than the hop to a thread and back and than turning the same
