@@ -22,10 +22,12 @@ from ppos.controlplane.core.errors import InvalidArgument
 from ppos.controlplane.core.timeutil import to_timestamp
 from ppos.controlplane.governance.v1 import governance_service_pb2 as gov_pb
 from ppos.controlplane.governance.v1 import resources_pb2 as res_pb
+from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2 as node_pb
 from ppos.controlplane.services.governance.convert import fill_tenant, tenant_to_proto
 from ppos.controlplane.services.governance.enums import TENANT_PHASE
 from ppos.controlplane.services.governance.models import PartnerRow, TenantRow
 from ppos.controlplane.services.governance.tenants import tenants_after
+from ppos.controlplane.services.node_registry.convert import fill_node, node_to_proto
 from ppos.controlplane.services.node_registry.models import NodeRow
 from ppos.controlplane.services.node_registry.rpc_operator import NODE_BY_ID
 from ppos.controlplane.storage.database import Database
@@ -365,3 +367,34 @@ async def test_postgres_quick_reads_share_a_few_event_loop_connections(database_
     finally:
         db.close()
         admin.close()
+
+
+async def test_a_node_read_quickly_and_filled_in_place_is_the_message_the_orm_row_makes(
+    database_url: str,
+) -> None:
+    """Ready, stale, never heartbeated, cordoned, draining with a deadline, labels or
+    none: GetNode's reply filled in place from a quick-read row has the bytes of
+    `node_to_proto` of the ORM's row."""
+    later = WHEN + dt.timedelta(hours=2, microseconds=-WHEN.microsecond)
+    nodes = [
+        _node("node-a"),
+        _node("node-b", schedulable=True, labels={}, last_heartbeat_at=None),
+        _node("node-c", readiness="NOT_READY", readiness_reason="HeartbeatStale"),
+        _node("node-d", readiness="DRAINING", drain_deadline=later, schedulable_transition_at=None),
+        _node("node-e", labels={"b": "2", "a": "1"}, unschedulable_reason="", generation=0),
+    ]
+    db = Database(database_url, pool_size=2)
+    try:
+        db.write_sync(lambda s: s.add_all(nodes))
+        for node in nodes:
+            quick = await quick_reads(db).first(NODE_BY_ID, node_id=node.node_id)
+            orm = db.read_sync(lambda s, node_id=node.node_id: s.get(NodeRow, node_id))
+            assert quick is not None
+            assert orm is not None
+            filled = node_pb.GetNodeResponse()
+            fill_node(filled.node, quick)
+            whole = node_pb.GetNodeResponse(node=node_to_proto(orm))
+            assert filled.SerializeToString() == whole.SerializeToString()
+            assert filled == whole
+    finally:
+        db.close()
