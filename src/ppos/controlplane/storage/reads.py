@@ -61,15 +61,7 @@ _log = structlog.get_logger(__name__)
 class _Compiled:
     """A statement's SQL for one dialect, its parameter order and row maker."""
 
-    __slots__ = (
-        "_compiled",
-        "_conversions",
-        "_direct",
-        "_make",
-        "_names",
-        "_positional",
-        "sql",
-    )
+    __slots__ = ("_compiled", "_conversions", "_make", "_names", "_positional", "sql")
 
     def __init__(self, statement: Select[Any], dialect: Dialect) -> None:
         compiled = statement.compile(dialect=dialect)
@@ -77,7 +69,6 @@ class _Compiled:
         self.sql = str(compiled)
         self._positional = bool(dialect.positional)
         self._names = tuple(compiled.positiontup or ()) if self._positional else ()
-        self._direct = _direct_binds(compiled)
         columns = list(statement.selected_columns)
         processors: list[Processor] = [
             column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
@@ -90,14 +81,7 @@ class _Compiled:
         self._make: Callable[[Any], Any] = fields._make
 
     def parameters(self, values: Mapping[str, Any]) -> Any:
-        direct = self._direct
-        if direct is None:
-            params = self._compiled.construct_params(dict(values))
-        else:  # what construct_params gives when no bind converts its value, ten times faster
-            params = {
-                name: values[key] if required else values.get(key, fixed)
-                for name, key, fixed, required in direct
-            }
+        params = self._compiled.construct_params(dict(values))
         return tuple(params[name] for name in self._names) if self._positional else params
 
     def row(self, raw: Any) -> Any:
@@ -105,20 +89,6 @@ class _Compiled:
         for index, process in self._conversions:
             values[index] = process(values[index])
         return self._make(values)
-
-
-def _direct_binds(compiled: Any) -> tuple[tuple[str, str, Any, bool], ...] | None:
-    """(name in the SQL, key given by the caller, value when not given, whether it
-    must be given) of each bind parameter; None when a bind needs SQLAlchemy to
-    make its value (a bind processor, a callable, an expanding or literal one)."""
-    if compiled._bind_processors or compiled.literal_execute_params or compiled.post_compile_params:
-        return None
-    found = []
-    for bind, name in compiled.bind_names.items():
-        if bind.callable is not None or bind.expanding:
-            return None
-        found.append((name, bind.key, bind.value, bool(bind.required)))
-    return tuple(found)
 
 
 class PreparedRead:
