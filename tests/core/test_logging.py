@@ -38,6 +38,19 @@ async def test_each_call_logs_request_id_method_and_caller(plane: RunningPlane) 
     assert plane.token not in repr(logs)
 
 
+async def test_a_lookup_that_finds_nothing_is_logged_at_debug(plane: RunningPlane) -> None:
+    stub = pb_grpc.NodeRegistryServiceStub(plane.channel)
+    with captured() as logs, pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.GetNode(
+            pb.GetNodeRequest(node_id="node-00000000000000000000000000"),
+            metadata=(*plane.operator, ("x-request-id", "req_log_2")),
+        )
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    refused = [entry for entry in logs if entry["event"] == "rpc.refused"]
+    assert [(entry["log_level"], entry["code"]) for entry in refused] == [("debug", "NOT_FOUND")]
+    assert refused[0]["request_id"] == "req_log_2"
+
+
 async def test_refused_credentials_are_logged_without_the_credential(plane: RunningPlane) -> None:
     stub = pb_grpc.NodeRegistryServiceStub(plane.channel)
     attempt = plane.token[:-2] + "xx"

@@ -22,10 +22,12 @@ from ppos.controlplane.core.errors import InvalidArgument
 from ppos.controlplane.core.timeutil import to_timestamp
 from ppos.controlplane.governance.v1 import governance_service_pb2 as gov_pb
 from ppos.controlplane.governance.v1 import resources_pb2 as res_pb
+from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2 as node_pb
 from ppos.controlplane.services.governance.convert import fill_tenant, tenant_to_proto
 from ppos.controlplane.services.governance.enums import TENANT_PHASE
 from ppos.controlplane.services.governance.models import PartnerRow, TenantRow
 from ppos.controlplane.services.governance.tenants import tenants_after
+from ppos.controlplane.services.node_registry.convert import fill_node, node_to_proto
 from ppos.controlplane.services.node_registry.models import NodeRow
 from ppos.controlplane.services.node_registry.rpc_operator import NODE_BY_ID
 from ppos.controlplane.storage.database import Database
@@ -322,3 +324,77 @@ async def test_the_connections_of_quick_reads_close_with_the_database(database_u
     finally:
         db.close()
         admin.close()
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+async def test_postgres_quick_reads_share_a_few_event_loop_connections(database_url: str) -> None:
+    """PostgreSQL only: reads run on the event loop's own connections, at most the
+    pool's size of them however many reads are under way; a read cancelled while
+    it waits leaves them usable, and a write is seen by the next read."""
+    db = Database(database_url, pool_size=2)
+    admin = psycopg.connect(_libpq(database_url), autocommit=True)
+    try:
+
+        def sessions() -> int:
+            found = admin.execute(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).fetchone()
+            assert found is not None
+            return int(found[0])
+
+        db.write_sync(lambda s: s.add(_node("node-a")))
+        before = sessions()  # the engine's pooled connection(s), used by the write
+        reads = quick_reads(db)
+        found = await asyncio.gather(
+            *(reads.first(NODE_BY_ID, node_id="node-a") for _ in range(30))
+        )
+        assert {row.node_id for row in found} == {"node-a"}
+        assert sessions() - before == 2
+
+        slow = [asyncio.ensure_future(reads.first(NODE_BY_ID, node_id="node-a")) for _ in range(6)]
+        await asyncio.sleep(0)
+        for task in slow[3:]:
+            task.cancel()
+        done = await asyncio.gather(*slow, return_exceptions=True)
+        assert sum(isinstance(item, asyncio.CancelledError) for item in done) <= 3
+        assert all(item.node_id == "node-a" for item in done if not isinstance(item, BaseException))
+
+        db.write_sync(lambda s: s.add(_node("node-b")))
+        row = await reads.first(NODE_BY_ID, node_id="node-b")
+        assert row is not None
+        assert sessions() - before <= 2
+    finally:
+        db.close()
+        admin.close()
+
+
+async def test_a_node_read_quickly_and_filled_in_place_is_the_message_the_orm_row_makes(
+    database_url: str,
+) -> None:
+    """Ready, stale, never heartbeated, cordoned, draining with a deadline, labels or
+    none: GetNode's reply filled in place from a quick-read row has the bytes of
+    `node_to_proto` of the ORM's row."""
+    later = WHEN + dt.timedelta(hours=2, microseconds=-WHEN.microsecond)
+    nodes = [
+        _node("node-a"),
+        _node("node-b", schedulable=True, labels={}, last_heartbeat_at=None),
+        _node("node-c", readiness="NOT_READY", readiness_reason="HeartbeatStale"),
+        _node("node-d", readiness="DRAINING", drain_deadline=later, schedulable_transition_at=None),
+        _node("node-e", labels={"b": "2", "a": "1"}, unschedulable_reason="", generation=0),
+    ]
+    db = Database(database_url, pool_size=2)
+    try:
+        db.write_sync(lambda s: s.add_all(nodes))
+        for node in nodes:
+            quick = await quick_reads(db).first(NODE_BY_ID, node_id=node.node_id)
+            orm = db.read_sync(lambda s, node_id=node.node_id: s.get(NodeRow, node_id))
+            assert quick is not None
+            assert orm is not None
+            filled = node_pb.GetNodeResponse()
+            fill_node(filled.node, quick)
+            whole = node_pb.GetNodeResponse(node=node_to_proto(orm))
+            assert filled.SerializeToString() == whole.SerializeToString()
+            assert filled == whole
+    finally:
+        db.close()

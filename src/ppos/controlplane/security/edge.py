@@ -353,7 +353,10 @@ class _Guard(CallWrapper):
         if isinstance(exc, DomainError):
             exc.metadata.setdefault("request_id", request_id)
             status = exc.to_grpc_status()
-            _log.info("rpc.refused", code=exc.code.name, reason=exc.reason, detail=status.details)
+            # A lookup that finds nothing is an answer, not an event: at debug (an
+            # info line cost a NOT_FOUND GetNode a seventh of its time).
+            log = _log.debug if exc.code is grpc.StatusCode.NOT_FOUND else _log.info
+            log("rpc.refused", code=exc.code.name, reason=exc.reason, detail=status.details)
         else:
             _log.error("rpc.failed", exc_info=exc)
             status = internal_status(request_id)

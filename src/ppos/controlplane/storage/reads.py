@@ -8,19 +8,21 @@ consistent snapshot on both databases:
 
 - SQLite (a database file): on a connection the reader thread keeps for
   itself, in autocommit, query-only; the driver caches the prepared statement.
-- PostgreSQL: on a connection the reader thread keeps for itself, outside the
-  pool (so at most one more connection per reader thread), in autocommit, the
-  statement prepared on the server at its first use: a read is one round trip,
-  without the pool's liveness check, BEGIN and ROLLBACK. A connection found
-  lost is dropped and the read done once more on a new one (a read is safe to
-  repeat); closed when the engine is disposed.
+- PostgreSQL: on the event loop, on one of a few asynchronous connections of
+  its own (`storage.loop_postgres`), in autocommit, the statement prepared on
+  the server at its first use: a read is one round trip, without the pool's
+  liveness check, BEGIN and ROLLBACK, and without a hop to a reader thread.
+  Reads that loop in a thread (`rows_sync`) use a connection the reader thread
+  keeps for itself, outside the pool. Either way a connection found lost is
+  dropped and the read done once more on a new one (a read is safe to
+  repeat); all are closed when the engine is disposed.
 - In-memory SQLite: on the driver's side of a pooled connection.
 
 A database failure leaves as a session's read leaves (`storage.failures`:
 UNAVAILABLE for a lost connection, INVALID_ARGUMENT for a value the
 database refuses), so the edge sees only domain errors.
 
-Either way the work runs on the reader pool, except a bounded read (declared
+On SQLite the work runs on the reader pool, except a bounded read (declared
 so: rows along an index, a key or a key range under a LIMIT) on a SQLite file:
 that runs on the event loop's own connection, a few pages normally in the OS
 cache, cheaper than the hop to a thread and back and than turning the same
@@ -50,6 +52,7 @@ from sqlalchemy.exc import DBAPIError
 from ppos.controlplane.core.metrics import DATABASE_FAILURES
 from ppos.controlplane.storage import failures
 from ppos.controlplane.storage.database import SQLITE_BUSY_TIMEOUT_MS, Database
+from ppos.controlplane.storage.loop_postgres import LoopConnections
 
 Processor = Callable[[Any], Any] | None
 _log = structlog.get_logger(__name__)
@@ -118,10 +121,17 @@ class QuickReads:
         self._postgres = db.is_postgres
         self._opened: set[psycopg.Connection[Any]] = set()
         self._opened_lock = threading.Lock()
+        self._loop_postgres: LoopConnections | None = None
         if self._postgres:
-            event.listen(db.read_engine, "engine_disposed", self._close_own)
+            engine = db.read_engine
+            args, kwargs = engine.dialect.create_connect_args(engine.url)
+            size: int = getattr(engine.pool, "size", lambda: 1)()  # QueuePool: its size
+            self._loop_postgres = LoopConnections((args, dict(kwargs)), size=size)
+            event.listen(engine, "engine_disposed", self._close_own)
 
     async def rows(self, read: PreparedRead, **values: Any) -> list[Any]:
+        if self._loop_postgres is not None:
+            return await self._on_loop_postgres(read, values, self._loop_postgres)
         if read.bounded and self._sqlite_file is not None:
             found = self._on_loop(read, values)
             if found is not None:
@@ -193,12 +203,33 @@ class QuickReads:
         self._local.postgres = None
 
     def _close_own(self, _engine: Any = None) -> None:
-        """Closes every thread's own PostgreSQL connection (the engine was disposed:
-        the database is being closed; a later read opens a new one)."""
+        """Closes every thread's own PostgreSQL connection and the event loop's (the
+        engine was disposed: the database is being closed; a later read opens a new one)."""
         with self._opened_lock:
             opened, self._opened = self._opened, set()
         for connection in opened:
             connection.close()
+        if self._loop_postgres is not None:
+            self._loop_postgres.close()
+
+    async def _on_loop_postgres(
+        self, read: PreparedRead, values: Mapping[str, Any], connections: LoopConnections
+    ) -> list[Any]:
+        """A read on one of the event loop's own PostgreSQL connections (see
+        `storage.loop_postgres`): no hop to a reader thread."""
+        dialect = self._db.read_engine.dialect
+        compiled = read.compiled(dialect)
+        params = compiled.parameters(values)
+        sql = compiled.sql
+
+        def error(exc: psycopg.Error, lost: bool) -> Exception:
+            wrapped = DBAPIError.instance(
+                sql, params, exc, psycopg.Error, connection_invalidated=lost, dialect=dialect
+            )
+            return _answer(sql, wrapped) if isinstance(wrapped, DBAPIError) else wrapped
+
+        raw = await connections.fetch(sql, params, error)
+        return [compiled.row(row) for row in raw]
 
     def _pooled(self, sql: str, params: Any) -> Sequence[Any]:
         """One statement on a pooled connection (in-memory SQLite: the pool holds

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 
+from google.protobuf import timestamp_pb2
+
 from ppos.controlplane.common.v1 import resource_pb2 as common_pb
 from ppos.controlplane.core.timeutil import to_timestamp
 from ppos.controlplane.noderegistry.v1 import node_pb2 as pb
 from ppos.controlplane.services.node_registry.models import NodeCommandRow, NodeRow
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 READINESS = {
     "READY": pb.READINESS_READY,
     "NOT_READY": pb.READINESS_NOT_READY,
@@ -50,22 +53,28 @@ def _condition(
     )
 
 
-def _conditions(row: NodeRow) -> list[common_pb.Condition]:
+# (type, status, reason, since, message) of a condition
+_ConditionFields = tuple[str, int, str, "dt.datetime | None", str]
+
+
+def _condition_fields(row: NodeRow) -> tuple[_ConditionFields, ...]:
     ready = row.readiness == "READY"
+    fresh: _ConditionFields
     if row.last_heartbeat_at is None:
-        fresh = _condition("HeartbeatFresh", _UNKNOWN, "NeverHeartbeated", row.created_at)
+        fresh = ("HeartbeatFresh", _UNKNOWN, "NeverHeartbeated", row.created_at, "")
     elif row.readiness_reason in STALE_REASONS:
-        fresh = _condition("HeartbeatFresh", _FALSE, row.readiness_reason, row.last_transition_at)
+        fresh = ("HeartbeatFresh", _FALSE, row.readiness_reason, row.last_transition_at, "")
     else:
-        fresh = _condition("HeartbeatFresh", _TRUE, "HeartbeatReceived", row.last_heartbeat_at)
-    return [
-        _condition(
+        fresh = ("HeartbeatFresh", _TRUE, "HeartbeatReceived", row.last_heartbeat_at, "")
+    return (
+        (
             "Ready",
             _TRUE if ready else _FALSE,
             row.readiness_reason or row.readiness,
             row.last_transition_at,
+            "",
         ),
-        _condition(
+        (
             "Schedulable",
             _TRUE if row.schedulable else _FALSE,
             "Schedulable" if row.schedulable else "Cordoned",
@@ -73,6 +82,13 @@ def _conditions(row: NodeRow) -> list[common_pb.Condition]:
             "" if row.schedulable else row.unschedulable_reason,
         ),
         fresh,
+    )
+
+
+def _conditions(row: NodeRow) -> list[common_pb.Condition]:
+    return [
+        _condition(kind, status, reason, since, message)
+        for kind, status, reason, since, message in _condition_fields(row)
     ]
 
 
@@ -105,6 +121,54 @@ def node_to_proto(row: NodeRow) -> pb.Node:
             credential_generation=row.credential_generation,
         ),
     )
+
+
+def fill_node(node: pb.Node, row: NodeRow) -> pb.Node:
+    """`row` written into `node` (an empty message, e.g. a reply's own field) field
+    by field: the message `node_to_proto` makes, at about half its cost, since no
+    nested message is built and then copied in (GetNode, the hottest read)."""
+    node.node_id = row.node_id
+    meta = node.meta
+    meta.resource_version = str(row.resource_version)
+    _set_time(meta.create_time, row.created_at)
+    _set_time(meta.update_time, row.updated_at)
+    if row.labels:
+        meta.labels.update({str(k): str(v) for k, v in row.labels.items()})
+    meta.generation = row.generation
+    spec = node.spec
+    spec.region = row.region
+    spec.cluster = row.cluster
+    spec.capacity_slots = row.capacity_slots
+    spec.schedulable = row.schedulable
+    spec.unschedulable_reason = row.unschedulable_reason
+    _set_time(spec.drain_deadline, row.drain_deadline)
+    status = node.status
+    status.readiness = READINESS[row.readiness]
+    status.readiness_reason = row.readiness_reason
+    _set_time(status.last_transition_time, row.last_transition_at)
+    _set_time(status.last_heartbeat_time, row.last_heartbeat_at)
+    container = status.container
+    container.image = row.container_image
+    container.digest = row.container_digest
+    status.slots_in_use = row.slots_in_use
+    add = status.conditions.add
+    for kind, state, reason, since, message in _condition_fields(row):
+        condition = add(type=kind, status=state, reason=reason, message=message)
+        _set_time(condition.last_transition_time, since)
+    status.credential_generation = row.credential_generation
+    return node
+
+
+def _set_time(target: timestamp_pb2.Timestamp, value: dt.datetime | None) -> None:
+    """`value` written into `target` as `to_timestamp` converts it (None leaves it
+    unset), without building a Timestamp to copy in."""
+    if value is None:
+        return
+    if value.tzinfo is None:
+        value = value.astimezone(dt.UTC)
+    since = value - _EPOCH
+    target.seconds = since.days * 86_400 + since.seconds
+    target.nanos = since.microseconds * 1_000
 
 
 def node_snapshot(row: NodeRow) -> dict[str, object]:

@@ -21,7 +21,11 @@ from ppos.controlplane.services.node_registry.changelog import (
     head_version,
     record_changes,
 )
-from ppos.controlplane.services.node_registry.convert import node_snapshot, node_to_proto
+from ppos.controlplane.services.node_registry.convert import (
+    fill_node,
+    node_snapshot,
+    node_to_proto,
+)
 from ppos.controlplane.services.node_registry.filters import parse_filter
 from ppos.controlplane.services.node_registry.lifecycle import set_readiness, set_schedulable
 from ppos.controlplane.services.node_registry.models import NodeRow
@@ -68,7 +72,9 @@ class OperatorRpcs(ServicerBase):
         row = await quick_reads(self._rt.db).first(NODE_BY_ID, node_id=request.node_id)
         if row is None:
             raise NotFound("node", request.node_id)
-        return pb.GetNodeResponse(node=node_to_proto(row))
+        response = pb.GetNodeResponse()
+        fill_node(response.node, row)  # in place: the reply's own field
+        return response
 
     async def ListNodes(
         self, request: pb.ListNodesRequest, context: Context

@@ -1,0 +1,185 @@
+"""PostgreSQL statements on the event loop, on a few connections of their own.
+
+A quick read on PostgreSQL is one round trip of a prepared statement; the
+database does the work in its own process, so the event loop only sends the
+statement and reads the rows, as psycopg's asynchronous connection does. Done
+in a reader thread instead, each read also paid the hop to the thread and back
+(two wake-ups, the GIL passed twice), which cost more than the read itself.
+
+`LoopConnections` keeps at most `size` psycopg `AsyncConnection`s (autocommit,
+outside the engine's pool, opened with the engine's connection arguments): a
+statement takes an idle one, or opens one while fewer than `size` exist, or
+waits its turn. Each statement is its own snapshot, so a read sees every write
+committed before it began, whichever connection it runs on. The connections
+belong to the event loop that opened them; on another loop (a new one in
+tests) the old ones are closed and new ones opened. A connection found lost
+(the server ended the session or restarted) is dropped and the statement run
+once more on a new one (a read is safe to repeat); lost a second time, the
+error is raised as SQLAlchemy raises an invalidated connection's (answered
+UNAVAILABLE by `storage.failures`). A statement cancelled mid-way (its caller
+gave up) leaves its connection to the next statement only if psycopg brought
+it back to idle. `close()` (the engine was disposed) closes them all, from
+any thread; a statement still waiting for a connection then fails as on a
+lost one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import psycopg
+from psycopg import pq
+
+_Pair = tuple[psycopg.AsyncConnection[Any], psycopg.AsyncCursor[Any]]
+# (the driver's error, whether the connection was lost) -> what the caller raises
+ErrorMaker = Callable[[psycopg.Error, bool], Exception]
+_IDLE = pq.TransactionStatus.IDLE
+
+
+class _LoopPool:
+    """One event loop's connections. Used on that loop's thread only, except
+    `close()`, which only marks it closed and closes the connections."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        size: int,
+        conninfo: tuple[Sequence[Any], dict[str, Any]],
+    ) -> None:
+        self.loop = loop
+        self.closed = False
+        self._size = size
+        self._args, self._kwargs = conninfo
+        self._idle: list[_Pair] = []
+        self._waiting: collections.deque[asyncio.Future[_Pair | None]] = collections.deque()
+        self._count = 0
+        self._opened: set[psycopg.AsyncConnection[Any]] = set()
+        self._lock = threading.Lock()  # `_opened` and `closed`: close() may be on any thread
+
+    async def take(self) -> _Pair:
+        while self._idle:
+            pair = self._idle.pop()
+            if not pair[0].closed:
+                return pair
+            self._forget(pair[0])
+        if self.closed:
+            raise psycopg.OperationalError("the database was closed")
+        if self._count >= self._size:
+            handed = await self._wait()
+            if handed is not None:
+                return handed
+            # None: a connection was dropped, its slot is free; open one in it.
+        self._count += 1
+        try:
+            connection = await psycopg.AsyncConnection.connect(
+                *self._args, **self._kwargs, autocommit=True
+            )
+        except BaseException:
+            self._count -= 1
+            self._pass_on(None)
+            raise
+        with self._lock:
+            if self.closed:
+                connection.pgconn.finish()
+                raise psycopg.OperationalError("the database was closed")
+            self._opened.add(connection)
+        return connection, connection.cursor(binary=True)  # rows parse faster from binary
+
+    async def _wait(self) -> _Pair | None:
+        waiter: asyncio.Future[_Pair | None] = self.loop.create_future()
+        self._waiting.append(waiter)
+        try:
+            handed = await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._pass_on(waiter.result())
+            raise
+        if handed is None and self.closed:
+            raise psycopg.OperationalError("the database was closed")
+        return handed
+
+    def give_back(self, pair: _Pair) -> None:
+        connection = pair[0]
+        if self.closed or connection.closed or connection.pgconn.transaction_status != _IDLE:
+            self._forget(connection)
+            connection.pgconn.finish()  # what AsyncConnection.close() does, without awaiting
+            self._pass_on(None)
+        else:
+            self._pass_on(pair)
+
+    def _forget(self, connection: psycopg.AsyncConnection[Any]) -> None:
+        with self._lock:
+            self._opened.discard(connection)
+        self._count -= 1
+
+    def _pass_on(self, pair: _Pair | None) -> None:
+        """A connection (or, None, a free slot) to the first caller still waiting;
+        a connection nobody waits for goes idle."""
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(pair)
+                return
+        if pair is not None:
+            self._idle.append(pair)
+
+    def close(self) -> None:
+        with self._lock:
+            self.closed = True
+            opened, self._opened = self._opened, set()
+        for connection in opened:
+            connection.pgconn.finish()
+
+
+class LoopConnections:
+    """At most `size` autocommit connections on the running event loop (see the module)."""
+
+    def __init__(self, conninfo: tuple[Sequence[Any], dict[str, Any]], size: int) -> None:
+        self._conninfo = conninfo
+        self._size = size
+        self._pool: _LoopPool | None = None
+
+    def _current(self) -> _LoopPool:
+        loop = asyncio.get_running_loop()
+        pool = self._pool
+        if pool is None or pool.loop is not loop or pool.closed:
+            if pool is not None:
+                pool.close()
+            pool = self._pool = _LoopPool(loop, self._size, self._conninfo)
+        return pool
+
+    async def fetch(self, sql: str, params: Any, error: ErrorMaker) -> list[Any]:
+        """The rows of one prepared statement; a driver error is raised as `error`
+        makes it of the error and whether the connection was lost."""
+        for attempt in (1, 2):
+            pool = self._current()
+            try:
+                pair = await pool.take()
+            except psycopg.Error as exc:  # cannot connect: as the engine's pool would raise it
+                raise error(exc, False) from exc
+            connection, cursor = pair
+            try:
+                await cursor.execute(sql, params, prepare=True)
+                rows = await cursor.fetchall()
+            except psycopg.Error as exc:
+                lost = connection.closed or connection.broken
+                pool.give_back(pair)
+                if lost and attempt == 1:
+                    continue
+                raise error(exc, lost) from exc
+            except BaseException:  # cancelled: give_back keeps it only if it is idle
+                pool.give_back(pair)
+                raise
+            pool.give_back(pair)
+            return rows
+        raise AssertionError("unreachable: the second attempt returns or raises")
+
+    def close(self) -> None:
+        """Closes every connection; the next statement opens new ones."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
