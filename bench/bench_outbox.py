@@ -27,17 +27,18 @@ from bench.harness import Mode, Result
 from ppos.controlplane.core.logging import configure_logging
 from ppos.controlplane.runtime.cli import load_settings
 from ppos.controlplane.runtime.server import ControlPlaneServer
-from ppos.controlplane.security.keys import JwksKeySource, KeyRing
+from ppos.controlplane.security.keys import KeyRing
 from ppos.controlplane.security.outbound import open_channel
 from ppos.controlplane.security.peers import caller_identity, gateway_audience
 from ppos.controlplane.security.principal import internal
-from ppos.controlplane.security.tokens import TokenVerifier
 from ppos.controlplane.services.governance import outbox
 from ppos.controlplane.services.governance.dispatcher import Dispatcher
 from ppos.controlplane.services.governance.receivers import Receivers
 from ppos.preflight.v1 import gateway_service_pb2 as gw_pb
 from ppos.preflightsim import gateway as gateway_sim
 from ppos.preflightsim.auth import RequirePreflightJwt
+from ppos.preflightsim.jwks import RefreshingJwks
+from ppos.preflightsim.preflight_jwt import PreflightJwtVerifier
 
 REGION = "eu-west-1"
 CONCURRENCY = 8
@@ -67,7 +68,7 @@ def _command(index: int) -> outbox.Command:
     )
 
 
-async def _gateway(verifier: TokenVerifier) -> tuple[grpc.aio.Server, str]:
+async def _gateway(verifier: PreflightJwtVerifier) -> tuple[grpc.aio.Server, str]:
     parser = argparse.ArgumentParser()
     parser.add_argument("--region")
     gateway_sim.add_arguments(parser)
@@ -144,7 +145,8 @@ async def _measure(
     database_url: str, data_dir: Path, count: int, rounds: int
 ) -> tuple[float, float]:
     ring = KeyRing.from_directory(data_dir / "keys")
-    verifier = TokenVerifier(JwksKeySource(ring.jwks()), issuer="ppos-control-plane")
+    jwks = ring.jwks()
+    verifier = PreflightJwtVerifier(RefreshingJwks(lambda: jwks), issuer="ppos-control-plane")
     gateway, address = await _gateway(verifier)
     settings = load_settings(
         None,

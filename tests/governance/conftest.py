@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from ppos.controlplane.core.logging import SecretRegistry
-from ppos.controlplane.security.keys import JwksKeySource, KeyRing
-from ppos.controlplane.security.tokens import TokenVerifier
+from ppos.controlplane.security.keys import KeyRing
+from ppos.preflightsim.jwks import RefreshingJwks
+from ppos.preflightsim.preflight_jwt import PreflightJwtVerifier
 from tests.governance.support import GatewayServer, Operator, start_gateway
 from tests.support.canary import scan_files, scan_text
 from tests.support.servers import RunningPlane, start_plane, stop_plane
@@ -40,7 +41,7 @@ class Governed:
     plane: RunningPlane
     gateways: dict[str, GatewayServer]
     operator: Operator
-    verifier: TokenVerifier
+    verifier: PreflightJwtVerifier
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -55,10 +56,10 @@ class Governed:
         return self.gateways[region].sim
 
 
-def public_verifier(key_dir: Path) -> TokenVerifier:
+def public_verifier(key_dir: Path) -> PreflightJwtVerifier:
     """What a receiver holds: the published public keys, nothing that can mint."""
-    ring = KeyRing.from_directory(key_dir)
-    return TokenVerifier(JwksKeySource(ring.jwks()), issuer="ppos-control-plane")
+    jwks = KeyRing.from_directory(key_dir).jwks()
+    return PreflightJwtVerifier(RefreshingJwks(lambda: jwks), issuer="ppos-control-plane")
 
 
 StartGoverned = Callable[..., Awaitable[Governed]]

@@ -15,10 +15,9 @@ from sqlalchemy import MetaData, select, text
 from sqlalchemy.orm import Session
 
 from ppos.controlplane.governance.v1 import governance_service_pb2_grpc as gov_grpc
-from ppos.controlplane.security.peers import gateway_audience
-from ppos.controlplane.security.tokens import TokenVerifier
 from ppos.preflightsim import gateway as gateway_sim
-from ppos.preflightsim.auth import RequirePreflightJwt
+from ppos.preflightsim.auth import RequirePreflightJwt, gateway_audience
+from ppos.preflightsim.preflight_jwt import PreflightJwtVerifier
 from tests.support.polling import eventually
 
 # Every table governance writes, plus the shared audit log.
@@ -57,7 +56,7 @@ class GatewayServer:
 
 
 async def start_gateway(
-    region: str, verifier: TokenVerifier, argv: list[str] | None = None, port: int = 0
+    region: str, verifier: PreflightJwtVerifier, argv: list[str] | None = None, port: int = 0
 ) -> GatewayServer:
     parser = argparse.ArgumentParser()
     parser.add_argument("--region")

@@ -19,9 +19,9 @@ from google.protobuf import timestamp_pb2
 from ppos.controlplane.registrysync.v1 import registry_sync_service_pb2 as rs_pb
 from ppos.controlplane.registrysync.v1 import registry_sync_service_pb2_grpc as rs_grpc
 from ppos.controlplane.security.peers import SERVICE_AUDIENCE
-from ppos.controlplane.security.tokens import TokenVerifier
 from ppos.preflight.v1 import job_pb2
 from ppos.preflightsim.auth import RequirePreflightJwt
+from ppos.preflightsim.preflight_jwt import PreflightJwtVerifier
 
 
 def job_record(
@@ -127,7 +127,7 @@ class RunningDouble:
         return f"127.0.0.1:{self.port}"
 
 
-async def start_sync_double(verifier: TokenVerifier) -> RunningDouble:
+async def start_sync_double(verifier: PreflightJwtVerifier) -> RunningDouble:
     server = grpc.aio.server(
         interceptors=[RequirePreflightJwt(verifier, SERVICE_AUDIENCE["registrysync"])]
     )

@@ -141,12 +141,16 @@ async def test_tenants_queues_partners_routes(world: World, tmp_path: Path) -> N
     version = (await ctl("-o", "json", "queues", "get", "acme/bulk")).json()["meta"][
         "resourceVersion"
     ]
-    resized = await ctl("queues", "resize", "acme/bulk", "16", "--reason", "peak")
+    resized = await ctl("queues", "resize", "acme/bulk", "--capacity", "16", "--reason", "peak")
     assert resized.stdout.strip() == "queue/acme/bulk resized to 16"
+    assert resized.stderr == ""
+    # The old spelling (the capacity as an argument) still works, with a warning.
     stale = await ctl(
         "queues", "resize", "acme/bulk", "4", "--reason", "x", "--expected-version", version
     )
     assert stale.code == 8
+    assert "warning: the capacity as an argument is deprecated; use --capacity 4" in stale.stderr
+    assert (await ctl("queues", "resize", "acme/bulk", "--reason", "x")).code == 1
     assert "16" in (await ctl("queues", "get", "acme/bulk")).stdout
     for verb in ("pause", "drain"):
         done = await ctl("queues", verb, "acme/bulk", "--reason", "maintenance")
@@ -222,6 +226,11 @@ async def test_policies_dry_run_decisions_and_outbox(world: World) -> None:
         assert decision["canonicalPayloadSha256"]
     table = await ctl("decisions", "list", "--job", "fix_1779116603391")
     assert "eu-west-1/fix_1779116603391@1" in table.stdout
+    # A job as pposctl prints it (REGION/JOB) filters the same way.
+    named = await ctl("decisions", "list", "--job", "eu-west-1/fix_1779116603391")
+    assert named.stdout == table.stdout
+    elsewhere = await ctl("decisions", "list", "--job", "us-east-1/fix_1779116603391")
+    assert elsewhere.stdout == ""
 
     def states(listing: Result) -> list[str]:
         return sorted(c["state"] for c in listing.json().get("commands", []))

@@ -50,6 +50,10 @@ async def test_list_filters_pages_and_formats(plane: RunningPlane) -> None:
     assert sorted(n["nodeId"] for n in data["nodes"]) == sorted(n.node_id for n in nodes)
     assert "nextPageToken" not in data
     assert int(data["resourceVersion"]) > 0
+    limited = await pposctl(
+        plane, "-o", "json", "nodes", "list", "--page-size", "1", "--limit", "2"
+    )
+    assert len(limited.json()["nodes"]) == 2
     bad = await pposctl(plane, "nodes", "list", "--readiness", "sleepy")
     assert bad.code == 1
     assert "choose from ready, not-ready" in bad.stderr
@@ -88,13 +92,18 @@ async def test_cordon_uncordon_drain_with_resource_versions(plane: RunningPlane)
         node.node_id,
         "--reason",
         "kernel update",
-        "--grace",
+        "--deadline",
         "1m",
     )
     assert drained.code == 0, drained.stderr
+    assert drained.stderr == ""
     assert drained.json()["status"]["readiness"] == "READINESS_DRAINING"
-    again = await pposctl(plane, "nodes", "drain", node.node_id, "--reason", "again")
+    # The old spelling still works, with a warning on stderr.
+    again = await pposctl(
+        plane, "nodes", "drain", node.node_id, "--reason", "again", "--grace", "1m"
+    )
     assert again.code == 8
+    assert "warning: --grace is deprecated; use --deadline" in again.stderr
     no_reason = await pposctl(plane, "nodes", "cordon", node.node_id, "--reason", " ")
     assert no_reason.code in (1, 9)  # refused locally or by the server; never silently done
 
@@ -124,7 +133,7 @@ async def test_reimage_followed_until_the_node_reports_success(plane: RunningPla
         TARGET_DIGEST,
         "--reason",
         "engine crash loop",
-        "--idempotency-key",
+        "--request-id",
         "ri-1",
     )
     assert started.code == 0, started.stderr
@@ -147,6 +156,7 @@ async def test_reimage_followed_until_the_node_reports_success(plane: RunningPla
     assert repeat.code == 0
     assert f"command/{command['commandId']} created" in repeat.stdout
     assert "idempotency key already used" in repeat.stderr
+    assert "warning: --idempotency-key is deprecated; use --request-id" in repeat.stderr
     waiting = asyncio.create_task(
         pposctl(plane, "commands", "wait", command["commandId"], "--poll", "100ms")
     )

@@ -53,6 +53,38 @@ async def slow_world(
         yield made
 
 
+@pytest.fixture
+async def big_world(
+    database_url: str, tmp_path: Path, canary_token: str, secret_registry: SecretRegistry
+) -> AsyncIterator[World]:
+    """More synced revisions than one page of ListSyncedJobs (100) holds."""
+    async for made in running_world(
+        database_url,
+        tmp_path,
+        canary_token,
+        secret_registry,
+        sim_options={"synthetic": 250, "synthetic_size": 256},
+    ):
+        yield made
+
+
+async def test_lists_merge_every_page_unless_limited(big_world: World) -> None:
+    await big_world.synced()
+    everything = await big_world.ctl("-o", "json", "sync", "jobs", "list")
+    jobs = everything.json()["jobs"]
+    assert len(jobs) == 250  # three pages of the server's, merged
+    assert len({j["syncSequence"] for j in jobs}) == 250
+    assert not everything.json().get("hasMore", False)
+    table = await big_world.ctl("sync", "jobs", "list")
+    assert len(table.lines()) == 251  # a header and every revision
+    assert table.stderr == ""
+    limited = await big_world.ctl("-o", "json", "sync", "jobs", "list", "--limit", "120")
+    assert [j["syncSequence"] for j in limited.json()["jobs"]] == [
+        j["syncSequence"] for j in jobs[:120]
+    ]
+    assert limited.json()["hasMore"] is True
+
+
 async def test_sync_status_sweep_jobs_and_payloads(world: World, tmp_path: Path) -> None:
     before = await world.ctl("-o", "json", "sync", "status")
     assert before.code == 0, before.stderr
@@ -83,31 +115,39 @@ async def test_sync_status_sweep_jobs_and_payloads(world: World, tmp_path: Path)
     assert len(table.lines()) == 4
     assert "more rows follow: --after" in table.stderr
 
+    everything = await world.ctl("-o", "json", "sync", "jobs", "list")
+    assert len(everything.json()["jobs"]) == ODD_RECORDS
+    one_job = await world.ctl("-o", "name", "sync", "jobs", "list", "--job", "fix_1779116603391")
+    assert one_job.lines() == [f"job/{REGION}/fix_1779116603391@{rev}" for rev in (1, 2)]
+    old = await world.ctl("-o", "name", "sync", "jobs", "list", "--job-id", "fix_1779116603391")
+    assert old.lines() == one_job.lines()
+    assert "warning: --job-id is deprecated; use --job" in old.stderr
+
     out = tmp_path / "payload.json"
     shown = await world.ctl(
-        "sync",
-        "jobs",
-        "get",
-        REGION,
-        "fix_1779116603391",
-        "--revision",
-        "1",
-        "--payload-out",
-        str(out),
+        "sync", "jobs", "get", f"{REGION}/fix_1779116603391@1", "--payload-out", str(out)
     )
     assert shown.code == 0, shown.stderr
+    assert shown.stderr.startswith("canonical payload written to")
     assert "(verified)" in shown.stdout
+    # The old spelling, REGION JOB --revision N, still works, with warnings.
     as_json = await world.ctl(
         "-o", "json", "sync", "jobs", "get", REGION, "fix_1779116603391", "--revision", "1"
     )
+    assert "warning: --revision is deprecated; use REGION/JOB@REV" in as_json.stderr
+    assert "warning: `sync jobs get REGION JOB` is deprecated" in as_json.stderr
     record = (
         as_json.json()["job"]["record"] if "job" in as_json.json() else as_json.json()["record"]
     )
     sent = base64.b64decode(record["canonicalPayload"])
     assert out.read_bytes() == sent  # byte for byte
     assert hashlib.sha256(sent).digest() == base64.b64decode(record["canonicalPayloadSha256"])
-    newest = await world.ctl("-o", "json", "sync", "jobs", "get", REGION, "fix_1779116603391")
+    newest = await world.ctl("-o", "json", "sync", "jobs", "get", f"{REGION}/fix_1779116603391")
     assert (newest.json().get("record") or newest.json()["job"]["record"])["revision"] == "2"
+    named = await world.ctl(
+        "-o", "json", "sync", "jobs", "get", f"job/{REGION}/fix_1779116603391@2"
+    )
+    assert named.stdout == newest.stdout  # what `-o name` prints names it too
 
     quarantine = await world.ctl("-o", "json", "sync", "quarantine", "list")
     assert quarantine.code == 0, quarantine.stderr

@@ -18,7 +18,7 @@ from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2 as pb
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2_grpc as pb_grpc
 from ppos.controlplane.security.keys import JwksKeySource, KeyRing, new_private_key, thumbprint
 from ppos.controlplane.security.tokens import TokenRejected, TokenVerifier, request_sha256
-from ppos.preflightsim.auth import RefreshingJwks, jwks_from_file
+from ppos.preflightsim.jwks import RefreshingJwks, jwks_from_file
 from tests.support.servers import RunningPlane, start_plane, stop_plane
 
 NODE_REGISTRY = "ppos.controlplane.noderegistry.v1.NodeRegistryService"
@@ -114,12 +114,12 @@ def test_receivers_refresh_the_jwks_on_an_unknown_kid(tmp_path: Path) -> None:
     jwks = tmp_path / "jwks.json"
     ring.write_jwks(jwks)
     receiver = RefreshingJwks(jwks_from_file(jwks), refresh_interval=0)
-    assert receiver.public_key(ring.active.kid) is not None
+    assert receiver.key_or_reload(ring.active.kid) is not None
 
     new_kid = KeyRing.rotate(key_dir)
-    assert receiver.public_key(new_kid) is None, "not published yet"
+    assert receiver.key_or_reload(new_kid) is None, "not published yet"
     KeyRing.from_directory(key_dir).write_jwks(jwks)
-    assert receiver.public_key(new_kid) is not None
+    assert receiver.key_or_reload(new_kid) is not None
 
 
 def test_a_single_key_file_with_extra_verification_keys(tmp_path: Path) -> None:

@@ -1,79 +1,41 @@
 """How the simulated external systems check callers: a PREFLIGHT_JWT on every call.
 
-Public keys come from the control plane's JWKS (a file, or its JwksService),
-refreshed when an unknown `kid` shows up (after a key rotation), at most once
-per `refresh_interval`. Anything but a valid token minted for this audience
-and this method is refused with UNAUTHENTICATED. Every call's metadata can be
-recorded (to prove what the control plane sends, e.g. never its control token).
+The registry's audience is `ppos.preflight.v1.PreflightRegistryService/<region>`,
+the gateway's `ppos.preflight.v1.PreflightGatewayService/<region>`: names of
+the contract, not of the control plane. Anything but a valid token minted for
+this audience and this method is refused with UNAUTHENTICATED before the
+handler runs. Every call's metadata can be recorded (to prove what the control
+plane sends, e.g. never its control token).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
 
-from ppos.controlplane.auth.v1 import jwks_service_pb2, jwks_service_pb2_grpc
-from ppos.controlplane.core.errors import Unauthenticated
-from ppos.controlplane.core.handlers import refusing_handler
-from ppos.controlplane.security.keys import JwksKeySource, PublicKey
-from ppos.controlplane.security.tokens import TokenRejected, TokenVerifier
+from ppos.preflight.v1 import gateway_service_pb2, registry_service_pb2
+from ppos.preflightsim.preflight_jwt import PreflightJwtVerifier, TokenRefused
+from ppos.preflightsim.replies import refusing_handler, unauthenticated
 
 _Req = TypeVar("_Req")
 _Resp = TypeVar("_Resp")
 OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+REGISTRY_SERVICE = registry_service_pb2.DESCRIPTOR.services_by_name["PreflightRegistryService"]
+GATEWAY_SERVICE = gateway_service_pb2.DESCRIPTOR.services_by_name["PreflightGatewayService"]
 
 
-class RefreshingJwks:
-    """A public key source that re-reads the JWKS when it meets an unknown kid."""
-
-    def __init__(
-        self,
-        load: Callable[[], dict[str, Any]],
-        *,
-        refresh_interval: float = 5.0,
-    ) -> None:
-        self._load = load
-        self._interval = refresh_interval
-        self._lock = threading.Lock()
-        self._source = JwksKeySource(load())
-        self._loaded_at = time.monotonic()
-
-    def public_key(self, kid: str) -> PublicKey | None:
-        key = self._source.public_key(kid)
-        if key is not None:
-            return key
-        with self._lock:
-            if time.monotonic() - self._loaded_at >= self._interval:
-                self._source = JwksKeySource(self._load())
-                self._loaded_at = time.monotonic()
-        return self._source.public_key(kid)
+def registry_audience(region: str) -> str:
+    return f"{REGISTRY_SERVICE.full_name}/{region}"
 
 
-def jwks_from_file(path: Path) -> Callable[[], dict[str, Any]]:
-    def load() -> dict[str, Any]:
-        data: dict[str, Any] = json.loads(path.read_text())
-        return data
-
-    return load
-
-
-def jwks_from_service(address: str, timeout: float = 5.0) -> Callable[[], dict[str, Any]]:
-    """Fetch the set from the control plane's JwksService (a blocking call)."""
-
-    def load() -> dict[str, Any]:
-        with grpc.insecure_channel(address) as channel:
-            stub = jwks_service_pb2_grpc.JwksServiceStub(channel)
-            reply = stub.GetJwks(jwks_service_pb2.GetJwksRequest(), timeout=timeout)
-        data: dict[str, Any] = json.loads(reply.jwks_json)
-        return data
-
-    return load
+def gateway_audience(region: str) -> str:
+    return f"{GATEWAY_SERVICE.full_name}/{region}"
 
 
 class MetadataLog:
@@ -100,7 +62,10 @@ class RequirePreflightJwt(grpc.aio.ServerInterceptor):
     """Refuses every call without a valid PREFLIGHT_JWT for `audience` and the method."""
 
     def __init__(
-        self, verifier: TokenVerifier, audience: str, metadata_log: MetadataLog | None = None
+        self,
+        verifier: PreflightJwtVerifier,
+        audience: str,
+        metadata_log: MetadataLog | None = None,
     ) -> None:
         self._verifier = verifier
         self._audience = audience
@@ -119,18 +84,26 @@ class RequirePreflightJwt(grpc.aio.ServerInterceptor):
             return handler
         metadata = handler_call_details.invocation_metadata
         self._log.record(method, metadata)
-        values = [v for k, v in metadata or () if k == "authorization"]
-        problem = None
-        if len(values) != 1 or not str(values[0]).startswith("Bearer "):
-            problem = "PREFLIGHT_JWT required: authorization: Bearer <token>"
-        else:
-            token = str(values[0])[len("Bearer ") :]
-            try:
-                # Signature checks are CPU-bound but short (tens of microseconds).
-                self._verifier.verify_preflight(token, audience=self._audience, method=method)
-            except TokenRejected as exc:
-                problem = f"PREFLIGHT_JWT rejected: {exc.detail}"
+        problem = await self._problem(metadata, method)
         if problem is None:
             return handler
-        status = Unauthenticated(problem, reason="PREFLIGHT_JWT_REQUIRED").to_grpc_status()
+        status = unauthenticated(problem, reason="PREFLIGHT_JWT_REQUIRED").to_grpc_status()
         return refusing_handler(handler, status)
+
+    async def _problem(self, metadata: Any, method: str) -> str | None:
+        """Why the call is refused, or None."""
+        values = [v for k, v in metadata or () if k == "authorization"]
+        if len(values) != 1 or not str(values[0]).startswith("Bearer "):
+            return "PREFLIGHT_JWT required: authorization: Bearer <token>"
+        token = str(values[0])[len("Bearer ") :]
+        try:
+            if self._verifier.knows_key_of(token):
+                # Signature checks are CPU-bound but short (tens of microseconds).
+                self._verifier.verify(token, audience=self._audience, method=method)
+            else:  # a kid not loaded yet: the JWKS is read again, off the event loop
+                await asyncio.to_thread(
+                    self._verifier.verify, token, audience=self._audience, method=method
+                )
+        except TokenRefused as exc:
+            return f"PREFLIGHT_JWT rejected: {exc.detail}"
+        return None

@@ -19,19 +19,18 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from ppos.controlplane.core.logging import configure_logging, get_logger
-from ppos.controlplane.security.peers import gateway_audience, registry_audience
-from ppos.controlplane.security.tokens import TokenVerifier
 from ppos.preflightsim import gateway, registry
 from ppos.preflightsim.auth import (
     MetadataLog,
-    RefreshingJwks,
     RequirePreflightJwt,
-    jwks_from_file,
-    jwks_from_service,
+    gateway_audience,
+    registry_audience,
 )
 from ppos.preflightsim.faultproxy import FaultProxy
 from ppos.preflightsim.faults import FaultConfigError
+from ppos.preflightsim.jwks import RefreshingJwks, jwks_from_file, jwks_from_service
+from ppos.preflightsim.logs import configure_logging, get_logger
+from ppos.preflightsim.preflight_jwt import PreflightJwtVerifier
 from ppos.preflightsim.records import RecordFileError
 
 
@@ -48,6 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--jwks-from",
         metavar="HOST:PORT",
         help="fetch the JWKS from the control plane's JwksService",
+    )
+    parser.add_argument(
+        "--jwks-refresh-interval",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="least time between two loads of the JWKS for unknown kids (a key rotation)",
     )
     parser.add_argument("--issuer", default="ppos-control-plane", help="expected iss")
     parser.add_argument(
@@ -93,10 +99,12 @@ async def start(args: argparse.Namespace) -> RunningSimulator:
     """Load the records, bind, start serving. Raises StartError with a reason."""
     load = jwks_from_file(args.jwks_file) if args.jwks_file else jwks_from_service(args.jwks_from)
     try:
-        keys = await asyncio.to_thread(RefreshingJwks, load)
+        keys = await asyncio.to_thread(
+            RefreshingJwks, load, refresh_interval=args.jwks_refresh_interval
+        )
     except (OSError, ValueError, grpc.RpcError) as exc:
         raise StartError(f"cannot load the control plane's JWKS: {exc}") from None
-    verifier = TokenVerifier(keys, issuer=args.issuer)
+    verifier = PreflightJwtVerifier(keys, issuer=args.issuer)
     metadata_log = MetadataLog(args.record_metadata)
     server = grpc.aio.server(interceptors=[_ByService(verifier, args.region, metadata_log)])
     try:
@@ -169,7 +177,9 @@ async def serve(args: argparse.Namespace) -> int:
 class _ByService(RequirePreflightJwt):
     """One interceptor, two audiences: the registry's and the gateway's."""
 
-    def __init__(self, verifier: TokenVerifier, region: str, metadata_log: MetadataLog) -> None:
+    def __init__(
+        self, verifier: PreflightJwtVerifier, region: str, metadata_log: MetadataLog
+    ) -> None:
         super().__init__(verifier, registry_audience(region), metadata_log)
         self._gateway = RequirePreflightJwt(verifier, gateway_audience(region), metadata_log)
 
@@ -181,7 +191,7 @@ class _ByService(RequirePreflightJwt):
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logging(level=args.log_level)
+    configure_logging(args.log_level)
     return asyncio.run(serve(args))
 
 

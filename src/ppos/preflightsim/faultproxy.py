@@ -16,7 +16,7 @@ import contextlib
 import socket
 from dataclasses import dataclass, field
 
-from ppos.controlplane.core.logging import get_logger
+from ppos.preflightsim.logs import get_logger
 
 CHUNK = 64 * 1024
 _log = get_logger("ppos.preflightsim.proxy")

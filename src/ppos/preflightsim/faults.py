@@ -36,9 +36,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ppos.controlplane.core.logging import get_logger
 from ppos.preflight.v1 import job_pb2
 from ppos.preflightsim.feed import RECORDS_FIELD, Entry, frame, unframe
+from ppos.preflightsim.logs import get_logger
 
 _log = get_logger("ppos.preflightsim.faults")
 MALFORMED_KINDS = (

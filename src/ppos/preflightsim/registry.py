@@ -18,8 +18,6 @@ from typing import Any
 import grpc
 from google.protobuf import timestamp_pb2
 
-from ppos.controlplane.core.errors import DomainError, InvalidArgument, Unavailable
-from ppos.controlplane.core.logging import get_logger
 from ppos.preflight.v1 import registry_service_pb2 as pb
 from ppos.preflightsim import samples
 from ppos.preflightsim.faultproxy import FaultProxy
@@ -30,7 +28,9 @@ from ppos.preflightsim.faults import (
     parse_positions,
 )
 from ppos.preflightsim.feed import CursorError, Entry, Feed, page_trailer
+from ppos.preflightsim.logs import get_logger
 from ppos.preflightsim.records import read_file
+from ppos.preflightsim.replies import Refusal, invalid_argument, unavailable
 
 SERVICE_NAME = "ppos.preflight.v1.PreflightRegistryService"
 DEFAULT_PAGE_SIZE = 100
@@ -173,7 +173,7 @@ class RegistrySimulator:
         )
 
     def _bounds(self, after_cursor: str, page_size: int, max_bytes: int) -> tuple[int, int, int]:
-        problems = InvalidArgument.single
+        problems = invalid_argument
         if page_size < 0:
             raise problems("page_size", "must not be negative")
         if max_bytes < 0:
@@ -201,7 +201,7 @@ class RegistrySimulator:
         faults = self.faults.next_call()
         if faults.unavailable:
             _log.info("preflightsim.fault", kind="unavailable")
-            raise Unavailable("simulated outage", retry_after_seconds=0.1)
+            raise unavailable("simulated outage", retry_after_seconds=0.1)
         if faults.slow_seconds:
             _log.info("preflightsim.fault", kind="slow", seconds=faults.slow_seconds)
             await asyncio.sleep(faults.slow_seconds)
@@ -219,7 +219,7 @@ class RegistrySimulator:
                 request.after_cursor, request.page_size, request.max_page_bytes
             )
             drop = await self._call_faults(context)
-        except DomainError as exc:
+        except Refusal as exc:
             status = exc.to_grpc_status()
             await context.abort(status.code, status.details, status.trailing_metadata)
         body, _, _ = self._page(after, size, limit)
@@ -237,7 +237,7 @@ class RegistrySimulator:
                 request.after_cursor, request.page_size, request.max_page_bytes
             )
             drop = await self._call_faults(context)
-        except DomainError as exc:
+        except Refusal as exc:
             status = exc.to_grpc_status()
             await context.abort(status.code, status.details, status.trailing_metadata)
         first = True

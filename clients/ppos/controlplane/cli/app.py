@@ -42,6 +42,41 @@ class Parser(argparse.ArgumentParser):
         super()._print_message(message, file)
 
 
+class DeprecatedSpelling(argparse.Action):
+    """An old spelling of a flag, kept working but hidden: it stores into the new
+    flag's destination and leaves a warning that `run` prints on stderr."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, *, instead: str, **kwargs: Any):
+        super().__init__(option_strings, dest, help=argparse.SUPPRESS, **kwargs)
+        self.instead = instead
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        setattr(namespace, self.dest, values)
+        deprecated(namespace, f"{option_string} is deprecated; use {self.instead}")
+
+
+def deprecated(args: argparse.Namespace, text: str) -> None:
+    """Record a deprecation warning for `run` to print on stderr (once)."""
+    warnings: list[str] = getattr(args, "deprecations", [])
+    if text not in warnings:
+        args.deprecations = [*warnings, text]
+
+
+def old_spelling(
+    parser: argparse.ArgumentParser, old: str, new: str, *, dest: str, **kwargs: Any
+) -> None:
+    """Accept `old` as a hidden, deprecated spelling of the flag `new`."""
+    parser.add_argument(
+        old, dest=dest, action=DeprecatedSpelling, instead=new, default=argparse.SUPPRESS, **kwargs
+    )
+
+
 def common_options() -> Parser:
     """Flags every command takes, before or after the verb (kubectl style)."""
     common = Parser(add_help=False)
@@ -231,6 +266,26 @@ def enum_list(enum_type: Any, prefix: str) -> Callable[[str], list[Any]]:
 
     parse.__name__ = one.__name__
     return parse
+
+
+def limit_flag(parser: argparse.ArgumentParser, what: str = "items") -> None:
+    """`--limit N` of every list: all pages are merged unless it is given."""
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=0,
+        metavar="N",
+        help=f"show at most N {what} (default: all, every page merged)",
+    )
+
+
+def request_id_flag(
+    parser: argparse.ArgumentParser, what: str = "repeat-safe id: the same id does it once"
+) -> None:
+    """`--request-id ID` of every write that can be repeated safely."""
+    parser.add_argument(
+        "--request-id", default=None, metavar="ID", help=f"{what} (default: a fresh one)"
+    )
 
 
 def flatten(values: Sequence[Sequence[Any]] | None) -> list[Any]:

@@ -19,7 +19,7 @@ def _walk(
                 if name in canonical:  # aliases are walked, not offered
                     words.append(name)
                 _walk(child, (*path, name), out)
-        else:
+        elif action.help is not argparse.SUPPRESS:  # old spellings are not offered
             words.extend(s for s in action.option_strings if s.startswith("--"))
     out[path] = sorted(set(words), key=lambda w: (w.startswith("-"), w))
 

@@ -19,6 +19,8 @@ from ppos.controlplane.cli.app import (
     enum_parser,
     flatten,
     key_value,
+    limit_flag,
+    request_id_flag,
 )
 from ppos.controlplane.cli.output import Column, enum_name, labels, when
 from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
@@ -32,6 +34,11 @@ GOVERNANCE_STATES = enum_list(job_pb2.GovernanceState, "GOVERNANCE_STATE_")
 TENANT_PHASES = enum_list(res.TenantPhase, "TENANT_PHASE_")
 QUEUE_STATE = enum_parser(res.QueueState, "QUEUE_STATE_")
 QUEUE_STATES = enum_list(res.QueueState, "QUEUE_STATE_")
+# The two priorities order different things, and the server keeps both orders:
+# a queue's priority orders work between queues (higher first, FIFO within one);
+# a route's priority orders the routes tried for a job (lower first).
+QUEUE_PRIORITY_HELP = "order of the queue's work: HIGHER runs first, FIFO within a priority"
+ROUTE_PRIORITY_HELP = "order in which routes are tried: LOWER is tried first"
 
 
 def gov_state(value: int) -> str:
@@ -229,10 +236,20 @@ def _queue_version(ctx: Context, tenant: str, queue_id: str, given: str) -> str:
 
 def queues_resize(ctx: Context, args: argparse.Namespace) -> None:
     tenant, queue_id = split_queue(args.queue)
+    capacity = args.capacity
+    if args.old_capacity is not None:  # `queues resize Q N`, the old spelling
+        if capacity is not None and capacity != args.old_capacity:
+            raise UsageError(f"two capacities: --capacity {capacity} and {args.old_capacity}")
+        capacity = args.old_capacity
+        ctx.out.note(
+            f"warning: the capacity as an argument is deprecated; use --capacity {capacity}"
+        )
+    if capacity is None:
+        raise UsageError("give the new capacity with --capacity N")
     queue = ctx.cp.governance.resize_queue(
         tenant,
         queue_id,
-        args.capacity,
+        capacity,
         reason=confirm_reason(args.reason),
         expected_resource_version=_queue_version(ctx, tenant, queue_id, args.expected_version),
     )
@@ -309,7 +326,7 @@ def add_route_flags(parser: argparse.ArgumentParser, *, creating: bool) -> None:
     parser.add_argument("--tenant", default=None, help="tenant whose jobs are routed")
     parser.add_argument("--queue", default=None, help="only this queue (default: all)")
     parser.add_argument("--partner", default=None, help="receiving partner")
-    parser.add_argument("--priority", type=int, default=None, help="lower is tried first")
+    parser.add_argument("--priority", type=int, default=None, help=ROUTE_PRIORITY_HELP)
     parser.add_argument(
         "--when-state",
         type=GOVERNANCE_STATES,
@@ -404,8 +421,29 @@ def routes_delete(ctx: Context, args: argparse.Namespace) -> None:
 # -- registration -------------------------------------------------------------------
 
 
-def limit_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--limit", type=int, default=0, help="at most this many (default: all)")
+def reason_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--reason", required=True, help="why (kept in the audit log)")
+
+
+def capacity_flag(parser: argparse.ArgumentParser, *, required: bool) -> None:
+    parser.add_argument(
+        "--capacity",
+        type=int,
+        required=required,
+        default=None,
+        metavar="N",
+        help="concurrent job slots of the queue (1 to 100000)",
+    )
+
+
+def tenant_spec_flags(parser: argparse.ArgumentParser, *, default: str | None) -> None:
+    parser.add_argument("--display-name", default=default, help="the tenant's name for people")
+    parser.add_argument(
+        "--default-region", default=default, help="region of the tenant's jobs by default"
+    )
+    parser.add_argument(
+        "--default-partner", default=default, help="partner of the tenant's jobs by default"
+    )
 
 
 def version_flag(parser: argparse.ArgumentParser) -> None:
@@ -429,10 +467,10 @@ def register(tree: Tree) -> None:
         metavar="PHASE[,PHASE]",
         help="active, suspended, retired",
     )
-    p.add_argument("-l", "--selector", default="", help="label selector")
-    limit_flag(p)
+    p.add_argument("-l", "--selector", default="", help="label selector, e.g. tier=gold")
+    limit_flag(p, "tenants")
     p = tree.verb(tenants, "get", tenants_get, "show one tenant")
-    p.add_argument("tenant_id", metavar="TENANT")
+    p.add_argument("tenant_id", metavar="TENANT", help="tenant id")
     p = tree.verb(
         tenants,
         "provision",
@@ -442,19 +480,24 @@ def register(tree: Tree) -> None:
         "      --default-region eu-west-1 --queue standard:eu-west-1:20\n"
         "  pposctl tenants provision -f acme.json",
     )
-    p.add_argument("tenant_id", metavar="TENANT", nargs="?", default="")
-    p.add_argument("--display-name", default="")
-    p.add_argument("--default-region", default="")
-    p.add_argument("--default-partner", default="")
+    p.add_argument("tenant_id", metavar="TENANT", nargs="?", default="", help="tenant id")
+    tenant_spec_flags(p, default="")
     p.add_argument(
         "--queue",
         type=parse_queue_template,
         action="append",
         metavar="ID:REGION:CAPACITY[:PRIORITY]",
-        help="a queue to create with it",
+        help="a queue to create with it (repeatable; priority: higher runs first)",
     )
-    p.add_argument("-l", "--label", type=key_value, action="append", metavar="KEY=VALUE")
-    p.add_argument("--request-id", default=None, help="repeat-safe id")
+    p.add_argument(
+        "-l",
+        "--label",
+        type=key_value,
+        action="append",
+        metavar="KEY=VALUE",
+        help="a label of the tenant (repeatable)",
+    )
+    request_id_flag(p)
     p.add_argument(
         "-f",
         "--file",
@@ -468,27 +511,25 @@ def register(tree: Tree) -> None:
         tenants_update,
         "change a tenant's spec (read, change, write at that version)",
     )
-    p.add_argument("tenant_id", metavar="TENANT")
-    p.add_argument("--display-name", default=None)
-    p.add_argument("--default-region", default=None)
-    p.add_argument("--default-partner", default=None)
+    p.add_argument("tenant_id", metavar="TENANT", help="tenant id")
+    tenant_spec_flags(p, default=None)
     version_flag(p)
     for verb, handler, helptext in (
         ("suspend", tenants_suspend, "hold a tenant's jobs (reason required)"),
         ("retire", tenants_retire, "retire a tenant for good (reason required)"),
     ):
         p = tree.verb(tenants, verb, handler, helptext)
-        p.add_argument("tenant_id", metavar="TENANT")
-        p.add_argument("--reason", required=True)
+        p.add_argument("tenant_id", metavar="TENANT", help="tenant id")
+        reason_flag(p)
         version_flag(p)
     p = tree.verb(tenants, "resume", tenants_resume, "lift a suspension")
-    p.add_argument("tenant_id", metavar="TENANT")
+    p.add_argument("tenant_id", metavar="TENANT", help="tenant id")
     version_flag(p)
 
     queues = tree.noun("queues", "queues: capacity and admission state", aliases=["queue", "q"])
     p = tree.verb(queues, "list", queues_list, "list queues", aliases=["ls"])
-    p.add_argument("--tenant", default="")
-    p.add_argument("--region", default="")
+    p.add_argument("--tenant", default="", help="only this tenant's queues")
+    p.add_argument("--region", default="", help="only queues of this region")
     p.add_argument(
         "--state",
         type=QUEUE_STATES,
@@ -496,32 +537,34 @@ def register(tree: Tree) -> None:
         metavar="STATE[,STATE]",
         help="active, paused, draining",
     )
-    limit_flag(p)
+    limit_flag(p, "queues")
     p = tree.verb(queues, "get", queues_get, "show one queue")
-    p.add_argument("queue", metavar="TENANT/QUEUE")
+    p.add_argument("queue", metavar="TENANT/QUEUE", help="the queue")
     p = tree.verb(
         queues,
         "create",
         queues_create,
         "add a queue to a tenant",
-        examples="  pposctl queues create acme/rush --region eu-west-1 --capacity 5",
+        examples="  pposctl queues create acme/rush --region eu-west-1 --capacity 5 --priority 10",
     )
-    p.add_argument("queue", metavar="TENANT/QUEUE")
-    p.add_argument("--region", required=True)
-    p.add_argument("--capacity", type=int, required=True, help="concurrent slots (1 to 100000)")
-    p.add_argument("--priority", type=int, default=0)
-    p.add_argument("--state", type=QUEUE_STATE, default=None, help="active or paused")
-    p.add_argument("--request-id", default=None)
+    p.add_argument("queue", metavar="TENANT/QUEUE", help="the new queue")
+    p.add_argument("--region", required=True, help="region whose gateway runs the queue")
+    capacity_flag(p, required=True)
+    p.add_argument("--priority", type=int, default=0, help=f"{QUEUE_PRIORITY_HELP} (default 0)")
+    p.add_argument("--state", type=QUEUE_STATE, default=None, help="active (default) or paused")
+    request_id_flag(p)
     p = tree.verb(
         queues,
         "resize",
         queues_resize,
         "set a queue's capacity (reason required)",
-        examples="  pposctl queues resize acme/standard 40 --reason 'peak season'",
+        examples="  pposctl queues resize acme/standard --capacity 40 --reason 'peak season'",
     )
-    p.add_argument("queue", metavar="TENANT/QUEUE")
-    p.add_argument("capacity", type=int, metavar="CAPACITY")
-    p.add_argument("--reason", required=True)
+    p.add_argument("queue", metavar="TENANT/QUEUE", help="the queue")
+    capacity_flag(p, required=False)
+    # The old spelling `queues resize Q N`: hidden, still accepted, with a warning.
+    p.add_argument("old_capacity", type=int, nargs="?", default=None, help=argparse.SUPPRESS)
+    reason_flag(p)
     version_flag(p)
     for verb, helptext in (
         ("pause", "hold a queue's work (reason required)"),
@@ -529,44 +572,46 @@ def register(tree: Tree) -> None:
         ("resume", "make a paused or draining queue active"),
     ):
         p = tree.verb(queues, verb, queues_state, helptext)
-        p.add_argument("queue", metavar="TENANT/QUEUE")
+        p.add_argument("queue", metavar="TENANT/QUEUE", help="the queue")
         if verb != "resume":
-            p.add_argument("--reason", required=True)
+            reason_flag(p)
         version_flag(p)
 
     partners = tree.noun("partners", "partners that can receive jobs", aliases=["partner"])
     p = tree.verb(partners, "list", partners_list, "list partners", aliases=["ls"])
-    limit_flag(p)
+    limit_flag(p, "partners")
     p = tree.verb(partners, "create", partners_create, "register a partner")
-    p.add_argument("partner_id", metavar="PARTNER")
-    p.add_argument("--display-name", required=True)
-    p.add_argument("--region", required=True)
+    p.add_argument("partner_id", metavar="PARTNER", help="partner id")
+    p.add_argument("--display-name", required=True, help="the partner's name for people")
+    p.add_argument("--region", required=True, help="region whose gateway reaches the partner")
     p.add_argument("--accepts-review", action="store_true", help="takes jobs with findings")
 
     routes = tree.noun(
         "routes", "partner routes: which jobs go to which partner", aliases=["route"]
     )
-    p = tree.verb(routes, "list", routes_list, "list routes", aliases=["ls"])
-    p.add_argument("--tenant", default="")
-    p.add_argument("--partner", default="")
-    limit_flag(p)
+    p = tree.verb(
+        routes, "list", routes_list, "list routes (lower priority is tried first)", aliases=["ls"]
+    )
+    p.add_argument("--tenant", default="", help="only this tenant's routes")
+    p.add_argument("--partner", default="", help="only routes to this partner")
+    limit_flag(p, "routes")
     p = tree.verb(routes, "get", routes_get, "show one route")
-    p.add_argument("route_id", metavar="ROUTE")
+    p.add_argument("route_id", metavar="ROUTE", help="route id")
     p = tree.verb(
         routes,
         "create",
         routes_create,
         "route a tenant's (or queue's) jobs",
         examples="  pposctl routes create acme-review --tenant acme --partner "
-        "printhaus \\\n      --when-state completed-with-findings",
+        "printhaus \\\n      --when-state completed-with-findings --priority 10",
     )
-    p.add_argument("route_id", metavar="ROUTE")
+    p.add_argument("route_id", metavar="ROUTE", help="route id")
     add_route_flags(p, creating=True)
     p = tree.verb(routes, "update", routes_update, "change a route (read, change, write)")
-    p.add_argument("route_id", metavar="ROUTE")
+    p.add_argument("route_id", metavar="ROUTE", help="route id")
     add_route_flags(p, creating=False)
     version_flag(p)
     p = tree.verb(routes, "delete", routes_delete, "remove a route (reason required)")
-    p.add_argument("route_id", metavar="ROUTE")
-    p.add_argument("--reason", required=True)
+    p.add_argument("route_id", metavar="ROUTE", help="route id")
+    reason_flag(p)
     version_flag(p)

@@ -110,6 +110,8 @@ def run(
     except SystemExit as exc:  # --help, --version
         return int(exc.code or 0)
     ctx = Context(args, env, stdout, stderr)
+    for warning in getattr(args, "deprecations", []):
+        ctx.out.note(f"warning: {warning}")
     handler = getattr(args, "handler", None)
     if handler is None:
         stderr.write(f"pposctl: error: choose a command\nSee '{parser.prog} --help'.\n")

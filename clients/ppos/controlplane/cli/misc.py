@@ -139,7 +139,7 @@ def register(tree: Tree) -> None:
         "source <(pposctl completion zsh)",
         parents=[tree.common],
     )
-    p.add_argument("shell", choices=["bash", "zsh"])
+    p.add_argument("shell", choices=["bash", "zsh"], help="the shell to complete in")
     p.set_defaults(handler=completion)
     p = tree.root.add_parser("version", help="print the client version", parents=[tree.common])
     p.set_defaults(handler=version)

@@ -17,6 +17,9 @@ from ppos.controlplane.cli.app import (
     enum_list,
     flatten,
     key_value,
+    limit_flag,
+    old_spelling,
+    request_id_flag,
 )
 from ppos.controlplane.cli.output import Column, enum_name, labels, timestamp, when
 from ppos.controlplane.cli.watching import watch_nodes
@@ -125,7 +128,7 @@ def filter_from(args: argparse.Namespace) -> node_pb2.NodeFilter:
 
 
 def nodes_list(ctx: Context, args: argparse.Namespace) -> None:
-    reply = ctx.cp.nodes.list_nodes(filter_from(args), page_size=args.page_size)
+    reply = ctx.cp.nodes.list_nodes(filter_from(args), page_size=args.page_size, limit=args.limit)
     ctx.out.show(reply, NODE_COLUMNS, reply.nodes, kind="node", name=lambda n: n.node_id)
 
 
@@ -202,7 +205,7 @@ def nodes_drain(ctx: Context, args: argparse.Namespace) -> None:
     node = ctx.cp.nodes.drain(
         args.node_id,
         reason=confirm_reason(args.reason),
-        grace_seconds=args.grace,
+        grace_seconds=args.deadline,
         expected_resource_version=args.expected_version,
     )
     ctx.out.done("node", node.node_id, "draining", node)
@@ -216,7 +219,7 @@ def nodes_reimage(ctx: Context, args: argparse.Namespace) -> int | None:
         image=args.image,
         digest=args.digest,
         reason=confirm_reason(args.reason),
-        idempotency_key=args.idempotency_key,
+        idempotency_key=args.request_id,
         timeout_seconds=args.deadline,
     )
     command = reply.command
@@ -251,7 +254,7 @@ def nodes_watch(ctx: Context, args: argparse.Namespace) -> int:
     return watch_nodes(
         ctx,
         filter_from(args),
-        resume_from=args.resume_from,
+        resume_from=args.after,
         max_events=args.max_events,
         duration_seconds=args.duration,
         columns=NODE_COLUMNS,
@@ -368,11 +371,12 @@ def register(tree: Tree) -> None:
         "  pposctl nodes list -l gpu=true -o json | jq '.nodes[].nodeId'",
     )
     add_filter_flags(p)
-    p.add_argument("--page-size", type=int, default=0, help="nodes per call (default: server's)")
+    limit_flag(p, "nodes")
+    page_size_flag(p)
     p = tree.verb(nodes, "get", nodes_get, "show one or more nodes")
-    p.add_argument("node_ids", nargs="+", metavar="NODE")
+    p.add_argument("node_ids", nargs="+", metavar="NODE", help="node ids")
     p = tree.verb(nodes, "describe", nodes_describe, "show a node in detail, with conditions")
-    p.add_argument("node_id", metavar="NODE")
+    p.add_argument("node_id", metavar="NODE", help="node id")
     for verb, handler, helptext in (
         ("cordon", nodes_cordon, "stop scheduling new work on a node (reason required)"),
         ("drain", nodes_drain, "cordon a node and let running work finish (reason required)"),
@@ -384,24 +388,15 @@ def register(tree: Tree) -> None:
             helptext,
             examples=f"  pposctl nodes {verb} NODE --reason 'disk errors on sdb'",
         )
-        p.add_argument("node_id", metavar="NODE")
+        p.add_argument("node_id", metavar="NODE", help="node id")
         p.add_argument("--reason", required=True, help="why (kept in the audit log)")
-        p.add_argument(
-            "--expected-version",
-            default="",
-            metavar="RV",
-            help="refuse if the node changed since this resource version",
-        )
+        node_version_flag(p)
         if verb == "drain":
-            p.add_argument(
-                "--grace",
-                type=duration,
-                default=None,
-                help="time running work gets to finish (default 10m)",
-            )
+            deadline_flag(p, "time running work gets to finish (default 10m)")
+            old_spelling(p, "--grace", "--deadline", dest="deadline", type=duration)
     p = tree.verb(nodes, "uncordon", nodes_uncordon, "make a node schedulable again")
-    p.add_argument("node_id", metavar="NODE")
-    p.add_argument("--expected-version", default="", metavar="RV")
+    p.add_argument("node_id", metavar="NODE", help="node id")
+    node_version_flag(p)
     p = tree.verb(
         nodes,
         "reimage",
@@ -410,24 +405,15 @@ def register(tree: Tree) -> None:
         examples="  pposctl nodes reimage NODE --image reg/ppos/worker:7.4.2 \\\n"
         "      --digest sha256:... --reason 'engine crash loop' --wait",
     )
-    p.add_argument("node_id", metavar="NODE")
+    p.add_argument("node_id", metavar="NODE", help="node id")
     p.add_argument("--image", required=True, help="target image reference")
     p.add_argument("--digest", required=True, help="target digest, sha256:<64 hex>")
     p.add_argument("--reason", required=True, help="why (kept in the audit log)")
-    p.add_argument(
-        "--idempotency-key",
-        default=None,
-        help="repeat-safe key (default: a fresh one per invocation)",
-    )
-    p.add_argument(
-        "--deadline",
-        type=duration,
-        default=None,
-        metavar="DURATION",
-        help="time the node gets to finish (default 30m)",
-    )
+    request_id_flag(p, "repeat-safe id: the same id returns the same command")
+    old_spelling(p, "--idempotency-key", "--request-id", dest="request_id")
+    deadline_flag(p, "time the node gets to finish the re-image (default 30m)")
     p.add_argument("--wait", action="store_true", help="follow the command until it ends")
-    p.add_argument("--poll", type=duration, default=1.0, help=argparse.SUPPRESS)
+    poll_flag(p)
     tree.verb(nodes, "sweep", nodes_sweep, "run a health sweep now (stale heartbeats)")
     p = tree.verb(
         nodes,
@@ -439,12 +425,13 @@ def register(tree: Tree) -> None:
     )
     add_filter_flags(p)
     p.add_argument(
-        "--resume-from",
+        "--after",
         type=int,
         default=0,
         metavar="RV",
         help="resume after this resource version instead of a snapshot",
     )
+    old_spelling(p, "--resume-from", "--after", dest="after", type=int)
     p.add_argument(
         "--max-events",
         type=int,
@@ -452,7 +439,9 @@ def register(tree: Tree) -> None:
         metavar="N",
         help="stop after N events (bookmarks not counted)",
     )
-    p.add_argument("--duration", type=duration, default=None, help="stop after this long")
+    p.add_argument(
+        "--duration", type=duration, default=None, metavar="DURATION", help="stop after this long"
+    )
 
     commands = tree.noun(
         "commands",
@@ -470,21 +459,21 @@ def register(tree: Tree) -> None:
         metavar="STATE[,STATE]",
         help="pending, delivered, acknowledged, succeeded, failed, timed-out, cancelled",
     )
-    p.add_argument("--limit", type=int, default=0, help="at most this many")
-    p.add_argument("--page-size", type=int, default=0, help=argparse.SUPPRESS)
+    limit_flag(p, "commands")
+    page_size_flag(p)
     p = tree.verb(commands, "get", commands_get, "show one command")
-    p.add_argument("command_id", metavar="COMMAND")
+    p.add_argument("command_id", metavar="COMMAND", help="command id")
     p = tree.verb(commands, "cancel", commands_cancel, "cancel a command the node has not finished")
-    p.add_argument("command_id", metavar="COMMAND")
-    p.add_argument("--reason", required=True)
+    p.add_argument("command_id", metavar="COMMAND", help="command id")
+    p.add_argument("--reason", required=True, help="why (kept in the audit log)")
     p = tree.verb(
         commands,
         "wait",
         commands_wait,
         "wait until a command ends (exit 0 when it succeeded, 14 otherwise)",
     )
-    p.add_argument("command_id", metavar="COMMAND")
-    p.add_argument("--poll", type=duration, default=1.0, help="poll interval")
+    p.add_argument("command_id", metavar="COMMAND", help="command id")
+    poll_flag(p)
 
     enrollments = tree.noun(
         "enrollments", "approve new nodes (one-time enrollment tokens)", aliases=["enrollment"]
@@ -497,11 +486,20 @@ def register(tree: Tree) -> None:
         examples="  pposctl enrollments create --region eu-west-1 --cluster c1 \\\n"
         "      -l gpu=true --token-out node-7.enroll",
     )
-    p.add_argument("--region", required=True)
-    p.add_argument("--cluster", default="")
-    p.add_argument("-l", "--label", type=key_value, action="append", metavar="KEY=VALUE")
-    p.add_argument("--ttl", type=duration, default=None, help="token validity (default 1h)")
-    p.add_argument("--request-id", default=None, help="repeat-safe id (re-issues the token)")
+    p.add_argument("--region", required=True, help="region the node will serve")
+    p.add_argument("--cluster", default="", help="cluster the node will join")
+    p.add_argument(
+        "-l",
+        "--label",
+        type=key_value,
+        action="append",
+        metavar="KEY=VALUE",
+        help="a label the node will carry (repeatable)",
+    )
+    p.add_argument(
+        "--ttl", type=duration, default=None, metavar="DURATION", help="token validity (default 1h)"
+    )
+    request_id_flag(p, "repeat-safe id (re-issues the token)")
     p.add_argument(
         "--token-out",
         type=Path,
@@ -518,6 +516,36 @@ def register(tree: Tree) -> None:
     p = tree.verb(versions, "rollup", versions_rollup, "nodes per region and container version")
     for parser in (p, versions_parser(tree)):
         parser.add_argument("--region", default="", help="only this region")
+
+
+def node_version_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--expected-version",
+        default="",
+        metavar="RV",
+        help="refuse if the node changed since this resource version",
+    )
+
+
+def deadline_flag(parser: argparse.ArgumentParser, what: str) -> None:
+    """`--deadline DURATION`: how long work on a node gets (drain and re-image alike)."""
+    parser.add_argument("--deadline", type=duration, default=None, metavar="DURATION", help=what)
+
+
+def poll_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--poll",
+        type=duration,
+        default=1.0,
+        metavar="DURATION",
+        help="how often to check while waiting (default 1s)",
+    )
+
+
+def page_size_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--page-size", type=int, default=0, metavar="N", help="items per call (default: server's)"
+    )
 
 
 def versions_parser(tree: Tree) -> argparse.ArgumentParser:

@@ -18,8 +18,12 @@ from ppos.controlplane.cli.app import (
     enum_parser,
     flatten,
     key_value,
+    limit_flag,
+    old_spelling,
+    request_id_flag,
 )
-from ppos.controlplane.cli.governance import GOVERNANCE_STATES, gov_state
+from ppos.controlplane.cli.governance import GOVERNANCE_STATES, gov_state, reason_flag
+from ppos.controlplane.cli.jobrefs import job_and_region, job_filter, job_filter_flag, parse_job_ref
 from ppos.controlplane.cli.output import Column, enum_name, human_bytes, span, timestamp, when
 from ppos.controlplane.cli.progress import (
     finish_admin_job,
@@ -32,6 +36,7 @@ from ppos.controlplane.cli.progress import (
 )
 from ppos.controlplane.cli.watching import follow
 from ppos.controlplane.client import Stream
+from ppos.controlplane.common.v1 import resource_pb2
 from ppos.controlplane.governance.v1 import governance_service_pb2 as gov_pb
 from ppos.controlplane.governance.v1 import resources_pb2 as res
 from ppos.controlplane.registrysync.v1 import registry_sync_service_pb2 as pb
@@ -314,10 +319,11 @@ def sweep_wait(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def sync_jobs_list(ctx: Context, args: argparse.Namespace) -> None:
+    job_id, region = job_and_region(args.job, args.region)
     reply = ctx.cp.sync.list_jobs(
-        region=args.region,
+        region=region,
         governance_states=flatten(args.state),
-        job_id=args.job_id,
+        job_id=job_id,
         after_sync_sequence=args.after,
         omit_payload=not args.with_payload,
         limit=args.limit,
@@ -333,8 +339,31 @@ def sync_jobs_list(ctx: Context, args: argparse.Namespace) -> None:
         ctx.out.note(f"more rows follow: --after {reply.last_sync_sequence}")
 
 
+def job_ref_of(ctx: Context, args: argparse.Namespace) -> resource_pb2.JobRef:
+    """The job `sync jobs get` names: REGION/JOB[@REV], or the old spelling
+    REGION JOB [--revision N] (still accepted, with a warning)."""
+    if args.old_job_id is not None:
+        ctx.out.note(
+            f"warning: `sync jobs get REGION JOB` is deprecated; "
+            f"use `sync jobs get {args.job}/{args.old_job_id}`"
+        )
+        ref = job_filter(f"{args.job}/{args.old_job_id}")
+    else:
+        try:
+            ref = parse_job_ref(args.job)
+        except argparse.ArgumentTypeError as exc:
+            raise UsageError(str(exc)) from None
+    revision = getattr(args, "revision", None)  # the old --revision N
+    if revision is not None:
+        if ref.revision and ref.revision != revision:
+            raise UsageError(f"two revisions: @{ref.revision} and --revision {revision}")
+        ref.revision = revision
+    return ref
+
+
 def sync_jobs_get(ctx: Context, args: argparse.Namespace) -> int:
-    job = ctx.cp.sync.get_job(args.region, args.job_id, revision=args.revision)
+    ref = job_ref_of(ctx, args)
+    job = ctx.cp.sync.get_job(ref.region, ref.job_id, revision=ref.revision)
     record = job.record
     digest = hashlib.sha256(record.canonical_payload).digest()
     intact = digest == record.canonical_payload_sha256
@@ -398,8 +427,22 @@ def quarantine_list(ctx: Context, args: argparse.Namespace) -> None:
 
 
 def _stream_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--max-events", type=int, default=0, metavar="N", help="stop after N")
-    parser.add_argument("--duration", type=duration, default=None, help="stop after this long")
+    parser.add_argument(
+        "--max-events", type=int, default=0, metavar="N", help="stop after N events"
+    )
+    parser.add_argument(
+        "--duration", type=duration, default=None, metavar="DURATION", help="stop after this long"
+    )
+
+
+def poll_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--poll",
+        type=duration,
+        default=0.5,
+        metavar="DURATION",
+        help="how often progress is checked (default 0.5s)",
+    )
 
 
 def register(tree: Tree) -> None:
@@ -432,16 +475,22 @@ def register(tree: Tree) -> None:
         metavar="KEY=VALUE",
         help="parameter: region, regions, image, target_image, target_digest, reason",
     )
-    p.add_argument("--request-id", default=None, help="repeat-safe id")
+    request_id_flag(p)
     p.add_argument("--detach", action="store_true", help="print the job id and return")
     p = tree.verb(jobs, "watch", admin_jobs_watch, "follow a job's progress until it ends")
-    p.add_argument("admin_job_id", metavar="JOB")
+    p.add_argument("admin_job_id", metavar="JOB", help="admin job id")
     p = tree.verb(jobs, "wait", admin_jobs_wait, "wait until a job ends (exit 0 if it succeeded)")
-    p.add_argument("admin_job_id", metavar="JOB")
+    p.add_argument("admin_job_id", metavar="JOB", help="admin job id")
     p = tree.verb(jobs, "get", admin_jobs_get, "show one job")
-    p.add_argument("admin_job_id", metavar="JOB")
+    p.add_argument("admin_job_id", metavar="JOB", help="admin job id")
     p = tree.verb(jobs, "list", admin_jobs_list, "list jobs, newest first", aliases=["ls"])
-    p.add_argument("--kind", type=ADMIN_JOB_KINDS, action="append", metavar="KIND[,KIND]")
+    p.add_argument(
+        "--kind",
+        type=ADMIN_JOB_KINDS,
+        action="append",
+        metavar="KIND[,KIND]",
+        help="health-sweep, sync-sweep, reimage-rollout, region-drain",
+    )
     p.add_argument(
         "--state",
         type=ADMIN_JOB_STATES,
@@ -449,10 +498,10 @@ def register(tree: Tree) -> None:
         metavar="STATE[,STATE]",
         help="pending, running, succeeded, failed, cancelling, cancelled",
     )
-    p.add_argument("--limit", type=int, default=0)
+    limit_flag(p, "admin jobs")
     p = tree.verb(jobs, "cancel", admin_jobs_cancel, "stop a job at its next safe point")
-    p.add_argument("admin_job_id", metavar="JOB")
-    p.add_argument("--reason", required=True)
+    p.add_argument("admin_job_id", metavar="JOB", help="admin job id")
+    reason_flag(p)
     p.add_argument("--wait", action="store_true", help="follow it until it has stopped")
 
     audit = tree.noun("audit", "the append-only audit log of every change")
@@ -460,7 +509,7 @@ def register(tree: Tree) -> None:
     p.add_argument("--after", type=int, default=0, metavar="ID", help="only entries after ID")
     p.add_argument("--kind", default="", help="resource kind, e.g. node, tenant")
     p.add_argument("--resource", default="", metavar="ID", help="resource id")
-    p.add_argument("--limit", type=int, default=200, help="at most this many (default 200)")
+    limit_flag(p, "entries")
     p = tree.verb(
         audit, "watch", audit_watch, "print entries as they are written (tail -f)", aliases=["tail"]
     )
@@ -476,9 +525,9 @@ def register(tree: Tree) -> None:
 
     sync = tree.noun("sync", "registry sync: status, sweeps, synced jobs, quarantine")
     p = tree.verb(sync, "status", sync_status, "sync status of every region (or one)")
-    p.add_argument("region", nargs="?", default="", metavar="REGION")
+    p.add_argument("region", nargs="?", default="", metavar="REGION", help="default: every region")
     p = tree.verb(sync, "watch", sync_watch, "print sync status changes as they happen")
-    p.add_argument("regions", nargs="*", metavar="REGION")
+    p.add_argument("regions", nargs="*", metavar="REGION", help="default: every region")
     _stream_flags(p)
     sweep_parser = tree.verb(sync, "sweep", lambda c, a: None, "sweeps: start, get, cancel, wait")
     sweep_verbs = sweep_parser.add_subparsers(
@@ -492,9 +541,9 @@ def register(tree: Tree) -> None:
         examples="  pposctl sync sweep start eu-west-1 us-east-1",
     )
     p.add_argument("regions", nargs="*", metavar="REGION", help="default: every region")
-    p.add_argument("--request-id", default=None)
-    p.add_argument("--detach", action="store_true")
-    p.add_argument("--poll", type=duration, default=0.5, help="progress poll interval")
+    request_id_flag(p)
+    p.add_argument("--detach", action="store_true", help="print the sweep id and return")
+    poll_flag(p)
     p = tree.verb(sweep_verbs, "list", sweep_list, "sweeps, newest first", aliases=["ls"])
     p.add_argument(
         "--state",
@@ -503,16 +552,16 @@ def register(tree: Tree) -> None:
         metavar="STATE[,STATE]",
         help="pending, running, succeeded, failed, cancelled",
     )
-    p.add_argument("--limit", type=int, default=20, help="at most this many (default 20)")
+    limit_flag(p, "sweeps")
     for verb, handler, helptext in (
         ("get", sweep_get, "show one sweep"),
         ("cancel", sweep_cancel, "stop a sweep after its current page"),
         ("wait", sweep_wait, "wait until a sweep ends (exit 0 if it succeeded)"),
     ):
         p = tree.verb(sweep_verbs, verb, handler, helptext)
-        p.add_argument("sweep_id", metavar="SWEEP")
+        p.add_argument("sweep_id", metavar="SWEEP", help="sweep id")
         if verb == "wait":
-            p.add_argument("--poll", type=duration, default=0.5)
+            poll_flag(p)
     jobs_parser = tree.verb(sync, "jobs", lambda c, a: None, "synced job revisions")
     job_verbs = jobs_parser.add_subparsers(
         dest="jobs_verb", metavar="VERB", required=True, parser_class=type(jobs_parser)
@@ -520,7 +569,7 @@ def register(tree: Tree) -> None:
     p = tree.verb(
         job_verbs, "list", sync_jobs_list, "synced revisions in sync order", aliases=["ls"]
     )
-    p.add_argument("--region", default="")
+    p.add_argument("--region", default="", help="only jobs of this region")
     p.add_argument(
         "--state",
         type=GOVERNANCE_STATES,
@@ -528,20 +577,28 @@ def register(tree: Tree) -> None:
         metavar="STATE[,STATE]",
         help="governance states, e.g. failed-runtime-environment",
     )
-    p.add_argument("--job-id", default="")
+    job_filter_flag(p, "only the revisions of this job")
+    old_spelling(p, "--job-id", "--job", dest="job", type=job_filter)
     p.add_argument("--after", type=int, default=0, metavar="SEQ", help="after this sync sequence")
     p.add_argument("--with-payload", action="store_true", help="include canonical payloads")
-    p.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    limit_flag(p, "revisions")
     p = tree.verb(
         job_verbs,
         "get",
         sync_jobs_get,
         "one synced revision; its payload checked against its SHA-256",
-        examples="  pposctl sync jobs get eu-west-1 job_1779116602472_1d246 --payload-out job.json",
+        examples="  pposctl sync jobs get eu-west-1/job_1779116602472_1d246 \\\n"
+        "      --payload-out job.json\n"
+        "  pposctl sync jobs get eu-west-1/job_1779116602472_1d246@2   # revision 2",
     )
-    p.add_argument("region", metavar="REGION")
-    p.add_argument("job_id", metavar="JOB")
-    p.add_argument("--revision", type=int, default=0, help="default: the newest")
+    p.add_argument(
+        "job",
+        metavar="REGION/JOB[@REV]",
+        help="the job, as `sync jobs list -o name` prints it (default revision: the newest)",
+    )
+    # The old spelling `sync jobs get REGION JOB [--revision N]`: hidden, with a warning.
+    p.add_argument("old_job_id", nargs="?", default=None, help=argparse.SUPPRESS)
+    old_spelling(p, "--revision", "REGION/JOB@REV", dest="revision", type=int)
     p.add_argument(
         "--payload-out",
         type=Path,
@@ -558,5 +615,5 @@ def register(tree: Tree) -> None:
     p = tree.verb(
         q_verbs, "list", quarantine_list, "quarantined records, oldest first", aliases=["ls"]
     )
-    p.add_argument("--region", default="")
-    p.add_argument("--limit", type=int, default=0)
+    p.add_argument("--region", default="", help="only records of this region")
+    limit_flag(p, "records")

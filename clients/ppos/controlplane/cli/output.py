@@ -1,6 +1,7 @@
 """How results are shown: tables for people, the proto3 JSON mapping for scripts.
 
-`-o table` (default) and `-o wide` print kubectl-like tables; `-o json` prints
+`-o table` (default) and `-o wide` print kubectl-like tables (on a pipe every
+cell whole, one line per row, however wide the table); `-o json` prints
 the RPC's response message in the canonical proto3 JSON mapping, the same
 shape grpcurl and buf curl print (pages of a list merged into one message);
 `-o name` prints one resource name per line for `xargs`. Watches print one
@@ -134,6 +135,9 @@ class Output:
 
     def table(self, columns: Sequence[Column], rows: Iterable[Any]) -> None:
         shown = [c for c in columns if not c.wide or self.format == "wide"]
+        if not self.console.is_terminal:
+            self._plain_table(shown, rows)
+            return
         table = Table(
             box=None,
             pad_edge=False,
@@ -151,13 +155,23 @@ class Output:
         if count == 0:
             self.err.print("No resources found.")
             return
-        if self.console.is_terminal:
-            self.console.print(table)
+        self.console.print(table)
+
+    def _plain_table(self, columns: Sequence[Column], rows: Iterable[Any]) -> None:
+        """The table for a pipe: every cell whole, on one line per row, however wide
+        (a terminal's table folds cells to fit; `awk` and `cut` need them whole)."""
+        lines = [[c.header for c in columns]]
+        lines += [[" ".join(c.cell(row).splitlines()) for c in columns] for row in rows]
+        if len(lines) == 1:
+            self.err.print("No resources found.")
             return
-        with self.console.capture() as captured:  # for pipes: no trailing blanks
-            self.console.print(table)
-        lines = (line.rstrip() for line in captured.get().splitlines())
-        self.console.file.write("".join(f"{line}\n" for line in lines))
+        widths = [max(len(line[i]) for line in lines) for i in range(len(columns))]
+        text = "".join(
+            "   ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+            + "\n"
+            for line in lines
+        )
+        self.console.file.write(text)
 
     def names(self, kind: str, names: Iterable[str]) -> None:
         for name in names:

@@ -14,15 +14,17 @@ from ppos.controlplane.cli.app import (
     enum_parser,
     flatten,
     key_value,
+    limit_flag,
 )
 from ppos.controlplane.cli.governance import (
     GOVERNANCE_STATE,
     age,
     gov_state,
-    limit_flag,
     load_message,
+    reason_flag,
     version_flag,
 )
+from ppos.controlplane.cli.jobrefs import job_and_region, job_filter_flag, parse_job_ref
 from ppos.controlplane.cli.output import Column, enum_name, when
 from ppos.controlplane.client import NotFoundError
 from ppos.controlplane.common.v1 import resource_pb2
@@ -119,7 +121,13 @@ def add_policy_spec_flags(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="failures on one node after which it is cordoned instead",
     )
-    parser.add_argument("--node-failure-window", type=duration, default=None, metavar="DURATION")
+    parser.add_argument(
+        "--node-failure-window",
+        type=duration,
+        default=None,
+        metavar="DURATION",
+        help="the window in which --node-failure-threshold failures are counted",
+    )
     parser.add_argument(
         "-f",
         "--file",
@@ -185,18 +193,6 @@ def policies_delete(ctx: Context, args: argparse.Namespace) -> None:
     ctx.out.done("policy", policy.policy_id, "deleted", policy)
 
 
-def parse_job_ref(text: str) -> resource_pb2.JobRef:
-    region, sep, rest = text.partition("/")
-    job_id, _, revision = rest.partition("@")
-    if not sep or not region or not job_id:
-        raise argparse.ArgumentTypeError(f"{text!r} is not REGION/JOB_ID[@REVISION]")
-    try:
-        number = int(revision) if revision else 0
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: revision is a number") from None
-    return resource_pb2.JobRef(region=region, job_id=job_id, revision=number)
-
-
 def policies_dry_run(ctx: Context, args: argparse.Namespace) -> None:
     spec = None
     if args.file or args.trigger is not None or args.action is not None:
@@ -217,8 +213,9 @@ def policies_dry_run(ctx: Context, args: argparse.Namespace) -> None:
 
 
 def decisions_list(ctx: Context, args: argparse.Namespace) -> None:
+    job_id, region = job_and_region(args.job, args.region)
     reply = ctx.cp.governance.list_decisions(
-        job_id=args.job, policy_id=args.policy, region=args.region, limit=args.limit
+        job_id=job_id, policy_id=args.policy, region=region, limit=args.limit
     )
     ctx.out.show(
         reply, DECISION_COLUMNS, reply.decisions, kind="decision", name=lambda d: d.decision_id
@@ -270,10 +267,10 @@ def register(tree: Tree) -> None:
         "policies", "governance policies: state -> actions, with dry runs", aliases=["policy"]
     )
     p = tree.verb(policies, "list", policies_list, "list policies", aliases=["ls"])
-    p.add_argument("--tenant", default="")
-    limit_flag(p)
+    p.add_argument("--tenant", default="", help="only this tenant's policies")
+    limit_flag(p, "policies")
     p = tree.verb(policies, "get", policies_get, "show one policy")
-    p.add_argument("policy_id", metavar="POLICY")
+    p.add_argument("policy_id", metavar="POLICY", help="policy id")
     p = tree.verb(
         policies,
         "set",
@@ -283,7 +280,7 @@ def register(tree: Tree) -> None:
         examples="  pposctl policies set fre-reimage --trigger failed-runtime-environment"
         " \\\n      --action reimage-node --action retry-job --enabled",
     )
-    p.add_argument("policy_id", metavar="POLICY")
+    p.add_argument("policy_id", metavar="POLICY", help="policy id")
     add_policy_spec_flags(p)
     enabled = p.add_mutually_exclusive_group()
     enabled.add_argument(
@@ -301,7 +298,7 @@ def register(tree: Tree) -> None:
     )
     version_flag(p)
     p = tree.verb(policies, "delete", policies_delete, "remove a policy")
-    p.add_argument("policy_id", metavar="POLICY")
+    p.add_argument("policy_id", metavar="POLICY", help="policy id")
     version_flag(p)
     p = tree.verb(
         policies,
@@ -313,25 +310,29 @@ def register(tree: Tree) -> None:
         "--action lower-queue-capacity:capacity_factor=0.5\n"
         "  pposctl policies dry-run fre-reimage --job eu-west-1/job_1779116602472_1d246",
     )
-    p.add_argument("policy_id", metavar="POLICY", nargs="?", default="")
+    p.add_argument(
+        "policy_id", metavar="POLICY", nargs="?", default="", help="a stored policy to try"
+    )
     add_policy_spec_flags(p)
     p.add_argument(
         "--job",
         type=parse_job_ref,
         action="append",
         metavar="REGION/JOB[@REV]",
-        help="evaluate against these synced jobs (default: the latest of the trigger)",
+        help="evaluate against this synced job (repeatable; default: the latest of the trigger)",
     )
-    p.add_argument("--limit", type=int, default=0, help="jobs to evaluate (default 20)")
+    p.add_argument(
+        "--limit", type=int, default=0, metavar="N", help="jobs to evaluate (default 20)"
+    )
 
     decisions = tree.noun(
         "decisions", "the reconciler's decisions, each citing its job", aliases=["decision"]
     )
     p = tree.verb(decisions, "list", decisions_list, "list decisions, newest first", aliases=["ls"])
-    p.add_argument("--job", default="", help="only about this job id")
+    job_filter_flag(p, "only about this job")
     p.add_argument("--region", default="", help="only about jobs of this region")
     p.add_argument("--policy", default="", help="only of this policy")
-    limit_flag(p)
+    limit_flag(p, "decisions")
 
     outbox = tree.noun("outbox", "governance commands on their way to gateways and services")
     p = tree.verb(outbox, "list", outbox_list, "list outbox commands, newest first", aliases=["ls"])
@@ -343,15 +344,17 @@ def register(tree: Tree) -> None:
         help="pending, sent, acknowledged, failed",
     )
     p.add_argument("--decision", default="", help="only commands of this decision")
-    p.add_argument("--target", default="", help="e.g. gateway:eu-west-1")
-    limit_flag(p)
+    p.add_argument(
+        "--target", default="", help="only commands to this target, e.g. gateway:eu-west-1"
+    )
+    limit_flag(p, "commands")
     p = tree.verb(outbox, "get", outbox_get, "show one outbox command with its request")
-    p.add_argument("command_id", metavar="COMMAND")
+    p.add_argument("command_id", metavar="COMMAND", help="outbox command id")
     p = tree.verb(
         outbox,
         "retry",
         outbox_retry,
         "deliver a FAILED command again, same idempotency key (reason required)",
     )
-    p.add_argument("command_id", metavar="COMMAND")
-    p.add_argument("--reason", required=True)
+    p.add_argument("command_id", metavar="COMMAND", help="outbox command id")
+    reason_flag(p)

@@ -81,9 +81,14 @@ class NodeRegistryClient:
         return self._conn.unary(self._stub.ListNodes, request, name="ListNodes")
 
     def list_nodes(
-        self, node_filter: node_pb2.NodeFilter | None = None, *, page_size: int = 0
+        self,
+        node_filter: node_pb2.NodeFilter | None = None,
+        *,
+        page_size: int = 0,
+        limit: int = 0,
     ) -> pb.ListNodesResponse:
-        """Every matching node, all pages merged (resource version of the first page)."""
+        """Every matching node, all pages merged (at most `limit` when given; the
+        resource version of the first page)."""
         merged = pb.ListNodesResponse()
         token = ""
         first = True
@@ -94,7 +99,9 @@ class NodeRegistryClient:
                 merged.resource_version = page.resource_version
                 first = False
             token = page.next_page_token
-            if not token:
+            if not token or (limit and len(merged.nodes) >= limit):
+                if limit:
+                    del merged.nodes[limit:]
                 return merged
 
     def version_rollup(self, region: str = "") -> list[node_pb2.VersionCount]:
