@@ -7,7 +7,7 @@ import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import grpc
 from jinja2 import Environment
@@ -124,10 +124,21 @@ def plane_error(request: Request, session: Session, error: ControlPlaneError) ->
     return render(
         request,
         "error.html",
-        {"error": error},
+        {"error": error, "back": back_path(request)},
         status_code=HTTP_STATUS.get(error.code, 502),
         session=session,
     )
+
+
+def back_path(request: Request) -> str:
+    """Where "try again" leads: this page for a read, the page the form was on for a
+    change (when it was this portal's)."""
+    if request.method == "GET":
+        return request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    referer = urlsplit(request.headers.get("referer", ""))
+    if referer.path.startswith("/") and origin_allowed(request):
+        return referer.path + (f"?{referer.query}" if referer.query else "")
+    return "/"
 
 
 def form_text(form: FormData, name: str, *, limit: int = 1024) -> str:

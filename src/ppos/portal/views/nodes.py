@@ -28,6 +28,7 @@ from ppos.portal.sessions import Session
 from ppos.portal.web import change, form_text, page, portal_of, render, session_of
 
 PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
 READINESS = [name.removeprefix("READINESS_") for name in node_pb2.Readiness.keys()][1:]  # noqa: SIM118 - an enum wrapper, not a dict
 # Actions confirmed in two steps, with what each asks for beyond a reason.
 TWO_STEP = {"cordon": "Cordon", "drain": "Drain", "reimage": "Re-image"}
@@ -40,6 +41,7 @@ class NodeQuery:
     image: str = ""
     labels: str = ""
     page_token: str = ""
+    page_size: int = PAGE_SIZE
 
     @classmethod
     def from_params(cls, params: QueryParams) -> NodeQuery:
@@ -47,7 +49,9 @@ class NodeQuery:
             return params.get(name, "").strip()[:512]
 
         readiness = value("readiness").upper()
+        size = value("page_size")
         return cls(
+            page_size=min(int(size), MAX_PAGE_SIZE) if size.isdigit() and int(size) else PAGE_SIZE,
             region=value("region"),
             readiness=readiness if readiness in READINESS else "",
             image=value("image"),
@@ -73,13 +77,14 @@ class NodeQuery:
             "image": self.image,
             "labels": self.labels,
             "page_token": self.page_token if page_token is None else page_token,
+            "page_size": str(self.page_size) if self.page_size != PAGE_SIZE else "",
         }
         return urlencode({k: v for k, v in fields.items() if v})
 
 
 def list_page(clients: OperatorClients, query: NodeQuery) -> pb.ListNodesResponse:
     return clients.nodes.list_nodes_page(
-        query.node_filter(), page_size=PAGE_SIZE, page_token=query.page_token
+        query.node_filter(), page_size=query.page_size, page_token=query.page_token
     )
 
 
