@@ -137,9 +137,16 @@ async def test_an_operator_signs_in_watches_filters_cordons_and_downloads(
     assert not node.spec.schedulable
     assert node.spec.unschedulable_reason == reason
 
-    # A synced job: the exact payload shown, and downloaded byte for byte.
+    # A sweep started from the page is listed there, with its progress.
     await page.get_by_role("link", name="Registry sync").click()
     assert await axe_violations(page) == []
+    await page.get_by_label("Regions (empty: all)").fill(REGION)
+    await page.get_by_role("button", name="Start a sweep").click()
+    sweep = (await asyncio.to_thread(world.cp.sync.list_sweeps, limit=1)).sweeps[0]
+    row = page.locator("#sweeps tr", has_text=sweep.sweep_id)
+    await expect(row.locator("td.state")).to_have_text("SUCCEEDED", timeout=5000)
+
+    # A synced job: the exact payload shown, and downloaded byte for byte.
     await page.get_by_role("link", name="Synced jobs").click()
     await page.get_by_label("Job id").fill(EXACT_JOB)
     await page.get_by_role("button", name="Search").click()

@@ -273,3 +273,13 @@ async def test_a_sweep_started_from_the_page_is_listed_with_its_progress(
     unknown = await operator.post("/sync/sweeps", {"regions": "no-such-region"})
     assert unknown.status_code in (400, 404), unknown.text
     assert "violations" in unknown.text or "NOT_FOUND" in unknown.text
+
+
+async def test_failed_sign_ins_are_throttled(world: PortalWorld) -> None:
+    async with operator_for(world) as http:
+        person = Operator(http)
+        for _ in range(5):
+            assert (await person.sign_in("wrong-credential")).status_code == 401
+        held = await person.sign_in(world.token)
+        assert held.status_code == 429
+        assert "Too many failed sign-ins" in held.text

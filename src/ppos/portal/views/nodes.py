@@ -8,24 +8,21 @@ checks that name before acting (so the confirmation holds without JavaScript too
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-from sse_starlette.sse import EventSourceResponse
 from starlette.datastructures import FormData, QueryParams
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from ppos.controlplane.client import ControlPlaneError
 from ppos.controlplane.noderegistry.v1 import node_pb2
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2 as pb
+from ppos.portal.live import live_response
 from ppos.portal.plane import OperatorClients, call
 from ppos.portal.sessions import Session
-from ppos.portal.web import change, form_text, page, portal_of, render, session_of
+from ppos.portal.web import change, form_text, page, render
 
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
@@ -107,30 +104,13 @@ async def nodes_page(request: Request, session: Session) -> Response:
     return render(request, "nodes.html", context, session=session)
 
 
-async def live_table(
-    request: Request, session: Session, query: NodeQuery
-) -> AsyncIterator[dict[str, str]]:
-    portal = portal_of(request)
-    template = portal.environment.get_template("_nodes_table.html")
-    while True:
-        if portal.sessions.get(session.session_id, touch=False) is None:
-            yield {"event": "expired", "data": "signed out"}
-            return
-        try:
-            reply = await call(list_page, session.clients, query)
-        except ControlPlaneError as error:
-            yield {"event": "nodes", "data": f"<p class=error>{error.code.name}</p>"}
-        else:
-            yield {"event": "nodes", "data": template.render(table_context(query, reply))}
-        await asyncio.sleep(portal.settings.live_interval)
-
-
 async def nodes_events(request: Request) -> Response:
-    session = session_of(request, touch=False)
-    if session is None:
-        return Response("signed out", status_code=401)
     query = NodeQuery.from_params(request.query_params)
-    return EventSourceResponse(live_table(request, session, query), ping=15)
+
+    async def read(session: Session) -> dict[str, Any]:
+        return table_context(query, await call(list_page, session.clients, query))
+
+    return live_response(request, "_nodes_table.html", "nodes", read)
 
 
 def node_detail(clients: OperatorClients, node_id: str) -> dict[str, Any]:
@@ -172,6 +152,11 @@ async def two_step(request: Request, session: Session, form: FormData) -> Respon
         "image": form_text(form, "image", limit=512),
         "digest": form_text(form, "digest", limit=200),
     }
+    if fields["grace_seconds"] and not fields["grace_seconds"].isdigit():
+        message = "The drain deadline is a whole number of seconds."
+        return render(
+            request, "refused.html", {"message": message}, status_code=400, session=session
+        )
     if "confirm_name" not in form or form_text(form, "confirm_name") != node_id:
         mistyped = "confirm_name" in form
         return render(

@@ -6,13 +6,10 @@ then sends the panel re-rendered every `live_interval` seconds, swapped in by ht
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from sse_starlette.sse import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -20,9 +17,10 @@ from starlette.routing import Route
 from ppos.controlplane.client import ControlPlaneError
 from ppos.controlplane.governance.v1 import resources_pb2 as res
 from ppos.controlplane.noderegistry.v1 import node_pb2
+from ppos.portal.live import live_response
 from ppos.portal.plane import OperatorClients, call
 from ppos.portal.sessions import Session
-from ppos.portal.web import page, portal_of, render, session_of
+from ppos.portal.web import page, render
 
 # A bounded read per section: the overview counts up to this many and says "or more".
 SECTION_LIMIT = 1000
@@ -117,23 +115,12 @@ async def overview_page(request: Request, session: Session) -> Response:
     return render(request, "overview.html", {"o": data}, session=session)
 
 
-async def live_panel(request: Request, session: Session) -> AsyncIterator[dict[str, str]]:
-    portal = portal_of(request)
-    template = portal.environment.get_template("_overview_panel.html")
-    while True:
-        if portal.sessions.get(session.session_id, touch=False) is None:
-            yield {"event": "expired", "data": "signed out"}
-            return
-        data = await call(gather, session.clients)
-        yield {"event": "overview", "data": template.render(o=data)}
-        await asyncio.sleep(portal.settings.live_interval)
+async def _overview_context(session: Session) -> dict[str, Any]:
+    return {"o": await call(gather, session.clients)}
 
 
 async def overview_events(request: Request) -> Response:
-    session = session_of(request, touch=False)
-    if session is None:
-        return Response("signed out", status_code=401)
-    return EventSourceResponse(live_panel(request, session), ping=15)
+    return live_response(request, "_overview_panel.html", "overview", _overview_context)
 
 
 routes = [

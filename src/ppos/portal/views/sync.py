@@ -18,6 +18,7 @@ from starlette.routing import Route
 
 from ppos.controlplane.client import NotFoundError
 from ppos.controlplane.registrysync.v1 import registry_sync_service_pb2 as pb
+from ppos.portal.live import live_response
 from ppos.portal.payload import view_payload
 from ppos.portal.plane import OperatorClients, call
 from ppos.portal.sessions import Session
@@ -37,6 +38,14 @@ def sync_overview(clients: OperatorClients) -> dict[str, Any]:
 async def sync_page(request: Request, session: Session) -> Response:
     context = await call(sync_overview, session.clients)
     return render(request, "sync.html", context, session=session)
+
+
+async def _sync_context(session: Session) -> dict[str, Any]:
+    return await call(sync_overview, session.clients)
+
+
+async def sync_events(request: Request) -> Response:
+    return live_response(request, "_sync_panel.html", "sync", _sync_context)
 
 
 @change
@@ -175,6 +184,7 @@ async def job_payload(request: Request, session: Session) -> Response:
 
 routes = [
     Route("/sync", sync_page),
+    Route("/events/sync", sync_events),
     Route("/sync/sweeps", start_sweep, methods=["POST"]),
     Route("/sync/sweeps/{sweep_id}/cancel", cancel_sweep, methods=["POST"]),
     Route("/sync/quarantine", quarantine_page),
