@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.ops.support import DIGEST, IMAGE
 from tests.ops.worlds import REGION
 from tests.portal.support import EXACT_JOB, EXACT_PAYLOAD, OTHER_REGION, PortalWorld
 
@@ -106,13 +107,15 @@ async def test_an_operator_signs_in_watches_filters_cordons_and_downloads(
     assert session["httpOnly"]
     assert session["sameSite"] == "Strict"
 
-    # A heartbeat saying NOT_READY shows in the open nodes table without a reload.
+    # A heartbeat's change shows in the open nodes table without a reload.
     await page.get_by_role("link", name="Nodes").click()
     node_a = world.nodes["a"]
-    cell = page.locator(f'tr[data-node="{node_a.node_id}"] td.readiness')
-    await expect(cell).to_have_text("READY")
-    await asyncio.to_thread(node_a.heartbeat, ready=False, not_ready_reason="DiskPressure")
-    await expect(cell).to_have_text("NOT_READY", timeout=3000)
+    cell = page.locator(f'tr[data-node="{node_a.node_id}"] td.slots')
+    await expect(cell).to_have_text("1/4")
+    await asyncio.to_thread(
+        node_a.heartbeat, ready=True, image=IMAGE, digest=DIGEST, slots_in_use=3
+    )
+    await expect(cell).to_have_text("3/4", timeout=3000)
     assert await axe_violations(page) == []
 
     await page.get_by_label("Region").fill(OTHER_REGION)
@@ -163,7 +166,15 @@ async def test_an_operator_signs_in_watches_filters_cordons_and_downloads(
     registry = await asyncio.to_thread(world.cp.sync.get_job, REGION, EXACT_JOB)
     assert saved.read_bytes() == registry.record.canonical_payload == EXACT_PAYLOAD
 
-    for path in ("/sync/quarantine", "/governance", "/audit", "/sync/jobs"):
+    for path in (
+        "/sync/quarantine",
+        "/governance",
+        "/audit",
+        "/sync/jobs",
+        "/outbox",
+        "/admin-jobs",
+        f"/nodes?region={OTHER_REGION}",
+    ):
         await page.goto(world.url + path)
         assert await axe_violations(page) == [], path
         await credential_absent(page, context, world.token)

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from ppos.controlplane.core.logging import SecretRegistry
+from ppos.controlplane.governance.v1 import governance_service_pb2 as gov
+from ppos.controlplane.governance.v1 import resources_pb2 as res
 from tests.ops.worlds import REGION
 from tests.portal.support import (
     EXACT_JOB,
@@ -125,6 +127,8 @@ async def test_the_credential_never_leaves_the_portal(
         "/sync/quarantine",
         "/governance",
         "/audit",
+        "/outbox",
+        "/admin-jobs",
         "/nodes/no-such-node",
     ):
         assert (await operator.get(path)).status_code in (200, 404), path
@@ -283,3 +287,107 @@ async def test_failed_sign_ins_are_throttled(world: PortalWorld) -> None:
         held = await person.sign_in(world.token)
         assert held.status_code == 429
         assert "Too many failed sign-ins" in held.text
+
+
+async def test_governance_shows_markup_as_text_and_resizes_and_pauses_queues(
+    world: PortalWorld, operator: Operator
+) -> None:
+    hostile = '<script>alert("tenant")</script> & co'
+    await asyncio.to_thread(
+        world.cp.governance.provision_tenant,
+        "acme",
+        res.TenantSpec(display_name=hostile, default_region=REGION),
+        queues=[gov.QueueTemplate(queue_id="main", spec=res.QueueSpec(capacity=10))],
+    )
+    page = await operator.get("/governance")
+    assert page.status_code == 200
+    assert "<script>alert" not in page.text
+    cell = re.search(r'<td class="display-name">(.*?)</td>', page.text)
+    assert cell is not None
+    assert text_of(cell.group(1)) == hostile
+    version = re.search(r'name="resource_version" value="([^"]+)"', page.text)
+    assert version is not None
+
+    resized = await operator.post(
+        "/governance/queues/resize",
+        {
+            "tenant_id": "acme",
+            "queue_id": "main",
+            "capacity": "25",
+            "reason": "peak season",
+            "resource_version": version.group(1),
+        },
+    )
+    assert resized.status_code == 303, resized.text
+    queue = await asyncio.to_thread(world.cp.governance.get_queue, "acme", "main")
+    assert queue.spec.capacity == 25
+
+    stale = await operator.post(
+        "/governance/queues/resize",
+        {
+            "tenant_id": "acme",
+            "queue_id": "main",
+            "capacity": "30",
+            "reason": "again",
+            "resource_version": version.group(1),
+        },
+    )
+    assert stale.status_code == 409
+    assert "FAILED_PRECONDITION" in stale.text
+
+    paused = await operator.post(
+        "/governance/queues/pause", {"tenant_id": "acme", "queue_id": "main", "reason": "audit"}
+    )
+    assert paused.status_code == 303
+    queue = await asyncio.to_thread(world.cp.governance.get_queue, "acme", "main")
+    assert queue.spec.state == res.QUEUE_STATE_PAUSED
+    audit = await operator.get("/audit?kind=queue")
+    assert "peak season" in audit.text
+
+    commands = (await asyncio.to_thread(world.cp.governance.list_commands, limit=200)).commands
+    assert commands, "the queue changes were sent to the region's gateway"
+    outbox = await operator.get("/outbox")
+    assert outbox.status_code == 200
+    for command in commands:
+        assert f"<code>{command.command_id}</code>" in outbox.text
+    assert (await operator.get("/outbox?state=FAILED")).status_code == 200
+    assert (await operator.get("/admin-jobs")).status_code == 200
+
+
+async def test_tabs_showing_the_same_view_share_one_reader(
+    world: PortalWorld, operator: Operator
+) -> None:
+    hub = world.portal.app.state.portal.hub
+    tabs = 3
+    wanted = 3
+    connected = asyncio.Event()
+
+    async def tab() -> int:
+        events = 0
+        async with operator.http.stream("GET", "/events/overview") as stream:
+            buffer = b""
+            async for chunk in stream.aiter_bytes():
+                buffer += chunk
+                events = buffer.count(b"event: overview")
+                if len(hub.topics.get("overview", _NO_TOPIC).subscribers) == tabs:
+                    connected.set()
+                if events >= wanted and connected.is_set():
+                    return events
+        return events
+
+    tasks = [asyncio.create_task(tab()) for _ in range(tabs)]
+    await asyncio.wait_for(connected.wait(), timeout=20)
+    topic = hub.topics["overview"]
+    counts = await asyncio.wait_for(asyncio.gather(*tasks), timeout=30)
+    assert all(count >= wanted for count in counts)
+    # Per-tab reading would have read at least tabs * wanted times.
+    assert topic.reads < tabs * wanted
+    await asyncio.sleep(1)
+    assert "overview" not in hub.topics  # no tab left: the reader stopped
+
+
+class _NoTopic:
+    subscribers: frozenset[object] = frozenset()
+
+
+_NO_TOPIC = _NoTopic()

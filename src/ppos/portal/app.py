@@ -30,10 +30,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ppos.portal import filters
 from ppos.portal.assets import find_node_modules, missing_assets, vendor_path
+from ppos.portal.live import LiveHub
 from ppos.portal.plane import PlaneLink
 from ppos.portal.sessions import SessionStore, SignInThrottle
 from ppos.portal.settings import PortalSettings
-from ppos.portal.views import auth, governance, nodes, overview, sync
+from ppos.portal.views import auth, governance, nodes, operations, overview, sync
 from ppos.portal.web import Portal
 
 log = logging.getLogger("ppos.portal")
@@ -105,15 +106,17 @@ async def vendor_file(request: Request) -> Response:
 def create_app(settings: PortalSettings, *, link: PlaneLink | None = None) -> Starlette:
     """The portal for the plane at `settings.plane_address` (or over `link`)."""
     environment = template_environment()
+    sessions = SessionStore(
+        idle_seconds=settings.idle_seconds, absolute_seconds=settings.absolute_seconds
+    )
     portal = Portal(
         settings=settings,
         link=link or PlaneLink(settings.plane_address, ca_file=settings.plane_ca_file),
-        sessions=SessionStore(
-            idle_seconds=settings.idle_seconds, absolute_seconds=settings.absolute_seconds
-        ),
+        sessions=sessions,
         throttle=SignInThrottle(limit=settings.sign_in_attempts),
         templates=Jinja2Templates(env=environment),
         environment=environment,
+        hub=LiveHub(sessions, settings.live_interval),
     )
     routes = [
         *auth.routes,
@@ -121,6 +124,7 @@ def create_app(settings: PortalSettings, *, link: PlaneLink | None = None) -> St
         *nodes.routes,
         *sync.routes,
         *governance.routes,
+        *operations.routes,
         Route("/static/vendor/{name}", vendor_file),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
@@ -145,6 +149,7 @@ class RunningPortal:
 
     async def stop(self) -> None:
         self.server.should_exit = True
+        await portal_of_app(self.app).hub.close()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(self.task, timeout=10)
         portal_of_app(self.app).link.close()

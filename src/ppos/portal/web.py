@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 import grpc
@@ -18,6 +18,9 @@ from starlette.templating import Jinja2Templates
 
 from ppos.controlplane.client import ControlPlaneError, UnauthenticatedError
 from ppos.portal.plane import PlaneLink
+
+if TYPE_CHECKING:
+    from ppos.portal.live import LiveHub
 from ppos.portal.sessions import (
     SECURE_SESSION_COOKIE,
     SESSION_COOKIE,
@@ -53,6 +56,7 @@ class Portal:
     throttle: SignInThrottle
     templates: Jinja2Templates
     environment: Environment
+    hub: LiveHub
 
     @property
     def cookie_name(self) -> str:

@@ -110,7 +110,7 @@ async def nodes_events(request: Request) -> Response:
     async def read(session: Session) -> dict[str, Any]:
         return table_context(query, await call(list_page, session.clients, query))
 
-    return live_response(request, "_nodes_table.html", "nodes", read)
+    return live_response(request, ("nodes", query), "_nodes_table.html", "nodes", read)
 
 
 def node_detail(clients: OperatorClients, node_id: str) -> dict[str, Any]:

@@ -120,7 +120,7 @@ async def _overview_context(session: Session) -> dict[str, Any]:
 
 
 async def overview_events(request: Request) -> Response:
-    return live_response(request, "_overview_panel.html", "overview", _overview_context)
+    return live_response(request, "overview", "_overview_panel.html", "overview", _overview_context)
 
 
 routes = [

@@ -45,7 +45,7 @@ async def _sync_context(session: Session) -> dict[str, Any]:
 
 
 async def sync_events(request: Request) -> Response:
-    return live_response(request, "_sync_panel.html", "sync", _sync_context)
+    return live_response(request, "sync", "_sync_panel.html", "sync", _sync_context)
 
 
 @change
