@@ -195,6 +195,9 @@ async def start_portal(
         ssl_certfile=str(tls_cert) if tls_cert else None,
         ssl_keyfile=str(tls_key) if tls_key else None,
         timeout_graceful_shutdown=2,
+        # Longer than a browser's (and httpx's) idle reuse of a connection, so a request
+        # is never sent on a connection the server is closing.
+        timeout_keep_alive=75,
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))

@@ -77,6 +77,9 @@ class Topic:
                         subscriber.queue.put_nowait(update)
                 await asyncio.sleep(self.hub.interval)
         finally:
+            # Ended by close() or a fault: every tab reconnects to a fresh reader.
+            for subscriber in list(self.subscribers):
+                self._drop(subscriber, _CUT)
             self.hub.topics.pop(self.key, None)
 
 
