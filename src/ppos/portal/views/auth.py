@@ -22,8 +22,9 @@ from ppos.controlplane.client import (
     UnauthenticatedError,
 )
 from ppos.portal.plane import call
-from ppos.portal.sessions import same_token
+from ppos.portal.sessions import Session, same_token
 from ppos.portal.web import (
+    Portal,
     change_allowed,
     form_text,
     origin_allowed,
@@ -131,7 +132,12 @@ async def sign_in(request: Request) -> Response:
     portal.throttle.succeeded(client)
     session = portal.sessions.create(operator or "operator", clients)
     log.info("portal sign-in: operator %s", session.operator)
-    response = RedirectResponse(local_target(form_text(form, "next")), status_code=303)
+    return signed_in(portal, session, local_target(form_text(form, "next")))
+
+
+def signed_in(portal: Portal, session: Session, target: str) -> Response:
+    """The redirect that hands the browser its session id (and nothing else)."""
+    response = RedirectResponse(target, status_code=303)
     response.set_cookie(
         portal.cookie_name,
         session.session_id,
@@ -154,7 +160,7 @@ async def sign_out(request: Request) -> Response:
         portal.sessions.end(session.session_id)
         log.info("portal sign-out: operator %s", session.operator)
     response = RedirectResponse("/signin", status_code=303)
-    response.delete_cookie(portal.cookie_name, path="/")
+    response.delete_cookie(portal.cookie_name, path="/", secure=portal.settings.secure_cookies)
     return response
 
 
