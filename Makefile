@@ -13,8 +13,13 @@ NODE_STAMP := node_modules/.installed-stamp
 COMPOSE_VENV := .venv-compose
 COMPOSE_STAMP := $(COMPOSE_VENV)/.installed-stamp
 K8S_VERSION ?= 1.30.0
+# The portal's browser tests drive Debian's chromium (Playwright's own browser
+# download is not used); `make setup` installs it where apt-get can.
+CHROMIUM := /usr/bin/chromium
+PORTAL_LISTEN ?= 127.0.0.1:8080
+PORTAL_PLANE ?= 127.0.0.1:50051
 
-.PHONY: setup demo test test-fast check lint gen gen-check deploy-check bench bench-smoke postgres clean
+.PHONY: setup portal demo test test-fast check lint gen gen-check deploy-check bench bench-smoke postgres clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +38,21 @@ $(COMPOSE_STAMP):
 	$(COMPOSE_VENV)/bin/pip install --quiet docker-compose==1.29.2
 	touch $@
 
-setup: $(STAMP) $(NODE_STAMP) $(COMPOSE_STAMP)
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	elif command -v sudo >/dev/null && command -v apt-get >/dev/null; then \
+	  sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	else \
+	  echo "note: install Debian's chromium ($(CHROMIUM)) to run the portal's browser tests"; \
+	fi
+
+setup: $(STAMP) $(NODE_STAMP) $(COMPOSE_STAMP) $(CHROMIUM)
+
+# The dashboard portal alone, for a plane already running (PORTAL_PLANE); operators
+# sign in in the browser with their credential.
+portal: setup
+	$(VENV)/bin/ppos-portal --listen $(PORTAL_LISTEN) --plane $(PORTAL_PLANE)
 
 postgres:
 	bash scripts/ensure-postgres.sh

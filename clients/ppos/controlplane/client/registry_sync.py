@@ -106,15 +106,21 @@ class RegistrySyncClient:
                     merged.last_sync_sequence = merged.jobs[-1].sync_sequence
                 return merged
 
+    def list_quarantine_page(
+        self, *, region: str = "", page_size: int = 0, page_token: str = ""
+    ) -> pb.ListQuarantinedRecordsResponse:
+        """One page of quarantined records (a browser pages through them)."""
+        request = pb.ListQuarantinedRecordsRequest(
+            region=region, page_size=page_size, page_token=page_token
+        )
+        return self._conn.unary(
+            self._stub.ListQuarantinedRecords, request, name="ListQuarantinedRecords"
+        )
+
     def list_quarantine(
         self, *, region: str = "", page_size: int = 0, limit: int = 0
     ) -> pb.ListQuarantinedRecordsResponse:
         def fetch(token: str) -> pb.ListQuarantinedRecordsResponse:
-            request = pb.ListQuarantinedRecordsRequest(
-                region=region, page_size=page_size, page_token=token
-            )
-            return self._conn.unary(
-                self._stub.ListQuarantinedRecords, request, name="ListQuarantinedRecords"
-            )
+            return self.list_quarantine_page(region=region, page_size=page_size, page_token=token)
 
         return collect(fetch, "records", limit)

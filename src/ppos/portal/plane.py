@@ -1,0 +1,79 @@
+"""The portal's way to the control plane: one gRPC channel, the client library's calls.
+
+Every signed-in operator gets their own set of service clients over the one shared
+channel, each carrying that operator's credential (in a `Token`, whose repr never
+shows it). The client library is synchronous; the pages run its calls on worker
+threads (`call`) so the event loop keeps serving.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import grpc
+from starlette.concurrency import run_in_threadpool
+
+from ppos.controlplane.client import (
+    ClientConfig,
+    Connection,
+    GovernanceClient,
+    NodeRegistryClient,
+    RegistrySyncClient,
+    Token,
+)
+from ppos.controlplane.client.connection import CHANNEL_OPTIONS
+
+T = TypeVar("T")
+CALL_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class OperatorClients:
+    """The services, as one operator (never closed: the channel is the link's)."""
+
+    nodes: NodeRegistryClient
+    governance: GovernanceClient
+    sync: RegistrySyncClient
+
+
+class PlaneLink:
+    """One channel to the plane at `address` (TLS when `ca_file` is given)."""
+
+    def __init__(self, address: str, *, ca_file: Path | None = None) -> None:
+        self.address = address
+        self.ca_file = ca_file
+        options = (
+            *(option for option in CHANNEL_OPTIONS if option[0] != "grpc.primary_user_agent"),
+            ("grpc.primary_user_agent", "ppos-portal"),
+        )
+        if ca_file is not None:
+            credentials = grpc.ssl_channel_credentials(ca_file.read_bytes())
+            self.channel = grpc.secure_channel(address, credentials, options)
+        else:
+            self.channel = grpc.insecure_channel(address, options)
+
+    def clients_for(self, credential: str, operator: str = "") -> OperatorClients:
+        config = ClientConfig(
+            address=self.address,
+            token=Token(credential, "portal sign-in"),
+            timeout=CALL_TIMEOUT,
+            operator=operator,
+            ca_file=self.ca_file,
+        )
+        connection = Connection(config, channel=self.channel)
+        return OperatorClients(
+            nodes=NodeRegistryClient(connection),
+            governance=GovernanceClient(connection),
+            sync=RegistrySyncClient(connection),
+        )
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+async def call(function: Callable[..., T], /, *args: object, **kwargs: object) -> T:
+    """Run one blocking client call on a worker thread."""
+    return await run_in_threadpool(function, *args, **kwargs)

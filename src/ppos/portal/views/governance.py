@@ -1,0 +1,105 @@
+"""Governance: tenants, queues (resize, pause, drain, resume), routes, policies, audit."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from ppos.portal.plane import OperatorClients, call
+from ppos.portal.sessions import Session
+from ppos.portal.web import change, form_text, page, render
+
+LIST_LIMIT = 200
+AUDIT_PAGE = 100
+QUEUE_ACTIONS = ("resize", "pause", "drain", "resume")
+
+
+def governance_lists(clients: OperatorClients) -> dict[str, Any]:
+    governance = clients.governance
+    return {
+        "tenants": list(governance.list_tenants(limit=LIST_LIMIT).tenants),
+        "queues": list(governance.list_queues(limit=LIST_LIMIT).queues),
+        "routes": list(governance.list_routes(limit=LIST_LIMIT).routes),
+        "policies": list(governance.list_policies(limit=LIST_LIMIT).policies),
+        "limit": LIST_LIMIT,
+    }
+
+
+@page
+async def governance_page(request: Request, session: Session) -> Response:
+    context = await call(governance_lists, session.clients)
+    context["message"] = request.query_params.get("done", "")[:100]
+    return render(request, "governance.html", context, session=session)
+
+
+def queue_action(clients: OperatorClients, action: str, form: FormData) -> str:
+    tenant_id, queue_id = form_text(form, "tenant_id"), form_text(form, "queue_id")
+    reason = form_text(form, "reason", limit=500)
+    version = form_text(form, "resource_version", limit=100)
+    governance = clients.governance
+    if action == "resize":
+        capacity = form_text(form, "capacity", limit=10)
+        governance.resize_queue(
+            tenant_id,
+            queue_id,
+            int(capacity) if capacity.isdigit() else -1,  # the plane names a bad value
+            reason=reason,
+            expected_resource_version=version,
+        )
+    elif action == "pause":
+        governance.pause_queue(
+            tenant_id, queue_id, reason=reason, expected_resource_version=version
+        )
+    elif action == "drain":
+        governance.drain_queue(
+            tenant_id, queue_id, reason=reason, expected_resource_version=version
+        )
+    else:
+        governance.resume_queue(tenant_id, queue_id, expected_resource_version=version)
+    return f"Queue {tenant_id}/{queue_id}: {action} done"
+
+
+@change
+async def queue_change(request: Request, session: Session, form: FormData) -> Response:
+    action = request.path_params["action"]
+    if action not in QUEUE_ACTIONS:
+        return Response("no such action", status_code=404)
+    message = await call(queue_action, session.clients, action, form)
+    return RedirectResponse("/governance?" + urlencode({"done": message}), status_code=303)
+
+
+@page
+async def audit_page(request: Request, session: Session) -> Response:
+    after = request.query_params.get("after", "0")
+    kind = request.query_params.get("kind", "")[:64]
+    resource = request.query_params.get("resource", "")[:256]
+    reply = await call(
+        session.clients.governance.list_audit,
+        after_audit_id=int(after) if after.isdigit() else 0,
+        resource_kind=kind,
+        resource_id=resource,
+        page_size=AUDIT_PAGE,
+        limit=AUDIT_PAGE,
+    )
+    entries = list(reply.entries)
+    more = ""
+    if reply.has_more and entries:
+        more = urlencode({"after": entries[-1].audit_id, "kind": kind, "resource": resource})
+    return render(
+        request,
+        "audit.html",
+        {"entries": entries, "kind": kind, "resource": resource, "more": more},
+        session=session,
+    )
+
+
+routes = [
+    Route("/governance", governance_page),
+    Route("/governance/queues/{action}", queue_change, methods=["POST"]),
+    Route("/audit", audit_page),
+]
