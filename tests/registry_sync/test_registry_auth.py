@@ -13,7 +13,7 @@ from ppos.controlplane.registrysync.v1 import registry_sync_service_pb2 as pb
 from ppos.controlplane.registrysync.v1 import registry_sync_service_pb2_grpc as pb_grpc
 from ppos.controlplane.security.keys import KeyRing
 from ppos.controlplane.security.peers import registry_audience
-from ppos.controlplane.security.tokens import TokenMinter
+from ppos.controlplane.security.tokens import TokenMinter, request_sha256
 from ppos.preflight.v1 import registry_service_pb2 as registry_pb
 from ppos.preflight.v1 import registry_service_pb2_grpc as registry_grpc
 from tests.registry_sync.conftest import WorldFactory
@@ -33,13 +33,19 @@ async def test_registry_refuses_anything_but_a_preflight_jwt_for_it(
         KeyRing.from_directory(tmp_path / "other-keys"), issuer="ppos-control-plane"
     )
 
-    def token(audience: str = registry_audience(REGION), method: str = LIST, by=minter) -> str:  # type: ignore[no-untyped-def]
+    empty = registry_pb.ListJobChangesRequest()
+    two = registry_pb.ListJobChangesRequest(page_size=2)
+
+    def token(  # type: ignore[no-untyped-def]
+        audience: str = registry_audience(REGION), method: str = LIST, by=minter, bound=empty
+    ) -> str:
         return str(
             by.mint_preflight(
                 subject="ppos.controlplane.registrysync",
                 audience=audience,
                 method=method,
                 request_id="req_test",
+                request_sha256=request_sha256(bound.SerializeToString()) if bound else "",
             )
         )
 
@@ -52,6 +58,8 @@ async def test_registry_refuses_anything_but_a_preflight_jwt_for_it(
         "another method": (("authorization", f"Bearer {token(method=INFO)}"),),
         "a key the plane does not publish": (("authorization", f"Bearer {token(by=foreign)}"),),
         "not a bearer token": (("authorization", f"Basic {token()}"),),
+        "a token minted for another request": (("authorization", f"Bearer {token(bound=two)}"),),
+        "a token bound to no request": (("authorization", f"Bearer {token(bound=None)}"),),
         "two credentials": (
             ("authorization", f"Bearer {token()}"),
             ("authorization", f"Bearer {token()}"),
@@ -60,15 +68,12 @@ async def test_registry_refuses_anything_but_a_preflight_jwt_for_it(
     async with grpc.aio.insecure_channel(f"127.0.0.1:{w.sims[REGION].port}") as channel:
         stub = registry_grpc.PreflightRegistryServiceStub(channel)
         for what, metadata in refused.items():
-            error = await call_error(
-                stub.ListJobChanges(registry_pb.ListJobChangesRequest(), metadata=metadata)
-            )
+            error = await call_error(stub.ListJobChanges(empty, metadata=metadata))
             assert error.code() == grpc.StatusCode.UNAUTHENTICATED, what
             assert canary_token not in (error.details() or "")
         served_before = w.sims[REGION].registry.calls.get("ListJobChanges", 0)
         reply = await stub.ListJobChanges(
-            registry_pb.ListJobChangesRequest(page_size=2),
-            metadata=(("authorization", f"Bearer {token()}"),),
+            two, metadata=(("authorization", f"Bearer {token(bound=two)}"),)
         )
         assert len(reply.records) == 2
     # The refused calls never reached the registry's handler.

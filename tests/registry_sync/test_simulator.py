@@ -9,6 +9,7 @@ import grpc
 import pytest
 
 from ppos.controlplane.security.keys import KeyRing
+from ppos.controlplane.security.outbound import open_channel
 from ppos.controlplane.security.peers import registry_audience
 from ppos.controlplane.security.tokens import TokenMinter
 from ppos.preflight.v1 import registry_service_pb2 as pb
@@ -21,20 +22,17 @@ SERVICE = "/ppos.preflight.v1.PreflightRegistryService"
 
 
 class Caller:
-    """Calls the simulator the way the sync does: a fresh token per call."""
+    """Calls the simulator the way the sync does: through an outbound channel that
+    mints a fresh PREFLIGHT_JWT per call, bound to its request."""
 
-    def __init__(self, minter: TokenMinter, channel: grpc.aio.Channel) -> None:
-        self._minter = minter
-        self.stub = pb_grpc.PreflightRegistryServiceStub(channel)
-
-    def md(self, method: str) -> tuple[tuple[str, str], ...]:
-        token = self._minter.mint_preflight(
-            subject="ppos.controlplane.registrysync",
+    def __init__(self, minter: TokenMinter, address: str) -> None:
+        self.channel = open_channel(
+            address,
+            minter,
             audience=registry_audience(REGION),
-            method=f"{SERVICE}/{method}",
-            request_id="req_sim_test",
+            subject="ppos.controlplane.registrysync",
         )
-        return (("authorization", f"Bearer {token}"),)
+        self.stub = pb_grpc.PreflightRegistryServiceStub(self.channel)
 
 
 @pytest.fixture
@@ -45,17 +43,16 @@ async def sim(tmp_path: Path) -> AsyncIterator[tuple[RunningSimulator, Caller]]:
     running = await start_simulator(
         REGION, jwks, records=[ODD_SAMPLES], synthetic=40, synthetic_size=3000
     )
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
-        yield running, Caller(minter, channel)
+    caller = Caller(minter, f"127.0.0.1:{running.port}")
+    yield running, caller
+    await caller.channel.close()
     await running.stop(0)
 
 
 async def test_info_pages_and_stream_agree(sim: tuple[RunningSimulator, Caller]) -> None:
     running, caller = sim
     feed = running.registry.feed
-    info = await caller.stub.GetRegistryInfo(
-        pb.GetRegistryInfoRequest(), metadata=caller.md("GetRegistryInfo")
-    )
+    info = await caller.stub.GetRegistryInfo(pb.GetRegistryInfoRequest())
     assert (info.region, info.total_changes, info.head_cursor) == (
         REGION,
         len(feed),
@@ -66,7 +63,6 @@ async def test_info_pages_and_stream_agree(sim: tuple[RunningSimulator, Caller])
     while True:
         page = await caller.stub.ListJobChanges(
             pb.ListJobChangesRequest(after_cursor=cursor, page_size=7, max_page_bytes=10_000),
-            metadata=caller.md("ListJobChanges"),
         )
         assert 1 <= len(page.records) <= 7
         # The byte limit is soft: a page stops once it would pass it, with one record at least.
@@ -79,9 +75,7 @@ async def test_info_pages_and_stream_agree(sim: tuple[RunningSimulator, Caller])
             break
     assert cursor == feed.head_cursor
     streamed = []
-    async for page in caller.stub.StreamJobChanges(
-        pb.StreamJobChangesRequest(page_size=9), metadata=caller.md("StreamJobChanges")
-    ):
+    async for page in caller.stub.StreamJobChanges(pb.StreamJobChangesRequest(page_size=9)):
         streamed.extend(page.records)
     assert paged == streamed == [feed.record(p) for p in range(1, len(feed) + 1)]
     assert [r.cursor for r in paged] == [feed.cursor(p) for p in range(1, len(feed) + 1)]
@@ -91,16 +85,10 @@ async def test_cursors_from_elsewhere_are_refused(sim: tuple[RunningSimulator, C
     running, caller = sim
     for cursor in ("nonsense", "0badfeed.0000000001", running.registry.feed.cursor(999)):
         error = await call_error(
-            caller.stub.ListJobChanges(
-                pb.ListJobChangesRequest(after_cursor=cursor), metadata=caller.md("ListJobChanges")
-            )
+            caller.stub.ListJobChanges(pb.ListJobChangesRequest(after_cursor=cursor))
         )
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, cursor
-    error = await call_error(
-        caller.stub.ListJobChanges(
-            pb.ListJobChangesRequest(page_size=-1), metadata=caller.md("ListJobChanges")
-        )
-    )
+    error = await call_error(caller.stub.ListJobChanges(pb.ListJobChangesRequest(page_size=-1)))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
 from ppos.controlplane.security.keys import KeyRing
-from ppos.controlplane.security.tokens import TokenMinter
+from ppos.controlplane.security.tokens import TokenMinter, request_sha256
 from ppos.preflight.v1 import registry_service_pb2 as pb
 from ppos.preflight.v1 import registry_service_pb2_grpc as pb_grpc
 from ppos.preflightsim.auth import registry_audience
@@ -36,6 +36,7 @@ from tests.registry_sync.harness import ODD_SAMPLES, call_error, start_simulator
 ISSUER = "ppos-control-plane"
 AUDIENCE = registry_audience("eu-west-1")
 METHOD = "/ppos.preflight.v1.PreflightRegistryService/ListJobChanges"
+ONE = pb.ListJobChangesRequest(page_size=1)
 
 
 class Key:
@@ -217,19 +218,16 @@ async def test_the_simulator_picks_up_a_rotation_over_grpc(tmp_path: Path) -> No
             audience=AUDIENCE,
             method=METHOD,
             request_id="req_rotated",
+            request_sha256=request_sha256(ONE.SerializeToString()),
         )
         metadata = (("authorization", f"Bearer {token}"),)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
             stub = pb_grpc.PreflightRegistryServiceStub(channel)
-            error = await call_error(
-                stub.ListJobChanges(pb.ListJobChangesRequest(page_size=1), metadata=metadata)
-            )
+            error = await call_error(stub.ListJobChanges(ONE, metadata=metadata))
             assert error.code() == grpc.StatusCode.UNAUTHENTICATED
             assert error.details() == "PREFLIGHT_JWT rejected: signing key not known"
             rotated.write_jwks(jwks)  # the control plane publishes its new key
-            reply = await stub.ListJobChanges(
-                pb.ListJobChangesRequest(page_size=1), metadata=metadata
-            )
+            reply = await stub.ListJobChanges(ONE, metadata=metadata)
             assert len(reply.records) == 1
     finally:
         await running.stop(0)

@@ -4,7 +4,8 @@ The registry's audience is `ppos.preflight.v1.PreflightRegistryService/<region>`
 the gateway's `ppos.preflight.v1.PreflightGatewayService/<region>`: names of
 the contract, not of the control plane. Anything but a valid token minted for
 this audience and this method is refused with UNAUTHENTICATED before the
-handler runs. Every call's metadata can be recorded (to prove what the control
+handler runs; so is a token minted for another request, or a command's token
+presented twice (see binding.py). Every call's metadata can be recorded (to prove what the control
 plane sends, e.g. never its control token).
 """
 
@@ -20,7 +21,8 @@ from typing import Any, TypeVar
 import grpc
 
 from ppos.preflight.v1 import gateway_service_pb2, registry_service_pb2
-from ppos.preflightsim.preflight_jwt import PreflightJwtVerifier, TokenRefused
+from ppos.preflightsim.binding import SpentTokens, bound_handler
+from ppos.preflightsim.preflight_jwt import PreflightClaims, PreflightJwtVerifier, TokenRefused
 from ppos.preflightsim.replies import refusing_handler, unauthenticated
 
 _Req = TypeVar("_Req")
@@ -28,6 +30,8 @@ _Resp = TypeVar("_Resp")
 OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 REGISTRY_SERVICE = registry_service_pb2.DESCRIPTOR.services_by_name["PreflightRegistryService"]
 GATEWAY_SERVICE = gateway_service_pb2.DESCRIPTOR.services_by_name["PreflightGatewayService"]
+# Gateway methods that change something: their tokens are spent on first use.
+COMMANDS = frozenset(m.name for m in GATEWAY_SERVICE.methods) - {"GetCommandOutcome"}
 
 
 def registry_audience(region: str) -> str:
@@ -70,6 +74,7 @@ class RequirePreflightJwt(grpc.aio.ServerInterceptor):
         self._verifier = verifier
         self._audience = audience
         self._log = metadata_log or MetadataLog(None)
+        self._spent = SpentTokens()
 
     async def intercept_service(
         self,
@@ -84,26 +89,27 @@ class RequirePreflightJwt(grpc.aio.ServerInterceptor):
             return handler
         metadata = handler_call_details.invocation_metadata
         self._log.record(method, metadata)
-        problem = await self._problem(metadata, method)
-        if problem is None:
-            return handler
+        claims, problem = await self._verified(metadata, method)
+        if claims is not None:
+            spent = self._spent if method.rsplit("/", 1)[-1] in COMMANDS else None
+            return bound_handler(handler, claims, spent)
         status = unauthenticated(problem, reason="PREFLIGHT_JWT_REQUIRED").to_grpc_status()
         return refusing_handler(handler, status)
 
-    async def _problem(self, metadata: Any, method: str) -> str | None:
-        """Why the call is refused, or None."""
+    async def _verified(self, metadata: Any, method: str) -> tuple[PreflightClaims | None, str]:
+        """The token's claims, or why the call is refused."""
         values = [v for k, v in metadata or () if k == "authorization"]
         if len(values) != 1 or not str(values[0]).startswith("Bearer "):
-            return "PREFLIGHT_JWT required: authorization: Bearer <token>"
+            return None, "PREFLIGHT_JWT required: authorization: Bearer <token>"
         token = str(values[0])[len("Bearer ") :]
         try:
             if self._verifier.knows_key_of(token):
                 # Signature checks are CPU-bound but short (tens of microseconds).
-                self._verifier.verify(token, audience=self._audience, method=method)
+                claims = self._verifier.verify(token, audience=self._audience, method=method)
             else:  # a kid not loaded yet: the JWKS is read again, off the event loop
-                await asyncio.to_thread(
+                claims = await asyncio.to_thread(
                     self._verifier.verify, token, audience=self._audience, method=method
                 )
         except TokenRefused as exc:
-            return f"PREFLIGHT_JWT rejected: {exc.detail}"
-        return None
+            return None, f"PREFLIGHT_JWT rejected: {exc.detail}"
+        return claims, ""

@@ -87,6 +87,7 @@ class RunningSimulator:
     registry: registry.RegistrySimulator
     port: int
     proxy: FaultProxy | None = None
+    gateway: gateway.SimulatedGateway | None = None
 
     async def stop(self, grace: float = 2.0) -> None:
         await self.health.enter_graceful_shutdown()
@@ -112,7 +113,7 @@ async def start(args: argparse.Namespace) -> RunningSimulator:
     except (RecordFileError, FaultConfigError, OSError) as exc:
         raise StartError(str(exc)) from None
     server.add_generic_rpc_handlers((simulator.handler(),))
-    gateway.register(server, args)
+    gateway_simulator = gateway.register(server, args)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -143,7 +144,7 @@ async def start(args: argparse.Namespace) -> RunningSimulator:
         await server.stop(0)
         raise StartError(f"cannot listen on {args.listen}")
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    return RunningSimulator(server, health_servicer, simulator, port, proxy)
+    return RunningSimulator(server, health_servicer, simulator, port, proxy, gateway_simulator)
 
 
 async def serve(args: argparse.Namespace) -> int:

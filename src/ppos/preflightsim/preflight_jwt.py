@@ -43,6 +43,8 @@ class PreflightClaims:
     issued_at: int
     expires_at: int
     acting_for: str
+    # `rqh`: SHA-256 of the serialized request the token was minted for (base64url).
+    request_sha256: str = ""
 
 
 # PyJWT's exceptions, most specific first, to the reasons this verifier gives.
@@ -132,6 +134,9 @@ class PreflightJwtVerifier:
             raise TokenRefused("wrong_method", "token is bound to another method")
         act = claims.get("act")
         acting_for = act.get("sub", "") if isinstance(act, dict) else ""
+        rqh = claims.get("rqh", "")
+        if not isinstance(rqh, str):
+            raise TokenRefused("malformed", "rqh must be a string")
         return PreflightClaims(
             subject=str(claims["sub"]),
             audience=audience,
@@ -141,6 +146,7 @@ class PreflightJwtVerifier:
             issued_at=iat,
             expires_at=exp,
             acting_for=str(acting_for),
+            request_sha256=rqh,
         )
 
 
