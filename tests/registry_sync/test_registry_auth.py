@@ -92,6 +92,7 @@ async def test_sync_calls_carry_only_a_fresh_preflight_jwt(
     sweep = await w.sweep()
     assert sweep.state == pb.SWEEP_STATE_SUCCEEDED
     assert sweep.pages >= 4
+    assert log.stat().st_mode & 0o777 == 0o600  # it holds live tokens
     calls = [json.loads(line) for line in log.read_text().splitlines()]
     assert {c["method"] for c in calls} == {INFO, LIST}
     jtis = set()

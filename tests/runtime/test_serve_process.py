@@ -186,3 +186,23 @@ def test_a_taken_port_is_refused_with_exit_2(tmp_path: Path, canary_token: str) 
     assert result.returncode == EXIT_CONFIG, (result.stdout, result.stderr)
     assert f"cannot start: cannot listen on 127.0.0.1:{port}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_files_are_private_whichever_command_creates_them(
+    tmp_path: Path, canary_token: str
+) -> None:
+    data = tmp_path / "fresh" / "data"
+    token = tmp_path / "secrets" / "token"
+    assert run_cli("token", "generate", "--out", str(token)).returncode == 0
+    result = run_cli(
+        "migrate",
+        env={"PPOS_CONTROL_TOKEN_FILE": str(token), "PPOS_DATA_DIR": str(data)},
+    )
+    assert result.returncode == 0, result.stderr
+    modes = {
+        path.name: path.stat().st_mode & 0o777
+        for path in (token.parent, token, data, data / "control-plane.db")
+    }
+    assert modes == {"secrets": 0o700, "token": 0o600, "data": 0o700, "control-plane.db": 0o600}
+    for sidecar in data.glob("control-plane.db-*"):  # SQLite's -wal and -shm
+        assert sidecar.stat().st_mode & 0o077 == 0, sidecar

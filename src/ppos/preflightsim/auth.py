@@ -22,6 +22,7 @@ import grpc
 
 from ppos.preflight.v1 import gateway_service_pb2, registry_service_pb2
 from ppos.preflightsim.binding import SpentTokens, bound_handler
+from ppos.preflightsim.logs import private_opener
 from ppos.preflightsim.preflight_jwt import PreflightClaims, PreflightJwtVerifier, TokenRefused
 from ppos.preflightsim.replies import refusing_handler, unauthenticated
 
@@ -58,7 +59,7 @@ class MetadataLog:
                 [k, v if isinstance(v, str) else v.decode("latin-1")] for k, v in metadata or ()
             ],
         }
-        with self._lock, self._path.open("a") as handle:
+        with self._lock, open(self._path, "a", opener=private_opener) as handle:
             handle.write(json.dumps(entry) + "\n")
 
 

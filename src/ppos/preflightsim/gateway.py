@@ -38,6 +38,7 @@ from google.protobuf.message import Message
 
 from ppos.preflight.v1 import gateway_service_pb2 as pb
 from ppos.preflight.v1 import gateway_service_pb2_grpc as pb_grpc
+from ppos.preflightsim.logs import private_opener
 
 SERVICE_NAME = "ppos.preflight.v1.PreflightGatewayService"
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -304,7 +305,9 @@ class SimulatedGateway(pb_grpc.PreflightGatewayServiceServicer):
         self.calls.append(call)
         if self._record_path is not None:
             line = json.dumps(asdict(call), sort_keys=True) + "\n"
-            with self._file_lock, self._record_path.open("a") as handle:
+            # One short line to a local file, as before with Path.open (a test double).
+            record = open(self._record_path, "a", opener=private_opener)  # noqa: ASYNC230, SIM115
+            with self._file_lock, record as handle:
                 handle.write(line)
         await self._notify()
 

@@ -9,6 +9,7 @@ what it logs is faults, feeds and start-up.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Any, TextIO
 
@@ -42,3 +43,9 @@ def configure_logging(level: str = "info", stream: TextIO | None = None) -> None
 
 def get_logger(name: str) -> Any:
     return structlog.get_logger(name)
+
+
+def private_opener(path: str, flags: int) -> int:
+    """`open(..., opener=private_opener)`: a file it creates is readable by its owner
+    only (call logs hold live tokens and commands)."""
+    return os.open(path, flags, 0o600)

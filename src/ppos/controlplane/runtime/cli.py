@@ -148,7 +148,7 @@ def _keys(settings: Settings, action: str) -> int:
 def _token(out: Path) -> int:
     from ppos.controlplane.security.control_token import generate_control_token
 
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
         fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:

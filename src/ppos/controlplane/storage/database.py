@@ -67,6 +67,17 @@ class RetryPolicy:
         return ceiling * (0.5 + rng.random() / 2)
 
 
+def create_private_file(path: Path) -> None:
+    """Create the SQLite file (and a missing directory) readable by its owner only,
+    before SQLite would create it with the umask's 0644. Its -wal and -shm files
+    take the database file's permissions."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        return
+
+
 def _sqlite_engine(url: str, *, writer: bool, pool_size: int, busy_timeout_ms: int) -> Engine:
     engine = create_engine(
         url,
@@ -116,7 +127,7 @@ class Database:
         if self.dialect == "sqlite":
             database = self.url.database
             if database and database != ":memory:":
-                Path(database).parent.mkdir(parents=True, exist_ok=True)
+                create_private_file(Path(database))
             busy = sqlite_busy_timeout_ms
             self.write_engine = _sqlite_engine(
                 url, writer=True, pool_size=size, busy_timeout_ms=busy
