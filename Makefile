@@ -1,5 +1,6 @@
 # Two commands do all the set-up on a fresh machine:
-#   make demo   - the control plane serving on embedded SQLite, with a simulated region
+#   make demo   - the whole control plane moving on embedded SQLite: three simulated
+#                 regions, a fleet of node agents, governance acting (port 50051)
 #   make test   - every test, on SQLite and PostgreSQL
 # Everything else here is what those two (and .ci/run) are made of.
 
@@ -13,6 +14,9 @@ NODE_STAMP := node_modules/.installed-stamp
 COMPOSE_VENV := .venv-compose
 COMPOSE_STAMP := $(COMPOSE_VENV)/.installed-stamp
 K8S_VERSION ?= 1.30.0
+# Where `make demo` serves and keeps its state (the operator guide's test moves both).
+DEMO_PORT ?= 50051
+DEMO_DIR ?= .demo
 
 .PHONY: setup demo test test-fast check lint gen gen-check deploy-check bench bench-smoke postgres clean
 
@@ -38,8 +42,9 @@ setup: $(STAMP) $(NODE_STAMP) $(COMPOSE_STAMP)
 postgres:
 	bash scripts/ensure-postgres.sh
 
-demo: setup
-	$(PY) scripts/demo.py
+# Only what the demo and the operator guide use: not the compose validator's venv.
+demo: $(STAMP) $(NODE_STAMP)
+	$(PY) scripts/demo.py --port $(DEMO_PORT) --dir $(DEMO_DIR)
 
 test: setup postgres
 	$(PY) -m pytest
