@@ -250,3 +250,25 @@ async def test_stopped_fleet_turns_not_ready_then_lost(
                 within=20,
                 every=0.2,
             )
+
+
+async def test_not_ready_file_reports_readiness_and_reason(
+    agent_plane: PlaneHandle, tmp_path: Path
+) -> None:
+    flag = tmp_path / "not-ready"
+    flag.write_text("DiskPressure\n")
+    with operator(agent_plane) as cp:
+        running = AgentThread(cp, options(not_ready_file=flag), IdentityStore(None))
+        try:
+            node = await node_of(cp, running)
+            node = await until_node(cp, node.node_id, node_pb2.READINESS_NOT_READY)
+            await eventually(
+                lambda: asyncio.to_thread(cp.nodes.get_node, node.node_id),
+                lambda n: n.status.readiness_reason == "DiskPressure",
+                within=20,
+                every=0.1,
+            )
+            flag.unlink()
+            await until_node(cp, node.node_id, READY)
+        finally:
+            assert await running.stop() == 0

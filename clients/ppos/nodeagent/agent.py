@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeAlias
 
 from ppos.controlplane.client import (
     AbortedError,
@@ -65,12 +66,15 @@ def _seconds(value: object) -> float:
     return float(getattr(value, "seconds", 0)) + float(getattr(value, "nanos", 0)) / 1e9
 
 
-def _readiness_name(value: int) -> str:
-    return node_pb2.Readiness.Name(value).removeprefix("READINESS_")  # type: ignore[arg-type]
+CommandState: TypeAlias = node_pb2.NodeCommandState.ValueType
 
 
-def _state_name(value: int) -> str:
-    return node_pb2.NodeCommandState.Name(value).removeprefix("NODE_COMMAND_STATE_")  # type: ignore[arg-type]
+def _readiness_name(value: node_pb2.Readiness.ValueType) -> str:
+    return node_pb2.Readiness.Name(value).removeprefix("READINESS_")
+
+
+def _state_name(value: CommandState) -> str:
+    return node_pb2.NodeCommandState.Name(value).removeprefix("NODE_COMMAND_STATE_")
 
 
 class NodeAgent:
@@ -97,7 +101,8 @@ class NodeAgent:
         self.readiness = ""
         self.interval = options.heartbeat_interval or DEFAULT_INTERVAL
         self.work: Reimage | None = None
-        self.pending_report: tuple[str, int, str] | None = None
+        self.pending_report: tuple[str, CommandState, str] | None = None
+        self._next_heartbeat = 0.0  # monotonic time of the next heartbeat
         self.handled: set[str] = set()
         self.failures = 0  # consecutive ticks that could not reach the control plane
         self.renewals = 0
@@ -202,8 +207,6 @@ class NodeAgent:
         if self._renewal_due():
             self._renew()
 
-    _next_heartbeat = 0.0
-
     def _heartbeat(self) -> None:
         ready, reason = self._readiness()
         try:
@@ -286,7 +289,7 @@ class NodeAgent:
         command_id, state, message = self.pending_report
         work = self.work
         try:
-            self.client.report_command(command_id, state, message)  # type: ignore[arg-type]
+            self.client.report_command(command_id, state, message)
         except FailedPreconditionError as exc:
             self.say(f"re-image {command_id} ended meanwhile: {exc}")
         else:
