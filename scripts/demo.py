@@ -238,7 +238,10 @@ def story(demo: Demo, seconds: float) -> None:
 
 
 def where(demo: Demo, regions: dict[str, int]) -> None:
-    home = os.path.relpath(demo.home, Path.cwd())
+    # Relative to where the operator stands when the demo lives there (make demo: .demo).
+    home = str(demo.home)
+    if demo.home.is_relative_to(Path.cwd()):
+        home = str(demo.home.relative_to(Path.cwd()))
     say("\nEverything is running:")
     say(f"  control plane      {demo.address} (SQLite in {home}/data, token {home}/control-token)")
     for region, port in regions.items():
@@ -261,8 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not port_free(args.port):
         print(
-            f"demo: port {args.port} is taken (another demo or control plane?). Stop it, or "
-            f"run on another port: python scripts/demo.py --port N",
+            f"demo: port {args.port} is taken (another demo or control plane?). Stop it, "
+            f"or use another port: make demo DEMO_PORT=N",
             file=sys.stderr,
         )
         return EXIT_PORT_TAKEN
