@@ -1,5 +1,6 @@
 # Two commands do all the set-up on a fresh machine:
-#   make demo   - the control plane serving on embedded SQLite, with a simulated region
+#   make demo   - the whole control plane moving on embedded SQLite: three simulated
+#                 regions, a fleet of node agents, governance acting (port 50051)
 #   make test   - every test, on SQLite and PostgreSQL
 # Everything else here is what those two (and .ci/run) are made of.
 
@@ -18,6 +19,9 @@ K8S_VERSION ?= 1.30.0
 CHROMIUM := /usr/bin/chromium
 PORTAL_LISTEN ?= 127.0.0.1:8080
 PORTAL_PLANE ?= 127.0.0.1:50051
+# Where `make demo` serves and keeps its state (the operator guide's test moves both).
+DEMO_PORT ?= 50051
+DEMO_DIR ?= .demo
 
 .PHONY: setup portal demo test test-fast check lint gen gen-check deploy-check bench bench-smoke postgres clean
 
@@ -57,8 +61,9 @@ portal: setup
 postgres:
 	bash scripts/ensure-postgres.sh
 
-demo: setup
-	$(PY) scripts/demo.py
+# Only what the demo and the operator guide use: not the compose validator's venv.
+demo: $(STAMP) $(NODE_STAMP)
+	$(PY) scripts/demo.py --port $(DEMO_PORT) --dir $(DEMO_DIR)
 
 test: setup postgres
 	$(PY) -m pytest

@@ -1,24 +1,27 @@
-"""`make demo`: the control plane on embedded SQLite syncing simulated regions.
+"""`make demo`: the whole control plane moving, on embedded SQLite, within a minute.
 
-Everything lives in `.demo/` (delete it to start over):
+1. checks that its port (50051, `--port`) is free, and refuses to start if not;
+2. makes a control token (`.demo/control-token`, 0600, kept between runs) and
+   a fresh database and signing keys in `.demo/data`;
+3. starts the control plane with three regions (eu-west-1, us-east-1,
+   ap-south-1), each a simulated registry and gateway (`ppos-preflight-sim`),
+   and short node-health settings so changes show within seconds;
+4. seeds partners, tenants with queues, routes and the four governance
+   policies (runtime failure -> re-image + retry, degraded -> lower queue
+   capacity, partial -> request the remainder, findings -> review);
+5. starts a fleet of simulated nodes (`ppos-node-agent`) in every region;
+6. starts the registries, which produce their jobs over time (a runtime
+   failure that re-images its node and comes back as revision 2, findings,
+   degraded and partial jobs; ap-south-1 also corrupts a few on purpose);
+7. stops part of the us-east-1 fleet, whose nodes go NOT_READY then LOST;
+8. prints what moved every few seconds, then serves until Ctrl-C.
 
-1. a control token in `.demo/control-token` (mode 0600), made once;
-2. the plane's signing keys and public `jwks.json`, which the simulated
-   registries use to verify every call's PREFLIGHT_JWT;
-3. sample records: the committed odd engine outputs plus a deterministic
-   realistic set (200 bytes to 2 MB) per region;
-4. `ppos-preflight-sim` for eu-west-1 and us-east-1, and for ap-south-1 one
-   that corrupts a few records on purpose; then `ppos-control-plane serve`
-   syncing all three;
-5. a sweep, the sync status, and how to call the plane with grpcurl.
-
-It keeps serving until Ctrl-C, then stops everything cleanly. The token is
-read from its file and never printed.
+The token is read from its file and never printed.
 """
 
 from __future__ import annotations
 
-import asyncio
+import argparse
 import contextlib
 import os
 import shutil
@@ -30,38 +33,35 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from rich.console import Console
-from rich.table import Table
+import demo_world as world
 
-from ppos.controlplane.registrysync.v1 import registry_sync_service_pb2 as pb
-from ppos.controlplane.registrysync.v1 import registry_sync_service_pb2_grpc as pb_grpc
+from ppos.controlplane.client import ControlPlane, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
-DEMO = ROOT / ".demo"
-DATA = DEMO / "data"
-LOGS = DEMO / "logs"
-TOKEN_FILE = DEMO / "control-token"
 BIN = Path(sys.executable).parent
-ODD_SAMPLES = ROOT / "src/ppos/preflightsim/samples/odd.jsonl"
-REGIONS = {"eu-west-1": 1, "us-east-1": 2}  # region -> sample seed
-PREFERRED_PORT = 50051
-Metadata = tuple[tuple[str, str], ...]
-AUTH = "authorization: Bearer ${PPOS_CONTROL_TOKEN}"
-console = Console(width=max(110, shutil.get_terminal_size().columns))
+REGIONS = ("eu-west-1", "us-east-1", "ap-south-1")
+FLEET = 4  # nodes per region that keep running
+LEAVING = 2  # extra us-east-1 nodes whose agents stop
+EXIT_PORT_TAKEN = 3
+# ap-south-1's registry misbehaves on purpose, to show the quarantine: a wrong
+# SHA-256, bytes that are not a record, a record sent twice.
+FAULTS = ["--fault-wrong-digest-at", "4", "--fault-malformed-at", "6:garbage"]
+FAULTS += ["--fault-repeat-at", "5"]
+PLANE_ENV = {
+    "PPOS_LOG_FORMAT": "json",
+    "PPOS_LOG_LEVEL": "info",
+    "PPOS_SYNC_INTERVAL": "3s",
+    "PPOS_HEARTBEAT_INTERVAL": "2s",
+    "PPOS_HEARTBEAT_TTL": "6s",
+    "PPOS_LOST_GRACE": "8s",
+    "PPOS_NODE_SWEEP_INTERVAL": "2s",
+    "PPOS_NODE_SWEEP_START_DELAY": "6s",
+    "PPOS_RECONCILER_INTERVAL": "1s",
+}
 
 
-def free_port(preferred: int = 0) -> int:
-    for candidate in (preferred, 0):
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", candidate))
-            except OSError:
-                continue
-            port: int = sock.getsockname()[1]
-            return port
-    raise SystemExit("demo: no free port")
+def say(text: str = "") -> None:
+    print(text, flush=True)
 
 
 @dataclass
@@ -85,253 +85,228 @@ class Child:
             raise SystemExit(f"demo: {self.name} exited ({self.popen.returncode}):\n{tail}")
 
 
-def run(argv: list[str], env: dict[str, str] | None = None) -> str:
-    done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise SystemExit(
-            f"demo: {' '.join(argv[:3])} failed:\n{done.stderr[-3000:]}\n"
-            f"(state left by an older version? delete {DEMO.relative_to(ROOT)}/ to start over)"
-        )
-    return done.stdout
+class Demo:
+    def __init__(self, home: Path, port: int) -> None:
+        self.home = home
+        self.data = home / "data"
+        self.logs = home / "logs"
+        self.token_file = home / "control-token"
+        self.address = f"127.0.0.1:{port}"
+        self.children: list[Child] = []
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("PPOS_")}
+        self.env["PPOS_DATA_DIR"] = str(self.data)  # embedded SQLite, fresh each run
 
+    def spawn(self, name: str, argv: list[str], extra: dict[str, str] | None = None) -> Child:
+        log = self.logs / f"{name}.log"
+        with log.open("wb") as out:
+            # Own session: Ctrl-C reaches the demo, which stops the children in order.
+            popen = subprocess.Popen(
+                argv,
+                env={**self.env, **(extra or {})},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        child = Child(name, popen, log)
+        self.children.append(child)
+        return child
 
-def spawn(name: str, argv: list[str], env: dict[str, str]) -> Child:
-    log = LOGS / f"{name}.log"
-    with log.open("wb") as out:
-        # Own session: Ctrl-C reaches the demo, which stops the children in order.
-        popen = subprocess.Popen(
-            argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    return Child(name, popen, log)
+    def run(self, argv: list[str]) -> str:
+        done = subprocess.run(argv, env=self.env, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise SystemExit(f"demo: {' '.join(argv[:3])} failed:\n{done.stderr[-3000:]}")
+        return done.stdout
 
-
-def prepare(env: dict[str, str]) -> None:
-    DEMO.mkdir(exist_ok=True)
-    LOGS.mkdir(exist_ok=True)
-    if not TOKEN_FILE.exists():
-        run([str(BIN / "ppos-control-plane"), "token", "generate", "--out", str(TOKEN_FILE)])
-        console.print(f"control token generated into {TOKEN_FILE.relative_to(ROOT)} (0600)")
-    # The plane's keys exist before anyone starts: the registries verify with them.
-    jwks = run([str(BIN / "ppos-control-plane"), "keys", "jwks"], env)
-    (DATA / "jwks.json").write_text(jwks)
-    for region, seed in REGIONS.items():
-        target = DEMO / "samples" / f"realistic-{region}.jsonl"
-        if not target.exists():
-            run(
+    def prepare(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        for stale in (self.data, self.logs, self.home / "agents", self.home / "records"):
+            shutil.rmtree(stale, ignore_errors=True)
+        self.logs.mkdir()
+        if not self.token_file.exists():
+            self.run(
                 [
-                    sys.executable,
-                    "-m",
-                    "ppos.preflightsim.samples",
+                    str(BIN / "ppos-control-plane"),
+                    "token",
+                    "generate",
                     "--out",
-                    str(DEMO / "samples"),
-                    "--region",
-                    region,
-                    "--seed",
-                    str(seed),
+                    str(self.token_file),
                 ]
             )
+        # The plane's keys exist before anyone starts: the registries verify with them.
+        (self.home / "jwks.json").write_text(
+            self.run([str(BIN / "ppos-control-plane"), "keys", "jwks"])
+        )
 
+    def start_plane(self, regions: dict[str, int]) -> None:
+        targets = ",".join(f"{r}=127.0.0.1:{p}" for r, p in regions.items())
+        env = {
+            **PLANE_ENV,
+            "PPOS_LISTEN": self.address,
+            "PPOS_CONTROL_TOKEN_FILE": str(self.token_file),
+            "PPOS_SYNC_REGIONS": targets,
+            "PPOS_GATEWAYS": targets,  # each simulator is its region's registry and gateway
+        }
+        plane = self.spawn("control-plane", [str(BIN / "ppos-control-plane"), "serve"], env)
+        self.wait_healthy(plane)
 
-# A third region whose simulated registry misbehaves on purpose, to show the
-# quarantine: two corrupted records (a wrong SHA-256, bytes that are not a
-# record), one record sent twice, and every page shuffled.
-FAULTY_REGION = "ap-south-1"
-FAULTY_ARGS = [
-    "--synthetic",
-    "300",
-    "--synthetic-size",
-    "2048",
-    "--fault-wrong-digest-at",
-    "17",
-    "--fault-malformed-at",
-    "42:garbage",
-    "--fault-repeat-at",
-    "100",
-    "--fault-reorder",
-]
+    def operator(self) -> ControlPlane:
+        config = load_config({}, address=self.address, token_file=self.token_file, timeout=20)
+        return ControlPlane(config)
 
+    def wait_healthy(self, plane: Child) -> None:
+        with self.operator() as cp:
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline:
+                plane.check()
+                with contextlib.suppress(Exception):
+                    if cp.health.check("", timeout=1) == "SERVING":
+                        return
+                time.sleep(0.3)
+        raise SystemExit(f"demo: the control plane did not become healthy; see {self.logs}/")
 
-def start_regions(env: dict[str, str]) -> tuple[list[Child], dict[str, int]]:
-    children, ports = [], {}
-    for region in [*REGIONS, FAULTY_REGION]:
-        port = free_port()
-        if region == FAULTY_REGION:
-            sources = FAULTY_ARGS
-        else:
-            records = [DEMO / "samples" / f"realistic-{region}.jsonl"]
-            if region == "eu-west-1":
-                records.insert(0, ODD_SAMPLES)
-            sources = [arg for path in records for arg in ("--records", str(path))]
-        argv = [
-            str(BIN / "ppos-preflight-sim"),
-            "--region",
-            region,
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--jwks-file",
-            str(DATA / "jwks.json"),
-            *sources,
-        ]
-        children.append(spawn(f"sim-{region}", argv, env))
-        ports[region] = port
-    return children, ports
+    def start_fleet(self, region: str, count: int, name: str) -> Child:
+        argv = [str(BIN / "ppos-node-agent"), "--enroll", "--count", str(count)]
+        argv += ["--state-dir", str(self.home / "agents" / name), "--region", region]
+        argv += ["--image", world.IMAGE, "--digest", world.DIGEST, "--reimage-time", "3s"]
+        argv += ["--fail-image", "*-broken*", "--cluster", f"{region}-a"]
+        extra = {"PPOS_ADDRESS": self.address, "PPOS_CONTROL_TOKEN_FILE": str(self.token_file)}
+        return self.spawn(f"agents-{name}", argv, extra)
 
+    def start_registry(self, region: str, port: int, records: Path) -> None:
+        argv = [str(BIN / "ppos-preflight-sim"), "--region", region]
+        argv += ["--listen", f"127.0.0.1:{port}", "--jwks-file", str(self.home / "jwks.json")]
+        argv += ["--records", str(records)]
+        argv += ["--release-initial", "2", "--release-every", "4", "--release-batch", "1"]
+        argv += FAULTS if region == "ap-south-1" else []
+        self.spawn(f"sim-{region}", argv)
 
-async def wait_serving(address: str, children: list[Child], service: str = "") -> None:
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            for child in children:
+    def check_children(self) -> None:
+        for child in self.children:
+            if not child.name.startswith("agents-leaving"):
                 child.check()
-            with contextlib.suppress(grpc.aio.AioRpcError):
-                reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            await asyncio.sleep(0.2)
-    raise SystemExit(f"demo: {address} did not become healthy; see {LOGS.relative_to(ROOT)}/")
 
-
-def status_table(statuses: list[pb.RegionSyncStatus]) -> Table:
-    table = Table(title="Registry sync status")
-    for column in ("region", "records", "bytes", "quarantined", "lag", "last success", "cursor"):
-        table.add_column(column, no_wrap=True)
-    for status in statuses:
-        lag = f"{status.lag_changes} changes"
-        success = (
-            status.last_success_time.ToDatetime().strftime("%H:%M:%S UTC")
-            if status.last_success_time.seconds
-            else "never"
-        )
-        table.add_row(
-            status.region,
-            f"{status.records_synced:,}",
-            f"{status.bytes_synced:,}",
-            str(status.quarantined_count),
-            lag,
-            success + (f"  error: {status.last_error}" if status.last_error else ""),
-            status.cursor or "(start)",
-        )
-    return table
-
-
-def describe(sweep: pb.Sweep) -> str:
-    state = pb.SweepState.Name(sweep.state).removeprefix("SWEEP_STATE_")
-    text = (
-        f"sweep {sweep.sweep_id} ({sweep.started_by}) {state}: "
-        f"{sweep.records_synced:,} records, {sweep.bytes_synced:,} bytes in {sweep.pages} pages, "
-        f"{sweep.duplicates_skipped} repeats skipped, {sweep.quarantined} quarantined"
-    )
-    return text + (f", error: {sweep.error}" if sweep.error else "")
-
-
-async def finished(
-    stub: pb_grpc.RegistrySyncServiceStub, sweep: pb.Sweep, md: Metadata
-) -> pb.Sweep:
-    while sweep.state in (pb.SWEEP_STATE_PENDING, pb.SWEEP_STATE_RUNNING):
-        await asyncio.sleep(0.2)
-        request = pb.GetSweepRequest(sweep_id=sweep.sweep_id)
-        sweep = (await stub.GetSweep(request, metadata=md)).sweep
-    return sweep
-
-
-async def sweep_and_show(address: str) -> None:
-    token = TOKEN_FILE.read_text().strip()
-    md: Metadata = (("authorization", f"Bearer {token}"), ("x-operator", "demo"))
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = pb_grpc.RegistrySyncServiceStub(channel)
-        # The scheduler sweeps every region that is due as soon as the plane starts.
-        recent = await stub.ListSweeps(pb.ListSweepsRequest(page_size=1), metadata=md)
-        for sweep in recent.sweeps:
-            console.print(describe(await finished(stub, sweep, md)), highlight=False)
-        # And on demand: this one finds the regions already at the head of their feeds.
-        started = await stub.StartSweep(
-            pb.StartSweepRequest(request_id=f"demo-{int(time.time())}"), metadata=md
-        )
-        console.print(describe(await finished(stub, started.sweep, md)), highlight=False)
-        statuses = await stub.ListSyncStatuses(pb.ListSyncStatusesRequest(), metadata=md)
-        console.print(status_table(list(statuses.statuses)))
-        quarantined = await stub.ListQuarantinedRecords(
-            pb.ListQuarantinedRecordsRequest(page_size=5), metadata=md
-        )
-        console.print(
-            f"quarantined ({FAULTY_REGION}'s simulated registry corrupts records on purpose):",
-            highlight=False,
-        )
-        for record in quarantined.records:
-            console.print(
-                f"  #{record.quarantine_id} {record.region} {record.reason} "
-                f"{record.job_id or '(unreadable)'}: {record.detail[:90]}",
-                highlight=False,
-                markup=False,
-            )
-
-
-def how_to_call(address: str) -> None:
-    grpcurl = f".venv/bin/grpcurl -plaintext -expand-headers -H {AUTH!r}"
-    service = "ppos.controlplane.registrysync.v1.RegistrySyncService"
-    job = '{"region": "eu-west-1", "job_id": "job_1779116602472_1d246"}'
-    console.print(
-        "\nIn another shell (the token stays in its file and the environment, "
-        "never on a command line):"
-    )
-    for line in (
-        f"export PPOS_CONTROL_TOKEN=$(cat {TOKEN_FILE.relative_to(ROOT)})",
-        f".venv/bin/grpcurl -plaintext {address} list",
-        f"{grpcurl} {address} {service}/ListSyncStatuses",
-        f"{grpcurl} -d '{{}}' {address} {service}/StartSweep",
-        f"{grpcurl} -d '{job}' {address} {service}/GetSyncedJob",
-        f'{grpcurl} -d \'{{"omit_payload": true, "page_size": 5}}\' '
-        f"{address} {service}/ListSyncedJobs",
-        f"{grpcurl} {address} {service}/WatchSyncStatus",
-    ):
-        console.print(f"  {line}", highlight=False, soft_wrap=True, markup=False)
-    console.print(f"Logs in {LOGS.relative_to(ROOT)}/. Ctrl-C stops everything.", highlight=False)
-
-
-async def main_async() -> int:
-    env = dict(os.environ)
-    env.update({"PPOS_DATA_DIR": str(DATA), "PPOS_LOG_FORMAT": "json", "PPOS_LOG_LEVEL": "info"})
-    env.pop("PPOS_CONTROL_TOKEN", None)
-    env.pop("PPOS_DATABASE_URL", None)  # embedded SQLite in .demo/data
-    prepare(env)
-    children, ports = start_regions(env)
-    try:
-        for region, port in ports.items():
-            await wait_serving(f"127.0.0.1:{port}", children)
-            console.print(f"simulated registry {region} serving on 127.0.0.1:{port}")
-        listen = f"127.0.0.1:{free_port(PREFERRED_PORT)}"
-        env.update(
-            {
-                "PPOS_LISTEN": listen,
-                "PPOS_CONTROL_TOKEN_FILE": str(TOKEN_FILE),
-                "PPOS_SYNC_REGIONS": ",".join(f"{r}=127.0.0.1:{p}" for r, p in ports.items()),
-            }
-        )
-        children.append(spawn("control-plane", [str(BIN / "ppos-control-plane"), "serve"], env))
-        await wait_serving(listen, children)
-        console.print(f"control plane serving on {listen} (SQLite in {DATA.relative_to(ROOT)})")
-        await sweep_and_show(listen)
-        how_to_call(listen)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-        while not stop.is_set():
-            for child in children:
-                child.check()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 1.0)
-        console.print("\nstopping...")
-    finally:
-        for child in reversed(children):
+    def stop(self) -> None:
+        for child in reversed(self.children):
             child.stop()
-    console.print("stopped cleanly")
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def nodes_by_region(cp: ControlPlane, want: dict[str, int], demo: Demo) -> dict[str, list[str]]:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        demo.check_children()
+        nodes = cp.nodes.list_nodes().nodes
+        found: dict[str, list[str]] = {}
+        for node in nodes:
+            found.setdefault(node.spec.region, []).append(node.node_id)
+        if all(len(found.get(r, [])) >= n for r, n in want.items()):
+            return found
+        time.sleep(0.5)
+    raise SystemExit(f"demo: the node agents did not register; see {demo.logs}/")
+
+
+def story(demo: Demo, seconds: float) -> None:
+    """Print what moved every few seconds; stop the leaving agents part-way."""
+    started = time.monotonic()
+    leaving = next(c for c in demo.children if c.name == "agents-leaving")
+    with demo.operator() as cp:
+        while (elapsed := time.monotonic() - started) < seconds:
+            demo.check_children()
+            if elapsed > 12 and leaving.popen.poll() is None:
+                leaving.stop()
+                say(f"-- stopped {LEAVING} us-east-1 node agents: nodes go NOT_READY then LOST")
+            say(f"-- after {elapsed:.0f}s")
+            for line in world.status_lines(cp):
+                say(f"   {line}")
+            time.sleep(8)
+
+
+def where(demo: Demo, regions: dict[str, int]) -> None:
+    # Relative to where the operator stands when the demo lives there (make demo: .demo).
+    home = str(demo.home)
+    if demo.home.is_relative_to(Path.cwd()):
+        home = str(demo.home.relative_to(Path.cwd()))
+    say("\nEverything is running:")
+    say(f"  control plane      {demo.address} (SQLite in {home}/data, token {home}/control-token)")
+    for region, port in regions.items():
+        say(f"  {region:<18} registry and gateway simulator on 127.0.0.1:{port}")
+    say(f"  node agents        {home}/agents/ (identities), output in {home}/logs/agents-*.log")
+    say(f"  logs               {home}/logs/")
+    say("\nIn another shell (docs/operator-guide.md walks through the rest):")
+    say('  export PATH="$PWD/.venv/bin:$PWD/node_modules/.bin:$PATH"')
+    say(f"  export PPOS_ADDRESS={demo.address} PPOS_CONTROL_TOKEN_FILE={home}/control-token")
+    for command in ("pposctl nodes list", "pposctl sync status", "pposctl decisions list"):
+        say(f"  {command}")
+    say("Ctrl-C stops everything.")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--port", type=int, default=50051, help="the control plane's port")
+    parser.add_argument("--dir", type=Path, default=ROOT / ".demo", help="where the demo lives")
+    parser.add_argument("--story-seconds", type=float, default=45.0)
+    args = parser.parse_args(argv)
+    if not port_free(args.port):
+        print(
+            f"demo: port {args.port} is taken (another demo or control plane?). Stop it, "
+            f"or use another port: make demo DEMO_PORT=N",
+            file=sys.stderr,
+        )
+        return EXIT_PORT_TAKEN
+    demo = Demo(args.dir.resolve(), args.port)
+
+    def interrupted(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)
+    try:
+        demo.prepare()
+        regions = {region: free_port() for region in REGIONS}
+        demo.start_plane(regions)
+        say(f"control plane serving on {demo.address}")
+        with demo.operator() as cp:
+            world.seed(cp)
+            say("seeded: 4 partners, 3 tenants with queues, 3 routes, 4 governance policies")
+            for region in REGIONS:
+                demo.start_fleet(region, FLEET, region)
+            demo.start_fleet("us-east-1", LEAVING, "leaving")
+            want = dict.fromkeys(REGIONS, FLEET)
+            want["us-east-1"] += LEAVING
+            nodes = nodes_by_region(cp, want, demo)
+        say(f"node agents registered: {', '.join(f'{r} {len(n)}' for r, n in nodes.items())}")
+        records = demo.home / "records"
+        for region, port in regions.items():
+            fleet = sorted(nodes[region])[:FLEET]
+            demo.start_registry(region, port, world.write_story(records, region, fleet))
+        say("registries producing jobs, one every 4 s per region")
+        where(demo, regions)
+        story(demo, args.story_seconds)
+        say("-- the story is told; still serving (Ctrl-C stops everything)")
+        while True:
+            demo.check_children()
+            time.sleep(1)
+    except KeyboardInterrupt:
+        say("\nstopping...")
+    finally:
+        demo.stop()
+    say("stopped cleanly")
     return 0
-
-
-def main() -> int:
-    return asyncio.run(main_async())
 
 
 if __name__ == "__main__":

@@ -84,6 +84,16 @@ class Feed:
         self.region = region
         self.tag = hashlib.sha256(region.encode()).hexdigest()[:8]
         self._entries: list[Entry] = []
+        self._released: int | None = None  # None: every entry is in the feed
+
+    def release(self, count: int) -> None:
+        """Show only the first `count` entries (a registry whose jobs arrive over time)."""
+        self._released = min(count, len(self._entries))
+
+    @property
+    def loaded(self) -> int:
+        """Entries loaded, released or not."""
+        return len(self._entries)
 
     def cursor(self, position: int) -> str:
         return f"{self.tag}.{position:010d}"
@@ -96,10 +106,8 @@ class Feed:
         if tag != self.tag or not number.isdigit():
             raise CursorError(f"{cursor!r} is not a cursor of the {self.region} feed")
         position = int(number)
-        if position > len(self._entries):
-            raise CursorError(
-                f"{cursor!r} is beyond the head of the feed ({len(self._entries)} changes)"
-            )
+        if position > len(self):
+            raise CursorError(f"{cursor!r} is beyond the head of the feed ({len(self)} changes)")
         return position
 
     def extend(self, records: Iterable[SourceRecord]) -> None:
@@ -115,17 +123,17 @@ class Feed:
             )
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._entries) if self._released is None else self._released
 
     @property
     def head_cursor(self) -> str:
-        return self.cursor(len(self._entries)) if self._entries else ""
+        return self.cursor(len(self)) if len(self) else ""
 
     def page(self, after: int, page_size: int, max_bytes: int) -> list[Entry]:
         """Entries after `after`: at most `page_size`, stopping past `max_bytes` (at least one)."""
         out: list[Entry] = []
         size = 0
-        for entry in self._entries[after : after + page_size]:
+        for entry in self._entries[after : min(after + page_size, len(self))]:
             if out and size + entry.payload_size > max_bytes:
                 break
             out.append(entry)

@@ -22,6 +22,7 @@ from ppos.preflight.v1 import registry_service_pb2 as pb
 from ppos.preflightsim import samples
 from ppos.preflightsim.faultproxy import FaultProxy
 from ppos.preflightsim.faults import (
+    FaultConfigError,
     FaultPlan,
     FaultState,
     parse_malformed,
@@ -61,6 +62,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--synthetic-size", type=int, default=4096, help="payload size of --synthetic records"
     )
     group.add_argument("--synthetic-seed", type=int, default=1)
+    group.add_argument(
+        "--release-every",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="jobs arrive over time: serve --release-initial records at first, then "
+        "--release-batch more every SECONDS (0: all at once)",
+    )
+    group.add_argument("--release-initial", type=int, default=0, metavar="N")
+    group.add_argument("--release-batch", type=int, default=1, metavar="N")
     group.add_argument(
         "--max-page-size", type=int, default=1000, help="largest page the registry serves"
     )
@@ -126,12 +137,29 @@ def _raw(data: bytes) -> bytes:
 class RegistrySimulator:
     """The three RPCs of PreflightRegistryService over a feed, with faults."""
 
-    def __init__(self, feed: Feed, faults: FaultState, *, max_page_size: int = 1000) -> None:
+    def __init__(
+        self,
+        feed: Feed,
+        faults: FaultState,
+        *,
+        max_page_size: int = 1000,
+        release: tuple[int, float, int] | None = None,
+    ) -> None:
         self.feed = feed
         self.faults = faults
         self.max_page_size = max_page_size
         self.proxy: FaultProxy | None = None
         self.calls: dict[str, int] = {}
+        self._release = release  # (initial, every seconds, batch)
+        self._started = time.monotonic()
+        self._released_now()
+
+    def _released_now(self) -> None:
+        """Reveal the records due by now (computed from the clock: no timer task)."""
+        if self._release is not None:
+            initial, every, batch = self._release
+            ticks = int((time.monotonic() - self._started) / every)
+            self.feed.release(initial + ticks * batch)
 
     def handler(self) -> grpc.GenericRpcHandler:
         return grpc.method_handlers_generic_handler(
@@ -157,6 +185,7 @@ class RegistrySimulator:
 
     def _count(self, method: str) -> None:
         self.calls[method] = self.calls.get(method, 0) + 1
+        self._released_now()
 
     async def GetRegistryInfo(
         self, request: pb.GetRegistryInfoRequest, context: Context
@@ -256,13 +285,23 @@ def build(args: argparse.Namespace) -> RegistrySimulator:
     """Load the feed and the faults (blocking: files, generation)."""
     started = time.perf_counter()
     feed = load_feed(args)
+    if args.release_every < 0 or args.release_initial < 0 or args.release_batch < 1:
+        raise FaultConfigError("--release-every/--release-initial >= 0, --release-batch >= 1")
+    release = (
+        (args.release_initial, args.release_every, args.release_batch)
+        if args.release_every > 0
+        else None
+    )
     simulator = RegistrySimulator(
-        feed, FaultState(plan_from_args(args), args.faults), max_page_size=args.max_page_size
+        feed,
+        FaultState(plan_from_args(args), args.faults),
+        max_page_size=args.max_page_size,
+        release=release,
     )
     _log.info(
         "preflightsim.feed_loaded",
         region=feed.region,
-        changes=len(feed),
+        changes=feed.loaded,
         seconds=round(time.perf_counter() - started, 3),
     )
     return simulator

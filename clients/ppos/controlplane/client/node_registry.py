@@ -236,6 +236,19 @@ class NodeAgentClient:
         self.credential, self.node_id = reply.node_credential, reply.node_id
         return reply
 
+    def renew_credential(self) -> pb.RenewNodeCredentialResponse:
+        """A fresh node credential; the one used for this call stops working at once."""
+        request = pb.RenewNodeCredentialRequest()
+        reply = self._conn.unary(
+            self._stub.RenewNodeCredential,
+            request,
+            name="RenewNodeCredential",
+            bearer=self.credential,
+            retry=False,  # a lost answer would leave us with a revoked credential either way
+        )
+        self.credential = reply.node_credential
+        return reply
+
     def register(
         self,
         *,
