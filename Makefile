@@ -21,6 +21,7 @@ PORTAL_LISTEN ?= 127.0.0.1:8080
 PORTAL_PLANE ?= 127.0.0.1:50051
 # Where `make demo` serves and keeps its state (the operator guide's test moves both).
 DEMO_PORT ?= 50051
+DEMO_PORTAL_PORT ?= 8080
 DEMO_DIR ?= .demo
 
 .PHONY: setup portal demo test test-fast check lint gen gen-check deploy-check bench bench-smoke postgres clean
@@ -63,7 +64,7 @@ postgres:
 
 # Only what the demo and the operator guide use: not the compose validator's venv.
 demo: $(STAMP) $(NODE_STAMP)
-	$(PY) scripts/demo.py --port $(DEMO_PORT) --dir $(DEMO_DIR)
+	$(PY) scripts/demo.py --port $(DEMO_PORT) --portal-port $(DEMO_PORTAL_PORT) --dir $(DEMO_DIR)
 
 test: setup postgres
 	$(PY) -m pytest

@@ -164,6 +164,18 @@ class Demo:
                 time.sleep(0.3)
         raise SystemExit(f"demo: the control plane did not become healthy; see {self.logs}/")
 
+    def start_portal(self, port: int) -> str:
+        """The dashboard, on `port`, for this demo's plane; its URL once it answers."""
+        argv = [str(BIN / "ppos-portal"), "--listen", f"127.0.0.1:{port}", "--plane", self.address]
+        portal = self.spawn("portal", argv)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            portal.check()
+            if not port_free(port):
+                return f"http://127.0.0.1:{port}/"
+            time.sleep(0.2)
+        raise SystemExit(f"demo: the portal did not start; see {self.logs}/portal.log")
+
     def start_fleet(self, region: str, count: int, name: str) -> Child:
         argv = [str(BIN / "ppos-node-agent"), "--enroll", "--count", str(count)]
         argv += ["--state-dir", str(self.home / "agents" / name), "--region", region]
@@ -237,13 +249,14 @@ def story(demo: Demo, seconds: float) -> None:
             time.sleep(8)
 
 
-def where(demo: Demo, regions: dict[str, int]) -> None:
+def where(demo: Demo, regions: dict[str, int], portal: str) -> None:
     # Relative to where the operator stands when the demo lives there (make demo: .demo).
     home = str(demo.home)
     if demo.home.is_relative_to(Path.cwd()):
         home = str(demo.home.relative_to(Path.cwd()))
     say("\nEverything is running:")
     say(f"  control plane      {demo.address} (SQLite in {home}/data, token {home}/control-token)")
+    say(f"  dashboard portal   {portal} (sign in with the token in {home}/control-token)")
     for region, port in regions.items():
         say(f"  {region:<18} registry and gateway simulator on 127.0.0.1:{port}")
     say(f"  node agents        {home}/agents/ (identities), output in {home}/logs/agents-*.log")
@@ -260,15 +273,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--port", type=int, default=50051, help="the control plane's port")
     parser.add_argument("--dir", type=Path, default=ROOT / ".demo", help="where the demo lives")
+    parser.add_argument(
+        "--portal-port", type=int, default=8080, help="the dashboard's port (0: any free one)"
+    )
     parser.add_argument("--story-seconds", type=float, default=45.0)
     args = parser.parse_args(argv)
-    if not port_free(args.port):
-        print(
-            f"demo: port {args.port} is taken (another demo or control plane?). Stop it, "
-            f"or use another port: make demo DEMO_PORT=N",
-            file=sys.stderr,
-        )
-        return EXIT_PORT_TAKEN
+    for port, what, variable in (
+        (args.port, "control plane", "DEMO_PORT"),
+        (args.portal_port, "portal", "DEMO_PORTAL_PORT"),
+    ):
+        if port and not port_free(port):
+            print(
+                f"demo: port {port} is taken (another demo or {what}?). Stop it, "
+                f"or use another port: make demo {variable}=N",
+                file=sys.stderr,
+            )
+            return EXIT_PORT_TAKEN
     demo = Demo(args.dir.resolve(), args.port)
 
     def interrupted(*_: object) -> None:
@@ -280,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
         regions = {region: free_port() for region in REGIONS}
         demo.start_plane(regions)
         say(f"control plane serving on {demo.address}")
+        portal = demo.start_portal(args.portal_port or free_port())
+        say(f"dashboard portal serving on {portal}")
         with demo.operator() as cp:
             world.seed(cp)
             say("seeded: 4 partners, 3 tenants with queues, 3 routes, 4 governance policies")
@@ -295,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
             fleet = sorted(nodes[region])[:FLEET]
             demo.start_registry(region, port, world.write_story(records, region, fleet))
         say("registries producing jobs, one every 4 s per region")
-        where(demo, regions)
+        where(demo, regions, portal)
         story(demo, args.story_seconds)
         say("-- the story is told; still serving (Ctrl-C stops everything)")
         while True:

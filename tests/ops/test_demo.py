@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import socket
 import sys
 import time
+import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -74,7 +76,7 @@ async def demo(tmp_path: Path) -> AsyncIterator[RunningDemo]:
     port = free_port()
     home = tmp_path / "demo"
     process = await asyncio.create_subprocess_exec(
-        sys.executable, str(DEMO), "--port", str(port), "--dir", str(home),
+        sys.executable, str(DEMO), "--port", str(port), "--dir", str(home), "--portal-port", "0",
         "--story-seconds", "60",
         env=demo_env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
@@ -90,6 +92,11 @@ async def demo(tmp_path: Path) -> AsyncIterator[RunningDemo]:
     assert "stopped cleanly" in "".join(running.output), "".join(running.output)
 
 
+def fetch(url: str) -> tuple[int, bytes]:
+    with urllib.request.urlopen(url, timeout=10) as page:  # noqa: S310 - a loopback URL we printed
+        return int(page.status), page.read()
+
+
 async def test_nodes_sync_and_governance_move(demo: RunningDemo) -> None:
     started = time.monotonic()
     await eventually(
@@ -102,6 +109,11 @@ async def test_nodes_sync_and_governance_move(demo: RunningDemo) -> None:
     assert f"control plane      127.0.0.1:{demo.port}" in text
     for region in ("eu-west-1", "us-east-1", "ap-south-1"):
         assert f"{region:<18} registry and gateway simulator on 127.0.0.1:" in text
+    portal = re.search(r"dashboard portal   (http://127\.0\.0\.1:\d+/)", text)
+    assert portal is not None, text
+    status, body = await asyncio.to_thread(fetch, portal.group(1) + "signin")
+    assert status == 200
+    assert b"Sign in" in body
     with demo.operator() as cp:
 
         def state() -> tuple[dict[int, int], dict[str, int], set[str], int]:
