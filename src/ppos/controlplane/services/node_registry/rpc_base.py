@@ -18,13 +18,13 @@ from ppos.controlplane.core.errors import (
 from ppos.controlplane.core.timeutil import to_duration
 from ppos.controlplane.core.validation import Violations
 from ppos.controlplane.noderegistry.v1 import node_pb2
-from ppos.controlplane.runtime.modules import Runtime
 from ppos.controlplane.security.principal import Principal
 from ppos.controlplane.services.node_registry.changelog import (
     CHANGED_KEY,
     LoggedEvent,
     logged_events,
 )
+from ppos.controlplane.services.node_registry.deps import NodeRegistryDeps
 from ppos.controlplane.services.node_registry.heartbeats import HeartbeatBatcher
 from ppos.controlplane.services.node_registry.hub import WatchHub
 from ppos.controlplane.services.node_registry.models import NodeRow
@@ -39,14 +39,14 @@ T = TypeVar("T")
 class ServicerBase:
     def __init__(
         self,
-        runtime: Runtime,
+        deps: NodeRegistryDeps,
         hub: WatchHub,
         signals: CommandSignals,
         sweeper: HealthSweeper,
         heartbeats: HeartbeatBatcher,
     ) -> None:
-        self._rt = runtime
-        self._settings = runtime.settings.node_registry
+        self._deps = deps
+        self._settings = deps.settings
         self._hub = hub
         self._signals = signals
         self._sweeper = sweeper
@@ -64,7 +64,7 @@ class ServicerBase:
             logged = logged_events(session)
             return result
 
-        result = await self._rt.db.write(run)
+        result = await self._deps.db.write(run)
         if logged:
             self._hub.offer(logged)  # committed: the hub need not read them back
         if changed:

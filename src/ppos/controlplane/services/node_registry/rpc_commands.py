@@ -82,7 +82,7 @@ class CommandRpcs(ServicerBase):
             issued = await self._write(work)
         except IntegrityError:
             # The same key raced in from another call and won: answer as its replay.
-            known = await self._rt.db.read(lambda s: commands.find_by_key(s, spec))
+            known = await self._deps.db.read(lambda s: commands.find_by_key(s, spec))
             if known is None:
                 raise
             issued = known
@@ -105,7 +105,7 @@ class CommandRpcs(ServicerBase):
                 raise NotFound("node command", request.command_id)
             return row
 
-        return pb.GetNodeCommandResponse(command=command_to_proto(await self._rt.db.read(work)))
+        return pb.GetNodeCommandResponse(command=command_to_proto(await self._deps.db.read(work)))
 
     async def ListNodeCommands(
         self, request: pb.ListNodeCommandsRequest, context: Context
@@ -123,7 +123,7 @@ class CommandRpcs(ServicerBase):
         violations.raise_if_any()
         size = page_size(request.page_size)
         filters = {"node": request.node_id, "states": sorted(states)}
-        position = self._rt.page_tokens.read(COMMANDS_PAGE, filters, request.page_token)
+        position = self._deps.page_tokens.read(COMMANDS_PAGE, filters, request.page_token)
         before: str = position[0] if position else ""
 
         def work(session: Session) -> list[NodeCommandRow]:
@@ -136,11 +136,11 @@ class CommandRpcs(ServicerBase):
                 statement = statement.where(NodeCommandRow.command_id < before)
             return list(session.scalars(statement.limit(size + 1)))
 
-        rows = await self._rt.db.read(work)
+        rows = await self._deps.db.read(work)
         token = ""
         if len(rows) > size:
             rows = rows[:size]
-            token = self._rt.page_tokens.issue(COMMANDS_PAGE, filters, (rows[-1].command_id,))
+            token = self._deps.page_tokens.issue(COMMANDS_PAGE, filters, (rows[-1].command_id,))
         return pb.ListNodeCommandsResponse(
             commands=[command_to_proto(row) for row in rows], next_page_token=token
         )

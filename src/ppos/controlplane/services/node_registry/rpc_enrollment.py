@@ -34,11 +34,11 @@ DEFAULT_ENROLLMENT_TTL = 3600.0
 
 class EnrollmentRpcs(ServicerBase):
     def _issue_credential(self, row: NodeRow) -> tuple[str, int]:
-        return self._rt.minter.mint_node_credential(
+        return self._deps.minter.mint_node_credential(
             node_id=row.node_id,
             generation=row.credential_generation,
             audience=SERVICE_AUDIENCE[SERVICE],
-            ttl_seconds=self._rt.settings.auth.node_credential_ttl,
+            ttl_seconds=self._deps.node_credential_ttl,
         )
 
     async def CreateEnrollment(

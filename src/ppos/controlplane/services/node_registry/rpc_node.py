@@ -206,7 +206,7 @@ class NodeRpcs(ServicerBase):
         self, request: pb.StreamNodeCommandsRequest, context: Context
     ) -> AsyncIterator[pb.StreamNodeCommandsResponse]:
         principal = current_principal.get()
-        shutdown = self._rt.shutdown
+        shutdown = self._deps.shutdown
         idle = max(self._settings.heartbeat_interval, 1.0)
         with self._signals.waiter(principal.name) as issued:
             first = True

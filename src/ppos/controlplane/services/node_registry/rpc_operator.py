@@ -66,7 +66,7 @@ class OperatorRpcs(ServicerBase):
         violations.object_id("node_id", request.node_id)
         violations.raise_if_any()
 
-        row = await quick_reads(self._rt.db).first(NODE_BY_ID, node_id=request.node_id)
+        row = await quick_reads(self._deps.db).first(NODE_BY_ID, node_id=request.node_id)
         if row is None:
             raise NotFound("node", request.node_id)
         return pb.GetNodeResponse(node=node_to_proto(row))
@@ -79,7 +79,7 @@ class OperatorRpcs(ServicerBase):
         violations.raise_if_any()
         size = page_size(request.page_size)
         filters = {"filter": query.fingerprint()}
-        position = self._rt.page_tokens.read(NODES_PAGE, filters, request.page_token)
+        position = self._deps.page_tokens.read(NODES_PAGE, filters, request.page_token)
         after: str = position[0] if position else ""
 
         def work(session: Session) -> tuple[list[NodeRow], int]:
@@ -90,11 +90,11 @@ class OperatorRpcs(ServicerBase):
                 statement = statement.where(NodeRow.node_id > after)
             return list(session.scalars(statement)), version
 
-        rows, version = await self._rt.db.read(work)
+        rows, version = await self._deps.db.read(work)
         token = ""
         if len(rows) > size:
             rows = rows[:size]
-            token = self._rt.page_tokens.issue(NODES_PAGE, filters, (rows[-1].node_id,))
+            token = self._deps.page_tokens.issue(NODES_PAGE, filters, (rows[-1].node_id,))
         return pb.ListNodesResponse(
             nodes=[node_to_proto(row) for row in rows],
             next_page_token=token,
@@ -129,7 +129,7 @@ class OperatorRpcs(ServicerBase):
                 for r in session.execute(statement)
             ]
 
-        rows = await self._rt.db.read(work)
+        rows = await self._deps.db.read(work)
         return pb.GetVersionRollupResponse(
             versions=[
                 node_pb2.VersionCount(

@@ -14,8 +14,8 @@ from google.protobuf import message_factory
 
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2 as pb
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2_grpc as pb_grpc
-from ppos.controlplane.runtime.modules import Runtime
 from ppos.controlplane.services.node_registry.changelog import COMMANDS_CHANNEL, NOTIFY_CHANNEL
+from ppos.controlplane.services.node_registry.deps import NodeRegistryDeps
 from ppos.controlplane.services.node_registry.heartbeats import HeartbeatBatcher
 from ppos.controlplane.services.node_registry.hub import WatchHub
 from ppos.controlplane.services.node_registry.listener import PgListener
@@ -77,18 +77,17 @@ class NodeRegistryModule:
     name = SERVICE
     service_names: tuple[str, ...] = (SERVICE_NAME,)
 
-    def __init__(self, runtime: Runtime) -> None:
-        self._runtime = runtime
-        settings = runtime.settings.node_registry
-        self.hub = WatchHub(runtime.db, settings, runtime.shutdown)
+    def __init__(self, deps: NodeRegistryDeps) -> None:
+        self._deps = deps
+        self.hub = WatchHub(deps.db, deps.settings, deps.shutdown)
         self.signals = CommandSignals()
-        self.sweeper = HealthSweeper(runtime.db, settings, self.hub.poke)
-        self.heartbeats = HeartbeatBatcher(runtime.db, self.hub.offer)
+        self.sweeper = HealthSweeper(deps.db, deps.settings, self.hub.poke)
+        self.heartbeats = HeartbeatBatcher(deps.db, self.hub.offer)
         self._listener: PgListener | None = None
 
     def register(self, server: grpc.aio.Server) -> None:
         servicer = NodeRegistryServicer(
-            self._runtime, self.hub, self.signals, self.sweeper, self.heartbeats
+            self._deps, self.hub, self.signals, self.sweeper, self.heartbeats
         )
         handlers = method_handlers(servicer)
         server.add_generic_rpc_handlers(
@@ -98,9 +97,9 @@ class NodeRegistryModule:
 
     async def start(self) -> None:
         await self.hub.start()
-        if self._runtime.db.is_postgres:
+        if self._deps.db.is_postgres:
             self._listener = PgListener(
-                self._runtime.settings.server.resolved_database_url,
+                self._deps.database_url,
                 {
                     NOTIFY_CHANNEL: self.hub.notified,
                     COMMANDS_CHANNEL: self.signals.poke,
