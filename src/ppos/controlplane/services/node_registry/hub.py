@@ -44,7 +44,7 @@ from ppos.controlplane.core.metrics import (
     WATCH_SUBSCRIBERS,
 )
 from ppos.controlplane.noderegistry.v1 import node_pb2
-from ppos.controlplane.services.node_registry import wire
+from ppos.controlplane.services.node_registry import watch_encoding
 from ppos.controlplane.services.node_registry.changelog import (
     LoggedEvent,
     consistent_snapshot,
@@ -99,17 +99,19 @@ class NodeChange:
             was = self.prev is not None and query.matches(self.prev)
             now = self.cur is not None and query.matches(self.cur)
         if was and now:
-            return wire.MODIFIED
+            return watch_encoding.MODIFIED
         if now:
-            return wire.ADDED
+            return watch_encoding.ADDED
         if was:
-            return wire.DELETED
+            return watch_encoding.DELETED
         return None
 
     def framed(self, event_type: int) -> bytes:
         data = self._framed.get(event_type)
         if data is None:
-            data = self._framed[event_type] = wire.framed_event(event_type, self.version, self.node)
+            data = self._framed[event_type] = watch_encoding.framed_event(
+                event_type, self.version, self.node
+            )
         return data
 
 
@@ -692,11 +694,11 @@ class WatchHub:
         if chunks is None:
             head = self._head
             events = [
-                wire.framed_event(wire.SNAPSHOT, head, cached.node)
+                watch_encoding.framed_event(watch_encoding.SNAPSHOT, head, cached.node)
                 for cached in (self._cache[node_id] for node_id in self._order)
                 if query.everything or query.matches(cached.view)
             ]
-            events.append(wire.framed_event(wire.SNAPSHOT_END, head))
+            events.append(watch_encoding.framed_event(watch_encoding.SNAPSHOT_END, head))
             chunks = memo[key] = _chunk(events)
         return chunks
 
@@ -763,10 +765,10 @@ class WatchHub:
 
     def bookmark(self, sub: Subscriber) -> bytes:
         sub.sent_version = max(sub.sent_version, self._head)
-        return wire.framed_event(wire.BOOKMARK, sub.sent_version)
+        return watch_encoding.framed_event(watch_encoding.BOOKMARK, sub.sent_version)
 
     def resync_event(self) -> bytes:
-        return wire.framed_event(wire.RESYNC_REQUIRED, self._head)
+        return watch_encoding.framed_event(watch_encoding.RESYNC_REQUIRED, self._head)
 
     def caught_up(self, sub: Subscriber) -> bool:
         return sub.cursor >= self._head_seq

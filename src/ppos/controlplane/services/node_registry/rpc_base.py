@@ -25,11 +25,11 @@ from ppos.controlplane.services.node_registry.changelog import (
     logged_events,
 )
 from ppos.controlplane.services.node_registry.deps import NodeRegistryDeps
+from ppos.controlplane.services.node_registry.health_sweep import HealthSweeper
 from ppos.controlplane.services.node_registry.heartbeats import HeartbeatBatcher
 from ppos.controlplane.services.node_registry.hub import WatchHub
 from ppos.controlplane.services.node_registry.models import NodeRow
 from ppos.controlplane.services.node_registry.signals import CommandSignals
-from ppos.controlplane.services.node_registry.sweep import HealthSweeper
 
 SERVICE = "noderegistry"
 Context = grpc.aio.ServicerContext[object, object]

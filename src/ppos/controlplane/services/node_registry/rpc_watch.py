@@ -18,7 +18,7 @@ MAX_BOOKMARK_INTERVAL = 3600.0
 
 
 class WatchRpcs(ServicerBase):
-    async def WatchNodes(  # writes encoded WatchNodesResponse bytes (see wire)
+    async def WatchNodes(  # writes encoded WatchNodesResponse bytes (see watch_encoding)
         self, request: pb.WatchNodesRequest, context: Context
     ) -> None:
         violations = Violations()

@@ -16,6 +16,7 @@ from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2 as pb
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2_grpc as pb_grpc
 from ppos.controlplane.services.node_registry.changelog import COMMANDS_CHANNEL, NOTIFY_CHANNEL
 from ppos.controlplane.services.node_registry.deps import NodeRegistryDeps
+from ppos.controlplane.services.node_registry.health_sweep import HealthSweeper
 from ppos.controlplane.services.node_registry.heartbeats import HeartbeatBatcher
 from ppos.controlplane.services.node_registry.hub import WatchHub
 from ppos.controlplane.services.node_registry.listener import PgListener
@@ -26,7 +27,6 @@ from ppos.controlplane.services.node_registry.rpc_node import NodeRpcs
 from ppos.controlplane.services.node_registry.rpc_operator import OperatorRpcs
 from ppos.controlplane.services.node_registry.rpc_watch import WatchRpcs
 from ppos.controlplane.services.node_registry.signals import CommandSignals
-from ppos.controlplane.services.node_registry.sweep import HealthSweeper
 
 SERVICE_NAME = "ppos.controlplane.noderegistry.v1.NodeRegistryService"
 # Methods whose handlers send pre-encoded response bytes as they are.
@@ -49,7 +49,7 @@ def method_handlers(servicer: Any) -> dict[str, grpc.RpcMethodHandler[Any, Any]]
 
     Like the generated `add_...Servicer_to_server`, except that WatchNodes has no
     response serializer: its handler yields WatchNodesResponse bytes encoded
-    once per change (see `wire`), which gRPC sends unchanged.
+    once per change (see `watch_encoding`), which gRPC sends unchanged.
     """
     service = pb.DESCRIPTOR.services_by_name["NodeRegistryService"]
     handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}

@@ -21,7 +21,7 @@ from ppos.controlplane.core.validation import MAX_ENUM_FILTER, MAX_REGIONS, Viol
 from ppos.controlplane.registrysync.v1 import registry_sync_service_pb2 as pb
 from ppos.controlplane.registrysync.v1 import registry_sync_service_pb2_grpc as pb_grpc
 from ppos.controlplane.security.principal import current_principal
-from ppos.controlplane.services.registry_sync import convert, queries, sweeps
+from ppos.controlplane.services.registry_sync import convert, queries, sweep_records
 from ppos.controlplane.services.registry_sync.backoff import Backoff
 from ppos.controlplane.services.registry_sync.client import RegistryClient
 from ppos.controlplane.services.registry_sync.deps import RegistrySyncDeps
@@ -29,8 +29,8 @@ from ppos.controlplane.services.registry_sync.lag import LagGauges
 from ppos.controlplane.services.registry_sync.leader import leadership_for
 from ppos.controlplane.services.registry_sync.metering import Meter, Rates
 from ppos.controlplane.services.registry_sync.models import SweepRegionRow, SweepRow
+from ppos.controlplane.services.registry_sync.region_pull import StatusBus, SweepContext
 from ppos.controlplane.services.registry_sync.scheduler import SyncScheduler
-from ppos.controlplane.services.registry_sync.sweeper import StatusBus, SweepContext
 from ppos.controlplane.services.registry_sync.verify import enum_text
 from ppos.controlplane.storage import audit
 from ppos.preflight.v1 import job_pb2
@@ -87,7 +87,7 @@ class RegistrySyncServicer(pb_grpc.RegistrySyncServiceServicer):
         return [convert.region_status(region, rows.get(region), now) for region in regions]
 
     async def _sweep(self, sweep_id: str) -> pb.Sweep:
-        row, parts = await self._deps.db.read(lambda s: sweeps.get_sweep(s, sweep_id))
+        row, parts = await self._deps.db.read(lambda s: sweep_records.get_sweep(s, sweep_id))
         return convert.sweep(row, parts)
 
     # -- status ----------------------------------------------------------------
@@ -159,7 +159,7 @@ class RegistrySyncServicer(pb_grpc.RegistrySyncServiceServicer):
         now = utcnow()
 
         def work(session: Session) -> tuple[SweepRow, list[SweepRegionRow]]:
-            row, created = sweeps.create_sweep(
+            row, created = sweep_records.create_sweep(
                 session,
                 regions,
                 started_by=principal.display,
@@ -173,10 +173,10 @@ class RegistrySyncServicer(pb_grpc.RegistrySyncServiceServicer):
                     resource_kind="sync_sweep",
                     resource_id=row.sweep_id,
                     before=None,
-                    after=sweeps.snapshot(row),
+                    after=sweep_records.snapshot(row),
                 )
             session.flush()
-            return sweeps.get_sweep(session, row.sweep_id)
+            return sweep_records.get_sweep(session, row.sweep_id)
 
         row, parts = await self._deps.db.write(work)
         self._scheduler.wake()
@@ -224,19 +224,19 @@ class RegistrySyncServicer(pb_grpc.RegistrySyncServiceServicer):
         now = utcnow()
 
         def work(session: Session) -> tuple[SweepRow, list[SweepRegionRow]]:
-            row, changed = sweeps.request_cancel(session, request.sweep_id, now)
+            row, changed = sweep_records.request_cancel(session, request.sweep_id, now)
             if changed:
-                before = sweeps.snapshot(row) | {"cancel_requested": False}
+                before = sweep_records.snapshot(row) | {"cancel_requested": False}
                 audit.record(
                     session,
                     service=SERVICE,
                     resource_kind="sync_sweep",
                     resource_id=row.sweep_id,
                     before=before,
-                    after=sweeps.snapshot(row),
+                    after=sweep_records.snapshot(row),
                 )
             session.flush()
-            return sweeps.get_sweep(session, row.sweep_id)
+            return sweep_records.get_sweep(session, row.sweep_id)
 
         row, parts = await self._deps.db.write(work)
         self._scheduler.cancel_local(request.sweep_id)
