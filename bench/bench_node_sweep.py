@@ -33,9 +33,9 @@ from sqlalchemy.engine import make_url
 
 from bench.harness import Mode, Result
 from ppos.controlplane.core.logging import configure_logging
+from ppos.controlplane.services.node_registry.health_sweep import HealthSweeper
 from ppos.controlplane.services.node_registry.models import NodeRow
 from ppos.controlplane.services.node_registry.settings import NodeRegistrySettings
-from ppos.controlplane.services.node_registry.sweep import HealthSweeper
 from ppos.controlplane.storage import migrate
 from ppos.controlplane.storage.base import UTCDateTime
 from ppos.controlplane.storage.database import Database

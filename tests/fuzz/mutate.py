@@ -19,7 +19,7 @@ from typing import Any
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
-from ppos.controlplane.services.node_registry.wire import varint
+from ppos.controlplane.services.node_registry.watch_encoding import varint
 
 INT32 = (0, 1, -1, 2**31 - 1, -(2**31), 2**31 - 2)
 INT64 = (*INT32, 2**63 - 1, -(2**63), 2**53 + 1, -(2**53))

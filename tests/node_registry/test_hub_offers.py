@@ -33,9 +33,11 @@ from ppos.controlplane.services.node_registry.changelog import (
 )
 from ppos.controlplane.services.node_registry.filters import NodeQuery
 from ppos.controlplane.services.node_registry.heartbeats import HeartbeatBatcher
-from ppos.controlplane.services.node_registry.hub import Subscriber, WatchHub
+from ppos.controlplane.services.node_registry.hub import WatchHub
 from ppos.controlplane.services.node_registry.models import NodeEventRow, NodeRow
 from ppos.controlplane.services.node_registry.settings import NodeRegistrySettings
+from ppos.controlplane.services.node_registry.watch_log import read_tail
+from ppos.controlplane.services.node_registry.watch_subscribers import Subscriber
 from ppos.controlplane.storage.database import Database
 
 T = TypeVar("T")
@@ -52,7 +54,7 @@ class LogReads(Database):
         self.tail_reads = 0
 
     async def read(self, work: Callable[[Session], T]) -> T:
-        if isinstance(work, functools.partial) and work.func is hub_module._tail:
+        if isinstance(work, functools.partial) and work.func is read_tail:
             self.tail_reads += 1
         return await super().read(work)
 
@@ -291,7 +293,7 @@ async def test_changes_past_the_byte_budget_do_not_wait_for_the_paced_interval(
         await _reaches(paced, first[-1][0])  # published: the pacing starts from here
         assert [e.resource_version for e in _events(paced, sub)] == [first[0][0]]
         paced.settle(sub)  # done with it: the next publish waits for no fan-out
-        paced._fanout_seconds = 40.0  # the last fan-out was slow: a paced interval of 60 s
+        paced._subs.fanout_seconds = 40.0  # the last fan-out was slow: a paced interval of 60 s
         assert paced.flush_interval == 60.0
         assert paced.min_flush_interval < 0.01
 

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from ppos.controlplane.core.selectors import SelectorError, parse_selector
 from ppos.controlplane.noderegistry.v1 import node_pb2
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2 as pb
-from ppos.controlplane.services.node_registry import wire
+from ppos.controlplane.services.node_registry import watch_encoding
 from ppos.controlplane.services.node_registry.models import NodeRow
 from ppos.controlplane.storage.labels import selector_clause
 
@@ -29,7 +29,7 @@ def test_field_numbers_match_the_contract() -> None:
 @pytest.mark.parametrize("value", [0, 1, 127, 128, 300, 16383, 16384, 2**35, 2**63 - 1])
 def test_varint_matches_protobuf(value: int) -> None:
     expected = pb.WatchEvent(resource_version=value).SerializeToString()
-    assert (b"\x10" + wire.varint(value) if value else b"") == expected
+    assert (b"\x10" + watch_encoding.varint(value) if value else b"") == expected
 
 
 def test_framed_events_parse_as_the_messages_they_stand_for() -> None:
@@ -40,11 +40,11 @@ def test_framed_events_parse_as_the_messages_they_stand_for() -> None:
     )
     node_bytes = node.SerializeToString()
     message = (
-        wire.framed_event(wire.SNAPSHOT, 7, node_bytes)
-        + wire.framed_event(wire.SNAPSHOT_END, 7)
-        + wire.framed_event(wire.MODIFIED, 2**40, node_bytes)
-        + wire.framed_event(wire.BOOKMARK, 2**40)
-        + wire.framed_event(wire.RESYNC_REQUIRED, 0)
+        watch_encoding.framed_event(watch_encoding.SNAPSHOT, 7, node_bytes)
+        + watch_encoding.framed_event(watch_encoding.SNAPSHOT_END, 7)
+        + watch_encoding.framed_event(watch_encoding.MODIFIED, 2**40, node_bytes)
+        + watch_encoding.framed_event(watch_encoding.BOOKMARK, 2**40)
+        + watch_encoding.framed_event(watch_encoding.RESYNC_REQUIRED, 0)
     )
     expected = pb.WatchNodesResponse(
         events=[
@@ -58,7 +58,7 @@ def test_framed_events_parse_as_the_messages_they_stand_for() -> None:
     assert message == expected.SerializeToString()
     assert pb.WatchNodesResponse.FromString(message) == expected
     with pytest.raises(ValueError):
-        wire.varint(-1)
+        watch_encoding.varint(-1)
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import DBAPIError
 
-from ppos.controlplane.services.registry_sync import sweeps
+from ppos.controlplane.services.registry_sync import sweep_records
 from ppos.controlplane.services.registry_sync.models import (
     QuarantinedRecordRow,
     SyncedJobRow,
@@ -63,8 +63,8 @@ def page(feed: Feed, items: list[Accepted | Rejected], generation: int, last: in
 
 def prepare(db: Database) -> None:
     def work(session):  # type: ignore[no-untyped-def]
-        sweeps.create_sweep(session, [REGION], started_by="test", request_id=None, now=NOW)
-        sweeps.ensure_region(session, REGION, NOW)
+        sweep_records.create_sweep(session, [REGION], started_by="test", request_id=None, now=NOW)
+        sweep_records.ensure_region(session, REGION, NOW)
 
     db.write_sync(work)
 

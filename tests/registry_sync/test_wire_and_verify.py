@@ -10,7 +10,7 @@ import pytest
 from ppos.controlplane.services.registry_sync import verify as v
 from ppos.controlplane.services.registry_sync.backoff import Backoff
 from ppos.controlplane.services.registry_sync.metering import Meter, Rates, TokenBucket
-from ppos.controlplane.services.registry_sync.wire import PageFormatError, parse_page
+from ppos.controlplane.services.registry_sync.page_decoding import PageFormatError, parse_page
 from ppos.preflight.v1 import job_pb2
 from ppos.preflight.v1 import registry_service_pb2 as registry_pb
 from ppos.preflightsim import samples

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ppos.controlplane.services.node_registry.wire import varint
+from ppos.controlplane.services.node_registry.watch_encoding import varint
 
 LENGTH_DELIMITED = 2
 

@@ -73,14 +73,48 @@ def server_options(access: AccessTable) -> tuple[tuple[str, int], ...]:
 def default_modules() -> dict[str, ModuleFactory]:
     """The service modules by name (imported here, not at import time of this module)."""
     from ppos.controlplane.services.governance.service import GovernanceModule
-    from ppos.controlplane.services.node_registry.service import NodeRegistryModule
-    from ppos.controlplane.services.registry_sync.service import RegistrySyncModule
 
     return {
         "governance": GovernanceModule,
-        "noderegistry": NodeRegistryModule,
-        "registrysync": RegistrySyncModule,
+        "noderegistry": node_registry_module,
+        "registrysync": registry_sync_module,
     }
+
+
+def node_registry_module(runtime: Runtime) -> ServiceModule:
+    """The node registry, handed only what it uses."""
+    from ppos.controlplane.services.node_registry.deps import NodeRegistryDeps
+    from ppos.controlplane.services.node_registry.service import NodeRegistryModule
+
+    return NodeRegistryModule(
+        NodeRegistryDeps(
+            settings=runtime.settings.node_registry,
+            db=runtime.db,
+            database_url=runtime.settings.server.resolved_database_url,
+            minter=runtime.minter,
+            node_credential_ttl=runtime.settings.auth.node_credential_ttl,
+            page_tokens=runtime.page_tokens,
+            shutdown=runtime.shutdown,
+        )
+    )
+
+
+def registry_sync_module(runtime: Runtime) -> ServiceModule:
+    """Registry sync, handed only what it uses."""
+    from ppos.controlplane.services.registry_sync.deps import RegistrySyncDeps
+    from ppos.controlplane.services.registry_sync.service import RegistrySyncModule
+
+    return RegistrySyncModule(
+        RegistrySyncDeps(
+            settings=runtime.settings.registry_sync,
+            db=runtime.db,
+            database_url=runtime.settings.server.resolved_database_url,
+            minter=runtime.minter,
+            shutdown_grace=runtime.settings.server.shutdown_grace,
+            page_tokens=runtime.page_tokens,
+            shutdown=runtime.shutdown,
+        )
+    )
 
 
 def load_keyring(settings: Settings) -> KeyRing:

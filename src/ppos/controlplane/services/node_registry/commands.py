@@ -30,6 +30,7 @@ from ppos.controlplane.core.errors import (
 )
 from ppos.controlplane.core.ids import new_id
 from ppos.controlplane.security.principal import Principal, current_request_id
+from ppos.controlplane.services.node_registry import store
 from ppos.controlplane.services.node_registry.changelog import COMMANDS_CHANNEL, notify
 from ppos.controlplane.services.node_registry.convert import command_snapshot
 from ppos.controlplane.services.node_registry.lifecycle import (
@@ -124,11 +125,7 @@ def issue_reimage(
     known = find_by_key(session, request)
     if known is not None:
         return known
-    node = session.scalars(
-        select(NodeRow).where(NodeRow.node_id == request.node_id).with_for_update()
-    ).one_or_none()
-    if node is None:
-        raise NotFound("node", request.node_id)
+    node = store.lock_node(session, request.node_id)
     known = find_by_key(session, request)  # again, under the node lock: a concurrent twin
     if known is not None:
         return known
@@ -138,25 +135,7 @@ def issue_reimage(
             [PreconditionViolation("NODE_STATE", f"node/{node.node_id}", "not registered")],
             reason="NODE_NOT_REGISTERED",
         )
-    active = session.scalars(
-        select(NodeCommandRow).where(
-            NodeCommandRow.node_id == node.node_id,
-            NodeCommandRow.kind == REIMAGE,
-            NodeCommandRow.state.in_(ACTIVE_COMMAND_STATES),
-        )
-    ).first()
-    if active is not None:
-        raise FailedPrecondition(
-            f"node {node.node_id} already has re-image command {active.command_id} "
-            f"({active.state}); cancel it or wait for it to finish",
-            [
-                PreconditionViolation(
-                    "COMMAND_IN_PROGRESS", f"node_command/{active.command_id}", active.state
-                )
-            ],
-            reason="REIMAGE_IN_PROGRESS",
-            metadata={"command_id": active.command_id},
-        )
+    _refuse_if_reimaging(session, node)
     row = NodeCommandRow(
         command_id=new_id("cmd"),
         node_id=node.node_id,
@@ -183,6 +162,29 @@ def issue_reimage(
     _audit(session, row, None, request.reason)
     notify(session, COMMANDS_CHANNEL, node.node_id)
     return Issued(row, duplicate=False)
+
+
+def _refuse_if_reimaging(session: Session, node: NodeRow) -> None:
+    """A node runs one re-image at a time."""
+    active = session.scalars(
+        select(NodeCommandRow).where(
+            NodeCommandRow.node_id == node.node_id,
+            NodeCommandRow.kind == REIMAGE,
+            NodeCommandRow.state.in_(ACTIVE_COMMAND_STATES),
+        )
+    ).first()
+    if active is not None:
+        raise FailedPrecondition(
+            f"node {node.node_id} already has re-image command {active.command_id} "
+            f"({active.state}); cancel it or wait for it to finish",
+            [
+                PreconditionViolation(
+                    "COMMAND_IN_PROGRESS", f"node_command/{active.command_id}", active.state
+                )
+            ],
+            reason="REIMAGE_IN_PROGRESS",
+            metadata={"command_id": active.command_id},
+        )
 
 
 def open_commands(session: Session, node_id: str) -> list[NodeCommandRow]:

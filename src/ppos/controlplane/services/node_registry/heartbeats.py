@@ -63,11 +63,10 @@ from ppos.controlplane.services.node_registry.lifecycle import (
     set_readiness,
 )
 from ppos.controlplane.services.node_registry.models import NodeCommandRow, NodeRow
-from ppos.controlplane.storage import audit
+from ppos.controlplane.services.node_registry.store import audit_node
 from ppos.controlplane.storage.database import Database
 
 _log = structlog.get_logger("ppos.noderegistry.heartbeats")
-SERVICE = "noderegistry"
 MAX_BATCH = 256
 
 
@@ -198,15 +197,7 @@ def apply_batch(session: Session, beats: list[Beat]) -> list[_Outcome]:
         if outcome.row is None:
             continue
         if outcome.audited:
-            outcome.beat.context.run(
-                audit.record,
-                session,
-                service=SERVICE,
-                resource_kind="node",
-                resource_id=outcome.row.node_id,
-                before=outcome.before,
-                after=node_snapshot(outcome.row),
-            )
+            outcome.beat.context.run(audit_node, session, outcome.row, outcome.before)
         if outcome.node is None:
             outcome.node = node_to_proto(outcome.row)
         outcome.commands = [command_to_proto(c) for c in outcome.delivered]

@@ -7,11 +7,9 @@ principal it acted for.
 
 from __future__ import annotations
 
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ppos.controlplane.core.errors import NotFound
 from ppos.controlplane.core.pagination import Ident, Listing, page_size
 from ppos.controlplane.core.timeutil import duration_seconds, utcnow
 from ppos.controlplane.core.validation import (
@@ -22,17 +20,16 @@ from ppos.controlplane.core.validation import (
 )
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2 as pb
 from ppos.controlplane.security.principal import current_principal
-from ppos.controlplane.services.node_registry import commands
-from ppos.controlplane.services.node_registry.changelog import Change, record_changes
+from ppos.controlplane.services.node_registry import commands, store
+from ppos.controlplane.services.node_registry.command_actions import cancel_command
 from ppos.controlplane.services.node_registry.convert import (
     COMMAND_STATE_NAME,
     command_to_proto,
-    node_snapshot,
 )
-from ppos.controlplane.services.node_registry.lifecycle import set_readiness
-from ppos.controlplane.services.node_registry.models import NodeCommandRow
-from ppos.controlplane.services.node_registry.rpc_base import SERVICE, Context, ServicerBase
-from ppos.controlplane.storage import audit
+from ppos.controlplane.services.node_registry.deps import NodeRegistryDeps
+from ppos.controlplane.services.node_registry.rpc_base import Context
+from ppos.controlplane.services.node_registry.signals import CommandSignals
+from ppos.controlplane.services.node_registry.unit_of_work import NodeWrites
 
 DEFAULT_REIMAGE_TIMEOUT = 1800.0
 MIN_REIMAGE_TIMEOUT = 60.0
@@ -42,7 +39,12 @@ COMMANDS_PAGE = Listing(
 )
 
 
-class CommandRpcs(ServicerBase):
+class CommandRpcs:
+    def __init__(self, deps: NodeRegistryDeps, write: NodeWrites, signals: CommandSignals) -> None:
+        self._deps = deps
+        self._write = write
+        self._signals = signals
+
     async def ReimageNode(
         self, request: pb.ReimageNodeRequest, context: Context
     ) -> pb.ReimageNodeResponse:
@@ -82,7 +84,7 @@ class CommandRpcs(ServicerBase):
             issued = await self._write(work)
         except IntegrityError:
             # The same key raced in from another call and won: answer as its replay.
-            known = await self._rt.db.read(lambda s: commands.find_by_key(s, spec))
+            known = await self._deps.db.read(lambda s: commands.find_by_key(s, spec))
             if known is None:
                 raise
             issued = known
@@ -99,13 +101,8 @@ class CommandRpcs(ServicerBase):
         violations.object_id("command_id", request.command_id)
         violations.raise_if_any()
 
-        def work(session: Session) -> NodeCommandRow:
-            row = session.get(NodeCommandRow, request.command_id)
-            if row is None:
-                raise NotFound("node command", request.command_id)
-            return row
-
-        return pb.GetNodeCommandResponse(command=command_to_proto(await self._rt.db.read(work)))
+        row = await self._deps.db.read(lambda s: store.get_command(s, request.command_id))
+        return pb.GetNodeCommandResponse(command=command_to_proto(row))
 
     async def ListNodeCommands(
         self, request: pb.ListNodeCommandsRequest, context: Context
@@ -123,24 +120,17 @@ class CommandRpcs(ServicerBase):
         violations.raise_if_any()
         size = page_size(request.page_size)
         filters = {"node": request.node_id, "states": sorted(states)}
-        position = self._rt.page_tokens.read(COMMANDS_PAGE, filters, request.page_token)
+        position = self._deps.page_tokens.read(COMMANDS_PAGE, filters, request.page_token)
         before: str = position[0] if position else ""
 
-        def work(session: Session) -> list[NodeCommandRow]:
-            statement = select(NodeCommandRow).order_by(NodeCommandRow.command_id.desc())
-            if request.node_id:
-                statement = statement.where(NodeCommandRow.node_id == request.node_id)
-            if states:
-                statement = statement.where(NodeCommandRow.state.in_(sorted(states)))
-            if before:
-                statement = statement.where(NodeCommandRow.command_id < before)
-            return list(session.scalars(statement.limit(size + 1)))
-
-        rows = await self._rt.db.read(work)
+        node_id, wanted = request.node_id, sorted(states)
+        rows = await self._deps.db.read(
+            lambda s: store.list_commands(s, node_id, wanted, before, size)
+        )
         token = ""
         if len(rows) > size:
             rows = rows[:size]
-            token = self._rt.page_tokens.issue(COMMANDS_PAGE, filters, (rows[-1].command_id,))
+            token = self._deps.page_tokens.issue(COMMANDS_PAGE, filters, (rows[-1].command_id,))
         return pb.ListNodeCommandsResponse(
             commands=[command_to_proto(row) for row in rows], next_page_token=token
         )
@@ -153,29 +143,6 @@ class CommandRpcs(ServicerBase):
         violations.reason("reason", request.reason)
         violations.raise_if_any()
 
-        def work(session: Session) -> NodeCommandRow:
-            found = session.get(NodeCommandRow, request.command_id)
-            if found is None:
-                raise NotFound("node command", request.command_id)
-            node = self._lock_node(session, found.node_id)  # node first, then the command
-            row = commands.lock_command(session, request.command_id)
-            was_running = row.state == "ACKNOWLEDGED"
-            now = utcnow()
-            commands.cancel(session, row, request.reason, now)
-            if was_running and node.readiness == "REIMAGING":
-                before = node_snapshot(node)
-                previous = node.readiness
-                set_readiness(node, "NOT_READY", "ReimageCancelled", now)
-                record_changes(session, [Change(node, "ReimageCancelled", previous)], now)
-                audit.record(
-                    session,
-                    service=SERVICE,
-                    resource_kind="node",
-                    resource_id=node.node_id,
-                    before=before,
-                    after=node_snapshot(node),
-                    reason=request.reason,
-                )
-            return row
-
-        return pb.CancelNodeCommandResponse(command=command_to_proto(await self._write(work)))
+        command_id, reason = request.command_id, request.reason
+        row = await self._write(lambda s: cancel_command(s, command_id, reason, utcnow()))
+        return pb.CancelNodeCommandResponse(command=command_to_proto(row))

@@ -8,19 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import functools
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 from sqlalchemy.orm import Session
 
-from ppos.controlplane.core.errors import (
-    FailedPrecondition,
-    PreconditionViolation,
-    Unavailable,
-)
-from ppos.controlplane.core.timeutil import utcnow
+from ppos.controlplane.core.errors import Unavailable
+from ppos.controlplane.core.timeutil import to_duration, utcnow
 from ppos.controlplane.core.validation import (
     CLUSTER_NAME,
     DIGEST,
@@ -28,20 +23,23 @@ from ppos.controlplane.core.validation import (
     MAX_MESSAGE,
     Violations,
 )
+from ppos.controlplane.noderegistry.v1 import node_pb2
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2 as pb
 from ppos.controlplane.security.principal import Principal, current_principal
-from ppos.controlplane.services.node_registry import commands
-from ppos.controlplane.services.node_registry.changelog import Change, record_changes
+from ppos.controlplane.services.node_registry import commands, store
+from ppos.controlplane.services.node_registry.command_actions import report_command
 from ppos.controlplane.services.node_registry.convert import (
     COMMAND_STATE_NAME,
     command_to_proto,
-    node_snapshot,
     node_to_proto,
 )
-from ppos.controlplane.services.node_registry.lifecycle import set_readiness
-from ppos.controlplane.services.node_registry.models import NodeCommandRow, NodeRow
-from ppos.controlplane.services.node_registry.rpc_base import SERVICE, Context, ServicerBase
-from ppos.controlplane.storage import audit
+from ppos.controlplane.services.node_registry.deps import NodeRegistryDeps
+from ppos.controlplane.services.node_registry.heartbeats import HeartbeatBatcher
+from ppos.controlplane.services.node_registry.models import NodeCommandRow
+from ppos.controlplane.services.node_registry.registration import Declaration, register_node
+from ppos.controlplane.services.node_registry.rpc_base import Context, only_self
+from ppos.controlplane.services.node_registry.signals import CommandSignals
+from ppos.controlplane.services.node_registry.unit_of_work import NodeWrites
 
 MAX_SLOTS = 1024
 _REASON_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
@@ -57,18 +55,26 @@ def _container(
         violations.syntax(f"{prefix}.digest", digest, DIGEST)
 
 
-def _audit_node(session: Session, row: NodeRow, before: dict[str, object] | None) -> None:
-    audit.record(
-        session,
-        service=SERVICE,
-        resource_kind="node",
-        resource_id=row.node_id,
-        before=before,
-        after=node_snapshot(row),
-    )
+class NodeRpcs:
+    def __init__(
+        self,
+        deps: NodeRegistryDeps,
+        write: NodeWrites,
+        heartbeats: HeartbeatBatcher,
+        signals: CommandSignals,
+    ) -> None:
+        self._deps = deps
+        self._settings = deps.settings
+        self._write = write
+        self._heartbeats = heartbeats
+        self._signals = signals
 
+    def _heartbeat_settings(self) -> node_pb2.HeartbeatSettings:
+        return node_pb2.HeartbeatSettings(
+            interval=to_duration(self._settings.heartbeat_interval),
+            ttl=to_duration(self._settings.heartbeat_ttl),
+        )
 
-class NodeRpcs(ServicerBase):
     async def RegisterNode(
         self, request: pb.RegisterNodeRequest, context: Context
     ) -> pb.RegisterNodeResponse:
@@ -76,7 +82,7 @@ class NodeRpcs(ServicerBase):
         violations = Violations()
         violations.object_id("node_id", request.node_id, required=False)
         violations.raise_if_any()
-        self._only_self(principal, "node_id", request.node_id)
+        only_self(principal, "node_id", request.node_id)
         violations.region("region", request.region)
         violations.syntax("cluster", request.cluster, CLUSTER_NAME, required=False)
         violations.int_range("capacity_slots", request.capacity_slots, 0, MAX_SLOTS)
@@ -90,40 +96,15 @@ class NodeRpcs(ServicerBase):
         )
         violations.raise_if_any()
 
-        def work(session: Session) -> NodeRow:
-            row = self._own_node(session, principal)
-            if row.region != request.region:
-                raise FailedPrecondition(
-                    f"node {row.node_id} was enrolled for region {row.region}, "
-                    f"not {request.region}",
-                    [PreconditionViolation("REGION", f"node/{row.node_id}", row.region)],
-                    reason="REGION_MISMATCH",
-                )
-            now = utcnow()
-            before = node_snapshot(row)
-            spec = (request.cluster or row.cluster, dict(request.labels), request.capacity_slots)
-            container = (request.container.image, request.container.digest)
-            spec_changed = spec != (row.cluster, dict(row.labels), row.capacity_slots)
-            container_changed = container != (row.container_image, row.container_digest)
-            first = not row.registered
-            row.last_heartbeat_at = now  # registering proves the node is alive
-            if not (first or spec_changed or container_changed):
-                return row  # a node agent restarting with the same declaration
-            row.cluster, row.labels, row.capacity_slots = spec
-            row.container_image, row.container_digest = container
-            row.registered = True
-            if spec_changed:
-                row.generation += 1
-            previous = row.readiness
-            if first:
-                set_readiness(row, "NOT_READY", "Registered", now)
-            record_changes(
-                session, [Change(row, "Registered" if first else "Reregistered", previous)], now
-            )
-            _audit_node(session, row, before)
-            return row
-
-        row = await self._write(work)
+        declared = Declaration(
+            region=request.region,
+            cluster=request.cluster,
+            labels=dict(request.labels),
+            capacity_slots=request.capacity_slots,
+            image=request.container.image,
+            digest=request.container.digest,
+        )
+        row = await self._write(lambda s: register_node(s, principal, declared, utcnow()))
         return pb.RegisterNodeResponse(
             node=node_to_proto(row), heartbeat=self._heartbeat_settings()
         )
@@ -135,7 +116,7 @@ class NodeRpcs(ServicerBase):
         violations = Violations()
         violations.object_id("node_id", request.node_id, required=False)
         violations.raise_if_any()
-        self._only_self(principal, "node_id", request.node_id)
+        only_self(principal, "node_id", request.node_id)
         violations.int_range("slots_in_use", request.slots_in_use, 0, MAX_SLOTS)
         _container(violations, "container", request.container.image, request.container.digest)
         reason = request.not_ready_reason
@@ -174,39 +155,17 @@ class NodeRpcs(ServicerBase):
         )
         violations.raise_if_any()
 
-        def work(session: Session) -> NodeCommandRow:
-            node = self._own_node(session, principal)  # node row first, then the command
-            now = utcnow()
-            row, changed = commands.report(
-                session, node, request.command_id, state, request.message, now
-            )
-            if changed and row.kind == commands.REIMAGE:
-                self._reimage_readiness(session, node, state, now)
-            return row
-
-        row = await self._write(work)
+        command_id, message = request.command_id, request.message
+        row = await self._write(
+            lambda s: report_command(s, principal, command_id, state, message, utcnow())
+        )
         return pb.ReportNodeCommandResponse(command=command_to_proto(row))
-
-    @staticmethod
-    def _reimage_readiness(session: Session, node: NodeRow, state: str, now: dt.datetime) -> None:
-        before = node_snapshot(node)
-        previous = node.readiness
-        if state == "ACKNOWLEDGED":
-            changed = set_readiness(node, "REIMAGING", "ReimageInProgress", now)
-        elif node.readiness == "REIMAGING":
-            why = "ReimageSucceeded" if state == "SUCCEEDED" else "ReimageFailed"
-            changed = set_readiness(node, "NOT_READY", why, now)
-        else:
-            changed = False
-        if changed:
-            record_changes(session, [Change(node, node.readiness_reason, previous)], now)
-            _audit_node(session, node, before)
 
     async def StreamNodeCommands(
         self, request: pb.StreamNodeCommandsRequest, context: Context
     ) -> AsyncIterator[pb.StreamNodeCommandsResponse]:
         principal = current_principal.get()
-        shutdown = self._rt.shutdown
+        shutdown = self._deps.shutdown
         idle = max(self._settings.heartbeat_interval, 1.0)
         with self._signals.waiter(principal.name) as issued:
             first = True
@@ -230,7 +189,7 @@ class NodeRpcs(ServicerBase):
     def _deliver(
         self, session: Session, principal: Principal, *, include_delivered: bool
     ) -> list[NodeCommandRow]:
-        node = self._own_node(session, principal)
+        node = store.own_node(session, principal)
         return commands.deliver(session, node, utcnow(), include_delivered=include_delivered)
 
 

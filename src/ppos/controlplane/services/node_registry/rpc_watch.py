@@ -9,7 +9,8 @@ from ppos.controlplane.core.validation import Violations
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2 as pb
 from ppos.controlplane.security.principal import current_request_id
 from ppos.controlplane.services.node_registry.filters import parse_filter
-from ppos.controlplane.services.node_registry.rpc_base import Context, ServicerBase
+from ppos.controlplane.services.node_registry.hub import WatchHub
+from ppos.controlplane.services.node_registry.rpc_base import Context
 from ppos.controlplane.services.node_registry.watch_stream import serve
 
 DEFAULT_BOOKMARK_INTERVAL = 10.0
@@ -17,8 +18,11 @@ MIN_BOOKMARK_INTERVAL = 1.0
 MAX_BOOKMARK_INTERVAL = 3600.0
 
 
-class WatchRpcs(ServicerBase):
-    async def WatchNodes(  # writes encoded WatchNodesResponse bytes (see wire)
+class WatchRpcs:
+    def __init__(self, hub: WatchHub) -> None:
+        self._hub = hub
+
+    async def WatchNodes(  # writes encoded WatchNodesResponse bytes (see watch_encoding)
         self, request: pb.WatchNodesRequest, context: Context
     ) -> None:
         violations = Violations()

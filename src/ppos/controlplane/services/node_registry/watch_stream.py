@@ -13,7 +13,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ppos.controlplane.services.node_registry.hub import Subscriber, WatchHub
+from ppos.controlplane.services.node_registry.hub import WatchHub
+from ppos.controlplane.services.node_registry.watch_subscribers import Subscriber
 
 
 async def serve(

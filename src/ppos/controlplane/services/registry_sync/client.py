@@ -1,6 +1,6 @@
 """Calls to one regional registry, each with a deadline and a fresh PREFLIGHT_JWT.
 
-Pages are received as raw bytes (see wire.py). The channel comes from
+Pages are received as raw bytes (see page_decoding.py). The channel comes from
 `security.outbound.open_channel`: every call carries a PREFLIGHT_JWT minted
 for this registry's audience and the called method, and nothing else.
 """

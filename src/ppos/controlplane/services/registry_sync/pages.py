@@ -313,6 +313,22 @@ def commit_page(
     )
     for item in rejected:
         outcome.quarantined[item.reason] = outcome.quarantined.get(item.reason, 0) + 1
+    _advance_region(region, page, outcome, new_rows, now)
+    _count_in_sweep(session, page, outcome)
+    outcome.cancel_requested = bool(
+        session.scalar(select(SweepRow.cancel_requested).where(SweepRow.sweep_id == page.sweep_id))
+    )
+    return outcome
+
+
+def _advance_region(
+    region: SyncRegionRow,
+    page: VerifiedPage,
+    outcome: PageOutcome,
+    new_rows: list[Accepted],
+    now: dt.datetime,
+) -> None:
+    """The region's cursor past the page, and its counters and lag with the page in them."""
     stamps = [item.update_time_ns for item in new_rows if item.update_time_ns is not None]
     newest = region.newest_change_ns
     if stamps:
@@ -327,13 +343,16 @@ def commit_page(
         region.head_cursor = page.next_cursor
     region.records_synced += outcome.inserted
     region.bytes_synced += outcome.inserted_bytes
-    region.duplicates_skipped += duplicates
+    region.duplicates_skipped += outcome.duplicates
     region.quarantined_count += outcome.quarantined_total
     region.pages_committed += 1
     region.status_version += 1
     region.updated_at = now
     outcome.generation = region.generation
 
+
+def _count_in_sweep(session: Session, page: VerifiedPage, outcome: PageOutcome) -> None:
+    """The page in its sweep's counters for the region."""
     session.execute(
         update(SweepRegionRow)
         .where(SweepRegionRow.sweep_id == page.sweep_id, SweepRegionRow.region == page.region)
@@ -341,11 +360,7 @@ def commit_page(
             records_synced=SweepRegionRow.records_synced + outcome.inserted,
             bytes_synced=SweepRegionRow.bytes_synced + outcome.inserted_bytes,
             quarantined=SweepRegionRow.quarantined + outcome.quarantined_total,
-            duplicates_skipped=SweepRegionRow.duplicates_skipped + duplicates,
+            duplicates_skipped=SweepRegionRow.duplicates_skipped + outcome.duplicates,
             pages=SweepRegionRow.pages + 1,
         )
     )
-    outcome.cancel_requested = bool(
-        session.scalar(select(SweepRow.cancel_requested).where(SweepRow.sweep_id == page.sweep_id))
-    )
-    return outcome

@@ -28,10 +28,10 @@ from ppos.controlplane.security.principal import (
     current_request_id,
     internal,
 )
-from ppos.controlplane.services.registry_sync import queries, sweeps
+from ppos.controlplane.services.registry_sync import queries, sweep_records
 from ppos.controlplane.services.registry_sync.client import RegistryClient
 from ppos.controlplane.services.registry_sync.models import CANCELLED, FAILED, PENDING
-from ppos.controlplane.services.registry_sync.sweeper import (
+from ppos.controlplane.services.registry_sync.region_pull import (
     CANCEL,
     LOST_LEAD,
     SHUTDOWN,
@@ -167,7 +167,7 @@ class SyncScheduler:
         if not await self._leadership.acquire():
             return
         self._set_leading(True)
-        recovered = await self._db.write(lambda s: sweeps.recover_orphans(s, utcnow()))
+        recovered = await self._db.write(lambda s: sweep_records.recover_orphans(s, utcnow()))
         _log.info("sync.lead_taken", resumed_sweeps=recovered)
 
     async def _tick(self) -> None:
@@ -177,21 +177,21 @@ class SyncScheduler:
             now = utcnow()
 
             def schedule(session: Session) -> None:
-                due = sweeps.due_regions(session, regions, settings.interval, now)
+                due = sweep_records.due_regions(session, regions, settings.interval, now)
                 if due:
-                    sweeps.create_sweep(
+                    sweep_records.create_sweep(
                         session, due, started_by=SCHEDULER, request_id=None, now=now
                     )
 
             # Write transactions only when there is something to write (SQLite has
             # one writer, and page commits should not queue behind idle ticks).
             if await self._db.read(
-                lambda s: bool(sweeps.due_regions(s, regions, settings.interval, now))
+                lambda s: bool(sweep_records.due_regions(s, regions, settings.interval, now))
             ):
                 await self._db.write(schedule)
         claimed: list[tuple[str, list[str]]] = []
-        if await self._db.read(sweeps.any_pending):
-            claimed = await self._db.write(lambda s: sweeps.claim_pending(s, utcnow()))
+        if await self._db.read(sweep_records.any_pending):
+            claimed = await self._db.write(lambda s: sweep_records.claim_pending(s, utcnow()))
         for sweep_id, pending in claimed:
             signal = StopSignal()
             task = asyncio.create_task(
@@ -202,7 +202,7 @@ class SyncScheduler:
         if time.monotonic() - self._last_prune >= PRUNE_EVERY:
             self._last_prune = time.monotonic()
             cutoff = utcnow() - dt.timedelta(seconds=settings.sweep_retention)
-            pruned = await self._db.write(lambda s: sweeps.prune(s, cutoff))
+            pruned = await self._db.write(lambda s: sweep_records.prune(s, cutoff))
             if pruned:
                 _log.info("sync.sweeps_pruned", count=pruned)
 
@@ -215,7 +215,7 @@ class SyncScheduler:
         """A cancel requested on another replica reaches us through the database."""
         while not signal.stopped:
             await asyncio.sleep(self._settings.poll_interval)
-            if await self._db.read(lambda s: sweeps.cancel_requested(s, sweep_id)):
+            if await self._db.read(lambda s: sweep_records.cancel_requested(s, sweep_id)):
                 signal.stop(CANCEL)
 
     async def _run_sweep(self, sweep_id: str, regions: list[str], signal: StopSignal) -> None:
@@ -235,7 +235,7 @@ class SyncScheduler:
         interrupted = signal.reason in (SHUTDOWN, LOST_LEAD)
         final, error = await asyncio.shield(
             self._db.write(
-                lambda s: sweeps.conclude(
+                lambda s: sweep_records.conclude(
                     s, sweep_id, cancelled=cancelled, interrupted=interrupted, now=now
                 )
             )
@@ -265,5 +265,7 @@ class SyncScheduler:
         self, sweep_id: str, region: str, state: str, error: str
     ) -> tuple[str, str]:
         now = utcnow()
-        await self._db.write(lambda s: sweeps.end_region(s, sweep_id, region, state, error, now))
+        await self._db.write(
+            lambda s: sweep_records.end_region(s, sweep_id, region, state, error, now)
+        )
         return state, error

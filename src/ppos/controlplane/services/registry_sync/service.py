@@ -20,16 +20,16 @@ from ppos.controlplane.core.timeutil import utcnow
 from ppos.controlplane.core.validation import MAX_ENUM_FILTER, MAX_REGIONS, Violations
 from ppos.controlplane.registrysync.v1 import registry_sync_service_pb2 as pb
 from ppos.controlplane.registrysync.v1 import registry_sync_service_pb2_grpc as pb_grpc
-from ppos.controlplane.runtime.modules import Runtime
 from ppos.controlplane.security.principal import current_principal
-from ppos.controlplane.services.registry_sync import convert, queries, sweeps
+from ppos.controlplane.services.registry_sync import convert, queries, sweep_records
 from ppos.controlplane.services.registry_sync.backoff import Backoff
 from ppos.controlplane.services.registry_sync.client import RegistryClient
+from ppos.controlplane.services.registry_sync.deps import RegistrySyncDeps
 from ppos.controlplane.services.registry_sync.lag import LagGauges
 from ppos.controlplane.services.registry_sync.metering import Meter, Rates
 from ppos.controlplane.services.registry_sync.models import SweepRegionRow, SweepRow
+from ppos.controlplane.services.registry_sync.region_pull import StatusBus, SweepContext
 from ppos.controlplane.services.registry_sync.scheduler import SyncScheduler
-from ppos.controlplane.services.registry_sync.sweeper import StatusBus, SweepContext
 from ppos.controlplane.services.registry_sync.verify import enum_text
 from ppos.controlplane.storage import audit
 from ppos.controlplane.storage.leadership import leadership_for
@@ -50,9 +50,9 @@ SHUTDOWN_MESSAGE = (
 
 
 class RegistrySyncServicer(pb_grpc.RegistrySyncServiceServicer):
-    def __init__(self, runtime: Runtime, scheduler: SyncScheduler, bus: StatusBus) -> None:
-        self._rt = runtime
-        self._settings = runtime.settings.registry_sync
+    def __init__(self, deps: RegistrySyncDeps, scheduler: SyncScheduler, bus: StatusBus) -> None:
+        self._deps = deps
+        self._settings = deps.settings
         self._scheduler = scheduler
         self._bus = bus
 
@@ -85,12 +85,12 @@ class RegistrySyncServicer(pb_grpc.RegistrySyncServiceServicer):
         violations.raise_if_any()
 
     async def _status(self, regions: list[str]) -> list[pb.RegionSyncStatus]:
-        rows = await self._rt.db.read(lambda s: queries.region_rows(s, regions))
+        rows = await self._deps.db.read(lambda s: queries.region_rows(s, regions))
         now = utcnow()
         return [convert.region_status(region, rows.get(region), now) for region in regions]
 
     async def _sweep(self, sweep_id: str) -> pb.Sweep:
-        row, parts = await self._rt.db.read(lambda s: sweeps.get_sweep(s, sweep_id))
+        row, parts = await self._deps.db.read(lambda s: sweep_records.get_sweep(s, sweep_id))
         return convert.sweep(row, parts)
 
     # -- status ----------------------------------------------------------------
@@ -117,7 +117,7 @@ class RegistrySyncServicer(pb_grpc.RegistrySyncServiceServicer):
         regions = list(request.regions)
         self._check_regions("regions", regions)
         regions = regions or self._regions
-        shutdown = self._rt.shutdown
+        shutdown = self._deps.shutdown
         sent: dict[str, bytes] = {}
         while not shutdown.is_set():
             for status in await self._status(regions):
@@ -133,10 +133,10 @@ class RegistrySyncServicer(pb_grpc.RegistrySyncServiceServicer):
         await context.abort(grpc.StatusCode.UNAVAILABLE, SHUTDOWN_MESSAGE)
 
     async def _bus_or_shutdown(self, seconds: float) -> None:
-        if self._rt.shutdown.is_set():
+        if self._deps.shutdown.is_set():
             return
         bus = asyncio.ensure_future(self._bus.wait(seconds))
-        stop = asyncio.ensure_future(self._rt.shutdown.wait())
+        stop = asyncio.ensure_future(self._deps.shutdown.wait())
         try:
             await asyncio.wait({bus, stop}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -162,7 +162,7 @@ class RegistrySyncServicer(pb_grpc.RegistrySyncServiceServicer):
         now = utcnow()
 
         def work(session: Session) -> tuple[SweepRow, list[SweepRegionRow]]:
-            row, created = sweeps.create_sweep(
+            row, created = sweep_records.create_sweep(
                 session,
                 regions,
                 started_by=principal.display,
@@ -176,12 +176,12 @@ class RegistrySyncServicer(pb_grpc.RegistrySyncServiceServicer):
                     resource_kind="sync_sweep",
                     resource_id=row.sweep_id,
                     before=None,
-                    after=sweeps.snapshot(row),
+                    after=sweep_records.snapshot(row),
                 )
             session.flush()
-            return sweeps.get_sweep(session, row.sweep_id)
+            return sweep_records.get_sweep(session, row.sweep_id)
 
-        row, parts = await self._rt.db.write(work)
+        row, parts = await self._deps.db.write(work)
         self._scheduler.wake()
         return pb.StartSweepResponse(sweep=convert.sweep(row, parts))
 
@@ -206,14 +206,14 @@ class RegistrySyncServicer(pb_grpc.RegistrySyncServiceServicer):
         violations.raise_if_any()
         limit = page_size(request.page_size)
         filters = {"states": sorted(states)}
-        position = self._rt.page_tokens.read(SWEEPS_PAGE, filters, request.page_token)
+        position = self._deps.page_tokens.read(SWEEPS_PAGE, filters, request.page_token)
         before: str = position[0] if position else ""
-        rows, more = await self._rt.db.read(
+        rows, more = await self._deps.db.read(
             lambda s: queries.sweeps_page(s, states=states, before_id=before, limit=limit)
         )
         reply = pb.ListSweepsResponse(sweeps=[convert.sweep(row, parts) for row, parts in rows])
         if more and rows:
-            reply.next_page_token = self._rt.page_tokens.issue(
+            reply.next_page_token = self._deps.page_tokens.issue(
                 SWEEPS_PAGE, filters, (rows[-1][0].sweep_id,)
             )
         return reply
@@ -227,21 +227,21 @@ class RegistrySyncServicer(pb_grpc.RegistrySyncServiceServicer):
         now = utcnow()
 
         def work(session: Session) -> tuple[SweepRow, list[SweepRegionRow]]:
-            row, changed = sweeps.request_cancel(session, request.sweep_id, now)
+            row, changed = sweep_records.request_cancel(session, request.sweep_id, now)
             if changed:
-                before = sweeps.snapshot(row) | {"cancel_requested": False}
+                before = sweep_records.snapshot(row) | {"cancel_requested": False}
                 audit.record(
                     session,
                     service=SERVICE,
                     resource_kind="sync_sweep",
                     resource_id=row.sweep_id,
                     before=before,
-                    after=sweeps.snapshot(row),
+                    after=sweep_records.snapshot(row),
                 )
             session.flush()
-            return sweeps.get_sweep(session, row.sweep_id)
+            return sweep_records.get_sweep(session, row.sweep_id)
 
-        row, parts = await self._rt.db.write(work)
+        row, parts = await self._deps.db.write(work)
         self._scheduler.cancel_local(request.sweep_id)
         return pb.CancelSweepResponse(sweep=convert.sweep(row, parts))
 
@@ -261,7 +261,7 @@ class RegistrySyncServicer(pb_grpc.RegistrySyncServiceServicer):
             row = queries.synced_job(session, request.region, request.job_id, request.revision)
             return convert.synced_job(row, payload=queries.payload_of(session, row.sync_sequence))
 
-        return pb.GetSyncedJobResponse(job=await self._rt.db.read(work))
+        return pb.GetSyncedJobResponse(job=await self._deps.db.read(work))
 
     async def ListSyncedJobs(
         self, request: pb.ListSyncedJobsRequest, context: Context
@@ -293,7 +293,7 @@ class RegistrySyncServicer(pb_grpc.RegistrySyncServiceServicer):
             )
             return [convert.synced_job(row, payload=payload) for row, payload in rows], more
 
-        jobs, more = await self._rt.db.read(work)
+        jobs, more = await self._deps.db.read(work)
         last = jobs[-1].sync_sequence if jobs else request.after_sync_sequence
         return pb.ListSyncedJobsResponse(jobs=jobs, last_sync_sequence=last, has_more=more)
 
@@ -305,14 +305,14 @@ class RegistrySyncServicer(pb_grpc.RegistrySyncServiceServicer):
         violations.raise_if_any()
         limit = page_size(request.page_size)
         filters = {"region": request.region}
-        position = self._rt.page_tokens.read(QUARANTINE_PAGE, filters, request.page_token)
+        position = self._deps.page_tokens.read(QUARANTINE_PAGE, filters, request.page_token)
         after: int = position[0] if position else 0
-        rows, more = await self._rt.db.read(
+        rows, more = await self._deps.db.read(
             lambda s: queries.quarantined(s, region=request.region, after_id=after, limit=limit)
         )
         reply = pb.ListQuarantinedRecordsResponse(records=[convert.quarantined(r) for r in rows])
         if more and rows:
-            reply.next_page_token = self._rt.page_tokens.issue(
+            reply.next_page_token = self._deps.page_tokens.issue(
                 QUARANTINE_PAGE, filters, (rows[-1].quarantine_id,)
             )
         return reply
@@ -322,16 +322,16 @@ class RegistrySyncModule:
     name = SERVICE
     service_names: tuple[str, ...] = ("ppos.controlplane.registrysync.v1.RegistrySyncService",)
 
-    def __init__(self, runtime: Runtime) -> None:
-        self._runtime = runtime
-        settings = runtime.settings.registry_sync
+    def __init__(self, deps: RegistrySyncDeps) -> None:
+        self._deps = deps
+        settings = deps.settings
         self._clients = {
-            region: RegistryClient(region, address, runtime.minter)
+            region: RegistryClient(region, address, deps.minter)
             for region, address in settings.regions.items()
         }
         self._bus = StatusBus()
         context = SweepContext(
-            db=runtime.db,
+            db=deps.db,
             settings=settings,
             meter=Meter(
                 Rates(
@@ -349,15 +349,13 @@ class RegistrySyncModule:
         self.scheduler = SyncScheduler(
             context,
             self._clients,
-            leadership_for(
-                runtime.settings.server.resolved_database_url, "sync-leader", key=SYNC_LEADER_KEY
-            ),
-            stop_grace=runtime.settings.server.shutdown_grace,
+            leadership_for(deps.database_url, "sync-leader", key=SYNC_LEADER_KEY),
+            stop_grace=deps.shutdown_grace,
         )
 
     def register(self, server: grpc.aio.Server) -> None:
         pb_grpc.add_RegistrySyncServiceServicer_to_server(
-            RegistrySyncServicer(self._runtime, self.scheduler, self._bus), server
+            RegistrySyncServicer(self._deps, self.scheduler, self._bus), server
         )
 
     async def start(self) -> None:

@@ -98,6 +98,7 @@ def _nanos(record: job_pb2.JobRecord, field: str, problems: list[str]) -> int | 
 
 def verify(raw: bytes, *, region: str, max_payload_bytes: int) -> Accepted | Rejected:
     """One record's verdict. Each field is read once (this runs for every record)."""
+    # One function, not several: it runs for every synced record, and calls cost there.
     try:
         record = job_pb2.JobRecord.FromString(raw)
     except DecodeError as exc:

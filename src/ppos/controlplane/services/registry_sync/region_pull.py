@@ -29,7 +29,7 @@ from ppos.controlplane.core.metrics import (
     SYNC_SWEEP_DURATION,
 )
 from ppos.controlplane.core.timeutil import utcnow
-from ppos.controlplane.services.registry_sync import sweeps
+from ppos.controlplane.services.registry_sync import sweep_records
 from ppos.controlplane.services.registry_sync.backoff import Backoff, is_retryable, retry_hint
 from ppos.controlplane.services.registry_sync.client import RegistryClient, describe
 from ppos.controlplane.services.registry_sync.lag import LagGauges
@@ -40,6 +40,7 @@ from ppos.controlplane.services.registry_sync.models import (
     PENDING,
     SUCCEEDED,
 )
+from ppos.controlplane.services.registry_sync.page_decoding import PageFormatError, parse_page
 from ppos.controlplane.services.registry_sync.pages import (
     CursorMoved,
     PageOutcome,
@@ -48,7 +49,6 @@ from ppos.controlplane.services.registry_sync.pages import (
 )
 from ppos.controlplane.services.registry_sync.settings import RegistrySyncSettings
 from ppos.controlplane.services.registry_sync.verify import verify
-from ppos.controlplane.services.registry_sync.wire import PageFormatError, parse_page
 from ppos.controlplane.storage.database import Database
 
 T = TypeVar("T")
@@ -252,7 +252,7 @@ class RegionRun:
         sweep_id, region = self._sweep_id, self._region
         now = utcnow()
         cursor, generation = await self._db.write(
-            lambda s: sweeps.start_region(s, sweep_id, region, now)
+            lambda s: sweep_records.start_region(s, sweep_id, region, now)
         )
         self._ctx.bus.notify()
         self._log.info("sync.region_started", cursor=cursor)
@@ -273,7 +273,7 @@ class RegionRun:
             ended = utcnow()
             await asyncio.shield(
                 self._db.write(
-                    lambda s: sweeps.end_region(s, sweep_id, region, state, error, ended)
+                    lambda s: sweep_records.end_region(s, sweep_id, region, state, error, ended)
                 )
             )
             self._ctx.bus.notify()
@@ -291,7 +291,7 @@ class RegionRun:
         now = utcnow()
         at_head = info.head_cursor == cursor
         await self._db.write(
-            lambda s: sweeps.record_head(
+            lambda s: sweep_records.record_head(
                 s, self._region, info.head_cursor, at_head=at_head, now=now
             )
         )
@@ -318,7 +318,7 @@ class RegionRun:
                     self._log.warning("sync.cursor_moved", detail=str(exc))
                     await _cancel(producer)
                     cursor, generation = await self._db.read(
-                        lambda s: sweeps.read_cursor(s, self._region)
+                        lambda s: sweep_records.read_cursor(s, self._region)
                     )
                     queue = asyncio.Queue(PREFETCH_PAGES)
                     producer = asyncio.create_task(self._produce(cursor, queue))

@@ -1,0 +1,27 @@
+"""What registry sync needs from the composition root, and nothing more."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+from ppos.controlplane.core.pagination import PageTokens
+from ppos.controlplane.security.tokens import TokenMinter
+from ppos.controlplane.services.registry_sync.settings import RegistrySyncSettings
+from ppos.controlplane.storage.database import Database
+
+
+@dataclasses.dataclass(frozen=True)
+class RegistrySyncDeps:
+    settings: RegistrySyncSettings
+    db: Database
+    # Leadership among replicas is held through the database at this URL.
+    database_url: str
+    # Mints the PREFLIGHT_JWTs of the calls out to each region's external registry.
+    minter: TokenMinter
+    # Time the sweeps in flight get to finish when the module stops.
+    shutdown_grace: float
+    # Issues and reads the List RPCs' page tokens.
+    page_tokens: PageTokens
+    # Set when the process begins to stop: open status streams end.
+    shutdown: asyncio.Event
