@@ -32,9 +32,9 @@ from ppos.controlplane.security.outbound import open_channel
 from ppos.controlplane.security.peers import caller_identity, gateway_audience
 from ppos.controlplane.security.principal import internal
 from ppos.controlplane.security.tokens import TokenVerifier
-from ppos.controlplane.services.governance import outbox
-from ppos.controlplane.services.governance.dispatcher import Dispatcher
-from ppos.controlplane.services.governance.receivers import Receivers
+from ppos.controlplane.services.governance.outbox import commands
+from ppos.controlplane.services.governance.outbox.dispatcher import Dispatcher
+from ppos.controlplane.services.governance.outbox.receivers import Receivers
 from ppos.preflight.v1 import gateway_service_pb2 as gw_pb
 from ppos.preflightsim import gateway as gateway_sim
 from ppos.preflightsim.auth import RequirePreflightJwt
@@ -49,11 +49,11 @@ PG_URL = os.environ.get(
 )
 
 
-def _command(index: int) -> outbox.Command:
+def _command(index: int) -> commands.Command:
     key = f"bench:{index}:{secrets.token_hex(4)}"
-    return outbox.Command(
-        target=outbox.gateway_target(REGION),
-        method=outbox.gateway_method("ApplyQueuePolicy"),
+    return commands.Command(
+        target=commands.gateway_target(REGION),
+        method=commands.gateway_method("ApplyQueuePolicy"),
         request=gw_pb.ApplyQueuePolicyRequest(
             header=gw_pb.CommandHeader(idempotency_key=key, reason="bench"),
             tenant_id="bench",
@@ -88,7 +88,7 @@ async def _direct(server: ControlPlaneServer, address: str, count: int) -> float
     )
     commands = [_command(i) for i in range(count)]
     call = channel.unary_unary(
-        outbox.gateway_method("ApplyQueuePolicy"),
+        commands.gateway_method("ApplyQueuePolicy"),
         request_serializer=None,
         response_deserializer=gw_pb.ApplyQueuePolicyResponse.FromString,
     )
@@ -112,7 +112,7 @@ async def _through_outbox(server: ControlPlaneServer, count: int) -> float:
     assert runtime is not None
     actor = internal("bench")
     runtime.db.write_sync(
-        lambda s: [outbox.enqueue(s, _command(i), actor=actor) for i in range(count)]
+        lambda s: [commands.enqueue(s, _command(i), actor=actor) for i in range(count)]
     )
     receivers = Receivers(runtime)
     dispatcher = Dispatcher(runtime, receivers, owner="bench")

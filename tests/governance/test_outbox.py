@@ -11,8 +11,8 @@ from prometheus_client import REGISTRY
 from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
 from ppos.controlplane.governance.v1 import resources_pb2 as res
 from ppos.controlplane.security.peers import caller_identity, gateway_audience
-from ppos.controlplane.services.governance.dispatcher import Dispatcher
-from ppos.controlplane.services.governance.receivers import Receivers
+from ppos.controlplane.services.governance.outbox.dispatcher import Dispatcher
+from ppos.controlplane.services.governance.outbox.receivers import Receivers
 from tests.governance.conftest import Governed, StartGoverned
 from tests.governance.support import bearer_claims, count, eventually, start_gateway
 

@@ -25,8 +25,8 @@ from ppos.controlplane.core.timeutil import to_timestamp
 from ppos.controlplane.core.validation import AUDIT_RESOURCE_ID, RESOURCE_KIND, Violations
 from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
 from ppos.controlplane.governance.v1 import resources_pb2 as res_pb
+from ppos.controlplane.services.governance.admin_jobs.handlers import stopped_within
 from ppos.controlplane.services.governance.common import Context, HandlerBase
-from ppos.controlplane.services.governance.jobs_api import stopped_within
 from ppos.controlplane.storage.audit import AuditEntry
 
 WATCH_BATCH = 500

@@ -18,7 +18,7 @@ from ppos.controlplane.registrysync.v1 import registry_sync_service_pb2 as rs_pb
 from ppos.controlplane.registrysync.v1 import registry_sync_service_pb2_grpc as rs_grpc
 from ppos.controlplane.runtime.modules import Runtime
 from ppos.controlplane.services.governance.enums import GOVERNANCE_STATE
-from ppos.controlplane.services.governance.evaluation import JobView
+from ppos.controlplane.services.governance.policy.evaluation import JobView
 
 SERVICE = "governance"
 

@@ -19,18 +19,18 @@ from ppos.controlplane.core.ids import new_id
 from ppos.controlplane.governance.v1 import governance_service_pb2_grpc as pb_grpc
 from ppos.controlplane.runtime.modules import Runtime
 from ppos.controlplane.services.governance.activity import ActivityHandlers
-from ppos.controlplane.services.governance.admin_jobs import AdminJobRunner
-from ppos.controlplane.services.governance.admin_kinds import KINDS
+from ppos.controlplane.services.governance.admin_jobs.handlers import AdminJobHandlers
+from ppos.controlplane.services.governance.admin_jobs.kinds import KINDS
+from ppos.controlplane.services.governance.admin_jobs.runner import AdminJobRunner
 from ppos.controlplane.services.governance.audit_api import AuditHandlers
-from ppos.controlplane.services.governance.dispatcher import Dispatcher
-from ppos.controlplane.services.governance.jobs_api import AdminJobHandlers
 from ppos.controlplane.services.governance.leadership import Leadership
+from ppos.controlplane.services.governance.outbox.dispatcher import Dispatcher
+from ppos.controlplane.services.governance.outbox.receivers import Receivers
 from ppos.controlplane.services.governance.peers import Nodes, SyncedJobs
-from ppos.controlplane.services.governance.policies import PolicyHandlers
-from ppos.controlplane.services.governance.receivers import Receivers
-from ppos.controlplane.services.governance.reconciler import Reconciler
-from ppos.controlplane.services.governance.routes import RouteHandlers
-from ppos.controlplane.services.governance.tenants import TenantHandlers
+from ppos.controlplane.services.governance.policy.policies import PolicyHandlers
+from ppos.controlplane.services.governance.policy.reconciler import Reconciler
+from ppos.controlplane.services.governance.resources.routes import RouteHandlers
+from ppos.controlplane.services.governance.resources.tenants import TenantHandlers
 
 _log = structlog.get_logger("ppos.governance")
 

@@ -22,7 +22,6 @@ from ppos.controlplane.core.validation import (
 from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
 from ppos.controlplane.governance.v1 import resources_pb2 as res_pb
 from ppos.controlplane.security.principal import Principal, current_principal
-from ppos.controlplane.services.governance import lookups, outbox, routing
 from ppos.controlplane.services.governance.common import (
     GOVERNANCE_SERVICE,
     Context,
@@ -51,12 +50,14 @@ from ppos.controlplane.services.governance.models import (
     QueueRow,
     TenantRow,
 )
-from ppos.controlplane.services.governance.selectors import matches, parse_selector
-from ppos.controlplane.services.governance.specs import (
+from ppos.controlplane.services.governance.outbox import commands
+from ppos.controlplane.services.governance.resources import lookups, routing
+from ppos.controlplane.services.governance.resources.specs import (
     validate_queue_spec,
     validate_route_spec,
     validate_tenant_spec,
 )
+from ppos.controlplane.services.governance.selectors import matches, parse_selector
 from ppos.controlplane.storage.reads import PreparedRead, quick_reads
 
 METHOD_PREFIX = "/ppos.controlplane.governance.v1.GovernanceService/"
@@ -134,8 +135,8 @@ def push_queue(
     actor: Principal,
     decision_id: str | None = None,
 ) -> str:
-    command = outbox.apply_queue_policy(queue, tenant_phase, reason)
-    return outbox.enqueue(session, command, actor=actor, decision_id=decision_id).command_id
+    command = commands.apply_queue_policy(queue, tenant_phase, reason)
+    return commands.enqueue(session, command, actor=actor, decision_id=decision_id).command_id
 
 
 class TenantHandlers(HandlerBase):

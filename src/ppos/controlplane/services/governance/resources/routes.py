@@ -12,7 +12,6 @@ from ppos.controlplane.core.validation import Violations
 from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
 from ppos.controlplane.governance.v1 import resources_pb2 as res_pb
 from ppos.controlplane.security.principal import current_principal
-from ppos.controlplane.services.governance import lookups, routing
 from ppos.controlplane.services.governance.common import (
     GOVERNANCE_SERVICE,
     Context,
@@ -29,8 +28,12 @@ from ppos.controlplane.services.governance.convert import (
 )
 from ppos.controlplane.services.governance.enums import GOVERNANCE_STATE
 from ppos.controlplane.services.governance.models import PartnerRouteRow, PartnerRow, TenantRow
-from ppos.controlplane.services.governance.specs import validate_partner, validate_route_spec
-from ppos.controlplane.services.governance.tenants import new_route_row
+from ppos.controlplane.services.governance.resources import lookups, routing
+from ppos.controlplane.services.governance.resources.specs import (
+    validate_partner,
+    validate_route_spec,
+)
+from ppos.controlplane.services.governance.resources.tenants import new_route_row
 
 PARTNERS_PAGE = Listing(GOVERNANCE_SERVICE + "ListPartners", Ident("partner_id"))
 ROUTES_PAGE = Listing(GOVERNANCE_SERVICE + "ListPartnerRoutes", Ident("route_id"))

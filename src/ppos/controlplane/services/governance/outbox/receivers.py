@@ -16,7 +16,7 @@ from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2 as nr_pb
 from ppos.controlplane.runtime.modules import Runtime
 from ppos.controlplane.security.outbound import open_channel
 from ppos.controlplane.security.peers import caller_identity, gateway_audience
-from ppos.controlplane.services.governance.outbox import (
+from ppos.controlplane.services.governance.outbox.commands import (
     GATEWAY_SERVICE,
     NODE_REGISTRY_SERVICE,
     NODE_REGISTRY_TARGET,

@@ -21,7 +21,6 @@ from ppos.controlplane.core.timeutil import utcnow
 from ppos.controlplane.core.validation import OBJECT_ID, Violations
 from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
 from ppos.controlplane.governance.v1 import resources_pb2 as res_pb
-from ppos.controlplane.services.governance import decisions, lookups
 from ppos.controlplane.services.governance.common import (
     GOVERNANCE_SERVICE,
     Context,
@@ -36,11 +35,13 @@ from ppos.controlplane.services.governance.convert import (
     policy_to_proto,
 )
 from ppos.controlplane.services.governance.enums import GOVERNANCE_STATE
-from ppos.controlplane.services.governance.evaluation import JobView, PolicyView, plan
 from ppos.controlplane.services.governance.models import PolicyRow
 from ppos.controlplane.services.governance.peers import NodeFacts, Nodes, SyncedJobs
-from ppos.controlplane.services.governance.reconciler import read_cursor
-from ppos.controlplane.services.governance.specs import ParsedPolicy, parse_policy_spec
+from ppos.controlplane.services.governance.policy import decisions
+from ppos.controlplane.services.governance.policy.evaluation import JobView, PolicyView, plan
+from ppos.controlplane.services.governance.policy.reconciler import read_cursor
+from ppos.controlplane.services.governance.policy.specs import ParsedPolicy, parse_policy_spec
+from ppos.controlplane.services.governance.resources import lookups
 
 DEFAULT_DRY_RUN_LIMIT = 20
 MAX_DRY_RUN_JOBS = 200

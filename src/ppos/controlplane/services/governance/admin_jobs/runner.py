@@ -38,8 +38,8 @@ from ppos.controlplane.security.principal import (
 )
 from ppos.controlplane.services.governance.common import record_change, wait_either
 from ppos.controlplane.services.governance.convert import admin_job_snapshot
-from ppos.controlplane.services.governance.dispatcher import TRANSIENT, backoff_seconds
 from ppos.controlplane.services.governance.models import AdminJobRow
+from ppos.controlplane.services.governance.outbox.dispatcher import TRANSIENT, backoff_seconds
 
 _log = structlog.get_logger("ppos.governance.admin_jobs")
 RUNNER = internal("admin-job-runner")

@@ -36,7 +36,7 @@ from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2 as nr_pb
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2_grpc as nr_grpc
 from ppos.controlplane.registrysync.v1 import registry_sync_service_pb2 as rs_pb
 from ppos.controlplane.registrysync.v1 import registry_sync_service_pb2_grpc as rs_grpc
-from ppos.controlplane.services.governance.admin_jobs import (
+from ppos.controlplane.services.governance.admin_jobs.runner import (
     Cancelled,
     JobFailed,
     JobHandle,

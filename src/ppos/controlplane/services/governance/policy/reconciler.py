@@ -29,13 +29,13 @@ from ppos.controlplane.core.settings import ConfigError
 from ppos.controlplane.core.timeutil import utcnow
 from ppos.controlplane.runtime.modules import Runtime
 from ppos.controlplane.security.principal import current_principal, internal
-from ppos.controlplane.services.governance import decisions
 from ppos.controlplane.services.governance.common import wait_either
 from ppos.controlplane.services.governance.enums import TRIGGER_STATES
-from ppos.controlplane.services.governance.evaluation import JobView, plan
 from ppos.controlplane.services.governance.leadership import Leadership
 from ppos.controlplane.services.governance.models import ReconcilerCursorRow
 from ppos.controlplane.services.governance.peers import NodeFacts, Nodes, SyncedJobs
+from ppos.controlplane.services.governance.policy import decisions
+from ppos.controlplane.services.governance.policy.evaluation import JobView, plan
 
 _log = structlog.get_logger("ppos.governance.reconciler")
 CURSOR = "synced-jobs"

@@ -22,7 +22,10 @@ from ppos.controlplane.core.validation import MAX_ENUM_FILTER, Violations
 from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
 from ppos.controlplane.runtime.modules import Runtime
 from ppos.controlplane.security.principal import current_principal, current_request_id
-from ppos.controlplane.services.governance.admin_kinds import conflict_scope, validate_parameters
+from ppos.controlplane.services.governance.admin_jobs.kinds import (
+    conflict_scope,
+    validate_parameters,
+)
 from ppos.controlplane.services.governance.common import (
     GOVERNANCE_SERVICE,
     Context,

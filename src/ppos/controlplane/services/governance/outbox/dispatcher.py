@@ -47,8 +47,8 @@ from ppos.controlplane.services.governance.common import SERVICE, wait_either
 from ppos.controlplane.services.governance.convert import command_snapshot
 from ppos.controlplane.services.governance.enums import GATEWAY_QUEUE_STATE
 from ppos.controlplane.services.governance.models import OutboxRow, PartnerRouteRow, QueueRow
-from ppos.controlplane.services.governance.outbox import gateway_method
-from ppos.controlplane.services.governance.receivers import NoReceiver, Receivers, read_ack
+from ppos.controlplane.services.governance.outbox.commands import gateway_method
+from ppos.controlplane.services.governance.outbox.receivers import NoReceiver, Receivers, read_ack
 from ppos.controlplane.storage import audit
 from ppos.preflight.v1 import gateway_service_pb2 as gw_pb
 
