@@ -26,7 +26,7 @@ from sqlalchemy.engine import make_url
 from bench.harness import Mode, Result
 from ppos.controlplane.core.logging import configure_logging
 from ppos.controlplane.runtime.cli import load_settings
-from ppos.controlplane.runtime.server import ControlPlaneServer
+from ppos.controlplane.runtime.server import ControlPlaneServer, governance_deps
 from ppos.controlplane.security.keys import JwksKeySource, KeyRing
 from ppos.controlplane.security.outbound import open_channel
 from ppos.controlplane.security.peers import caller_identity, gateway_audience
@@ -114,8 +114,9 @@ async def _through_outbox(server: ControlPlaneServer, count: int) -> float:
     runtime.db.write_sync(
         lambda s: [commands.enqueue(s, _command(i), actor=actor) for i in range(count)]
     )
-    receivers = Receivers(runtime)
-    dispatcher = Dispatcher(runtime, receivers, owner="bench")
+    deps = governance_deps(runtime)
+    receivers = Receivers(deps)
+    dispatcher = Dispatcher(deps, receivers, owner="bench")
     started = time.perf_counter()
     while dispatcher.acknowledged < count:
         if not await dispatcher.dispatch_once():

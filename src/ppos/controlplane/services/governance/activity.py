@@ -10,20 +10,14 @@ from ppos.controlplane.core.pagination import Ident, Instant, Listing
 from ppos.controlplane.core.timeutil import utcnow
 from ppos.controlplane.core.validation import MAX_ENUM_FILTER, Violations
 from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
-from ppos.controlplane.services.governance.common import (
-    GOVERNANCE_SERVICE,
-    Context,
-    HandlerBase,
-    newest_first_after,
-    position,
-    record_change,
-)
+from ppos.controlplane.services.governance.common import GOVERNANCE_SERVICE, Context, record_change
 from ppos.controlplane.services.governance.convert import (
     command_snapshot,
     command_to_proto,
     decision_to_proto,
 )
 from ppos.controlplane.services.governance.enums import COMMAND_STATE
+from ppos.controlplane.services.governance.handler_base import HandlerBase
 from ppos.controlplane.services.governance.models import DecisionRow, OutboxRow
 
 DECISIONS_PAGE = Listing(
@@ -35,6 +29,8 @@ COMMANDS_PAGE = Listing(
 
 
 class ActivityHandlers(HandlerBase):
+    rpcs = ("ListDecisions", "ListCommands", "GetCommand", "RetryCommand")
+
     async def ListDecisions(
         self, request: pb.ListDecisionsRequest, context: Context
     ) -> pb.ListDecisionsResponse:
@@ -59,18 +55,15 @@ class ActivityHandlers(HandlerBase):
                 query = query.where(DecisionRow.policy_id == request.policy_id)
             if request.region:
                 query = query.where(DecisionRow.region == request.region)
-            after = newest_first_after(DecisionRow.created_at, DecisionRow.decision_id, page.after)
-            if after is not None:
-                query = query.where(after)
-            query = query.order_by(
-                DecisionRow.created_at.desc(), DecisionRow.decision_id.desc()
-            ).limit(page.size + 1)
+            query = page.window(
+                query, DecisionRow.created_at, DecisionRow.decision_id, newest_first=True
+            )
             return list(session.scalars(query))
 
         rows = await self._db.read(work)
         return pb.ListDecisionsResponse(
             decisions=[decision_to_proto(r) for r in rows[: page.size]],
-            next_page_token=page.next_token(rows, lambda r: position(r.created_at, r.decision_id)),
+            next_page_token=page.next_token(rows),
         )
 
     async def ListCommands(
@@ -102,18 +95,15 @@ class ActivityHandlers(HandlerBase):
                 query = query.where(OutboxRow.target == request.target)
             if request.decision_id:
                 query = query.where(OutboxRow.decision_id == request.decision_id)
-            after = newest_first_after(OutboxRow.created_at, OutboxRow.command_id, page.after)
-            if after is not None:
-                query = query.where(after)
-            query = query.order_by(OutboxRow.created_at.desc(), OutboxRow.command_id.desc()).limit(
-                page.size + 1
+            query = page.window(
+                query, OutboxRow.created_at, OutboxRow.command_id, newest_first=True
             )
             return list(session.scalars(query))
 
         rows = await self._db.read(work)
         return pb.ListCommandsResponse(
             commands=[command_to_proto(r) for r in rows[: page.size]],
-            next_page_token=page.next_token(rows, lambda r: position(r.created_at, r.command_id)),
+            next_page_token=page.next_token(rows),
         )
 
     async def GetCommand(

@@ -25,8 +25,8 @@ from ppos.controlplane.core.timeutil import to_timestamp
 from ppos.controlplane.core.validation import AUDIT_RESOURCE_ID, RESOURCE_KIND, Violations
 from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
 from ppos.controlplane.governance.v1 import resources_pb2 as res_pb
-from ppos.controlplane.services.governance.admin_jobs.handlers import stopped_within
-from ppos.controlplane.services.governance.common import Context, HandlerBase
+from ppos.controlplane.services.governance.common import Context, stopped_within
+from ppos.controlplane.services.governance.handler_base import HandlerBase
 from ppos.controlplane.storage.audit import AuditEntry
 
 WATCH_BATCH = 500
@@ -63,6 +63,8 @@ def _entries_after(after: int, session: Session) -> list[AuditEntry]:
 
 
 class AuditHandlers(HandlerBase):
+    rpcs = ("ListAuditEntries", "WatchAuditEntries")
+
     async def ListAuditEntries(
         self, request: pb.ListAuditEntriesRequest, context: Context
     ) -> pb.ListAuditEntriesResponse:
@@ -100,7 +102,7 @@ class AuditHandlers(HandlerBase):
             last = await self._db.read(_newest_id)
         grace = self._settings.audit_gap_grace
         gap_seen_at: float | None = None
-        stop = self._rt.shutdown
+        stop = self._deps.shutdown
         while True:
             rows = await self._db.read(functools.partial(_entries_after, last))
             for row in rows:

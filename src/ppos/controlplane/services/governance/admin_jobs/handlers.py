@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Callable
 
 from sqlalchemy import select
@@ -20,7 +18,6 @@ from ppos.controlplane.core.pagination import Ident, Instant, Listing
 from ppos.controlplane.core.timeutil import utcnow
 from ppos.controlplane.core.validation import MAX_ENUM_FILTER, Violations
 from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
-from ppos.controlplane.runtime.modules import Runtime
 from ppos.controlplane.security.principal import current_principal, current_request_id
 from ppos.controlplane.services.governance.admin_jobs.kinds import (
     conflict_scope,
@@ -29,20 +26,22 @@ from ppos.controlplane.services.governance.admin_jobs.kinds import (
 from ppos.controlplane.services.governance.common import (
     GOVERNANCE_SERVICE,
     Context,
-    HandlerBase,
-    body_digest,
-    find_request,
-    newest_first_after,
-    position,
     record_change,
-    remember_request,
-    validate_request_id,
+    stopped_within,
 )
 from ppos.controlplane.services.governance.convert import admin_job_snapshot, admin_job_to_proto
+from ppos.controlplane.services.governance.deps import GovernanceDeps
 from ppos.controlplane.services.governance.enums import (
     ADMIN_JOB_KIND,
     ADMIN_JOB_STATE,
     TERMINAL_ADMIN_JOB_STATES,
+)
+from ppos.controlplane.services.governance.handler_base import HandlerBase, nothing
+from ppos.controlplane.services.governance.idempotency import (
+    body_digest,
+    find_request,
+    remember_request,
+    validate_request_id,
 )
 from ppos.controlplane.services.governance.models import AdminJobRow
 
@@ -53,27 +52,12 @@ ADMIN_JOBS_PAGE = Listing(
 )
 
 
-def _nothing() -> None:
-    return None
-
-
-async def stopped_within(stop: asyncio.Event, seconds: float) -> bool:
-    """Wait up to `seconds`; True when `stop` was set (the server is shutting down)."""
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(seconds):
-            await stop.wait()
-    return stop.is_set()
-
-
 class AdminJobHandlers(HandlerBase):
-    def __init__(
-        self,
-        runtime: Runtime,
-        on_commands: Callable[[], None] = _nothing,
-        on_job: Callable[[], None] = _nothing,
-    ) -> None:
-        super().__init__(runtime, on_commands)
-        self._on_job = on_job
+    rpcs = ("StartAdminJob", "GetAdminJob", "ListAdminJobs", "CancelAdminJob", "WatchAdminJob")
+
+    def __init__(self, deps: GovernanceDeps, on_job: Callable[[], None] = nothing) -> None:
+        super().__init__(deps)
+        self._on_job = on_job  # wakes this replica's admin job runner
 
     async def StartAdminJob(
         self, request: pb.StartAdminJobRequest, context: Context
@@ -210,18 +194,15 @@ class AdminJobHandlers(HandlerBase):
                 query = query.where(AdminJobRow.kind.in_(kinds))
             if states:
                 query = query.where(AdminJobRow.state.in_(states))
-            after = newest_first_after(AdminJobRow.created_at, AdminJobRow.admin_job_id, page.after)
-            if after is not None:
-                query = query.where(after)
-            query = query.order_by(
-                AdminJobRow.created_at.desc(), AdminJobRow.admin_job_id.desc()
-            ).limit(page.size + 1)
+            query = page.window(
+                query, AdminJobRow.created_at, AdminJobRow.admin_job_id, newest_first=True
+            )
             return list(session.scalars(query))
 
         rows = await self._db.read(work)
         return pb.ListAdminJobsResponse(
             jobs=[admin_job_to_proto(r) for r in rows[: page.size]],
-            next_page_token=page.next_token(rows, lambda r: position(r.created_at, r.admin_job_id)),
+            next_page_token=page.next_token(rows),
         )
 
     async def CancelAdminJob(
@@ -271,7 +252,7 @@ class AdminJobHandlers(HandlerBase):
         self, request: pb.WatchAdminJobRequest, context: Context
     ) -> AsyncIterator[pb.WatchAdminJobResponse]:
         row = await self._read_job(request.admin_job_id)
-        stop = self._rt.shutdown
+        stop = self._deps.shutdown
         seen = -1
         while True:
             if row.resource_version != seen:

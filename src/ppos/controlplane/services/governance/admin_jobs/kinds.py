@@ -43,7 +43,6 @@ from ppos.controlplane.services.governance.admin_jobs.runner import (
     JobKind,
 )
 
-SERVICE = "governance"
 LIST_PAGE = 100
 # A node that cannot take the step (already draining, gone) is skipped, not fatal.
 SKIPPABLE = frozenset({grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND})
@@ -121,23 +120,22 @@ def _regions(parameters: dict[str, str]) -> list[str]:
     return [r.strip() for r in parameters.get("regions", "").split(",") if r.strip()]
 
 
-def _channel(job: JobHandle, peer: str) -> grpc.aio.Channel:
+def _nodes_stub(job: JobHandle) -> nr_grpc.NodeRegistryServiceAsyncStub:
     try:
-        return job.runtime.peers.channel(peer, caller=SERVICE)
+        return job.peers.node_registry()
     except ConfigError as exc:
         raise JobFailed(str(exc)) from None
 
 
-def _nodes_stub(job: JobHandle) -> nr_grpc.NodeRegistryServiceAsyncStub:
-    return nr_grpc.NodeRegistryServiceStub(_channel(job, "noderegistry"))
-
-
 def _sync_stub(job: JobHandle) -> rs_grpc.RegistrySyncServiceAsyncStub:
-    return rs_grpc.RegistrySyncServiceStub(_channel(job, "registrysync"))
+    try:
+        return job.peers.registry_sync()
+    except ConfigError as exc:
+        raise JobFailed(str(exc)) from None
 
 
 def _deadline(job: JobHandle) -> float:
-    return float(job.runtime.settings.peers.peer_call_timeout)
+    return job.peers.deadline
 
 
 # -- health sweep ----------------------------------------------------------------------

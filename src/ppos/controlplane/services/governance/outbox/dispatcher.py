@@ -35,7 +35,6 @@ from sqlalchemy.orm import Session
 from ppos.controlplane.core.ids import new_id
 from ppos.controlplane.core.metrics import OUTBOX_DELIVERIES, OUTBOX_DEPTH
 from ppos.controlplane.core.timeutil import utcnow
-from ppos.controlplane.runtime.modules import Runtime
 from ppos.controlplane.security.principal import (
     Principal,
     PrincipalKind,
@@ -45,6 +44,7 @@ from ppos.controlplane.security.principal import (
 )
 from ppos.controlplane.services.governance.common import SERVICE, wait_either
 from ppos.controlplane.services.governance.convert import command_snapshot
+from ppos.controlplane.services.governance.deps import GovernanceDeps
 from ppos.controlplane.services.governance.enums import GATEWAY_QUEUE_STATE
 from ppos.controlplane.services.governance.models import OutboxRow, PartnerRouteRow, QueueRow
 from ppos.controlplane.services.governance.outbox.commands import gateway_method
@@ -150,9 +150,9 @@ def _principal_of(kind: str, name: str) -> Principal:
 class Dispatcher:
     """One replica's delivery loop."""
 
-    def __init__(self, runtime: Runtime, receivers: Receivers, *, owner: str = "") -> None:
-        self._rt = runtime
-        self._settings = runtime.settings.governance
+    def __init__(self, deps: GovernanceDeps, receivers: Receivers, *, owner: str = "") -> None:
+        self._db = deps.db
+        self._settings = deps.settings
         self._receivers = receivers
         self.owner = owner or new_id("disp")
         self._wake = asyncio.Event()
@@ -162,7 +162,7 @@ class Dispatcher:
         self._recorder = GroupCommit(self._record_group)
 
     async def _record_group(self, outcomes: list[Outcome]) -> None:
-        await self._rt.db.write(lambda session: self._write_outcomes(session, outcomes))
+        await self._db.write(lambda session: self._write_outcomes(session, outcomes))
 
     def wake(self) -> None:
         """Look for work now (a command was just committed in this process)."""
@@ -207,9 +207,9 @@ class Dispatcher:
     async def dispatch_once(self) -> int:
         """Lease a batch of due commands and deliver them; returns how many."""
         # A cheap read first: an idle dispatcher takes no write lock at all.
-        if not await self._rt.db.read(self._anything_due):
+        if not await self._db.read(self._anything_due):
             return 0
-        leases = await self._rt.db.write(self._claim)
+        leases = await self._db.write(self._claim)
         if not leases:
             return 0
         limit = asyncio.Semaphore(self._settings.outbox_concurrency)
@@ -233,7 +233,7 @@ class Dispatcher:
             .order_by(OutboxRow.next_attempt_at, OutboxRow.command_id)
             .limit(self._settings.outbox_batch_size)
         )
-        if self._rt.db.is_postgres:
+        if self._db.is_postgres:
             query = query.with_for_update(skip_locked=True)
         rows = session.scalars(query).all()
         expires = now + dt.timedelta(seconds=self._settings.outbox_lease)
@@ -308,7 +308,7 @@ class Dispatcher:
             OutboxRow.state == "SENT",
             OutboxRow.lease_owner == self.owner,
         )
-        if self._rt.db.is_postgres:
+        if self._db.is_postgres:
             query = query.order_by(OutboxRow.command_id).with_for_update()
         rows = {row.command_id: row for row in session.scalars(query)}
         for lease in leases:
@@ -386,7 +386,7 @@ class Dispatcher:
             ).all()
             return {str(state): int(count) for state, count in rows}
 
-        counts = await self._rt.db.read(work)
+        counts = await self._db.read(work)
         for state in ("PENDING", "SENT", "ACKNOWLEDGED", "FAILED"):
             OUTBOX_DEPTH.labels(state=state).set(counts.get(state, 0))
 

@@ -24,7 +24,6 @@ from ppos.controlplane.governance.v1 import resources_pb2 as res_pb
 from ppos.controlplane.services.governance.common import (
     GOVERNANCE_SERVICE,
     Context,
-    HandlerBase,
     bump,
     check_version,
     record_change,
@@ -34,9 +33,11 @@ from ppos.controlplane.services.governance.convert import (
     policy_snapshot,
     policy_to_proto,
 )
+from ppos.controlplane.services.governance.deps import GovernanceDeps
 from ppos.controlplane.services.governance.enums import GOVERNANCE_STATE
+from ppos.controlplane.services.governance.handler_base import HandlerBase
 from ppos.controlplane.services.governance.models import PolicyRow
-from ppos.controlplane.services.governance.peers import NodeFacts, Nodes, SyncedJobs
+from ppos.controlplane.services.governance.peers import NodeFacts, Nodes, PeerStubs, SyncedJobs
 from ppos.controlplane.services.governance.policy import decisions
 from ppos.controlplane.services.governance.policy.evaluation import JobView, PolicyView, plan
 from ppos.controlplane.services.governance.policy.reconciler import read_cursor
@@ -94,6 +95,18 @@ def _view(policy_id: str, generation: int, parsed: ParsedPolicy) -> PolicyView:
 
 
 class PolicyHandlers(HandlerBase):
+    rpcs = (
+        "SetGovernancePolicy",
+        "GetGovernancePolicy",
+        "ListGovernancePolicies",
+        "DeleteGovernancePolicy",
+        "DryRunGovernancePolicy",
+    )
+
+    def __init__(self, deps: GovernanceDeps) -> None:
+        super().__init__(deps)
+        self._peers = PeerStubs(deps)  # dry runs read synced jobs and node facts
+
     async def SetGovernancePolicy(
         self, request: pb.SetGovernancePolicyRequest, context: Context
     ) -> pb.SetGovernancePolicyResponse:
@@ -198,14 +211,12 @@ class PolicyHandlers(HandlerBase):
             query = select(PolicyRow)
             if request.tenant_id:
                 query = query.where(PolicyRow.tenant_scope == request.tenant_id)
-            if page.after:
-                query = query.where(PolicyRow.policy_id > page.after[0])
-            return list(session.scalars(query.order_by(PolicyRow.policy_id).limit(page.size + 1)))
+            return list(session.scalars(page.window(query, PolicyRow.policy_id)))
 
         rows = await self._db.read(work)
         return pb.ListGovernancePoliciesResponse(
             policies=[policy_to_proto(r) for r in rows[: page.size]],
-            next_page_token=page.next_token(rows, lambda r: (r.policy_id,)),
+            next_page_token=page.next_token(rows),
         )
 
     async def DeleteGovernancePolicy(
@@ -262,7 +273,7 @@ class PolicyHandlers(HandlerBase):
             raise FailedPrecondition(
                 f"cannot read synced jobs: {exc}", reason="PEER_NOT_CONFIGURED"
             ) from None
-        nodes = Nodes(self._rt)
+        nodes = Nodes(self._peers)
         shown = [await self._dry_run_one(job, policy, nodes) for job in jobs]
         return pb.DryRunGovernancePolicyResponse(decisions=shown)
 
@@ -278,7 +289,7 @@ class PolicyHandlers(HandlerBase):
     async def _dry_run_jobs(
         self, request: pb.DryRunGovernancePolicyRequest, policy: PolicyView
     ) -> list[JobView]:
-        synced = SyncedJobs(self._rt)
+        synced = SyncedJobs(self._peers)
         if request.jobs:
             found = []
             for ref in request.jobs:

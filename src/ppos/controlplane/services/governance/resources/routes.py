@@ -1,4 +1,4 @@
-"""Partners and partner routes: who receives which tenant's (or queue's) jobs."""
+"""Partner routes: which partner receives which tenant's (or queue's) jobs."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from sqlalchemy.orm import Session
 
 from ppos.controlplane.core.errors import AlreadyExists, InvalidArgument
 from ppos.controlplane.core.pagination import Ident, Listing
-from ppos.controlplane.core.timeutil import utcnow
 from ppos.controlplane.core.validation import Violations
 from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
 from ppos.controlplane.governance.v1 import resources_pb2 as res_pb
@@ -15,27 +14,23 @@ from ppos.controlplane.security.principal import current_principal
 from ppos.controlplane.services.governance.common import (
     GOVERNANCE_SERVICE,
     Context,
-    HandlerBase,
     bump,
     check_version,
     record_change,
 )
 from ppos.controlplane.services.governance.convert import (
-    partner_snapshot,
-    partner_to_proto,
     route_snapshot,
     route_to_proto,
 )
 from ppos.controlplane.services.governance.enums import GOVERNANCE_STATE
-from ppos.controlplane.services.governance.models import PartnerRouteRow, PartnerRow, TenantRow
+from ppos.controlplane.services.governance.handler_base import HandlerBase
+from ppos.controlplane.services.governance.models import PartnerRouteRow, TenantRow
 from ppos.controlplane.services.governance.resources import lookups, routing
 from ppos.controlplane.services.governance.resources.specs import (
-    validate_partner,
     validate_route_spec,
 )
 from ppos.controlplane.services.governance.resources.tenants import new_route_row
 
-PARTNERS_PAGE = Listing(GOVERNANCE_SERVICE + "ListPartners", Ident("partner_id"))
 ROUTES_PAGE = Listing(GOVERNANCE_SERVICE + "ListPartnerRoutes", Ident("route_id"))
 
 
@@ -53,55 +48,13 @@ def _check_references(
 
 
 class RouteHandlers(HandlerBase):
-    # -- partners -----------------------------------------------------------------
-
-    async def CreatePartner(
-        self, request: pb.CreatePartnerRequest, context: Context
-    ) -> pb.CreatePartnerResponse:
-        violations = Violations()
-        validate_partner(violations, request.partner_id, request.display_name, request.region)
-        violations.raise_if_any()
-
-        def work(session: Session) -> PartnerRow:
-            if session.get(PartnerRow, request.partner_id) is not None:
-                raise AlreadyExists("partner", request.partner_id)
-            now = utcnow()
-            row = PartnerRow(
-                partner_id=request.partner_id,
-                display_name=request.display_name,
-                region=request.region,
-                accepts_review=request.accepts_review,
-                resource_version=1,
-                generation=1,
-                created_at=now,
-                updated_at=now,
-            )
-            session.add(row)
-            session.flush()
-            record_change(session, "partner", row.partner_id, None, partner_snapshot(row))
-            return row
-
-        row = await self._write(work)
-        return pb.CreatePartnerResponse(partner=partner_to_proto(row))
-
-    async def ListPartners(
-        self, request: pb.ListPartnersRequest, context: Context
-    ) -> pb.ListPartnersResponse:
-        page = self._page(PARTNERS_PAGE, request.page_size, request.page_token, {})
-
-        def work(session: Session) -> list[PartnerRow]:
-            query = select(PartnerRow)
-            if page.after:
-                query = query.where(PartnerRow.partner_id > page.after[0])
-            return list(session.scalars(query.order_by(PartnerRow.partner_id).limit(page.size + 1)))
-
-        rows = await self._db.read(work)
-        return pb.ListPartnersResponse(
-            partners=[partner_to_proto(r) for r in rows[: page.size]],
-            next_page_token=page.next_token(rows, lambda r: (r.partner_id,)),
-        )
-
-    # -- routes -------------------------------------------------------------------
+    rpcs = (
+        "CreatePartnerRoute",
+        "GetPartnerRoute",
+        "ListPartnerRoutes",
+        "UpdatePartnerRoute",
+        "DeletePartnerRoute",
+    )
 
     async def CreatePartnerRoute(
         self, request: pb.CreatePartnerRouteRequest, context: Context
@@ -166,15 +119,12 @@ class RouteHandlers(HandlerBase):
                 query = query.where(PartnerRouteRow.tenant_id == request.tenant_id)
             if request.partner_id:
                 query = query.where(PartnerRouteRow.partner_id == request.partner_id)
-            if page.after:
-                query = query.where(PartnerRouteRow.route_id > page.after[0])
-            query = query.order_by(PartnerRouteRow.route_id).limit(page.size + 1)
-            return list(session.scalars(query))
+            return list(session.scalars(page.window(query, PartnerRouteRow.route_id)))
 
         rows = await self._db.read(work)
         return pb.ListPartnerRoutesResponse(
             routes=[route_to_proto(r) for r in rows[: page.size]],
-            next_page_token=page.next_token(rows, lambda r: (r.route_id,)),
+            next_page_token=page.next_token(rows),
         )
 
     async def UpdatePartnerRoute(

@@ -1,0 +1,67 @@
+"""Partners: the organisations that receive routed jobs."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ppos.controlplane.core.errors import AlreadyExists
+from ppos.controlplane.core.pagination import Ident, Listing
+from ppos.controlplane.core.timeutil import utcnow
+from ppos.controlplane.core.validation import Violations
+from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
+from ppos.controlplane.services.governance.common import GOVERNANCE_SERVICE, Context, record_change
+from ppos.controlplane.services.governance.convert import partner_snapshot, partner_to_proto
+from ppos.controlplane.services.governance.handler_base import HandlerBase
+from ppos.controlplane.services.governance.models import PartnerRow
+from ppos.controlplane.services.governance.resources.specs import validate_partner
+
+PARTNERS_PAGE = Listing(GOVERNANCE_SERVICE + "ListPartners", Ident("partner_id"))
+
+
+class PartnerHandlers(HandlerBase):
+    rpcs = ("CreatePartner", "ListPartners")
+
+    async def CreatePartner(
+        self, request: pb.CreatePartnerRequest, context: Context
+    ) -> pb.CreatePartnerResponse:
+        violations = Violations()
+        validate_partner(violations, request.partner_id, request.display_name, request.region)
+        violations.raise_if_any()
+
+        def work(session: Session) -> PartnerRow:
+            if session.get(PartnerRow, request.partner_id) is not None:
+                raise AlreadyExists("partner", request.partner_id)
+            now = utcnow()
+            row = PartnerRow(
+                partner_id=request.partner_id,
+                display_name=request.display_name,
+                region=request.region,
+                accepts_review=request.accepts_review,
+                resource_version=1,
+                generation=1,
+                created_at=now,
+                updated_at=now,
+            )
+            session.add(row)
+            session.flush()
+            record_change(session, "partner", row.partner_id, None, partner_snapshot(row))
+            return row
+
+        row = await self._write(work)
+        return pb.CreatePartnerResponse(partner=partner_to_proto(row))
+
+    async def ListPartners(
+        self, request: pb.ListPartnersRequest, context: Context
+    ) -> pb.ListPartnersResponse:
+        page = self._page(PARTNERS_PAGE, request.page_size, request.page_token, {})
+
+        def work(session: Session) -> list[PartnerRow]:
+            query = select(PartnerRow)
+            return list(session.scalars(page.window(query, PartnerRow.partner_id)))
+
+        rows = await self._db.read(work)
+        return pb.ListPartnersResponse(
+            partners=[partner_to_proto(r) for r in rows[: page.size]],
+            next_page_token=page.next_token(rows),
+        )
