@@ -25,7 +25,7 @@ from ppos.controlplane.governance.v1 import resources_pb2 as res_pb
 from ppos.controlplane.services.governance.convert import fill_tenant, tenant_to_proto
 from ppos.controlplane.services.governance.enums import TENANT_PHASE
 from ppos.controlplane.services.governance.models import PartnerRow, TenantRow
-from ppos.controlplane.services.governance.resources.tenants import tenants_after
+from ppos.controlplane.services.governance.resources.store import tenants_after
 from ppos.controlplane.services.node_registry.models import NodeRow
 from ppos.controlplane.services.node_registry.rpc_operator import NODE_BY_ID
 from ppos.controlplane.storage.database import Database

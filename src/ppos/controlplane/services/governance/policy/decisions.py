@@ -31,7 +31,7 @@ from ppos.controlplane.services.governance.policy.evaluation import (
     Plan,
     PolicyView,
 )
-from ppos.controlplane.services.governance.resources.tenants import push_queue
+from ppos.controlplane.services.governance.resources.store import push_queue
 
 
 def policy_view(row: PolicyRow) -> PolicyView:

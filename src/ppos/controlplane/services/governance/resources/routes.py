@@ -29,7 +29,7 @@ from ppos.controlplane.services.governance.resources import lookups, routing
 from ppos.controlplane.services.governance.resources.specs import (
     validate_route_spec,
 )
-from ppos.controlplane.services.governance.resources.tenants import new_route_row
+from ppos.controlplane.services.governance.resources.store import new_route_row
 
 ROUTES_PAGE = Listing(GOVERNANCE_SERVICE + "ListPartnerRoutes", Ident("route_id"))
 
