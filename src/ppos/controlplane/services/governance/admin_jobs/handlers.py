@@ -10,19 +10,17 @@ from sqlalchemy.orm import Session
 from ppos.controlplane.core.errors import (
     FailedPrecondition,
     NotFound,
-    PreconditionViolation,
     Unavailable,
 )
-from ppos.controlplane.core.ids import new_id
 from ppos.controlplane.core.pagination import Ident, Instant, Listing
 from ppos.controlplane.core.timeutil import utcnow
 from ppos.controlplane.core.validation import MAX_ENUM_FILTER, Violations
 from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
 from ppos.controlplane.security.principal import current_principal, current_request_id
 from ppos.controlplane.services.governance.admin_jobs.kinds import (
-    conflict_scope,
     validate_parameters,
 )
+from ppos.controlplane.services.governance.admin_jobs.start import start_admin_job
 from ppos.controlplane.services.governance.common import (
     GOVERNANCE_SERVICE,
     Context,
@@ -38,14 +36,10 @@ from ppos.controlplane.services.governance.enums import (
 )
 from ppos.controlplane.services.governance.handler_base import HandlerBase, nothing
 from ppos.controlplane.services.governance.idempotency import (
-    body_digest,
-    find_request,
-    remember_request,
+    IdempotentCall,
     validate_request_id,
 )
 from ppos.controlplane.services.governance.models import AdminJobRow
-
-METHOD = "/ppos.controlplane.governance.v1.GovernanceService/StartAdminJob"
 
 ADMIN_JOBS_PAGE = Listing(
     GOVERNANCE_SERVICE + "ListAdminJobs", Instant("created_at"), Ident("admin_job_id")
@@ -73,72 +67,14 @@ class AdminJobHandlers(HandlerBase):
                 violations, ADMIN_JOB_KIND.to_name(request.kind), dict(request.parameters)
             )
         violations.raise_if_any()
+        call = IdempotentCall.of("StartAdminJob", request)
         kind = ADMIN_JOB_KIND.to_name(request.kind)
         parameters = dict(request.parameters)
-        digest = body_digest(request)
         actor = current_principal.get()
-
-        def work(session: Session) -> tuple[AdminJobRow, bool]:
-            prior = find_request(session, METHOD, request.request_id, digest)
-            if prior is not None:
-                row = session.get(AdminJobRow, prior.resource_id)
-                if row is not None:
-                    return row, False
-            scope = conflict_scope(kind, parameters)
-            active = session.scalars(
-                select(AdminJobRow).where(AdminJobRow.state.not_in(TERMINAL_ADMIN_JOB_STATES))
-            ).all()
-            for other in active:
-                if conflict_scope(other.kind, dict(other.parameters)) == scope:
-                    raise FailedPrecondition(
-                        f"admin job {other.admin_job_id} ({other.kind}, {other.state}) already "
-                        f"works on {scope}; wait for it or cancel it first",
-                        [
-                            PreconditionViolation(
-                                "ADMIN_JOB_CONFLICT", f"admin_job/{other.admin_job_id}", scope
-                            )
-                        ],
-                        reason="ADMIN_JOB_CONFLICT",
-                        metadata={"admin_job_id": other.admin_job_id},
-                    )
-            now = utcnow()
-            row = AdminJobRow(
-                admin_job_id=new_id("job"),
-                kind=kind,
-                parameters=parameters,
-                state="PENDING",
-                progress_done=0,
-                progress_total=0,
-                progress_message="waiting for a runner",
-                checkpoint="",
-                result_json="",
-                error="",
-                cancel_reason="",
-                started_by_kind=actor.kind.value,
-                started_by_name=actor.name,
-                request_id=current_request_id.get(),
-                lease_owner="",
-                lease_expires_at=None,
-                runs=0,
-                resource_version=1,
-                created_at=now,
-                updated_at=now,
-                finished_at=None,
-            )
-            session.add(row)
-            session.flush()
-            record_change(
-                session,
-                "admin_job",
-                row.admin_job_id,
-                None,
-                admin_job_snapshot(row),
-                reason=parameters.get("reason", ""),
-            )
-            remember_request(session, METHOD, request.request_id, digest, row.admin_job_id)
-            return row, True
-
-        row, created = await self._write(work)
+        request_id = current_request_id.get()
+        row, created = await self._write(
+            lambda session: start_admin_job(session, call, kind, parameters, actor, request_id)
+        )
         if created:
             self._on_job()
         return pb.StartAdminJobResponse(job=admin_job_to_proto(row))

@@ -125,25 +125,7 @@ def write_decision(
             else:
                 entry["description"] += " (not needed any more: already at or below it)"
         actions.append(entry)
-    decision = DecisionRow(
-        decision_id=decision_id,
-        region=job.region,
-        job_id=job.job_id,
-        revision=job.revision,
-        policy_id=policy.policy_id,
-        policy_generation=policy.generation,
-        tenant_id=job.tenant_id,
-        queue_id=job.queue_id,
-        node_id=job.node_id,
-        governance_state=job.governance_state,
-        payload_sha256=job.payload_sha256,
-        sync_sequence=job.sync_sequence,
-        record_time=_record_time(job),
-        node_action=plan.node_action,
-        actions=[],
-        rationale=plan.rationale(job, policy),
-        created_at=utcnow(),
-    )
+    decision = _decision_row(job, policy, plan, decision_id)
     # Decisions are append-only: the row is inserted once, complete, at the
     # flush below (before its commands, which refer to it).
     session.add(decision)
@@ -169,6 +151,28 @@ def write_decision(
         actor=actor,
     )
     return decision
+
+
+def _decision_row(job: JobView, policy: PolicyView, plan: Plan, decision_id: str) -> DecisionRow:
+    return DecisionRow(
+        decision_id=decision_id,
+        region=job.region,
+        job_id=job.job_id,
+        revision=job.revision,
+        policy_id=policy.policy_id,
+        policy_generation=policy.generation,
+        tenant_id=job.tenant_id,
+        queue_id=job.queue_id,
+        node_id=job.node_id,
+        governance_state=job.governance_state,
+        payload_sha256=job.payload_sha256,
+        sync_sequence=job.sync_sequence,
+        record_time=_record_time(job),
+        node_action=plan.node_action,
+        actions=[],
+        rationale=plan.rationale(job, policy),
+        created_at=utcnow(),
+    )
 
 
 def _lower_capacity(

@@ -206,6 +206,18 @@ def _node_step(
             )
         )
         return
+    _reimage_step(result, job, context, citation, reason, params)
+
+
+def _reimage_step(
+    result: Plan,
+    job: JobView,
+    context: Context,
+    citation: JobCitation,
+    reason: str,
+    params: dict[str, str],
+) -> None:
+    node_target = f"node/{job.node_id}"
     image = params.get("image", "")
     digest = params.get("digest", "")
     if not image and context.node_container is not None:

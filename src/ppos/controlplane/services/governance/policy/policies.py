@@ -17,14 +17,12 @@ from ppos.controlplane.core.errors import (
 )
 from ppos.controlplane.core.pagination import Ident, Listing
 from ppos.controlplane.core.settings import ConfigError
-from ppos.controlplane.core.timeutil import utcnow
 from ppos.controlplane.core.validation import OBJECT_ID, Violations
 from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
 from ppos.controlplane.governance.v1 import resources_pb2 as res_pb
 from ppos.controlplane.services.governance.common import (
     GOVERNANCE_SERVICE,
     Context,
-    bump,
     check_version,
     record_change,
 )
@@ -40,6 +38,10 @@ from ppos.controlplane.services.governance.models import PolicyRow
 from ppos.controlplane.services.governance.peers import NodeFacts, Nodes, PeerStubs, SyncedJobs
 from ppos.controlplane.services.governance.policy import decisions
 from ppos.controlplane.services.governance.policy.evaluation import JobView, PolicyView, plan
+from ppos.controlplane.services.governance.policy.policy_changes import (
+    check_policy_references,
+    set_policy,
+)
 from ppos.controlplane.services.governance.policy.reconciler import read_cursor
 from ppos.controlplane.services.governance.policy.specs import ParsedPolicy, parse_policy_spec
 from ppos.controlplane.services.governance.resources import lookups
@@ -63,22 +65,6 @@ def peer_refusal(exc: grpc.aio.AioRpcError, what: str) -> Exception:
         "retry the call",
         reason="PEER_UNAVAILABLE",
     )
-
-
-def _check_policy_references(
-    session: Session, parsed: ParsedPolicy, regions: list[str], field: str = "spec"
-) -> None:
-    refs = lookups.References(session)
-    refs.tenant(f"{field}.tenant_id", parsed.tenant_scope)
-    for index, action in enumerate(parsed.actions):
-        params = action["parameters"]
-        path = f"{field}.actions[{index}].parameters"
-        if action["kind"] == "REROUTE_JOB":
-            refs.partner(f"{path}['target_partner_id']", params.get("target_partner_id", ""))
-            refs.region(f"{path}['target_region']", params.get("target_region", ""), regions)
-        if action["kind"] == "ROUTE_TO_REVIEW":
-            refs.partner(f"{path}['partner_id']", params.get("partner_id", ""), review=True)
-    refs.raise_if_any()
 
 
 def _view(policy_id: str, generation: int, parsed: ParsedPolicy) -> PolicyView:
@@ -116,68 +102,8 @@ class PolicyHandlers(HandlerBase):
         violations.raise_if_any()
         parsed = parse_policy_spec("spec", request.spec)
         regions = self._gateway_regions
-
-        def work(session: Session) -> PolicyRow:
-            row = session.get(PolicyRow, request.policy_id, with_for_update=True)
-            if row is None and request.expected_resource_version:
-                raise NotFound("governance policy", request.policy_id)
-            if row is not None:
-                if not request.expected_resource_version:
-                    raise AlreadyExists(
-                        "governance policy",
-                        request.policy_id,
-                        f"governance policy {request.policy_id!r} exists: pass its "
-                        "meta.resource_version as expected_resource_version to replace it",
-                    )
-                check_version(
-                    "governance policy",
-                    row.policy_id,
-                    request.expected_resource_version,
-                    row.resource_version,
-                    required=True,
-                )
-            _check_policy_references(session, parsed, regions)
-            holder = session.scalars(
-                select(PolicyRow).where(
-                    PolicyRow.tenant_scope == parsed.tenant_scope,
-                    PolicyRow.trigger_state == parsed.trigger_state,
-                    PolicyRow.policy_id != request.policy_id,
-                )
-            ).first()
-            if holder is not None:
-                scope = f"tenant {parsed.tenant_scope!r}" if parsed.tenant_scope else "global"
-                raise AlreadyExists(
-                    "governance policy",
-                    holder.policy_id,
-                    f"the {scope} policy for {parsed.trigger_state} is {holder.policy_id!r}; "
-                    "one policy per scope and state: replace that one instead",
-                    reason="POLICY_SCOPE_TAKEN",
-                )
-            now = utcnow()
-            before = policy_snapshot(row) if row is not None else None
-            if row is None:
-                row = PolicyRow(
-                    policy_id=request.policy_id,
-                    resource_version=1,
-                    generation=1,
-                    created_at=now,
-                    updated_at=now,
-                )
-                session.add(row)
-            else:
-                bump(row, spec=True)
-            row.tenant_scope = parsed.tenant_scope
-            row.trigger_state = parsed.trigger_state
-            row.actions = parsed.actions
-            row.enabled = parsed.enabled
-            row.node_failure_threshold = parsed.node_failure_threshold
-            row.node_failure_window_seconds = parsed.node_failure_window_seconds
-            session.flush()
-            record_change(session, "policy", row.policy_id, before, policy_snapshot(row))
-            return row
-
         try:
-            row = await self._write(work)
+            row = await self._write(lambda session: set_policy(session, request, parsed, regions))
         except IntegrityError:
             raise AlreadyExists(
                 "governance policy",
@@ -283,7 +209,7 @@ class PolicyHandlers(HandlerBase):
             return decisions.policy_view(row)
         parsed = parse_policy_spec("spec", request.spec)
         regions = self._gateway_regions
-        await self._db.read(lambda s: _check_policy_references(s, parsed, regions))
+        await self._db.read(lambda s: check_policy_references(s, parsed, regions))
         return _view("(unsaved)", 0, parsed)
 
     async def _dry_run_jobs(
