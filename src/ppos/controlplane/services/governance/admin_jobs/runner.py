@@ -39,7 +39,7 @@ from ppos.controlplane.services.governance.common import record_change, wait_eit
 from ppos.controlplane.services.governance.convert import admin_job_snapshot
 from ppos.controlplane.services.governance.deps import GovernanceDeps
 from ppos.controlplane.services.governance.models import AdminJobRow
-from ppos.controlplane.services.governance.outbox.dispatcher import TRANSIENT, backoff_seconds
+from ppos.controlplane.services.governance.outbox.retry import TRANSIENT, backoff_seconds
 from ppos.controlplane.services.governance.peers import PeerStubs
 
 _log = structlog.get_logger("ppos.governance.admin_jobs")

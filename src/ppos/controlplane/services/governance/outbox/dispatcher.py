@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import random
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,7 +47,9 @@ from ppos.controlplane.services.governance.deps import GovernanceDeps
 from ppos.controlplane.services.governance.enums import GATEWAY_QUEUE_STATE
 from ppos.controlplane.services.governance.models import OutboxRow, PartnerRouteRow, QueueRow
 from ppos.controlplane.services.governance.outbox.commands import gateway_method
+from ppos.controlplane.services.governance.outbox.group_commit import GroupCommit
 from ppos.controlplane.services.governance.outbox.receivers import NoReceiver, Receivers, read_ack
+from ppos.controlplane.services.governance.outbox.retry import TRANSIENT, backoff_seconds
 from ppos.controlplane.storage import audit
 from ppos.preflight.v1 import gateway_service_pb2 as gw_pb
 
@@ -56,21 +57,6 @@ _log = structlog.get_logger("ppos.governance.dispatcher")
 DISPATCHER = internal("outbox-dispatcher")
 DEPTH_REFRESH_SECONDS = 5.0
 MAX_ERROR = 2000
-
-# Status codes that mean "not now": the command is held and retried.
-TRANSIENT = frozenset(
-    {
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
-        grpc.StatusCode.ABORTED,
-        grpc.StatusCode.CANCELLED,
-        grpc.StatusCode.UNKNOWN,
-        grpc.StatusCode.INTERNAL,
-        # Keys may be rotating: the receiver has not fetched the new JWKS yet.
-        grpc.StatusCode.UNAUTHENTICATED,
-    }
-)
 
 
 @dataclass(frozen=True)
@@ -97,47 +83,6 @@ class Outcome:
     duplicate: bool = False
     detail: str = ""
     retry_in: float = 0.0
-
-
-class GroupCommit:
-    """Writes items handed in concurrently in as few transactions as possible.
-
-    Each `record` waits until its item is committed. While one transaction is
-    being written, items arriving meanwhile gather and go into the next one, so
-    eight deliveries finishing together cost one commit, not eight.
-    """
-
-    def __init__(self, write: Callable[[list[Outcome]], Awaitable[None]]) -> None:
-        self._write = write
-        self._pending: list[tuple[Outcome, asyncio.Future[None]]] = []
-        self._flusher: asyncio.Task[None] | None = None
-
-    async def record(self, item: Outcome) -> None:
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((item, done))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
-        await done
-
-    async def _flush(self) -> None:
-        while self._pending:
-            group, self._pending = self._pending, []
-            try:
-                await self._write([item for item, _ in group])
-            except Exception as exc:  # noqa: BLE001 - handed to every waiter of the group
-                for _, done in group:
-                    if not done.done():
-                        done.set_exception(exc)
-            else:
-                for _, done in group:
-                    if not done.done():
-                        done.set_result(None)
-
-
-def backoff_seconds(attempts: int, base: float, cap: float, rng: random.Random) -> float:
-    """Exponential backoff with jitter: between half and all of base * 2^(n-1), capped."""
-    delay = min(cap, base * 2.0 ** max(0, attempts - 1))
-    return delay * (0.5 + rng.random() / 2)
 
 
 def _principal_of(kind: str, name: str) -> Principal:
