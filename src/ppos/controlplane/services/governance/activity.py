@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ppos.controlplane.core.errors import FailedPrecondition, NotFound
@@ -18,7 +17,9 @@ from ppos.controlplane.services.governance.convert import (
 )
 from ppos.controlplane.services.governance.enums import COMMAND_STATE
 from ppos.controlplane.services.governance.handler_base import HandlerBase
-from ppos.controlplane.services.governance.models import DecisionRow, OutboxRow
+from ppos.controlplane.services.governance.models import OutboxRow
+from ppos.controlplane.services.governance.outbox import store as outbox_store
+from ppos.controlplane.services.governance.policy import store as policy_store
 
 DECISIONS_PAGE = Listing(
     GOVERNANCE_SERVICE + "ListDecisions", Instant("created_at"), Ident("decision_id")
@@ -47,20 +48,15 @@ class ActivityHandlers(HandlerBase):
             {"job": request.job_id, "policy": request.policy_id, "region": request.region},
         )
 
-        def work(session: Session) -> list[DecisionRow]:
-            query = select(DecisionRow)
-            if request.job_id:
-                query = query.where(DecisionRow.job_id == request.job_id)
-            if request.policy_id:
-                query = query.where(DecisionRow.policy_id == request.policy_id)
-            if request.region:
-                query = query.where(DecisionRow.region == request.region)
-            query = page.window(
-                query, DecisionRow.created_at, DecisionRow.decision_id, newest_first=True
+        rows = await self._db.read(
+            lambda session: policy_store.decision_page(
+                session,
+                page,
+                job_id=request.job_id,
+                policy_id=request.policy_id,
+                region=request.region,
             )
-            return list(session.scalars(query))
-
-        rows = await self._db.read(work)
+        )
         return pb.ListDecisionsResponse(
             decisions=[decision_to_proto(r) for r in rows[: page.size]],
             next_page_token=page.next_token(rows),
@@ -87,20 +83,15 @@ class ActivityHandlers(HandlerBase):
             {"states": sorted(states), "target": request.target, "decision": request.decision_id},
         )
 
-        def work(session: Session) -> list[OutboxRow]:
-            query = select(OutboxRow)
-            if states:
-                query = query.where(OutboxRow.state.in_(states))
-            if request.target:
-                query = query.where(OutboxRow.target == request.target)
-            if request.decision_id:
-                query = query.where(OutboxRow.decision_id == request.decision_id)
-            query = page.window(
-                query, OutboxRow.created_at, OutboxRow.command_id, newest_first=True
+        rows = await self._db.read(
+            lambda session: outbox_store.command_page(
+                session,
+                page,
+                states=states,
+                target=request.target,
+                decision_id=request.decision_id,
             )
-            return list(session.scalars(query))
-
-        rows = await self._db.read(work)
+        )
         return pb.ListCommandsResponse(
             commands=[command_to_proto(r) for r in rows[: page.size]],
             next_page_token=page.next_token(rows),

@@ -48,7 +48,7 @@ def validate_request_id(violations: Violations, value: str, *, required: bool) -
     )
 
 
-def find_request(session: Session, method: str, request_id: str, digest: str) -> RequestRow | None:
+def _find_request(session: Session, method: str, request_id: str, digest: str) -> RequestRow | None:
     """The earlier call under this request id; ALREADY_EXISTS when its body differed.
 
     Call it first in the write transaction. On PostgreSQL it first takes a
@@ -73,7 +73,7 @@ def find_request(session: Session, method: str, request_id: str, digest: str) ->
     return row
 
 
-def remember_request(
+def _remember_request(
     session: Session,
     method: str,
     request_id: str,
@@ -110,7 +110,7 @@ class IdempotentCall:
 
     def earlier(self, session: Session) -> RequestRow | None:
         """The earlier call under this request id (call it first in the transaction)."""
-        return find_request(session, self.method, self.request_id, self.digest)
+        return _find_request(session, self.method, self.request_id, self.digest)
 
     def replay(self, session: Session, response_type: type[M]) -> M | None:
         """The reply the earlier call under this request id gave, if there was one."""
@@ -121,4 +121,4 @@ class IdempotentCall:
 
     def remember(self, session: Session, resource_id: str, response: Message | None = None) -> None:
         """Keep this call (and its reply) for its repeats, in its own transaction."""
-        remember_request(session, self.method, self.request_id, self.digest, resource_id, response)
+        _remember_request(session, self.method, self.request_id, self.digest, resource_id, response)

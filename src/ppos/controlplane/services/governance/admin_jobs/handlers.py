@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ppos.controlplane.core.errors import (
@@ -17,6 +16,7 @@ from ppos.controlplane.core.timeutil import utcnow
 from ppos.controlplane.core.validation import MAX_ENUM_FILTER, Violations
 from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
 from ppos.controlplane.security.principal import current_principal, current_request_id
+from ppos.controlplane.services.governance.admin_jobs import store
 from ppos.controlplane.services.governance.admin_jobs.kinds import (
     validate_parameters,
 )
@@ -124,18 +124,9 @@ class AdminJobHandlers(HandlerBase):
             {"kinds": sorted(kinds), "states": sorted(states)},
         )
 
-        def work(session: Session) -> list[AdminJobRow]:
-            query = select(AdminJobRow)
-            if kinds:
-                query = query.where(AdminJobRow.kind.in_(kinds))
-            if states:
-                query = query.where(AdminJobRow.state.in_(states))
-            query = page.window(
-                query, AdminJobRow.created_at, AdminJobRow.admin_job_id, newest_first=True
-            )
-            return list(session.scalars(query))
-
-        rows = await self._db.read(work)
+        rows = await self._db.read(
+            lambda session: store.admin_job_page(session, page, kinds=kinds, states=states)
+        )
         return pb.ListAdminJobsResponse(
             jobs=[admin_job_to_proto(r) for r in rows[: page.size]],
             next_page_token=page.next_token(rows),

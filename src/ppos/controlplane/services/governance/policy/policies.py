@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import grpc
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -34,9 +33,8 @@ from ppos.controlplane.services.governance.convert import (
 from ppos.controlplane.services.governance.deps import GovernanceDeps
 from ppos.controlplane.services.governance.enums import GOVERNANCE_STATE
 from ppos.controlplane.services.governance.handler_base import HandlerBase
-from ppos.controlplane.services.governance.models import PolicyRow
 from ppos.controlplane.services.governance.peers import NodeFacts, Nodes, PeerStubs, SyncedJobs
-from ppos.controlplane.services.governance.policy import decisions
+from ppos.controlplane.services.governance.policy import decisions, store
 from ppos.controlplane.services.governance.policy.evaluation import JobView, PolicyView, plan
 from ppos.controlplane.services.governance.policy.policy_changes import (
     check_policy_references,
@@ -133,13 +131,9 @@ class PolicyHandlers(HandlerBase):
             POLICIES_PAGE, request.page_size, request.page_token, {"t": request.tenant_id}
         )
 
-        def work(session: Session) -> list[PolicyRow]:
-            query = select(PolicyRow)
-            if request.tenant_id:
-                query = query.where(PolicyRow.tenant_scope == request.tenant_id)
-            return list(session.scalars(page.window(query, PolicyRow.policy_id)))
-
-        rows = await self._db.read(work)
+        rows = await self._db.read(
+            lambda session: store.policy_page(session, page, tenant_id=request.tenant_id)
+        )
         return pb.ListGovernancePoliciesResponse(
             policies=[policy_to_proto(r) for r in rows[: page.size]],
             next_page_token=page.next_token(rows),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ppos.controlplane.core.errors import AlreadyExists
@@ -14,6 +13,7 @@ from ppos.controlplane.services.governance.common import GOVERNANCE_SERVICE, Con
 from ppos.controlplane.services.governance.convert import partner_snapshot, partner_to_proto
 from ppos.controlplane.services.governance.handler_base import HandlerBase
 from ppos.controlplane.services.governance.models import PartnerRow
+from ppos.controlplane.services.governance.resources import store
 from ppos.controlplane.services.governance.resources.specs import validate_partner
 
 PARTNERS_PAGE = Listing(GOVERNANCE_SERVICE + "ListPartners", Ident("partner_id"))
@@ -56,11 +56,7 @@ class PartnerHandlers(HandlerBase):
     ) -> pb.ListPartnersResponse:
         page = self._page(PARTNERS_PAGE, request.page_size, request.page_token, {})
 
-        def work(session: Session) -> list[PartnerRow]:
-            query = select(PartnerRow)
-            return list(session.scalars(page.window(query, PartnerRow.partner_id)))
-
-        rows = await self._db.read(work)
+        rows = await self._db.read(lambda session: store.partner_page(session, page))
         return pb.ListPartnersResponse(
             partners=[partner_to_proto(r) for r in rows[: page.size]],
             next_page_token=page.next_token(rows),

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
 from ppos.controlplane.core.pagination import Ident, Listing
 from ppos.controlplane.core.validation import Violations
 from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
@@ -12,8 +9,7 @@ from ppos.controlplane.security.principal import current_principal
 from ppos.controlplane.services.governance.common import GOVERNANCE_SERVICE, Context
 from ppos.controlplane.services.governance.convert import route_to_proto
 from ppos.controlplane.services.governance.handler_base import HandlerBase
-from ppos.controlplane.services.governance.models import PartnerRouteRow
-from ppos.controlplane.services.governance.resources import lookups
+from ppos.controlplane.services.governance.resources import lookups, store
 from ppos.controlplane.services.governance.resources.route_changes import (
     create_route,
     delete_route,
@@ -71,15 +67,11 @@ class RouteHandlers(HandlerBase):
             {"tenant": request.tenant_id, "partner": request.partner_id},
         )
 
-        def work(session: Session) -> list[PartnerRouteRow]:
-            query = select(PartnerRouteRow)
-            if request.tenant_id:
-                query = query.where(PartnerRouteRow.tenant_id == request.tenant_id)
-            if request.partner_id:
-                query = query.where(PartnerRouteRow.partner_id == request.partner_id)
-            return list(session.scalars(page.window(query, PartnerRouteRow.route_id)))
-
-        rows = await self._db.read(work)
+        rows = await self._db.read(
+            lambda session: store.route_page(
+                session, page, tenant_id=request.tenant_id, partner_id=request.partner_id
+            )
+        )
         return pb.ListPartnerRoutesResponse(
             routes=[route_to_proto(r) for r in rows[: page.size]],
             next_page_token=page.next_token(rows),

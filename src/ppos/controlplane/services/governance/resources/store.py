@@ -18,7 +18,12 @@ from ppos.controlplane.security.principal import Principal
 from ppos.controlplane.services.governance.common import record_change
 from ppos.controlplane.services.governance.convert import queue_snapshot
 from ppos.controlplane.services.governance.enums import GOVERNANCE_STATE, QUEUE_STATE
-from ppos.controlplane.services.governance.models import PartnerRouteRow, QueueRow, TenantRow
+from ppos.controlplane.services.governance.models import (
+    PartnerRouteRow,
+    PartnerRow,
+    QueueRow,
+    TenantRow,
+)
 from ppos.controlplane.services.governance.outbox import commands
 from ppos.controlplane.services.governance.paging import Page
 from ppos.controlplane.services.governance.selectors import Requirement, matches
@@ -207,3 +212,23 @@ def tenant_routes(session: Session, tenant_id: str) -> list[PartnerRouteRow]:
         .with_for_update()
     )
     return list(session.scalars(query).all())
+
+
+def route_page(
+    session: Session, page: Page, *, tenant_id: str, partner_id: str
+) -> list[PartnerRouteRow]:
+    """One page of partner routes (size + 1 when more follow), by route id."""
+    query = select(PartnerRouteRow)
+    if tenant_id:
+        query = query.where(PartnerRouteRow.tenant_id == tenant_id)
+    if partner_id:
+        query = query.where(PartnerRouteRow.partner_id == partner_id)
+    return list(session.scalars(page.window(query, PartnerRouteRow.route_id)))
+
+
+# -- partners --------------------------------------------------------------------
+
+
+def partner_page(session: Session, page: Page) -> list[PartnerRow]:
+    """One page of partners (size + 1 when more follow), by partner id."""
+    return list(session.scalars(page.window(select(PartnerRow), PartnerRow.partner_id)))

@@ -1,0 +1,24 @@
+"""The outbox store: the queries of outbox commands for operators."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ppos.controlplane.services.governance.models import OutboxRow
+from ppos.controlplane.services.governance.paging import Page
+
+
+def command_page(
+    session: Session, page: Page, *, states: list[str], target: str, decision_id: str
+) -> list[OutboxRow]:
+    """One page of commands (size + 1 when more follow), newest first."""
+    query = select(OutboxRow)
+    if states:
+        query = query.where(OutboxRow.state.in_(states))
+    if target:
+        query = query.where(OutboxRow.target == target)
+    if decision_id:
+        query = query.where(OutboxRow.decision_id == decision_id)
+    query = page.window(query, OutboxRow.created_at, OutboxRow.command_id, newest_first=True)
+    return list(session.scalars(query))
