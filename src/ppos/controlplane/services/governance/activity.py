@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-from sqlalchemy.orm import Session
-
-from ppos.controlplane.core.errors import FailedPrecondition, NotFound
 from ppos.controlplane.core.pagination import Ident, Instant, Listing
-from ppos.controlplane.core.timeutil import utcnow
 from ppos.controlplane.core.validation import MAX_ENUM_FILTER, Violations
 from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
-from ppos.controlplane.services.governance.common import GOVERNANCE_SERVICE, Context, record_change
+from ppos.controlplane.services.governance.common import GOVERNANCE_SERVICE, Context
 from ppos.controlplane.services.governance.convert import (
-    command_snapshot,
     command_to_proto,
     decision_to_proto,
 )
 from ppos.controlplane.services.governance.enums import COMMAND_STATE
 from ppos.controlplane.services.governance.handler_base import HandlerBase
-from ppos.controlplane.services.governance.models import OutboxRow
 from ppos.controlplane.services.governance.outbox import store as outbox_store
+from ppos.controlplane.services.governance.outbox.manual_retry import retry_failed_command
 from ppos.controlplane.services.governance.policy import store as policy_store
 
 DECISIONS_PAGE = Listing(
@@ -104,13 +99,8 @@ class ActivityHandlers(HandlerBase):
         violations.object_id("command_id", request.command_id)
         violations.raise_if_any()
 
-        def work(session: Session) -> OutboxRow:
-            row = session.get(OutboxRow, request.command_id)
-            if row is None:
-                raise NotFound("command", request.command_id)
-            return row
-
-        return pb.GetCommandResponse(command=command_to_proto(await self._db.read(work)))
+        row = await self._db.read(lambda session: outbox_store.command(session, request.command_id))
+        return pb.GetCommandResponse(command=command_to_proto(row))
 
     async def RetryCommand(
         self, request: pb.RetryCommandRequest, context: Context
@@ -120,32 +110,8 @@ class ActivityHandlers(HandlerBase):
         violations.reason("reason", request.reason)
         violations.raise_if_any()
 
-        def work(session: Session) -> OutboxRow:
-            row = session.get(OutboxRow, request.command_id, with_for_update=True)
-            if row is None:
-                raise NotFound("command", request.command_id)
-            if row.state != "FAILED":
-                raise FailedPrecondition(
-                    f"command {row.command_id} is {row.state}; only FAILED commands are retried "
-                    "by hand (the dispatcher retries the others itself)",
-                    reason="COMMAND_NOT_FAILED",
-                )
-            before = command_snapshot(row)
-            now = utcnow()
-            row.state = "PENDING"
-            row.next_attempt_at = now
-            row.last_error = f"retry requested: {request.reason}; before: {row.last_error}"[:2000]
-            row.updated_at = now
-            record_change(
-                session,
-                "command",
-                row.command_id,
-                before,
-                command_snapshot(row),
-                reason=request.reason,
-            )
-            return row
-
-        row = await self._write(work)
+        row = await self._write(
+            lambda session: retry_failed_command(session, request.command_id, request.reason)
+        )
         self._on_commands()
         return pb.RetryCommandResponse(command=command_to_proto(row))

@@ -4,19 +4,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 
-from sqlalchemy.orm import Session
-
 from ppos.controlplane.core.errors import (
-    FailedPrecondition,
-    NotFound,
     Unavailable,
 )
 from ppos.controlplane.core.pagination import Ident, Instant, Listing
-from ppos.controlplane.core.timeutil import utcnow
 from ppos.controlplane.core.validation import MAX_ENUM_FILTER, Violations
 from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
 from ppos.controlplane.security.principal import current_principal, current_request_id
 from ppos.controlplane.services.governance.admin_jobs import store
+from ppos.controlplane.services.governance.admin_jobs.cancel import cancel_admin_job
 from ppos.controlplane.services.governance.admin_jobs.kinds import (
     validate_parameters,
 )
@@ -24,10 +20,9 @@ from ppos.controlplane.services.governance.admin_jobs.start import start_admin_j
 from ppos.controlplane.services.governance.common import (
     GOVERNANCE_SERVICE,
     Context,
-    record_change,
     stopped_within,
 )
-from ppos.controlplane.services.governance.convert import admin_job_snapshot, admin_job_to_proto
+from ppos.controlplane.services.governance.convert import admin_job_to_proto
 from ppos.controlplane.services.governance.deps import GovernanceDeps
 from ppos.controlplane.services.governance.enums import (
     ADMIN_JOB_KIND,
@@ -84,13 +79,7 @@ class AdminJobHandlers(HandlerBase):
         violations.object_id("admin_job_id", job_id)
         violations.raise_if_any()
 
-        def work(session: Session) -> AdminJobRow:
-            row = session.get(AdminJobRow, job_id)
-            if row is None:
-                raise NotFound("admin job", job_id)
-            return row
-
-        return await self._db.read(work)
+        return await self._db.read(lambda session: store.admin_job(session, job_id))
 
     async def GetAdminJob(
         self, request: pb.GetAdminJobRequest, context: Context
@@ -140,39 +129,9 @@ class AdminJobHandlers(HandlerBase):
         violations.reason("reason", request.reason)
         violations.raise_if_any()
 
-        def work(session: Session) -> AdminJobRow:
-            row = session.get(AdminJobRow, request.admin_job_id, with_for_update=True)
-            if row is None:
-                raise NotFound("admin job", request.admin_job_id)
-            if row.state in TERMINAL_ADMIN_JOB_STATES:
-                raise FailedPrecondition(
-                    f"admin job {row.admin_job_id} already ended ({row.state})",
-                    reason="ADMIN_JOB_ENDED",
-                )
-            if row.state == "CANCELLING":
-                return row
-            before = admin_job_snapshot(row)
-            now = utcnow()
-            row.cancel_reason = request.reason
-            if row.state == "PENDING":
-                row.state = "CANCELLED"
-                row.progress_message = f"cancelled before it started ({request.reason})"
-                row.finished_at = now
-            else:
-                row.state = "CANCELLING"
-            row.resource_version += 1
-            row.updated_at = now
-            record_change(
-                session,
-                "admin_job",
-                row.admin_job_id,
-                before,
-                admin_job_snapshot(row),
-                reason=request.reason,
-            )
-            return row
-
-        row = await self._write(work)
+        row = await self._write(
+            lambda session: cancel_admin_job(session, request.admin_job_id, request.reason)
+        )
         return pb.CancelAdminJobResponse(job=admin_job_to_proto(row))
 
     async def WatchAdminJob(

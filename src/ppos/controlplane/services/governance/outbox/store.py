@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ppos.controlplane.core.errors import NotFound
 from ppos.controlplane.services.governance.models import OutboxRow
 from ppos.controlplane.services.governance.paging import Page
 
@@ -22,3 +23,11 @@ def command_page(
         query = query.where(OutboxRow.decision_id == decision_id)
     query = page.window(query, OutboxRow.created_at, OutboxRow.command_id, newest_first=True)
     return list(session.scalars(query))
+
+
+def command(session: Session, command_id: str, *, lock: bool = False) -> OutboxRow:
+    """The command (NOT_FOUND if there is none), locked for update when `lock`."""
+    row = session.get(OutboxRow, command_id, with_for_update=lock or None)
+    if row is None:
+        raise NotFound("command", command_id)
+    return row

@@ -22,12 +22,9 @@ from ppos.controlplane.governance.v1 import resources_pb2 as res_pb
 from ppos.controlplane.services.governance.common import (
     GOVERNANCE_SERVICE,
     Context,
-    check_version,
-    record_change,
 )
 from ppos.controlplane.services.governance.convert import (
     planned_actions_to_proto,
-    policy_snapshot,
     policy_to_proto,
 )
 from ppos.controlplane.services.governance.deps import GovernanceDeps
@@ -38,6 +35,7 @@ from ppos.controlplane.services.governance.policy import decisions, store
 from ppos.controlplane.services.governance.policy.evaluation import JobView, PolicyView, plan
 from ppos.controlplane.services.governance.policy.policy_changes import (
     check_policy_references,
+    delete_policy,
     set_policy,
 )
 from ppos.controlplane.services.governance.policy.reconciler import read_cursor
@@ -147,21 +145,7 @@ class PolicyHandlers(HandlerBase):
         violations.resource_version("expected_resource_version", request.expected_resource_version)
         violations.raise_if_any()
 
-        def work(session: Session) -> res_pb.GovernancePolicy:
-            row = lookups.policy(session, request.policy_id)
-            check_version(
-                "governance policy",
-                row.policy_id,
-                request.expected_resource_version,
-                row.resource_version,
-                required=True,
-            )
-            shown = policy_to_proto(row)
-            record_change(session, "policy", row.policy_id, policy_snapshot(row), None)
-            session.delete(row)
-            return shown
-
-        shown = await self._write(work)
+        shown = await self._write(lambda session: delete_policy(session, request))
         return pb.DeleteGovernancePolicyResponse(policy=shown)
 
     # -- dry run ------------------------------------------------------------------

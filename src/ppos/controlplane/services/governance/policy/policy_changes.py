@@ -12,8 +12,9 @@ from sqlalchemy.orm import Session
 from ppos.controlplane.core.errors import AlreadyExists, NotFound
 from ppos.controlplane.core.timeutil import utcnow
 from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
+from ppos.controlplane.governance.v1 import resources_pb2 as res_pb
 from ppos.controlplane.services.governance.common import bump, check_version, record_change
-from ppos.controlplane.services.governance.convert import policy_snapshot
+from ppos.controlplane.services.governance.convert import policy_snapshot, policy_to_proto
 from ppos.controlplane.services.governance.models import PolicyRow
 from ppos.controlplane.services.governance.policy.specs import ParsedPolicy
 from ppos.controlplane.services.governance.resources import lookups
@@ -108,3 +109,21 @@ def check_policy_references(
         if action["kind"] == "ROUTE_TO_REVIEW":
             refs.partner(f"{path}['partner_id']", params.get("partner_id", ""), review=True)
     refs.raise_if_any()
+
+
+def delete_policy(
+    session: Session, request: pb.DeleteGovernancePolicyRequest
+) -> res_pb.GovernancePolicy:
+    """The policy as it was (the reply), after its removal and audit entry."""
+    row = lookups.policy(session, request.policy_id)
+    check_version(
+        "governance policy",
+        row.policy_id,
+        request.expected_resource_version,
+        row.resource_version,
+        required=True,
+    )
+    shown = policy_to_proto(row)
+    record_change(session, "policy", row.policy_id, policy_snapshot(row), None)
+    session.delete(row)
+    return shown
