@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-from sqlalchemy.orm import Session
-
-from ppos.controlplane.core.errors import AlreadyExists
 from ppos.controlplane.core.pagination import Ident, Listing
-from ppos.controlplane.core.timeutil import utcnow
 from ppos.controlplane.core.validation import Violations
 from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
-from ppos.controlplane.services.governance.common import GOVERNANCE_SERVICE, Context, record_change
-from ppos.controlplane.services.governance.convert import partner_snapshot, partner_to_proto
+from ppos.controlplane.services.governance.common import GOVERNANCE_SERVICE, Context
+from ppos.controlplane.services.governance.convert import partner_to_proto
 from ppos.controlplane.services.governance.handler_base import HandlerBase
-from ppos.controlplane.services.governance.models import PartnerRow
 from ppos.controlplane.services.governance.resources import store
 from ppos.controlplane.services.governance.resources.specs import validate_partner
 
@@ -29,26 +24,7 @@ class PartnerHandlers(HandlerBase):
         validate_partner(violations, request.partner_id, request.display_name, request.region)
         violations.raise_if_any()
 
-        def work(session: Session) -> PartnerRow:
-            if session.get(PartnerRow, request.partner_id) is not None:
-                raise AlreadyExists("partner", request.partner_id)
-            now = utcnow()
-            row = PartnerRow(
-                partner_id=request.partner_id,
-                display_name=request.display_name,
-                region=request.region,
-                accepts_review=request.accepts_review,
-                resource_version=1,
-                generation=1,
-                created_at=now,
-                updated_at=now,
-            )
-            session.add(row)
-            session.flush()
-            record_change(session, "partner", row.partner_id, None, partner_snapshot(row))
-            return row
-
-        row = await self._write(work)
+        row = await self._write(lambda session: store.add_partner(session, request))
         return pb.CreatePartnerResponse(partner=partner_to_proto(row))
 
     async def ListPartners(

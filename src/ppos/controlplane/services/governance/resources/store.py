@@ -12,11 +12,13 @@ from typing import Any
 from sqlalchemy import String, bindparam, select
 from sqlalchemy.orm import Session
 
+from ppos.controlplane.core.errors import AlreadyExists
 from ppos.controlplane.core.timeutil import utcnow
+from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
 from ppos.controlplane.governance.v1 import resources_pb2 as res_pb
 from ppos.controlplane.security.principal import Principal
 from ppos.controlplane.services.governance.common import record_change
-from ppos.controlplane.services.governance.convert import queue_snapshot
+from ppos.controlplane.services.governance.convert import partner_snapshot, queue_snapshot
 from ppos.controlplane.services.governance.enums import GOVERNANCE_STATE, QUEUE_STATE
 from ppos.controlplane.services.governance.models import (
     PartnerRouteRow,
@@ -232,3 +234,24 @@ def route_page(
 def partner_page(session: Session, page: Page) -> list[PartnerRow]:
     """One page of partners (size + 1 when more follow), by partner id."""
     return list(session.scalars(page.window(select(PartnerRow), PartnerRow.partner_id)))
+
+
+def add_partner(session: Session, request: pb.CreatePartnerRequest) -> PartnerRow:
+    """CreatePartner's unit of work: the partner and its audit entry."""
+    if session.get(PartnerRow, request.partner_id) is not None:
+        raise AlreadyExists("partner", request.partner_id)
+    now = utcnow()
+    row = PartnerRow(
+        partner_id=request.partner_id,
+        display_name=request.display_name,
+        region=request.region,
+        accepts_review=request.accepts_review,
+        resource_version=1,
+        generation=1,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(row)
+    session.flush()
+    record_change(session, "partner", row.partner_id, None, partner_snapshot(row))
+    return row
