@@ -26,14 +26,14 @@ from sqlalchemy.engine import make_url
 from bench.harness import Mode, Result
 from ppos.controlplane.core.logging import configure_logging
 from ppos.controlplane.runtime.cli import load_settings
-from ppos.controlplane.runtime.server import ControlPlaneServer
+from ppos.controlplane.runtime.server import ControlPlaneServer, governance_deps
 from ppos.controlplane.security.keys import KeyRing
 from ppos.controlplane.security.outbound import open_channel
 from ppos.controlplane.security.peers import caller_identity, gateway_audience
 from ppos.controlplane.security.principal import internal
-from ppos.controlplane.services.governance import outbox
-from ppos.controlplane.services.governance.dispatcher import Dispatcher
-from ppos.controlplane.services.governance.receivers import Receivers
+from ppos.controlplane.services.governance.outbox import commands
+from ppos.controlplane.services.governance.outbox.dispatcher import Dispatcher
+from ppos.controlplane.services.governance.outbox.receivers import Receivers
 from ppos.preflight.v1 import gateway_service_pb2 as gw_pb
 from ppos.preflightsim import gateway as gateway_sim
 from ppos.preflightsim.auth import RequirePreflightJwt
@@ -50,11 +50,11 @@ PG_URL = os.environ.get(
 )
 
 
-def _command(index: int) -> outbox.Command:
+def _command(index: int) -> commands.Command:
     key = f"bench:{index}:{secrets.token_hex(4)}"
-    return outbox.Command(
-        target=outbox.gateway_target(REGION),
-        method=outbox.gateway_method("ApplyQueuePolicy"),
+    return commands.Command(
+        target=commands.gateway_target(REGION),
+        method=commands.gateway_method("ApplyQueuePolicy"),
         request=gw_pb.ApplyQueuePolicyRequest(
             header=gw_pb.CommandHeader(idempotency_key=key, reason="bench"),
             tenant_id="bench",
@@ -89,7 +89,7 @@ async def _direct(server: ControlPlaneServer, address: str, count: int) -> float
     )
     commands = [_command(i) for i in range(count)]
     call = channel.unary_unary(
-        outbox.gateway_method("ApplyQueuePolicy"),
+        commands.gateway_method("ApplyQueuePolicy"),
         request_serializer=None,
         response_deserializer=gw_pb.ApplyQueuePolicyResponse.FromString,
     )
@@ -113,10 +113,11 @@ async def _through_outbox(server: ControlPlaneServer, count: int) -> float:
     assert runtime is not None
     actor = internal("bench")
     runtime.db.write_sync(
-        lambda s: [outbox.enqueue(s, _command(i), actor=actor) for i in range(count)]
+        lambda s: [commands.enqueue(s, _command(i), actor=actor) for i in range(count)]
     )
-    receivers = Receivers(runtime)
-    dispatcher = Dispatcher(runtime, receivers, owner="bench")
+    deps = governance_deps(runtime)
+    receivers = Receivers(deps)
+    dispatcher = Dispatcher(deps, receivers, owner="bench")
     started = time.perf_counter()
     while dispatcher.acknowledged < count:
         if not await dispatcher.dispatch_once():

@@ -27,7 +27,7 @@ from ppos.controlplane.core.validation import (
     shown,
     text_problem,
 )
-from ppos.controlplane.services.governance.outbox import idempotency_key
+from ppos.controlplane.services.governance.outbox.commands import idempotency_key
 from ppos.controlplane.services.registry_sync.verify import JOB_ID
 
 DIGEST_VALUE = "sha256:" + "ab" * 32

@@ -17,7 +17,8 @@ import pytest
 
 from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
 from ppos.controlplane.governance.v1 import resources_pb2 as res
-from ppos.controlplane.services.governance.admin_jobs import AdminJobRunner, JobHandle
+from ppos.controlplane.runtime.server import governance_deps
+from ppos.controlplane.services.governance.admin_jobs.runner import AdminJobRunner, JobHandle
 from tests.governance.conftest import Governed, StartGoverned
 from tests.governance.support import details, eventually, refused
 
@@ -64,7 +65,7 @@ async def _get(gov: Governed, job_id: str) -> res.AdminJob:
 async def _runner(
     gov: Governed, kind: Any, owner: str
 ) -> tuple[AdminJobRunner, asyncio.Event, asyncio.Task[None]]:
-    runner = AdminJobRunner(gov.runtime, {"REGION_DRAIN": kind}, owner=owner)
+    runner = AdminJobRunner(governance_deps(gov.runtime), {"REGION_DRAIN": kind}, owner=owner)
     stop = asyncio.Event()
     return runner, stop, asyncio.create_task(runner.run(stop))
 

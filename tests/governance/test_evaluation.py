@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from ppos.controlplane.core.validation import REQUEST_ID
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2 as nr_pb
-from ppos.controlplane.services.governance.evaluation import Context, JobView, PolicyView, plan
-from ppos.controlplane.services.governance.outbox import idempotency_key
-from ppos.controlplane.services.governance.routing import find_cycle
+from ppos.controlplane.services.governance.outbox.commands import idempotency_key
+from ppos.controlplane.services.governance.policy.evaluation import (
+    Context,
+    JobView,
+    PolicyView,
+    plan,
+)
+from ppos.controlplane.services.governance.resources.routing import find_cycle
 from ppos.preflight.v1 import gateway_service_pb2 as gw_pb
 
 DIGEST = "sha256:" + "cd" * 32

@@ -10,9 +10,10 @@ from prometheus_client import REGISTRY
 
 from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
 from ppos.controlplane.governance.v1 import resources_pb2 as res
+from ppos.controlplane.runtime.server import governance_deps
 from ppos.controlplane.security.peers import caller_identity, gateway_audience
-from ppos.controlplane.services.governance.dispatcher import Dispatcher
-from ppos.controlplane.services.governance.receivers import Receivers
+from ppos.controlplane.services.governance.outbox.dispatcher import Dispatcher
+from ppos.controlplane.services.governance.outbox.receivers import Receivers
 from tests.governance.conftest import Governed, StartGoverned
 from tests.governance.support import bearer_claims, count, eventually, start_gateway
 
@@ -185,9 +186,9 @@ async def test_two_dispatchers_share_the_outbox_and_never_send_twice(
     assert total == 24
     sim = gov.gateway()
     sim.faults.slow_seconds = 0.02
-    receivers = Receivers(gov.runtime)
-    first = Dispatcher(gov.runtime, receivers, owner="replica-a")
-    second = Dispatcher(gov.runtime, receivers, owner="replica-b")
+    receivers = Receivers(governance_deps(gov.runtime))
+    first = Dispatcher(governance_deps(gov.runtime), receivers, owner="replica-a")
+    second = Dispatcher(governance_deps(gov.runtime), receivers, owner="replica-b")
     stop = asyncio.Event()
     runs = [asyncio.create_task(d.run(stop)) for d in (first, second)]
     try:

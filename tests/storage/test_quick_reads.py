@@ -26,7 +26,7 @@ from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2 as node_
 from ppos.controlplane.services.governance.convert import fill_tenant, tenant_to_proto
 from ppos.controlplane.services.governance.enums import TENANT_PHASE
 from ppos.controlplane.services.governance.models import PartnerRow, TenantRow
-from ppos.controlplane.services.governance.tenants import tenants_after
+from ppos.controlplane.services.governance.resources.store import tenants_after
 from ppos.controlplane.services.node_registry.convert import fill_node, node_to_proto
 from ppos.controlplane.services.node_registry.models import NodeRow
 from ppos.controlplane.services.node_registry.rpc_operator import NODE_BY_ID

@@ -37,6 +37,7 @@ from ppos.controlplane.security.edge import (
 from ppos.controlplane.security.keys import JwksKeySource, KeyRing
 from ppos.controlplane.security.peers import PeerDirectory
 from ppos.controlplane.security.tokens import SelfMinted, TokenMinter, TokenVerifier
+from ppos.controlplane.services.governance.deps import GovernanceDeps
 from ppos.controlplane.services.jwks.service import JwksModule
 from ppos.controlplane.storage import migrate
 from ppos.controlplane.storage.database import Database
@@ -70,12 +71,29 @@ def server_options(access: AccessTable) -> tuple[tuple[str, int], ...]:
     return (("grpc.max_receive_message_length", access.largest_request_bytes()), *SERVER_OPTIONS)
 
 
-def default_modules() -> dict[str, ModuleFactory]:
-    """The service modules by name (imported here, not at import time of this module)."""
+def governance_deps(runtime: Runtime) -> GovernanceDeps:
+    """What governance is handed: its own settings and exactly the shared parts it uses."""
+    return GovernanceDeps(
+        settings=runtime.settings.governance,
+        db=runtime.db,
+        page_tokens=runtime.page_tokens,
+        peers=runtime.peers,
+        peer_call_timeout=float(runtime.settings.peers.peer_call_timeout),
+        minter=runtime.minter,
+        shutdown=runtime.shutdown,
+    )
+
+
+def governance_module(runtime: Runtime) -> ServiceModule:
     from ppos.controlplane.services.governance.service import GovernanceModule
 
+    return GovernanceModule(governance_deps(runtime))
+
+
+def default_modules() -> dict[str, ModuleFactory]:
+    """The service modules by name (imported here, not at import time of this module)."""
     return {
-        "governance": GovernanceModule,
+        "governance": governance_module,
         "noderegistry": node_registry_module,
         "registrysync": registry_sync_module,
     }

@@ -2,29 +2,19 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
-from ppos.controlplane.core.errors import FailedPrecondition, NotFound
 from ppos.controlplane.core.pagination import Ident, Instant, Listing
-from ppos.controlplane.core.timeutil import utcnow
 from ppos.controlplane.core.validation import MAX_ENUM_FILTER, Violations
 from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
-from ppos.controlplane.services.governance.common import (
-    GOVERNANCE_SERVICE,
-    Context,
-    HandlerBase,
-    newest_first_after,
-    position,
-    record_change,
-)
+from ppos.controlplane.services.governance.common import GOVERNANCE_SERVICE, Context
 from ppos.controlplane.services.governance.convert import (
-    command_snapshot,
     command_to_proto,
     decision_to_proto,
 )
 from ppos.controlplane.services.governance.enums import COMMAND_STATE
-from ppos.controlplane.services.governance.models import DecisionRow, OutboxRow
+from ppos.controlplane.services.governance.handler_base import HandlerBase
+from ppos.controlplane.services.governance.outbox import store as outbox_store
+from ppos.controlplane.services.governance.outbox.manual_retry import retry_failed_command
+from ppos.controlplane.services.governance.policy import store as policy_store
 
 DECISIONS_PAGE = Listing(
     GOVERNANCE_SERVICE + "ListDecisions", Instant("created_at"), Ident("decision_id")
@@ -35,6 +25,8 @@ COMMANDS_PAGE = Listing(
 
 
 class ActivityHandlers(HandlerBase):
+    rpcs = ("ListDecisions", "ListCommands", "GetCommand", "RetryCommand")
+
     async def ListDecisions(
         self, request: pb.ListDecisionsRequest, context: Context
     ) -> pb.ListDecisionsResponse:
@@ -51,26 +43,18 @@ class ActivityHandlers(HandlerBase):
             {"job": request.job_id, "policy": request.policy_id, "region": request.region},
         )
 
-        def work(session: Session) -> list[DecisionRow]:
-            query = select(DecisionRow)
-            if request.job_id:
-                query = query.where(DecisionRow.job_id == request.job_id)
-            if request.policy_id:
-                query = query.where(DecisionRow.policy_id == request.policy_id)
-            if request.region:
-                query = query.where(DecisionRow.region == request.region)
-            after = newest_first_after(DecisionRow.created_at, DecisionRow.decision_id, page.after)
-            if after is not None:
-                query = query.where(after)
-            query = query.order_by(
-                DecisionRow.created_at.desc(), DecisionRow.decision_id.desc()
-            ).limit(page.size + 1)
-            return list(session.scalars(query))
-
-        rows = await self._db.read(work)
+        rows = await self._db.read(
+            lambda session: policy_store.decision_page(
+                session,
+                page,
+                job_id=request.job_id,
+                policy_id=request.policy_id,
+                region=request.region,
+            )
+        )
         return pb.ListDecisionsResponse(
             decisions=[decision_to_proto(r) for r in rows[: page.size]],
-            next_page_token=page.next_token(rows, lambda r: position(r.created_at, r.decision_id)),
+            next_page_token=page.next_token(rows),
         )
 
     async def ListCommands(
@@ -94,26 +78,18 @@ class ActivityHandlers(HandlerBase):
             {"states": sorted(states), "target": request.target, "decision": request.decision_id},
         )
 
-        def work(session: Session) -> list[OutboxRow]:
-            query = select(OutboxRow)
-            if states:
-                query = query.where(OutboxRow.state.in_(states))
-            if request.target:
-                query = query.where(OutboxRow.target == request.target)
-            if request.decision_id:
-                query = query.where(OutboxRow.decision_id == request.decision_id)
-            after = newest_first_after(OutboxRow.created_at, OutboxRow.command_id, page.after)
-            if after is not None:
-                query = query.where(after)
-            query = query.order_by(OutboxRow.created_at.desc(), OutboxRow.command_id.desc()).limit(
-                page.size + 1
+        rows = await self._db.read(
+            lambda session: outbox_store.command_page(
+                session,
+                page,
+                states=states,
+                target=request.target,
+                decision_id=request.decision_id,
             )
-            return list(session.scalars(query))
-
-        rows = await self._db.read(work)
+        )
         return pb.ListCommandsResponse(
             commands=[command_to_proto(r) for r in rows[: page.size]],
-            next_page_token=page.next_token(rows, lambda r: position(r.created_at, r.command_id)),
+            next_page_token=page.next_token(rows),
         )
 
     async def GetCommand(
@@ -123,13 +99,8 @@ class ActivityHandlers(HandlerBase):
         violations.object_id("command_id", request.command_id)
         violations.raise_if_any()
 
-        def work(session: Session) -> OutboxRow:
-            row = session.get(OutboxRow, request.command_id)
-            if row is None:
-                raise NotFound("command", request.command_id)
-            return row
-
-        return pb.GetCommandResponse(command=command_to_proto(await self._db.read(work)))
+        row = await self._db.read(lambda session: outbox_store.command(session, request.command_id))
+        return pb.GetCommandResponse(command=command_to_proto(row))
 
     async def RetryCommand(
         self, request: pb.RetryCommandRequest, context: Context
@@ -139,32 +110,8 @@ class ActivityHandlers(HandlerBase):
         violations.reason("reason", request.reason)
         violations.raise_if_any()
 
-        def work(session: Session) -> OutboxRow:
-            row = session.get(OutboxRow, request.command_id, with_for_update=True)
-            if row is None:
-                raise NotFound("command", request.command_id)
-            if row.state != "FAILED":
-                raise FailedPrecondition(
-                    f"command {row.command_id} is {row.state}; only FAILED commands are retried "
-                    "by hand (the dispatcher retries the others itself)",
-                    reason="COMMAND_NOT_FAILED",
-                )
-            before = command_snapshot(row)
-            now = utcnow()
-            row.state = "PENDING"
-            row.next_attempt_at = now
-            row.last_error = f"retry requested: {request.reason}; before: {row.last_error}"[:2000]
-            row.updated_at = now
-            record_change(
-                session,
-                "command",
-                row.command_id,
-                before,
-                command_snapshot(row),
-                reason=request.reason,
-            )
-            return row
-
-        row = await self._write(work)
+        row = await self._write(
+            lambda session: retry_failed_command(session, request.command_id, request.reason)
+        )
         self._on_commands()
         return pb.RetryCommandResponse(command=command_to_proto(row))

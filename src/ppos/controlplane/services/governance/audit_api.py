@@ -15,9 +15,6 @@ import functools
 import time
 from collections.abc import AsyncIterator
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
-
 from ppos.controlplane.common.v1 import resource_pb2 as common_pb
 from ppos.controlplane.core.errors import Unavailable
 from ppos.controlplane.core.pagination import page_size
@@ -25,11 +22,10 @@ from ppos.controlplane.core.timeutil import to_timestamp
 from ppos.controlplane.core.validation import AUDIT_RESOURCE_ID, RESOURCE_KIND, Violations
 from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
 from ppos.controlplane.governance.v1 import resources_pb2 as res_pb
-from ppos.controlplane.services.governance.common import Context, HandlerBase
-from ppos.controlplane.services.governance.jobs_api import stopped_within
+from ppos.controlplane.services.governance import audit_queries
+from ppos.controlplane.services.governance.common import Context, stopped_within
+from ppos.controlplane.services.governance.handler_base import HandlerBase
 from ppos.controlplane.storage.audit import AuditEntry
-
-WATCH_BATCH = 500
 
 
 def entry_to_proto(row: AuditEntry) -> res_pb.AuditEntry:
@@ -48,21 +44,9 @@ def entry_to_proto(row: AuditEntry) -> res_pb.AuditEntry:
     )
 
 
-def _newest_id(session: Session) -> int:
-    return int(session.scalar(select(func.coalesce(func.max(AuditEntry.audit_id), 0))) or 0)
-
-
-def _entries_after(after: int, session: Session) -> list[AuditEntry]:
-    query = (
-        select(AuditEntry)
-        .where(AuditEntry.audit_id > after)
-        .order_by(AuditEntry.audit_id)
-        .limit(WATCH_BATCH)
-    )
-    return list(session.scalars(query))
-
-
 class AuditHandlers(HandlerBase):
+    rpcs = ("ListAuditEntries", "WatchAuditEntries")
+
     async def ListAuditEntries(
         self, request: pb.ListAuditEntriesRequest, context: Context
     ) -> pb.ListAuditEntriesResponse:
@@ -74,15 +58,11 @@ class AuditHandlers(HandlerBase):
         violations.raise_if_any()
         size = page_size(request.page_size)
 
-        def work(session: Session) -> list[AuditEntry]:
-            query = select(AuditEntry).where(AuditEntry.audit_id > request.after_audit_id)
-            if request.resource_kind:
-                query = query.where(AuditEntry.resource_kind == request.resource_kind)
-            if request.resource_id:
-                query = query.where(AuditEntry.resource_id == request.resource_id)
-            return list(session.scalars(query.order_by(AuditEntry.audit_id).limit(size + 1)))
-
-        rows = await self._db.read(work)
+        rows = await self._db.read(
+            lambda session: audit_queries.entries_page(
+                session, request.after_audit_id, request.resource_kind, request.resource_id, size
+            )
+        )
         return pb.ListAuditEntriesResponse(
             entries=[entry_to_proto(r) for r in rows[:size]], has_more=len(rows) > size
         )
@@ -97,12 +77,12 @@ class AuditHandlers(HandlerBase):
         violations.raise_if_any()
         last = request.after_audit_id
         if last == 0:
-            last = await self._db.read(_newest_id)
+            last = await self._db.read(audit_queries.newest_id)
         grace = self._settings.audit_gap_grace
         gap_seen_at: float | None = None
-        stop = self._rt.shutdown
+        stop = self._deps.shutdown
         while True:
-            rows = await self._db.read(functools.partial(_entries_after, last))
+            rows = await self._db.read(functools.partial(audit_queries.entries_after, last))
             for row in rows:
                 if row.audit_id != last + 1:
                     now = time.monotonic()
@@ -114,7 +94,7 @@ class AuditHandlers(HandlerBase):
                 if not request.resource_kind or row.resource_kind == request.resource_kind:
                     yield pb.WatchAuditEntriesResponse(entry=entry_to_proto(row))
             else:
-                if len(rows) == WATCH_BATCH:
+                if len(rows) == audit_queries.WATCH_BATCH:
                     continue
             if await stopped_within(stop, self._settings.governance_watch_poll):
                 raise Unavailable(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import grpc
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -17,30 +16,31 @@ from ppos.controlplane.core.errors import (
 )
 from ppos.controlplane.core.pagination import Ident, Listing
 from ppos.controlplane.core.settings import ConfigError
-from ppos.controlplane.core.timeutil import utcnow
 from ppos.controlplane.core.validation import OBJECT_ID, Violations
-from ppos.controlplane.core.versions import check_version
 from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
 from ppos.controlplane.governance.v1 import resources_pb2 as res_pb
-from ppos.controlplane.services.governance import decisions, lookups
 from ppos.controlplane.services.governance.common import (
     GOVERNANCE_SERVICE,
     Context,
-    HandlerBase,
-    bump,
-    record_change,
 )
 from ppos.controlplane.services.governance.convert import (
     planned_actions_to_proto,
-    policy_snapshot,
     policy_to_proto,
 )
+from ppos.controlplane.services.governance.deps import GovernanceDeps
 from ppos.controlplane.services.governance.enums import GOVERNANCE_STATE
-from ppos.controlplane.services.governance.evaluation import JobView, PolicyView, plan
-from ppos.controlplane.services.governance.models import PolicyRow
-from ppos.controlplane.services.governance.peers import NodeFacts, Nodes, SyncedJobs
-from ppos.controlplane.services.governance.reconciler import read_cursor
-from ppos.controlplane.services.governance.specs import ParsedPolicy, parse_policy_spec
+from ppos.controlplane.services.governance.handler_base import HandlerBase
+from ppos.controlplane.services.governance.peers import NodeFacts, Nodes, PeerStubs, SyncedJobs
+from ppos.controlplane.services.governance.policy import decisions, store
+from ppos.controlplane.services.governance.policy.evaluation import JobView, PolicyView, plan
+from ppos.controlplane.services.governance.policy.policy_changes import (
+    check_policy_references,
+    delete_policy,
+    set_policy,
+)
+from ppos.controlplane.services.governance.policy.reconciler import read_cursor
+from ppos.controlplane.services.governance.policy.specs import ParsedPolicy, parse_policy_spec
+from ppos.controlplane.services.governance.resources import lookups
 
 DEFAULT_DRY_RUN_LIMIT = 20
 MAX_DRY_RUN_JOBS = 200
@@ -63,22 +63,6 @@ def peer_refusal(exc: grpc.aio.AioRpcError, what: str) -> Exception:
     )
 
 
-def _check_policy_references(
-    session: Session, parsed: ParsedPolicy, regions: list[str], field: str = "spec"
-) -> None:
-    refs = lookups.References(session)
-    refs.tenant(f"{field}.tenant_id", parsed.tenant_scope)
-    for index, action in enumerate(parsed.actions):
-        params = action["parameters"]
-        path = f"{field}.actions[{index}].parameters"
-        if action["kind"] == "REROUTE_JOB":
-            refs.partner(f"{path}['target_partner_id']", params.get("target_partner_id", ""))
-            refs.region(f"{path}['target_region']", params.get("target_region", ""), regions)
-        if action["kind"] == "ROUTE_TO_REVIEW":
-            refs.partner(f"{path}['partner_id']", params.get("partner_id", ""), review=True)
-    refs.raise_if_any()
-
-
 def _view(policy_id: str, generation: int, parsed: ParsedPolicy) -> PolicyView:
     return PolicyView(
         policy_id=policy_id,
@@ -93,6 +77,18 @@ def _view(policy_id: str, generation: int, parsed: ParsedPolicy) -> PolicyView:
 
 
 class PolicyHandlers(HandlerBase):
+    rpcs = (
+        "SetGovernancePolicy",
+        "GetGovernancePolicy",
+        "ListGovernancePolicies",
+        "DeleteGovernancePolicy",
+        "DryRunGovernancePolicy",
+    )
+
+    def __init__(self, deps: GovernanceDeps) -> None:
+        super().__init__(deps)
+        self._peers = PeerStubs(deps)  # dry runs read synced jobs and node facts
+
     async def SetGovernancePolicy(
         self, request: pb.SetGovernancePolicyRequest, context: Context
     ) -> pb.SetGovernancePolicyResponse:
@@ -102,68 +98,8 @@ class PolicyHandlers(HandlerBase):
         violations.raise_if_any()
         parsed = parse_policy_spec("spec", request.spec)
         regions = self._gateway_regions
-
-        def work(session: Session) -> PolicyRow:
-            row = session.get(PolicyRow, request.policy_id, with_for_update=True)
-            if row is None and request.expected_resource_version:
-                raise NotFound("governance policy", request.policy_id)
-            if row is not None:
-                if not request.expected_resource_version:
-                    raise AlreadyExists(
-                        "governance policy",
-                        request.policy_id,
-                        f"governance policy {request.policy_id!r} exists: pass its "
-                        "meta.resource_version as expected_resource_version to replace it",
-                    )
-                check_version(
-                    "governance policy",
-                    row.policy_id,
-                    request.expected_resource_version,
-                    row.resource_version,
-                    required=True,
-                )
-            _check_policy_references(session, parsed, regions)
-            holder = session.scalars(
-                select(PolicyRow).where(
-                    PolicyRow.tenant_scope == parsed.tenant_scope,
-                    PolicyRow.trigger_state == parsed.trigger_state,
-                    PolicyRow.policy_id != request.policy_id,
-                )
-            ).first()
-            if holder is not None:
-                scope = f"tenant {parsed.tenant_scope!r}" if parsed.tenant_scope else "global"
-                raise AlreadyExists(
-                    "governance policy",
-                    holder.policy_id,
-                    f"the {scope} policy for {parsed.trigger_state} is {holder.policy_id!r}; "
-                    "one policy per scope and state: replace that one instead",
-                    reason="POLICY_SCOPE_TAKEN",
-                )
-            now = utcnow()
-            before = policy_snapshot(row) if row is not None else None
-            if row is None:
-                row = PolicyRow(
-                    policy_id=request.policy_id,
-                    resource_version=1,
-                    generation=1,
-                    created_at=now,
-                    updated_at=now,
-                )
-                session.add(row)
-            else:
-                bump(row, spec=True)
-            row.tenant_scope = parsed.tenant_scope
-            row.trigger_state = parsed.trigger_state
-            row.actions = parsed.actions
-            row.enabled = parsed.enabled
-            row.node_failure_threshold = parsed.node_failure_threshold
-            row.node_failure_window_seconds = parsed.node_failure_window_seconds
-            session.flush()
-            record_change(session, "policy", row.policy_id, before, policy_snapshot(row))
-            return row
-
         try:
-            row = await self._write(work)
+            row = await self._write(lambda session: set_policy(session, request, parsed, regions))
         except IntegrityError:
             raise AlreadyExists(
                 "governance policy",
@@ -193,18 +129,12 @@ class PolicyHandlers(HandlerBase):
             POLICIES_PAGE, request.page_size, request.page_token, {"t": request.tenant_id}
         )
 
-        def work(session: Session) -> list[PolicyRow]:
-            query = select(PolicyRow)
-            if request.tenant_id:
-                query = query.where(PolicyRow.tenant_scope == request.tenant_id)
-            if page.after:
-                query = query.where(PolicyRow.policy_id > page.after[0])
-            return list(session.scalars(query.order_by(PolicyRow.policy_id).limit(page.size + 1)))
-
-        rows = await self._db.read(work)
+        rows = await self._db.read(
+            lambda session: store.policy_page(session, page, tenant_id=request.tenant_id)
+        )
         return pb.ListGovernancePoliciesResponse(
             policies=[policy_to_proto(r) for r in rows[: page.size]],
-            next_page_token=page.next_token(rows, lambda r: (r.policy_id,)),
+            next_page_token=page.next_token(rows),
         )
 
     async def DeleteGovernancePolicy(
@@ -215,21 +145,7 @@ class PolicyHandlers(HandlerBase):
         violations.resource_version("expected_resource_version", request.expected_resource_version)
         violations.raise_if_any()
 
-        def work(session: Session) -> res_pb.GovernancePolicy:
-            row = lookups.policy(session, request.policy_id)
-            check_version(
-                "governance policy",
-                row.policy_id,
-                request.expected_resource_version,
-                row.resource_version,
-                required=True,
-            )
-            shown = policy_to_proto(row)
-            record_change(session, "policy", row.policy_id, policy_snapshot(row), None)
-            session.delete(row)
-            return shown
-
-        shown = await self._write(work)
+        shown = await self._write(lambda session: delete_policy(session, request))
         return pb.DeleteGovernancePolicyResponse(policy=shown)
 
     # -- dry run ------------------------------------------------------------------
@@ -261,7 +177,7 @@ class PolicyHandlers(HandlerBase):
             raise FailedPrecondition(
                 f"cannot read synced jobs: {exc}", reason="PEER_NOT_CONFIGURED"
             ) from None
-        nodes = Nodes(self._rt)
+        nodes = Nodes(self._peers)
         shown = [await self._dry_run_one(job, policy, nodes) for job in jobs]
         return pb.DryRunGovernancePolicyResponse(decisions=shown)
 
@@ -271,13 +187,13 @@ class PolicyHandlers(HandlerBase):
             return decisions.policy_view(row)
         parsed = parse_policy_spec("spec", request.spec)
         regions = self._gateway_regions
-        await self._db.read(lambda s: _check_policy_references(s, parsed, regions))
+        await self._db.read(lambda s: check_policy_references(s, parsed, regions))
         return _view("(unsaved)", 0, parsed)
 
     async def _dry_run_jobs(
         self, request: pb.DryRunGovernancePolicyRequest, policy: PolicyView
     ) -> list[JobView]:
-        synced = SyncedJobs(self._rt)
+        synced = SyncedJobs(self._peers)
         if request.jobs:
             found = []
             for ref in request.jobs:

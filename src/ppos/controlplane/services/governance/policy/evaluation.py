@@ -14,8 +14,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from ppos.controlplane.services.governance import outbox
-from ppos.controlplane.services.governance.outbox import Command, JobCitation
+from ppos.controlplane.services.governance.outbox import commands
+from ppos.controlplane.services.governance.outbox.commands import Command, JobCitation
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,7 @@ def plan(job: JobView, policy: PolicyView, context: Context, decision_id: str) -
                     f"ask the {job.region} gateway for a new attempt of {job.job_id}"
                     + (f" on a node other than {job.node_id}" if job.node_id else ""),
                     f"job/{job.region}/{job.job_id}",
-                    outbox.retry_job(citation, job.node_id, reason, decision_id),
+                    commands.retry_job(citation, job.node_id, reason, decision_id),
                 )
             )
         elif kind == "REROUTE_JOB":
@@ -136,7 +136,7 @@ def plan(job: JobView, policy: PolicyView, context: Context, decision_id: str) -
                     kind,
                     f"ask the {job.region} gateway to move {job.job_id}'s pending work to {where}",
                     f"job/{job.region}/{job.job_id}",
-                    outbox.reroute_job(citation, region, partner, reason, decision_id),
+                    commands.reroute_job(citation, region, partner, reason, decision_id),
                 )
             )
         elif kind == "REQUEST_REMAINDER":
@@ -145,7 +145,7 @@ def plan(job: JobView, policy: PolicyView, context: Context, decision_id: str) -
                     kind,
                     f"ask the {job.region} gateway for the remainder of {job.job_id}",
                     f"job/{job.region}/{job.job_id}",
-                    outbox.request_remainder(citation, reason, decision_id),
+                    commands.request_remainder(citation, reason, decision_id),
                 )
             )
         elif kind == "ROUTE_TO_REVIEW":
@@ -157,7 +157,7 @@ def plan(job: JobView, policy: PolicyView, context: Context, decision_id: str) -
                     kind,
                     f"route {job.job_id} (findings unchanged) to {where}",
                     f"job/{job.region}/{job.job_id}",
-                    outbox.route_to_review(citation, review_queue, partner, reason, decision_id),
+                    commands.route_to_review(citation, review_queue, partner, reason, decision_id),
                 )
             )
         elif kind == "LOWER_QUEUE_CAPACITY":
@@ -202,10 +202,22 @@ def _node_step(
                 kind,
                 f"cordon node {job.node_id} (no new work until an operator uncordons it)",
                 node_target,
-                outbox.cordon_node(citation, job.node_id, reason),
+                commands.cordon_node(citation, job.node_id, reason),
             )
         )
         return
+    _reimage_step(result, job, context, citation, reason, params)
+
+
+def _reimage_step(
+    result: Plan,
+    job: JobView,
+    context: Context,
+    citation: JobCitation,
+    reason: str,
+    params: dict[str, str],
+) -> None:
+    node_target = f"node/{job.node_id}"
     image = params.get("image", "")
     digest = params.get("digest", "")
     if not image and context.node_container is not None:
@@ -223,7 +235,7 @@ def _node_step(
             "REIMAGE_NODE",
             f"re-image node {job.node_id} to {shown}",
             node_target,
-            outbox.reimage_node(citation, job.node_id, image, digest, reason),
+            commands.reimage_node(citation, job.node_id, image, digest, reason),
         )
     )
 

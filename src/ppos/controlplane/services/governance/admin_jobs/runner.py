@@ -28,7 +28,6 @@ from ppos.controlplane.core.ids import new_id
 from ppos.controlplane.core.metrics import ADMIN_JOBS
 from ppos.controlplane.core.settings import ConfigError
 from ppos.controlplane.core.timeutil import utcnow
-from ppos.controlplane.runtime.modules import Runtime
 from ppos.controlplane.security.principal import (
     Principal,
     PrincipalKind,
@@ -38,8 +37,10 @@ from ppos.controlplane.security.principal import (
 )
 from ppos.controlplane.services.governance.common import record_change, wait_either
 from ppos.controlplane.services.governance.convert import admin_job_snapshot
-from ppos.controlplane.services.governance.dispatcher import TRANSIENT, backoff_seconds
+from ppos.controlplane.services.governance.deps import GovernanceDeps
 from ppos.controlplane.services.governance.models import AdminJobRow
+from ppos.controlplane.services.governance.outbox.retry import TRANSIENT, backoff_seconds
+from ppos.controlplane.services.governance.peers import PeerStubs
 
 _log = structlog.get_logger("ppos.governance.admin_jobs")
 RUNNER = internal("admin-job-runner")
@@ -81,8 +82,8 @@ class JobHandle:
         self.checkpoint: dict[str, Any] = (
             json.loads(snapshot.checkpoint) if snapshot.checkpoint else {}
         )
-        self.runtime = runner.runtime
-        self.poll_interval = float(runner.runtime.settings.governance.admin_job_poll_interval)
+        self.peers = runner.peers
+        self.poll_interval = float(runner.settings.admin_job_poll_interval)
 
     async def progress(
         self,
@@ -148,9 +149,10 @@ def _principal(kind: str, name: str) -> Principal:
 class AdminJobRunner:
     """One replica's admin job worker."""
 
-    def __init__(self, runtime: Runtime, kinds: dict[str, JobKind], *, owner: str = "") -> None:
-        self.runtime = runtime
-        self._settings = runtime.settings.governance
+    def __init__(self, deps: GovernanceDeps, kinds: dict[str, JobKind], *, owner: str = "") -> None:
+        self._db = deps.db
+        self.settings = deps.settings
+        self.peers = PeerStubs(deps)
         self._kinds = kinds
         self.owner = owner or new_id("jobs")
         self.rng = random.Random()  # noqa: S311 - jitter, not security
@@ -162,7 +164,7 @@ class AdminJobRunner:
 
     @property
     def _lease(self) -> dt.timedelta:
-        return dt.timedelta(seconds=self._settings.admin_job_lease)
+        return dt.timedelta(seconds=self.settings.admin_job_lease)
 
     async def run(self, stop: asyncio.Event) -> None:
         _log.info("admin_jobs.started", owner=self.owner)
@@ -171,8 +173,8 @@ class AdminJobRunner:
                 claimed = None
                 if len(self._running) < MAX_CONCURRENT_JOBS:
                     try:
-                        if await self.runtime.db.read(self._anything_to_run):
-                            claimed = await self.runtime.db.write(self._claim)
+                        if await self._db.read(self._anything_to_run):
+                            claimed = await self._db.write(self._claim)
                     except Exception:  # noqa: BLE001 - keep the loop alive on a DB hiccup
                         _log.exception("admin_jobs.claim_failed")
                 if claimed is not None:
@@ -180,7 +182,7 @@ class AdminJobRunner:
                     continue
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self._settings.admin_job_poll_interval):
+                    async with asyncio.timeout(self.settings.admin_job_poll_interval):
                         await wait_either(stop, self._wake)
         finally:
             # Stop working; leases run out and another replica (or this one
@@ -225,7 +227,7 @@ class AdminJobRunner:
             .order_by(AdminJobRow.created_at, AdminJobRow.admin_job_id)
             .limit(1)
         )
-        if self.runtime.db.is_postgres:
+        if self._db.is_postgres:
             query = query.with_for_update(skip_locked=True)
         row = session.scalars(query).first()
         if row is None:
@@ -299,7 +301,7 @@ class AdminJobRunner:
         return await kind(handle)
 
     async def _renew(self, job_id: str) -> None:
-        interval = self._settings.admin_job_lease / 3
+        interval = self.settings.admin_job_lease / 3
 
         def work(session: Session) -> None:
             row = session.get(AdminJobRow, job_id, with_for_update=True)
@@ -309,7 +311,7 @@ class AdminJobRunner:
         while True:
             await asyncio.sleep(interval)
             try:
-                await self.runtime.db.write(work)
+                await self._db.write(work)
             except Exception:  # noqa: BLE001 - the next renewal may succeed
                 _log.warning("admin_jobs.renew_failed", admin_job_id=job_id)
 
@@ -336,7 +338,7 @@ class AdminJobRunner:
             row.updated_at = now
             return row.cancel_reason if row.state == "CANCELLING" else ""
 
-        return await self.runtime.db.write(work)
+        return await self._db.write(work)
 
     async def note(self, job_id: str, message: str) -> None:
         def work(session: Session) -> None:
@@ -346,14 +348,14 @@ class AdminJobRunner:
             row.resource_version += 1
             row.updated_at = utcnow()
 
-        await self.runtime.db.write(work)
+        await self._db.write(work)
 
     async def cancel_reason(self, job_id: str) -> str:
         def work(session: Session) -> str:
             row = session.get(AdminJobRow, job_id)
             return row.cancel_reason if row is not None and row.state == "CANCELLING" else ""
 
-        return await self.runtime.db.read(work)
+        return await self._db.read(work)
 
     async def finish(self, job_id: str, state: str, result: dict[str, Any], error: str) -> None:
         def work(session: Session) -> str:
@@ -385,7 +387,7 @@ class AdminJobRunner:
             return row.kind
 
         try:
-            kind = await self.runtime.db.write(work)
+            kind = await self._db.write(work)
         except LeaseLost:
             _log.warning("admin_jobs.lease_lost_at_finish", admin_job_id=job_id)
             return

@@ -13,14 +13,15 @@ import grpc
 
 from ppos.controlplane.core.settings import ConfigError
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2 as nr_pb
-from ppos.controlplane.runtime.modules import Runtime
 from ppos.controlplane.security.outbound import open_channel
 from ppos.controlplane.security.peers import caller_identity, gateway_audience
-from ppos.controlplane.services.governance.outbox import (
+from ppos.controlplane.services.governance.deps import GovernanceDeps
+from ppos.controlplane.services.governance.outbox.commands import (
     GATEWAY_SERVICE,
     NODE_REGISTRY_SERVICE,
     NODE_REGISTRY_TARGET,
 )
+from ppos.controlplane.services.governance.peers import PeerStubs
 from ppos.preflight.v1 import gateway_service_pb2 as gw_pb
 
 SERVICE = "governance"
@@ -57,9 +58,10 @@ class NoReceiver(Exception):
 class Receivers:
     """Channels to command receivers, opened lazily and cached."""
 
-    def __init__(self, runtime: Runtime) -> None:
-        self._rt = runtime
-        self._gateways = dict(runtime.settings.governance.gateways)
+    def __init__(self, deps: GovernanceDeps) -> None:
+        self._peers = PeerStubs(deps)
+        self._minter = deps.minter
+        self._gateways = dict(deps.settings.gateways)
         self._channels: dict[str, grpc.aio.Channel] = {}
 
     @property
@@ -72,7 +74,7 @@ class Receivers:
     def channel(self, target: str) -> grpc.aio.Channel:
         if target == NODE_REGISTRY_TARGET:
             try:
-                return self._rt.peers.channel("noderegistry", caller=SERVICE)
+                return self._peers.channel("noderegistry")
             except ConfigError as exc:
                 raise NoReceiver(str(exc)) from None
         kind, _, region = target.partition(":")
@@ -88,7 +90,7 @@ class Receivers:
                 )
             channel = open_channel(
                 address,
-                self._rt.minter,
+                self._minter,
                 audience=gateway_audience(region),
                 subject=caller_identity(SERVICE),
             )

@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import random
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +34,6 @@ from sqlalchemy.orm import Session
 from ppos.controlplane.core.ids import new_id
 from ppos.controlplane.core.metrics import OUTBOX_DELIVERIES, OUTBOX_DEPTH
 from ppos.controlplane.core.timeutil import utcnow
-from ppos.controlplane.runtime.modules import Runtime
 from ppos.controlplane.security.principal import (
     Principal,
     PrincipalKind,
@@ -45,10 +43,13 @@ from ppos.controlplane.security.principal import (
 )
 from ppos.controlplane.services.governance.common import SERVICE, wait_either
 from ppos.controlplane.services.governance.convert import command_snapshot
+from ppos.controlplane.services.governance.deps import GovernanceDeps
 from ppos.controlplane.services.governance.enums import GATEWAY_QUEUE_STATE
 from ppos.controlplane.services.governance.models import OutboxRow, PartnerRouteRow, QueueRow
-from ppos.controlplane.services.governance.outbox import gateway_method
-from ppos.controlplane.services.governance.receivers import NoReceiver, Receivers, read_ack
+from ppos.controlplane.services.governance.outbox.commands import gateway_method
+from ppos.controlplane.services.governance.outbox.group_commit import GroupCommit
+from ppos.controlplane.services.governance.outbox.receivers import NoReceiver, Receivers, read_ack
+from ppos.controlplane.services.governance.outbox.retry import TRANSIENT, backoff_seconds
 from ppos.controlplane.storage import audit
 from ppos.preflight.v1 import gateway_service_pb2 as gw_pb
 
@@ -56,21 +57,6 @@ _log = structlog.get_logger("ppos.governance.dispatcher")
 DISPATCHER = internal("outbox-dispatcher")
 DEPTH_REFRESH_SECONDS = 5.0
 MAX_ERROR = 2000
-
-# Status codes that mean "not now": the command is held and retried.
-TRANSIENT = frozenset(
-    {
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
-        grpc.StatusCode.ABORTED,
-        grpc.StatusCode.CANCELLED,
-        grpc.StatusCode.UNKNOWN,
-        grpc.StatusCode.INTERNAL,
-        # Keys may be rotating: the receiver has not fetched the new JWKS yet.
-        grpc.StatusCode.UNAUTHENTICATED,
-    }
-)
 
 
 @dataclass(frozen=True)
@@ -99,47 +85,6 @@ class Outcome:
     retry_in: float = 0.0
 
 
-class GroupCommit:
-    """Writes items handed in concurrently in as few transactions as possible.
-
-    Each `record` waits until its item is committed. While one transaction is
-    being written, items arriving meanwhile gather and go into the next one, so
-    eight deliveries finishing together cost one commit, not eight.
-    """
-
-    def __init__(self, write: Callable[[list[Outcome]], Awaitable[None]]) -> None:
-        self._write = write
-        self._pending: list[tuple[Outcome, asyncio.Future[None]]] = []
-        self._flusher: asyncio.Task[None] | None = None
-
-    async def record(self, item: Outcome) -> None:
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((item, done))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
-        await done
-
-    async def _flush(self) -> None:
-        while self._pending:
-            group, self._pending = self._pending, []
-            try:
-                await self._write([item for item, _ in group])
-            except Exception as exc:  # noqa: BLE001 - handed to every waiter of the group
-                for _, done in group:
-                    if not done.done():
-                        done.set_exception(exc)
-            else:
-                for _, done in group:
-                    if not done.done():
-                        done.set_result(None)
-
-
-def backoff_seconds(attempts: int, base: float, cap: float, rng: random.Random) -> float:
-    """Exponential backoff with jitter: between half and all of base * 2^(n-1), capped."""
-    delay = min(cap, base * 2.0 ** max(0, attempts - 1))
-    return delay * (0.5 + rng.random() / 2)
-
-
 def _principal_of(kind: str, name: str) -> Principal:
     try:
         return Principal(PrincipalKind(kind), name)
@@ -150,9 +95,9 @@ def _principal_of(kind: str, name: str) -> Principal:
 class Dispatcher:
     """One replica's delivery loop."""
 
-    def __init__(self, runtime: Runtime, receivers: Receivers, *, owner: str = "") -> None:
-        self._rt = runtime
-        self._settings = runtime.settings.governance
+    def __init__(self, deps: GovernanceDeps, receivers: Receivers, *, owner: str = "") -> None:
+        self._db = deps.db
+        self._settings = deps.settings
         self._receivers = receivers
         self.owner = owner or new_id("disp")
         self._wake = asyncio.Event()
@@ -162,7 +107,7 @@ class Dispatcher:
         self._recorder = GroupCommit(self._record_group)
 
     async def _record_group(self, outcomes: list[Outcome]) -> None:
-        await self._rt.db.write(lambda session: self._write_outcomes(session, outcomes))
+        await self._db.write(lambda session: self._write_outcomes(session, outcomes))
 
     def wake(self) -> None:
         """Look for work now (a command was just committed in this process)."""
@@ -207,9 +152,9 @@ class Dispatcher:
     async def dispatch_once(self) -> int:
         """Lease a batch of due commands and deliver them; returns how many."""
         # A cheap read first: an idle dispatcher takes no write lock at all.
-        if not await self._rt.db.read(self._anything_due):
+        if not await self._db.read(self._anything_due):
             return 0
-        leases = await self._rt.db.write(self._claim)
+        leases = await self._db.write(self._claim)
         if not leases:
             return 0
         limit = asyncio.Semaphore(self._settings.outbox_concurrency)
@@ -233,7 +178,7 @@ class Dispatcher:
             .order_by(OutboxRow.next_attempt_at, OutboxRow.command_id)
             .limit(self._settings.outbox_batch_size)
         )
-        if self._rt.db.is_postgres:
+        if self._db.is_postgres:
             query = query.with_for_update(skip_locked=True)
         rows = session.scalars(query).all()
         expires = now + dt.timedelta(seconds=self._settings.outbox_lease)
@@ -308,7 +253,7 @@ class Dispatcher:
             OutboxRow.state == "SENT",
             OutboxRow.lease_owner == self.owner,
         )
-        if self._rt.db.is_postgres:
+        if self._db.is_postgres:
             query = query.order_by(OutboxRow.command_id).with_for_update()
         rows = {row.command_id: row for row in session.scalars(query)}
         for lease in leases:
@@ -386,7 +331,7 @@ class Dispatcher:
             ).all()
             return {str(state): int(count) for state, count in rows}
 
-        counts = await self._rt.db.read(work)
+        counts = await self._db.read(work)
         for state in ("PENDING", "SENT", "ACKNOWLEDGED", "FAILED"):
             OUTBOX_DEPTH.labels(state=state).set(counts.get(state, 0))
 

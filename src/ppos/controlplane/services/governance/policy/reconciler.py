@@ -9,7 +9,7 @@ makes it act at most once per (job, revision, policy), whoever runs it. A peer
 that cannot be reached holds the reconciler where it is (nothing is skipped);
 it tries again on its next round.
 
-One replica leads (storage.leadership: an advisory lock or a file lock); the others
+One replica leads (advisory lock on PostgreSQL, a lease on SQLite); the others
 stand by.
 """
 
@@ -27,14 +27,14 @@ from sqlalchemy.orm import Session
 from ppos.controlplane.core.ids import new_id
 from ppos.controlplane.core.settings import ConfigError
 from ppos.controlplane.core.timeutil import utcnow
-from ppos.controlplane.runtime.modules import Runtime
 from ppos.controlplane.security.principal import current_principal, internal
-from ppos.controlplane.services.governance import decisions
 from ppos.controlplane.services.governance.common import wait_either
+from ppos.controlplane.services.governance.deps import GovernanceDeps
 from ppos.controlplane.services.governance.enums import TRIGGER_STATES
-from ppos.controlplane.services.governance.evaluation import JobView, plan
 from ppos.controlplane.services.governance.models import ReconcilerCursorRow
 from ppos.controlplane.services.governance.peers import NodeFacts, Nodes, SyncedJobs
+from ppos.controlplane.services.governance.policy import decisions
+from ppos.controlplane.services.governance.policy.evaluation import JobView, plan
 from ppos.controlplane.storage.leadership import Leadership
 
 _log = structlog.get_logger("ppos.governance.reconciler")
@@ -61,15 +61,15 @@ def advance_cursor(session: Session, sequence: int) -> None:
 class Reconciler:
     def __init__(
         self,
-        runtime: Runtime,
+        deps: GovernanceDeps,
         *,
         synced: SyncedJobs,
         nodes: Nodes,
         leadership: Leadership,
         on_commands: Callable[[], None],
     ) -> None:
-        self._rt = runtime
-        self._settings = runtime.settings.governance
+        self._db = deps.db
+        self._settings = deps.settings
         self._synced = synced
         self._nodes = nodes
         self.leadership = leadership
@@ -113,7 +113,7 @@ class Reconciler:
 
     async def reconcile_once(self) -> int:
         """Decide the next page of synced jobs; returns how many were read."""
-        after = await self._rt.db.read(read_cursor)
+        after = await self._db.read(read_cursor)
         page = await self._synced.page(
             after, list(TRIGGER_STATES), self._settings.reconciler_page_size
         )
@@ -127,11 +127,11 @@ class Reconciler:
 
     async def decide(self, job: JobView) -> str:
         """Decide one synced revision; returns the decision id ('' when none applies)."""
-        policy_row = await self._rt.db.read(
+        policy_row = await self._db.read(
             lambda s: decisions.applicable_policy(s, job.tenant_id, job.governance_state)
         )
         if policy_row is None or not policy_row.enabled:
-            await self._rt.db.write(lambda s: advance_cursor(s, job.sync_sequence))
+            await self._db.write(lambda s: advance_cursor(s, job.sync_sequence))
             return ""
         policy = decisions.policy_view(policy_row)
         node = NodeFacts(known=None)
@@ -149,10 +149,10 @@ class Reconciler:
             return decision_id
 
         try:
-            await self._rt.db.write(work)
+            await self._db.write(work)
         except IntegrityError:
             # Already decided (a replay, or another leader got there first).
-            await self._rt.db.write(lambda s: advance_cursor(s, job.sync_sequence))
+            await self._db.write(lambda s: advance_cursor(s, job.sync_sequence))
             _log.info("reconciler.already_decided", job=job.ref, policy_id=policy.policy_id)
             return ""
         _log.info(

@@ -36,14 +36,13 @@ from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2 as nr_pb
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2_grpc as nr_grpc
 from ppos.controlplane.registrysync.v1 import registry_sync_service_pb2 as rs_pb
 from ppos.controlplane.registrysync.v1 import registry_sync_service_pb2_grpc as rs_grpc
-from ppos.controlplane.services.governance.admin_jobs import (
+from ppos.controlplane.services.governance.admin_jobs.runner import (
     Cancelled,
     JobFailed,
     JobHandle,
     JobKind,
 )
 
-SERVICE = "governance"
 LIST_PAGE = 100
 # A node that cannot take the step (already draining, gone) is skipped, not fatal.
 SKIPPABLE = frozenset({grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND})
@@ -121,23 +120,22 @@ def _regions(parameters: dict[str, str]) -> list[str]:
     return [r.strip() for r in parameters.get("regions", "").split(",") if r.strip()]
 
 
-def _channel(job: JobHandle, peer: str) -> grpc.aio.Channel:
+def _nodes_stub(job: JobHandle) -> nr_grpc.NodeRegistryServiceAsyncStub:
     try:
-        return job.runtime.peers.channel(peer, caller=SERVICE)
+        return job.peers.node_registry()
     except ConfigError as exc:
         raise JobFailed(str(exc)) from None
 
 
-def _nodes_stub(job: JobHandle) -> nr_grpc.NodeRegistryServiceAsyncStub:
-    return nr_grpc.NodeRegistryServiceStub(_channel(job, "noderegistry"))
-
-
 def _sync_stub(job: JobHandle) -> rs_grpc.RegistrySyncServiceAsyncStub:
-    return rs_grpc.RegistrySyncServiceStub(_channel(job, "registrysync"))
+    try:
+        return job.peers.registry_sync()
+    except ConfigError as exc:
+        raise JobFailed(str(exc)) from None
 
 
 def _deadline(job: JobHandle) -> float:
-    return float(job.runtime.settings.peers.peer_call_timeout)
+    return job.peers.deadline
 
 
 # -- health sweep ----------------------------------------------------------------------

@@ -15,18 +15,23 @@ from sqlalchemy.orm import Session
 
 from ppos.controlplane.core.timeutil import utcnow
 from ppos.controlplane.security.principal import Principal, PrincipalKind
-from ppos.controlplane.services.governance import outbox
 from ppos.controlplane.services.governance.common import bump, record_change
 from ppos.controlplane.services.governance.convert import queue_snapshot
-from ppos.controlplane.services.governance.evaluation import Context, JobView, Plan, PolicyView
 from ppos.controlplane.services.governance.models import (
     DecisionRow,
     PolicyRow,
     QueueRow,
     TenantRow,
 )
+from ppos.controlplane.services.governance.outbox import commands
 from ppos.controlplane.services.governance.peers import NodeFacts
-from ppos.controlplane.services.governance.tenants import push_queue
+from ppos.controlplane.services.governance.policy.evaluation import (
+    Context,
+    JobView,
+    Plan,
+    PolicyView,
+)
+from ppos.controlplane.services.governance.resources.store import push_queue
 
 
 def policy_view(row: PolicyRow) -> PolicyView:
@@ -106,11 +111,11 @@ def write_decision(
     actor = policy_actor(policy.policy_id)
     method = f"policy:{policy.policy_id}"
     actions = []
-    commands = []
+    queued = []
     for step in plan.steps:
         entry = {"kind": step.kind, "description": step.description, "target": step.target}
         if step.command is not None:
-            commands.append((entry, step.command))
+            queued.append((entry, step.command))
         elif step.new_capacity is not None:
             command_id = _lower_capacity(
                 session, job, step.new_capacity, actor, method, decision_id
@@ -120,30 +125,12 @@ def write_decision(
             else:
                 entry["description"] += " (not needed any more: already at or below it)"
         actions.append(entry)
-    decision = DecisionRow(
-        decision_id=decision_id,
-        region=job.region,
-        job_id=job.job_id,
-        revision=job.revision,
-        policy_id=policy.policy_id,
-        policy_generation=policy.generation,
-        tenant_id=job.tenant_id,
-        queue_id=job.queue_id,
-        node_id=job.node_id,
-        governance_state=job.governance_state,
-        payload_sha256=job.payload_sha256,
-        sync_sequence=job.sync_sequence,
-        record_time=_record_time(job),
-        node_action=plan.node_action,
-        actions=[],
-        rationale=plan.rationale(job, policy),
-        created_at=utcnow(),
-    )
+    decision = _decision_row(job, policy, plan, decision_id)
     # Decisions are append-only: the row is inserted once, complete, at the
     # flush below (before its commands, which refer to it).
     session.add(decision)
-    for entry, command in commands:
-        row = outbox.enqueue(session, command, actor=actor, decision_id=decision_id)
+    for entry, command in queued:
+        row = commands.enqueue(session, command, actor=actor, decision_id=decision_id)
         entry["command_id"] = row.command_id
     decision.actions = [dict(a) for a in actions]
     session.flush()
@@ -164,6 +151,28 @@ def write_decision(
         actor=actor,
     )
     return decision
+
+
+def _decision_row(job: JobView, policy: PolicyView, plan: Plan, decision_id: str) -> DecisionRow:
+    return DecisionRow(
+        decision_id=decision_id,
+        region=job.region,
+        job_id=job.job_id,
+        revision=job.revision,
+        policy_id=policy.policy_id,
+        policy_generation=policy.generation,
+        tenant_id=job.tenant_id,
+        queue_id=job.queue_id,
+        node_id=job.node_id,
+        governance_state=job.governance_state,
+        payload_sha256=job.payload_sha256,
+        sync_sequence=job.sync_sequence,
+        record_time=_record_time(job),
+        node_action=plan.node_action,
+        actions=[],
+        rationale=plan.rationale(job, policy),
+        created_at=utcnow(),
+    )
 
 
 def _lower_capacity(

@@ -16,8 +16,8 @@ from sqlalchemy.orm import Session
 
 from ppos.controlplane.core.errors import FailedPrecondition, PreconditionViolation
 from ppos.controlplane.security.principal import Principal
-from ppos.controlplane.services.governance import outbox
 from ppos.controlplane.services.governance.models import PartnerRouteRow, QueueRow, TenantRow
+from ppos.controlplane.services.governance.outbox import commands
 
 
 def find_cycle(edges: Iterable[tuple[str, str]]) -> list[str] | None:
@@ -117,8 +117,8 @@ def push_route(
     """Enqueue the route (or its removal) to each region's gateway; returns command ids."""
     ids = []
     for region in sorted(set(regions)):
-        command = outbox.apply_partner_route(route, region, reason, delete=delete)
-        ids.append(outbox.enqueue(session, command, actor=actor).command_id)
+        command = commands.apply_partner_route(route, region, reason, delete=delete)
+        ids.append(commands.enqueue(session, command, actor=actor).command_id)
     return ids
 
 

@@ -1,0 +1,198 @@
+"""Queue RPCs: validate, run the use case in one unit of work, build the reply.
+
+The use cases are in queue_changes.py; their queries and row writes in store.py.
+"""
+
+from __future__ import annotations
+
+from ppos.controlplane.core.pagination import Ident, Listing
+from ppos.controlplane.core.validation import MAX_ENUM_FILTER, Violations
+from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
+from ppos.controlplane.security.principal import current_principal
+from ppos.controlplane.services.governance.common import GOVERNANCE_SERVICE, Context
+from ppos.controlplane.services.governance.convert import queue_to_proto
+from ppos.controlplane.services.governance.enums import QUEUE_STATE
+from ppos.controlplane.services.governance.handler_base import HandlerBase
+from ppos.controlplane.services.governance.idempotency import IdempotentCall, validate_request_id
+from ppos.controlplane.services.governance.models import MAX_CAPACITY, QueueRow
+from ppos.controlplane.services.governance.resources import lookups, store
+from ppos.controlplane.services.governance.resources.queue_changes import (
+    QueueChange,
+    change_queue,
+    create_queue,
+)
+from ppos.controlplane.services.governance.resources.specs import validate_queue_spec
+
+QUEUES_PAGE = Listing(GOVERNANCE_SERVICE + "ListQueues", Ident("tenant_id"), Ident("queue_id"))
+
+
+class QueueHandlers(HandlerBase):
+    rpcs = (
+        "CreateQueue",
+        "GetQueue",
+        "ListQueues",
+        "ResizeQueue",
+        "PauseQueue",
+        "DrainQueue",
+        "ResumeQueue",
+    )
+
+    async def CreateQueue(
+        self, request: pb.CreateQueueRequest, context: Context
+    ) -> pb.CreateQueueResponse:
+        violations = Violations()
+        violations.resource_id("tenant_id", request.tenant_id)
+        violations.resource_id("queue_id", request.queue_id)
+        validate_request_id(violations, request.request_id, required=False)
+        # Whether the tenant has a default region is checked once the tenant is read.
+        validate_queue_spec(violations, "spec", request.spec, default_region=None)
+        violations.raise_if_any()
+        call = IdempotentCall.of("CreateQueue", request)
+        actor = current_principal.get()
+        regions = self._gateway_regions
+        response, created = await self._write(
+            lambda session: create_queue(session, request, call, regions, actor)
+        )
+        if created:
+            self._on_commands()
+        return response
+
+    async def GetQueue(self, request: pb.GetQueueRequest, context: Context) -> pb.GetQueueResponse:
+        violations = Violations()
+        self._queue_names(violations, request.tenant_id, request.queue_id)
+        violations.raise_if_any()
+        row = await self._db.read(
+            lambda s: lookups.queue(s, request.tenant_id, request.queue_id, lock=False)
+        )
+        return pb.GetQueueResponse(queue=queue_to_proto(row))
+
+    async def ListQueues(
+        self, request: pb.ListQueuesRequest, context: Context
+    ) -> pb.ListQueuesResponse:
+        violations = Violations()
+        if request.tenant_id:
+            violations.resource_id("tenant_id", request.tenant_id)
+        violations.region("region", request.region, required=False)
+        states = []
+        bounded = violations.at_most("states", request.states, MAX_ENUM_FILTER)
+        for index, state in enumerate(request.states if bounded else ()):
+            if not QUEUE_STATE.is_known(state):
+                violations.add(f"states[{index}]", f"{state} is not a queue state")
+            else:
+                states.append(QUEUE_STATE.to_name(state))
+        violations.raise_if_any()
+        page = self._page(
+            QUEUES_PAGE,
+            request.page_size,
+            request.page_token,
+            {"tenant": request.tenant_id, "region": request.region, "states": sorted(states)},
+        )
+
+        rows = await self._db.read(
+            lambda session: store.queue_page(
+                session, page, tenant_id=request.tenant_id, region=request.region, states=states
+            )
+        )
+        return pb.ListQueuesResponse(
+            queues=[queue_to_proto(r) for r in rows[: page.size]],
+            next_page_token=page.next_token(rows),
+        )
+
+    async def _change_queue(self, change: QueueChange) -> QueueRow:
+        actor = current_principal.get()
+        queue, changed = await self._write(lambda session: change_queue(session, change, actor))
+        if changed:
+            self._on_commands()
+        return queue
+
+    @staticmethod
+    def _queue_names(
+        violations: Violations, tenant_id: str, queue_id: str, expected_version: str = ""
+    ) -> None:
+        violations.resource_id("tenant_id", tenant_id)
+        violations.resource_id("queue_id", queue_id)
+        violations.resource_version("expected_resource_version", expected_version)
+
+    async def ResizeQueue(
+        self, request: pb.ResizeQueueRequest, context: Context
+    ) -> pb.ResizeQueueResponse:
+        violations = Violations()
+        self._queue_names(
+            violations, request.tenant_id, request.queue_id, request.expected_resource_version
+        )
+        violations.int_range("capacity", request.capacity, 1, MAX_CAPACITY)
+        violations.reason("reason", request.reason)
+        violations.raise_if_any()
+        row = await self._change_queue(
+            QueueChange(
+                request.tenant_id,
+                request.queue_id,
+                request.expected_resource_version,
+                required_version=True,
+                reason=request.reason,
+                capacity=request.capacity,
+            )
+        )
+        return pb.ResizeQueueResponse(queue=queue_to_proto(row))
+
+    async def PauseQueue(
+        self, request: pb.PauseQueueRequest, context: Context
+    ) -> pb.PauseQueueResponse:
+        violations = Violations()
+        self._queue_names(
+            violations, request.tenant_id, request.queue_id, request.expected_resource_version
+        )
+        violations.reason("reason", request.reason)
+        violations.raise_if_any()
+        row = await self._change_queue(
+            QueueChange(
+                request.tenant_id,
+                request.queue_id,
+                request.expected_resource_version,
+                required_version=False,
+                reason=request.reason,
+                state="PAUSED",
+            )
+        )
+        return pb.PauseQueueResponse(queue=queue_to_proto(row))
+
+    async def DrainQueue(
+        self, request: pb.DrainQueueRequest, context: Context
+    ) -> pb.DrainQueueResponse:
+        violations = Violations()
+        self._queue_names(
+            violations, request.tenant_id, request.queue_id, request.expected_resource_version
+        )
+        violations.reason("reason", request.reason)
+        violations.raise_if_any()
+        row = await self._change_queue(
+            QueueChange(
+                request.tenant_id,
+                request.queue_id,
+                request.expected_resource_version,
+                required_version=False,
+                reason=request.reason,
+                state="DRAINING",
+            )
+        )
+        return pb.DrainQueueResponse(queue=queue_to_proto(row))
+
+    async def ResumeQueue(
+        self, request: pb.ResumeQueueRequest, context: Context
+    ) -> pb.ResumeQueueResponse:
+        violations = Violations()
+        self._queue_names(
+            violations, request.tenant_id, request.queue_id, request.expected_resource_version
+        )
+        violations.raise_if_any()
+        row = await self._change_queue(
+            QueueChange(
+                request.tenant_id,
+                request.queue_id,
+                request.expected_resource_version,
+                required_version=False,
+                reason="",
+                state="ACTIVE",
+            )
+        )
+        return pb.ResumeQueueResponse(queue=queue_to_proto(row))
