@@ -29,7 +29,8 @@ from ppos.controlplane.security.edge import EdgeAuthenticator, EdgeGuard, Guarde
 from ppos.controlplane.security.keys import KeyRing
 from ppos.controlplane.security.outbound import open_channel
 from ppos.controlplane.security.principal import PrincipalKind
-from ppos.controlplane.security.tokens import SelfMinted, TokenMinter, TokenVerifier
+from ppos.controlplane.security.self_minted import SelfMinted
+from ppos.controlplane.security.tokens import TokenMinter, TokenVerifier
 
 FRONT = "ppos.bench.v1.FrontService"
 BACK = "ppos.bench.v1.BackService"

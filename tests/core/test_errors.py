@@ -15,12 +15,6 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from ppos.controlplane.core.errors import (
-    MAX_DETAILS_BYTES,
-    MAX_ID_CHARS,
-    MAX_MESSAGE_CHARS,
-    MAX_MESSAGE_WIRE_BYTES,
-    MAX_METADATA_ENTRIES,
-    MAX_SHOWN_VIOLATIONS,
     AlreadyExists,
     DomainError,
     FailedPrecondition,
@@ -32,6 +26,14 @@ from ppos.controlplane.core.errors import (
     StaleResourceVersion,
     Unavailable,
     bounded_message,
+)
+from ppos.controlplane.core.reply_bounds import (
+    MAX_DETAILS_BYTES,
+    MAX_ID_CHARS,
+    MAX_MESSAGE_CHARS,
+    MAX_MESSAGE_WIRE_BYTES,
+    MAX_METADATA_ENTRIES,
+    MAX_SHOWN_VIOLATIONS,
     clip,
 )
 from ppos.controlplane.governance.v1 import governance_service_pb2 as gov_pb

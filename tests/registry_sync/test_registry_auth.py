@@ -11,9 +11,10 @@ import pytest
 
 from ppos.controlplane.registrysync.v1 import registry_sync_service_pb2 as pb
 from ppos.controlplane.registrysync.v1 import registry_sync_service_pb2_grpc as pb_grpc
+from ppos.controlplane.security.claims import request_sha256
 from ppos.controlplane.security.keys import KeyRing
 from ppos.controlplane.security.peers import registry_audience
-from ppos.controlplane.security.tokens import TokenMinter, request_sha256
+from ppos.controlplane.security.tokens import TokenMinter
 from ppos.preflight.v1 import registry_service_pb2 as registry_pb
 from ppos.preflight.v1 import registry_service_pb2_grpc as registry_grpc
 from tests.registry_sync.conftest import WorldFactory

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import grpc
 
+from ppos.controlplane.security.claims import request_sha256
 from ppos.controlplane.security.keys import KeyRing
-from ppos.controlplane.security.tokens import TokenMinter, request_sha256
+from ppos.controlplane.security.tokens import TokenMinter
 from ppos.preflight.v1 import gateway_service_pb2 as pb
 from ppos.preflight.v1 import gateway_service_pb2_grpc as pb_grpc
 from ppos.preflightsim.auth import gateway_audience

@@ -24,8 +24,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
+from ppos.controlplane.security.claims import request_sha256
 from ppos.controlplane.security.keys import KeyRing
-from ppos.controlplane.security.tokens import TokenMinter, request_sha256
+from ppos.controlplane.security.tokens import TokenMinter
 from ppos.preflight.v1 import registry_service_pb2 as pb
 from ppos.preflight.v1 import registry_service_pb2_grpc as pb_grpc
 from ppos.preflightsim.auth import registry_audience

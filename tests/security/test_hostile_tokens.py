@@ -21,8 +21,8 @@ from google.rpc import error_details_pb2
 from ppos.controlplane.noderegistry.v1 import node_pb2
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2 as pb
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2_grpc as pb_grpc
+from ppos.controlplane.security.claims import NODE_TYP, PREFLIGHT_TYP, request_sha256
 from ppos.controlplane.security.keys import PrivateKey, new_private_key, thumbprint
-from ppos.controlplane.security.tokens import NODE_TYP, PREFLIGHT_TYP, request_sha256
 from tests.support import forge
 from tests.support.dbstate import row_counts
 from tests.support.nodes import DIGEST, IMAGE, EnrolledNode, enroll_node

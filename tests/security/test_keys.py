@@ -16,8 +16,9 @@ from ppos.controlplane.auth.v1 import jwks_service_pb2, jwks_service_pb2_grpc
 from ppos.controlplane.core.logging import SecretRegistry
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2 as pb
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2_grpc as pb_grpc
+from ppos.controlplane.security.claims import TokenRejected, request_sha256
 from ppos.controlplane.security.keys import JwksKeySource, KeyRing, new_private_key, thumbprint
-from ppos.controlplane.security.tokens import TokenRejected, TokenVerifier, request_sha256
+from ppos.controlplane.security.tokens import TokenVerifier
 from ppos.preflightsim.jwks import RefreshingJwks, jwks_from_file
 from tests.support.servers import RunningPlane, start_plane, stop_plane
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from ppos.controlplane.security.tokens import TokenMinter, TokenRejected, TokenVerifier
+from ppos.controlplane.security.claims import TokenRejected
+from ppos.controlplane.security.tokens import TokenMinter, TokenVerifier
 from tests.support.keys import HandClock, HandRing
 
 AUDIENCE = "ppos.controlplane.noderegistry.v1.NodeRegistryService"

@@ -19,9 +19,10 @@ import pytest
 from ppos.controlplane.core.logging import SecretRegistry
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2 as nr_pb
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2_grpc as nr_grpc
+from ppos.controlplane.security.claims import PREFLIGHT_TYP, PreflightClaims
 from ppos.controlplane.security.outbound import open_channel
 from ppos.controlplane.security.principal import current_request_id
-from ppos.controlplane.security.tokens import PREFLIGHT_TYP, PreflightClaims, SelfMinted
+from ppos.controlplane.security.self_minted import SelfMinted
 from tests.support.recorder import Recorder
 from tests.support.relay import ECHO, ECHO_SERVICE, RELAY
 from tests.support.servers import RunningPlane, start_plane, stop_plane

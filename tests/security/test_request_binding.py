@@ -18,7 +18,7 @@ from google.protobuf.message import Message
 from ppos.controlplane.core.logging import SecretRegistry
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2 as pb
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2_grpc as pb_grpc
-from ppos.controlplane.security.tokens import request_sha256
+from ppos.controlplane.security.claims import request_sha256
 from tests.support.dbstate import row_counts
 from tests.support.nodes import EnrolledNode, enroll_node
 from tests.support.servers import RunningPlane, start_plane, stop_plane

@@ -9,15 +9,11 @@ import threading
 import pytest
 
 from ppos.controlplane.security import tokens
+from ppos.controlplane.security.claims import PreflightClaims, TokenRejected
 from ppos.controlplane.security.keys import PublicKey
 from ppos.controlplane.security.outbound import PreflightJwtMinting
-from ppos.controlplane.security.tokens import (
-    PreflightClaims,
-    SelfMinted,
-    TokenMinter,
-    TokenRejected,
-    TokenVerifier,
-)
+from ppos.controlplane.security.self_minted import SelfMinted
+from ppos.controlplane.security.tokens import TokenMinter, TokenVerifier
 from tests.support.keys import HandClock, HandRing
 
 AUDIENCE = "ppos.controlplane.noderegistry.v1.NodeRegistryService"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from ppos.controlplane.security.es256 import es256_sign, es256_verify
 from ppos.controlplane.security.keys import new_private_key
-from ppos.controlplane.security.tokens import es256_sign, es256_verify
 from tests.support.forge import P256_ORDER
 
 

@@ -36,7 +36,8 @@ from ppos.controlplane.security.edge import (
 )
 from ppos.controlplane.security.keys import JwksKeySource, KeyRing
 from ppos.controlplane.security.peers import PeerDirectory
-from ppos.controlplane.security.tokens import SelfMinted, TokenMinter, TokenVerifier
+from ppos.controlplane.security.self_minted import SelfMinted
+from ppos.controlplane.security.tokens import TokenMinter, TokenVerifier
 from ppos.controlplane.services.governance.deps import GovernanceDeps
 from ppos.controlplane.services.jwks.service import JwksModule
 from ppos.controlplane.storage import migrate

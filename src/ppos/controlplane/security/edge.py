@@ -48,6 +48,13 @@ from ppos.controlplane.core.logging import bind_call_fields
 from ppos.controlplane.core.validation import REQUEST_ID
 from ppos.controlplane.core.wrapping import WrappingServer
 from ppos.controlplane.security.access import AccessTable, MethodRule
+from ppos.controlplane.security.claims import (
+    NODE_TYP,
+    PREFLIGHT_TYP,
+    PreflightClaims,
+    TokenRejected,
+    request_sha256,
+)
 from ppos.controlplane.security.control_token import ControlToken
 from ppos.controlplane.security.credential_scan import CredentialScanner
 from ppos.controlplane.security.principal import (
@@ -58,14 +65,7 @@ from ppos.controlplane.security.principal import (
     current_principal,
     current_request_id,
 )
-from ppos.controlplane.security.tokens import (
-    NODE_TYP,
-    PREFLIGHT_TYP,
-    PreflightClaims,
-    TokenRejected,
-    TokenVerifier,
-    request_sha256,
-)
+from ppos.controlplane.security.tokens import TokenVerifier
 
 CREDENTIAL_KEYS = frozenset({"authorization", "proxy-authorization", "cookie"})
 ENROLLMENT_PREFIX = "ppos_enroll_"

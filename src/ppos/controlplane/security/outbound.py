@@ -25,13 +25,15 @@ from typing import Any
 import grpc
 
 from ppos.controlplane.core.ids import request_id as new_request_id
+from ppos.controlplane.security.claims import request_sha256
 from ppos.controlplane.security.edge import CREDENTIAL_KEYS
 from ppos.controlplane.security.principal import (
     PrincipalKind,
     current_principal,
     current_request_id,
 )
-from ppos.controlplane.security.tokens import SelfMinted, TokenMinter, request_sha256
+from ppos.controlplane.security.self_minted import SelfMinted
+from ppos.controlplane.security.tokens import TokenMinter
 
 _DROPPED = CREDENTIAL_KEYS | {"x-request-id"}
 

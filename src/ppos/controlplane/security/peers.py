@@ -6,7 +6,8 @@ import grpc
 
 from ppos.controlplane.core.settings import ConfigError
 from ppos.controlplane.security.outbound import open_channel
-from ppos.controlplane.security.tokens import SelfMinted, TokenMinter
+from ppos.controlplane.security.self_minted import SelfMinted
+from ppos.controlplane.security.tokens import TokenMinter
 
 # Audience of each service: its fully qualified proto service name.
 SERVICE_AUDIENCE = {

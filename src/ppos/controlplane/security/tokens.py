@@ -10,186 +10,41 @@ issue time, lifetime and the method binding.
 
 from __future__ import annotations
 
-import base64
 import binascii
-import hashlib
 import json
 import os
-import re
-import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import (
-    decode_dss_signature,
-    encode_dss_signature,
+from ppos.controlplane.security.claims import (
+    NODE_TYP,
+    PREFLIGHT_TYP,
+    REQUEST_SHA256,
+    NodeClaims,
+    PreflightClaims,
+    TokenRejected,
 )
+from ppos.controlplane.security.es256 import es256_sign, es256_verify
+from ppos.controlplane.security.jose import (
+    COMPACT_ES256,
+    JSON_ENCODER,
+    MAX_TOKEN_LENGTH,
+    b64decode,
+    b64encode,
+    compact,
+    peek_header,
+)
+from ppos.controlplane.security.keys import JWK_ALG, KeyRing, PublicKey, PublicKeySource
+from ppos.controlplane.security.self_minted import SelfMinted
 
-from ppos.controlplane.security.keys import JWK_ALG, KeyRing, PrivateKey, PublicKey, PublicKeySource
-
-PREFLIGHT_TYP = "preflight+jwt"
-NODE_TYP = "node+jwt"
-MAX_TOKEN_LENGTH = 4096
 _FORBIDDEN_HEADERS = frozenset({"crit", "jku", "jwk", "x5u", "x5c", "x5t", "zip"})
 _PREFLIGHT_REQUIRED = ["iss", "sub", "aud", "iat", "exp", "jti", "mth"]
 _NODE_REQUIRED = ["iss", "sub", "aud", "iat", "exp", "jti", "gen"]
-
-
-# A compact JWS of our one algorithm: ES256 signatures are 64 bytes (r || s, RFC
-# 7518 3.4), 86 base64url characters whose last one carries 2 bits and 4 zero
-# bits of padding, so this also rejects non-canonical encodings of the signature.
-_COMPACT_ES256 = re.compile(r"([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]{85}[AQgw])")
-_ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
-_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)
 # Verified-good JOSE headers by their encoded form: there is one per signing key
 # and token type, so this stays small; it is capped anyway.
 _MAX_KNOWN_HEADERS = 64
-# The order of P-256's base point. ECDSA signatures (r, s) and (r, n - s) verify
-# alike; we sign with the low one and accept only it, so that a captured token
-# has exactly one valid byte string (caches and single-use ledgers keyed on the
-# token string cannot be sidestepped by re-encoding the signature).
-_P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
-_P256_HALF_ORDER = _P256_ORDER // 2
-
-
-def es256_sign(data: bytes, key: PrivateKey) -> bytes:
-    """ECDSA P-256 over SHA-256, as JWS wants it: r || s, 32 bytes each, s low."""
-    r, s = decode_dss_signature(key.sign(data, _ECDSA_SHA256))
-    if s > _P256_HALF_ORDER:
-        s = _P256_ORDER - s
-    return r.to_bytes(32, "big") + s.to_bytes(32, "big")
-
-
-def es256_verify(data: bytes, key: PublicKey, signature: bytes) -> bool:
-    if len(signature) != 64:
-        return False
-    r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
-    if not 0 < s <= _P256_HALF_ORDER:
-        return False  # the malleated twin of a valid signature
-    der = encode_dss_signature(r, s)
-    try:
-        key.verify(der, data, _ECDSA_SHA256)
-    except InvalidSignature:
-        return False
-    return True
-
-
-def _b64decode(segment: str) -> bytes:
-    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-
-
-def _b64encode(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _compact(value: dict[str, Any]) -> bytes:
-    return _JSON.encode(value).encode()
-
-
-def _peek_header(token: str) -> dict[str, Any] | None:
-    """The unverified JOSE header, parsed only to route the token (by `typ`)."""
-    if len(token) > MAX_TOKEN_LENGTH or token.count(".") != 2:
-        return None
-    segment = token[: token.index(".")]
-    try:
-        header = json.loads(_b64decode(segment))
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return header if isinstance(header, dict) else None
-
-
-class TokenRejected(Exception):
-    """A token failed verification; `reason` is a short machine-readable cause."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
-
-
-class PreflightClaims(NamedTuple):
-    issuer: str
-    subject: str
-    audience: str
-    method: str
-    request_id: str
-    jti: str
-    issued_at: int
-    expires_at: int
-    acting_for: str
-    # `rqh`: SHA-256 of the serialized request message the token was minted for
-    # (base64url, unpadded); empty for a call whose request is a stream.
-    request_sha256: str = ""
-
-
-def request_sha256(data: bytes) -> str:
-    """The `rqh` claim of a request: its serialized bytes' SHA-256, base64url."""
-    return _b64encode(hashlib.sha256(data).digest())
-
-
-_REQUEST_SHA256 = re.compile(r"[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]")
-
-
-@dataclass(frozen=True)
-class NodeClaims:
-    node_id: str
-    generation: int
-    expires_at: int
-
-
-class SelfMinted:
-    """The PREFLIGHT_JWTs this process signed for calls to itself, until presented once.
-
-    In the one-port deployment a peer hop leaves through our own port and comes
-    straight back to this process, presenting a token signed here a moment ago.
-    Finding that exact string among the tokens we signed proves what parsing it
-    and checking its signature would: only the holder of the private key could
-    have made those bytes, and we made them, with the claims remembered beside
-    them. So the verifier takes the claims from here instead of from the bytes
-    and runs every check that can still fail (its key still accepted, issuer,
-    audience, expiry, issue time, lifetime, method).
-
-    Only outbound channels to our own port remember their tokens (see
-    `open_channel(loopback=...)`). A token is forgotten when it is presented
-    (it was minted for one call; a replay is verified in full) or when the
-    registry is full (oldest first): forgetting costs only a full verification
-    later. Bounded memory: `capacity` tokens of about 550 bytes. A replica on
-    the same database holds its own: a token one replica minted and another
-    receives is verified in full, as it must be.
-    """
-
-    def __init__(self, capacity: int = 4096) -> None:
-        self._lock = threading.Lock()
-        # token -> (its claims, the kid it was signed with); insertion order: oldest first
-        self._tokens: dict[str, tuple[PreflightClaims, str]] = {}
-        self._capacity = capacity
-        self.recognised = 0  # tokens taken back: signature checks saved
-
-    def remember(self, token: str, claims: PreflightClaims, kid: str) -> None:
-        with self._lock:
-            self._tokens[token] = (claims, kid)
-            if len(self._tokens) > self._capacity:
-                del self._tokens[next(iter(self._tokens))]
-
-    def take(self, token: str) -> tuple[PreflightClaims, str] | None:
-        """The claims and kid of `token` if this process minted it and has not seen
-        it presented yet; None otherwise."""
-        with self._lock:
-            known = self._tokens.pop(token, None)
-            if known is not None:
-                self.recognised += 1
-            return known
-
-    @property
-    def pending(self) -> int:
-        """Tokens remembered and not presented yet."""
-        return len(self._tokens)
 
 
 class TokenMinter:
@@ -229,17 +84,17 @@ class TokenMinter:
         # actor are (the strings through the JSON encoder, so always escaped).
         fixed = self._fixed_claims.get((subject, audience, method))
         if fixed is None:
-            fixed = _JSON.encode(
+            fixed = JSON_ENCODER.encode(
                 {"iss": self._issuer, "sub": subject, "aud": audience, "mth": method}
             )[:-1]
             self._fixed_claims[(subject, audience, method)] = fixed
         now = int(self._clock())
         jti = os.urandom(16).hex()
-        act = f',"act":{{"sub":{_JSON.encode(acting_for)}}}' if acting_for else ""
-        rqh = f',"rqh":{_JSON.encode(request_sha256)}' if request_sha256 else ""
+        act = f',"act":{{"sub":{JSON_ENCODER.encode(acting_for)}}}' if acting_for else ""
+        rqh = f',"rqh":{JSON_ENCODER.encode(request_sha256)}' if request_sha256 else ""
         claims = (
             f'{fixed},"iat":{now},"exp":{now + self._ttl},"jti":"{jti}",'
-            f'"rid":{_JSON.encode(request_id)}{act}{rqh}}}'
+            f'"rid":{JSON_ENCODER.encode(request_id)}{act}{rqh}}}'
         )
         token, kid = self._sign_encoded(claims.encode(), PREFLIGHT_TYP)
         if remember_in is not None:
@@ -279,7 +134,7 @@ class TokenMinter:
         return self._sign(claims, NODE_TYP), expires
 
     def _sign(self, claims: dict[str, Any], typ: str) -> str:
-        return self._sign_encoded(_compact(claims), typ)[0]
+        return self._sign_encoded(compact(claims), typ)[0]
 
     def _sign_encoded(self, claims: bytes, typ: str) -> tuple[str, str]:
         """Compact JWS, and the kid it is signed with: the encoded header is the same
@@ -287,11 +142,11 @@ class TokenMinter:
         key = self._keyring.active
         header = self._headers.get((key.kid, typ))
         if header is None:
-            header = _b64encode(_compact({"alg": JWK_ALG, "kid": key.kid, "typ": typ}))
+            header = b64encode(compact({"alg": JWK_ALG, "kid": key.kid, "typ": typ}))
             self._headers[(key.kid, typ)] = header
-        signing_input = f"{header}.{_b64encode(claims)}"
+        signing_input = f"{header}.{b64encode(claims)}"
         signature = es256_sign(signing_input.encode(), key.private_key)
-        return f"{signing_input}.{_b64encode(signature)}", key.kid
+        return f"{signing_input}.{b64encode(signature)}", key.kid
 
 
 class TokenVerifier:
@@ -349,7 +204,7 @@ class TokenVerifier:
         act = claims.get("act")
         acting_for = act.get("sub", "") if isinstance(act, dict) else ""
         rqh = claims.get("rqh", "")
-        if not isinstance(rqh, str) or (rqh and not _REQUEST_SHA256.fullmatch(rqh)):
+        if not isinstance(rqh, str) or (rqh and not REQUEST_SHA256.fullmatch(rqh)):
             raise TokenRejected("malformed", "rqh is not a base64url SHA-256")
         return PreflightClaims(
             issuer=claims["iss"],
@@ -404,7 +259,7 @@ class TokenVerifier:
         known = self._known_headers.get(token[: token.find(".")])
         if known is not None:
             return known[0]
-        header = _peek_header(token)
+        header = peek_header(token)
         typ = header.get("typ") if header else None
         return typ if isinstance(typ, str) else None
 
@@ -422,7 +277,7 @@ class TokenVerifier:
             if key is not None:
                 return key, known[1]
         try:
-            header = json.loads(_b64decode(segment))
+            header = json.loads(b64decode(segment))
         except (ValueError, binascii.Error):
             raise TokenRejected("malformed", "not a compact JWS") from None
         if not isinstance(header, dict):
@@ -456,19 +311,19 @@ class TokenVerifier:
         """
         if len(token) > MAX_TOKEN_LENGTH:
             raise TokenRejected("oversized", "token too large")
-        match = _COMPACT_ES256.fullmatch(token)
+        match = COMPACT_ES256.fullmatch(token)
         if match is None:
             raise TokenRejected("malformed", "not a compact JWS")
         header_segment, claims_segment, signature_segment = match.groups()
         key, kid = self._header(header_segment, typ)
         try:
-            claims = json.loads(_b64decode(claims_segment))
+            claims = json.loads(b64decode(claims_segment))
         except (ValueError, binascii.Error):
             raise TokenRejected("malformed", "not a compact JWS") from None
         if not isinstance(claims, dict):
             raise TokenRejected("malformed", "header and claims must be JSON objects")
         # The pattern admits only canonical base64url of 64 bytes: this decodes.
-        signature = _b64decode(signature_segment)
+        signature = b64decode(signature_segment)
         if not es256_verify(token[: match.end(2)].encode(), key, signature):
             raise TokenRejected("bad_signature", "signature does not verify")
         for claim in required:
