@@ -30,6 +30,7 @@ def _versioned() -> list[sa.Column[object]]:
 
 
 def upgrade() -> None:
+    # Long by nature: a schema declared table by table, in one revision.
     op.create_table(
         "partners",
         sa.Column("partner_id", sa.String(63), primary_key=True),

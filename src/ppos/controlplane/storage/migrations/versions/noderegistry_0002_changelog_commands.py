@@ -28,6 +28,7 @@ depends_on = None
 
 
 def upgrade() -> None:
+    # Long by nature: a schema declared table by table, in one revision.
     postgres = op.get_bind().dialect.name == "postgresql"
     op.add_column("nodes", sa.Column("schedulable_transition_at", UTCDateTime, nullable=True))
     op.drop_index("ix_nodes_readiness_heartbeat", table_name="nodes")

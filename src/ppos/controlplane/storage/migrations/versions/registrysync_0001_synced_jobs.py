@@ -45,6 +45,7 @@ END $$;
 
 
 def _create_tables() -> None:
+    # Long by nature: a schema declared table by table, in one revision.
     op.create_table(
         "synced_jobs",
         sa.Column("sync_sequence", BigIntPK, primary_key=True, autoincrement=True),
