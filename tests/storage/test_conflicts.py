@@ -77,6 +77,11 @@ class OppositeOrder(threading.Thread):
                     conn.execute("UPDATE conflict_probe SET n = n + 1 WHERE id = 2")
                     self.holding.release()
                     self._until_someone_waits(conn)
+                    # A head start for the unit of work's deadlock check (it runs
+                    # deadlock_timeout, 1 s, after a backend starts waiting): so it is
+                    # the one PostgreSQL aborts, even when a loaded machine runs the
+                    # two backends' timers late.
+                    time.sleep(0.5)
                     conn.execute("UPDATE conflict_probe SET n = n + 1 WHERE id = 1")
                     conn.commit()
         except BaseException as exc:  # handed to the test, which fails on it
