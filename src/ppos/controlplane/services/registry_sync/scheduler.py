@@ -112,10 +112,12 @@ class SyncScheduler:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        await self._stop_sweeps(SHUTDOWN)
         if self.leading:
+            # Released first, so the next leader takes over while the sweeps stop:
+            # their last writes are fenced, the new leader resumes what they leave.
             await self._leadership.release()
-            self._set_leading(False)
+        await self._stop_sweeps(SHUTDOWN)
+        self._set_leading(False)
 
     async def _stop_sweeps(self, reason: str) -> None:
         running = list(self._running.values())
