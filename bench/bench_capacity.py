@@ -9,7 +9,8 @@ and spread over the replicas by the client's round_robin balancing over an
 `ipv4:` target, as a client of a headless Service would. Reported: heartbeats/s
 and p99 latency with one replica, then with two; the ratio two/one; the plane's
 CPU per heartbeat (the rest of a heartbeat's cost is PostgreSQL's and the load
-generator's, which share the machine).
+generator's, which share the machine); and steady-state heartbeats (a healthy
+fleet: the node's state repeated) on one replica.
 
 `python -m bench --full capacity` (smoke mode: a few seconds, proves it runs).
 """
@@ -46,7 +47,7 @@ class Plan:
 
 PLANS = {
     "smoke": Plan(nodes=40, callers=8, seconds=2.0, warmup=2.0, watchers=2),
-    "full": Plan(nodes=2000, callers=64, seconds=20.0, warmup=10.0, watchers=10),
+    "full": Plan(nodes=2000, callers=32, seconds=20.0, warmup=10.0, watchers=10),
 }
 
 
@@ -62,8 +63,11 @@ class Phase:
         return self.heartbeats / self.seconds if self.seconds else 0.0
 
 
-async def _load(target: str, credentials: list[str], plan: Plan, seconds: float) -> Phase:
-    """`plan.callers` closed-loop callers heartbeating the fleet for `seconds`."""
+async def _load(
+    target: str, credentials: list[str], plan: Plan, seconds: float, *, change: bool = True
+) -> Phase:
+    """`plan.callers` closed-loop callers heartbeating the fleet for `seconds`; with
+    `change`, every heartbeat changes its node, else each repeats the node's state."""
     loop = asyncio.get_running_loop()
     latencies: list[float] = []
     failed = 0
@@ -78,7 +82,8 @@ async def _load(target: str, credentials: list[str], plan: Plan, seconds: float)
             while loop.time() < end:
                 index = next_node % len(credentials)
                 next_node += 1
-                slots[index] = 3 - slots[index]  # every heartbeat is a change
+                if change:
+                    slots[index] = 3 - slots[index]
                 started = loop.time()
                 try:
                     await stub.Heartbeat(
@@ -147,6 +152,12 @@ async def _measure(plan: Plan, url: str, work: Path, result: Result) -> None:
                 "us",
             )
         result.ratio("two_replicas_over_one", phases[1].rate, phases[0].rate)
+        # Steady state: heartbeats that change nothing (a healthy fleet), one replica.
+        replicas.pop().stop()
+        steady = await _load(replicas[0].address, credentials, plan, plan.seconds, change=False)
+        result.figure("1_replica_steady_heartbeats_per_s", steady.rate, "/s")
+        result.figure("1_replica_steady_p99_ms", steady.p99_ms, "ms")
+        result.ratio("steady_over_changing", steady.rate, phases[0].rate)
         result.figure("watch_events_received", received[0], "events")
         result.target("1_replica_p99_ms", "<=", 250)
         result.notes.append(
