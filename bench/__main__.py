@@ -19,6 +19,7 @@ BENCHMARKS = {
     "outbox": "bench.bench_outbox",
     "read_path": "bench.bench_read_path",
     "load": "bench.bench_load",
+    "capacity": "bench.bench_capacity",
     "fuzz": "bench.bench_fuzz",
 }
 

@@ -147,7 +147,9 @@ async def test_list_then_watch_from_the_lists_version(plane: RunningPlane) -> No
 
 
 async def test_too_old_or_unknown_versions_are_told_to_resync(make_plane: PlaneFactory) -> None:
-    plane = await make_plane(PPOS_WATCH_WINDOW="4", PPOS_WATCH_QUEUE="4")
+    plane = await make_plane(
+        PPOS_WATCH_WINDOW="4", PPOS_WATCH_QUEUE="4", PPOS_WATCH_REPLAY_MAX="40"
+    )
     agent = await ready_node(plane)
     listed = await registry(plane).ListNodes(pb.ListNodesRequest(), metadata=plane.operator)
     for slots in range(70):  # more than the window and its trim chunk
@@ -156,11 +158,20 @@ async def test_too_old_or_unknown_versions_are_told_to_resync(make_plane: PlaneF
     current = _watch(plane)
     await current.snapshot()  # a snapshot waits until this process has read every change
     current.cancel()
+    # Further back than a resume may read from the log, or not a version yet.
     for version in (listed.resource_version, head.resource_version + 1000):
         watcher = _watch(plane, resume_from_version=version)
         assert [e.type for e in await watcher.read() or []] == [RESYNC_REQUIRED]
         assert await watcher.read() is None  # the stream ends with OK after it
         assert await watcher.call.code() == grpc.StatusCode.OK
+    # Older than the memory window but within reach of the log: resumed from it.
+    older = head.resource_version - 30
+    from_log = _watch(plane, resume_from_version=older)
+    await from_log.until(lambda e: e.resource_version == head.resource_version)
+    assert [e.resource_version for e in from_log.changes()] == list(
+        range(older + 1, head.resource_version + 1)
+    )
+    from_log.cancel()
     # A recent version still resumes.
     fine = _watch(plane, resume_from_version=head.resource_version)
     await agent.heartbeat(ready=True, slots_in_use=3)
@@ -168,7 +179,7 @@ async def test_too_old_or_unknown_versions_are_told_to_resync(make_plane: PlaneF
     fine.cancel()
 
 
-async def test_a_replica_started_later_asks_older_resumes_to_resync(
+async def test_a_replica_started_later_resumes_older_versions_from_the_log(
     make_plane: PlaneFactory,
 ) -> None:
     first = await make_plane()
@@ -177,7 +188,10 @@ async def test_a_replica_started_later_asks_older_resumes_to_resync(
     await agent.heartbeat(ready=True, slots_in_use=1)
     second = await make_plane()
     watcher = _watch(second, resume_from_version=early.resource_version)
-    assert [e.type for e in await watcher.read() or []] == [RESYNC_REQUIRED]
+    event = await watcher.until(lambda e: e.type != BOOKMARK)
+    assert (event.type, event.node.status.slots_in_use) == (MODIFIED, 1)
+    assert event.resource_version > early.resource_version
+    watcher.cancel()
 
 
 async def test_bookmarks_carry_the_current_version_when_nothing_matches(

@@ -86,10 +86,17 @@ def test_config_wires_peers_to_services_and_holds_no_secret() -> None:
     (config,) = by_kind("ConfigMap")
     data = config["data"]
     services = {d["metadata"]["name"] for d in by_kind("Service")}
+    headless = {
+        d["metadata"]["name"] for d in by_kind("Service") if d["spec"].get("clusterIP") == "None"
+    }
     for variable, name in PEER_ENV.items():
-        host, _, port = data[variable].rpartition(":")
-        assert host.split(".")[0] == f"ppos-{name}"
+        # Peers balance over every pod: dns:/// a headless Service of the service.
+        scheme, _, address = data[variable].partition("///")
+        assert scheme == "dns:"
+        host, _, port = address.rpartition(":")
+        assert host.split(".")[0] == f"ppos-{name}-peers"
         assert host.split(".")[0] in services
+        assert host.split(".")[0] in headless
         assert port == "50051"
     assert data["PPOS_MIGRATE_ON_START"] == "false"  # the migrate Job does it
     assert data["PPOS_CONTROL_TOKEN_FILE"].startswith("/run/secrets/")

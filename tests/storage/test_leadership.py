@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
 import sys
+import time
 
-from ppos.controlplane.storage.leadership import SoleLeader, leadership_for
+import pytest
+from sqlalchemy import create_engine
+from sqlalchemy.orm import Session
+
+from ppos.controlplane.storage.leadership import LEASE_TTL, SoleLeader, leadership_for
+from ppos.controlplane.storage.leases import Fence, LeadershipLost
 
 # A replica in its own process that takes the lead and holds it until killed.
 _LEAD_AND_HOLD = """
@@ -19,6 +27,14 @@ async def main():
 
 asyncio.run(main())
 """
+
+
+async def _verdict(stdout: asyncio.StreamReader) -> bytes:
+    """The replica's "leading"/"following" line (its log lines share stdout)."""
+    while True:
+        line = await asyncio.wait_for(stdout.readline(), 60)
+        if line in (b"leading\n", b"following\n", b""):
+            return line
 
 
 async def test_one_leader_at_a_time_and_a_successor_when_it_goes(database_url: str) -> None:
@@ -49,7 +65,7 @@ async def test_a_dead_leaders_lock_passes_on(database_url: str) -> None:
     survivor = leadership_for(database_url, "reconciler-test")
     try:
         assert process.stdout is not None
-        assert await asyncio.wait_for(process.stdout.readline(), 60) == b"leading\n"
+        assert await _verdict(process.stdout) == b"leading\n"
         assert not await survivor.acquire()
         # The leader dies without a goodbye: the kernel closes its connection
         # (PostgreSQL frees the advisory lock) and its file (the flock goes).
@@ -74,3 +90,65 @@ async def test_an_in_memory_database_is_one_process_and_always_led() -> None:
     assert isinstance(lead, SoleLeader)
     assert await lead.acquire()
     assert await lead.check()
+
+
+def _check_fence(url: str, fence: Fence) -> None:
+    engine = create_engine(url)
+    try:
+        with Session(engine) as session, session.begin():
+            fence.check(session)
+    finally:
+        engine.dispose()
+
+
+async def test_each_lead_has_a_new_generation_and_an_old_one_cannot_write(
+    database_url: str,
+) -> None:
+    first = leadership_for(database_url, "fenced-loop")
+    second = leadership_for(database_url, "fenced-loop")
+    try:
+        assert await first.acquire()
+        old = first.fence()
+        _check_fence(database_url, old)  # the current lead writes
+        await first.release()
+        assert await second.acquire()
+        new = second.fence()
+        assert new.generation == old.generation + 1
+        _check_fence(database_url, new)
+        with pytest.raises(LeadershipLost):
+            _check_fence(database_url, old)  # the replaced lead may not
+        assert first.fence().generation == 0, "no lead, no token"
+    finally:
+        await first.release()
+        await second.release()
+
+
+async def test_a_frozen_leader_loses_the_lead_when_its_lease_expires(
+    database_url: str, backend: str
+) -> None:
+    if backend != "postgresql":
+        pytest.skip("SQLite deployments are one process: a frozen one holds its flock")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _LEAD_AND_HOLD, database_url, stdout=asyncio.subprocess.PIPE
+    )
+    survivor = leadership_for(database_url, "reconciler-test")
+    try:
+        assert process.stdout is not None
+        assert await _verdict(process.stdout) == b"leading\n"
+        frozen_generation = survivor.fence().generation + 1  # the first lead of this loop
+        process.send_signal(signal.SIGSTOP)  # its connection stays open, its lock held
+        frozen_at = time.monotonic()
+        while not await survivor.acquire():
+            assert time.monotonic() - frozen_at < 10, "the frozen leader kept the lead"
+            await asyncio.sleep(0.2)
+        took = time.monotonic() - frozen_at
+        assert took >= LEASE_TTL - 1, "taken over before the lease expired"
+        assert survivor.fence().generation == frozen_generation + 1
+        with pytest.raises(LeadershipLost):
+            _check_fence(database_url, Fence("reconciler-test", frozen_generation))
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGCONT)
+            process.kill()
+        await process.wait()
+        await survivor.release()

@@ -35,7 +35,11 @@ SERVICE_ADDRESS_ENV = {
 # RFC 6750 b64token: what may travel in the header.
 _TOKEN = re.compile(r"^[A-Za-z0-9._~+/=-]+$")
 _OPERATOR = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
-_ADDRESS = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):\d{1,5}$")
+_HOST_PORT = r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):\d{1,5}"
+_IPV4_PORT = r"\d{1,3}(\.\d{1,3}){3}:\d{1,5}"
+# host:port, dns:///host:port (every address the name resolves to), or an
+# ipv4: list of addresses (calls round-robin over them; see connection.py).
+_ADDRESS = re.compile(rf"^(dns:///)?{_HOST_PORT}$|^ipv4:{_IPV4_PORT}(,{_IPV4_PORT})*$")
 
 
 @dataclass(frozen=True)
@@ -128,7 +132,9 @@ def load_config(
     warnings: list[str] = []
     address = address or env.get(ENV_ADDRESS) or DEFAULT_ADDRESS
     if not _ADDRESS.fullmatch(address):
-        raise ConfigurationError(f"address {address!r} is not host:port")
+        raise ConfigurationError(
+            f"address {address!r} is not host:port, dns:///host:port or ipv4:a:p,b:p"
+        )
     service_addresses = {}
     for service, variable in SERVICE_ADDRESS_ENV.items():
         value = env.get(variable, "")

@@ -34,6 +34,11 @@ CHANNEL_OPTIONS = (
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
     ("grpc.enable_retries", 0),  # retries are ours: one policy, visible, deadline-bound
     ("grpc.primary_user_agent", "pposctl"),
+    # -- load balancing: calls round-robin over every address the target resolves
+    # to (`dns:///` a headless Service, or an `ipv4:` list), not one pinned pod.
+    ("grpc.lb_policy_name", "round_robin"),
+    ("grpc.dns_min_time_between_resolutions_ms", 5_000),
+    # -- end load balancing
 )
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
 # Request fields by which the server recognises a repeated call and answers it

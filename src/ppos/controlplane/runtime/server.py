@@ -59,6 +59,10 @@ SERVER_OPTIONS = (
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ("grpc.max_metadata_size", 16 * 1024),
     ("grpc.so_reuseport", 0),
+    # Connections are told to go (GOAWAY) after 5 minutes, so clients balancing
+    # over a headless Service reconnect and spread onto replicas added since;
+    # calls and watch streams in flight finish on the old connection.
+    ("grpc.max_connection_age_ms", 300_000),
 )
 KEY_RELOAD_INTERVAL = 10.0
 

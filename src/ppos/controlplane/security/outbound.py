@@ -42,6 +42,12 @@ CHANNEL_OPTIONS = (
     ("grpc.keepalive_timeout_ms", 10_000),
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    # -- load balancing (scale-out): calls spread over every address the peer's
+    # name resolves to (a headless Service: one per pod), not pinned to one
+    # connection; re-resolved when a connection drops or the server ages it out.
+    ("grpc.lb_policy_name", "round_robin"),
+    ("grpc.dns_min_time_between_resolutions_ms", 5_000),
+    # -- end load balancing
 )
 
 

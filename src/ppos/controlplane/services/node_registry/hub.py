@@ -11,7 +11,8 @@ In the manner of the Kubernetes watch cache:
   continue the head version; a gap (another replica's or a set-based sweep's
   events, a version a rolled-back transaction drew) is read from the log;
 - a bounded window of recent changes, shared by all subscribers: a subscriber
-  is just a cursor into it, so a slow one costs no memory of its own;
+  is just a cursor into it, so a slow one costs no memory of its own (a resume
+  from before it reads the changes in between from the log: `watch_replay`);
 - each change is framed once per event type; subscribers caught up with the
   same filter share one message per tick.
 
@@ -20,9 +21,9 @@ message has not been taken for `watch_stall_timeout`, is cut off alone with
 RESOURCE_EXHAUSTED telling it where to resume. On shutdown every stream ends
 with UNAVAILABLE.
 
-The hub tails and publishes; `watch_window` holds the cache, the window and
-the messages built from them; `watch_subscribers` the subscribers and the
-fan-out's pace; `watch_log` reads the database.
+The hub tails and publishes; `watch_window` holds the cache, the window and the
+messages built from them; `watch_subscribers` the subscribers and the fan-out's
+pace; `watch_log` reads the database.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from ppos.controlplane.services.node_registry.changelog import LoggedEvent, head
 from ppos.controlplane.services.node_registry.filters import NodeQuery
 from ppos.controlplane.services.node_registry.settings import NodeRegistrySettings
 from ppos.controlplane.services.node_registry.watch_log import TAIL_BATCH, load_nodes, read_tail
+from ppos.controlplane.services.node_registry.watch_replay import place_from_log
 from ppos.controlplane.services.node_registry.watch_subscribers import Subscriber, Subscribers
 from ppos.controlplane.services.node_registry.watch_window import ChangeWindow
 from ppos.controlplane.storage.database import Database
@@ -150,11 +152,8 @@ class WatchHub:
 
     @property
     def min_flush_interval(self) -> float:
-        """Shortest time between two publishes, whatever is pending.
-
-        The configured interval, or longer when there are so many subscribers that
-        one message each per interval would exceed the send rate.
-        """
+        """Shortest time between two publishes, whatever is pending: the configured
+        interval, or longer when one message per subscriber would exceed the send rate."""
         spread = len(self._subs) / self._settings.watch_send_rate
         return min(MAX_FLUSH_INTERVAL, max(self._settings.watch_flush_interval, spread))
 
@@ -361,8 +360,10 @@ class WatchHub:
             # A snapshot reflects every change committed before the call.
             await self._catch_up_to(await self._db.read(head_version))
             self._window.place_for_snapshot(sub, query)
-        elif not self._window.place(sub, resume_from):
-            sub.resync = True
+        elif not self._window.place(sub, resume_from) and not await place_from_log(
+            self._db, self._window, sub, resume_from, self._settings.watch_replay_max
+        ):
+            sub.resync = True  # older than the change log's horizon
             return sub
         # Again: others may have joined, or shutdown begun, while this one waited.
         self._subs.check_admission(closing=self._closing)

@@ -46,6 +46,12 @@ class NodeRegistrySettings:
         "node changes each process keeps in memory for WatchNodes resumes",
         default=16384,
     )
+    watch_replay_max: int = setting(
+        "PPOS_WATCH_REPLAY_MAX",
+        "changes a WatchNodes resume older than the memory window may read from the change log "
+        "(a larger gap answers RESYNC_REQUIRED)",
+        default=100000,
+    )
     watch_queue: int = setting(
         "PPOS_WATCH_QUEUE",
         "changes a WatchNodes subscriber may fall behind before it is cut off",
@@ -95,6 +101,8 @@ class NodeRegistrySettings:
             raise ConfigError("--sweep-interval and --sweep-start-delay must not be negative")
         if self.event_retention < 60:
             raise ConfigError("--event-retention must be at least 60s")
+        if self.watch_replay_max < 0:
+            raise ConfigError("--watch-replay-max must not be negative")
         if not 1 <= self.watch_queue <= self.watch_window:
             raise ConfigError("--watch-queue must be between 1 and --watch-window")
         if not 0 <= self.watch_flush_interval <= 1:

@@ -51,6 +51,7 @@ async def serve(
                 return
             index += 1
         chunks = None
+        sub.sent_version = max(sub.sent_version, sub.replay_through)
         sub.last_sent = loop.time()
         while True:
             if sub.aborted:

@@ -36,6 +36,7 @@ class Subscriber:
     skip_through: int = 0  # resumed ahead of this process: skip versions up to here
     sent_version: int = 0  # version of the last event sent
     snapshot: list[bytes] | None = None
+    replay_through: int = 0  # the snapshot holds changes from the log up to this version
     resync: bool = False
     last_sent: float = 0.0
     send_started: float | None = None  # a message is with gRPC since (loop time)

@@ -106,7 +106,7 @@ class ChangeWindow:
                 if query.everything or query.matches(cached.view)
             ]
             events.append(watch_encoding.framed_event(watch_encoding.SNAPSHOT_END, head))
-            chunks = memo[key] = _chunk(events)
+            chunks = memo[key] = chunk_messages(events)
         return chunks
 
     def collect(self, sub: Subscriber) -> bytes | None:
@@ -178,7 +178,7 @@ class ChangeWindow:
         return watch_encoding.framed_event(watch_encoding.RESYNC_REQUIRED, self.head)
 
 
-def _chunk(events: list[bytes]) -> list[bytes]:
+def chunk_messages(events: list[bytes]) -> list[bytes]:
     chunks: list[bytes] = []
     current: list[bytes] = []
     size = 0

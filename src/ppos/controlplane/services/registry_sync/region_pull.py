@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import grpc
+from sqlalchemy.orm import Session
 
 from ppos.controlplane.core.logging import get_logger
 from ppos.controlplane.core.metrics import (
@@ -50,6 +51,7 @@ from ppos.controlplane.services.registry_sync.pages import (
 from ppos.controlplane.services.registry_sync.settings import RegistrySyncSettings
 from ppos.controlplane.services.registry_sync.verify import verify
 from ppos.controlplane.storage.database import Database
+from ppos.controlplane.storage.leases import Fence, LeadershipLost, fenced
 
 T = TypeVar("T")
 # Pages fetched and verified ahead of the one being committed.
@@ -121,9 +123,11 @@ class RegionRun:
         client: RegistryClient,
         sweep_id: str,
         stop: StopSignal,
+        fence: Fence | None = None,
     ) -> None:
         self._ctx = context
         self._db = context.db
+        self._fence = fence  # the scheduler's lead: every write checks it
         self._settings = context.settings
         self._client = client
         self._region = client.region
@@ -215,13 +219,16 @@ class RegionRun:
             records=[verify(r, region=self._region, max_payload_bytes=limit) for r in page.records],
         )
 
+    def _write(self, work: Callable[[Session], T]) -> Awaitable[T]:
+        return self._db.write(fenced(self._fence, work))
+
     # -- committing ----------------------------------------------------------
 
     async def _commit(self, page: VerifiedPage) -> PageOutcome:
         postgres = self._db.is_postgres
         now = utcnow()
         started = time.perf_counter()
-        outcome = await self._db.write(lambda s: commit_page(s, page, now, postgres=postgres))
+        outcome = await self._write(lambda s: commit_page(s, page, now, postgres=postgres))
         page.timings["commit_ms"] = round((time.perf_counter() - started) * 1000, 1)
         region = self._region
         SYNC_RECORDS.labels(region).inc(outcome.inserted)
@@ -251,7 +258,7 @@ class RegionRun:
         started = time.perf_counter()
         sweep_id, region = self._sweep_id, self._region
         now = utcnow()
-        cursor, generation = await self._db.write(
+        cursor, generation = await self._write(
             lambda s: sweep_records.start_region(s, sweep_id, region, now)
         )
         self._ctx.bus.notify()
@@ -263,6 +270,9 @@ class RegionRun:
             state = CANCELLED if self._stop.reason == CANCEL else PENDING
         except RegistryFailure as exc:
             state, error = FAILED, str(exc)
+        except LeadershipLost:
+            self._stop.stop(LOST_LEAD)  # replaced: the new leader resumes the region
+            raise
         except asyncio.CancelledError:
             state = PENDING
             raise
@@ -272,7 +282,7 @@ class RegionRun:
         finally:
             ended = utcnow()
             await asyncio.shield(
-                self._db.write(
+                self._write(
                     lambda s: sweep_records.end_region(s, sweep_id, region, state, error, ended)
                 )
             )
@@ -290,7 +300,7 @@ class RegionRun:
         )
         now = utcnow()
         at_head = info.head_cursor == cursor
-        await self._db.write(
+        await self._write(
             lambda s: sweep_records.record_head(
                 s, self._region, info.head_cursor, at_head=at_head, now=now
             )

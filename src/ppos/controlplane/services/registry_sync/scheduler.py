@@ -16,7 +16,8 @@ import contextlib
 import datetime as dt
 import functools
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TypeVar
 
 from sqlalchemy.orm import Session
 
@@ -40,10 +41,12 @@ from ppos.controlplane.services.registry_sync.region_pull import (
     SweepContext,
 )
 from ppos.controlplane.storage.leadership import Leadership
+from ppos.controlplane.storage.leases import Fence, LeadershipLost, fenced
 
 SCHEDULER = "scheduler"
 PRUNE_EVERY = 3600.0
 _log = get_logger("ppos.registrysync.scheduler")
+T = TypeVar("T")
 
 
 class SyncScheduler:
@@ -68,6 +71,7 @@ class SyncScheduler:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._last_prune = 0.0
+        self._fence: Fence | None = None  # the lead's generation, checked by every write
         self.leading = False
 
     # -- control -------------------------------------------------------------
@@ -108,10 +112,12 @@ class SyncScheduler:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        await self._stop_sweeps(SHUTDOWN)
         if self.leading:
+            # Released first, so the next leader takes over while the sweeps stop:
+            # their last writes are fenced, the new leader resumes what they leave.
             await self._leadership.release()
-            self._set_leading(False)
+        await self._stop_sweeps(SHUTDOWN)
+        self._set_leading(False)
 
     async def _stop_sweeps(self, reason: str) -> None:
         running = list(self._running.values())
@@ -128,7 +134,18 @@ class SyncScheduler:
 
     def _set_leading(self, leading: bool) -> None:
         self.leading = leading
+        self._fence = self._leadership.fence() if leading else None
         SYNC_LEADER.set(1 if leading else 0)
+
+    def _write(self, work: Callable[[Session], T]) -> Awaitable[T]:
+        """A write of the leader, fenced by its generation (LeadershipLost once replaced)."""
+        if self._fence is None:
+            raise LeadershipLost("this replica does not lead the sync")
+        return self._db.write(fenced(self._fence, work))
+
+    async def _step_down(self) -> None:
+        self._set_leading(False)
+        await self._stop_sweeps(LOST_LEAD)
 
     # -- the loop --------------------------------------------------------------
 
@@ -148,6 +165,9 @@ class SyncScheduler:
                     await self._tick()
             except asyncio.CancelledError:
                 raise
+            except LeadershipLost:
+                _log.warning("sync.lead_superseded")  # frozen or cut off, then replaced
+                await self._step_down()
             except Exception as exc:  # noqa: BLE001 - the loop must survive a bad tick
                 _log.error("sync.scheduler_tick_failed", exc_info=exc)
             with contextlib.suppress(TimeoutError):
@@ -161,13 +181,12 @@ class SyncScheduler:
             if await self._leadership.check():
                 return
             _log.warning("sync.lead_lost")
-            self._set_leading(False)
-            await self._stop_sweeps(LOST_LEAD)
+            await self._step_down()
             return
         if not await self._leadership.acquire():
             return
         self._set_leading(True)
-        recovered = await self._db.write(lambda s: sweep_records.recover_orphans(s, utcnow()))
+        recovered = await self._write(lambda s: sweep_records.recover_orphans(s, utcnow()))
         _log.info("sync.lead_taken", resumed_sweeps=recovered)
 
     async def _tick(self) -> None:
@@ -188,10 +207,10 @@ class SyncScheduler:
             if await self._db.read(
                 lambda s: bool(sweep_records.due_regions(s, regions, settings.interval, now))
             ):
-                await self._db.write(schedule)
+                await self._write(schedule)
         claimed: list[tuple[str, list[str]]] = []
         if await self._db.read(sweep_records.any_pending):
-            claimed = await self._db.write(lambda s: sweep_records.claim_pending(s, utcnow()))
+            claimed = await self._write(lambda s: sweep_records.claim_pending(s, utcnow()))
         for sweep_id, pending in claimed:
             signal = StopSignal()
             task = asyncio.create_task(
@@ -202,7 +221,7 @@ class SyncScheduler:
         if time.monotonic() - self._last_prune >= PRUNE_EVERY:
             self._last_prune = time.monotonic()
             cutoff = utcnow() - dt.timedelta(seconds=settings.sweep_retention)
-            pruned = await self._db.write(lambda s: sweep_records.prune(s, cutoff))
+            pruned = await self._write(lambda s: sweep_records.prune(s, cutoff))
             if pruned:
                 _log.info("sync.sweeps_pruned", count=pruned)
 
@@ -233,13 +252,17 @@ class SyncScheduler:
         now = utcnow()
         cancelled = signal.reason == CANCEL
         interrupted = signal.reason in (SHUTDOWN, LOST_LEAD)
-        final, error = await asyncio.shield(
-            self._db.write(
-                lambda s: sweep_records.conclude(
-                    s, sweep_id, cancelled=cancelled, interrupted=interrupted, now=now
+        try:
+            final, error = await asyncio.shield(
+                self._write(
+                    lambda s: sweep_records.conclude(
+                        s, sweep_id, cancelled=cancelled, interrupted=interrupted, now=now
+                    )
                 )
             )
-        )
+        except LeadershipLost:
+            _log.warning("sync.sweep_left_to_new_leader", sweep_id=sweep_id)
+            return
         self._ctx.bus.notify()
         _log.info("sync.sweep_ended", sweep_id=sweep_id, state=final, error=error or None)
 
@@ -254,9 +277,11 @@ class SyncScheduler:
                 state = CANCELLED if signal.reason == CANCEL else PENDING
                 return await self._end_unstarted(sweep_id, region, state, "")
             try:
-                return await RegionRun(self._ctx, client, sweep_id, signal).run()
+                return await RegionRun(self._ctx, client, sweep_id, signal, self._fence).run()
             except asyncio.CancelledError:
                 raise
+            except LeadershipLost:
+                return PENDING, "the lead passed to another replica"
             except Exception as exc:  # noqa: BLE001 - e.g. the database went away
                 _log.error("sync.region_run_failed", region=region, exc_info=exc)
                 return FAILED, f"internal error: {type(exc).__name__}"
@@ -265,7 +290,8 @@ class SyncScheduler:
         self, sweep_id: str, region: str, state: str, error: str
     ) -> tuple[str, str]:
         now = utcnow()
-        await self._db.write(
-            lambda s: sweep_records.end_region(s, sweep_id, region, state, error, now)
-        )
+        with contextlib.suppress(LeadershipLost):  # replaced: the new leader records it
+            await self._write(
+                lambda s: sweep_records.end_region(s, sweep_id, region, state, error, now)
+            )
         return state, error

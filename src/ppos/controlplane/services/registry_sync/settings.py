@@ -127,7 +127,7 @@ class RegistrySyncSettings:
     leader_retry: Seconds = setting(
         "PPOS_SYNC_LEADER_RETRY",
         "how often a replica that does not lead tries to take the lead (and the leader checks it)",
-        default=Seconds(5),
+        default=Seconds(1),
         flag="--sync-leader-retry",
     )
     sweep_retention: Seconds = setting(
