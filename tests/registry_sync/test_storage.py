@@ -158,29 +158,83 @@ def test_a_revision_is_never_overwritten(db: Database) -> None:
     assert bytes(stored) == original.payload
 
 
-@pytest.mark.parametrize(
-    "column", ["canonical_payload", "canonical_payload_sha256", "revision", "job_id"]
-)
-def test_the_database_refuses_to_rewrite_a_synced_revision(db: Database, column: str) -> None:
+SYNCED_FORGERIES = {
+    "region": "us-east-1",
+    "job_id": "job_forged",
+    "revision": 7,
+    "tenant_id": "tenant_forged",
+    "queue_id": "queue_forged",
+    "status": "JOB_STATUS_FAILED",
+    "governance_state": "FAILED_RUNTIME_ENVIRONMENT",
+    "node_id": "node_forged",
+    "container_image": "registry.example/forged:1",
+    "create_time_ns": 1,
+    "update_time_ns": 1,
+    "canonical_payload": b"{}",
+    "canonical_payload_sha256": b"\x00" * 32,
+    "payload_size": 2,
+    "source_cursor": "c_forged",
+    "sweep_id": "swp_other",
+    "synced_at": NOW + dt.timedelta(days=1),
+    "sync_sequence": 99_999,
+}
+QUARANTINE_FORGERIES = {
+    "region": "us-east-1",
+    "job_id": "job_forged",
+    "revision": 7,
+    "reason": "REVISION_CONFLICT",
+    "detail": "nothing to see",
+    "raw_record": b"{}",
+    "raw_record_sha256": b"\x00" * 32,
+    "source_cursor": "c_forged",
+    "sweep_id": "swp_other",
+    "quarantined_at": NOW + dt.timedelta(days=1),
+    "quarantine_id": 99_999,
+}
+
+
+@pytest.mark.parametrize("column", sorted(SYNCED_FORGERIES))
+def test_the_database_refuses_to_rewrite_any_column_of_a_synced_revision(
+    db: Database, column: str
+) -> None:
     prepare(db)
     feed, items = records(2)
     db.write_sync(lambda s: commit_page(s, page(feed, items, 0, 2), NOW, postgres=db.is_postgres))
-    value = {"canonical_payload": b"{}", "canonical_payload_sha256": b"\x00" * 32}.get(column, 7)
-    if column == "job_id":
-        value = "job_forged"
-    with pytest.raises(DBAPIError, match="immutable"):
-        db.write_sync(lambda s: s.execute(update(SyncedJobRow).values({column: value})))
-    # Columns that are not diagnostic truth are not locked (none are written today).
-    db.write_sync(lambda s: s.execute(update(SyncedJobRow).values(sweep_id="swp_other")))
+    forged = SYNCED_FORGERIES[column]
+    with pytest.raises(DBAPIError, match="append-only"):
+        db.write_sync(lambda s: s.execute(update(SyncedJobRow).values({column: forged})))
 
 
-def test_the_database_refuses_to_repair_a_quarantined_record(db: Database) -> None:
+@pytest.mark.parametrize("column", sorted(QUARANTINE_FORGERIES))
+def test_the_database_refuses_to_edit_any_column_of_a_quarantined_record(
+    db: Database, column: str
+) -> None:
     prepare(db)
     feed, _ = records(1)
     bad = Rejected(b"\xff\xfe", "INVALID_ENVELOPE", "not a JobRecord")
     db.write_sync(lambda s: commit_page(s, page(feed, [bad], 0, 1), NOW, postgres=db.is_postgres))
-    with pytest.raises(DBAPIError, match="immutable"):
-        db.write_sync(lambda s: s.execute(update(QuarantinedRecordRow).values(raw_record=b"{}")))
+    forged = QUARANTINE_FORGERIES[column]
+    with pytest.raises(DBAPIError, match="append-only"):
+        db.write_sync(lambda s: s.execute(update(QuarantinedRecordRow).values({column: forged})))
+
+
+@pytest.mark.parametrize("table", ["synced_jobs", "sync_quarantine"])
+@pytest.mark.parametrize("statement", ["DELETE FROM {table}", "TRUNCATE {table}"])
+def test_the_database_refuses_to_delete_synced_truth(
+    db: Database, table: str, statement: str
+) -> None:
+    if statement.startswith("TRUNCATE") and not db.is_postgres:
+        pytest.skip("SQLite has no TRUNCATE (its DELETE fires the trigger)")
+    prepare(db)
+    feed, items = records(2)
+    bad = Rejected(b"\xff\xfe", "INVALID_ENVELOPE", "not a JobRecord")
+    db.write_sync(
+        lambda s: commit_page(s, page(feed, [*items, bad], 0, 2), NOW, postgres=db.is_postgres)
+    )
+    with pytest.raises(DBAPIError, match="append-only"):
+        db.write_sync(lambda s: s.execute(text(statement.format(table=table))))
+    count = db.read_sync(lambda s: s.scalar(text(f"SELECT count(*) FROM {table}")))
+    assert count == (2 if table == "synced_jobs" else 1)
 
 
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)

@@ -2,8 +2,8 @@
 
 `synced_jobs` is a read-only mirror of the regional registries: rows are only
 ever inserted, by the sync path, one page per transaction together with the
-region's cursor. A revision is immutable; on both databases a trigger refuses
-an UPDATE of the key, payload or digest columns. Payloads are the registry's
+region's cursor. A revision is immutable; on both databases triggers refuse
+any UPDATE or DELETE of a synced or quarantined row (and TRUNCATE). Payloads are the registry's
 bytes, never re-serialised; on PostgreSQL they are compressed with lz4.
 """
 
