@@ -25,6 +25,7 @@ from ppos.controlplane.storage.database import Database
 from ppos.controlplane.storage.models import load_all
 from ppos.preflightsim import samples
 from ppos.preflightsim.feed import Feed, unframe
+from tests.registry_sync.checkpoint_keys import SIGN
 
 REGION = "eu-west-1"
 NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
@@ -100,7 +101,9 @@ def test_a_page_commits_rows_quarantine_and_cursor_together(db: Database) -> Non
     feed, items = records(6)
     bad = Rejected(b"\x00bytes as received", "INVALID_ENVELOPE", "not a JobRecord")
     outcome = db.write_sync(
-        lambda s: commit_page(s, page(feed, [*items, bad], 0, 6), NOW, postgres=db.is_postgres)
+        lambda s: commit_page(
+            s, page(feed, [*items, bad], 0, 6), NOW, postgres=db.is_postgres, sign=SIGN
+        )
     )
     assert (outcome.inserted, outcome.quarantined, outcome.generation) == (
         6,
@@ -120,7 +123,9 @@ def test_a_page_commits_rows_quarantine_and_cursor_together(db: Database) -> Non
     more_feed, more = records(4, start=6)
     with pytest.raises(CursorMoved):
         db.write_sync(
-            lambda s: commit_page(s, page(more_feed, more, 0, 10), NOW, postgres=db.is_postgres)
+            lambda s: commit_page(
+                s, page(more_feed, more, 0, 10), NOW, postgres=db.is_postgres, sign=SIGN
+            )
         )
     assert db.read_sync(state) == (feed.cursor(6), 1, 6, 6, [b"\x00bytes as received"])
 
@@ -129,7 +134,7 @@ def test_a_page_commits_rows_quarantine_and_cursor_together(db: Database) -> Non
         pass
 
     def half(session):  # type: ignore[no-untyped-def]
-        commit_page(session, page(more_feed, more, 1, 10), NOW, postgres=db.is_postgres)
+        commit_page(session, page(more_feed, more, 1, 10), NOW, postgres=db.is_postgres, sign=SIGN)
         raise Boom
 
     with pytest.raises(Boom):
@@ -140,13 +145,15 @@ def test_a_page_commits_rows_quarantine_and_cursor_together(db: Database) -> Non
 def test_a_revision_is_never_overwritten(db: Database) -> None:
     prepare(db)
     feed, items = records(3)
-    db.write_sync(lambda s: commit_page(s, page(feed, items, 0, 3), NOW, postgres=db.is_postgres))
+    db.write_sync(
+        lambda s: commit_page(s, page(feed, items, 0, 3), NOW, postgres=db.is_postgres, sign=SIGN)
+    )
     original = items[1]
     assert isinstance(original, Accepted)
     rewritten = dataclasses.replace(original, payload=b"{}", digest=hashlib.sha256(b"{}").digest())
     again = db.write_sync(
         lambda s: commit_page(
-            s, page(feed, [items[0], rewritten], 1, 3), NOW, postgres=db.is_postgres
+            s, page(feed, [items[0], rewritten], 1, 3), NOW, postgres=db.is_postgres, sign=SIGN
         )
     )
     assert (again.inserted, again.duplicates, again.quarantined) == (0, 1, {"REVISION_CONFLICT": 1})
@@ -199,7 +206,9 @@ def test_the_database_refuses_to_rewrite_any_column_of_a_synced_revision(
 ) -> None:
     prepare(db)
     feed, items = records(2)
-    db.write_sync(lambda s: commit_page(s, page(feed, items, 0, 2), NOW, postgres=db.is_postgres))
+    db.write_sync(
+        lambda s: commit_page(s, page(feed, items, 0, 2), NOW, postgres=db.is_postgres, sign=SIGN)
+    )
     forged = SYNCED_FORGERIES[column]
     with pytest.raises(DBAPIError, match="append-only"):
         db.write_sync(lambda s: s.execute(update(SyncedJobRow).values({column: forged})))
@@ -212,7 +221,9 @@ def test_the_database_refuses_to_edit_any_column_of_a_quarantined_record(
     prepare(db)
     feed, _ = records(1)
     bad = Rejected(b"\xff\xfe", "INVALID_ENVELOPE", "not a JobRecord")
-    db.write_sync(lambda s: commit_page(s, page(feed, [bad], 0, 1), NOW, postgres=db.is_postgres))
+    db.write_sync(
+        lambda s: commit_page(s, page(feed, [bad], 0, 1), NOW, postgres=db.is_postgres, sign=SIGN)
+    )
     forged = QUARANTINE_FORGERIES[column]
     with pytest.raises(DBAPIError, match="append-only"):
         db.write_sync(lambda s: s.execute(update(QuarantinedRecordRow).values({column: forged})))
@@ -229,7 +240,9 @@ def test_the_database_refuses_to_delete_synced_truth(
     feed, items = records(2)
     bad = Rejected(b"\xff\xfe", "INVALID_ENVELOPE", "not a JobRecord")
     db.write_sync(
-        lambda s: commit_page(s, page(feed, [*items, bad], 0, 2), NOW, postgres=db.is_postgres)
+        lambda s: commit_page(
+            s, page(feed, [*items, bad], 0, 2), NOW, postgres=db.is_postgres, sign=SIGN
+        )
     )
     with pytest.raises(DBAPIError, match="append-only"):
         db.write_sync(lambda s: s.execute(text(statement.format(table=table))))
@@ -250,7 +263,7 @@ def test_page_commits_take_the_sequence_lock_on_postgresql(db: Database) -> None
     order: list[str] = []
 
     def slow(session):  # type: ignore[no-untyped-def]
-        commit_page(session, page(feed, items[:2], 0, 2), NOW, postgres=True)
+        commit_page(session, page(feed, items[:2], 0, 2), NOW, postgres=True, sign=SIGN)
         entered.set()
         release.wait(10)
         order.append("first committed")

@@ -104,6 +104,26 @@ def _peek_header(token: str) -> dict[str, Any] | None:
     return header if isinstance(header, dict) else None
 
 
+def verify_statement(token: str, *, typ: str, keys: PublicKeySource) -> bytes:
+    """The payload of a compact ES256 JWS of type `typ` signed by a key in `keys`."""
+    match = _COMPACT_ES256.fullmatch(token)
+    header = _peek_header(token) if match is not None else None
+    if match is None or header is None:
+        raise TokenRejected("malformed", "not a compact ES256 JWS")
+    if header.get("alg") != JWK_ALG or header.get("typ") != typ or set(header) != _STATEMENT_HEADER:
+        raise TokenRejected("wrong_header", f"not an {JWK_ALG} {typ}")
+    key = keys.public_key(str(header["kid"]))
+    if key is None:
+        raise TokenRejected("unknown_key", f"signed by key {header['kid']}, which is not accepted")
+    signing_input = f"{match.group(1)}.{match.group(2)}".encode()
+    if not es256_verify(signing_input, key, _b64decode(match.group(3))):
+        raise TokenRejected("bad_signature", "signature does not verify")
+    return _b64decode(match.group(2))
+
+
+_STATEMENT_HEADER = frozenset({"alg", "kid", "typ"})
+
+
 class TokenRejected(Exception):
     """A token failed verification; `reason` is a short machine-readable cause."""
 
@@ -277,6 +297,10 @@ class TokenMinter:
             "scope": "node",
         }
         return self._sign(claims, NODE_TYP), expires
+
+    def sign_statement(self, payload: bytes, typ: str) -> str:
+        """A compact JWS of `payload` (the caller's own canonical bytes) with the active key."""
+        return self._sign_encoded(payload, typ)[0]
 
     def _sign(self, claims: dict[str, Any], typ: str) -> str:
         return self._sign_encoded(_compact(claims), typ)[0]

@@ -31,6 +31,7 @@ from ppos.controlplane.core.metrics import (
 from ppos.controlplane.core.timeutil import utcnow
 from ppos.controlplane.services.registry_sync import sweep_records
 from ppos.controlplane.services.registry_sync.backoff import Backoff, is_retryable, retry_hint
+from ppos.controlplane.services.registry_sync.checkpoints import Signer
 from ppos.controlplane.services.registry_sync.client import RegistryClient, describe
 from ppos.controlplane.services.registry_sync.lag import LagGauges
 from ppos.controlplane.services.registry_sync.metering import Meter
@@ -112,6 +113,8 @@ class SweepContext:
     bus: StatusBus
     backoff: Backoff
     lag: LagGauges
+    # Signs each page's checkpoint of the region's chains (checkpoints.py).
+    sign_checkpoint: Signer
 
 
 class RegionRun:
@@ -221,7 +224,9 @@ class RegionRun:
         postgres = self._db.is_postgres
         now = utcnow()
         started = time.perf_counter()
-        outcome = await self._db.write(lambda s: commit_page(s, page, now, postgres=postgres))
+        outcome = await self._db.write(
+            lambda s: commit_page(s, page, now, postgres=postgres, sign=self._ctx.sign_checkpoint)
+        )
         page.timings["commit_ms"] = round((time.perf_counter() - started) * 1000, 1)
         region = self._region
         SYNC_RECORDS.labels(region).inc(outcome.inserted)

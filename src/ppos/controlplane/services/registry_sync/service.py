@@ -8,6 +8,7 @@ through a sweep's page commits. StartSweep and CancelSweep only request work
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -23,6 +24,7 @@ from ppos.controlplane.registrysync.v1 import registry_sync_service_pb2_grpc as 
 from ppos.controlplane.security.principal import current_principal
 from ppos.controlplane.services.registry_sync import convert, queries, sweep_records
 from ppos.controlplane.services.registry_sync.backoff import Backoff
+from ppos.controlplane.services.registry_sync.checkpoints import CHECKPOINT_TYP
 from ppos.controlplane.services.registry_sync.client import RegistryClient
 from ppos.controlplane.services.registry_sync.deps import RegistrySyncDeps
 from ppos.controlplane.services.registry_sync.lag import LagGauges
@@ -345,6 +347,7 @@ class RegistrySyncModule:
             bus=self._bus,
             backoff=Backoff(settings.retry_base, settings.retry_max, settings.retry_attempts),
             lag=LagGauges(),
+            sign_checkpoint=functools.partial(deps.minter.sign_statement, typ=CHECKPOINT_TYP),
         )
         self.scheduler = SyncScheduler(
             context,
