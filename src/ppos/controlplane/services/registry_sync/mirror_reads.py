@@ -1,0 +1,62 @@
+"""Reading a region's mirror for verification: rows in id order, payloads checked in place.
+
+On PostgreSQL the payload's SHA-256 is computed by the server (`sha256()`),
+so the bytes never cross the wire; on SQLite they are read and hashed here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from ppos.controlplane.security.keys import PublicKeySource
+from ppos.controlplane.services.registry_sync import checkpoints
+from ppos.controlplane.services.registry_sync.chain import QUARANTINE, SYNCED, ChainKind
+from ppos.controlplane.services.registry_sync.mirror_check import RegionReport, Row, verify_region
+from ppos.controlplane.services.registry_sync.models import SyncRegionRow
+from ppos.controlplane.storage.base import UTCDateTime
+
+_CONTENT = {
+    SYNCED.table: ("canonical_payload", "canonical_payload_sha256", "synced_at"),
+    QUARANTINE.table: ("raw_record", "raw_record_sha256", "quarantined_at"),
+}
+BATCH = 2_000
+
+
+def rows(session: Session, kind: ChainKind, region: str, *, postgres: bool) -> Iterator[Row]:
+    """The region's rows of one chain, oldest first, each with `content_intact`."""
+    content, digest, stamp = _CONTENT[kind.table]
+    columns = [name for name in kind.fields if name != "chain_position"]
+    check = f"sha256({content}) = {digest}" if postgres else content
+    statement = text(
+        f"SELECT chain_position, chain, chain_checks, {', '.join(columns)}, {check} AS content "
+        f"FROM {kind.table} WHERE region = :region ORDER BY {kind.id_column}"
+    ).columns(**{stamp: UTCDateTime()})
+    result = session.execute(statement, {"region": region}).mappings()
+    for partition in result.partitions(BATCH):
+        for mapping in partition:
+            row = dict(mapping)
+            held = row.pop("content")
+            for name in ("chain", "chain_checks", digest):
+                if row.get(name) is not None:
+                    row[name] = bytes(row[name])
+            intact = bool(held) if postgres else hashlib.sha256(held).digest() == row[digest]
+            row["content_intact"] = intact
+            yield row
+
+
+def verify_stored_region(
+    session: Session, region: str, keys: PublicKeySource, *, postgres: bool
+) -> RegionReport:
+    cursor = session.get(SyncRegionRow, region)
+    return verify_region(
+        region,
+        synced=rows(session, SYNCED, region, postgres=postgres),
+        quarantined=rows(session, QUARANTINE, region, postgres=postgres),
+        stored_checkpoints=list(checkpoints.stored(session, region)),
+        cursor=cursor.cursor if cursor is not None else "",
+        keys=keys,
+    )
