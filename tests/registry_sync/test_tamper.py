@@ -8,7 +8,9 @@ them: on SQLite by dropping the triggers, on PostgreSQL as the tables' owner
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +21,6 @@ from sqlalchemy.engine import Connection
 from ppos.controlplane.core import hashchain
 from ppos.controlplane.services.registry_sync import mirror_check as mc
 from ppos.controlplane.services.registry_sync.chain import SYNCED
-from ppos.controlplane.services.registry_sync.checkpoints import CHECKPOINT_TYP
 from ppos.controlplane.services.registry_sync.mirror_reads import verify_stored_region
 from ppos.controlplane.services.registry_sync.models import SyncedJobRow
 from ppos.controlplane.services.registry_sync.pages import commit_page
@@ -309,22 +310,39 @@ def test_quarantined_bytes_repaired_or_deleted_are_found(mirror: Database) -> No
     )
 
 
-def test_a_checkpoint_signed_by_another_key_is_forged(mirror: Database) -> None:
-    foreign_sign, _ = make_keys()
-    token = foreign_sign(b'{"region":"eu-west-1"}')
+def _add_checkpoint(db: Database, token: str) -> None:
     tamper(
-        mirror,
+        db,
         sql(
             "INSERT INTO audit_log (created_at, service, actor_kind, actor_name, method, "
             "resource_kind, resource_id, before_json, after_json, request_id, reason) VALUES "
             "(:t, 'registrysync', 'internal', 'x', 'm', 'sync_checkpoint', :r, '', :a, '', '')",
             t=NOW,
             r=REGION,
-            a='{"jws":"' + token + '"}',
+            a=json.dumps({"jws": token}),
         ),
     )
+
+
+def test_a_checkpoint_signed_by_another_key_proves_nothing(mirror: Database) -> None:
+    foreign_sign, _ = make_keys()
+    _add_checkpoint(mirror, foreign_sign(b'{"region":"eu-west-1"}'))
     divergence = verify(mirror).divergence
     assert divergence is not None
-    assert divergence.kind == mc.FORGED_CHECKPOINT
-    assert "unknown_key" in divergence.detail or "not accepted" in divergence.detail
-    assert CHECKPOINT_TYP
+    assert (divergence.kind, divergence.table) == (mc.UNVERIFIABLE_CHECKPOINT, "audit_log")
+    assert "not accepted" in divergence.detail
+
+
+def test_a_checkpoint_with_a_rewritten_payload_is_forged(mirror: Database) -> None:
+    with mirror.read_engine.connect() as connection:
+        stored = connection.execute(
+            text("SELECT after_json FROM audit_log WHERE resource_kind = 'sync_checkpoint'")
+        ).scalars()
+        header, _, signature = json.loads(list(stored)[-1])["jws"].split(".")
+    claims = {"region": REGION, "generation": 9, "cursor": "c_far", "synced": {}, "quarantine": {}}
+    body = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    _add_checkpoint(mirror, f"{header}.{body}.{signature}")
+    divergence = verify(mirror).divergence
+    assert divergence is not None
+    assert (divergence.kind, divergence.table) == (mc.FORGED_CHECKPOINT, "audit_log")
+    assert "signature does not verify" in divergence.detail

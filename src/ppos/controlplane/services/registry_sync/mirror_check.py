@@ -12,12 +12,13 @@ region's cursor, and names the first divergence it finds:
 - REWRITTEN: a chain that links but disagrees with a signed checkpoint's head
   (rewritten from some row on by someone who cannot sign);
 - FORGED_CHECKPOINT: a checkpoint whose signature does not verify;
+- UNVERIFIABLE_CHECKPOINT: the newest checkpoint is signed by a key no longer
+  accepted (the next page that changes the region signs a fresh one);
 - CURSOR_MOVED: the region's cursor is not the one its last checkpoint left.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -38,6 +39,7 @@ TRUNCATED = "TRUNCATED"
 REWRITTEN = "REWRITTEN"
 FORGED_CHECKPOINT = "FORGED_CHECKPOINT"
 CURSOR_MOVED = "CURSOR_MOVED"
+UNVERIFIABLE_CHECKPOINT = "UNVERIFIABLE_CHECKPOINT"
 
 # A stored row as read for verification: every chained field, the chain
 # columns, and `content_intact` (the payload's or raw record's bytes hash to
@@ -177,31 +179,37 @@ def walk_chain(kind: ChainKind, rows: Iterable[Row], wanted: set[int]) -> _Walk:
 
 
 def open_checkpoints(
-    region: str, stored: Iterable[StoredCheckpoint], keys: PublicKeySource
+    region: str, stored: Sequence[StoredCheckpoint], keys: PublicKeySource
 ) -> tuple[list[Checkpoint], Divergence | None]:
-    """The region's checkpoints whose signatures verify; the first one that does not."""
+    """The region's checkpoints whose signatures verify; the first one that does not.
+
+    A checkpoint signed by a key no longer accepted (rotated out) proves nothing
+    and is passed over while a later one verifies: every page that changes the
+    region signs a fresh one. The newest must verify.
+    """
     opened: list[Checkpoint] = []
-    for item in stored:
+    for index, item in enumerate(stored):
         try:
             checkpoint = Checkpoint.decode(
                 verify_statement(item.jws, typ=CHECKPOINT_TYP, keys=keys)
             )
-        except (TokenRejected, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
-            return opened, Divergence(
-                FORGED_CHECKPOINT,
-                "audit_log",
-                row_id=item.audit_id,
-                detail=f"checkpoint does not verify: {exc}",
-            )
+        except TokenRejected as exc:
+            if exc.reason == "unknown_key" and index < len(stored) - 1:
+                continue
+            kind = UNVERIFIABLE_CHECKPOINT if exc.reason == "unknown_key" else FORGED_CHECKPOINT
+            return opened, _bad_checkpoint(kind, item, str(exc))
+        except (ValueError, KeyError, TypeError) as exc:
+            return opened, _bad_checkpoint(FORGED_CHECKPOINT, item, f"not a checkpoint: {exc}")
         if checkpoint.region != region:
-            return opened, Divergence(
-                FORGED_CHECKPOINT,
-                "audit_log",
-                row_id=item.audit_id,
-                detail=f"signed for {checkpoint.region}",
+            return opened, _bad_checkpoint(
+                FORGED_CHECKPOINT, item, f"signed for {checkpoint.region}"
             )
         opened.append(checkpoint)
     return opened, None
+
+
+def _bad_checkpoint(kind: str, item: StoredCheckpoint, why: str) -> Divergence:
+    return Divergence(kind, "audit_log", row_id=item.audit_id, detail=f"checkpoint: {why}")
 
 
 def against_checkpoints(walk: _Walk, tips: Sequence[Tip]) -> Divergence | None:
@@ -250,7 +258,7 @@ def verify_region(
     *,
     synced: Iterable[Row],
     quarantined: Iterable[Row],
-    stored_checkpoints: Iterable[StoredCheckpoint],
+    stored_checkpoints: Sequence[StoredCheckpoint],
     cursor: str,
     keys: PublicKeySource,
 ) -> RegionReport:

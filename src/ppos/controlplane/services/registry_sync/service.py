@@ -29,6 +29,7 @@ from ppos.controlplane.services.registry_sync.client import RegistryClient
 from ppos.controlplane.services.registry_sync.deps import RegistrySyncDeps
 from ppos.controlplane.services.registry_sync.lag import LagGauges
 from ppos.controlplane.services.registry_sync.metering import Meter, Rates
+from ppos.controlplane.services.registry_sync.mirror_verifier import MirrorVerifier
 from ppos.controlplane.services.registry_sync.models import SweepRegionRow, SweepRow
 from ppos.controlplane.services.registry_sync.region_pull import StatusBus, SweepContext
 from ppos.controlplane.services.registry_sync.scheduler import SyncScheduler
@@ -52,8 +53,15 @@ SHUTDOWN_MESSAGE = (
 
 
 class RegistrySyncServicer(pb_grpc.RegistrySyncServiceServicer):
-    def __init__(self, deps: RegistrySyncDeps, scheduler: SyncScheduler, bus: StatusBus) -> None:
+    def __init__(
+        self,
+        deps: RegistrySyncDeps,
+        scheduler: SyncScheduler,
+        bus: StatusBus,
+        verifier: MirrorVerifier,
+    ) -> None:
         self._deps = deps
+        self._verifier = verifier
         self._settings = deps.settings
         self._scheduler = scheduler
         self._bus = bus
@@ -265,6 +273,16 @@ class RegistrySyncServicer(pb_grpc.RegistrySyncServiceServicer):
 
         return pb.GetSyncedJobResponse(job=await self._deps.db.read(work))
 
+    async def VerifyMirror(
+        self, request: pb.VerifyMirrorRequest, context: Context
+    ) -> pb.VerifyMirrorResponse:
+        regions = list(request.regions)
+        self._check_regions("regions", regions)
+        results = await self._verifier.verify(regions or self._regions)
+        return pb.VerifyMirrorResponse(
+            verifications=[convert.mirror_verification(report, at) for report, at in results]
+        )
+
     async def ListSyncedJobs(
         self, request: pb.ListSyncedJobsRequest, context: Context
     ) -> pb.ListSyncedJobsResponse:
@@ -349,6 +367,7 @@ class RegistrySyncModule:
             lag=LagGauges(),
             sign_checkpoint=functools.partial(deps.minter.sign_statement, typ=CHECKPOINT_TYP),
         )
+        self.verifier = MirrorVerifier(deps.db, deps.checkpoint_keys, sorted(settings.regions))
         self.scheduler = SyncScheduler(
             context,
             self._clients,
@@ -358,13 +377,15 @@ class RegistrySyncModule:
 
     def register(self, server: grpc.aio.Server) -> None:
         pb_grpc.add_RegistrySyncServiceServicer_to_server(
-            RegistrySyncServicer(self._deps, self.scheduler, self._bus), server
+            RegistrySyncServicer(self._deps, self.scheduler, self._bus, self.verifier), server
         )
 
     async def start(self) -> None:
         await self.scheduler.start()
+        self.verifier.start(self._deps.settings.verify_interval)
 
     async def stop(self) -> None:
+        await self.verifier.stop()
         await self.scheduler.stop()
         for client in self._clients.values():
             await client.close()
