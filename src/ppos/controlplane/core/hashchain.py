@@ -17,7 +17,8 @@ import datetime as dt
 import hashlib
 import struct
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 GENESIS = bytes(32)
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -27,27 +28,54 @@ _LENGTH = struct.Struct(">BI")
 Value = None | bool | int | str | bytes | dt.datetime
 
 
+def _none(value: None) -> bytes:
+    return b"\x00"
+
+
+def _int(value: int) -> bytes:
+    return _INT.pack(1, value)
+
+
+def _bool(value: bool) -> bytes:
+    return _INT.pack(5, int(value))
+
+
+def _str(value: str) -> bytes:
+    data = value.encode("utf-8")
+    return _LENGTH.pack(2, len(data)) + data
+
+
+def _bytes(value: bytes | bytearray | memoryview) -> bytes:
+    data = bytes(value)
+    return _LENGTH.pack(3, len(data)) + data
+
+
+def _datetime(value: dt.datetime) -> bytes:
+    if value.tzinfo is None:
+        raise ValueError("naive datetime in a hash chain")
+    delta = value - _EPOCH
+    return _INT.pack(4, (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds)
+
+
+# By exact type: one lookup per field (this runs for every field of every row verified).
+_ENCODERS: dict[type, Callable[[Any], bytes]] = {
+    type(None): _none,
+    int: _int,
+    bool: _bool,
+    str: _str,
+    bytes: _bytes,
+    bytearray: _bytes,
+    memoryview: _bytes,
+    dt.datetime: _datetime,
+}
+
+
 def encode_value(value: Value) -> bytes:
     """One field: a type tag, then a fixed-size integer or a length-prefixed byte string."""
-    if value is None:
-        return b"\x00"
-    if isinstance(value, bool):
-        return _INT.pack(5, int(value))
-    if isinstance(value, int):
-        return _INT.pack(1, value)
-    if isinstance(value, str):
-        data = value.encode("utf-8")
-        return _LENGTH.pack(2, len(data)) + data
-    if isinstance(value, bytes | bytearray | memoryview):
-        data = bytes(value)
-        return _LENGTH.pack(3, len(data)) + data
-    if isinstance(value, dt.datetime):
-        if value.tzinfo is None:
-            raise ValueError("naive datetime in a hash chain")
-        delta = value - _EPOCH
-        micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-        return _INT.pack(4, micros)
-    raise TypeError(f"cannot encode {type(value).__name__} in a hash chain")
+    encoder = _ENCODERS.get(type(value))
+    if encoder is None:
+        raise TypeError(f"cannot encode {type(value).__name__} in a hash chain")
+    return encoder(value)
 
 
 def encode(domain: bytes, values: Sequence[Value]) -> bytes:
@@ -55,7 +83,10 @@ def encode(domain: bytes, values: Sequence[Value]) -> bytes:
 
 
 def link(previous: bytes, domain: bytes, values: Sequence[Value]) -> bytes:
-    return hashlib.sha256(previous + encode(domain, values)).digest()
+    digest = hashlib.sha256(previous)
+    digest.update(_LENGTH.pack(0, len(domain)) + domain)
+    digest.update(b"".join(map(encode_value, values)))
+    return digest.digest()
 
 
 def field_checks(values: Sequence[Value]) -> bytes:

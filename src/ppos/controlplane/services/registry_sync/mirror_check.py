@@ -79,12 +79,19 @@ class _Walk:
 
     kind: ChainKind
     wanted: set[int]
-    tip: Tip = field(default_factory=Tip)
+    # The tip so far, kept as plain fields (a Tip per row costs more than its hash).
+    position: int = 0
+    row_id: int = 0
+    chain: bytes = hashchain.GENESIS
     links: dict[int, tuple[int, bytes]] = field(default_factory=dict)
     divergence: Divergence | None = None
     # The link before the previous row: tells a forged row from the genuine one after it.
     before_previous: bytes = hashchain.GENESIS
     previous_row: Row | None = None
+
+    @property
+    def tip(self) -> Tip:
+        return Tip(self.position, self.row_id, self.chain)
 
 
 def _describe(
@@ -109,7 +116,7 @@ def _values(kind: ChainKind, row: Row) -> list[hashchain.Value]:
 
 def _step(walk: _Walk, row: Row) -> Divergence | None:
     """Check one row against the chain so far; extend the walk when it holds."""
-    kind, expected = walk.kind, walk.tip.position + 1
+    kind, expected = walk.kind, walk.position + 1
     link, position = row.get("chain"), row.get("chain_position")
     if not isinstance(link, bytes | bytearray | memoryview) or not isinstance(position, int):
         return _describe(kind, row, INSERTED, fields=("chain",), detail="the row carries no chain")
@@ -121,7 +128,7 @@ def _step(walk: _Walk, row: Row) -> Divergence | None:
     if position < expected:
         return _repeated(walk, row, position)
     values = _values(kind, row)
-    fresh = hashchain.link(walk.tip.chain, kind.domain, values)
+    fresh = hashchain.link(walk.chain, kind.domain, values)
     if fresh != bytes(link):
         checks = row.get("chain_checks")
         held = bytes(checks) if isinstance(checks, bytes | bytearray | memoryview) else b""
@@ -147,10 +154,11 @@ def _step(walk: _Walk, row: Row) -> Divergence | None:
         return _describe(
             kind, row, CHANGED, fields=(content,), detail="the bytes do not match their digest"
         )
-    walk.before_previous, walk.previous_row = walk.tip.chain, row
-    walk.tip = Tip(position, int(str(row[kind.id_column])), fresh)
+    walk.before_previous, walk.previous_row = walk.chain, row
+    walk.position, walk.chain = position, fresh
+    walk.row_id = row[kind.id_column]  # type: ignore[assignment]
     if position in walk.wanted:
-        walk.links[position] = (walk.tip.row_id, fresh)
+        walk.links[position] = (walk.row_id, fresh)
     return None
 
 
@@ -160,7 +168,7 @@ def _repeated(walk: _Walk, row: Row, position: int) -> Divergence:
     previous = walk.previous_row
     if (
         previous is not None
-        and position == walk.tip.position
+        and position == walk.position
         and hashchain.link(walk.before_previous, kind.domain, _values(kind, row))
         == row.get("chain")
     ):
