@@ -65,6 +65,11 @@ def rows(
 def verify_stored_region(
     session: Session, region: str, keys: PublicKeySource, *, postgres: bool, payloads: bool = True
 ) -> RegionReport:
+    if postgres:
+        # One snapshot for the rows, the checkpoints and the cursor: under READ
+        # COMMITTED a page committing between two of the reads would look like a
+        # truncated chain or a moved cursor. (A SQLite read transaction is one already.)
+        session.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"))
     cursor = session.get(SyncRegionRow, region)
     return verify_region(
         region,
