@@ -42,7 +42,7 @@ class Plan:
 PLANS = {"smoke": Plan(records=3_000, rounds=1), "full": Plan(records=100_000, rounds=3)}
 
 
-def _store(db: Database, count: int, minter: TokenMinter) -> None:
+def _store(db: Database, count: int, minter: TokenMinter, keys: KeyRing) -> None:
     rows = _rows(count)
     now = dt.datetime.now(dt.UTC)
     db.write_sync(
@@ -84,7 +84,7 @@ def _store(db: Database, count: int, minter: TokenMinter) -> None:
             wire_size=0,
             records=items,
         )
-        db.write_sync(lambda s, p=page: commit_page(s, p, now, postgres=True, sign=sign))
+        db.write_sync(lambda s, p=page: commit_page(s, p, now, postgres=True, sign=sign, keys=keys))
 
 
 def _digests(db: Database) -> int:
@@ -111,7 +111,7 @@ async def run(mode: Mode) -> Result:
         db = Database(url, pool_size=2)
         try:
             started = time.perf_counter()
-            _store(db, plan.records, minter)
+            _store(db, plan.records, minter, ring)
             result.figure(
                 "store_rows_per_s", plan.records / (time.perf_counter() - started), "rows/s"
             )

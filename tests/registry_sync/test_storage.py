@@ -25,7 +25,7 @@ from ppos.controlplane.storage.database import Database
 from ppos.controlplane.storage.models import load_all
 from ppos.preflightsim import samples
 from ppos.preflightsim.feed import Feed, unframe
-from tests.registry_sync.checkpoint_keys import SIGN
+from tests.registry_sync.checkpoint_keys import KEYS, SIGN
 
 REGION = "eu-west-1"
 NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
@@ -102,7 +102,7 @@ def test_a_page_commits_rows_quarantine_and_cursor_together(db: Database) -> Non
     bad = Rejected(b"\x00bytes as received", "INVALID_ENVELOPE", "not a JobRecord")
     outcome = db.write_sync(
         lambda s: commit_page(
-            s, page(feed, [*items, bad], 0, 6), NOW, postgres=db.is_postgres, sign=SIGN
+            s, page(feed, [*items, bad], 0, 6), NOW, postgres=db.is_postgres, sign=SIGN, keys=KEYS
         )
     )
     assert (outcome.inserted, outcome.quarantined, outcome.generation) == (
@@ -124,7 +124,7 @@ def test_a_page_commits_rows_quarantine_and_cursor_together(db: Database) -> Non
     with pytest.raises(CursorMoved):
         db.write_sync(
             lambda s: commit_page(
-                s, page(more_feed, more, 0, 10), NOW, postgres=db.is_postgres, sign=SIGN
+                s, page(more_feed, more, 0, 10), NOW, postgres=db.is_postgres, sign=SIGN, keys=KEYS
             )
         )
     assert db.read_sync(state) == (feed.cursor(6), 1, 6, 6, [b"\x00bytes as received"])
@@ -134,7 +134,14 @@ def test_a_page_commits_rows_quarantine_and_cursor_together(db: Database) -> Non
         pass
 
     def half(session):  # type: ignore[no-untyped-def]
-        commit_page(session, page(more_feed, more, 1, 10), NOW, postgres=db.is_postgres, sign=SIGN)
+        commit_page(
+            session,
+            page(more_feed, more, 1, 10),
+            NOW,
+            postgres=db.is_postgres,
+            sign=SIGN,
+            keys=KEYS,
+        )
         raise Boom
 
     with pytest.raises(Boom):
@@ -146,14 +153,21 @@ def test_a_revision_is_never_overwritten(db: Database) -> None:
     prepare(db)
     feed, items = records(3)
     db.write_sync(
-        lambda s: commit_page(s, page(feed, items, 0, 3), NOW, postgres=db.is_postgres, sign=SIGN)
+        lambda s: commit_page(
+            s, page(feed, items, 0, 3), NOW, postgres=db.is_postgres, sign=SIGN, keys=KEYS
+        )
     )
     original = items[1]
     assert isinstance(original, Accepted)
     rewritten = dataclasses.replace(original, payload=b"{}", digest=hashlib.sha256(b"{}").digest())
     again = db.write_sync(
         lambda s: commit_page(
-            s, page(feed, [items[0], rewritten], 1, 3), NOW, postgres=db.is_postgres, sign=SIGN
+            s,
+            page(feed, [items[0], rewritten], 1, 3),
+            NOW,
+            postgres=db.is_postgres,
+            sign=SIGN,
+            keys=KEYS,
         )
     )
     assert (again.inserted, again.duplicates, again.quarantined) == (0, 1, {"REVISION_CONFLICT": 1})
@@ -207,7 +221,9 @@ def test_the_database_refuses_to_rewrite_any_column_of_a_synced_revision(
     prepare(db)
     feed, items = records(2)
     db.write_sync(
-        lambda s: commit_page(s, page(feed, items, 0, 2), NOW, postgres=db.is_postgres, sign=SIGN)
+        lambda s: commit_page(
+            s, page(feed, items, 0, 2), NOW, postgres=db.is_postgres, sign=SIGN, keys=KEYS
+        )
     )
     forged = SYNCED_FORGERIES[column]
     with pytest.raises(DBAPIError, match="append-only"):
@@ -222,7 +238,9 @@ def test_the_database_refuses_to_edit_any_column_of_a_quarantined_record(
     feed, _ = records(1)
     bad = Rejected(b"\xff\xfe", "INVALID_ENVELOPE", "not a JobRecord")
     db.write_sync(
-        lambda s: commit_page(s, page(feed, [bad], 0, 1), NOW, postgres=db.is_postgres, sign=SIGN)
+        lambda s: commit_page(
+            s, page(feed, [bad], 0, 1), NOW, postgres=db.is_postgres, sign=SIGN, keys=KEYS
+        )
     )
     forged = QUARANTINE_FORGERIES[column]
     with pytest.raises(DBAPIError, match="append-only"):
@@ -241,7 +259,7 @@ def test_the_database_refuses_to_delete_synced_truth(
     bad = Rejected(b"\xff\xfe", "INVALID_ENVELOPE", "not a JobRecord")
     db.write_sync(
         lambda s: commit_page(
-            s, page(feed, [*items, bad], 0, 2), NOW, postgres=db.is_postgres, sign=SIGN
+            s, page(feed, [*items, bad], 0, 2), NOW, postgres=db.is_postgres, sign=SIGN, keys=KEYS
         )
     )
     with pytest.raises(DBAPIError, match="append-only"):
@@ -263,7 +281,7 @@ def test_page_commits_take_the_sequence_lock_on_postgresql(db: Database) -> None
     order: list[str] = []
 
     def slow(session):  # type: ignore[no-untyped-def]
-        commit_page(session, page(feed, items[:2], 0, 2), NOW, postgres=True, sign=SIGN)
+        commit_page(session, page(feed, items[:2], 0, 2), NOW, postgres=True, sign=SIGN, keys=KEYS)
         entered.set()
         release.wait(10)
         order.append("first committed")

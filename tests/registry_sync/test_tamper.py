@@ -67,7 +67,7 @@ def mirror(db: Database) -> Database:
     for generation, (chunk, last) in enumerate(((first, 6), (second, 10))):
         db.write_sync(
             lambda s, c=chunk, g=generation, n=last: commit_page(
-                s, page(feed, c, g, n), NOW, postgres=db.is_postgres, sign=SIGN
+                s, page(feed, c, g, n), NOW, postgres=db.is_postgres, sign=SIGN, keys=KEYS
             )
         )
     return db
@@ -346,3 +346,32 @@ def test_a_checkpoint_with_a_rewritten_payload_is_forged(mirror: Database) -> No
     assert divergence is not None
     assert (divergence.kind, divergence.table) == (mc.FORGED_CHECKPOINT, "audit_log")
     assert "signature does not verify" in divergence.detail
+
+
+def test_a_forged_tail_row_is_not_signed_into_the_next_page(mirror: Database) -> None:
+    """The next page chains on from the last signed checkpoint, not from the
+    forged row, so the forgery still stands out after the sync has moved on."""
+    payload = b'{"jobId":"job_forged"}'
+    forged = _forged_after(
+        mirror,
+        10,
+        sync_sequence=row_at(mirror, 10)["sync_sequence"] + 1,
+        job_id="job_forged",
+        canonical_payload=payload,
+        canonical_payload_sha256=hashlib.sha256(payload).digest(),
+        payload_size=len(payload),
+    )
+    tamper(mirror, _insert(forged))
+    feed, more = records(2, start=10)
+    mirror.write_sync(
+        lambda s: commit_page(
+            s, page(feed, more, 2, 12), NOW, postgres=mirror.is_postgres, sign=SIGN, keys=KEYS
+        )
+    )
+    divergence = verify(mirror).divergence
+    assert divergence is not None
+    assert (divergence.kind, divergence.position, divergence.job_id) == (
+        mc.INSERTED,
+        11,
+        "job_forged",
+    )

@@ -18,6 +18,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ppos.controlplane.core.context import internal
+from ppos.controlplane.security.keys import PublicKeySource
+from ppos.controlplane.security.tokens import TokenRejected, verify_statement
 from ppos.controlplane.services.registry_sync.chain import Tip
 from ppos.controlplane.storage import audit
 from ppos.controlplane.storage.audit import AuditEntry
@@ -92,6 +94,34 @@ def append(session: Session, checkpoint: Checkpoint, sign: Signer) -> None:
 class StoredCheckpoint:
     audit_id: int
     jws: str
+
+
+# How far back commit_page looks for a checkpoint that verifies (normally the newest does).
+NEWEST_LOOKBACK = 8
+
+
+def newest_signed(session: Session, region: str, keys: PublicKeySource) -> Checkpoint | None:
+    """The region's newest checkpoint whose signature verifies, if any.
+
+    A page extends the chains from here, not from the tables' last rows: a row
+    slipped in after the last checkpoint (links and all) then collides with
+    the page's positions instead of being chained into the next signed one.
+    """
+    rows = session.execute(
+        select(AuditEntry.after_json)
+        .where(AuditEntry.resource_kind == RESOURCE_KIND, AuditEntry.resource_id == region)
+        .order_by(AuditEntry.audit_id.desc())
+        .limit(NEWEST_LOOKBACK)
+    )
+    for (after_json,) in rows:
+        try:
+            token = json.loads(after_json)["jws"]
+            checkpoint = Checkpoint.decode(verify_statement(token, typ=CHECKPOINT_TYP, keys=keys))
+        except (TokenRejected, ValueError, KeyError, TypeError):
+            continue
+        if checkpoint.region == region:
+            return checkpoint
+    return None
 
 
 def stored(session: Session, region: str) -> Iterator[StoredCheckpoint]:

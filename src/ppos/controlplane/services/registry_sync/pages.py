@@ -32,6 +32,8 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from ppos.controlplane.core.logging import get_logger
+from ppos.controlplane.security.keys import PublicKeySource
 from ppos.controlplane.services.registry_sync import chain, checkpoints
 from ppos.controlplane.services.registry_sync.checkpoints import Checkpoint, Signer
 from ppos.controlplane.services.registry_sync.models import (
@@ -52,6 +54,8 @@ from ppos.controlplane.services.registry_sync.verify import (
     Rejected,
 )
 from ppos.controlplane.storage.locks import transaction_lock
+
+_log = get_logger("ppos.registrysync.pages")
 
 # pg_advisory_xact_lock key that orders sync sequences ("ppos" "sync" "seq").
 SEQUENCE_LOCK_KEY = 0x70706F73_73657100
@@ -229,10 +233,10 @@ def _quarantine(
     rejected: list[Rejected],
     page: VerifiedPage,
     now: dt.datetime,
+    start: chain.Tip,
     *,
     postgres: bool,
 ) -> chain.Tip:
-    start = chain.tip(session, chain.QUARANTINE, page.region)
     if not rejected:
         return start
     values: list[dict[str, object]] = [
@@ -255,8 +259,36 @@ def _quarantine(
     return end
 
 
+def _chain_starts(
+    session: Session, region: str, keys: PublicKeySource
+) -> tuple[chain.Tip, chain.Tip, bool]:
+    """Where the page's rows chain on: the newest signed checkpoint's tips (the
+    tables' last rows when the region has none yet, e.g. chained by the
+    migration; then this page signs its first checkpoint whatever it holds)."""
+    signed = checkpoints.newest_signed(session, region, keys)
+    if signed is not None:
+        held = (
+            chain.tip(session, chain.SYNCED, region),
+            chain.tip(session, chain.QUARANTINE, region),
+        )
+        if held != (signed.synced, signed.quarantine):
+            _log.warning("sync.chain_not_as_signed", region=region)
+        return signed.synced, signed.quarantine, False
+    return (
+        chain.tip(session, chain.SYNCED, region),
+        chain.tip(session, chain.QUARANTINE, region),
+        True,
+    )
+
+
 def commit_page(
-    session: Session, page: VerifiedPage, now: dt.datetime, *, postgres: bool, sign: Signer
+    session: Session,
+    page: VerifiedPage,
+    now: dt.datetime,
+    *,
+    postgres: bool,
+    sign: Signer,
+    keys: PublicKeySource,
 ) -> PageOutcome:
     """Write the page, extend the region's chains, advance the cursor and append a
     signed checkpoint, in the caller's (one) transaction."""
@@ -272,7 +304,8 @@ def commit_page(
     previous_cursor = region.cursor
     candidates, rejected, duplicates = _split_page(page)
     new_rows = list(candidates.values())
-    start = chain.tip(session, chain.SYNCED, page.region)
+    starts = _chain_starts(session, page.region, keys)
+    start = starts[0]
     synced = _insert_rows(session, new_rows, page, now, start, postgres=postgres)
     if synced is None:
         # Some of these revisions are stored already: insert only the new ones.
@@ -282,7 +315,7 @@ def commit_page(
         synced = _insert_rows(session, new_rows, page, now, start, postgres=postgres)
         if synced is None:
             raise CursorMoved(f"region {page.region}: revisions appeared during the page")
-    quarantined = _quarantine(session, rejected, page, now, postgres=postgres)
+    quarantined = _quarantine(session, rejected, page, now, starts[1], postgres=postgres)
 
     outcome = PageOutcome(
         inserted=len(new_rows),
@@ -293,7 +326,7 @@ def commit_page(
     for item in rejected:
         outcome.quarantined[item.reason] = outcome.quarantined.get(item.reason, 0) + 1
     _advance_region(region, page, outcome, new_rows, now)
-    if new_rows or rejected or page.next_cursor != previous_cursor:
+    if new_rows or rejected or page.next_cursor != previous_cursor or starts[2]:
         checkpoint = Checkpoint(
             page.region, region.generation, page.next_cursor, synced, quarantined
         )

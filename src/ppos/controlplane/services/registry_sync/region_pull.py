@@ -29,6 +29,7 @@ from ppos.controlplane.core.metrics import (
     SYNC_SWEEP_DURATION,
 )
 from ppos.controlplane.core.timeutil import utcnow
+from ppos.controlplane.security.keys import PublicKeySource
 from ppos.controlplane.services.registry_sync import sweep_records
 from ppos.controlplane.services.registry_sync.backoff import Backoff, is_retryable, retry_hint
 from ppos.controlplane.services.registry_sync.checkpoints import Signer
@@ -115,6 +116,8 @@ class SweepContext:
     lag: LagGauges
     # Signs each page's checkpoint of the region's chains (checkpoints.py).
     sign_checkpoint: Signer
+    # Verifies the newest checkpoint a page chains on.
+    checkpoint_keys: PublicKeySource
 
 
 class RegionRun:
@@ -225,7 +228,14 @@ class RegionRun:
         now = utcnow()
         started = time.perf_counter()
         outcome = await self._db.write(
-            lambda s: commit_page(s, page, now, postgres=postgres, sign=self._ctx.sign_checkpoint)
+            lambda s: commit_page(
+                s,
+                page,
+                now,
+                postgres=postgres,
+                sign=self._ctx.sign_checkpoint,
+                keys=self._ctx.checkpoint_keys,
+            )
         )
         page.timings["commit_ms"] = round((time.perf_counter() - started) * 1000, 1)
         region = self._region

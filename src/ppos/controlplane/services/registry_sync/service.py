@@ -366,6 +366,7 @@ class RegistrySyncModule:
             backoff=Backoff(settings.retry_base, settings.retry_max, settings.retry_attempts),
             lag=LagGauges(),
             sign_checkpoint=functools.partial(deps.minter.sign_statement, typ=CHECKPOINT_TYP),
+            checkpoint_keys=deps.checkpoint_keys,
         )
         self.verifier = MirrorVerifier(deps.db, deps.checkpoint_keys, sorted(settings.regions))
         self.scheduler = SyncScheduler(
