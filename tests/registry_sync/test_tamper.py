@@ -15,7 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from sqlalchemy import insert, select, text
+from alembic import command
+from sqlalchemy import insert, inspect, select, text
 from sqlalchemy.engine import Connection
 
 from ppos.controlplane.core import hashchain
@@ -25,6 +26,7 @@ from ppos.controlplane.services.registry_sync.mirror_reads import verify_stored_
 from ppos.controlplane.services.registry_sync.models import SyncedJobRow
 from ppos.controlplane.services.registry_sync.pages import commit_page
 from ppos.controlplane.services.registry_sync.verify import Rejected
+from ppos.controlplane.storage import migrate
 from ppos.controlplane.storage.database import Database
 from tests.registry_sync.checkpoint_keys import KEYS, SIGN, make_keys
 from tests.registry_sync.test_storage import NOW, REGION, page, prepare, records
@@ -375,3 +377,19 @@ def test_a_forged_tail_row_is_not_signed_into_the_next_page(mirror: Database) ->
         11,
         "job_forged",
     )
+
+
+def test_the_migration_chains_stored_rows_as_the_sync_does(mirror: Database) -> None:
+    """Down to registrysync_0001 (no chain) and up again: the migration chains the
+    rows already stored, link for link as the sync did, so the checkpoints hold."""
+    before = row_at(mirror, 10)["chain"]
+    config = migrate.alembic_config(mirror.write_engine)
+    command.downgrade(config, "registrysync_0001")
+    with mirror.read_engine.connect() as connection:
+        columns = {c["name"] for c in inspect(connection).get_columns("synced_jobs")}
+    assert "chain" not in columns
+    command.upgrade(config, "heads")
+    assert row_at(mirror, 10)["chain"] == before
+    report = verify(mirror)
+    assert report.divergence is None
+    assert (report.synced_rows, report.quarantined_rows) == (10, 2)
