@@ -114,8 +114,8 @@ def seal(kind: ChainKind, start: Tip, rows: Sequence[dict[str, object]]) -> Tip:
         position += 1
         row["chain_position"] = position
         values = [row[name] for name in kind.fields]
-        previous = hashchain.link(previous, kind.domain, values)  # type: ignore[arg-type]
+        previous, checks = hashchain.link_and_checks(previous, kind.domain, values)  # type: ignore[arg-type]
         row["chain"] = previous
-        row["chain_checks"] = hashchain.field_checks(values)  # type: ignore[arg-type]
+        row["chain_checks"] = checks
         row_id = int(row[kind.id_column])  # type: ignore[call-overload]
     return Tip(position, row_id, previous)
