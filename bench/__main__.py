@@ -16,6 +16,7 @@ BENCHMARKS = {
     "node_sweep": "bench.bench_node_sweep",
     "watch_fanout": "bench.bench_watch_fanout",
     "sync_ingest": "bench.bench_sync_ingest",
+    "verify": "bench.bench_verify",
     "outbox": "bench.bench_outbox",
     "read_path": "bench.bench_read_path",
     "load": "bench.bench_load",

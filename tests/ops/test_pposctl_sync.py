@@ -129,7 +129,7 @@ async def test_sync_status_sweep_jobs_and_payloads(world: World, tmp_path: Path)
     )
     assert shown.code == 0, shown.stderr
     assert shown.stderr.startswith("canonical payload written to")
-    assert "(verified)" in shown.stdout
+    assert "(matches its digest;" in shown.stdout
     # The old spelling, REGION JOB --revision N, still works, with warnings.
     as_json = await world.ctl(
         "-o", "json", "sync", "jobs", "get", REGION, "fix_1779116603391", "--revision", "1"

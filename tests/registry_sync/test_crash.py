@@ -18,7 +18,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
 
+from ppos.controlplane.security.keys import KeyRing
+from ppos.controlplane.services.registry_sync.mirror_reads import verify_stored_region
 from ppos.controlplane.services.registry_sync.models import (
     QuarantinedRecordRow,
     SyncedJobRow,
@@ -138,7 +141,7 @@ def cursor(engine: Engine) -> str:
         return str(connection.scalar(select(SyncRegionRow.cursor)) or "")
 
 
-def verify_mirror(engine: Engine) -> None:
+def verify_mirror(engine: Engine, data_dir: Path) -> None:
     source = {
         (r.job_id, r.revision): hashlib.sha256(r.payload).digest()
         for r in samples.generate(region=REGION, count=RECORDS, size=SIZE, distinct=500)
@@ -161,6 +164,14 @@ def verify_mirror(engine: Engine) -> None:
         assert hashlib.sha256(bytes(payload)).digest() == source[(job_id, revision)]
     assert quarantined == 0
     assert cursor(engine) == Feed(REGION).cursor(RECORDS)
+    # The chain, through every kill, checked against the checkpoints the plane signed.
+    keys = KeyRing.from_directory(data_dir / "keys")
+    with Session(engine) as session:
+        report = verify_stored_region(
+            session, REGION, keys, postgres=engine.dialect.name == "postgresql"
+        )
+    assert report.divergence is None, report.divergence
+    assert report.synced_rows == len(source)
 
 
 def test_sigkill_at_random_points_loses_and_duplicates_nothing(
@@ -197,7 +208,7 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(
         proc = serve(env, log)
         wait_for(lambda: cursor(engine) == Feed(REGION).cursor(RECORDS), what="the head")
         assert proc.stop() == 0
-        verify_mirror(engine)
+        verify_mirror(engine, data_dir)
     finally:
         if proc is not None and proc.alive:
             proc.kill()
@@ -235,7 +246,7 @@ def test_a_follower_takes_over_when_the_leader_is_killed(
         assert stored(engine) < RECORDS
         wait_for(lambda: cursor(engine) == Feed(REGION).cursor(RECORDS), what="the head")
         assert follower.stop() == 0
-        verify_mirror(engine)
+        verify_mirror(engine, data_dir)
     finally:
         for proc in started:
             if proc.alive:

@@ -25,6 +25,7 @@ from ppos.controlplane.storage.database import Database
 from ppos.controlplane.storage.models import load_all
 from ppos.preflightsim import samples
 from ppos.preflightsim.feed import Feed, unframe
+from tests.registry_sync.checkpoint_keys import KEYS, SIGN
 
 REGION = "eu-west-1"
 NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
@@ -100,7 +101,9 @@ def test_a_page_commits_rows_quarantine_and_cursor_together(db: Database) -> Non
     feed, items = records(6)
     bad = Rejected(b"\x00bytes as received", "INVALID_ENVELOPE", "not a JobRecord")
     outcome = db.write_sync(
-        lambda s: commit_page(s, page(feed, [*items, bad], 0, 6), NOW, postgres=db.is_postgres)
+        lambda s: commit_page(
+            s, page(feed, [*items, bad], 0, 6), NOW, postgres=db.is_postgres, sign=SIGN, keys=KEYS
+        )
     )
     assert (outcome.inserted, outcome.quarantined, outcome.generation) == (
         6,
@@ -120,7 +123,9 @@ def test_a_page_commits_rows_quarantine_and_cursor_together(db: Database) -> Non
     more_feed, more = records(4, start=6)
     with pytest.raises(CursorMoved):
         db.write_sync(
-            lambda s: commit_page(s, page(more_feed, more, 0, 10), NOW, postgres=db.is_postgres)
+            lambda s: commit_page(
+                s, page(more_feed, more, 0, 10), NOW, postgres=db.is_postgres, sign=SIGN, keys=KEYS
+            )
         )
     assert db.read_sync(state) == (feed.cursor(6), 1, 6, 6, [b"\x00bytes as received"])
 
@@ -129,7 +134,14 @@ def test_a_page_commits_rows_quarantine_and_cursor_together(db: Database) -> Non
         pass
 
     def half(session):  # type: ignore[no-untyped-def]
-        commit_page(session, page(more_feed, more, 1, 10), NOW, postgres=db.is_postgres)
+        commit_page(
+            session,
+            page(more_feed, more, 1, 10),
+            NOW,
+            postgres=db.is_postgres,
+            sign=SIGN,
+            keys=KEYS,
+        )
         raise Boom
 
     with pytest.raises(Boom):
@@ -140,13 +152,22 @@ def test_a_page_commits_rows_quarantine_and_cursor_together(db: Database) -> Non
 def test_a_revision_is_never_overwritten(db: Database) -> None:
     prepare(db)
     feed, items = records(3)
-    db.write_sync(lambda s: commit_page(s, page(feed, items, 0, 3), NOW, postgres=db.is_postgres))
+    db.write_sync(
+        lambda s: commit_page(
+            s, page(feed, items, 0, 3), NOW, postgres=db.is_postgres, sign=SIGN, keys=KEYS
+        )
+    )
     original = items[1]
     assert isinstance(original, Accepted)
     rewritten = dataclasses.replace(original, payload=b"{}", digest=hashlib.sha256(b"{}").digest())
     again = db.write_sync(
         lambda s: commit_page(
-            s, page(feed, [items[0], rewritten], 1, 3), NOW, postgres=db.is_postgres
+            s,
+            page(feed, [items[0], rewritten], 1, 3),
+            NOW,
+            postgres=db.is_postgres,
+            sign=SIGN,
+            keys=KEYS,
         )
     )
     assert (again.inserted, again.duplicates, again.quarantined) == (0, 1, {"REVISION_CONFLICT": 1})
@@ -158,29 +179,93 @@ def test_a_revision_is_never_overwritten(db: Database) -> None:
     assert bytes(stored) == original.payload
 
 
-@pytest.mark.parametrize(
-    "column", ["canonical_payload", "canonical_payload_sha256", "revision", "job_id"]
-)
-def test_the_database_refuses_to_rewrite_a_synced_revision(db: Database, column: str) -> None:
+SYNCED_FORGERIES = {
+    "region": "us-east-1",
+    "job_id": "job_forged",
+    "revision": 7,
+    "tenant_id": "tenant_forged",
+    "queue_id": "queue_forged",
+    "status": "JOB_STATUS_FAILED",
+    "governance_state": "FAILED_RUNTIME_ENVIRONMENT",
+    "node_id": "node_forged",
+    "container_image": "registry.example/forged:1",
+    "create_time_ns": 1,
+    "update_time_ns": 1,
+    "canonical_payload": b"{}",
+    "canonical_payload_sha256": b"\x00" * 32,
+    "payload_size": 2,
+    "source_cursor": "c_forged",
+    "sweep_id": "swp_other",
+    "synced_at": NOW + dt.timedelta(days=1),
+    "sync_sequence": 99_999,
+}
+QUARANTINE_FORGERIES = {
+    "region": "us-east-1",
+    "job_id": "job_forged",
+    "revision": 7,
+    "reason": "REVISION_CONFLICT",
+    "detail": "nothing to see",
+    "raw_record": b"{}",
+    "raw_record_sha256": b"\x00" * 32,
+    "source_cursor": "c_forged",
+    "sweep_id": "swp_other",
+    "quarantined_at": NOW + dt.timedelta(days=1),
+    "quarantine_id": 99_999,
+}
+
+
+@pytest.mark.parametrize("column", sorted(SYNCED_FORGERIES))
+def test_the_database_refuses_to_rewrite_any_column_of_a_synced_revision(
+    db: Database, column: str
+) -> None:
     prepare(db)
     feed, items = records(2)
-    db.write_sync(lambda s: commit_page(s, page(feed, items, 0, 2), NOW, postgres=db.is_postgres))
-    value = {"canonical_payload": b"{}", "canonical_payload_sha256": b"\x00" * 32}.get(column, 7)
-    if column == "job_id":
-        value = "job_forged"
-    with pytest.raises(DBAPIError, match="immutable"):
-        db.write_sync(lambda s: s.execute(update(SyncedJobRow).values({column: value})))
-    # Columns that are not diagnostic truth are not locked (none are written today).
-    db.write_sync(lambda s: s.execute(update(SyncedJobRow).values(sweep_id="swp_other")))
+    db.write_sync(
+        lambda s: commit_page(
+            s, page(feed, items, 0, 2), NOW, postgres=db.is_postgres, sign=SIGN, keys=KEYS
+        )
+    )
+    forged = SYNCED_FORGERIES[column]
+    with pytest.raises(DBAPIError, match="append-only"):
+        db.write_sync(lambda s: s.execute(update(SyncedJobRow).values({column: forged})))
 
 
-def test_the_database_refuses_to_repair_a_quarantined_record(db: Database) -> None:
+@pytest.mark.parametrize("column", sorted(QUARANTINE_FORGERIES))
+def test_the_database_refuses_to_edit_any_column_of_a_quarantined_record(
+    db: Database, column: str
+) -> None:
     prepare(db)
     feed, _ = records(1)
     bad = Rejected(b"\xff\xfe", "INVALID_ENVELOPE", "not a JobRecord")
-    db.write_sync(lambda s: commit_page(s, page(feed, [bad], 0, 1), NOW, postgres=db.is_postgres))
-    with pytest.raises(DBAPIError, match="immutable"):
-        db.write_sync(lambda s: s.execute(update(QuarantinedRecordRow).values(raw_record=b"{}")))
+    db.write_sync(
+        lambda s: commit_page(
+            s, page(feed, [bad], 0, 1), NOW, postgres=db.is_postgres, sign=SIGN, keys=KEYS
+        )
+    )
+    forged = QUARANTINE_FORGERIES[column]
+    with pytest.raises(DBAPIError, match="append-only"):
+        db.write_sync(lambda s: s.execute(update(QuarantinedRecordRow).values({column: forged})))
+
+
+@pytest.mark.parametrize("table", ["synced_jobs", "sync_quarantine"])
+@pytest.mark.parametrize("statement", ["DELETE FROM {table}", "TRUNCATE {table}"])
+def test_the_database_refuses_to_delete_synced_truth(
+    db: Database, table: str, statement: str
+) -> None:
+    if statement.startswith("TRUNCATE") and not db.is_postgres:
+        pytest.skip("SQLite has no TRUNCATE (its DELETE fires the trigger)")
+    prepare(db)
+    feed, items = records(2)
+    bad = Rejected(b"\xff\xfe", "INVALID_ENVELOPE", "not a JobRecord")
+    db.write_sync(
+        lambda s: commit_page(
+            s, page(feed, [*items, bad], 0, 2), NOW, postgres=db.is_postgres, sign=SIGN, keys=KEYS
+        )
+    )
+    with pytest.raises(DBAPIError, match="append-only"):
+        db.write_sync(lambda s: s.execute(text(statement.format(table=table))))
+    count = db.read_sync(lambda s: s.scalar(text(f"SELECT count(*) FROM {table}")))
+    assert count == (2 if table == "synced_jobs" else 1)
 
 
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
@@ -196,7 +281,7 @@ def test_page_commits_take_the_sequence_lock_on_postgresql(db: Database) -> None
     order: list[str] = []
 
     def slow(session):  # type: ignore[no-untyped-def]
-        commit_page(session, page(feed, items[:2], 0, 2), NOW, postgres=True)
+        commit_page(session, page(feed, items[:2], 0, 2), NOW, postgres=True, sign=SIGN, keys=KEYS)
         entered.set()
         release.wait(10)
         order.append("first committed")

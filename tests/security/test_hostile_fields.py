@@ -701,6 +701,7 @@ FIELDS: list[Field] = [
         REGION,
         lambda w: rpb.ListQuarantinedRecordsRequest(),
     ),
+    Field(f"{S}/VerifyMirror", "regions", REPEATED_REGION, lambda w: rpb.VerifyMirrorRequest()),
 ]
 
 # Other fields a hostile value may rightly make wrong (routes name the

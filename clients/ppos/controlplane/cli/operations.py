@@ -24,6 +24,7 @@ from ppos.controlplane.cli.app import (
 )
 from ppos.controlplane.cli.governance import GOVERNANCE_STATES, gov_state, reason_flag
 from ppos.controlplane.cli.jobrefs import job_and_region, job_filter, job_filter_flag, parse_job_ref
+from ppos.controlplane.cli.mirror import add_verify_verb
 from ppos.controlplane.cli.output import Column, enum_name, human_bytes, span, timestamp, when
 from ppos.controlplane.cli.progress import (
     finish_admin_job,
@@ -388,7 +389,8 @@ def sync_jobs_get(ctx: Context, args: argparse.Namespace) -> int:
                     "Payload",
                     f"{len(record.canonical_payload)} bytes, sha256 "
                     f"{record.canonical_payload_sha256.hex()} "
-                    f"({'verified' if intact else 'MISMATCH'})",
+                    f"({'matches its digest' if intact else 'MISMATCH'}; "
+                    "`pposctl sync verify` checks it against the chain)",
                 ),
             ]
         )
@@ -526,6 +528,7 @@ def register(tree: Tree) -> None:
     sync = tree.noun("sync", "registry sync: status, sweeps, synced jobs, quarantine")
     p = tree.verb(sync, "status", sync_status, "sync status of every region (or one)")
     p.add_argument("region", nargs="?", default="", metavar="REGION", help="default: every region")
+    add_verify_verb(tree, sync)
     p = tree.verb(sync, "watch", sync_watch, "print sync status changes as they happen")
     p.add_argument("regions", nargs="*", metavar="REGION", help="default: every region")
     _stream_flags(p)

@@ -67,6 +67,12 @@ class RegistrySyncClient:
         request = pb.CancelSweepRequest(sweep_id=sweep_id)
         return self._conn.unary(self._stub.CancelSweep, request, name="CancelSweep").sweep
 
+    def verify_mirror(self, regions: Iterable[str] = ()) -> list[pb.MirrorVerification]:
+        """The regions' mirrors (default: all) checked against their chains and checkpoints."""
+        request = pb.VerifyMirrorRequest(regions=list(regions))
+        reply = self._conn.unary(self._stub.VerifyMirror, request, name="VerifyMirror")
+        return list(reply.verifications)
+
     def get_job(self, region: str, job_id: str, *, revision: int = 0) -> pb.SyncedJob:
         """One synced revision (0: the newest) with its payload exactly as received."""
         request = pb.GetSyncedJobRequest(region=region, job_id=job_id, revision=revision)

@@ -46,6 +46,16 @@ SYNC_DUPLICATES = Counter(
     "Records received again with the digest already stored",
     ["region"],
 )
+SYNC_VERIFY_LAST_SUCCESS = Gauge(
+    "ppos_sync_verify_last_success_timestamp_seconds",
+    "When the region's mirror last verified intact against its chains",
+    ["region"],
+)
+SYNC_VERIFY_DIVERGENCES = Counter(
+    "ppos_sync_verify_divergences_total",
+    "Verifications of the mirror that found a divergence, by kind",
+    ["region", "kind"],
+)
 SYNC_LEADER = Gauge("ppos_sync_leader", "1 while this replica leads the registry sync")
 
 WATCH_SUBSCRIBERS = Gauge("ppos_watch_subscribers", "Open WatchNodes streams")

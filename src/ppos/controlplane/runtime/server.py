@@ -133,6 +133,7 @@ def registry_sync_module(runtime: Runtime) -> ServiceModule:
             db=runtime.db,
             database_url=runtime.settings.server.resolved_database_url,
             minter=runtime.minter,
+            checkpoint_keys=runtime.keyring,
             shutdown_grace=runtime.settings.server.shutdown_grace,
             page_tokens=runtime.page_tokens,
             shutdown=runtime.shutdown,

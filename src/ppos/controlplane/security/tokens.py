@@ -133,6 +133,10 @@ class TokenMinter:
         }
         return self._sign(claims, NODE_TYP), expires
 
+    def sign_statement(self, payload: bytes, typ: str) -> str:
+        """A compact JWS of `payload` (the caller's own canonical bytes) with the active key."""
+        return self._sign_encoded(payload, typ)[0]
+
     def _sign(self, claims: dict[str, Any], typ: str) -> str:
         return self._sign_encoded(compact(claims), typ)[0]
 

@@ -58,6 +58,62 @@ SWEEP_STATE_CANCELLED: SweepState.ValueType  # 5
 """Stopped on request after a committed page."""
 Global___SweepState: _TypeAlias = SweepState  # noqa: Y015
 
+class _DivergenceKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DivergenceKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DivergenceKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DIVERGENCE_KIND_UNSPECIFIED: _DivergenceKind.ValueType  # 0
+    """Not set."""
+    DIVERGENCE_KIND_CHANGED: _DivergenceKind.ValueType  # 1
+    """A row's fields no longer give its link (fields names them), or its bytes
+    no longer match their digest.
+    """
+    DIVERGENCE_KIND_DELETED: _DivergenceKind.ValueType  # 2
+    """Positions are missing from a chain: rows deleted."""
+    DIVERGENCE_KIND_INSERTED: _DivergenceKind.ValueType  # 3
+    """A row the chain does not account for: no chain, a repeated position, or
+    past the last signed checkpoint.
+    """
+    DIVERGENCE_KIND_TRUNCATED: _DivergenceKind.ValueType  # 4
+    """The chain is shorter than a signed checkpoint says."""
+    DIVERGENCE_KIND_REWRITTEN: _DivergenceKind.ValueType  # 5
+    """The row was replaced, or the chain rewritten from it, with links of its own."""
+    DIVERGENCE_KIND_FORGED_CHECKPOINT: _DivergenceKind.ValueType  # 6
+    """A checkpoint whose signature does not verify."""
+    DIVERGENCE_KIND_UNVERIFIABLE_CHECKPOINT: _DivergenceKind.ValueType  # 7
+    """The newest checkpoint is signed by a key no longer accepted."""
+    DIVERGENCE_KIND_CURSOR_MOVED: _DivergenceKind.ValueType  # 8
+    """The region's cursor is not the one its last signed checkpoint left."""
+
+class DivergenceKind(_DivergenceKind, metaclass=_DivergenceKindEnumTypeWrapper):
+    """DivergenceKind says how a mirror departs from its chain."""
+
+DIVERGENCE_KIND_UNSPECIFIED: DivergenceKind.ValueType  # 0
+"""Not set."""
+DIVERGENCE_KIND_CHANGED: DivergenceKind.ValueType  # 1
+"""A row's fields no longer give its link (fields names them), or its bytes
+no longer match their digest.
+"""
+DIVERGENCE_KIND_DELETED: DivergenceKind.ValueType  # 2
+"""Positions are missing from a chain: rows deleted."""
+DIVERGENCE_KIND_INSERTED: DivergenceKind.ValueType  # 3
+"""A row the chain does not account for: no chain, a repeated position, or
+past the last signed checkpoint.
+"""
+DIVERGENCE_KIND_TRUNCATED: DivergenceKind.ValueType  # 4
+"""The chain is shorter than a signed checkpoint says."""
+DIVERGENCE_KIND_REWRITTEN: DivergenceKind.ValueType  # 5
+"""The row was replaced, or the chain rewritten from it, with links of its own."""
+DIVERGENCE_KIND_FORGED_CHECKPOINT: DivergenceKind.ValueType  # 6
+"""A checkpoint whose signature does not verify."""
+DIVERGENCE_KIND_UNVERIFIABLE_CHECKPOINT: DivergenceKind.ValueType  # 7
+"""The newest checkpoint is signed by a key no longer accepted."""
+DIVERGENCE_KIND_CURSOR_MOVED: DivergenceKind.ValueType  # 8
+"""The region's cursor is not the one its last signed checkpoint left."""
+Global___DivergenceKind: _TypeAlias = DivergenceKind  # noqa: Y015
+
 @_typing.final
 class RegionSyncStatus(_message.Message):
     """RegionSyncStatus is one region's sync state."""
@@ -917,3 +973,157 @@ class ListQuarantinedRecordsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListQuarantinedRecordsResponse: _TypeAlias = ListQuarantinedRecordsResponse  # noqa: Y015
+
+@_typing.final
+class VerifyMirrorRequest(_message.Message):
+    """VerifyMirrorRequest selects the regions to verify."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REGIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def regions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Regions to verify; empty verifies every configured region."""
+
+    def __init__(
+        self,
+        *,
+        regions: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["regions", b"regions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VerifyMirrorRequest: _TypeAlias = VerifyMirrorRequest  # noqa: Y015
+
+@_typing.final
+class VerifyMirrorResponse(_message.Message):
+    """VerifyMirrorResponse has one verification per region."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERIFICATIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def verifications(self) -> _containers.RepeatedCompositeFieldContainer[Global___MirrorVerification]:
+        """The regions' verifications, in the order asked (sorted when all)."""
+
+    def __init__(
+        self,
+        *,
+        verifications: _abc.Iterable[Global___MirrorVerification] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["verifications", b"verifications"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VerifyMirrorResponse: _TypeAlias = VerifyMirrorResponse  # noqa: Y015
+
+@_typing.final
+class MirrorVerification(_message.Message):
+    """MirrorVerification is one region's mirror checked against its chains."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REGION_FIELD_NUMBER: _builtins.int
+    INTACT_FIELD_NUMBER: _builtins.int
+    SYNCED_RECORDS_FIELD_NUMBER: _builtins.int
+    QUARANTINED_RECORDS_FIELD_NUMBER: _builtins.int
+    CHECKPOINTS_FIELD_NUMBER: _builtins.int
+    CHAIN_HEAD_FIELD_NUMBER: _builtins.int
+    DIVERGENCE_FIELD_NUMBER: _builtins.int
+    VERIFIED_AT_FIELD_NUMBER: _builtins.int
+    region: _builtins.str
+    """Region."""
+    intact: _builtins.bool
+    """True when the chains and the checkpoints hold and the cursor is the signed one."""
+    synced_records: _builtins.int
+    """Synced revisions walked in the region's chain (up to a divergence)."""
+    quarantined_records: _builtins.int
+    """Quarantined records walked in the region's quarantine chain."""
+    checkpoints: _builtins.int
+    """Signed checkpoints that verified."""
+    chain_head: _builtins.bytes
+    """The synced chain's head after the last row walked (SHA-256)."""
+    @_builtins.property
+    def divergence(self) -> Global___MirrorDivergence:
+        """The first divergence found; unset when intact."""
+
+    @_builtins.property
+    def verified_at(self) -> _timestamp_pb2.Timestamp:
+        """When the verification ran."""
+
+    def __init__(
+        self,
+        *,
+        region: _builtins.str = ...,
+        intact: _builtins.bool = ...,
+        synced_records: _builtins.int = ...,
+        quarantined_records: _builtins.int = ...,
+        checkpoints: _builtins.int = ...,
+        chain_head: _builtins.bytes = ...,
+        divergence: Global___MirrorDivergence | None = ...,
+        verified_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["divergence", b"divergence", "verified_at", b"verified_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chain_head", b"chain_head", "checkpoints", b"checkpoints", "divergence", b"divergence", "intact", b"intact", "quarantined_records", b"quarantined_records", "region", b"region", "synced_records", b"synced_records", "verified_at", b"verified_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MirrorVerification: _TypeAlias = MirrorVerification  # noqa: Y015
+
+@_typing.final
+class MirrorDivergence(_message.Message):
+    """MirrorDivergence is the first place a region's mirror departs from its chain."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    TABLE_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    ROW_ID_FIELD_NUMBER: _builtins.int
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    FIELDS_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    kind: Global___DivergenceKind.ValueType
+    """What kind of departure."""
+    table: _builtins.str
+    """The table it is in (synced_jobs, sync_quarantine, audit_log, sync_regions)."""
+    position: _builtins.int
+    """The row's position in its region's chain (0 when not a row)."""
+    row_id: _builtins.int
+    """The row's id (sync sequence, quarantine id or audit id)."""
+    job_id: _builtins.str
+    """The row's job id, when it has one."""
+    revision: _builtins.int
+    """The row's revision, when it has one."""
+    detail: _builtins.str
+    """What was found, for people."""
+    @_builtins.property
+    def fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The fields that changed, when known."""
+
+    def __init__(
+        self,
+        *,
+        kind: Global___DivergenceKind.ValueType = ...,
+        table: _builtins.str = ...,
+        position: _builtins.int = ...,
+        row_id: _builtins.int = ...,
+        job_id: _builtins.str = ...,
+        revision: _builtins.int = ...,
+        fields: _abc.Iterable[_builtins.str] | None = ...,
+        detail: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "fields", b"fields", "job_id", b"job_id", "kind", b"kind", "position", b"position", "revision", b"revision", "row_id", b"row_id", "table", b"table"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MirrorDivergence: _TypeAlias = MirrorDivergence  # noqa: Y015

@@ -88,6 +88,11 @@ class RegistrySyncServiceStub:
                 request_serializer=ppos_dot_controlplane_dot_registrysync_dot_v1_dot_registry__sync__service__pb2.ListQuarantinedRecordsRequest.SerializeToString,
                 response_deserializer=ppos_dot_controlplane_dot_registrysync_dot_v1_dot_registry__sync__service__pb2.ListQuarantinedRecordsResponse.FromString,
                 _registered_method=True)
+        self.VerifyMirror = channel.unary_unary(
+                '/ppos.controlplane.registrysync.v1.RegistrySyncService/VerifyMirror',
+                request_serializer=ppos_dot_controlplane_dot_registrysync_dot_v1_dot_registry__sync__service__pb2.VerifyMirrorRequest.SerializeToString,
+                response_deserializer=ppos_dot_controlplane_dot_registrysync_dot_v1_dot_registry__sync__service__pb2.VerifyMirrorResponse.FromString,
+                _registered_method=True)
 
 
 class RegistrySyncServiceServicer:
@@ -169,6 +174,15 @@ class RegistrySyncServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def VerifyMirror(self, request, context):
+        """VerifyMirror recomputes the selected regions' hash chains over their synced
+        and quarantined records and checks them against the signed checkpoints,
+        naming the first divergence of each region. Read-only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistrySyncServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -221,6 +235,11 @@ def add_RegistrySyncServiceServicer_to_server(servicer, server):
                     servicer.ListQuarantinedRecords,
                     request_deserializer=ppos_dot_controlplane_dot_registrysync_dot_v1_dot_registry__sync__service__pb2.ListQuarantinedRecordsRequest.FromString,
                     response_serializer=ppos_dot_controlplane_dot_registrysync_dot_v1_dot_registry__sync__service__pb2.ListQuarantinedRecordsResponse.SerializeToString,
+            ),
+            'VerifyMirror': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyMirror,
+                    request_deserializer=ppos_dot_controlplane_dot_registrysync_dot_v1_dot_registry__sync__service__pb2.VerifyMirrorRequest.FromString,
+                    response_serializer=ppos_dot_controlplane_dot_registrysync_dot_v1_dot_registry__sync__service__pb2.VerifyMirrorResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -497,6 +516,33 @@ class RegistrySyncService:
             '/ppos.controlplane.registrysync.v1.RegistrySyncService/ListQuarantinedRecords',
             ppos_dot_controlplane_dot_registrysync_dot_v1_dot_registry__sync__service__pb2.ListQuarantinedRecordsRequest.SerializeToString,
             ppos_dot_controlplane_dot_registrysync_dot_v1_dot_registry__sync__service__pb2.ListQuarantinedRecordsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyMirror(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ppos.controlplane.registrysync.v1.RegistrySyncService/VerifyMirror',
+            ppos_dot_controlplane_dot_registrysync_dot_v1_dot_registry__sync__service__pb2.VerifyMirrorRequest.SerializeToString,
+            ppos_dot_controlplane_dot_registrysync_dot_v1_dot_registry__sync__service__pb2.VerifyMirrorResponse.FromString,
             options,
             channel_credentials,
             insecure,

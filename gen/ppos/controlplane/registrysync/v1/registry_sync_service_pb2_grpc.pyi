@@ -61,6 +61,11 @@ class RegistrySyncServiceStub:
     """
     ListQuarantinedRecords: _grpc.UnaryUnaryMultiCallable[_registry_sync_service_pb2.ListQuarantinedRecordsRequest, _registry_sync_service_pb2.ListQuarantinedRecordsResponse]
     """ListQuarantinedRecords pages through records that failed verification."""
+    VerifyMirror: _grpc.UnaryUnaryMultiCallable[_registry_sync_service_pb2.VerifyMirrorRequest, _registry_sync_service_pb2.VerifyMirrorResponse]
+    """VerifyMirror recomputes the selected regions' hash chains over their synced
+    and quarantined records and checks them against the signed checkpoints,
+    naming the first divergence of each region. Read-only.
+    """
 
 @_typing.type_check_only
 class RegistrySyncServiceAsyncStub(RegistrySyncServiceStub):
@@ -95,6 +100,11 @@ class RegistrySyncServiceAsyncStub(RegistrySyncServiceStub):
     """
     ListQuarantinedRecords: _aio.UnaryUnaryMultiCallable[_registry_sync_service_pb2.ListQuarantinedRecordsRequest, _registry_sync_service_pb2.ListQuarantinedRecordsResponse]  # type: ignore[assignment]
     """ListQuarantinedRecords pages through records that failed verification."""
+    VerifyMirror: _aio.UnaryUnaryMultiCallable[_registry_sync_service_pb2.VerifyMirrorRequest, _registry_sync_service_pb2.VerifyMirrorResponse]  # type: ignore[assignment]
+    """VerifyMirror recomputes the selected regions' hash chains over their synced
+    and quarantined records and checks them against the signed checkpoints,
+    naming the first divergence of each region. Read-only.
+    """
 
 class RegistrySyncServiceServicer(metaclass=_abc_1.ABCMeta):
     """RegistrySyncService pulls job telemetry from regional preflight registries
@@ -186,5 +196,16 @@ class RegistrySyncServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_registry_sync_service_pb2.ListQuarantinedRecordsResponse, _abc.Awaitable[_registry_sync_service_pb2.ListQuarantinedRecordsResponse]]:
         """ListQuarantinedRecords pages through records that failed verification."""
+
+    @_abc_1.abstractmethod
+    def VerifyMirror(
+        self,
+        request: _registry_sync_service_pb2.VerifyMirrorRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_sync_service_pb2.VerifyMirrorResponse, _abc.Awaitable[_registry_sync_service_pb2.VerifyMirrorResponse]]:
+        """VerifyMirror recomputes the selected regions' hash chains over their synced
+        and quarantined records and checks them against the signed checkpoints,
+        naming the first divergence of each region. Read-only.
+        """
 
 def add_RegistrySyncServiceServicer_to_server(servicer: RegistrySyncServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

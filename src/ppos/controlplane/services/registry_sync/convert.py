@@ -11,6 +11,7 @@ from google.protobuf import timestamp_pb2
 from ppos.controlplane.core.timeutil import to_duration, to_timestamp, utcnow
 from ppos.controlplane.registrysync.v1 import registry_sync_service_pb2 as pb
 from ppos.controlplane.services.registry_sync.lag import lag_seconds
+from ppos.controlplane.services.registry_sync.mirror_check import RegionReport
 from ppos.controlplane.services.registry_sync.models import (
     QuarantinedRecordRow,
     SweepRegionRow,
@@ -151,3 +152,30 @@ def quarantined(row: QuarantinedRecordRow) -> pb.QuarantinedRecord:
         sweep_id=row.sweep_id,
         raw_record_sha256=bytes(row.raw_record_sha256),
     )
+
+
+def mirror_verification(report: RegionReport, verified_at: dt.datetime) -> pb.MirrorVerification:
+    out = pb.MirrorVerification(
+        region=report.region,
+        intact=report.intact,
+        synced_records=report.synced_rows,
+        quarantined_records=report.quarantined_rows,
+        checkpoints=report.checkpoints,
+        chain_head=report.synced_head,
+        verified_at=to_timestamp(verified_at),
+    )
+    found = report.divergence
+    if found is not None:
+        out.divergence.CopyFrom(
+            pb.MirrorDivergence(
+                kind=pb.DivergenceKind.Value(f"DIVERGENCE_KIND_{found.kind}"),
+                table=found.table,
+                position=found.position,
+                row_id=found.row_id,
+                job_id=found.job_id,
+                revision=found.revision,
+                fields=list(found.fields),
+                detail=found.detail,
+            )
+        )
+    return out

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 
 from ppos.controlplane.core.pagination import PageTokens
+from ppos.controlplane.security.keys import PublicKeySource
 from ppos.controlplane.security.tokens import TokenMinter
 from ppos.controlplane.services.registry_sync.settings import RegistrySyncSettings
 from ppos.controlplane.storage.database import Database
@@ -19,6 +20,8 @@ class RegistrySyncDeps:
     database_url: str
     # Mints the PREFLIGHT_JWTs of the calls out to each region's external registry.
     minter: TokenMinter
+    # Public keys that verify the mirror's signed checkpoints (the minter's key ring).
+    checkpoint_keys: PublicKeySource
     # Time the sweeps in flight get to finish when the module stops.
     shutdown_grace: float
     # Issues and reads the List RPCs' page tokens.

@@ -2,8 +2,8 @@
 
 `synced_jobs` is a read-only mirror of the regional registries: rows are only
 ever inserted, by the sync path, one page per transaction together with the
-region's cursor. A revision is immutable; on both databases a trigger refuses
-an UPDATE of the key, payload or digest columns. Payloads are the registry's
+region's cursor. A revision is immutable; on both databases triggers refuse
+any UPDATE or DELETE of a synced or quarantined row (and TRUNCATE). Payloads are the registry's
 bytes, never re-serialised; on PostgreSQL they are compressed with lz4.
 """
 
@@ -62,6 +62,10 @@ class SyncedJobRow(Base):
     source_cursor: Mapped[str] = mapped_column(Text, nullable=False)
     sweep_id: Mapped[str] = mapped_column(String(64), nullable=False)
     synced_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+    # The region's hash chain (chain.py): 1-based place in it, the link, per-field CRCs.
+    chain_position: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    chain: Mapped[bytes | None] = mapped_column(Bytes, nullable=True)
+    chain_checks: Mapped[bytes | None] = mapped_column(Bytes, nullable=True)
 
     __table_args__ = (
         UniqueConstraint("region", "job_id", "revision", name="uq_synced_jobs_revision"),
@@ -112,6 +116,10 @@ class QuarantinedRecordRow(Base):
     source_cursor: Mapped[str] = mapped_column(Text, nullable=False)
     sweep_id: Mapped[str] = mapped_column(String(64), nullable=False)
     quarantined_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+    # The region's quarantine hash chain (chain.py), as for synced_jobs.
+    chain_position: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    chain: Mapped[bytes | None] = mapped_column(Bytes, nullable=True)
+    chain_checks: Mapped[bytes | None] = mapped_column(Bytes, nullable=True)
 
     __table_args__ = (
         Index("ix_sync_quarantine_region", "region", "quarantine_id"),

@@ -6,7 +6,9 @@ counters, and the sweep's progress. A crash before the commit leaves none of
 it; after, all of it. The region row's `generation` fences concurrent
 sweepers of one region (only one commit per generation succeeds).
 
-Rows are only ever inserted. A revision seen again with the same digest is a
+Rows are only ever inserted, each chained to the region's previous one
+(chain.py), and the page ends with a signed checkpoint of the chains' heads
+and the cursor in the audit log (checkpoints.py). A revision seen again with the same digest is a
 no-op; with another digest it is quarantined as REVISION_CONFLICT and the
 stored one stays as it is.
 
@@ -30,12 +32,21 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from ppos.controlplane.core.logging import get_logger
+from ppos.controlplane.security.keys import PublicKeySource
+from ppos.controlplane.services.registry_sync import chain, checkpoints
+from ppos.controlplane.services.registry_sync.checkpoints import Checkpoint, Signer
 from ppos.controlplane.services.registry_sync.models import (
     QuarantinedRecordRow,
     SweepRegionRow,
     SweepRow,
     SyncedJobRow,
     SyncRegionRow,
+)
+from ppos.controlplane.services.registry_sync.synced_rows import (
+    COPY_COLUMNS,
+    COPY_TYPES,
+    row_values,
 )
 from ppos.controlplane.services.registry_sync.verify import (
     REVISION_CONFLICT,
@@ -44,47 +55,11 @@ from ppos.controlplane.services.registry_sync.verify import (
 )
 from ppos.controlplane.storage.locks import transaction_lock
 
+_log = get_logger("ppos.registrysync.pages")
+
 # pg_advisory_xact_lock key that orders sync sequences ("ppos" "sync" "seq").
 SEQUENCE_LOCK_KEY = 0x70706F73_73657100
 EXISTING_CHUNK = 500
-COPY_COLUMNS = (
-    "region",
-    "job_id",
-    "revision",
-    "tenant_id",
-    "queue_id",
-    "status",
-    "governance_state",
-    "node_id",
-    "container_image",
-    "create_time_ns",
-    "update_time_ns",
-    "canonical_payload",
-    "canonical_payload_sha256",
-    "payload_size",
-    "source_cursor",
-    "sweep_id",
-    "synced_at",
-)
-COPY_TYPES = (
-    "text",
-    "text",
-    "int8",
-    "text",
-    "text",
-    "text",
-    "text",
-    "text",
-    "text",
-    "int8",
-    "int8",
-    "bytea",
-    "bytea",
-    "int8",
-    "text",
-    "text",
-    "timestamptz",
-)
 
 
 class CursorMoved(Exception):
@@ -192,41 +167,44 @@ def _existing_digests(
     return found
 
 
-def _row_values(item: Accepted, page: VerifiedPage, now: dt.datetime) -> tuple[object, ...]:
-    return (
-        page.region,
-        item.job_id,
-        item.revision,
-        item.tenant_id,
-        item.queue_id,
-        item.status,
-        item.governance_state,
-        item.node_id,
-        item.container_image,
-        item.create_time_ns,
-        item.update_time_ns,
-        item.payload,
-        item.digest,
-        len(item.payload),
-        item.cursor,
-        page.sweep_id,
-        now,
-    )
+def _sealed(
+    session: Session,
+    kind: chain.ChainKind,
+    start: chain.Tip,
+    rows: list[dict[str, object]],
+    *,
+    postgres: bool,
+) -> chain.Tip:
+    """Rows given their ids (drawn now, so the chain covers them) and their links."""
+    for row, row_id in zip(
+        rows, chain.draw_ids(session, kind, len(rows), postgres=postgres), strict=True
+    ):
+        row[kind.id_column] = row_id
+    return chain.seal(kind, start, rows)
 
 
 def _insert_rows(
-    session: Session, rows: list[Accepted], page: VerifiedPage, now: dt.datetime, *, postgres: bool
-) -> bool:
-    """Insert every row inside a savepoint; False (and nothing inserted) when a key exists.
+    session: Session,
+    rows: list[Accepted],
+    page: VerifiedPage,
+    now: dt.datetime,
+    start: chain.Tip,
+    *,
+    postgres: bool,
+) -> chain.Tip | None:
+    """Insert every row, chained after `start`, inside a savepoint; the chain's new
+    tip, or None (and nothing inserted) when a key exists.
 
     New revisions are the rule: a registry resends one only after a failure on
     its side. So the page goes in whole first (COPY on PostgreSQL), and only if
     the unique key refuses it are the stored revisions looked up.
     """
     if not rows:
-        return True
-    connection = session.connection()
+        return start
+    values = [row_values(item, page.region, page.sweep_id, now) for item in rows]
+    end = _sealed(session, chain.SYNCED, start, values, postgres=postgres)
     if postgres:
+        connection = session.connection()
         driver = connection.connection.driver_connection
         assert driver is not None
         with driver.cursor() as cursor:
@@ -235,56 +213,85 @@ def _insert_rows(
             try:
                 with cursor.copy(statement) as copy:
                     copy.set_types(COPY_TYPES)
-                    for item in rows:
-                        copy.write_row(_row_values(item, page, now))
+                    for row in values:
+                        copy.write_row([row[name] for name in COPY_COLUMNS])
             except psycopg.errors.UniqueViolation:
                 cursor.execute("ROLLBACK TO SAVEPOINT sync_page_rows")
-                return False
+                return None
             cursor.execute("RELEASE SAVEPOINT sync_page_rows")
-        return True
+        return end
     try:
         with session.begin_nested():
-            session.execute(
-                insert(SyncedJobRow),
-                [
-                    dict(zip(COPY_COLUMNS, _row_values(item, page, now), strict=True))
-                    for item in rows
-                ],
-            )
+            session.execute(insert(SyncedJobRow), values)
     except IntegrityError:
-        return False
-    return True
+        return None
+    return end
 
 
 def _quarantine(
-    session: Session, rejected: list[Rejected], page: VerifiedPage, now: dt.datetime
-) -> None:
+    session: Session,
+    rejected: list[Rejected],
+    page: VerifiedPage,
+    now: dt.datetime,
+    start: chain.Tip,
+    *,
+    postgres: bool,
+) -> chain.Tip:
     if not rejected:
-        return
-    session.execute(
-        insert(QuarantinedRecordRow),
-        [
-            {
-                "region": page.region,
-                "job_id": item.job_id,
-                "revision": item.revision,
-                "reason": item.reason,
-                "detail": item.detail[:4000],
-                "raw_record": item.raw,
-                "raw_record_sha256": hashlib.sha256(item.raw).digest(),
-                "source_cursor": item.cursor or page.next_cursor,
-                "sweep_id": page.sweep_id,
-                "quarantined_at": now,
-            }
-            for item in rejected
-        ],
+        return start
+    values: list[dict[str, object]] = [
+        {
+            "region": page.region,
+            "job_id": item.job_id,
+            "revision": item.revision,
+            "reason": item.reason,
+            "detail": item.detail[:4000],
+            "raw_record": item.raw,
+            "raw_record_sha256": hashlib.sha256(item.raw).digest(),
+            "source_cursor": item.cursor or page.next_cursor,
+            "sweep_id": page.sweep_id,
+            "quarantined_at": now,
+        }
+        for item in rejected
+    ]
+    end = _sealed(session, chain.QUARANTINE, start, values, postgres=postgres)
+    session.execute(insert(QuarantinedRecordRow), values)
+    return end
+
+
+def _chain_starts(
+    session: Session, region: str, keys: PublicKeySource
+) -> tuple[chain.Tip, chain.Tip, bool]:
+    """Where the page's rows chain on: the newest signed checkpoint's tips (the
+    tables' last rows when the region has none yet, e.g. chained by the
+    migration; then this page signs its first checkpoint whatever it holds)."""
+    signed = checkpoints.newest_signed(session, region, keys)
+    if signed is not None:
+        held = (
+            chain.tip(session, chain.SYNCED, region),
+            chain.tip(session, chain.QUARANTINE, region),
+        )
+        if held != (signed.synced, signed.quarantine):
+            _log.warning("sync.chain_not_as_signed", region=region)
+        return signed.synced, signed.quarantine, False
+    return (
+        chain.tip(session, chain.SYNCED, region),
+        chain.tip(session, chain.QUARANTINE, region),
+        True,
     )
 
 
 def commit_page(
-    session: Session, page: VerifiedPage, now: dt.datetime, *, postgres: bool
+    session: Session,
+    page: VerifiedPage,
+    now: dt.datetime,
+    *,
+    postgres: bool,
+    sign: Signer,
+    keys: PublicKeySource,
 ) -> PageOutcome:
-    """Write the page and advance the cursor, in the caller's (one) transaction."""
+    """Write the page, extend the region's chains, advance the cursor and append a
+    signed checkpoint, in the caller's (one) transaction."""
     transaction_lock(session, SEQUENCE_LOCK_KEY)
     region = session.scalars(
         select(SyncRegionRow).where(SyncRegionRow.region == page.region).with_for_update()
@@ -294,16 +301,21 @@ def commit_page(
             f"region {page.region}: cursor generation is {region.generation}, "
             f"the page was read after {page.after_generation}"
         )
+    previous_cursor = region.cursor
     candidates, rejected, duplicates = _split_page(page)
     new_rows = list(candidates.values())
-    if not _insert_rows(session, new_rows, page, now, postgres=postgres):
+    starts = _chain_starts(session, page.region, keys)
+    start = starts[0]
+    synced = _insert_rows(session, new_rows, page, now, start, postgres=postgres)
+    if synced is None:
         # Some of these revisions are stored already: insert only the new ones.
         new_rows, conflicts, repeats = _against_stored(session, page.region, candidates)
         rejected += conflicts
         duplicates += repeats
-        if not _insert_rows(session, new_rows, page, now, postgres=postgres):
+        synced = _insert_rows(session, new_rows, page, now, start, postgres=postgres)
+        if synced is None:
             raise CursorMoved(f"region {page.region}: revisions appeared during the page")
-    _quarantine(session, rejected, page, now)
+    quarantined = _quarantine(session, rejected, page, now, starts[1], postgres=postgres)
 
     outcome = PageOutcome(
         inserted=len(new_rows),
@@ -314,6 +326,11 @@ def commit_page(
     for item in rejected:
         outcome.quarantined[item.reason] = outcome.quarantined.get(item.reason, 0) + 1
     _advance_region(region, page, outcome, new_rows, now)
+    if new_rows or rejected or page.next_cursor != previous_cursor or starts[2]:
+        checkpoint = Checkpoint(
+            page.region, region.generation, page.next_cursor, synced, quarantined
+        )
+        checkpoints.append(session, checkpoint, sign)
     _count_in_sweep(session, page, outcome)
     outcome.cancel_requested = bool(
         session.scalar(select(SweepRow.cancel_requested).where(SweepRow.sweep_id == page.sweep_id))

@@ -30,8 +30,10 @@ from ppos.controlplane.core.metrics import (
     SYNC_SWEEP_DURATION,
 )
 from ppos.controlplane.core.timeutil import utcnow
+from ppos.controlplane.security.keys import PublicKeySource
 from ppos.controlplane.services.registry_sync import sweep_records
 from ppos.controlplane.services.registry_sync.backoff import Backoff, is_retryable, retry_hint
+from ppos.controlplane.services.registry_sync.checkpoints import Signer
 from ppos.controlplane.services.registry_sync.client import RegistryClient, describe
 from ppos.controlplane.services.registry_sync.lag import LagGauges
 from ppos.controlplane.services.registry_sync.metering import Meter
@@ -114,6 +116,10 @@ class SweepContext:
     bus: StatusBus
     backoff: Backoff
     lag: LagGauges
+    # Signs each page's checkpoint of the region's chains (checkpoints.py).
+    sign_checkpoint: Signer
+    # Verifies the newest checkpoint a page chains on.
+    checkpoint_keys: PublicKeySource
 
 
 class RegionRun:
@@ -228,7 +234,16 @@ class RegionRun:
         postgres = self._db.is_postgres
         now = utcnow()
         started = time.perf_counter()
-        outcome = await self._write(lambda s: commit_page(s, page, now, postgres=postgres))
+        outcome = await self._write(
+            lambda s: commit_page(
+                s,
+                page,
+                now,
+                postgres=postgres,
+                sign=self._ctx.sign_checkpoint,
+                keys=self._ctx.checkpoint_keys,
+            )
+        )
         page.timings["commit_ms"] = round((time.perf_counter() - started) * 1000, 1)
         region = self._region
         SYNC_RECORDS.labels(region).inc(outcome.inserted)

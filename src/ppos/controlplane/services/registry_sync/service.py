@@ -8,6 +8,7 @@ through a sweep's page commits. StartSweep and CancelSweep only request work
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -23,10 +24,12 @@ from ppos.controlplane.registrysync.v1 import registry_sync_service_pb2_grpc as 
 from ppos.controlplane.security.principal import current_principal
 from ppos.controlplane.services.registry_sync import convert, queries, sweep_records
 from ppos.controlplane.services.registry_sync.backoff import Backoff
+from ppos.controlplane.services.registry_sync.checkpoints import CHECKPOINT_TYP
 from ppos.controlplane.services.registry_sync.client import RegistryClient
 from ppos.controlplane.services.registry_sync.deps import RegistrySyncDeps
 from ppos.controlplane.services.registry_sync.lag import LagGauges
 from ppos.controlplane.services.registry_sync.metering import Meter, Rates
+from ppos.controlplane.services.registry_sync.mirror_verifier import MirrorVerifier
 from ppos.controlplane.services.registry_sync.models import SweepRegionRow, SweepRow
 from ppos.controlplane.services.registry_sync.region_pull import StatusBus, SweepContext
 from ppos.controlplane.services.registry_sync.scheduler import SyncScheduler
@@ -50,8 +53,15 @@ SHUTDOWN_MESSAGE = (
 
 
 class RegistrySyncServicer(pb_grpc.RegistrySyncServiceServicer):
-    def __init__(self, deps: RegistrySyncDeps, scheduler: SyncScheduler, bus: StatusBus) -> None:
+    def __init__(
+        self,
+        deps: RegistrySyncDeps,
+        scheduler: SyncScheduler,
+        bus: StatusBus,
+        verifier: MirrorVerifier,
+    ) -> None:
         self._deps = deps
+        self._verifier = verifier
         self._settings = deps.settings
         self._scheduler = scheduler
         self._bus = bus
@@ -263,6 +273,16 @@ class RegistrySyncServicer(pb_grpc.RegistrySyncServiceServicer):
 
         return pb.GetSyncedJobResponse(job=await self._deps.db.read(work))
 
+    async def VerifyMirror(
+        self, request: pb.VerifyMirrorRequest, context: Context
+    ) -> pb.VerifyMirrorResponse:
+        regions = list(request.regions)
+        self._check_regions("regions", regions)
+        results = await self._verifier.verify(regions or self._regions)
+        return pb.VerifyMirrorResponse(
+            verifications=[convert.mirror_verification(report, at) for report, at in results]
+        )
+
     async def ListSyncedJobs(
         self, request: pb.ListSyncedJobsRequest, context: Context
     ) -> pb.ListSyncedJobsResponse:
@@ -345,7 +365,10 @@ class RegistrySyncModule:
             bus=self._bus,
             backoff=Backoff(settings.retry_base, settings.retry_max, settings.retry_attempts),
             lag=LagGauges(),
+            sign_checkpoint=functools.partial(deps.minter.sign_statement, typ=CHECKPOINT_TYP),
+            checkpoint_keys=deps.checkpoint_keys,
         )
+        self.verifier = MirrorVerifier(deps.db, deps.checkpoint_keys, sorted(settings.regions))
         self.scheduler = SyncScheduler(
             context,
             self._clients,
@@ -355,13 +378,15 @@ class RegistrySyncModule:
 
     def register(self, server: grpc.aio.Server) -> None:
         pb_grpc.add_RegistrySyncServiceServicer_to_server(
-            RegistrySyncServicer(self._deps, self.scheduler, self._bus), server
+            RegistrySyncServicer(self._deps, self.scheduler, self._bus, self.verifier), server
         )
 
     async def start(self) -> None:
         await self.scheduler.start()
+        self.verifier.start(self._deps.settings.verify_interval)
 
     async def stop(self) -> None:
+        await self.verifier.stop()
         await self.scheduler.stop()
         for client in self._clients.values():
             await client.close()

@@ -136,6 +136,12 @@ class RegistrySyncSettings:
         default=Seconds(7 * 86400),
         flag="--sync-sweep-retention",
     )
+    verify_interval: Seconds = setting(
+        "PPOS_SYNC_VERIFY_INTERVAL",
+        "how often each replica verifies the mirror against its chains (0: only on demand)",
+        default=Seconds(3600),
+        flag="--sync-verify-interval",
+    )
 
     def validate(self) -> None:
         for region, address in self.regions.items():
@@ -174,5 +180,7 @@ class RegistrySyncSettings:
             raise ConfigError("--sync-retry-base: must be positive and at most --sync-retry-max")
         if self.poll_interval <= 0 or self.leader_retry <= 0:
             raise ConfigError("--sync-poll-interval and --sync-leader-retry: must be positive")
+        if self.verify_interval < 0:
+            raise ConfigError("--sync-verify-interval: must not be negative")
         if self.sweep_retention < 60:
             raise ConfigError("--sync-sweep-retention: must be at least 1m")
