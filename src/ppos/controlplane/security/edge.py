@@ -11,12 +11,13 @@ Order per call: resolve the method's access rule; resolve the principal from
 credential, or a node credential, or a PREFLIGHT_JWT, or an enrollment token);
 refuse with UNAUTHENTICATED or PERMISSION_DENIED (a kind the method does not
 admit, an operator's role below the method's `min_role`) before anything
-reads the request; for a PREFLIGHT_JWT,
-check that it was minted for this request (its `rqh` is the SHA-256 of the
-bytes received) and, on a mutating method, that its `jti` is used for the
-first time by any replica (a ReplayLedger); only then check the
-request's size against the method's limit and decode it (grpc.aio hands the
-edge bytes; see core/handlers.py), refusing a body too large or undecodable
+reads the request (an operator credential not in the cache is looked up
+first, see security/operators.py); for a PREFLIGHT_JWT, check that it was
+minted for this request (its `rqh` is the SHA-256 of the bytes received) and,
+on a mutating method, that its `jti` is used for the first time by any
+replica (a ReplayLedger); only then check the request's size against the
+method's limit and decode it (grpc.aio hands the edge bytes; see
+core/handlers.py), refusing a body too large or undecodable
 with INVALID_ARGUMENT; run the handler with the principal and request id bound
 in contextvars and a context whose metadata no longer holds the credential.
 
@@ -42,6 +43,7 @@ from ppos.controlplane.core.errors import (
     InvalidArgument,
     PermissionDenied,
     Unauthenticated,
+    Unavailable,
     internal_status,
 )
 from ppos.controlplane.core.handlers import CallWrapper, end_with, wrap_handler
@@ -365,6 +367,11 @@ class _Guard(CallWrapper):
             )
         except DomainError as exc:
             return exc.with_traceback(None)
+        except Exception:  # noqa: BLE001 - the call is answered, the failure logged
+            _log.exception("auth.operator_lookup_failed", request_id=request_id)
+            return Unavailable(
+                "the credential cannot be checked now; retry", reason="CREDENTIAL_LOOKUP_FAILED"
+            )
         self._enter(principal, request_id)
         return None
 
