@@ -197,3 +197,10 @@ def test_the_command_line_refuses_in_one_line(
     assert result.returncode == 2
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_the_command_line_leaves_the_schema_to_migrate(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    result = run_cli("operators", "list", env={"PPOS_DATABASE_URL": url})
+    assert result.returncode == 2
+    assert "run `ppos-control-plane migrate`" in result.stderr

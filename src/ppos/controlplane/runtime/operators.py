@@ -67,7 +67,7 @@ def _deliver(credential: str, out: Path | None, name: str) -> None:
 
 
 def run_operators(settings: Settings, args: argparse.Namespace) -> int:
-    """One `operators` action against the configured database (migrated first)."""
+    """One `operators` action against the configured database (already migrated)."""
     action, name = args.action, args.name
     if action != "list":
         if not name:
@@ -81,7 +81,8 @@ def run_operators(settings: Settings, args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.out} exists; remove it first or choose another file")
     db = Database(settings.server.resolved_database_url, pool_size=1)
     try:
-        migrate.upgrade(db.write_engine)
+        if migrate.pending(db.read_engine):  # the schema is the servers' to change
+            raise ConfigError("the database is not migrated: run `ppos-control-plane migrate`")
         credential = generate_operator_credential()
         digest = credential_sha256(credential)
         try:
