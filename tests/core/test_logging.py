@@ -18,15 +18,17 @@ from ppos.controlplane.core.logging import (
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2 as pb
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2_grpc as pb_grpc
 from tests.support.logs import captured
+from tests.support.operators import add_operator
 from tests.support.servers import RunningPlane
 
 
 async def test_each_call_logs_request_id_method_and_caller(plane: RunningPlane) -> None:
     stub = pb_grpc.NodeRegistryServiceStub(plane.channel)
+    carol = await add_operator(plane, "carol", "operator")
     with captured() as logs, pytest.raises(grpc.aio.AioRpcError):
         await stub.CreateEnrollment(
             pb.CreateEnrollmentRequest(region="Bad Region"),
-            metadata=(*plane.operator, ("x-request-id", "req_log_1"), ("x-operator", "carol")),
+            metadata=(*carol.metadata, ("x-request-id", "req_log_1")),
         )
     refused = [entry for entry in logs if entry["event"] == "rpc.refused"]
     assert len(refused) == 1

@@ -103,7 +103,7 @@ async def test_progress_streams_until_the_job_succeeds(start_governed: StartGove
     final = seen[-1]
     assert (final.progress.done, final.progress.total) == (4, 4)
     assert json.loads(final.result_json) == {"steps": 4, "started_at_step": 0}
-    assert (final.started_by.kind, final.started_by.name) == ("operator", "operator")
+    assert (final.started_by.kind, final.started_by.name) == ("operator", "break-glass")
     assert log == [(job.admin_job_id, i) for i in range(4)]
     listed = await gov.operator.ListAdminJobs(
         pb.ListAdminJobsRequest(states=[res.ADMIN_JOB_STATE_SUCCEEDED])

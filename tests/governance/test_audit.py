@@ -10,18 +10,22 @@ import grpc
 from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
 from tests.governance.conftest import Governed
 from tests.governance.support import eventually
+from tests.support.operators import add_operator
 
 
-async def _partner(gov: Governed, partner_id: str, **metadata: str) -> None:
+async def _partner(
+    gov: Governed, partner_id: str, metadata: tuple[tuple[str, str], ...] = ()
+) -> None:
     await gov.operator.CreatePartner(
         pb.CreatePartnerRequest(partner_id=partner_id, region="eu-west-1"),
-        metadata=(*gov.operator.metadata, *metadata.items()),
+        metadata=metadata or gov.operator.metadata,
     )
 
 
 async def test_entries_say_who_did_what_and_page_by_id(gov: Governed) -> None:
+    alice = await add_operator(gov.plane, "alice", "admin")
     for index in range(5):
-        await _partner(gov, f"shop-{index}", **{"x-operator": "alice"})
+        await _partner(gov, f"shop-{index}", alice.metadata)
     seen, after = [], 0
     while True:
         page = await gov.operator.ListAuditEntries(

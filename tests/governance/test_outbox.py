@@ -62,7 +62,7 @@ async def test_a_command_carries_a_fresh_gateway_jwt_and_nothing_else(gov: Gover
     assert claims["aud"] == gateway_audience("eu-west-1")
     assert claims["sub"] == caller_identity("governance")
     assert claims["mth"] == METHOD
-    assert claims["act"] == {"sub": "operator:operator"}
+    assert claims["act"] == {"sub": "operator:break-glass"}
     assert 0 < claims["exp"] - claims["iat"] <= 300
     # The request id of the operator's call travels with the command.
     audit = await gov.operator.ListAuditEntries(pb.ListAuditEntriesRequest(resource_kind="tenant"))
@@ -76,7 +76,7 @@ async def test_a_command_carries_a_fresh_gateway_jwt_and_nothing_else(gov: Gover
     assert command.receiver_command_id == call.command_id
     assert not command.receiver_duplicate
     assert command.idempotency_key == call.idempotency_key
-    assert (command.issued_by.kind, command.issued_by.name) == ("operator", "operator")
+    assert (command.issued_by.kind, command.issued_by.name) == ("operator", "break-glass")
     assert json.loads(command.request_json)["queue_id"] == "queue-0"
     assert "authorization" not in command.request_json.lower()
 

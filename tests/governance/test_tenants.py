@@ -70,7 +70,7 @@ async def test_provision_creates_tenant_queues_and_sends_queue_policies(gov: Gov
     assert [(e.resource_id, e.before_json) for e in audit.entries] == [("acme", "")]
     entry = audit.entries[0]
     assert entry.method == "/ppos.controlplane.governance.v1.GovernanceService/ProvisionTenant"
-    assert (entry.actor.kind, entry.actor.name) == ("operator", "operator")
+    assert (entry.actor.kind, entry.actor.name) == ("operator", "break-glass")
     assert json.loads(entry.after_json)["display_name"] == "Acme Print"
     assert entry.request_id
 

@@ -56,7 +56,7 @@ async def test_reimage_lifecycle_from_issue_to_success(plane: RunningPlane) -> N
     agent = await ready_node(plane)
     command = await _issue(plane, agent.node_id, key="rollout-42:node-1")
     assert command.state == S.NODE_COMMAND_STATE_PENDING
-    assert (command.issued_by.kind, command.issued_by.name) == ("operator", "operator")
+    assert (command.issued_by.kind, command.issued_by.name) == ("operator", "break-glass")
     assert command.deadline.seconds - command.create_time.seconds == 1800
 
     first = await agent.heartbeat(ready=True)

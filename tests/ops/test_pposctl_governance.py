@@ -16,9 +16,10 @@ import pytest
 from ppos.controlplane.cli.main import run
 from ppos.controlplane.core.logging import SecretRegistry
 from tests.governance.conftest import FAST as FAST_GOVERNANCE
-from tests.ops.support import Result, SignallingStream, operator_env, start_pposctl
+from tests.ops.support import Result, SignallingStream, operator_env, pposctl, start_pposctl
 from tests.ops.worlds import REGION, World, running_world
 from tests.registry_sync.harness import ODD_SAMPLES
+from tests.support.operators import add_operator
 
 
 @pytest.fixture
@@ -293,7 +294,7 @@ async def test_policies_dry_run_decisions_and_outbox(world: World) -> None:
     assert (await ctl("policies", "get", "fre-recovery")).code == 6
 
 
-async def test_admin_jobs_with_progress_and_audit(world: World) -> None:
+async def test_admin_jobs_with_progress_and_audit(world: World, tmp_path: Path) -> None:
     ctl = world.ctl
     started = await ctl("admin-jobs", "start", "health-sweep")
     assert started.code == 0, started.stderr
@@ -336,9 +337,13 @@ async def test_admin_jobs_with_progress_and_audit(world: World) -> None:
         stdout=stream,
     )
     await asyncio.sleep(0.3)
-    made = await ctl(
-        "--operator",
-        "alice",
+    alice = await add_operator(world.plane, "alice", "admin")
+    alice_file = tmp_path / "alice.credential"
+    alice_file.write_text(alice.credential + "\n")
+    alice_file.chmod(0o600)
+    alice_env = {"PPOS_ADDRESS": world.plane.address, "PPOS_CONTROL_TOKEN_FILE": str(alice_file)}
+    made = await pposctl(
+        world.plane,
         "partners",
         "create",
         "tailcheck",
@@ -346,11 +351,12 @@ async def test_admin_jobs_with_progress_and_audit(world: World) -> None:
         "T",
         "--region",
         REGION,
+        env=alice_env,
     )
     assert made.code == 0, made.stderr
     assert await asyncio.wait_for(tail, 30) == 0
     assert "partner/tailcheck" in stream.getvalue()
-    assert "operator:alice" in stream.getvalue()  # --operator is who the audit log names
+    assert "operator:alice" in stream.getvalue()  # the credential's holder, named by the plane
     by_kind = await ctl("audit", "list", "--kind", "partner", "--after", str(last))
     assert "partner/tailcheck" in by_kind.stdout
 

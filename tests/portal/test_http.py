@@ -219,7 +219,7 @@ async def test_cordon_confirms_in_two_steps_with_the_nodes_name(
     detail = await operator.get(f"/nodes/{node_id}")
     audit = re.search(r'<table class="audit">(.*?)</table>', detail.text, re.S)
     assert audit is not None
-    assert "operator:ada" in audit.group(1)
+    assert "operator:break-glass" in audit.group(1)  # signed in with the control token
     assert "disk &lt;swap&gt;" in audit.group(1)
 
 

@@ -129,7 +129,7 @@ async def test_start_sweep_is_idempotent_per_request_id_and_audited(
     done = await w.wait_sweep(first.sweep_id)
     assert done.state == pb.SWEEP_STATE_SUCCEEDED
     assert list(done.regions) == [EU]
-    assert done.started_by == "operator:operator"
+    assert done.started_by == "operator:break-glass"
     assert (await w.status(US)).records_synced == 0  # only what was asked
     rows = audit_rows(database_url)
     assert [(r.resource_id, r.actor_kind, r.method) for r in rows] == [

@@ -23,6 +23,7 @@ from ppos.controlplane.security.claims import PREFLIGHT_TYP, PreflightClaims
 from ppos.controlplane.security.outbound import open_channel
 from ppos.controlplane.security.principal import current_request_id
 from ppos.controlplane.security.self_minted import SelfMinted
+from tests.support.operators import add_operator
 from tests.support.recorder import Recorder
 from tests.support.relay import ECHO, ECHO_SERVICE, RELAY
 from tests.support.servers import RunningPlane, start_plane, stop_plane
@@ -59,7 +60,7 @@ async def test_each_outbound_call_carries_a_fresh_token_and_never_the_control_to
     relay_plane: RunningPlane, recorder: Recorder, canary_token: str
 ) -> None:
     relay = relay_plane.channel.unary_unary(RELAY)
-    metadata = (*relay_plane.operator, ("x-request-id", "req_outbound_1"), ("x-operator", "alice"))
+    metadata = (*relay_plane.operator, ("x-request-id", "req_outbound_1"))
     for _ in range(3):
         await relay(b"ping", metadata=metadata)
 
@@ -84,7 +85,7 @@ async def test_each_outbound_call_carries_a_fresh_token_and_never_the_control_to
             issuer="ppos-control-plane",
         )
         assert claims["sub"] == "ppos.controlplane.relay"
-        assert claims["act"] == {"sub": "operator:alice"}
+        assert claims["act"] == {"sub": "operator:break-glass"}
         assert claims["mth"] == ECHO
         assert claims["rid"] == "req_outbound_1"
         assert 0 < claims["exp"] - claims["iat"] <= 300
@@ -97,9 +98,8 @@ async def test_peer_hop_is_verified_by_the_callee_edge(plane: RunningPlane) -> N
     """Relay -> Echo on the same plane: the callee's edge verifies the minted token
     and sees the calling service, the operator it acts for and the request id."""
     relay = plane.channel.unary_unary(RELAY)
-    reply = await relay(
-        b"x", metadata=(*plane.operator, ("x-request-id", "req_hop"), ("x-operator", "bob"))
-    )
+    bob = await add_operator(plane, "bob", "admin")
+    reply = await relay(b"x", metadata=(*bob.metadata, ("x-request-id", "req_hop")))
     subject, acting_for, request_id, body = reply.split(b"|")
     assert subject == b"ppos.controlplane.relay"
     assert acting_for == b"operator:bob"

@@ -42,7 +42,6 @@ function readToken() {
 function operatorMetadata(token) {
   const metadata = new grpc.Metadata();
   metadata.set('authorization', `Bearer ${token}`);
-  metadata.set('x-operator', 'node-client');
   return metadata;
 }
 

@@ -61,6 +61,24 @@ class DeprecatedSpelling(argparse.Action):
         deprecated(namespace, f"{option_string} is deprecated; use {self.instead}")
 
 
+class IgnoredFlag(argparse.Action):
+    """A flag of earlier releases that no longer does anything: accepted, hidden,
+    and a warning says so."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        deprecated(
+            namespace,
+            f"{option_string} is ignored: the audit log names the holder of the credential "
+            "(a named operator, or break-glass for the control token)",
+        )
+
+
 def deprecated(args: argparse.Namespace, text: str) -> None:
     """Record a deprecation warning for `run` to print on stderr (once)."""
     warnings: list[str] = getattr(args, "deprecations", [])
@@ -107,11 +125,8 @@ def common_options() -> Parser:
         metavar="DURATION",
         help="deadline of each call, retries included [env PPOS_TIMEOUT, default 30s]",
     )
-    group.add_argument(
-        "--operator",
-        default=sup,
-        metavar="NAME",
-        help="your name, recorded in the audit log [env PPOS_OPERATOR]",
+    group.add_argument(  # the audit log names the credential's holder, not a flag
+        "--operator", action=IgnoredFlag, default=sup, help=argparse.SUPPRESS
     )
     group.add_argument(
         "--ca-file",
@@ -154,7 +169,6 @@ class Context:
                 address=getattr(args, "address", None),
                 token_file=getattr(args, "token_file", None),
                 timeout=getattr(args, "timeout", None),
-                operator=getattr(args, "operator", None),
                 ca_file=getattr(args, "ca_file", None),
             )
             for warning in self._config.warnings:

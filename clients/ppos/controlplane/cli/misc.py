@@ -85,7 +85,6 @@ def config_view(ctx: Context, args: argparse.Namespace) -> None:
         ("TLS", f"yes (CA {config.ca_file})" if config.ca_file else "no (plaintext)"),
         ("Token", token),
         ("Timeout", f"{config.timeout:g}s"),
-        ("Operator", config.operator or "(server default)"),
         ("Retries", f"UNAVAILABLE up to {config.retry.max_attempts} attempts"),
     ]
     if ctx.out.is_json:

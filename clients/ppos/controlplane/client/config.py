@@ -24,7 +24,6 @@ ENV_ADDRESS = "PPOS_ADDRESS"
 ENV_TOKEN = "PPOS_CONTROL_TOKEN"  # noqa: S105 - the variable's name, not a token
 ENV_TOKEN_FILE = "PPOS_CONTROL_TOKEN_FILE"  # noqa: S105 - a variable name
 ENV_TIMEOUT = "PPOS_TIMEOUT"
-ENV_OPERATOR = "PPOS_OPERATOR"
 ENV_CA_FILE = "PPOS_CA_FILE"
 # When the services run apart (one container each), where each one is.
 SERVICE_ADDRESS_ENV = {
@@ -34,7 +33,6 @@ SERVICE_ADDRESS_ENV = {
 }
 # RFC 6750 b64token: what may travel in the header.
 _TOKEN = re.compile(r"^[A-Za-z0-9._~+/=-]+$")
-_OPERATOR = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 _HOST_PORT = r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):\d{1,5}"
 _IPV4_PORT = r"\d{1,3}(\.\d{1,3}){3}:\d{1,5}"
 # host:port, dns:///host:port (every address the name resolves to), or an
@@ -71,6 +69,8 @@ class ClientConfig:
     address: str = DEFAULT_ADDRESS
     token: Token | None = None
     timeout: float = DEFAULT_TIMEOUT
+    # A label for the holder's own use (the portal shows it); never sent: the
+    # server names whoever holds the credential.
     operator: str = ""
     ca_file: Path | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -124,7 +124,6 @@ def load_config(
     address: str | None = None,
     token_file: Path | None = None,
     timeout: float | None = None,
-    operator: str | None = None,
     ca_file: Path | None = None,
 ) -> ClientConfig:
     """Explicit arguments first, then the environment, then defaults."""
@@ -164,11 +163,6 @@ def load_config(
     if timeout <= 0:
         raise ConfigurationError("timeout must be positive")
 
-    operator = operator if operator is not None else env.get(ENV_OPERATOR, "")
-    if operator and not _OPERATOR.fullmatch(operator):
-        raise ConfigurationError(
-            f"operator name {operator!r}: 1 to 64 letters, digits, '.', '_', '@' or '-'"
-        )
     ca_env = env.get(ENV_CA_FILE)
     ca = ca_file or (Path(ca_env).expanduser() if ca_env else None)
     if ca is not None and not ca.is_file():
@@ -177,7 +171,6 @@ def load_config(
         address=address,
         token=token,
         timeout=timeout,
-        operator=operator,
         ca_file=ca,
         warnings=tuple(warnings),
         service_addresses=service_addresses,

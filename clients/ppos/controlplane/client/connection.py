@@ -138,8 +138,6 @@ class Connection:
         elif authenticated:
             token = self.config.require_token()
             items.append(("authorization", f"Bearer {token.value}"))
-        if self.config.operator:
-            items.append(("x-operator", self.config.operator))
         return tuple(items)
 
     def _backoff(self, attempt: int, error: ControlPlaneError) -> float:

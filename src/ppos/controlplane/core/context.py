@@ -24,6 +24,18 @@ class PrincipalKind(enum.Enum):
     POLICY = "policy"  # a governance policy acting through the reconciler (name: policy id)
 
 
+class OperatorRole(enum.IntEnum):
+    """What an operator may do; each role may do all the lesser ones may."""
+
+    VIEWER = 1  # reads and watches
+    OPERATOR = 2  # day-to-day actions: cordon, drain, re-image, pause, sweeps, admin jobs
+    ADMIN = 3  # also tenants, queues, partners, routes and policies
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
 @dataclass(frozen=True)
 class Principal:
     kind: PrincipalKind
@@ -35,6 +47,8 @@ class Principal:
     enrollment_token_sha256: str = ""
     # For peers: the principal the peer acted for (its `act` claim), if any.
     acting_for: str = ""
+    # For operators: the role their credential grants (the control token: ADMIN).
+    role: OperatorRole | None = None
 
     @cached_property
     def display(self) -> str:

@@ -31,6 +31,7 @@ from ppos.controlplane.runtime.config import (
     StartupError,
 )
 from ppos.controlplane.runtime.modules import ALL_SECTIONS, Settings
+from ppos.controlplane.runtime.operators import add_operator_arguments, run_operators
 from ppos.controlplane.services.governance.settings import GovernanceSettings
 from ppos.controlplane.services.node_registry.settings import NodeRegistrySettings
 from ppos.controlplane.services.registry_sync.settings import RegistrySyncSettings
@@ -83,6 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     token.add_argument("action", choices=["generate"])
     token.add_argument("--out", type=Path, required=True, help="file to create (must not exist)")
+    add_arguments(add_operator_arguments(commands), ServerSettings)
     config = commands.add_parser(
         "config", allow_abbrev=False, help="print the settings table (markdown)"
     )
@@ -178,6 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return event_loop_runner(settings.server.event_loop)(_serve(settings, secrets))
             if args.command == "migrate":
                 return _migrate(settings)
+            if args.command == "operators":
+                return run_operators(settings, args)
         except sa_exc.DBAPIError as exc:
             raise StartupError(_unreachable_database(settings, exc)) from None
         return _keys(settings, args.action)

@@ -24,6 +24,7 @@ from ppos.controlplane.runtime.observability import (
     MetricsEndpoint,
     auth_failure_hook,
 )
+from ppos.controlplane.runtime.operators import StoredOperatorLookup
 from ppos.controlplane.runtime.reflection import enable_reflection
 from ppos.controlplane.security.access import AccessTable, MethodRule
 from ppos.controlplane.security.control_token import ControlToken, read_control_token
@@ -35,6 +36,7 @@ from ppos.controlplane.security.edge import (
     GuardedServer,
 )
 from ppos.controlplane.security.keys import JwksKeySource, KeyRing
+from ppos.controlplane.security.operators import OperatorCredentialCache
 from ppos.controlplane.security.peers import PeerDirectory
 from ppos.controlplane.security.self_minted import SelfMinted
 from ppos.controlplane.security.tokens import TokenMinter, TokenVerifier
@@ -259,7 +261,9 @@ class ControlPlaneServer:
             access.add(rule)
         edge = EdgeGuard(
             access,
-            EdgeAuthenticator(control, verifier),
+            # Named operators: looked up in the database, each answer cached a few
+            # seconds (a revoke is seen by every replica within that delay).
+            EdgeAuthenticator(control, verifier, OperatorCredentialCache(StoredOperatorLookup(db))),
             on_auth_failure=auth_failure_hook(self._on_auth_failure),
             ledger=TokenLedger(db, leeway_seconds=settings.auth.clock_leeway),
             scanner=scanner,

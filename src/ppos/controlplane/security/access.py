@@ -4,8 +4,9 @@ contracts themselves.
 Every RPC of our services carries a `(ppos.controlplane.auth.v1.access)`
 option; the table below is built from the descriptor pool, so a method
 without a rule is refused, and the rule a reviewer reads in the .proto is the
-rule the edge enforces: the principal kinds allowed, and the largest request
-the method accepts (`max_request_bytes`, DEFAULT_MAX_REQUEST_BYTES unless the
+rule the edge enforces: the principal kinds allowed, the least role a named
+operator needs (`min_role`, ADMIN when unset), and the largest request the
+method accepts (`max_request_bytes`, DEFAULT_MAX_REQUEST_BYTES unless the
 option names more).
 """
 
@@ -19,7 +20,7 @@ from google.protobuf import descriptor_pool
 from google.protobuf.descriptor import ServiceDescriptor
 
 from ppos.controlplane.auth.v1 import access_pb2
-from ppos.controlplane.security.principal import PrincipalKind
+from ppos.controlplane.security.principal import OperatorRole, PrincipalKind
 
 _KIND_BY_PROTO = {
     access_pb2.PRINCIPAL_KIND_ANONYMOUS: PrincipalKind.ANONYMOUS,
@@ -27,6 +28,12 @@ _KIND_BY_PROTO = {
     access_pb2.PRINCIPAL_KIND_NODE: PrincipalKind.NODE,
     access_pb2.PRINCIPAL_KIND_ENROLLING_NODE: PrincipalKind.ENROLLING_NODE,
     access_pb2.PRINCIPAL_KIND_PEER: PrincipalKind.PEER,
+}
+
+_ROLE_BY_PROTO = {
+    access_pb2.OPERATOR_ROLE_VIEWER: OperatorRole.VIEWER,
+    access_pb2.OPERATOR_ROLE_OPERATOR: OperatorRole.OPERATOR,
+    access_pb2.OPERATOR_ROLE_ADMIN: OperatorRole.ADMIN,
 }
 
 # The largest request a method accepts unless its access option says more: a
@@ -47,15 +54,16 @@ OPEN_METHODS = frozenset(
 
 @dataclass(frozen=True)
 class MethodRule:
-    """Principal kinds allowed on one method, and the largest request it takes
-    (in bytes, checked before the request is decoded); `service` is the
-    callee's audience."""
+    """Principal kinds allowed on one method, the least role an operator needs,
+    and the largest request it takes (in bytes, checked before the request is
+    decoded); `service` is the callee's audience."""
 
     method: str
     service: str
     allow: frozenset[PrincipalKind]
     mutating: bool = False
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    min_role: OperatorRole = OperatorRole.ADMIN
 
     @cached_property
     def open(self) -> bool:  # asked on every call: worked out once per rule
@@ -114,6 +122,7 @@ def rules_of(service: ServiceDescriptor) -> list[MethodRule]:
                 allow,
                 access.mutating,
                 access.max_request_bytes or DEFAULT_MAX_REQUEST_BYTES,
+                _ROLE_BY_PROTO.get(access.min_role, OperatorRole.ADMIN),
             )
         )
     return rules

@@ -9,7 +9,8 @@ it decodes anything, and refuses with INVALID_ARGUMENT.
 What counts as a credential: the control token itself (recognised by its
 SHA-256, as the edge recognises it, so no copy of it is kept), anything shaped
 like a JWS (node credentials, PREFLIGHT_JWTs, any other bearer JWT), and the
-prefixes our token generators use. The control token is looked for in every
+prefixes our token generators use (`ppos_ct_`, `ppos_enroll_`, and
+`ppos_op_` of operator credentials). The control token is looked for in every
 run of its character set at least as long as it: a window of its length at
 each offset near the run's ends, which is where a pasted token sits in the
 protobuf bytes (beside a field's tag and length bytes, or free text's spaces
@@ -23,7 +24,7 @@ import hmac
 import re
 
 # Compact JWS: base64url of a JSON object (`{"` encodes as `eyJ`), twice, dotted.
-_SHAPES = re.compile(rb"eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.|ppos_(?:ct|enroll)_")
+_SHAPES = re.compile(rb"eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.|ppos_(?:ct|enroll|op)_")
 # How far from a run's ends a token is looked for (tag and length bytes, quotes...).
 _SLACK = 8
 

@@ -7,14 +7,17 @@ EdgeGuard) rather than through grpc.aio's interceptor chain, which builds a
 handler per call.
 
 Order per call: resolve the method's access rule; resolve the principal from
-`authorization` (control token in constant time, or a node credential, or a
-PREFLIGHT_JWT, or an enrollment token); refuse with UNAUTHENTICATED or
-PERMISSION_DENIED before anything reads the request; for a PREFLIGHT_JWT,
-check that it was minted for this request (its `rqh` is the SHA-256 of the
-bytes received) and, on a mutating method, that its `jti` is used for the
-first time by any replica (a ReplayLedger); only then check the
-request's size against the method's limit and decode it (grpc.aio hands the
-edge bytes; see core/handlers.py), refusing a body too large or undecodable
+`authorization` (control token in constant time, or a named operator's
+credential, or a node credential, or a PREFLIGHT_JWT, or an enrollment token);
+refuse with UNAUTHENTICATED or PERMISSION_DENIED (a kind the method does not
+admit, an operator's role below the method's `min_role`) before anything
+reads the request (an operator credential not in the cache is looked up
+first, see security/operators.py); for a PREFLIGHT_JWT, check that it was
+minted for this request (its `rqh` is the SHA-256 of the bytes received) and,
+on a mutating method, that its `jti` is used for the first time by any
+replica (a ReplayLedger); only then check the request's size against the
+method's limit and decode it (grpc.aio hands the edge bytes; see
+core/handlers.py), refusing a body too large or undecodable
 with INVALID_ARGUMENT; run the handler with the principal and request id bound
 in contextvars and a context whose metadata no longer holds the credential.
 
@@ -40,6 +43,7 @@ from ppos.controlplane.core.errors import (
     InvalidArgument,
     PermissionDenied,
     Unauthenticated,
+    Unavailable,
     internal_status,
 )
 from ppos.controlplane.core.handlers import CallWrapper, end_with, wrap_handler
@@ -57,8 +61,16 @@ from ppos.controlplane.security.claims import (
 )
 from ppos.controlplane.security.control_token import ControlToken
 from ppos.controlplane.security.credential_scan import CredentialScanner
+from ppos.controlplane.security.operators import (
+    BREAK_GLASS,
+    OPERATOR_PREFIX,
+    OperatorCredentialCache,
+    OperatorIdentity,
+    credential_sha256,
+)
 from ppos.controlplane.security.principal import (
     ANONYMOUS,
+    OperatorRole,
     Principal,
     PrincipalKind,
     current_method,
@@ -71,7 +83,6 @@ CREDENTIAL_KEYS = frozenset({"authorization", "proxy-authorization", "cookie"})
 ENROLLMENT_PREFIX = "ppos_enroll_"
 NODE_AUDIENCE = "ppos.controlplane.noderegistry.v1.NodeRegistryService"
 _BEARER = re.compile(r"^[Bb][Ee][Aa][Rr][Ee][Rr] ([A-Za-z0-9._~+/=-]+)$")
-_OPERATOR_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 _MAX_SHARED_PRINCIPALS = 1024
 _log = structlog.get_logger("ppos.edge")
 
@@ -84,6 +95,19 @@ class ReplayLedger(Protocol):
     async def first_use(self, jti: str, expires_at: int) -> bool:
         """True the first time `jti` is presented (and records it); False after."""
         ...
+
+
+class OperatorLookupPending(Exception):
+    """An operator credential whose answer is not cached: the edge looks it up
+    (awaiting the database) before it goes on with the call."""
+
+    def __init__(self, digest: str) -> None:
+        super().__init__("operator credential not looked up yet")
+        self.digest = digest
+
+
+def _unknown_credential() -> Unauthenticated:
+    return Unauthenticated("credential not recognised", reason="UNKNOWN_CREDENTIAL")
 
 
 def _unbound() -> Unauthenticated:
@@ -134,21 +158,69 @@ def request_id_from(metadata: Sequence[Any]) -> str:
 class EdgeAuthenticator:
     """Turns call metadata into a principal, or refuses."""
 
-    def __init__(self, control_token: ControlToken, verifier: TokenVerifier) -> None:
+    def __init__(
+        self,
+        control_token: ControlToken,
+        verifier: TokenVerifier,
+        operators: OperatorCredentialCache | None = None,
+    ) -> None:
         self._control = control_token
         self._verifier = verifier
+        # None where no database is at hand (unit tests, benchmarks of the edge):
+        # then only the control token admits an operator.
+        self._operators = operators
         # Operators and peers are few and call often: their (immutable) principals
         # are made once and shared by their calls.
-        self._principals: dict[tuple[PrincipalKind, str, str], Principal] = {}
+        self._principals: dict[tuple[PrincipalKind, str, str, OperatorRole | None], Principal] = {}
+        self._break_glass = Principal(PrincipalKind.OPERATOR, BREAK_GLASS, role=OperatorRole.ADMIN)
 
-    def _principal(self, kind: PrincipalKind, name: str, acting_for: str = "") -> Principal:
-        key = (kind, name, acting_for)
+    def _principal(
+        self,
+        kind: PrincipalKind,
+        name: str,
+        acting_for: str = "",
+        role: OperatorRole | None = None,
+    ) -> Principal:
+        key = (kind, name, acting_for, role)
         principal = self._principals.get(key)
         if principal is None:
             if len(self._principals) >= _MAX_SHARED_PRINCIPALS:
                 self._principals.clear()
-            principal = self._principals[key] = Principal(kind, name, acting_for=acting_for)
+            principal = self._principals[key] = Principal(
+                kind, name, acting_for=acting_for, role=role
+            )
         return principal
+
+    def _operator(self, identity: OperatorIdentity | None) -> Principal:
+        if identity is None:  # unknown, revoked or rotated away: all alike to the caller
+            raise _unknown_credential()
+        return self._principal(PrincipalKind.OPERATOR, identity.name, role=identity.role)
+
+    async def authenticate_operator(self, digest: str, rule: MethodRule) -> Principal:
+        """The rest of authenticate_call for an operator credential not in the
+        cache (see OperatorLookupPending): look it up, then authorise."""
+        assert self._operators is not None  # only raised when there is a cache
+        principal = self._operator(await self._operators.resolve(digest))
+        self.authorize(principal, rule)
+        return principal
+
+    def authorize(self, principal: Principal, rule: MethodRule) -> None:
+        """Refuse a principal kind the method does not admit, or an operator whose
+        role is below the method's."""
+        if principal.kind not in rule.allow:
+            raise PermissionDenied(
+                f"a {principal.kind.value} credential may not call {rule.method}",
+                reason="PRINCIPAL_NOT_ALLOWED",
+                metadata={"principal_kind": principal.kind.value},
+            )
+        role = principal.role
+        if role is not None and role < rule.min_role:
+            needed = rule.min_role.label
+            raise PermissionDenied(
+                f"{rule.method} needs the {needed} role; this credential has {role.label}",
+                reason="ROLE_REQUIRED",
+                metadata={"required_role": needed, "role": role.label},
+            )
 
     def authenticate(self, metadata: Sequence[Any], rule: MethodRule) -> Principal:
         return self.authenticate_call(metadata, rule)[0]
@@ -157,7 +229,10 @@ class EdgeAuthenticator:
         self, metadata: Sequence[Any], rule: MethodRule
     ) -> tuple[Principal, PreflightClaims | None]:
         """The caller, and the claims of its PREFLIGHT_JWT when it presented one
-        (their request binding and jti are checked against the call later)."""
+        (their request binding and jti are checked against the call later).
+
+        Raises OperatorLookupPending for an operator credential whose answer
+        is not cached (the caller awaits authenticate_operator)."""
         if rule.open:
             return ANONYMOUS, None
         if not rule.allow:
@@ -180,39 +255,34 @@ class EdgeAuthenticator:
                 "malformed authorization header: expected 'Bearer <token>'",
                 reason="MALFORMED_CREDENTIAL",
             )
-        principal, claims = self._resolve(match.group(1), metadata, rule)
-        if principal.kind not in rule.allow:
-            raise PermissionDenied(
-                f"a {principal.kind.value} credential may not call {rule.method}",
-                reason="PRINCIPAL_NOT_ALLOWED",
-                metadata={"principal_kind": principal.kind.value},
-            )
+        principal, claims = self._resolve(match.group(1), rule)
+        self.authorize(principal, rule)
         return principal, claims
 
-    def _resolve(
-        self, token: str, metadata: Sequence[Any], rule: MethodRule
-    ) -> tuple[Principal, PreflightClaims | None]:
+    def _resolve(self, token: str, rule: MethodRule) -> tuple[Principal, PreflightClaims | None]:
         try:
-            return self._principal_of(token, metadata, rule)
+            return self._principal_of(token, rule)
         except TokenRejected as exc:
             raise Unauthenticated(
                 f"credential rejected: {exc.detail}", reason=f"TOKEN_{exc.reason.upper()}"
             ) from None
 
     def _principal_of(
-        self, token: str, metadata: Sequence[Any], rule: MethodRule
+        self, token: str, rule: MethodRule
     ) -> tuple[Principal, PreflightClaims | None]:
         # First a peer hop back to this process, recognised by its exact bytes (the
         # most frequent internal call in the one-port server; see SelfMinted).
         peer = self._verifier.verify_self_minted(token, audience=rule.service, method=rule.method)
         if peer is not None:
             return self._principal(PrincipalKind.PEER, peer.subject, peer.acting_for), peer
-        if self._control.matches(token):
-            names = _first(metadata, "x-operator")
-            name = (
-                names[0] if len(names) == 1 and _OPERATOR_NAME.fullmatch(names[0]) else "operator"
-            )
-            return self._principal(PrincipalKind.OPERATOR, name), None
+        if self._control.matches(token):  # break-glass: an admin, audited as such
+            return self._break_glass, None
+        if token.startswith(OPERATOR_PREFIX) and self._operators is not None:
+            digest = credential_sha256(token)
+            known, identity = self._operators.cached(digest)
+            if not known:
+                raise OperatorLookupPending(digest)
+            return self._operator(identity), None
         if token.startswith(ENROLLMENT_PREFIX):
             digest = hashlib.sha256(token.encode()).hexdigest()
             return Principal(
@@ -229,7 +299,7 @@ class EdgeAuthenticator:
             return Principal(
                 PrincipalKind.NODE, node.node_id, credential_generation=node.generation
             ), None
-        raise Unauthenticated("credential not recognised", reason="UNKNOWN_CREDENTIAL")
+        raise _unknown_credential()
 
 
 class _ScrubbedContext:
@@ -268,19 +338,42 @@ class _Guard(CallWrapper):
         self._rule = rule
         self._method = method
 
-    def _admit(self, context: Any) -> tuple[str, DomainError | None, PreflightClaims | None]:
+    def _admit(
+        self, context: Any
+    ) -> tuple[str, DomainError | OperatorLookupPending | None, PreflightClaims | None]:
         """Authenticate the call and bind who it is for: its request id, why it is
-        refused (None when it is not), and its PREFLIGHT_JWT's claims if any."""
+        refused (None when it is not; OperatorLookupPending when an operator
+        credential must be looked up first, see _admit_operator), and its
+        PREFLIGHT_JWT's claims if any."""
         metadata = context.invocation_metadata() or ()
         request_id = request_id_from(metadata)
         try:
             principal, claims = self._edge.authenticator.authenticate_call(metadata, self._rule)
-        except DomainError as exc:
+        except (DomainError, OperatorLookupPending) as exc:
             # Without its traceback: its frames lead back to the caller's, which
             # holds the request and this error, a cycle only the collector breaks.
             return request_id, exc.with_traceback(None), None
         self._enter(principal, request_id)
         return request_id, None, claims
+
+    async def _admit_operator(
+        self, pending: OperatorLookupPending, request_id: str
+    ) -> DomainError | None:
+        """_admit's end for an operator credential not cached: why the call is
+        refused, or None (and the operator bound to the call)."""
+        try:
+            principal = await self._edge.authenticator.authenticate_operator(
+                pending.digest, self._rule
+            )
+        except DomainError as exc:
+            return exc.with_traceback(None)
+        except Exception:  # noqa: BLE001 - the call is answered, the failure logged
+            _log.exception("auth.operator_lookup_failed", request_id=request_id)
+            return Unavailable(
+                "the credential cannot be checked now; retry", reason="CREDENTIAL_LOOKUP_FAILED"
+            )
+        self._enter(principal, request_id)
+        return None
 
     def _pasted(self, context: Any, request: Any) -> DomainError | None:
         """A credential in the request or in a header other than `authorization`
@@ -366,11 +459,13 @@ class _Guard(CallWrapper):
         self, behaviour: Callable[[Any, Any], Awaitable[Any]]
     ) -> Callable[[Any, Any], Awaitable[Any]]:
         admit, refuse, fail, bound = self._admit, self._refuse, self._fail, self._bound
-        pasted = self._pasted
+        pasted, admit_operator = self._pasted, self._admit_operator
         scanned = not self._rule.open  # anyone may send anything to health and reflection
 
         async def guarded(request: Any, context: Any) -> Any:
             request_id, refused, claims = admit(context)
+            if isinstance(refused, OperatorLookupPending):
+                refused = await admit_operator(refused, request_id)
             if refused is None and scanned:
                 refused = pasted(context, request)
             if claims is not None and refused is None:
@@ -392,6 +487,8 @@ class _Guard(CallWrapper):
         self, invoke: Callable[[Any], AsyncIterator[Any]], context: Any, request: Any = None
     ) -> AsyncIterator[Any]:
         request_id, refused, claims = self._admit(context)
+        if isinstance(refused, OperatorLookupPending):
+            refused = await self._admit_operator(refused, request_id)
         if refused is None and not self._rule.open:
             refused = self._pasted(context, request)
         if claims is not None and refused is None:

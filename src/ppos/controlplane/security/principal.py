@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ppos.controlplane.core.context import (
     ANONYMOUS,
+    OperatorRole,
     Principal,
     PrincipalKind,
     current_method,
@@ -14,6 +15,7 @@ from ppos.controlplane.core.context import (
 
 __all__ = [
     "ANONYMOUS",
+    "OperatorRole",
     "Principal",
     "PrincipalKind",
     "current_method",

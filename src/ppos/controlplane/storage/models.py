@@ -12,6 +12,7 @@ def load_all() -> MetaData:
     from ppos.controlplane.services.registry_sync import models as _sync_models  # noqa: F401
     from ppos.controlplane.storage import audit as _audit  # noqa: F401
     from ppos.controlplane.storage import leases as _leases  # noqa: F401
+    from ppos.controlplane.storage import operators as _operators  # noqa: F401
     from ppos.controlplane.storage import token_ledger as _ledger  # noqa: F401
     from ppos.controlplane.storage.base import Base
 

@@ -32,7 +32,9 @@ class _PrincipalKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Princip
     PRINCIPAL_KIND_ANONYMOUS: _PrincipalKind.ValueType  # 1
     """Anyone, unauthenticated (health, reflection, the public key set)."""
     PRINCIPAL_KIND_OPERATOR: _PrincipalKind.ValueType  # 2
-    """A human or automation holding PPOS_CONTROL_TOKEN."""
+    """A named operator holding its own credential (`ppos_op_...`, with a role),
+    or the break-glass control token (PPOS_CONTROL_TOKEN, an admin).
+    """
     PRINCIPAL_KIND_NODE: _PrincipalKind.ValueType  # 3
     """A worker node presenting its node-scoped credential."""
     PRINCIPAL_KIND_ENROLLING_NODE: _PrincipalKind.ValueType  # 4
@@ -54,7 +56,9 @@ PRINCIPAL_KIND_UNSPECIFIED: PrincipalKind.ValueType  # 0
 PRINCIPAL_KIND_ANONYMOUS: PrincipalKind.ValueType  # 1
 """Anyone, unauthenticated (health, reflection, the public key set)."""
 PRINCIPAL_KIND_OPERATOR: PrincipalKind.ValueType  # 2
-"""A human or automation holding PPOS_CONTROL_TOKEN."""
+"""A named operator holding its own credential (`ppos_op_...`, with a role),
+or the break-glass control token (PPOS_CONTROL_TOKEN, an admin).
+"""
 PRINCIPAL_KIND_NODE: PrincipalKind.ValueType  # 3
 """A worker node presenting its node-scoped credential."""
 PRINCIPAL_KIND_ENROLLING_NODE: PrincipalKind.ValueType  # 4
@@ -67,6 +71,40 @@ service and this method.
 """
 Global___PrincipalKind: _TypeAlias = PrincipalKind  # noqa: Y015
 
+class _OperatorRole:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _OperatorRoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OperatorRole.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    OPERATOR_ROLE_UNSPECIFIED: _OperatorRole.ValueType  # 0
+    """Not set: a method operators may call without it needs OPERATOR_ROLE_ADMIN."""
+    OPERATOR_ROLE_VIEWER: _OperatorRole.ValueType  # 1
+    """Reads and watches."""
+    OPERATOR_ROLE_OPERATOR: _OperatorRole.ValueType  # 2
+    """Day-to-day actions on nodes, queues, sync sweeps and admin jobs."""
+    OPERATOR_ROLE_ADMIN: _OperatorRole.ValueType  # 3
+    """Changes to tenants, queues, partners, routes and policies."""
+
+class OperatorRole(_OperatorRole, metaclass=_OperatorRoleEnumTypeWrapper):
+    """OperatorRole is what a named operator's credential allows. Each role may do
+    everything the ones before it may: a viewer reads and watches; an operator
+    also runs day-to-day actions (cordon, drain, re-image, pause, sweeps, admin
+    jobs, enrollments, retries); an admin also changes tenants, queues,
+    partners, policies and routes (and, with the server's command line,
+    operators and keys). The break-glass control token is an admin.
+    """
+
+OPERATOR_ROLE_UNSPECIFIED: OperatorRole.ValueType  # 0
+"""Not set: a method operators may call without it needs OPERATOR_ROLE_ADMIN."""
+OPERATOR_ROLE_VIEWER: OperatorRole.ValueType  # 1
+"""Reads and watches."""
+OPERATOR_ROLE_OPERATOR: OperatorRole.ValueType  # 2
+"""Day-to-day actions on nodes, queues, sync sweeps and admin jobs."""
+OPERATOR_ROLE_ADMIN: OperatorRole.ValueType  # 3
+"""Changes to tenants, queues, partners, routes and policies."""
+Global___OperatorRole: _TypeAlias = OperatorRole  # noqa: Y015
+
 @_typing.final
 class MethodAccess(_message.Message):
     """MethodAccess lists who may call a method. Methods without it are refused."""
@@ -76,6 +114,7 @@ class MethodAccess(_message.Message):
     ALLOW_FIELD_NUMBER: _builtins.int
     MUTATING_FIELD_NUMBER: _builtins.int
     MAX_REQUEST_BYTES_FIELD_NUMBER: _builtins.int
+    MIN_ROLE_FIELD_NUMBER: _builtins.int
     mutating: _builtins.bool
     """Whether the method mutates state; mutating methods are audited."""
     max_request_bytes: _builtins.int
@@ -87,6 +126,13 @@ class MethodAccess(_message.Message):
     refuses anything over the largest limit of all with RESOURCE_EXHAUSTED
     before it reaches the edge.
     """
+    min_role: Global___OperatorRole.ValueType
+    """The least role an operator credential needs to call the method, when
+    PRINCIPAL_KIND_OPERATOR is allowed; the edge answers a lesser role with
+    PERMISSION_DENIED (reason ROLE_REQUIRED, the role needed in the error's
+    metadata). Unset means OPERATOR_ROLE_ADMIN. Other principal kinds are not
+    affected.
+    """
     @_builtins.property
     def allow(self) -> _containers.RepeatedScalarFieldContainer[Global___PrincipalKind.ValueType]:
         """Principal kinds allowed to call the method."""
@@ -97,10 +143,11 @@ class MethodAccess(_message.Message):
         allow: _abc.Iterable[Global___PrincipalKind.ValueType] | None = ...,
         mutating: _builtins.bool = ...,
         max_request_bytes: _builtins.int = ...,
+        min_role: Global___OperatorRole.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow", b"allow", "max_request_bytes", b"max_request_bytes", "mutating", b"mutating"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow", b"allow", "max_request_bytes", b"max_request_bytes", "min_role", b"min_role", "mutating", b"mutating"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
