@@ -24,8 +24,9 @@ from ppos.controlplane.core.logging import configure_logging
 from ppos.controlplane.runtime.collector import settle_collector
 from ppos.controlplane.runtime.observability import MeteredServer
 from ppos.controlplane.security.access import AccessTable, MethodRule
+from ppos.controlplane.security.authentication import EdgeAuthenticator
 from ppos.controlplane.security.control_token import ControlToken
-from ppos.controlplane.security.edge import EdgeAuthenticator, EdgeGuard, GuardedServer
+from ppos.controlplane.security.edge import EdgeGuard, GuardedServer
 from ppos.controlplane.security.keys import KeyRing
 from ppos.controlplane.security.outbound import open_channel
 from ppos.controlplane.security.principal import PrincipalKind

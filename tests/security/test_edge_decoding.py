@@ -25,8 +25,9 @@ from grpc_health.v1 import health_pb2
 from ppos.controlplane.runtime.observability import MeteredServer
 from ppos.controlplane.runtime.server import server_options
 from ppos.controlplane.security.access import AccessTable, MethodRule
+from ppos.controlplane.security.authentication import EdgeAuthenticator
 from ppos.controlplane.security.control_token import ControlToken
-from ppos.controlplane.security.edge import EdgeAuthenticator, EdgeGuard, GuardedServer
+from ppos.controlplane.security.edge import EdgeGuard, GuardedServer
 from ppos.controlplane.security.keys import KeyRing
 from ppos.controlplane.security.principal import PrincipalKind
 from ppos.controlplane.security.tokens import TokenVerifier

@@ -27,14 +27,10 @@ from ppos.controlplane.runtime.observability import (
 from ppos.controlplane.runtime.operators import StoredOperatorLookup
 from ppos.controlplane.runtime.reflection import enable_reflection
 from ppos.controlplane.security.access import AccessTable, MethodRule
+from ppos.controlplane.security.authentication import EdgeAuthenticator
 from ppos.controlplane.security.control_token import ControlToken, read_control_token
 from ppos.controlplane.security.credential_scan import CredentialScanner
-from ppos.controlplane.security.edge import (
-    AuthFailureHook,
-    EdgeAuthenticator,
-    EdgeGuard,
-    GuardedServer,
-)
+from ppos.controlplane.security.edge import AuthFailureHook, EdgeGuard, GuardedServer
 from ppos.controlplane.security.keys import JwksKeySource, KeyRing
 from ppos.controlplane.security.operators import OperatorCredentialCache
 from ppos.controlplane.security.peers import PeerDirectory

@@ -25,8 +25,8 @@ from typing import Any
 import grpc
 
 from ppos.controlplane.core.ids import request_id as new_request_id
+from ppos.controlplane.security.authentication import CREDENTIAL_KEYS
 from ppos.controlplane.security.claims import request_sha256
-from ppos.controlplane.security.edge import CREDENTIAL_KEYS
 from ppos.controlplane.security.principal import (
     PrincipalKind,
     current_principal,

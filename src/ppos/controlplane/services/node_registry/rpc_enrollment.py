@@ -16,7 +16,7 @@ from ppos.controlplane.core.errors import Unauthenticated
 from ppos.controlplane.core.timeutil import duration_seconds, to_timestamp, utcnow
 from ppos.controlplane.core.validation import CLUSTER_NAME, HOSTNAME, Violations
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2 as pb
-from ppos.controlplane.security.edge import ENROLLMENT_PREFIX
+from ppos.controlplane.security.authentication import ENROLLMENT_PREFIX
 from ppos.controlplane.security.peers import SERVICE_AUDIENCE
 from ppos.controlplane.security.principal import PrincipalKind, current_principal
 from ppos.controlplane.services.node_registry.deps import NodeRegistryDeps
