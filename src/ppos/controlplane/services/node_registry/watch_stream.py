@@ -22,6 +22,7 @@ async def serve(
 ) -> None:
     """Run one stream; its subscriber is registered only inside the block that always
     unregisters it (a client may cancel at any await, the first ones included)."""
+    # One frame, not several: it lives as long as the stream, once per subscriber.
     loop = asyncio.get_running_loop()
     write = context.write
     sub: Subscriber | None = None
