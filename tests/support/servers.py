@@ -64,6 +64,7 @@ async def start_plane(
     secrets: SecretRegistry,
     extra_env: Mapping[str, str] | None = None,
     relay_target: str | None = None,
+    channel_credentials: grpc.ChannelCredentials | None = None,
 ) -> RunningPlane:
     """Start a plane; with `relay_target`, also host the test Relay/Echo pair
     (Relay calls Echo at `relay_target`, or at this plane itself when empty)."""
@@ -81,7 +82,10 @@ async def start_plane(
         settings, secrets=secrets, on_auth_failure=lambda m, r: failures.append((m, r)), **extra
     )
     await server.start()
-    channel = grpc.aio.insecure_channel(server.address)
+    if channel_credentials is None:
+        channel = grpc.aio.insecure_channel(server.address)
+    else:
+        channel = grpc.aio.secure_channel(server.address, channel_credentials)
     return RunningPlane(server, token, database_url, data_dir, channel, failures)
 
 

@@ -120,6 +120,20 @@ def common_options() -> Parser:
         metavar="FILE",
         help="PEM CA bundle: connect with TLS [env PPOS_CA_FILE]",
     )
+    group.add_argument(
+        "--cert-file",
+        type=Path,
+        default=sup,
+        metavar="FILE",
+        help="PEM client certificate, for mutual TLS [env PPOS_CERT_FILE]",
+    )
+    group.add_argument(
+        "--key-file",
+        type=Path,
+        default=sup,
+        metavar="FILE",
+        help="the client certificate's private key [env PPOS_KEY_FILE]",
+    )
     group.add_argument("--no-color", action="store_true", default=sup, help="plain output")
     return common
 
@@ -156,6 +170,8 @@ class Context:
                 timeout=getattr(args, "timeout", None),
                 operator=getattr(args, "operator", None),
                 ca_file=getattr(args, "ca_file", None),
+                cert_file=getattr(args, "cert_file", None),
+                key_file=getattr(args, "key_file", None),
             )
             for warning in self._config.warnings:
                 self.out.note(f"warning: {warning}")

@@ -36,6 +36,7 @@ from ppos.controlplane.security.edge import (
 )
 from ppos.controlplane.security.keys import JwksKeySource, KeyRing
 from ppos.controlplane.security.peers import PeerDirectory
+from ppos.controlplane.security.tls import ClientTls, ServerTls
 from ppos.controlplane.security.tokens import SelfMinted, TokenMinter, TokenVerifier
 from ppos.controlplane.services.jwks.service import JwksModule
 from ppos.controlplane.storage import migrate
@@ -113,8 +114,28 @@ def registry_sync_module(runtime: Runtime) -> ServiceModule:
             shutdown_grace=runtime.settings.server.shutdown_grace,
             page_tokens=runtime.page_tokens,
             shutdown=runtime.shutdown,
+            tls=runtime.peers.tls,
         )
     )
+
+
+# --- TLS: the listener's credentials and the outbound identity ---------------
+
+
+def server_tls(settings: Settings) -> ServerTls | None:
+    """The listener's TLS (re-read when its files change); None: plaintext."""
+    tls = settings.tls
+    if tls.cert_file is None or tls.key_file is None:
+        return None
+    return ServerTls(tls.cert_file, tls.key_file, tls.client_ca_file)
+
+
+def client_tls(settings: Settings) -> ClientTls | None:
+    """The identity of every channel out (peers, registries, gateways); None: plaintext."""
+    tls = settings.tls
+    if tls.ca_file is None:
+        return None
+    return ClientTls(tls.ca_file, tls.outbound_cert_file, tls.outbound_key_file)
 
 
 def load_keyring(settings: Settings) -> KeyRing:
@@ -186,6 +207,7 @@ class ControlPlaneServer:
             settings.governance,
         ):
             section.validate()
+        settings.tls.validate(settings.server.listen)
         settings.server.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
 
         control, scanner = self._take_control_token()
@@ -213,6 +235,7 @@ class ControlPlaneServer:
                 for s in ("governance", "noderegistry", "registrysync")
             },
             self_minted=self_minted,
+            tls=client_tls(settings),
         )
         self.runtime = Runtime(
             settings=settings,
@@ -252,7 +275,7 @@ class ControlPlaneServer:
             guarded,
         )
         try:
-            self.port = server.add_insecure_port(settings.server.listen)
+            self.port = self._add_port(server)
         except RuntimeError:  # grpc's "Failed to bind", with no errno to tell why
             self.port = 0
         if self.port == 0:
@@ -290,6 +313,12 @@ class ControlPlaneServer:
             kid=keyring.active.kid,
             seconds=round(time.perf_counter() - started, 3),
         )
+
+    def _add_port(self, server: grpc.aio.Server) -> int:
+        tls = server_tls(self.settings)
+        if tls is None:
+            return server.add_insecure_port(self.settings.server.listen)
+        return server.add_secure_port(self.settings.server.listen, tls.credentials())
 
     async def _set_health(self, *, serving: bool) -> None:
         assert self._health is not None
