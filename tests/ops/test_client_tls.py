@@ -23,6 +23,8 @@ from tests.ops.support import operator_env, pposctl_sync
 from tests.support.servers import RunningPlane, start_plane, stop_plane
 from tests.support.tls import TlsFiles, new_tls_files
 
+ROOT = Path(__file__).resolve().parents[2]
+
 
 def self_signed(directory: Path, name: str) -> tuple[bytes, bytes, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
@@ -132,3 +134,44 @@ async def test_pposctl_over_mutual_tls(mtls_plane: tuple[RunningPlane, TlsFiles]
     )
     assert half.code == 2
     assert "give both" in half.stderr
+
+
+async def test_the_development_ca_script_makes_a_working_mutual_tls_setup(
+    tmp_path: Path, database_url: str, canary_token: str, secret_registry: SecretRegistry
+) -> None:
+    """scripts/dev-ca.sh's files, used as compose uses them: the plane serves with
+    its certificate and requires one from the CA; pposctl presents the operator's."""
+    tls = tmp_path / "tls"
+    made = await asyncio.create_subprocess_exec(
+        "bash", str(ROOT / "scripts" / "dev-ca.sh"), str(tls), "plane=governance", "operator"
+    )
+    assert await made.wait() == 0
+    assert oct(tls.stat().st_mode & 0o777) == "0o700"
+    assert oct((tls / "ca-key.pem").stat().st_mode & 0o777) == "0o600"
+    env = {
+        "PPOS_TLS_CERT_FILE": str(tls / "plane.pem"),
+        "PPOS_TLS_KEY_FILE": str(tls / "plane-key.pem"),
+        "PPOS_TLS_CLIENT_CA_FILE": str(tls / "ca.pem"),
+        "PPOS_TLS_CA_FILE": str(tls / "ca.pem"),
+    }
+    plane = await start_plane(
+        token=canary_token,
+        database_url=database_url,
+        data_dir=tmp_path / "data",
+        secrets=secret_registry,
+        extra_env=env,
+    )
+    try:
+        client = {
+            "PPOS_ADDRESS": plane.address,
+            "PPOS_CA_FILE": str(tls / "ca.pem"),
+            "PPOS_CERT_FILE": str(tls / "operator.pem"),
+            "PPOS_KEY_FILE": str(tls / "operator-key.pem"),
+        }
+        ok = await asyncio.to_thread(pposctl_sync, ["health", "-q"], client)
+        assert ok.code == 0, ok.stderr
+        without = {k: v for k, v in client.items() if k not in ("PPOS_CERT_FILE", "PPOS_KEY_FILE")}
+        refused = await asyncio.to_thread(pposctl_sync, ["health", "--timeout", "3s"], without)
+        assert refused.code == 3
+    finally:
+        await stop_plane(plane)
