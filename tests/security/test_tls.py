@@ -5,7 +5,6 @@ plaintext refused on any address but loopback."""
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -13,7 +12,6 @@ import pytest
 import trustme
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from ppos.controlplane.core.logging import SecretRegistry
 from ppos.controlplane.core.settings import ConfigError
 from ppos.controlplane.runtime.cli import load_settings
 from ppos.controlplane.runtime.modules import Settings
@@ -22,38 +20,12 @@ from ppos.controlplane.security import outbound
 from ppos.controlplane.security.peers import caller_identity
 from ppos.controlplane.security.tls import ClientTls
 from tests.support.relay import ECHO_SERVICE
-from tests.support.servers import RunningPlane, plane_env, start_plane, stop_plane
+from tests.support.servers import RunningPlane, plane_env
 from tests.support.tls import TlsFiles, expired_client, new_tls_files
 
 RELAY = "/ppos.test.v1.RelayService/Relay"
 ECHO = f"/{ECHO_SERVICE}/Echo"
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-def tls_files(tmp_path: Path) -> TlsFiles:
-    return new_tls_files(tmp_path / "tls")
-
-
-@pytest.fixture
-async def mtls_plane(
-    tls_files: TlsFiles,
-    database_url: str,
-    tmp_path: Path,
-    canary_token: str,
-    secret_registry: SecretRegistry,
-) -> AsyncIterator[RunningPlane]:
-    running = await start_plane(
-        token=canary_token,
-        database_url=database_url,
-        data_dir=tmp_path / "data",
-        secrets=secret_registry,
-        extra_env=tls_files.plane_env(),
-        relay_target="",  # Relay calls Echo through this plane's own mTLS port
-        channel_credentials=tls_files.client_credentials(),
-    )
-    yield running
-    await stop_plane(running)
 
 
 async def _health(address: str, credentials: grpc.ChannelCredentials) -> int:

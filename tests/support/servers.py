@@ -16,6 +16,7 @@ from ppos.controlplane.runtime.server import ControlPlaneServer
 from tests.support.canary import scan_files
 from tests.support.relay import RULES as RELAY_RULES
 from tests.support.relay import RelayModule
+from tests.support.tls import TlsFiles
 
 
 @dataclass
@@ -26,6 +27,18 @@ class RunningPlane:
     data_dir: Path
     channel: grpc.aio.Channel
     auth_failures: list[tuple[str, str]] = field(default_factory=list)
+    # The certificates of a plane that requires mutual TLS (None: plaintext).
+    tls: TlsFiles | None = None
+
+    def tls_env(self) -> dict[str, str]:
+        """A client's TLS settings for this plane (pposctl, Node.js): empty if plaintext."""
+        if self.tls is None:
+            return {}
+        return {
+            "PPOS_CA_FILE": str(self.tls.ca_file),
+            "PPOS_CERT_FILE": str(self.tls.client_cert),
+            "PPOS_KEY_FILE": str(self.tls.client_key),
+        }
 
     @property
     def address(self) -> str:
