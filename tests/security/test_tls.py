@@ -166,5 +166,5 @@ def test_tls_settings_come_in_pairs(tmp_path: Path, tls_files: TlsFiles) -> None
         settings.tls.validate("127.0.0.1:0")
     env = {**tls_files.plane_env(), "PPOS_TLS_CA_FILE": str(tls_files.directory / "missing")}
     settings = _settings(tmp_path, **env)
-    with pytest.raises(ConfigError, match=r"--ca-file: .* is not a readable file"):
+    with pytest.raises(ConfigError, match=r"--tls-ca-file: .* is not a readable file"):
         settings.tls.validate("127.0.0.1:0")

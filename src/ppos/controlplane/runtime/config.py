@@ -213,31 +213,39 @@ class TlsSettings:
         "PPOS_TLS_CERT_FILE",
         "PEM certificate chain of the gRPC listener (TLS on when set; with PPOS_TLS_KEY_FILE)",
         default=None,
+        flag="--tls-cert-file",
     )
     key_file: Path | None = setting(
-        "PPOS_TLS_KEY_FILE", "PEM private key of the listener's certificate", default=None
+        "PPOS_TLS_KEY_FILE",
+        "PEM private key of the listener's certificate",
+        default=None,
+        flag="--tls-key-file",
     )
     client_ca_file: Path | None = setting(
         "PPOS_TLS_CLIENT_CA_FILE",
         "PEM CA bundle clients must present a certificate from (mutual TLS when set)",
         default=None,
+        flag="--tls-client-ca-file",
     )
     ca_file: Path | None = setting(
         "PPOS_TLS_CA_FILE",
         "PEM CA bundle the servers this process calls are checked against "
         "(peers, regional registries and gateways; TLS outbound when set)",
         default=None,
+        flag="--tls-ca-file",
     )
     client_cert_file: Path | None = setting(
         "PPOS_TLS_CLIENT_CERT_FILE",
         "PEM certificate this process presents to the servers it calls "
         "(default: PPOS_TLS_CERT_FILE)",
         default=None,
+        flag="--tls-client-cert-file",
     )
     client_key_file: Path | None = setting(
         "PPOS_TLS_CLIENT_KEY_FILE",
         "private key of the client certificate (default: PPOS_TLS_KEY_FILE)",
         default=None,
+        flag="--tls-client-key-file",
     )
     allow_plaintext: bool = setting(
         "PPOS_ALLOW_PLAINTEXT",
@@ -269,7 +277,7 @@ class TlsSettings:
             )
         for name, path in dataclasses.asdict(self).items():
             if isinstance(path, Path) and not path.is_file():
-                raise ConfigError(f"--{name.replace('_', '-')}: {path} is not a readable file")
+                raise ConfigError(f"--tls-{name.replace('_', '-')}: {path} is not a readable file")
         host = listen.rpartition(":")[0]
         if self.cert_file is None and not self.allow_plaintext and not is_loopback_host(host):
             raise ConfigError(
