@@ -10,7 +10,7 @@ import dataclasses
 from pathlib import Path
 
 from ppos.controlplane.core.settings import ConfigError, Seconds, Secret, setting
-from ppos.controlplane.security.tls import is_loopback_host
+from ppos.controlplane.security.tls import ClientTls, ServerTls, is_loopback_host
 
 
 class StartupError(Exception):
@@ -260,6 +260,18 @@ class TlsSettings:
     @property
     def outbound_key_file(self) -> Path | None:
         return self.client_key_file or self.key_file
+
+    def server_identity(self) -> ServerTls | None:
+        """The listener's TLS (re-read when its files change); None: plaintext."""
+        if self.cert_file is None or self.key_file is None:
+            return None
+        return ServerTls(self.cert_file, self.key_file, self.client_ca_file)
+
+    def client_identity(self) -> ClientTls | None:
+        """The identity of every channel out (peers, registries, gateways); None: plaintext."""
+        if self.ca_file is None:
+            return None
+        return ClientTls(self.ca_file, self.outbound_cert_file, self.outbound_key_file)
 
     def validate(self, listen: str) -> None:
         if (self.cert_file is None) != (self.key_file is None):

@@ -36,7 +36,6 @@ from ppos.controlplane.security.edge import (
 )
 from ppos.controlplane.security.keys import JwksKeySource, KeyRing
 from ppos.controlplane.security.peers import PeerDirectory
-from ppos.controlplane.security.tls import ClientTls, ServerTls
 from ppos.controlplane.security.tokens import SelfMinted, TokenMinter, TokenVerifier
 from ppos.controlplane.services.jwks.service import JwksModule
 from ppos.controlplane.storage import migrate
@@ -117,25 +116,6 @@ def registry_sync_module(runtime: Runtime) -> ServiceModule:
             tls=runtime.peers.tls,
         )
     )
-
-
-# --- TLS: the listener's credentials and the outbound identity ---------------
-
-
-def server_tls(settings: Settings) -> ServerTls | None:
-    """The listener's TLS (re-read when its files change); None: plaintext."""
-    tls = settings.tls
-    if tls.cert_file is None or tls.key_file is None:
-        return None
-    return ServerTls(tls.cert_file, tls.key_file, tls.client_ca_file)
-
-
-def client_tls(settings: Settings) -> ClientTls | None:
-    """The identity of every channel out (peers, registries, gateways); None: plaintext."""
-    tls = settings.tls
-    if tls.ca_file is None:
-        return None
-    return ClientTls(tls.ca_file, tls.outbound_cert_file, tls.outbound_key_file)
 
 
 def load_keyring(settings: Settings) -> KeyRing:
@@ -235,7 +215,7 @@ class ControlPlaneServer:
                 for s in ("governance", "noderegistry", "registrysync")
             },
             self_minted=self_minted,
-            tls=client_tls(settings),
+            tls=settings.tls.client_identity(),
         )
         self.runtime = Runtime(
             settings=settings,
@@ -315,7 +295,7 @@ class ControlPlaneServer:
         )
 
     def _add_port(self, server: grpc.aio.Server) -> int:
-        tls = server_tls(self.settings)
+        tls = self.settings.tls.server_identity()
         if tls is None:
             return server.add_insecure_port(self.settings.server.listen)
         return server.add_secure_port(self.settings.server.listen, tls.credentials())
