@@ -1,6 +1,7 @@
-"""Edge authentication plus one peer hop with a minted PREFLIGHT_JWT, against
-the same two hops with no authentication at all; and mint/verify cost per
-token against bare PyJWT on the same key.
+"""Edge authentication plus one peer hop with a minted, request-bound
+PREFLIGHT_JWT, with and without mutual TLS, against the same two hops
+plaintext with no authentication at all; and mint/verify cost per token
+against bare PyJWT on the same key, and request binding's own cost.
 
 See bench/two_hops.py for how the two hops are driven and measured.
 """
@@ -19,7 +20,7 @@ from bench.harness import Mode, Result
 from bench.two_hops import measure, setup_note
 from bench.two_hops_server import BACK, ECHO
 from ppos.controlplane.security.keys import KeyRing
-from ppos.controlplane.security.tokens import TokenMinter, TokenVerifier
+from ppos.controlplane.security.tokens import TokenMinter, TokenVerifier, request_sha256
 
 
 def _token_costs(result: Result, rounds: int) -> None:
@@ -72,10 +73,21 @@ def _token_costs(result: Result, rounds: int) -> None:
     result.ratio("verify cost ours/bare", ours_v, bare_v)
 
 
+def _binding_cost(result: Result, auth_cpu: float, rounds: int) -> None:
+    """Request binding's own work on a call: the SHA-256 of the request where the
+    token is minted and again at the callee's edge (64-byte body, as driven)."""
+    body = b"x" * 64
+    timer = timeit.Timer(lambda: request_sha256(body))
+    each = min(timer.repeat(repeat=5, number=rounds)) / rounds * 1e6
+    binding = result.figure("request binding µs per call (two SHA-256)", 2 * each, "µs")
+    result.ratio("request binding / server CPU per call, auth", binding, auth_cpu)
+
+
 async def run(mode: Mode) -> Result:
     result = Result("auth", mode)
     seconds, rounds = (1.0, 1) if mode == "smoke" else (3.0, 11)
-    runs = await measure(("plain", "auth", "auth-full-verify"), rounds=rounds, seconds=seconds)
+    modes = ("plain", "auth", "auth-full-verify", "plain-tls", "auth-tls")
+    runs = await measure(modes, rounds=rounds, seconds=seconds)
     plain = result.figure("two hops, no auth (calls/s, median)", runs.rate("plain"), "/s")
     authed = result.figure(
         "two hops, edge auth + minted JWT (calls/s, median)", runs.rate("auth"), "/s"
@@ -88,6 +100,18 @@ async def run(mode: Mode) -> Result:
         "/s",
     )
     result.ratio("full-verify / unauthenticated throughput", full, plain)
+    tls_plain = result.figure(
+        "two hops over mutual TLS, no auth (calls/s, median)", runs.rate("plain-tls"), "/s"
+    )
+    tls_auth = result.figure(
+        "two hops over mutual TLS, edge auth + request-bound JWT (calls/s, median)",
+        runs.rate("auth-tls"),
+        "/s",
+    )
+    result.ratio("TLS + auth / plaintext unauthenticated throughput", tls_auth, plain)
+    result.target("TLS + auth / plaintext unauthenticated throughput", ">=", 0.6)
+    result.ratio("TLS / plaintext throughput, no auth (cost of TLS)", tls_plain, plain)
+    result.ratio("TLS + auth / TLS, no auth (cost of auth over TLS)", tls_auth, tls_plain)
     plain_cpu = result.figure("server CPU per call, no auth (median)", runs.cpu("plain"), "µs")
     auth_cpu = result.figure("server CPU per call, auth (median)", runs.cpu("auth"), "µs")
     full_cpu = result.figure(
@@ -97,9 +121,12 @@ async def run(mode: Mode) -> Result:
     # wall-clock throughput it does not move with other load on a shared machine.
     result.ratio("authenticated / unauthenticated capacity (CPU/call)", plain_cpu, auth_cpu)
     result.ratio("full-verify / unauthenticated capacity (CPU/call)", plain_cpu, full_cpu)
+    tls_cpu = result.figure("server CPU per call, TLS + auth (median)", runs.cpu("auth-tls"), "µs")
+    result.ratio("TLS + auth / plaintext unauthenticated capacity (CPU/call)", plain_cpu, tls_cpu)
+    _binding_cost(result, auth_cpu, rounds=2000 if mode == "smoke" else 20000)
     # Each mode measured what it says: in `auth` the edge knew (nearly) every peer
     # token as its own, in `auth-full-verify` none, so every signature was checked.
-    known = min(runs.recognised["auth"])
+    known = min(*runs.recognised["auth"], *runs.recognised["auth-tls"])
     result.figure("peer tokens known as our own, auth (lowest round)", known * 100, "%")
     result.figure(
         "peer tokens known as our own, auth-full-verify",
@@ -115,6 +142,9 @@ async def run(mode: Mode) -> Result:
         "comes back through its own port and the edge knows the tokens its loopback "
         "channel minted, with their claims (SelfMinted): no parse, no signature "
         "check, every check that can still fail; `auth-full-verify` parses and "
-        "checks every signature, as a peer in another process must"
+        "checks every signature, as a peer in another process must; `*-tls` modes "
+        "run the caller's channel, the listener and the peer hop over mutual TLS "
+        "(P-256 certificates; the callers' connections are made once, the peer hop's "
+        "once per server)"
     )
     return result

@@ -46,11 +46,36 @@ class Runs:
         return statistics.median(sample[1] for sample in self.samples[mode])
 
 
+def write_tls(tls_dir: Path) -> grpc.ChannelCredentials:
+    """A CA, the server's certificate (also its client certificate on the peer hop)
+    and the callers' mutual TLS credentials, made in memory by trustme."""
+    import trustme  # a dev dependency, as the benchmarks are
+
+    tls_dir.mkdir(exist_ok=True)
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tls_dir / "ca.pem"))
+    server = ca.issue_cert("127.0.0.1", "localhost")
+    server.private_key_pem.write_to_path(str(tls_dir / "server-key.pem"))
+    (tls_dir / "server.pem").write_bytes(b"".join(b.bytes() for b in server.cert_chain_pems))
+    caller = ca.issue_cert("bench.caller")
+    return grpc.ssl_channel_credentials(
+        ca.cert_pem.bytes(),
+        caller.private_key_pem.bytes(),
+        b"".join(b.bytes() for b in caller.cert_chain_pems),
+    )
+
+
+def _channel(address: str, tls: grpc.ChannelCredentials | None) -> grpc.aio.Channel:
+    if tls is None:
+        return grpc.aio.insecure_channel(address)
+    return grpc.aio.secure_channel(address, tls)
+
+
 async def _drive(
-    address: str, token: str | None, seconds: float, pid: int
+    address: str, token: str | None, seconds: float, pid: int, tls: grpc.ChannelCredentials | None
 ) -> tuple[float, float, int]:
     metadata = (("authorization", f"Bearer {token}"),) if token else None
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with _channel(address, tls) as channel:
         call = channel.unary_unary(RELAY)
         await call(b"warm-up", metadata=metadata, timeout=10)
         done = 0
@@ -115,12 +140,16 @@ async def measure(modes: tuple[str, ...], *, rounds: int, seconds: float) -> Run
             token_file = Path(tmp) / "token"
             token_file.write_text(token)
             os.chmod(token_file, 0o600)
+            tls = write_tls(Path(tmp) / "tls") if any(m.endswith("-tls") for m in modes) else None
             for _ in range(rounds):
                 for mode in modes:
                     process, address = _start(mode, Path(tmp), token_file)
                     try:
                         credential = token if mode.startswith("auth") else None
-                        rate, cpu, calls = await _drive(address, credential, seconds, process.pid)
+                        caller_tls = tls if mode.endswith("-tls") else None
+                        rate, cpu, calls = await _drive(
+                            address, credential, seconds, process.pid, caller_tls
+                        )
                         runs.samples[mode].append((rate, cpu))
                     finally:
                         process.send_signal(signal.SIGTERM)

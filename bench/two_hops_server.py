@@ -7,7 +7,10 @@ over a loopback channel. Modes:
   own loopback channel minted, with their claims: no parse, no signature check);
 - `auth-full-verify`: the same, but the peer's edge verifies every signature,
   as a peer in another process must;
-- `metered`: the RPC metrics wrapper, no authentication.
+- `metered`: the RPC metrics wrapper, no authentication;
+- `plain-tls`, `auth-tls`: `plain` and `auth` with mutual TLS on the listener
+  and on the loopback channel of the peer hop (the plane's own TLS code:
+  reloading server credentials, a client certificate on the channel out).
 """
 
 from __future__ import annotations
@@ -31,17 +34,32 @@ from ppos.controlplane.security.keys import KeyRing
 from ppos.controlplane.security.outbound import open_channel
 from ppos.controlplane.security.principal import PrincipalKind
 from ppos.controlplane.security.self_minted import SelfMinted
+from ppos.controlplane.security.tls import ClientTls, ServerTls
 from ppos.controlplane.security.tokens import TokenMinter, TokenVerifier
 
 FRONT = "ppos.bench.v1.FrontService"
 BACK = "ppos.bench.v1.BackService"
 RELAY = f"/{FRONT}/Relay"
 ECHO = f"/{BACK}/Echo"
-MODES = ("plain", "auth", "auth-full-verify", "metered")
+MODES = ("plain", "auth", "auth-full-verify", "metered", "plain-tls", "auth-tls")
+
+
+def tls_files(tls_dir: Path) -> tuple[ServerTls, ClientTls]:
+    """The listener's and the peer channel's identities (files written by the driver)."""
+    return (
+        ServerTls(tls_dir / "server.pem", tls_dir / "server-key.pem", tls_dir / "ca.pem"),
+        ClientTls(tls_dir / "ca.pem", tls_dir / "server.pem", tls_dir / "server-key.pem"),
+    )
 
 
 def _authenticated(
-    server: grpc.aio.Server, address: str, data_dir: Path, token: str, *, loopback: bool
+    server: grpc.aio.Server,
+    address: str,
+    data_dir: Path,
+    token: str,
+    *,
+    loopback: bool,
+    tls: ClientTls | None,
 ) -> tuple[grpc.aio.Server, grpc.aio.Channel, SelfMinted | None]:
     keyring = KeyRing.from_directory(data_dir / "keys")
     minter = TokenMinter(keyring, issuer="ppos-control-plane")
@@ -55,7 +73,12 @@ def _authenticated(
     )
     edge = EdgeGuard(access, EdgeAuthenticator(ControlToken(token), verifier))
     channel = open_channel(
-        address, minter, audience=BACK, subject="ppos.controlplane.bench", loopback=self_minted
+        address,
+        minter,
+        audience=BACK,
+        subject="ppos.controlplane.bench",
+        loopback=self_minted,
+        tls=tls,
     )
     return GuardedServer(server, edge), channel, self_minted
 
@@ -65,14 +88,18 @@ async def serve(mode: str, port: int, data_dir: Path, token: str) -> None:
     server = grpc.aio.server()
     registrar: grpc.aio.Server = server
     self_minted: SelfMinted | None = None
-    if mode in ("auth", "auth-full-verify"):
+    server_tls, client_tls = tls_files(data_dir / "tls") if mode.endswith("-tls") else (None, None)
+    if mode.startswith("auth"):
         registrar, channel, self_minted = _authenticated(
-            server, address, data_dir, token, loopback=mode == "auth"
+            server, address, data_dir, token, loopback=mode != "auth-full-verify", tls=client_tls
         )
     else:
         if mode == "metered":
             registrar = MeteredServer(server)
-        channel = grpc.aio.insecure_channel(address)
+        if client_tls is not None:
+            channel = grpc.aio.secure_channel(address, client_tls.credentials())
+        else:
+            channel = grpc.aio.insecure_channel(address)
     echo_call = channel.unary_unary(ECHO)
 
     async def relay(request: bytes, context: Any) -> bytes:
@@ -92,7 +119,10 @@ async def serve(mode: str, port: int, data_dir: Path, token: str) -> None:
             ),
         )
     )
-    server.add_insecure_port(address)
+    if server_tls is not None:
+        server.add_secure_port(address, server_tls.credentials())
+    else:
+        server.add_insecure_port(address)
     await server.start()
     settle_collector()  # as the real server does once started (every mode alike)
     print("ready", flush=True)

@@ -20,6 +20,7 @@ from ppos.controlplane.core.logging import SecretRegistry, configure_logging
 from tests.support.canary import scan_database, scan_files, scan_text
 from tests.support.databases import PostgresDatabases, SqliteDatabases, pg_admin_url
 from tests.support.servers import RunningPlane, start_plane, stop_plane
+from tests.support.tls import TlsFiles, new_tls_files
 
 BACKENDS = ["sqlite", "postgresql"]
 # The loop in-process servers run on: the one `serve` runs on by default
@@ -146,6 +147,39 @@ async def plane(
         secrets=secret_registry,
         relay_target="",
     )
+    try:
+        yield running
+    finally:
+        await stop_plane(running)
+    assert scan_files(tmp_path, canary_token) == [], "canary token written to a file"
+
+
+@pytest.fixture
+def tls_files(tmp_path: Path) -> TlsFiles:
+    """A CA made for this test, with a loopback server and a client certificate."""
+    return new_tls_files(tmp_path / "tls")
+
+
+@pytest.fixture
+async def mtls_plane(
+    tls_files: TlsFiles,
+    database_url: str,
+    tmp_path: Path,
+    canary_token: str,
+    secret_registry: SecretRegistry,
+) -> AsyncIterator[RunningPlane]:
+    """The whole control plane requiring mutual TLS (`tls_files`); its `channel`
+    presents the client certificate, and Relay calls Echo through its own port."""
+    running = await start_plane(
+        token=canary_token,
+        database_url=database_url,
+        data_dir=tmp_path / "data",
+        secrets=secret_registry,
+        extra_env=tls_files.plane_env(),
+        relay_target="",
+        channel_credentials=tls_files.client_credentials(),
+    )
+    running.tls = tls_files
     try:
         yield running
     finally:

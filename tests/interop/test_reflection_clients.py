@@ -1,5 +1,6 @@
 """grpcurl and buf curl drive the server by reflection alone (no .proto files),
-with the operator token passed through the environment or stdin, never argv."""
+with the operator token passed through the environment or stdin, never argv,
+over mutual TLS (a plane requiring client certificates from a test CA)."""
 
 from __future__ import annotations
 
@@ -22,15 +23,45 @@ SERVICES = {
 CREATE_ENROLLMENT = "ppos.controlplane.noderegistry.v1.NodeRegistryService/CreateEnrollment"
 
 
+@pytest.fixture
+def plane(mtls_plane: RunningPlane) -> RunningPlane:
+    """Every test here talks to a plane that requires mutual TLS."""
+    return mtls_plane
+
+
+def grpcurl_tls(plane: RunningPlane) -> tuple[str, ...]:
+    """grpcurl's mutual TLS flags: the CA, the client certificate and its key."""
+    assert plane.tls is not None
+    tls = plane.tls
+    return ("-cacert", str(tls.ca_file), "-cert", str(tls.client_cert), "-key", str(tls.client_key))
+
+
+def buf_tls(plane: RunningPlane) -> tuple[str, ...]:
+    assert plane.tls is not None
+    tls = plane.tls
+    return (
+        "--cacert",
+        str(tls.ca_file),
+        "--cert",
+        str(tls.client_cert),
+        "--key",
+        str(tls.client_key),
+    )
+
+
 async def test_grpcurl_lists_describes_and_calls(plane: RunningPlane) -> None:
     grpcurl = binary("grpcurl")
-    listed = await run(grpcurl, "-plaintext", plane.address, "list")
+    no_certificate = await run(
+        grpcurl, "-cacert", str(plane.tls.ca_file) if plane.tls else "", plane.address, "list"
+    )
+    assert no_certificate.code != 0  # refused at the handshake
+    listed = await run(grpcurl, *grpcurl_tls(plane), plane.address, "list")
     assert listed.code == 0, listed.stderr
     assert set(listed.stdout.split()) >= SERVICES
 
     described = await run(
         grpcurl,
-        "-plaintext",
+        *grpcurl_tls(plane),
         plane.address,
         "describe",
         "ppos.controlplane.noderegistry.v1.NodeRegistryService",
@@ -38,18 +69,23 @@ async def test_grpcurl_lists_describes_and_calls(plane: RunningPlane) -> None:
     assert described.code == 0, described.stderr
     assert "rpc CreateEnrollment" in described.stdout
 
-    health = await run(grpcurl, "-plaintext", plane.address, "grpc.health.v1.Health/Check")
+    health = await run(grpcurl, *grpcurl_tls(plane), plane.address, "grpc.health.v1.Health/Check")
     assert json.loads(health.stdout)["status"] == "SERVING"
 
     refused = await run(
-        grpcurl, "-plaintext", "-d", '{"region": "eu-west-1"}', plane.address, CREATE_ENROLLMENT
+        grpcurl,
+        *grpcurl_tls(plane),
+        "-d",
+        '{"region": "eu-west-1"}',
+        plane.address,
+        CREATE_ENROLLMENT,
     )
     assert refused.code != 0
     assert "Unauthenticated" in refused.stderr + refused.stdout
 
     accepted = await run(
         grpcurl,
-        "-plaintext",
+        *grpcurl_tls(plane),
         "-expand-headers",
         "-H",
         "authorization: Bearer ${PPOS_CONTROL_TOKEN}",
@@ -64,7 +100,7 @@ async def test_grpcurl_lists_describes_and_calls(plane: RunningPlane) -> None:
 
     invalid = await run(
         grpcurl,
-        "-plaintext",
+        *grpcurl_tls(plane),
         "-expand-headers",
         "-H",
         "authorization: Bearer ${PPOS_CONTROL_TOKEN}",
@@ -81,13 +117,18 @@ async def test_grpcurl_lists_describes_and_calls(plane: RunningPlane) -> None:
 
 async def test_buf_curl_lists_methods_and_calls(plane: RunningPlane) -> None:
     buf = binary("buf")
-    url = f"http://{plane.address}"
-    listed = await run(buf, "curl", "--protocol", "grpc", "--list-methods", url)
+    url = f"https://{plane.address}"
+    listed = await run(buf, "curl", *buf_tls(plane), "--protocol", "grpc", "--list-methods", url)
     assert listed.code == 0, listed.stderr
     assert CREATE_ENROLLMENT in listed.stdout.split()
 
     jwks = await run(
-        buf, "curl", "--protocol", "grpc", f"{url}/ppos.controlplane.auth.v1.JwksService/GetJwks"
+        buf,
+        "curl",
+        *buf_tls(plane),
+        "--protocol",
+        "grpc",
+        f"{url}/ppos.controlplane.auth.v1.JwksService/GetJwks",
     )
     assert jwks.code == 0, jwks.stderr
     assert json.loads(json.loads(jwks.stdout)["jwksJson"])["keys"]
@@ -95,6 +136,7 @@ async def test_buf_curl_lists_methods_and_calls(plane: RunningPlane) -> None:
     accepted = await run(
         buf,
         "curl",
+        *buf_tls(plane),
         "--protocol",
         "grpc",
         "-H",
@@ -110,6 +152,7 @@ async def test_buf_curl_lists_methods_and_calls(plane: RunningPlane) -> None:
     refused = await run(
         buf,
         "curl",
+        *buf_tls(plane),
         "--protocol",
         "grpc",
         "-d",
@@ -134,14 +177,16 @@ async def test_buf_curl_lists_methods_and_calls(plane: RunningPlane) -> None:
 async def test_grpcurl_describes_methods_and_error_details(
     plane: RunningPlane, symbol: str, kind: str
 ) -> None:
-    described = await run(binary("grpcurl"), "-plaintext", plane.address, "describe", symbol)
+    described = await run(binary("grpcurl"), *grpcurl_tls(plane), plane.address, "describe", symbol)
     assert described.code == 0, described.stderr
     assert f"{symbol} is {kind}" in described.stdout
 
 
 async def test_grpcurl_names_an_unknown_method_as_not_found(plane: RunningPlane) -> None:
     unknown = "grpc.health.v1.Health.NoSuchMethod"
-    described = await run(binary("grpcurl"), "-plaintext", plane.address, "describe", unknown)
+    described = await run(
+        binary("grpcurl"), *grpcurl_tls(plane), plane.address, "describe", unknown
+    )
     assert described.code != 0
     assert "Symbol not found" in described.stderr
 
@@ -156,7 +201,8 @@ async def test_buf_curl_reflects_with_either_protocol(plane: RunningPlane, proto
         "--reflect-protocol",
         protocol,
         "--list-methods",
-        f"http://{plane.address}",
+        *buf_tls(plane),
+        f"https://{plane.address}",
     )
     assert listed.code == 0, listed.stderr
     methods = set(listed.stdout.split())

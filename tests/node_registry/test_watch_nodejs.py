@@ -1,8 +1,9 @@
 """A Node.js subscriber (@grpc/grpc-js, @grpc/proto-loader) watches live heartbeats.
 
-The server is real (the `plane` fixture, both backends); `node` runs
-tests/interop/node/watch_nodes.js as a subprocess, with the operator token in
-its environment (never on its command line), and prints every event it gets.
+The server is real (a plane requiring mutual TLS, both backends); `node` runs
+tests/interop/node/watch_nodes.js as a subprocess, with the operator token and
+its TLS files in its environment (the token never on its command line), and
+prints every event it gets.
 """
 
 from __future__ import annotations
@@ -35,6 +36,11 @@ async def _line(stream: asyncio.StreamReader) -> dict[str, Any]:
     return record
 
 
+@pytest.fixture
+def plane(mtls_plane: RunningPlane) -> RunningPlane:
+    return mtls_plane
+
+
 async def test_nodejs_subscriber_receives_live_heartbeat_changes(plane: RunningPlane) -> None:
     node = shutil.which("node")
     if node is None:
@@ -46,7 +52,9 @@ async def test_nodejs_subscriber_receives_live_heartbeat_changes(plane: RunningP
         "PPOS_CONTROL_TOKEN": plane.token,
         "PPOS_PROTO_DIRS": os.pathsep.join(str(p) for p in PROTO_DIRS),
         "PPOS_WATCH_CHANGES": "3",
+        **plane.tls_env(),
     }
+    assert env["PPOS_CERT_FILE"]  # mutual TLS
     process = await asyncio.create_subprocess_exec(
         node,
         str(SCRIPT),

@@ -1,7 +1,7 @@
 """`--ca-file`: pposctl over TLS to a server whose certificate the CA file vouches
-for, and a clear failure against one it does not. The control plane serves
-plaintext (TLS is terminated in front of it); this server is a small stand-in
-with gRPC health only, the one thing needed to prove the client side."""
+for, and a clear failure against one it does not (a small stand-in server with
+gRPC health only); `--cert-file`/`--key-file`: pposctl over mutual TLS to a
+real plane that requires client certificates."""
 
 from __future__ import annotations
 
@@ -18,7 +18,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health, health_pb2_grpc
 
-from tests.ops.support import pposctl_sync
+from ppos.controlplane.core.logging import SecretRegistry
+from tests.ops.support import operator_env, pposctl_sync
+from tests.support.servers import RunningPlane, start_plane, stop_plane
+from tests.support.tls import TlsFiles, new_tls_files
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def self_signed(directory: Path, name: str) -> tuple[bytes, bytes, Path]:
@@ -89,3 +94,84 @@ async def test_health_over_tls_with_the_right_ca(
     )
     assert missing.code == 2
     assert "CA file" in missing.stderr
+
+
+@pytest.fixture
+async def mtls_plane(
+    tmp_path: Path, database_url: str, canary_token: str, secret_registry: SecretRegistry
+) -> AsyncIterator[tuple[RunningPlane, TlsFiles]]:
+    files = new_tls_files(tmp_path / "tls")
+    running = await start_plane(
+        token=canary_token,
+        database_url=database_url,
+        data_dir=tmp_path / "data",
+        secrets=secret_registry,
+        extra_env=files.plane_env(),
+        channel_credentials=files.client_credentials(),
+    )
+    try:
+        yield running, files
+    finally:
+        await stop_plane(running)
+
+
+async def test_pposctl_over_mutual_tls(mtls_plane: tuple[RunningPlane, TlsFiles]) -> None:
+    plane, files = mtls_plane
+    env = {**operator_env(plane), "PPOS_CA_FILE": str(files.ca_file)}
+    flags = ["--cert-file", str(files.client_cert), "--key-file", str(files.client_key)]
+    listed = await asyncio.to_thread(pposctl_sync, ["nodes", "list", *flags, "-o", "json"], env)
+    assert listed.code == 0, listed.stderr
+    from_env = await asyncio.to_thread(
+        pposctl_sync,
+        ["health", "-q"],
+        {**env, "PPOS_CERT_FILE": str(files.client_cert), "PPOS_KEY_FILE": str(files.client_key)},
+    )
+    assert from_env.code == 0, from_env.stderr
+    no_certificate = await asyncio.to_thread(pposctl_sync, ["health", "--timeout", "3s"], env)
+    assert no_certificate.code == 3  # refused at the handshake
+    half = await asyncio.to_thread(
+        pposctl_sync, ["health", "--cert-file", str(files.client_cert)], env
+    )
+    assert half.code == 2
+    assert "give both" in half.stderr
+
+
+async def test_the_development_ca_script_makes_a_working_mutual_tls_setup(
+    tmp_path: Path, database_url: str, canary_token: str, secret_registry: SecretRegistry
+) -> None:
+    """scripts/dev-ca.sh's files, used as compose uses them: the plane serves with
+    its certificate and requires one from the CA; pposctl presents the operator's."""
+    tls = tmp_path / "tls"
+    made = await asyncio.create_subprocess_exec(
+        "bash", str(ROOT / "scripts" / "dev-ca.sh"), str(tls), "plane=governance", "operator"
+    )
+    assert await made.wait() == 0
+    assert oct(tls.stat().st_mode & 0o777) == "0o700"
+    assert oct((tls / "ca-key.pem").stat().st_mode & 0o777) == "0o600"
+    env = {
+        "PPOS_TLS_CERT_FILE": str(tls / "plane.pem"),
+        "PPOS_TLS_KEY_FILE": str(tls / "plane-key.pem"),
+        "PPOS_TLS_CLIENT_CA_FILE": str(tls / "ca.pem"),
+        "PPOS_TLS_CA_FILE": str(tls / "ca.pem"),
+    }
+    plane = await start_plane(
+        token=canary_token,
+        database_url=database_url,
+        data_dir=tmp_path / "data",
+        secrets=secret_registry,
+        extra_env=env,
+    )
+    try:
+        client = {
+            "PPOS_ADDRESS": plane.address,
+            "PPOS_CA_FILE": str(tls / "ca.pem"),
+            "PPOS_CERT_FILE": str(tls / "operator.pem"),
+            "PPOS_KEY_FILE": str(tls / "operator-key.pem"),
+        }
+        ok = await asyncio.to_thread(pposctl_sync, ["health", "-q"], client)
+        assert ok.code == 0, ok.stderr
+        without = {k: v for k, v in client.items() if k not in ("PPOS_CERT_FILE", "PPOS_KEY_FILE")}
+        refused = await asyncio.to_thread(pposctl_sync, ["health", "--timeout", "3s"], without)
+        assert refused.code == 3
+    finally:
+        await stop_plane(plane)

@@ -1,8 +1,11 @@
 """The compose topology run for real, without Docker: every container of
 docker/compose.yaml becomes a process with that container's command and
 environment, host names and ports mapped to loopback. The services run apart on
-PostgreSQL, find each other only through PPOS_PEER_*, and the containers'
-health checks (the Dockerfile's and the simulator's) pass against them."""
+PostgreSQL, find each other only through PPOS_PEER_*, every connection between
+them, to the simulated region and from pposctl is mutual TLS (certificates from
+an in-memory CA, laid out as scripts/dev-ca.sh writes them), and the
+containers' health checks (the Dockerfile's and the simulator's) pass against
+them."""
 
 from __future__ import annotations
 
@@ -17,12 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.ops.support import Result, pposctl_sync
 from tests.support.processes import free_port
+from tests.support.tls import write_chain
 
 # compose runs on PostgreSQL, so this does too (the database_url fixture's PostgreSQL leg)
 pytestmark = pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
@@ -102,7 +107,35 @@ def write_secrets(directory: Path, token: str) -> dict[str, Path]:
     )
     for path in (token_file, key_file):
         path.chmod(0o600)
-    return {"control_token": token_file, "signing_key": key_file}
+    return {"control_token": token_file, "signing_key": key_file, **write_tls(directory)}
+
+
+def write_tls(directory: Path) -> dict[str, Path]:
+    """The compose TLS secrets: one CA, the plane's, the simulator's and an
+    operator's certificate, each valid for its compose host names and loopback."""
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(directory / "ca.pem"))
+    files = {"tls_ca": directory / "ca.pem"}
+    for name, hosts in (
+        ("plane", ("governance", "noderegistry", "registrysync")),
+        ("sim", ("preflight-sim",)),
+        ("operator", ("operator",)),
+    ):
+        cert = ca.issue_cert(*hosts, "localhost", "127.0.0.1")
+        write_chain(cert, directory / f"{name}.pem")
+        cert.private_key_pem.write_to_path(str(directory / f"{name}-key.pem"))
+        files[f"{name}_cert"] = directory / f"{name}.pem"
+        files[f"{name}_key"] = directory / f"{name}-key.pem"
+    return files
+
+
+def operator_tls(secrets: dict[str, Path]) -> dict[str, str]:
+    """pposctl's mutual TLS settings on the host."""
+    return {
+        "PPOS_CA_FILE": str(secrets["tls_ca"]),
+        "PPOS_CERT_FILE": str(secrets["operator_cert"]),
+        "PPOS_KEY_FILE": str(secrets["operator_key"]),
+    }
 
 
 @pytest.fixture
@@ -138,9 +171,9 @@ def topology(
             ports = {port: loop for (owner, port), loop in topo.ports.items() if owner == name}
             containers[name] = Container(name, process, log, ports)
             if name == "governance":  # the simulator fetches the JWKS from it
-                wait_healthy(containers[name])
+                wait_healthy(containers[name], secrets)
         for container in containers.values():
-            wait_healthy(container)
+            wait_healthy(container, secrets)
         yield topo, containers
     finally:
         for container in containers.values():
@@ -154,27 +187,27 @@ def topology(
             assert canary_token not in container.log.read_text(errors="replace")
 
 
-def wait_healthy(container: Container) -> None:
+def wait_healthy(container: Container, secrets: dict[str, Path]) -> None:
     """Run the container's health check until it passes (as Docker would)."""
+    env = {"PPOS_ADDRESS": container.address, **operator_tls(secrets)}
     for _attempt in range(150):
         if container.process.poll() is not None:
             raise AssertionError(f"{container.name} exited:\n{container.log.read_text()}")
-        result = pposctl_sync(
-            ["health", "--quiet", "--timeout", "1s"], {"PPOS_ADDRESS": container.address}
-        )
+        result = pposctl_sync(["health", "--quiet", "--timeout", "1s"], env)
         if result.code == 0:
             return
         subprocess.run(["sleep", "0.1"], check=True)
     raise AssertionError(f"{container.name} never healthy:\n{container.log.read_text()}")
 
 
-def split_env(containers: dict[str, Container], token_file: Path) -> dict[str, str]:
+def split_env(containers: dict[str, Container], secrets: dict[str, Path]) -> dict[str, str]:
     """An operator's shell for the split deployment (as docs/operator-guide.md says)."""
     return {
         "PPOS_ADDRESS": containers["governance"].address,
         "PPOS_NODEREGISTRY_ADDRESS": containers["noderegistry"].address,
         "PPOS_REGISTRYSYNC_ADDRESS": containers["registrysync"].address,
-        "PPOS_CONTROL_TOKEN_FILE": str(token_file),
+        "PPOS_CONTROL_TOKEN_FILE": str(secrets["control_token"]),
+        **operator_tls(secrets),
     }
 
 
@@ -191,13 +224,15 @@ async def test_every_container_is_healthy_and_hosts_only_its_service(
         ("noderegistry", "ppos.controlplane.noderegistry.v1.NodeRegistryService"),
         ("registrysync", "ppos.controlplane.registrysync.v1.RegistrySyncService"),
     ):
-        env = {"PPOS_ADDRESS": containers[name].address}
+        env = {"PPOS_ADDRESS": containers[name].address, **operator_tls(topo.secrets)}
         mine = await cli(env, "health", "-q", full)
         assert mine.code == 0, (name, mine.stderr)
         others = await cli(env, "-o", "json", "health")
         statuses = {s["service"]: s["status"] for s in others.json()["services"]}
         assert statuses[full] == "SERVING"
         assert sum(status == "NOT_HOSTED" for status in statuses.values()) == 2
+        plaintext = await cli({"PPOS_ADDRESS": containers[name].address}, "health", "-q")
+        assert plaintext.code == 3  # no certificate, no connection
     # the simulator's compose health check, as written there
     sim = topo.compose["services"]["preflight-sim"]["healthcheck"]["test"][1:]
     result = await cli({}, *[topo.rewrite("preflight-sim", a) for a in sim[1:]])
@@ -208,7 +243,7 @@ async def test_pposctl_drives_the_split_services(
     topology: tuple[Topology, dict[str, Container]],
 ) -> None:
     topo, containers = topology
-    env = split_env(containers, topo.secrets["control_token"])
+    env = split_env(containers, topo.secrets)
     created = await cli(env, "-o", "json", "enrollments", "create", "--region", "eu-west-1")
     assert created.code == 0, created.stderr
     assert created.json()["enrollmentToken"].startswith("ppos_enroll_")

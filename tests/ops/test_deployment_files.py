@@ -70,13 +70,18 @@ def test_each_service_deployment_is_hardened_and_probed_by_grpc_health() -> None
         assert container["args"] == ["serve", "--service", name]
         assert container["securityContext"]["readOnlyRootFilesystem"] is True
         assert container["securityContext"]["allowPrivilegeEscalation"] is False
-        assert container["readinessProbe"]["grpc"] == {"port": 50051, "service": full}
+        # gRPC health over the pod's mutual TLS (the kubelet's grpc probe has no TLS)
+        probe = container["readinessProbe"]["exec"]["command"]
+        assert probe[:2] == ["pposctl", "health"]
+        assert probe[-1] == full
         assert "tcpSocket" in container["livenessProbe"]  # a DB outage unreadies, never kills
         env = {e["name"]: e for e in container.get("env", [])}
         assert env["PPOS_DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"] == "ppos-database"
         assert "PPOS_CONTROL_TOKEN" not in env  # only ever a file from a Secret
         secrets = {v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
-        assert secrets == {"ppos-control-token", "ppos-signing-key"}
+        assert secrets == {"ppos-control-token", "ppos-signing-key", "ppos-tls"}
+        mounts = {m["mountPath"] for m in container["volumeMounts"]}
+        assert "/run/secrets/ppos/tls" in mounts
         assert services[f"ppos-{name}"]["spec"]["selector"] == {
             "app.kubernetes.io/name": f"ppos-{name}"
         }
@@ -101,6 +106,9 @@ def test_config_wires_peers_to_services_and_holds_no_secret() -> None:
     assert data["PPOS_MIGRATE_ON_START"] == "false"  # the migrate Job does it
     assert data["PPOS_CONTROL_TOKEN_FILE"].startswith("/run/secrets/")
     assert "PPOS_CONTROL_TOKEN" not in data
+    for variable in ("CERT_FILE", "KEY_FILE", "CLIENT_CA_FILE", "CA_FILE"):  # mutual TLS
+        assert data[f"PPOS_TLS_{variable}"].startswith("/run/secrets/ppos/tls/")
+    assert "PPOS_ALLOW_PLAINTEXT" not in data
     assert not by_kind("Secret"), "secrets are created out of band, never committed"
 
 
@@ -148,6 +156,9 @@ def test_compose_runs_each_service_alone_with_its_peers_wired() -> None:
             assert services[peer]["command"][-1] == peer
         assert "PPOS_CONTROL_TOKEN" not in env
         assert env["PPOS_CONTROL_TOKEN_FILE"] == "/run/secrets/control_token"
+        assert env["PPOS_TLS_CLIENT_CA_FILE"] == env["PPOS_TLS_CA_FILE"] == "/run/secrets/tls_ca"
+        assert env["PPOS_TLS_CERT_FILE"] == "/run/secrets/plane_cert"
+        assert "PPOS_ALLOW_PLAINTEXT" not in env
         assert env["PPOS_DATABASE_URL"].startswith("postgresql+psycopg://")
         assert env["PPOS_MIGRATE_ON_START"] == "false"
         assert service["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
@@ -159,6 +170,7 @@ def test_compose_runs_each_service_alone_with_its_peers_wired() -> None:
     sim = services["preflight-sim"]
     assert sim["entrypoint"] == ["ppos-preflight-sim"]
     assert sim["healthcheck"]["test"][:3] == ["CMD", "pposctl", "health"]
+    assert "--tls-client-ca-file" in sim["command"]  # the region asks for our certificate
 
 
 def test_dockerfile_is_slim_non_root_with_a_grpc_healthcheck() -> None:

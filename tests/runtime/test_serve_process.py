@@ -97,6 +97,23 @@ BAD_CONFIGS = [
     ("bad-database", [], {"PPOS_DATABASE_URL": "mysql://x/y"}, "unsupported database"),
     ("bad-ttl", ["--preflight-jwt-ttl", "1h"], {}, "--preflight-jwt-ttl"),
     ("missing-key-file", [], {"PPOS_SIGNING_KEY_FILE": "/nonexistent/key.pem"}, "signing key"),
+    ("plaintext-off-loopback", ["--listen", "0.0.0.0:0"], {}, "PPOS_ALLOW_PLAINTEXT=true"),
+    (
+        "tls-key-without-cert",
+        ["--tls-key-file", "/nonexistent/key.pem"],
+        {},
+        "--tls-cert-file and --tls-key-file",
+    ),
+    (
+        "missing-tls-file",
+        [],
+        {
+            "PPOS_TLS_CERT_FILE": "/nonexistent/cert.pem",
+            "PPOS_TLS_KEY_FILE": "/nonexistent/key.pem",
+            "PPOS_TLS_CA_FILE": "/nonexistent/ca.pem",
+        },
+        "--tls-cert-file: /nonexistent/cert.pem is not a readable file",
+    ),
 ]
 
 

@@ -54,6 +54,7 @@ class RelayModule:
                 self._runtime.minter,
                 audience=ECHO_SERVICE,
                 subject=caller_identity("relay"),
+                tls=self._runtime.peers.tls,
             )
         return self._channel.unary_unary(ECHO)
 

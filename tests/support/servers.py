@@ -16,6 +16,7 @@ from ppos.controlplane.runtime.server import ControlPlaneServer
 from tests.support.canary import scan_files
 from tests.support.relay import RULES as RELAY_RULES
 from tests.support.relay import RelayModule
+from tests.support.tls import TlsFiles
 
 
 @dataclass
@@ -26,6 +27,18 @@ class RunningPlane:
     data_dir: Path
     channel: grpc.aio.Channel
     auth_failures: list[tuple[str, str]] = field(default_factory=list)
+    # The certificates of a plane that requires mutual TLS (None: plaintext).
+    tls: TlsFiles | None = None
+
+    def tls_env(self) -> dict[str, str]:
+        """A client's TLS settings for this plane (pposctl, Node.js): empty if plaintext."""
+        if self.tls is None:
+            return {}
+        return {
+            "PPOS_CA_FILE": str(self.tls.ca_file),
+            "PPOS_CERT_FILE": str(self.tls.client_cert),
+            "PPOS_KEY_FILE": str(self.tls.client_key),
+        }
 
     @property
     def address(self) -> str:
@@ -64,6 +77,7 @@ async def start_plane(
     secrets: SecretRegistry,
     extra_env: Mapping[str, str] | None = None,
     relay_target: str | None = None,
+    channel_credentials: grpc.ChannelCredentials | None = None,
 ) -> RunningPlane:
     """Start a plane; with `relay_target`, also host the test Relay/Echo pair
     (Relay calls Echo at `relay_target`, or at this plane itself when empty)."""
@@ -81,7 +95,10 @@ async def start_plane(
         settings, secrets=secrets, on_auth_failure=lambda m, r: failures.append((m, r)), **extra
     )
     await server.start()
-    channel = grpc.aio.insecure_channel(server.address)
+    if channel_credentials is None:
+        channel = grpc.aio.insecure_channel(server.address)
+    else:
+        channel = grpc.aio.secure_channel(server.address, channel_credentials)
     return RunningPlane(server, token, database_url, data_dir, channel, failures)
 
 

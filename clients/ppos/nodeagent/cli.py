@@ -104,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="while this file exists the node reports NOT_READY, the file's text as the reason",
     )
     parser.add_argument("--timeout", type=_duration, default=10.0, help="deadline of each call")
+    parser.add_argument("--ca-file", type=Path, help="PEM CA bundle: TLS ($PPOS_CA_FILE)")
+    parser.add_argument(
+        "--cert-file", type=Path, help="client certificate, mutual TLS ($PPOS_CERT_FILE)"
+    )
+    parser.add_argument("--key-file", type=Path, help="its private key ($PPOS_KEY_FILE)")
     parser.add_argument("--duration", type=_duration, help="stop after this long")
     return parser
 
@@ -171,7 +176,14 @@ def _agents(args: argparse.Namespace, cp: ControlPlane, stop: threading.Event) -
 def run(args: argparse.Namespace, stop: threading.Event) -> int:
     if args.count < 1:
         raise ClientError("--count must be at least 1")
-    config = load_config(address=args.address, token_file=args.token_file, timeout=args.timeout)
+    config = load_config(
+        address=args.address,
+        token_file=args.token_file,
+        timeout=args.timeout,
+        ca_file=args.ca_file,
+        cert_file=args.cert_file,
+        key_file=args.key_file,
+    )
     with ControlPlane(config) as cp:
         agents = _agents(args, cp, stop)
         results: list[int] = []

@@ -111,7 +111,13 @@ def create_app(settings: PortalSettings, *, link: PlaneLink | None = None) -> St
     )
     portal = Portal(
         settings=settings,
-        link=link or PlaneLink(settings.plane_address, ca_file=settings.plane_ca_file),
+        link=link
+        or PlaneLink(
+            settings.plane_address,
+            ca_file=settings.plane_ca_file,
+            cert_file=settings.plane_cert_file,
+            key_file=settings.plane_key_file,
+        ),
         sessions=sessions,
         throttle=SignInThrottle(limit=settings.sign_in_attempts),
         templates=Jinja2Templates(env=environment),

@@ -42,6 +42,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=Path(env["PPOS_CA_FILE"]) if env.get("PPOS_CA_FILE") else None,
         help="CA bundle of the plane's TLS certificate (plaintext when absent)",
     )
+    parser.add_argument(
+        "--plane-cert-file",
+        type=Path,
+        default=Path(env["PPOS_CERT_FILE"]) if env.get("PPOS_CERT_FILE") else None,
+        help="client certificate presented to the plane (mutual TLS)",
+    )
+    parser.add_argument(
+        "--plane-key-file",
+        type=Path,
+        default=Path(env["PPOS_KEY_FILE"]) if env.get("PPOS_KEY_FILE") else None,
+        help="the client certificate's private key",
+    )
     parser.add_argument("--tls-cert", type=Path, help="serve HTTPS with this certificate")
     parser.add_argument("--tls-key", type=Path, help="the certificate's private key")
     parser.add_argument(
@@ -69,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
 async def run(args: argparse.Namespace) -> None:
     settings = PortalSettings(
         plane_ca_file=args.plane_ca_file,
+        plane_cert_file=args.plane_cert_file,
+        plane_key_file=args.plane_key_file,
         idle_seconds=args.idle_timeout,
         absolute_seconds=args.session_lifetime,
         secure_cookies=args.secure_cookies,
@@ -90,6 +104,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if (args.tls_cert is None) != (args.tls_key is None):
         print("ppos-portal: give --tls-cert and --tls-key together", file=sys.stderr)
+        return 2
+    if (args.plane_cert_file is None) != (args.plane_key_file is None):
+        print("ppos-portal: give --plane-cert-file and --plane-key-file together", file=sys.stderr)
+        return 2
+    if args.plane_cert_file is not None and args.plane_ca_file is None:
+        print("ppos-portal: --plane-cert-file needs --plane-ca-file", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     asyncio.run(run(args))

@@ -40,9 +40,17 @@ class OperatorClients:
 
 
 class PlaneLink:
-    """One channel to the plane at `address` (TLS when `ca_file` is given)."""
+    """One channel to the plane at `address` (TLS when `ca_file` is given; mutual
+    TLS with `cert_file` and `key_file` too)."""
 
-    def __init__(self, address: str, *, ca_file: Path | None = None) -> None:
+    def __init__(
+        self,
+        address: str,
+        *,
+        ca_file: Path | None = None,
+        cert_file: Path | None = None,
+        key_file: Path | None = None,
+    ) -> None:
         self.address = address
         self.ca_file = ca_file
         options = (
@@ -50,7 +58,11 @@ class PlaneLink:
             ("grpc.primary_user_agent", "ppos-portal"),
         )
         if ca_file is not None:
-            credentials = grpc.ssl_channel_credentials(ca_file.read_bytes())
+            credentials = grpc.ssl_channel_credentials(
+                ca_file.read_bytes(),
+                key_file.read_bytes() if key_file else None,
+                cert_file.read_bytes() if cert_file else None,
+            )
             self.channel = grpc.secure_channel(address, credentials, options)
         else:
             self.channel = grpc.insecure_channel(address, options)

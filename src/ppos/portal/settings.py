@@ -13,6 +13,9 @@ class PortalSettings:
     plane_address: str = "127.0.0.1:50051"
     #: CA bundle of the plane's TLS certificate; None for a plaintext loopback plane.
     plane_ca_file: Path | None = None
+    #: Client certificate and key the portal presents to the plane (mutual TLS).
+    plane_cert_file: Path | None = None
+    plane_key_file: Path | None = None
     #: A session ends this long after its operator's last request...
     idle_seconds: float = 30 * 60
     #: ...and this long after sign-in, whatever happens.

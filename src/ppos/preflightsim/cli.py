@@ -19,7 +19,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from ppos.preflightsim import gateway, registry
+from ppos.preflightsim import gateway, registry, tls
 from ppos.preflightsim.auth import (
     MetadataLog,
     RequirePreflightJwt,
@@ -71,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     registry.add_arguments(parser)
     gateway.add_arguments(parser)
+    tls.add_arguments(parser)
     return parser
 
 
@@ -98,7 +99,14 @@ class RunningSimulator:
 
 async def start(args: argparse.Namespace) -> RunningSimulator:
     """Load the records, bind, start serving. Raises StartError with a reason."""
-    load = jwks_from_file(args.jwks_file) if args.jwks_file else jwks_from_service(args.jwks_from)
+    problem = tls.check_arguments(args)
+    if problem is not None:
+        raise StartError(problem)
+    load = (
+        jwks_from_file(args.jwks_file)
+        if args.jwks_file
+        else jwks_from_service(args.jwks_from, credentials=tls.channel_credentials(args))
+    )
     try:
         keys = await asyncio.to_thread(
             RefreshingJwks, load, refresh_interval=args.jwks_refresh_interval
@@ -128,7 +136,7 @@ async def start(args: argparse.Namespace) -> RunningSimulator:
     proxy: FaultProxy | None = None
     if args.fault_proxy:
         # The proxy takes the public address; gRPC listens privately behind it.
-        proxy = FaultProxy(server.add_insecure_port("127.0.0.1:0"))
+        proxy = FaultProxy(_add_port(server, "127.0.0.1:0", args))
         simulator.proxy = proxy
         await server.start()
         host, _, port_text = args.listen.rpartition(":")
@@ -137,7 +145,7 @@ async def start(args: argparse.Namespace) -> RunningSimulator:
         except (OSError, ValueError):
             port = 0
     else:
-        port = server.add_insecure_port(args.listen)
+        port = _add_port(server, args.listen, args)
         if port:
             await server.start()
     if port == 0:
@@ -145,6 +153,13 @@ async def start(args: argparse.Namespace) -> RunningSimulator:
         raise StartError(f"cannot listen on {args.listen}")
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     return RunningSimulator(server, health_servicer, simulator, port, proxy, gateway_simulator)
+
+
+def _add_port(server: grpc.aio.Server, address: str, args: argparse.Namespace) -> int:
+    credentials = tls.server_credentials(args)
+    if credentials is None:
+        return server.add_insecure_port(address)
+    return server.add_secure_port(address, credentials)
 
 
 async def serve(args: argparse.Namespace) -> int:

@@ -37,11 +37,21 @@ def jwks_from_file(path: Path) -> JwksLoader:
     return load
 
 
-def jwks_from_service(address: str, timeout: float = 5.0) -> JwksLoader:
-    """Fetch the set from the control plane's JwksService (a blocking call)."""
+def jwks_from_service(
+    address: str,
+    timeout: float = 5.0,
+    credentials: Callable[[], grpc.ChannelCredentials] | None = None,
+) -> JwksLoader:
+    """Fetch the set from the control plane's JwksService (a blocking call);
+    over TLS with `credentials` (read again at each fetch: renewed files apply)."""
+
+    def open_channel() -> grpc.Channel:
+        if credentials is None:
+            return grpc.insecure_channel(address)
+        return grpc.secure_channel(address, credentials())
 
     def load() -> dict[str, Any]:
-        with grpc.insecure_channel(address) as channel:
+        with open_channel() as channel:
             stub = jwks_service_pb2_grpc.JwksServiceStub(channel)
             reply = stub.GetJwks(jwks_service_pb2.GetJwksRequest(), timeout=timeout)
         data: dict[str, Any] = json.loads(reply.jwks_json)

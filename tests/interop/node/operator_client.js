@@ -7,12 +7,14 @@
 //
 // The token is read from the file named by PPOS_CONTROL_TOKEN_FILE (never from
 // argv, where `ps` shows it). Each result is one JSON line on stdout.
+// TLS: PPOS_CA_FILE, and PPOS_CERT_FILE + PPOS_KEY_FILE for mutual TLS (credentials.js).
 'use strict';
 
 const fs = require('fs');
 const path = require('path');
 const grpc = require('@grpc/grpc-js');
 const protoLoader = require('@grpc/proto-loader');
+const { channelCredentials } = require('./credentials');
 
 const PROTOS = path.resolve(__dirname, '..', '..', '..', 'protos');
 
@@ -63,7 +65,7 @@ function failure(error) {
 
 async function unary(address, token) {
   const { NodeRegistry, Jwks } = load();
-  const credentials = grpc.credentials.createInsecure();
+  const credentials = channelCredentials();
   const jwks = new Jwks(address, credentials);
   const nodes = new NodeRegistry(address, credentials);
 
@@ -88,7 +90,7 @@ async function unary(address, token) {
 
 function watch(address, token, options) {
   const { NodeRegistry } = load();
-  const nodes = new NodeRegistry(address, grpc.credentials.createInsecure());
+  const nodes = new NodeRegistry(address, channelCredentials());
   const request = { filter: options.region ? { region: options.region } : undefined };
   const stream = nodes.watchNodes(request, operatorMetadata(token));
   let counted = 0;

@@ -10,11 +10,13 @@
 //   PPOS_WATCH_CHANGES   ADDED/MODIFIED/DELETED events to wait for (default 1)
 //   PPOS_WATCH_REGION    optional region filter
 //   PPOS_WATCH_TIMEOUT_MS  give up after this long (default 30000)
+//   PPOS_CA_FILE, PPOS_CERT_FILE, PPOS_KEY_FILE  TLS and mutual TLS (credentials.js)
 'use strict';
 
 const path = require('path');
 const grpc = require('@grpc/grpc-js');
 const protoLoader = require('@grpc/proto-loader');
+const { channelCredentials } = require('./credentials');
 
 function required(name) {
   const value = process.env[name];
@@ -36,7 +38,7 @@ const definition = protoLoader.loadSync(
   { includeDirs, keepCase: true, longs: String, enums: String, defaults: true, oneofs: true },
 );
 const registry = grpc.loadPackageDefinition(definition).ppos.controlplane.noderegistry.v1;
-const client = new registry.NodeRegistryService(address, grpc.credentials.createInsecure());
+const client = new registry.NodeRegistryService(address, channelCredentials());
 
 const metadata = new grpc.Metadata();
 metadata.set('authorization', `Bearer ${token}`);

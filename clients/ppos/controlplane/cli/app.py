@@ -135,6 +135,20 @@ def common_options() -> Parser:
         metavar="FILE",
         help="PEM CA bundle: connect with TLS [env PPOS_CA_FILE]",
     )
+    group.add_argument(
+        "--cert-file",
+        type=Path,
+        default=sup,
+        metavar="FILE",
+        help="PEM client certificate, for mutual TLS [env PPOS_CERT_FILE]",
+    )
+    group.add_argument(
+        "--key-file",
+        type=Path,
+        default=sup,
+        metavar="FILE",
+        help="the client certificate's private key [env PPOS_KEY_FILE]",
+    )
     group.add_argument("--no-color", action="store_true", default=sup, help="plain output")
     return common
 
@@ -170,6 +184,8 @@ class Context:
                 token_file=getattr(args, "token_file", None),
                 timeout=getattr(args, "timeout", None),
                 ca_file=getattr(args, "ca_file", None),
+                cert_file=getattr(args, "cert_file", None),
+                key_file=getattr(args, "key_file", None),
             )
             for warning in self._config.warnings:
                 self.out.note(f"warning: {warning}")

@@ -51,7 +51,7 @@ def bash_script(parser: argparse.ArgumentParser) -> str:
   local path="" word words="" i
   case "$prev" in
     -o|--output) COMPREPLY=( $(compgen -W "{" ".join(FORMATS)}" -- "$cur") ); return 0 ;;
-    --token-file|--ca-file|--payload-out|--token-out|-f|--file)
+    --token-file|--ca-file|--cert-file|--key-file|--payload-out|--token-out|-f|--file)
       COMPREPLY=( $(compgen -f -- "$cur") ); return 0 ;;
   esac
   for ((i=1; i<COMP_CWORD; i++)); do

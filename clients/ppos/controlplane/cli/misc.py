@@ -11,7 +11,7 @@ from ppos.controlplane.cli.app import Context, Tree
 from ppos.controlplane.cli.completion import bash_script, zsh_script
 from ppos.controlplane.cli.output import Column
 from ppos.controlplane.client import NotFoundError, UnavailableError
-from ppos.controlplane.client.config import ENV_TOKEN, ENV_TOKEN_FILE
+from ppos.controlplane.client.config import ENV_TOKEN, ENV_TOKEN_FILE, ClientConfig
 
 SERVICES = {
     "governance": "ppos.controlplane.governance.v1.GovernanceService",
@@ -82,7 +82,7 @@ def config_view(ctx: Context, args: argparse.Namespace) -> None:
     pairs = [
         ("Address", config.address),
         *[(f"Address of {name}", addr) for name, addr in sorted(config.service_addresses.items())],
-        ("TLS", f"yes (CA {config.ca_file})" if config.ca_file else "no (plaintext)"),
+        ("TLS", _tls_summary(config)),
         ("Token", token),
         ("Timeout", f"{config.timeout:g}s"),
         ("Retries", f"UNAVAILABLE up to {config.retry.max_attempts} attempts"),
@@ -142,3 +142,11 @@ def register(tree: Tree) -> None:
     p.set_defaults(handler=completion)
     p = tree.root.add_parser("version", help="print the client version", parents=[tree.common])
     p.set_defaults(handler=version)
+
+
+def _tls_summary(config: ClientConfig) -> str:
+    if config.ca_file is None:
+        return "no (plaintext)"
+    if config.cert_file is None:
+        return f"yes (CA {config.ca_file})"
+    return f"mutual (CA {config.ca_file}, certificate {config.cert_file})"

@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
+
 from ppos.controlplane.client.errors import ConfigurationError
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
@@ -25,6 +27,8 @@ ENV_TOKEN = "PPOS_CONTROL_TOKEN"  # noqa: S105 - the variable's name, not a toke
 ENV_TOKEN_FILE = "PPOS_CONTROL_TOKEN_FILE"  # noqa: S105 - a variable name
 ENV_TIMEOUT = "PPOS_TIMEOUT"
 ENV_CA_FILE = "PPOS_CA_FILE"
+ENV_CERT_FILE = "PPOS_CERT_FILE"
+ENV_KEY_FILE = "PPOS_KEY_FILE"
 # When the services run apart (one container each), where each one is.
 SERVICE_ADDRESS_ENV = {
     "governance": "PPOS_GOVERNANCE_ADDRESS",
@@ -73,6 +77,9 @@ class ClientConfig:
     # server names whoever holds the credential.
     operator: str = ""
     ca_file: Path | None = None
+    # Client certificate and key for mutual TLS (with ca_file).
+    cert_file: Path | None = None
+    key_file: Path | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     warnings: tuple[str, ...] = ()
     service_addresses: dict[str, str] = field(default_factory=dict)
@@ -125,6 +132,8 @@ def load_config(
     token_file: Path | None = None,
     timeout: float | None = None,
     ca_file: Path | None = None,
+    cert_file: Path | None = None,
+    key_file: Path | None = None,
 ) -> ClientConfig:
     """Explicit arguments first, then the environment, then defaults."""
     env = os.environ if environ is None else environ
@@ -167,13 +176,44 @@ def load_config(
     ca = ca_file or (Path(ca_env).expanduser() if ca_env else None)
     if ca is not None and not ca.is_file():
         raise ConfigurationError(f"CA file {ca} does not exist")
+    cert, key = _tls_identity(env, cert_file, key_file, ca)
     return ClientConfig(
         address=address,
         token=token,
         timeout=timeout,
         ca_file=ca,
+        cert_file=cert,
+        key_file=key,
         warnings=tuple(warnings),
         service_addresses=service_addresses,
+    )
+
+
+def _tls_identity(
+    env: Mapping[str, str], cert_file: Path | None, key_file: Path | None, ca: Path | None
+) -> tuple[Path | None, Path | None]:
+    """The client certificate and key for mutual TLS: both or neither, with a CA."""
+    cert_env, key_env = env.get(ENV_CERT_FILE), env.get(ENV_KEY_FILE)
+    cert = cert_file or (Path(cert_env).expanduser() if cert_env else None)
+    key = key_file or (Path(key_env).expanduser() if key_env else None)
+    if (cert is None) != (key is None):
+        raise ConfigurationError("a client certificate needs its key: give both or neither")
+    if cert is not None and ca is None:
+        raise ConfigurationError("a client certificate needs a CA file (TLS) too")
+    for path in (cert, key):
+        if path is not None and not path.is_file():
+            raise ConfigurationError(f"TLS file {path} does not exist")
+    return cert, key
+
+
+def channel_credentials(config: ClientConfig) -> grpc.ChannelCredentials | None:
+    """TLS credentials of a connection (mutual with a client certificate); None: plaintext."""
+    if config.ca_file is None:
+        return None
+    return grpc.ssl_channel_credentials(
+        config.ca_file.read_bytes(),
+        config.key_file.read_bytes() if config.key_file else None,
+        config.cert_file.read_bytes() if config.cert_file else None,
     )
 
 

@@ -22,7 +22,7 @@ from typing import Any, Generic, TypeVar
 
 import grpc
 
-from ppos.controlplane.client.config import ClientConfig
+from ppos.controlplane.client.config import ClientConfig, channel_credentials
 from ppos.controlplane.client.errors import ControlPlaneError, from_rpc_error
 
 Req = TypeVar("Req")
@@ -114,8 +114,7 @@ class Connection:
         self.attempts_made = 0  # every attempt, for callers and tests that want to know
         if channel is not None:
             self.channel = channel
-        elif config.ca_file is not None:
-            credentials = grpc.ssl_channel_credentials(config.ca_file.read_bytes())
+        elif (credentials := channel_credentials(config)) is not None:
             self.channel = grpc.secure_channel(self.address, credentials, CHANNEL_OPTIONS)
         else:
             self.channel = grpc.insecure_channel(self.address, CHANNEL_OPTIONS)

@@ -29,6 +29,7 @@ from ppos.controlplane.runtime.config import (
     PeerSettings,
     ServerSettings,
     StartupError,
+    TlsSettings,
 )
 from ppos.controlplane.runtime.modules import ALL_SECTIONS, Settings
 from ppos.controlplane.runtime.operators import add_operator_arguments, run_operators
@@ -54,6 +55,7 @@ def load_settings(args: argparse.Namespace | None, env: Mapping[str, str]) -> Se
         node_registry=load_section(NodeRegistrySettings, args, env),
         registry_sync=load_section(RegistrySyncSettings, args, env),
         governance=load_section(GovernanceSettings, args, env),
+        tls=load_section(TlsSettings, args, env),
     )
 
 

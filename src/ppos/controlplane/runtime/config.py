@@ -10,6 +10,7 @@ import dataclasses
 from pathlib import Path
 
 from ppos.controlplane.core.settings import ConfigError, Seconds, Secret, setting
+from ppos.controlplane.security.tls import ClientTls, ServerTls, is_loopback_host
 
 
 class StartupError(Exception):
@@ -196,3 +197,102 @@ class PeerSettings:
             "noderegistry": self.node_registry_address,
             "registrysync": self.registry_sync_address,
         }[service]
+
+
+# --- TLS (listener and outbound channels) -------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class TlsSettings:
+    """TLS: the listener's identity, the clients it accepts, the CA it trusts.
+
+    The files are read again when they change, without a restart.
+    """
+
+    cert_file: Path | None = setting(
+        "PPOS_TLS_CERT_FILE",
+        "PEM certificate chain of the gRPC listener (TLS on when set; with PPOS_TLS_KEY_FILE)",
+        default=None,
+        flag="--tls-cert-file",
+    )
+    key_file: Path | None = setting(
+        "PPOS_TLS_KEY_FILE",
+        "PEM private key of the listener's certificate",
+        default=None,
+        flag="--tls-key-file",
+    )
+    client_ca_file: Path | None = setting(
+        "PPOS_TLS_CLIENT_CA_FILE",
+        "PEM CA bundle clients must present a certificate from (mutual TLS when set)",
+        default=None,
+        flag="--tls-client-ca-file",
+    )
+    ca_file: Path | None = setting(
+        "PPOS_TLS_CA_FILE",
+        "PEM CA bundle the servers this process calls are checked against "
+        "(peers, regional registries and gateways; TLS outbound when set)",
+        default=None,
+        flag="--tls-ca-file",
+    )
+    client_cert_file: Path | None = setting(
+        "PPOS_TLS_CLIENT_CERT_FILE",
+        "PEM certificate this process presents to the servers it calls "
+        "(default: PPOS_TLS_CERT_FILE)",
+        default=None,
+        flag="--tls-client-cert-file",
+    )
+    client_key_file: Path | None = setting(
+        "PPOS_TLS_CLIENT_KEY_FILE",
+        "private key of the client certificate (default: PPOS_TLS_KEY_FILE)",
+        default=None,
+        flag="--tls-client-key-file",
+    )
+    allow_plaintext: bool = setting(
+        "PPOS_ALLOW_PLAINTEXT",
+        "serve plaintext on an address other than loopback (refused otherwise)",
+        default=False,
+    )
+
+    @property
+    def outbound_cert_file(self) -> Path | None:
+        return self.client_cert_file or self.cert_file
+
+    @property
+    def outbound_key_file(self) -> Path | None:
+        return self.client_key_file or self.key_file
+
+    def server_identity(self) -> ServerTls | None:
+        """The listener's TLS (re-read when its files change); None: plaintext."""
+        if self.cert_file is None or self.key_file is None:
+            return None
+        return ServerTls(self.cert_file, self.key_file, self.client_ca_file)
+
+    def client_identity(self) -> ClientTls | None:
+        """The identity of every channel out (peers, registries, gateways); None: plaintext."""
+        if self.ca_file is None:
+            return None
+        return ClientTls(self.ca_file, self.outbound_cert_file, self.outbound_key_file)
+
+    def validate(self, listen: str) -> None:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ConfigError("--tls-cert-file and --tls-key-file: give both or neither")
+        if (self.client_cert_file is None) != (self.client_key_file is None):
+            raise ConfigError(
+                "--tls-client-cert-file and --tls-client-key-file: give both or neither"
+            )
+        if self.client_ca_file is not None and self.cert_file is None:
+            raise ConfigError("--tls-client-ca-file: needs --tls-cert-file and --tls-key-file")
+        if self.cert_file is not None and self.ca_file is None:
+            raise ConfigError(
+                "--tls-ca-file: needed with --tls-cert-file (services hosted here "
+                "call each other through the TLS port)"
+            )
+        for name, path in dataclasses.asdict(self).items():
+            if isinstance(path, Path) and not path.is_file():
+                raise ConfigError(f"--tls-{name.replace('_', '-')}: {path} is not a readable file")
+        host = listen.rpartition(":")[0]
+        if self.cert_file is None and not self.allow_plaintext and not is_loopback_host(host):
+            raise ConfigError(
+                f"--listen: {listen} is not loopback and TLS is off; set PPOS_TLS_CERT_FILE "
+                "and PPOS_TLS_KEY_FILE, or PPOS_ALLOW_PLAINTEXT=true if plaintext is intended"
+            )

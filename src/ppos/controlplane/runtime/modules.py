@@ -10,7 +10,12 @@ import grpc
 
 from ppos.controlplane.core.logging import SecretRegistry
 from ppos.controlplane.core.pagination import PageTokens
-from ppos.controlplane.runtime.config import AuthSettings, PeerSettings, ServerSettings
+from ppos.controlplane.runtime.config import (
+    AuthSettings,
+    PeerSettings,
+    ServerSettings,
+    TlsSettings,
+)
 from ppos.controlplane.security.keys import KeyRing
 from ppos.controlplane.security.page_keys import RingPageKeys
 from ppos.controlplane.security.peers import PeerDirectory
@@ -31,6 +36,7 @@ class Settings:
     node_registry: NodeRegistrySettings
     registry_sync: RegistrySyncSettings
     governance: GovernanceSettings
+    tls: TlsSettings = dataclasses.field(default_factory=TlsSettings)
 
 
 ALL_SECTIONS: list[type] = [
@@ -40,6 +46,7 @@ ALL_SECTIONS: list[type] = [
     NodeRegistrySettings,
     RegistrySyncSettings,
     GovernanceSettings,
+    TlsSettings,
 ]
 
 

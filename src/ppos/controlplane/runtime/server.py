@@ -135,6 +135,7 @@ def registry_sync_module(runtime: Runtime) -> ServiceModule:
             shutdown_grace=runtime.settings.server.shutdown_grace,
             page_tokens=runtime.page_tokens,
             shutdown=runtime.shutdown,
+            tls=runtime.peers.tls,
         )
     )
 
@@ -208,6 +209,7 @@ class ControlPlaneServer:
             settings.governance,
         ):
             section.validate()
+        settings.tls.validate(settings.server.listen)
         settings.server.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
 
         control, scanner = self._take_control_token()
@@ -235,6 +237,7 @@ class ControlPlaneServer:
                 for s in ("governance", "noderegistry", "registrysync")
             },
             self_minted=self_minted,
+            tls=settings.tls.client_identity(),
         )
         self.runtime = Runtime(
             settings=settings,
@@ -276,7 +279,7 @@ class ControlPlaneServer:
             guarded,
         )
         try:
-            self.port = server.add_insecure_port(settings.server.listen)
+            self.port = self._add_port(server)
         except RuntimeError:  # grpc's "Failed to bind", with no errno to tell why
             self.port = 0
         if self.port == 0:
@@ -314,6 +317,12 @@ class ControlPlaneServer:
             kid=keyring.active.kid,
             seconds=round(time.perf_counter() - started, 3),
         )
+
+    def _add_port(self, server: grpc.aio.Server) -> int:
+        tls = self.settings.tls.server_identity()
+        if tls is None:
+            return server.add_insecure_port(self.settings.server.listen)
+        return server.add_secure_port(self.settings.server.listen, tls.credentials())
 
     async def _set_health(self, *, serving: bool) -> None:
         assert self._health is not None

@@ -7,6 +7,7 @@ import grpc
 from ppos.controlplane.core.settings import ConfigError
 from ppos.controlplane.security.outbound import open_channel
 from ppos.controlplane.security.self_minted import SelfMinted
+from ppos.controlplane.security.tls import ClientTls
 from ppos.controlplane.security.tokens import TokenMinter
 
 # Audience of each service: its fully qualified proto service name.
@@ -31,8 +32,10 @@ class PeerDirectory:
         addresses: dict[str, str],
         *,
         self_minted: SelfMinted | None = None,
+        tls: ClientTls | None = None,
     ) -> None:
         self._minter = minter
+        self._tls = tls
         self._addresses = dict(addresses)
         self._channels: dict[tuple[str, str], grpc.aio.Channel] = {}
         self._self_minted = self_minted
@@ -42,6 +45,12 @@ class PeerDirectory:
     def self_minted(self) -> SelfMinted | None:
         """Where channels to services hosted here remember their tokens."""
         return self._self_minted
+
+    @property
+    def tls(self) -> ClientTls | None:
+        """The outbound TLS identity of this process: every channel it opens, to
+        peers and to regional registries and gateways, uses it."""
+        return self._tls
 
     def host_here(self, service: str, own_address: str) -> None:
         """`service` runs in this process, reached through its own port: the tokens
@@ -68,6 +77,7 @@ class PeerDirectory:
                 audience=SERVICE_AUDIENCE[target],
                 subject=caller_identity(caller),
                 loopback=self._self_minted if target in self._hosted_here else None,
+                tls=self._tls,
             )
             self._channels[key] = channel
         return channel

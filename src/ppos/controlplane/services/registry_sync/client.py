@@ -11,6 +11,7 @@ import grpc
 
 from ppos.controlplane.security.outbound import open_channel
 from ppos.controlplane.security.peers import caller_identity, registry_audience
+from ppos.controlplane.security.tls import ClientTls
 from ppos.controlplane.security.tokens import TokenMinter
 from ppos.preflight.v1 import registry_service_pb2 as pb
 
@@ -23,7 +24,9 @@ def _raw(data: bytes) -> bytes:
 
 
 class RegistryClient:
-    def __init__(self, region: str, address: str, minter: TokenMinter) -> None:
+    def __init__(
+        self, region: str, address: str, minter: TokenMinter, *, tls: ClientTls | None = None
+    ) -> None:
         self.region = region
         self.address = address
         self._channel = open_channel(
@@ -31,6 +34,7 @@ class RegistryClient:
             minter,
             audience=registry_audience(region),
             subject=caller_identity(CALLER),
+            tls=tls,
         )
         self._info = self._channel.unary_unary(
             f"{SERVICE}/GetRegistryInfo",

@@ -7,6 +7,7 @@ import dataclasses
 
 from ppos.controlplane.core.pagination import PageTokens
 from ppos.controlplane.security.keys import PublicKeySource
+from ppos.controlplane.security.tls import ClientTls
 from ppos.controlplane.security.tokens import TokenMinter
 from ppos.controlplane.services.registry_sync.settings import RegistrySyncSettings
 from ppos.controlplane.storage.database import Database
@@ -28,3 +29,5 @@ class RegistrySyncDeps:
     page_tokens: PageTokens
     # Set when the process begins to stop: open status streams end.
     shutdown: asyncio.Event
+    # TLS identity of the channels to the regional registries (plaintext: None).
+    tls: ClientTls | None = None

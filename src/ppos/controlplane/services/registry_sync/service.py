@@ -346,7 +346,7 @@ class RegistrySyncModule:
         self._deps = deps
         settings = deps.settings
         self._clients = {
-            region: RegistryClient(region, address, deps.minter)
+            region: RegistryClient(region, address, deps.minter, tls=deps.tls)
             for region, address in settings.regions.items()
         }
         self._bus = StatusBus()

@@ -61,6 +61,7 @@ class Receivers:
     def __init__(self, deps: GovernanceDeps) -> None:
         self._peers = PeerStubs(deps)
         self._minter = deps.minter
+        self._tls = deps.peers.tls  # the plane's client identity, when TLS is on
         self._gateways = dict(deps.settings.gateways)
         self._channels: dict[str, grpc.aio.Channel] = {}
 
@@ -93,6 +94,7 @@ class Receivers:
                 self._minter,
                 audience=gateway_audience(region),
                 subject=caller_identity(SERVICE),
+                tls=self._tls,
             )
             self._channels[region] = channel
         return channel
