@@ -259,7 +259,8 @@ def _capacity_step(result: Plan, job: JobView, context: Context, params: dict[st
     result.steps.append(
         Step(
             "LOWER_QUEUE_CAPACITY",
-            f"lower queue {job.tenant_id}/{job.queue_id} capacity from {capacity} to {lowered}",
+            f"lower queue {job.tenant_id}/{job.queue_id} capacity from {capacity} to {lowered} "
+            f"(running jobs finish; waiting jobs start once fewer than {lowered} run)",
             f"queue/{job.tenant_id}/{job.queue_id}",
             None,
             lowered,
