@@ -7,13 +7,17 @@ whose queue admits its waiting jobs in that order.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
 from ppos.controlplane.governance.v1 import resources_pb2 as res
+from ppos.preflight.v1 import job_pb2
 from ppos.preflightsim.slots import ACTIVE, DRAINING, PAUSED, QueueClosed, QueueSlots
-from tests.governance.conftest import Governed
+from tests.governance.conftest import Governed, StartGoverned, public_verifier
 from tests.governance.support import eventually, settled
+from tests.governance.sync_double import job_record, start_sync_double
 
 
 def test_slots_admit_by_priority_then_arrival() -> None:
@@ -99,3 +103,48 @@ async def test_a_resize_through_the_plane_re_admits_waiting_jobs_at_the_gateway(
     await gov.operator.ResumeQueue(pb.ResumeQueueRequest(tenant_id="acme", queue_id="main"))
     await eventually(lambda: slots.waiting, lambda w: w == [])
     assert slots.started[-1] == "job_low_3"
+
+
+async def test_a_policy_retry_waits_for_a_slot_in_the_jobs_own_queue(
+    start_governed: StartGoverned, tmp_path: Path
+) -> None:
+    sync = await start_sync_double(public_verifier(tmp_path / "data" / "keys"))
+    try:
+        gov = await start_governed(
+            {"PPOS_SERVICES": "governance,noderegistry", "PPOS_PEER_REGISTRYSYNC": sync.address}
+        )
+        await gov.operator.ProvisionTenant(
+            pb.ProvisionTenantRequest(
+                request_id="prov-acme",
+                tenant_id="acme",
+                spec=res.TenantSpec(default_region="eu-west-1"),
+                queues=[pb.QueueTemplate(queue_id="main", spec=res.QueueSpec(capacity=1))],
+            )
+        )
+        await settled(gov.runtime)
+        sim = gov.gateway()
+        assert sim.submit_job("acme", "main", "job_running")
+        await gov.operator.SetGovernancePolicy(
+            pb.SetGovernancePolicyRequest(
+                policy_id="retry",
+                spec=res.GovernancePolicySpec(
+                    trigger_state=job_pb2.GOVERNANCE_STATE_FAILED_RUNTIME_ENVIRONMENT,
+                    actions=[res.PolicyAction(kind=res.POLICY_ACTION_KIND_RETRY_JOB)],
+                    enabled=True,
+                ),
+            )
+        )
+        sync.double.add(
+            job_record("job_failed", job_pb2.GOVERNANCE_STATE_FAILED_RUNTIME_ENVIRONMENT)
+        )
+        await eventually(lambda: len(sim.applied("RetryJob")), lambda n: n == 1)
+        retry = sim.applied("RetryJob")[0].request
+        assert (retry["tenant_id"], retry["queue_id"]) == ("acme", "main")
+        slots = sim.slots[("acme", "main")]
+        assert slots.waiting == ["job_failed"], "the queue is full: the new attempt waits"
+        assert sim.finish_job("acme", "main", "job_running") == ["job_failed"]
+        decisions = await gov.operator.ListDecisions(pb.ListDecisionsRequest(policy_id="retry"))
+        [decision] = decisions.decisions
+        assert "queued for a slot in acme/main" in decision.actions[0].description
+    finally:
+        await sync.server.stop(0)

@@ -41,7 +41,7 @@ from google.protobuf.message import Message
 from ppos.preflight.v1 import gateway_service_pb2 as pb
 from ppos.preflight.v1 import gateway_service_pb2_grpc as pb_grpc
 from ppos.preflightsim.logs import private_opener
-from ppos.preflightsim.slots import ACTIVE, QueueSlots
+from ppos.preflightsim.slots import ACTIVE, DRAINING, QueueSlots
 
 SERVICE_NAME = "ppos.preflight.v1.PreflightGatewayService"
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -334,6 +334,9 @@ class SimulatedGateway(pb_grpc.PreflightGatewayServiceServicer):
 
     def _retry(self, request: pb.RetryJobRequest) -> bool:
         self.state.retries.append(_as_dict(request))
+        slots = self.slots.get((request.tenant_id, request.queue_id))
+        if slots is not None and slots.state != DRAINING:
+            slots.submit(request.job_id)  # the new attempt waits for a slot in its queue
         return True
 
     def _reroute(self, request: pb.RerouteJobRequest) -> bool:
