@@ -8,7 +8,10 @@ the policy. The dry run's count is what enabling then acts on.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+
+import pytest
 
 from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
 from ppos.controlplane.governance.v1 import resources_pb2 as res
@@ -145,5 +148,45 @@ async def test_a_policy_that_another_owns_or_a_disabled_one_backfills_nothing(
             lambda: count(gov.runtime, "governance_policy_backfills"), lambda n: n == 0
         )
         assert count(gov.runtime, "governance_decisions") == 1
+    finally:
+        await sync.server.stop(0)
+
+
+async def test_a_backfill_stops_at_its_limit_and_says_where(
+    start_governed: StartGoverned, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(backfill, "LIMIT", 2)  # the plane runs in this process
+    sync = await start_sync_double(public_verifier(tmp_path / "data" / "keys"))
+    try:
+        gov = await start(start_governed, sync, "100")
+        for n in range(3):
+            sync.double.add(job_record(f"job_{n}", FRE))
+        await eventually(
+            lambda: count(gov.runtime, "governance_reconciler_cursor", "last_sync_sequence >= 3"),
+            lambda n: n == 1,
+        )
+        await gov.operator.SetGovernancePolicy(
+            pb.SetGovernancePolicyRequest(
+                policy_id="retry",
+                spec=res.GovernancePolicySpec(trigger_state=FRE, actions=[RETRY], enabled=True),
+            )
+        )
+        await eventually(
+            lambda: count(gov.runtime, "audit_log", "method = 'policy:backfill'"),
+            lambda n: n == 1,
+        )
+        assert sorted(d.job.job_id for d in await decisions(gov)) == ["job_0", "job_1"]
+        entries = await gov.operator.ListAuditEntries(
+            pb.ListAuditEntriesRequest(resource_kind="policy", resource_id="retry")
+        )
+        [end] = [e for e in entries.entries if e.method == "policy:backfill"]
+        summary = json.loads(end.after_json)["backfill"]
+        assert summary["capped"] is True
+        assert summary["jobs_decided"] == 2
+        assert "not evaluated" in summary["note"]
+        dry = await gov.operator.DryRunGovernancePolicy(
+            pb.DryRunGovernancePolicyRequest(policy_id="retry")
+        )
+        assert dry.backfill_jobs == 1, "the job past the limit is what a re-enable would act on"
     finally:
         await sync.server.stop(0)

@@ -143,17 +143,13 @@ def queue_to_proto(row: QueueRow, hold: GatewayHoldRow | None = None) -> pb.Queu
 
 def _held_condition(row: QueueRow, hold: GatewayHoldRow | None) -> common_pb.Condition:
     if hold is None:
-        return _condition(
-            "Held", False, "GatewayReachable", f"gateway of {row.region} reachable", row.updated_at
-        )
-    return _condition(
-        "Held",
-        True,
-        "GatewayUnreachable",
+        message = f"gateway of {row.region} reachable"
+        return _condition("Held", False, "GatewayReachable", message, row.updated_at)
+    message = (
         f"gateway of {row.region} cannot be reached ({hold.last_error}); jobs untouched, "
-        "commands wait in the outbox",
-        hold.since,
+        "commands wait in the outbox"
     )
+    return _condition("Held", True, "GatewayUnreachable", message, hold.since)
 
 
 def partner_to_proto(row: PartnerRow) -> pb.Partner:

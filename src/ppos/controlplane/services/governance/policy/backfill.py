@@ -26,7 +26,7 @@ from ppos.controlplane.storage import audit
 
 # Sync sequences looked back from the reconciler's position (also the dry run's window).
 WINDOW = 10_000
-# Jobs one enable (or change) of a policy acts on at most.
+# Jobs one enable (or change) of a policy newly decides at most.
 LIMIT = 1_000
 
 
@@ -107,7 +107,7 @@ def advance(session: Session, done: Backfill, *, finished: bool) -> None:
         after={
             "backfill": {
                 "generation": done.generation,
-                "jobs_evaluated": done.evaluated,
+                "jobs_decided": done.evaluated,
                 "through_sync_sequence": done.after_sequence if capped else done.up_to_sequence,
                 "capped": capped,
                 "note": (

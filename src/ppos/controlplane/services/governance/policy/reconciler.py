@@ -128,8 +128,8 @@ class Reconciler:
             if job.sync_sequence > due.up_to_sequence:
                 position = due.up_to_sequence  # past the window: new jobs are the main loop's
                 break
-            if await self.decide(job, only_policy=policy.policy_id) is not None:
-                evaluated += 1
+            if await self.decide(job, only_policy=policy.policy_id):
+                evaluated += 1  # a new decision: one already made does not count to the limit
             position = job.sync_sequence
         if not page.has_more and evaluated < backfill.LIMIT:
             position = due.up_to_sequence  # nothing more of the window to read
