@@ -27,8 +27,8 @@ def _held_condition(queue: res.Queue) -> Condition:
     return held
 
 
-def _transitions(gov: Governed, method: str) -> int:
-    return count(gov.runtime, "audit_log", "method = :m", m=method)
+def _transitions(gov: Governed, method: str, queue: str = "acme/main") -> int:
+    return count(gov.runtime, "audit_log", "method = :m AND resource_id = :q", m=method, q=queue)
 
 
 async def test_an_unreachable_gateway_shows_its_queues_held_until_it_answers_again(
@@ -74,12 +74,16 @@ async def test_an_unreachable_gateway_shows_its_queues_held_until_it_answers_aga
     assert "UNAVAILABLE" in condition.message
     east = await _queue(gov, "east")
     assert east.status.state == res.QUEUE_STATE_ACTIVE, "another region's gateway answers"
+    created = await gov.operator.CreateQueue(
+        pb.CreateQueueRequest(tenant_id="acme", queue_id="late", spec=res.QueueSpec(capacity=2))
+    )
+    assert created.queue.status.state == res.QUEUE_STATE_HELD, "a new queue of the region too"
     listed = await gov.operator.ListQueues(pb.ListQueuesRequest(states=[res.QUEUE_STATE_HELD]))
-    assert [q.queue_id for q in listed.queues] == ["main"]
+    assert [q.queue_id for q in listed.queues] == ["late", "main"]
     # Commands wait (retried, never failed) and the audit says it once per queue.
     await eventually(
         lambda: count(gov.runtime, "outbox_commands", "attempts >= 3 AND state <> 'ACKNOWLEDGED'"),
-        lambda n: n == 1,
+        lambda n: n == 2,  # the resize and the new queue's policy
         within=20,
     )
     assert count(gov.runtime, "outbox_commands", "state = 'FAILED'") == 0
@@ -93,14 +97,22 @@ async def test_an_unreachable_gateway_shows_its_queues_held_until_it_answers_aga
 
     back = await start_gateway("eu-west-1", gov.verifier, port=port)
     gov.gateways["eu-west-1"] = back
-    active = await eventually(
+    # The first answer releases the region; each waiting command then goes through.
+    await eventually(
         lambda: _queue(gov), lambda q: q.status.state == res.QUEUE_STATE_ACTIVE, within=20
     )
-    commands = await gov.operator.ListCommands(pb.ListCommandsRequest())
-    assert active.status.applied_capacity == 4, f"the waiting command went through: {commands}"
-    assert [c.request["capacity"] for c in back.sim.applied("ApplyQueuePolicy")] == [4]
+    await eventually(lambda: _queue(gov), lambda q: q.status.applied_capacity == 4, within=20)
+    await settled(gov.runtime)
+    applied = back.sim.applied("ApplyQueuePolicy")
+    assert sorted((c.request["queue_id"], c.request["capacity"]) for c in applied) == [
+        ("late", 2),
+        ("main", 4),
+    ]
     assert _transitions(gov, "gateway:reachable") == 1
     assert _transitions(gov, "gateway:unreachable") == 1
+    assert _transitions(gov, "gateway:reachable", "acme/late") == 1
+    assert _transitions(gov, "gateway:reachable", "acme/east") == 0, "never held"
+    assert (await _queue(gov, "late")).status.state == res.QUEUE_STATE_ACTIVE
 
 
 async def test_held_cannot_be_set_by_an_operator(gov: Governed) -> None:
