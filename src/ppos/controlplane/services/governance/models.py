@@ -302,7 +302,7 @@ class PolicyBackfillRow(Base):
     generation: Mapped[int] = mapped_column(BigInteger, nullable=False)
     after_sequence: Mapped[int] = mapped_column(BigInteger, nullable=False)
     up_to_sequence: Mapped[int] = mapped_column(BigInteger, nullable=False)
-    evaluated: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    evaluated: Mapped[int] = mapped_column(Integer, nullable=False, default=0)  # new decisions
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
 

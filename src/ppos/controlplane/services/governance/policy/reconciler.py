@@ -7,7 +7,9 @@ states policies can act on. For each revision it picks the applicable policy
 the decision with its commands in one transaction. The decision's unique key
 makes it act at most once per (job, revision, policy), whoever runs it. A peer
 that cannot be reached holds the reconciler where it is (nothing is skipped);
-it tries again on its next round.
+it tries again on its next round. Once caught up with new jobs, a round also
+works one page of a policy's backfill (backfill.py): the jobs synced before
+the policy was enabled or changed.
 
 One replica leads (advisory lock on PostgreSQL, a lease on SQLite); the others
 stand by.
