@@ -274,7 +274,10 @@ async def test_degraded_work_lowers_the_queue_capacity(recon: Recon) -> None:
     first, _second = await eventually(recon.decisions, lambda d: len(d) == 2)
     [lowered] = first.actions
     assert lowered.kind == res.POLICY_ACTION_KIND_LOWER_QUEUE_CAPACITY
-    assert lowered.description == "lower queue acme/main capacity from 10 to 5"
+    assert lowered.description == (
+        "lower queue acme/main capacity from 10 to 5 "
+        "(running jobs finish; waiting jobs start once fewer than 5 run)"
+    )
     [command] = await recon.commands(first.decision_id)
     assert command.command_id == lowered.command_id
     assert json.loads(command.request_json)["capacity"] == 5
@@ -353,4 +356,4 @@ async def test_an_unreachable_sync_service_holds_the_reconciler(recon: Recon) ->
     assert recon.cursor() == 0
     recon.sync.double.available = True
     await eventually(recon.decisions, lambda d: len(d) == 1)
-    assert reconciler.last_error == ""
+    await eventually(lambda: reconciler.last_error, lambda e: e == "")  # its round ends

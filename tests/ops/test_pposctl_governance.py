@@ -192,6 +192,40 @@ async def test_tenants_queues_partners_routes(world: World, tmp_path: Path) -> N
     assert reasons[-1] == "partner left"
 
 
+async def test_policies_enable_says_how_many_synced_jobs_it_will_act_on(world: World) -> None:
+    ctl = world.ctl
+    await world.synced()
+    created = await ctl(
+        "policies", "set", "fre-late", "--trigger", "failed-runtime-environment",
+        "--action", "retry-job", "--disabled",
+    )  # fmt: skip
+    assert created.code == 0, created.stderr
+    for _ in range(300):  # until the reconciler has passed the synced jobs (deciding none)
+        dry = await ctl("-o", "json", "policies", "dry-run", "fre-late")
+        if dry.json().get("backfillJobs") == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert dry.json()["backfillJobs"] == 2, dry.stdout
+    asked = await ctl("policies", "enable", "fre-late")  # no terminal to ask at
+    assert asked.code != 0
+    assert "will act on 2 already-synced job(s)" in asked.stderr
+    assert "--yes" in asked.stderr
+    assert "dry-run only" in (await ctl("policies", "get", "fre-late")).stdout
+    enabled = await ctl("policies", "enable", "fre-late", "--yes")
+    assert enabled.code == 0, enabled.stderr
+    assert "will act on 2 already-synced job(s)" in enabled.stderr
+    assert enabled.stdout.strip() == "policy/fre-late enabled"
+    for _ in range(300):  # the jobs synced before the policy was enabled are decided
+        made = await ctl("-o", "json", "decisions", "list", "--policy", "fre-late")
+        if len(made.json().get("decisions", [])) == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert sorted(d["job"]["jobId"] for d in made.json()["decisions"]) == [
+        "fix_1779116603391",
+        "job_1779116604100_bad01",
+    ]
+
+
 async def test_policies_dry_run_decisions_and_outbox(world: World) -> None:
     ctl = world.ctl
     created = await ctl(

@@ -5,6 +5,8 @@ acted on and acknowledged; any later call with the same key (and the same
 request) gets that first acknowledgement back with `duplicate=true` and
 changes nothing. A key reused for a different request is refused with
 ALREADY_EXISTS. Queue policies and routes follow "newer generation wins".
+Each queue runs its jobs in slots (slots.py): capacity slots, admitted by
+priority then arrival; a newer queue policy re-admits waiting jobs.
 
 It records every call it receives (method, key, request, whether it was a
 duplicate, the call's metadata) in memory and, with `--gateway-record FILE`,
@@ -39,6 +41,7 @@ from google.protobuf.message import Message
 from ppos.preflight.v1 import gateway_service_pb2 as pb
 from ppos.preflight.v1 import gateway_service_pb2_grpc as pb_grpc
 from ppos.preflightsim.logs import private_opener
+from ppos.preflightsim.slots import ACTIVE, DRAINING, QueueSlots
 
 SERVICE_NAME = "ppos.preflight.v1.PreflightGatewayService"
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -118,6 +121,8 @@ class SimulatedGateway(pb_grpc.PreflightGatewayServiceServicer):
         self.region = region
         self.faults = faults or GatewayFaults()
         self.state = GatewayState()
+        # Each queue's slots, shaped by the newest queue policy received.
+        self.slots: dict[tuple[str, str], QueueSlots] = {}
         self.calls: list[ReceivedCall] = []
         self._outcomes: dict[str, _Outcome] = {}
         self._record_path = record_path
@@ -136,6 +141,20 @@ class SimulatedGateway(pb_grpc.PreflightGatewayServiceServicer):
             for c in self.calls
             if c.outcome in ("applied", "superseded") and (method is None or c.method == method)
         ]
+
+    def submit_job(self, tenant_id: str, queue_id: str, job_id: str, priority: int = 0) -> bool:
+        """A job arrives at a queue the gateway holds; True if it runs now, False if it waits."""
+        return self._slots_of(tenant_id, queue_id).submit(job_id, priority)
+
+    def finish_job(self, tenant_id: str, queue_id: str, job_id: str) -> list[str]:
+        """A running job ends; the jobs its slot admitted."""
+        return self._slots_of(tenant_id, queue_id).finish(job_id)
+
+    def _slots_of(self, tenant_id: str, queue_id: str) -> QueueSlots:
+        found = self.slots.get((tenant_id, queue_id))
+        if found is None:
+            raise LookupError(f"no queue policy received for {tenant_id}/{queue_id}")
+        return found
 
     async def wait_for(self, predicate: Callable[[SimulatedGateway], bool]) -> None:
         """Wait until `predicate(self)` holds (wrap in asyncio.timeout to bound it)."""
@@ -315,6 +334,9 @@ class SimulatedGateway(pb_grpc.PreflightGatewayServiceServicer):
 
     def _retry(self, request: pb.RetryJobRequest) -> bool:
         self.state.retries.append(_as_dict(request))
+        slots = self.slots.get((request.tenant_id, request.queue_id))
+        if slots is not None and slots.state != DRAINING:
+            slots.submit(request.job_id)  # the new attempt waits for a slot in its queue
         return True
 
     def _reroute(self, request: pb.RerouteJobRequest) -> bool:
@@ -339,6 +361,9 @@ class SimulatedGateway(pb_grpc.PreflightGatewayServiceServicer):
             "state": pb.QueueState.Name(request.state),
             "generation": request.generation,
         }
+        state = pb.QueueState.Name(request.state).removeprefix("QUEUE_STATE_")
+        slots = self.slots.setdefault(key, QueueSlots(request.capacity, state))
+        slots.apply(request.capacity, state if state != "UNSPECIFIED" else ACTIVE)
         return True
 
     def _route(self, request: pb.ApplyPartnerRouteRequest) -> bool:

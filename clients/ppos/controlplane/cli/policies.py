@@ -15,6 +15,7 @@ from ppos.controlplane.cli.app import (
     flatten,
     key_value,
     limit_flag,
+    stdin_is_tty,
 )
 from ppos.controlplane.cli.governance import (
     GOVERNANCE_STATE,
@@ -28,7 +29,6 @@ from ppos.controlplane.cli.jobrefs import job_and_region, job_filter_flag, parse
 from ppos.controlplane.cli.output import Column, enum_name, when
 from ppos.controlplane.client import NotFoundError
 from ppos.controlplane.common.v1 import resource_pb2
-from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
 from ppos.controlplane.governance.v1 import resources_pb2 as res
 
 COMMAND_STATES = enum_list(res.CommandState, "COMMAND_STATE_")
@@ -193,6 +193,34 @@ def policies_delete(ctx: Context, args: argparse.Namespace) -> None:
     ctx.out.done("policy", policy.policy_id, "deleted", policy)
 
 
+def policies_enable(ctx: Context, args: argparse.Namespace) -> None:
+    """Say how many already-synced jobs enabling will act on (the dry run's count), then enable."""
+    gov = ctx.cp.governance
+    current = gov.get_policy(args.policy_id)
+    estimate = gov.dry_run_policy_reply(policy_id=args.policy_id, limit=1)
+    capped = (
+        " (the most one enable acts on)"
+        if (estimate.backfill_jobs >= estimate.backfill_limit > 0)
+        else ""
+    )
+    ctx.out.note(
+        f"policy {args.policy_id} will act on {estimate.backfill_jobs} already-synced "
+        f"job(s){capped}, then on every job synced from now on"
+    )
+    if not args.yes:
+        if not stdin_is_tty():
+            raise UsageError("not at a terminal: pass --yes to enable without asking")
+        if input(f"enable policy {args.policy_id}? [y/N] ").strip().lower() not in ("y", "yes"):
+            ctx.out.note("not enabled; nothing was changed")
+            return
+    spec = res.GovernancePolicySpec()
+    spec.CopyFrom(current.spec)
+    spec.enabled = True
+    version = args.expected_version or current.meta.resource_version
+    policy = gov.set_policy(args.policy_id, spec, expected_resource_version=version)
+    ctx.out.done("policy", policy.policy_id, "enabled", policy)
+
+
 def policies_dry_run(ctx: Context, args: argparse.Namespace) -> None:
     spec = None
     if args.file or args.trigger is not None or args.action is not None:
@@ -200,16 +228,22 @@ def policies_dry_run(ctx: Context, args: argparse.Namespace) -> None:
         spec = policy_spec(args, base)
     elif not args.policy_id:
         raise UsageError("name a stored POLICY, or give a spec (--trigger/--action or -f FILE)")
-    decisions = ctx.cp.governance.dry_run_policy(
+    reply = ctx.cp.governance.dry_run_policy_reply(
         policy_id="" if spec is not None else args.policy_id,
         spec=spec,
         jobs=args.job or [],
         limit=args.limit,
     )
-    reply = pb.DryRunGovernancePolicyResponse(decisions=decisions)
-    ctx.out.show(reply, DECISION_COLUMNS, decisions)
+    ctx.out.show(reply, DECISION_COLUMNS, reply.decisions)
     if not ctx.out.is_json:
-        ctx.out.note(f"dry run: {len(decisions)} decision(s) would be made; nothing was changed")
+        ctx.out.note(
+            f"dry run: {len(reply.decisions)} decision(s) would be made; nothing was changed"
+        )
+        if not args.job:
+            ctx.out.note(
+                f"enabling it would act on {reply.backfill_jobs} already-synced job(s) "
+                f"(at most {reply.backfill_limit} per enable)"
+            )
 
 
 def decisions_list(ctx: Context, args: argparse.Namespace) -> None:
@@ -295,6 +329,19 @@ def register(tree: Tree) -> None:
         dest="enabled",
         action="store_false",
         help="dry runs only (the default for a new policy)",
+    )
+    version_flag(p)
+    p = tree.verb(
+        policies,
+        "enable",
+        policies_enable,
+        "enable a policy, after showing how many already-synced jobs it will act on",
+        examples="  pposctl policies enable fre-reimage\n"
+        "  pposctl policies enable fre-reimage --yes",
+    )
+    p.add_argument("policy_id", metavar="POLICY", help="policy id")
+    p.add_argument(
+        "--yes", "-y", action="store_true", help="do not ask (for scripts); the count is printed"
     )
     version_flag(p)
     p = tree.verb(policies, "delete", policies_delete, "remove a policy")

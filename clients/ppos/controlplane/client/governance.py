@@ -323,13 +323,24 @@ class GovernanceClient:
         limit: int = 0,
     ) -> list[res.Decision]:
         """The decisions a policy would make now; nothing is stored or sent."""
+        reply = self.dry_run_policy_reply(policy_id=policy_id, spec=spec, jobs=jobs, limit=limit)
+        return list(reply.decisions)
+
+    def dry_run_policy_reply(
+        self,
+        *,
+        policy_id: str = "",
+        spec: res.GovernancePolicySpec | None = None,
+        jobs: Sequence[resource_pb2.JobRef] = (),
+        limit: int = 0,
+    ) -> pb.DryRunGovernancePolicyResponse:
+        """The whole dry run: decisions, and how many already-synced jobs enabling acts on."""
         request = pb.DryRunGovernancePolicyRequest(
             policy_id=policy_id, spec=spec, jobs=list(jobs), limit=limit
         )
-        reply = self._conn.unary(
+        return self._conn.unary(
             self._stub.DryRunGovernancePolicy, request, name="DryRunGovernancePolicy"
         )
-        return list(reply.decisions)
 
     def list_decisions(
         self,

@@ -25,47 +25,47 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'ppos/preflight/v1/gateway_service.proto\x12\x11ppos.preflight.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"a\n\rCommandHeader\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"d\n\nCommandAck\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\x11\n\tduplicate\x18\x02 \x01(\x08\x12/\n\x0b\x61\x63\x63\x65pt_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x83\x01\n\x0fRetryJobRequest\x12\x30\n\x06header\x18\x01 \x01(\x0b\x32 .ppos.preflight.v1.CommandHeader\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x17\n\x0f\x66\x61iled_revision\x18\x03 \x01(\x03\x12\x15\n\ravoid_node_id\x18\x04 \x01(\t\">\n\x10RetryJobResponse\x12*\n\x03\x61\x63k\x18\x01 \x01(\x0b\x32\x1d.ppos.preflight.v1.CommandAck\"\x99\x01\n\x11RerouteJobRequest\x12\x30\n\x06header\x18\x01 \x01(\x0b\x32 .ppos.preflight.v1.CommandHeader\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x10\n\x08revision\x18\x03 \x01(\x03\x12\x15\n\rtarget_region\x18\x04 \x01(\t\x12\x19\n\x11target_partner_id\x18\x05 \x01(\t\"@\n\x12RerouteJobResponse\x12*\n\x03\x61\x63k\x18\x01 \x01(\x0b\x32\x1d.ppos.preflight.v1.CommandAck\"m\n\x17RequestRemainderRequest\x12\x30\n\x06header\x18\x01 \x01(\x0b\x32 .ppos.preflight.v1.CommandHeader\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x10\n\x08revision\x18\x03 \x01(\x03\"F\n\x18RequestRemainderResponse\x12*\n\x03\x61\x63k\x18\x01 \x01(\x0b\x32\x1d.ppos.preflight.v1.CommandAck\"\x9a\x01\n\x17RouteJobToReviewRequest\x12\x30\n\x06header\x18\x01 \x01(\x0b\x32 .ppos.preflight.v1.CommandHeader\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x10\n\x08revision\x18\x03 \x01(\x03\x12\x17\n\x0freview_queue_id\x18\x04 \x01(\t\x12\x12\n\npartner_id\x18\x05 \x01(\t\"F\n\x18RouteJobToReviewResponse\x12*\n\x03\x61\x63k\x18\x01 \x01(\x0b\x32\x1d.ppos.preflight.v1.CommandAck\"\xc4\x01\n\x17\x41pplyQueuePolicyRequest\x12\x30\n\x06header\x18\x01 \x01(\x0b\x32 .ppos.preflight.v1.CommandHeader\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x10\n\x08queue_id\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61pacity\x18\x04 \x01(\x05\x12,\n\x05state\x18\x05 \x01(\x0e\x32\x1d.ppos.preflight.v1.QueueState\x12\x12\n\ngeneration\x18\x06 \x01(\x03\"F\n\x18\x41pplyQueuePolicyResponse\x12*\n\x03\x61\x63k\x18\x01 \x01(\x0b\x32\x1d.ppos.preflight.v1.CommandAck\"\xcd\x01\n\x18\x41pplyPartnerRouteRequest\x12\x30\n\x06header\x18\x01 \x01(\x0b\x32 .ppos.preflight.v1.CommandHeader\x12\x10\n\x08route_id\x18\x02 \x01(\t\x12\x11\n\ttenant_id\x18\x03 \x01(\t\x12\x10\n\x08queue_id\x18\x04 \x01(\t\x12\x12\n\npartner_id\x18\x05 \x01(\t\x12\x10\n\x08priority\x18\x06 \x01(\x05\x12\x0e\n\x06\x64\x65lete\x18\x07 \x01(\x08\x12\x12\n\ngeneration\x18\x08 \x01(\x03\"G\n\x19\x41pplyPartnerRouteResponse\x12*\n\x03\x61\x63k\x18\x01 \x01(\x0b\x32\x1d.ppos.preflight.v1.CommandAck\"3\n\x18GetCommandOutcomeRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\"f\n\x19GetCommandOutcomeResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12*\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x1d.ppos.preflight.v1.CommandAck\x12\x0e\n\x06method\x18\x03 \x01(\t*s\n\nQueueState\x12\x1b\n\x17QUEUE_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12QUEUE_STATE_ACTIVE\x10\x01\x12\x16\n\x12QUEUE_STATE_PAUSED\x10\x02\x12\x18\n\x14QUEUE_STATE_DRAINING\x10\x03\x32\xf0\x05\n\x17PreflightGatewayService\x12S\n\x08RetryJob\x12\".ppos.preflight.v1.RetryJobRequest\x1a#.ppos.preflight.v1.RetryJobResponse\x12Y\n\nRerouteJob\x12$.ppos.preflight.v1.RerouteJobRequest\x1a%.ppos.preflight.v1.RerouteJobResponse\x12k\n\x10RequestRemainder\x12*.ppos.preflight.v1.RequestRemainderRequest\x1a+.ppos.preflight.v1.RequestRemainderResponse\x12k\n\x10RouteJobToReview\x12*.ppos.preflight.v1.RouteJobToReviewRequest\x1a+.ppos.preflight.v1.RouteJobToReviewResponse\x12k\n\x10\x41pplyQueuePolicy\x12*.ppos.preflight.v1.ApplyQueuePolicyRequest\x1a+.ppos.preflight.v1.ApplyQueuePolicyResponse\x12n\n\x11\x41pplyPartnerRoute\x12+.ppos.preflight.v1.ApplyPartnerRouteRequest\x1a,.ppos.preflight.v1.ApplyPartnerRouteResponse\x12n\n\x11GetCommandOutcome\x12+.ppos.preflight.v1.GetCommandOutcomeRequest\x1a,.ppos.preflight.v1.GetCommandOutcomeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'ppos/preflight/v1/gateway_service.proto\x12\x11ppos.preflight.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"a\n\rCommandHeader\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"d\n\nCommandAck\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\x11\n\tduplicate\x18\x02 \x01(\x08\x12/\n\x0b\x61\x63\x63\x65pt_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa8\x01\n\x0fRetryJobRequest\x12\x30\n\x06header\x18\x01 \x01(\x0b\x32 .ppos.preflight.v1.CommandHeader\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x17\n\x0f\x66\x61iled_revision\x18\x03 \x01(\x03\x12\x15\n\ravoid_node_id\x18\x04 \x01(\t\x12\x11\n\ttenant_id\x18\x05 \x01(\t\x12\x10\n\x08queue_id\x18\x06 \x01(\t\">\n\x10RetryJobResponse\x12*\n\x03\x61\x63k\x18\x01 \x01(\x0b\x32\x1d.ppos.preflight.v1.CommandAck\"\x99\x01\n\x11RerouteJobRequest\x12\x30\n\x06header\x18\x01 \x01(\x0b\x32 .ppos.preflight.v1.CommandHeader\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x10\n\x08revision\x18\x03 \x01(\x03\x12\x15\n\rtarget_region\x18\x04 \x01(\t\x12\x19\n\x11target_partner_id\x18\x05 \x01(\t\"@\n\x12RerouteJobResponse\x12*\n\x03\x61\x63k\x18\x01 \x01(\x0b\x32\x1d.ppos.preflight.v1.CommandAck\"m\n\x17RequestRemainderRequest\x12\x30\n\x06header\x18\x01 \x01(\x0b\x32 .ppos.preflight.v1.CommandHeader\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x10\n\x08revision\x18\x03 \x01(\x03\"F\n\x18RequestRemainderResponse\x12*\n\x03\x61\x63k\x18\x01 \x01(\x0b\x32\x1d.ppos.preflight.v1.CommandAck\"\x9a\x01\n\x17RouteJobToReviewRequest\x12\x30\n\x06header\x18\x01 \x01(\x0b\x32 .ppos.preflight.v1.CommandHeader\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x10\n\x08revision\x18\x03 \x01(\x03\x12\x17\n\x0freview_queue_id\x18\x04 \x01(\t\x12\x12\n\npartner_id\x18\x05 \x01(\t\"F\n\x18RouteJobToReviewResponse\x12*\n\x03\x61\x63k\x18\x01 \x01(\x0b\x32\x1d.ppos.preflight.v1.CommandAck\"\xc4\x01\n\x17\x41pplyQueuePolicyRequest\x12\x30\n\x06header\x18\x01 \x01(\x0b\x32 .ppos.preflight.v1.CommandHeader\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x10\n\x08queue_id\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61pacity\x18\x04 \x01(\x05\x12,\n\x05state\x18\x05 \x01(\x0e\x32\x1d.ppos.preflight.v1.QueueState\x12\x12\n\ngeneration\x18\x06 \x01(\x03\"F\n\x18\x41pplyQueuePolicyResponse\x12*\n\x03\x61\x63k\x18\x01 \x01(\x0b\x32\x1d.ppos.preflight.v1.CommandAck\"\xcd\x01\n\x18\x41pplyPartnerRouteRequest\x12\x30\n\x06header\x18\x01 \x01(\x0b\x32 .ppos.preflight.v1.CommandHeader\x12\x10\n\x08route_id\x18\x02 \x01(\t\x12\x11\n\ttenant_id\x18\x03 \x01(\t\x12\x10\n\x08queue_id\x18\x04 \x01(\t\x12\x12\n\npartner_id\x18\x05 \x01(\t\x12\x10\n\x08priority\x18\x06 \x01(\x05\x12\x0e\n\x06\x64\x65lete\x18\x07 \x01(\x08\x12\x12\n\ngeneration\x18\x08 \x01(\x03\"G\n\x19\x41pplyPartnerRouteResponse\x12*\n\x03\x61\x63k\x18\x01 \x01(\x0b\x32\x1d.ppos.preflight.v1.CommandAck\"3\n\x18GetCommandOutcomeRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\"f\n\x19GetCommandOutcomeResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12*\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x1d.ppos.preflight.v1.CommandAck\x12\x0e\n\x06method\x18\x03 \x01(\t*s\n\nQueueState\x12\x1b\n\x17QUEUE_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12QUEUE_STATE_ACTIVE\x10\x01\x12\x16\n\x12QUEUE_STATE_PAUSED\x10\x02\x12\x18\n\x14QUEUE_STATE_DRAINING\x10\x03\x32\xf0\x05\n\x17PreflightGatewayService\x12S\n\x08RetryJob\x12\".ppos.preflight.v1.RetryJobRequest\x1a#.ppos.preflight.v1.RetryJobResponse\x12Y\n\nRerouteJob\x12$.ppos.preflight.v1.RerouteJobRequest\x1a%.ppos.preflight.v1.RerouteJobResponse\x12k\n\x10RequestRemainder\x12*.ppos.preflight.v1.RequestRemainderRequest\x1a+.ppos.preflight.v1.RequestRemainderResponse\x12k\n\x10RouteJobToReview\x12*.ppos.preflight.v1.RouteJobToReviewRequest\x1a+.ppos.preflight.v1.RouteJobToReviewResponse\x12k\n\x10\x41pplyQueuePolicy\x12*.ppos.preflight.v1.ApplyQueuePolicyRequest\x1a+.ppos.preflight.v1.ApplyQueuePolicyResponse\x12n\n\x11\x41pplyPartnerRoute\x12+.ppos.preflight.v1.ApplyPartnerRouteRequest\x1a,.ppos.preflight.v1.ApplyPartnerRouteResponse\x12n\n\x11GetCommandOutcome\x12+.ppos.preflight.v1.GetCommandOutcomeRequest\x1a,.ppos.preflight.v1.GetCommandOutcomeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ppos.preflight.v1.gateway_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_QUEUESTATE']._serialized_start=1837
-  _globals['_QUEUESTATE']._serialized_end=1952
+  _globals['_QUEUESTATE']._serialized_start=1874
+  _globals['_QUEUESTATE']._serialized_end=1989
   _globals['_COMMANDHEADER']._serialized_start=95
   _globals['_COMMANDHEADER']._serialized_end=192
   _globals['_COMMANDACK']._serialized_start=194
   _globals['_COMMANDACK']._serialized_end=294
   _globals['_RETRYJOBREQUEST']._serialized_start=297
-  _globals['_RETRYJOBREQUEST']._serialized_end=428
-  _globals['_RETRYJOBRESPONSE']._serialized_start=430
-  _globals['_RETRYJOBRESPONSE']._serialized_end=492
-  _globals['_REROUTEJOBREQUEST']._serialized_start=495
-  _globals['_REROUTEJOBREQUEST']._serialized_end=648
-  _globals['_REROUTEJOBRESPONSE']._serialized_start=650
-  _globals['_REROUTEJOBRESPONSE']._serialized_end=714
-  _globals['_REQUESTREMAINDERREQUEST']._serialized_start=716
-  _globals['_REQUESTREMAINDERREQUEST']._serialized_end=825
-  _globals['_REQUESTREMAINDERRESPONSE']._serialized_start=827
-  _globals['_REQUESTREMAINDERRESPONSE']._serialized_end=897
-  _globals['_ROUTEJOBTOREVIEWREQUEST']._serialized_start=900
-  _globals['_ROUTEJOBTOREVIEWREQUEST']._serialized_end=1054
-  _globals['_ROUTEJOBTOREVIEWRESPONSE']._serialized_start=1056
-  _globals['_ROUTEJOBTOREVIEWRESPONSE']._serialized_end=1126
-  _globals['_APPLYQUEUEPOLICYREQUEST']._serialized_start=1129
-  _globals['_APPLYQUEUEPOLICYREQUEST']._serialized_end=1325
-  _globals['_APPLYQUEUEPOLICYRESPONSE']._serialized_start=1327
-  _globals['_APPLYQUEUEPOLICYRESPONSE']._serialized_end=1397
-  _globals['_APPLYPARTNERROUTEREQUEST']._serialized_start=1400
-  _globals['_APPLYPARTNERROUTEREQUEST']._serialized_end=1605
-  _globals['_APPLYPARTNERROUTERESPONSE']._serialized_start=1607
-  _globals['_APPLYPARTNERROUTERESPONSE']._serialized_end=1678
-  _globals['_GETCOMMANDOUTCOMEREQUEST']._serialized_start=1680
-  _globals['_GETCOMMANDOUTCOMEREQUEST']._serialized_end=1731
-  _globals['_GETCOMMANDOUTCOMERESPONSE']._serialized_start=1733
-  _globals['_GETCOMMANDOUTCOMERESPONSE']._serialized_end=1835
-  _globals['_PREFLIGHTGATEWAYSERVICE']._serialized_start=1955
-  _globals['_PREFLIGHTGATEWAYSERVICE']._serialized_end=2707
+  _globals['_RETRYJOBREQUEST']._serialized_end=465
+  _globals['_RETRYJOBRESPONSE']._serialized_start=467
+  _globals['_RETRYJOBRESPONSE']._serialized_end=529
+  _globals['_REROUTEJOBREQUEST']._serialized_start=532
+  _globals['_REROUTEJOBREQUEST']._serialized_end=685
+  _globals['_REROUTEJOBRESPONSE']._serialized_start=687
+  _globals['_REROUTEJOBRESPONSE']._serialized_end=751
+  _globals['_REQUESTREMAINDERREQUEST']._serialized_start=753
+  _globals['_REQUESTREMAINDERREQUEST']._serialized_end=862
+  _globals['_REQUESTREMAINDERRESPONSE']._serialized_start=864
+  _globals['_REQUESTREMAINDERRESPONSE']._serialized_end=934
+  _globals['_ROUTEJOBTOREVIEWREQUEST']._serialized_start=937
+  _globals['_ROUTEJOBTOREVIEWREQUEST']._serialized_end=1091
+  _globals['_ROUTEJOBTOREVIEWRESPONSE']._serialized_start=1093
+  _globals['_ROUTEJOBTOREVIEWRESPONSE']._serialized_end=1163
+  _globals['_APPLYQUEUEPOLICYREQUEST']._serialized_start=1166
+  _globals['_APPLYQUEUEPOLICYREQUEST']._serialized_end=1362
+  _globals['_APPLYQUEUEPOLICYRESPONSE']._serialized_start=1364
+  _globals['_APPLYQUEUEPOLICYRESPONSE']._serialized_end=1434
+  _globals['_APPLYPARTNERROUTEREQUEST']._serialized_start=1437
+  _globals['_APPLYPARTNERROUTEREQUEST']._serialized_end=1642
+  _globals['_APPLYPARTNERROUTERESPONSE']._serialized_start=1644
+  _globals['_APPLYPARTNERROUTERESPONSE']._serialized_end=1715
+  _globals['_GETCOMMANDOUTCOMEREQUEST']._serialized_start=1717
+  _globals['_GETCOMMANDOUTCOMEREQUEST']._serialized_end=1768
+  _globals['_GETCOMMANDOUTCOMERESPONSE']._serialized_start=1770
+  _globals['_GETCOMMANDOUTCOMERESPONSE']._serialized_end=1872
+  _globals['_PREFLIGHTGATEWAYSERVICE']._serialized_start=1992
+  _globals['_PREFLIGHTGATEWAYSERVICE']._serialized_end=2744
 # @@protoc_insertion_point(module_scope)

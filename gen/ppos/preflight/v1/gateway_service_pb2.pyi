@@ -122,12 +122,20 @@ class RetryJobRequest(_message.Message):
     JOB_ID_FIELD_NUMBER: _builtins.int
     FAILED_REVISION_FIELD_NUMBER: _builtins.int
     AVOID_NODE_ID_FIELD_NUMBER: _builtins.int
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    QUEUE_ID_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """Job to retry."""
     failed_revision: _builtins.int
     """Revision that failed (the retry gets a newer one)."""
     avoid_node_id: _builtins.str
     """Node that must not run the new attempt (the one that failed), if any."""
+    tenant_id: _builtins.str
+    """Tenant of the queue the new attempt waits in for a slot (with queue_id;
+    both empty: the gateway's choice).
+    """
+    queue_id: _builtins.str
+    """Queue the new attempt waits in for a slot: the failed job's own queue."""
     @_builtins.property
     def header(self) -> Global___CommandHeader:
         """Idempotency and provenance."""
@@ -139,10 +147,12 @@ class RetryJobRequest(_message.Message):
         job_id: _builtins.str = ...,
         failed_revision: _builtins.int = ...,
         avoid_node_id: _builtins.str = ...,
+        tenant_id: _builtins.str = ...,
+        queue_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["avoid_node_id", b"avoid_node_id", "failed_revision", b"failed_revision", "header", b"header", "job_id", b"job_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["avoid_node_id", b"avoid_node_id", "failed_revision", b"failed_revision", "header", b"header", "job_id", b"job_id", "queue_id", b"queue_id", "tenant_id", b"tenant_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1531,6 +1531,15 @@ class DryRunGovernancePolicyResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     DECISIONS_FIELD_NUMBER: _builtins.int
+    BACKFILL_JOBS_FIELD_NUMBER: _builtins.int
+    BACKFILL_LIMIT_FIELD_NUMBER: _builtins.int
+    backfill_jobs: _builtins.int
+    """Jobs already synced that the policy would act on if enabled (or changed)
+    now: its backfill of the jobs synced in the recent window, not yet decided
+    by it, at most `backfill_limit` (counting stops there).
+    """
+    backfill_limit: _builtins.int
+    """The most already-synced jobs one enable or change of a policy acts on."""
     @_builtins.property
     def decisions(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.Decision]:
         """Decisions that would be made (not stored, no command created)."""
@@ -1539,10 +1548,12 @@ class DryRunGovernancePolicyResponse(_message.Message):
         self,
         *,
         decisions: _abc.Iterable[_resources_pb2.Decision] | None = ...,
+        backfill_jobs: _builtins.int = ...,
+        backfill_limit: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["decisions", b"decisions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backfill_jobs", b"backfill_jobs", "backfill_limit", b"backfill_limit", "decisions", b"decisions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

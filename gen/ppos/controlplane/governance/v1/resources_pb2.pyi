@@ -64,6 +64,11 @@ class _QueueStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_QueueState
     """Holding work; nothing starts, nothing is lost."""
     QUEUE_STATE_DRAINING: _QueueState.ValueType  # 3
     """Finishing running work, accepting none."""
+    QUEUE_STATE_HELD: _QueueState.ValueType  # 4
+    """Status only, never a spec: the queue's gateway cannot be reached. Jobs
+    are untouched and commands wait in the outbox; the queue returns to its
+    spec state by itself once the gateway answers again.
+    """
 
 class QueueState(_QueueState, metaclass=_QueueStateEnumTypeWrapper):
     """QueueState is a queue's admission state."""
@@ -76,6 +81,11 @@ QUEUE_STATE_PAUSED: QueueState.ValueType  # 2
 """Holding work; nothing starts, nothing is lost."""
 QUEUE_STATE_DRAINING: QueueState.ValueType  # 3
 """Finishing running work, accepting none."""
+QUEUE_STATE_HELD: QueueState.ValueType  # 4
+"""Status only, never a spec: the queue's gateway cannot be reached. Jobs
+are untouched and commands wait in the outbox; the queue returns to its
+spec state by itself once the gateway answers again.
+"""
 Global___QueueState: _TypeAlias = QueueState  # noqa: Y015
 
 class _PolicyActionKind:
@@ -376,15 +386,20 @@ class QueueStatus(_message.Message):
     APPLIED_STATE_FIELD_NUMBER: _builtins.int
     APPLIED_GENERATION_FIELD_NUMBER: _builtins.int
     CONDITIONS_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
     applied_capacity: _builtins.int
     """Capacity last acknowledged by the gateway."""
     applied_state: Global___QueueState.ValueType
     """State last acknowledged by the gateway."""
     applied_generation: _builtins.int
     """Generation last acknowledged by the gateway."""
+    state: Global___QueueState.ValueType
+    """The state the queue is in now: its spec state, or HELD while its gateway
+    cannot be reached.
+    """
     @_builtins.property
     def conditions(self) -> _containers.RepeatedCompositeFieldContainer[_resource_pb2.Condition]:
-        """Conditions (`Applied`, `Degraded`)."""
+        """Conditions (`Applied`, `Degraded`, `Held`)."""
 
     def __init__(
         self,
@@ -393,10 +408,11 @@ class QueueStatus(_message.Message):
         applied_state: Global___QueueState.ValueType = ...,
         applied_generation: _builtins.int = ...,
         conditions: _abc.Iterable[_resource_pb2.Condition] | None = ...,
+        state: Global___QueueState.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_capacity", b"applied_capacity", "applied_generation", b"applied_generation", "applied_state", b"applied_state", "conditions", b"conditions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_capacity", b"applied_capacity", "applied_generation", b"applied_generation", "applied_state", b"applied_state", "conditions", b"conditions", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -23,6 +23,7 @@ from ppos.controlplane.services.governance.enums import (
 from ppos.controlplane.services.governance.models import (
     AdminJobRow,
     DecisionRow,
+    GatewayHoldRow,
     OutboxRow,
     PartnerRouteRow,
     PartnerRow,
@@ -107,7 +108,8 @@ def _set_time(target: timestamp_pb2.Timestamp, value: dt.datetime | None) -> Non
     target.nanos = since.microseconds * 1_000
 
 
-def queue_to_proto(row: QueueRow) -> pb.Queue:
+def queue_to_proto(row: QueueRow, hold: GatewayHoldRow | None = None) -> pb.Queue:
+    """`hold`: the queue's gateway cannot be reached (status HELD)."""
     applied = row.applied_generation >= row.generation
     return pb.Queue(
         tenant_id=row.tenant_id,
@@ -131,10 +133,23 @@ def queue_to_proto(row: QueueRow) -> pb.Queue:
                     "GatewayAcknowledged" if applied else "CommandPending",
                     f"gateway holds generation {row.applied_generation} of {row.generation}",
                     row.applied_at or row.updated_at,
-                )
+                ),
+                _held_condition(row, hold),
             ],
+            state=QUEUE_STATE.to_proto("HELD" if hold is not None else row.state),
         ),
     )
+
+
+def _held_condition(row: QueueRow, hold: GatewayHoldRow | None) -> common_pb.Condition:
+    if hold is None:
+        message = f"gateway of {row.region} reachable"
+        return _condition("Held", False, "GatewayReachable", message, row.updated_at)
+    message = (
+        f"gateway of {row.region} cannot be reached ({hold.last_error}); jobs untouched, "
+        "commands wait in the outbox"
+    )
+    return _condition("Held", True, "GatewayUnreachable", message, hold.since)
 
 
 def partner_to_proto(row: PartnerRow) -> pb.Partner:

@@ -287,3 +287,31 @@ class ReconcilerCursorRow(Base):
     name: Mapped[str] = mapped_column(String(32), primary_key=True)
     last_sync_sequence: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class PolicyBackfillRow(Base):
+    """A policy enabled or changed, still to evaluate the jobs synced before that.
+
+    The window is the synced jobs in (after_sequence, up_to_sequence]; the
+    reconciler moves after_sequence on page by page and drops the row when done.
+    """
+
+    __tablename__ = "governance_policy_backfills"
+
+    policy_id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    generation: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    after_sequence: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    up_to_sequence: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    evaluated: Mapped[int] = mapped_column(Integer, nullable=False, default=0)  # new decisions
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class GatewayHoldRow(Base):
+    """A region whose gateway cannot be reached: its queues show HELD until it answers."""
+
+    __tablename__ = "governance_gateway_holds"
+
+    region: Mapped[str] = mapped_column(String(64), primary_key=True)
+    since: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+    last_error: Mapped[str] = mapped_column(String(2000), nullable=False, default="")

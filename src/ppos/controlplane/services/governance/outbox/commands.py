@@ -194,7 +194,14 @@ class JobCitation:
         )
 
 
-def retry_job(job: JobCitation, avoid_node_id: str, reason: str, decision_id: str) -> Command:
+def retry_job(
+    job: JobCitation,
+    avoid_node_id: str,
+    reason: str,
+    decision_id: str,
+    queue: tuple[str, str] = ("", ""),
+) -> Command:
+    """`queue`: (tenant, queue) the new attempt waits in for a slot ('' when not governed here)."""
     key = job.key("RETRY_JOB")
     return Command(
         target=gateway_target(job.region),
@@ -204,6 +211,8 @@ def retry_job(job: JobCitation, avoid_node_id: str, reason: str, decision_id: st
             job_id=job.job_id,
             failed_revision=job.revision,
             avoid_node_id=avoid_node_id,
+            tenant_id=queue[0],
+            queue_id=queue[1],
         ),
         idempotency_key=key,
         subject=job.subject,

@@ -46,6 +46,7 @@ from ppos.controlplane.services.governance.convert import command_snapshot
 from ppos.controlplane.services.governance.deps import GovernanceDeps
 from ppos.controlplane.services.governance.enums import GATEWAY_QUEUE_STATE
 from ppos.controlplane.services.governance.models import OutboxRow, PartnerRouteRow, QueueRow
+from ppos.controlplane.services.governance.outbox import reachability
 from ppos.controlplane.services.governance.outbox.commands import gateway_method
 from ppos.controlplane.services.governance.outbox.group_commit import GroupCommit
 from ppos.controlplane.services.governance.outbox.receivers import NoReceiver, Receivers, read_ack
@@ -83,6 +84,7 @@ class Outcome:
     duplicate: bool = False
     detail: str = ""
     retry_in: float = 0.0
+    reached: bool = True  # the receiver answered (False: unreachable, slow, overloaded)
 
 
 def _principal_of(kind: str, name: str) -> Principal:
@@ -239,12 +241,15 @@ class Dispatcher:
             return Outcome(lease, "FAILED", detail=detail)
         if exhausted:
             return Outcome(
-                lease, "FAILED", detail=f"gave up after {lease.attempts} attempts; last: {detail}"
+                lease,
+                "FAILED",
+                detail=f"gave up after {lease.attempts} attempts; last: {detail}",
+                reached=False,
             )
         delay = backoff_seconds(
             lease.attempts, settings.outbox_backoff_base, settings.outbox_backoff_max, self._rng
         )
-        return Outcome(lease, "PENDING", detail=detail, retry_in=delay)
+        return Outcome(lease, "PENDING", detail=detail, retry_in=delay, reached=False)
 
     def _owned(self, session: Session, leases: list[Lease]) -> dict[str, OutboxRow]:
         """The rows of `leases` this dispatcher still holds (locked), by command id."""
@@ -298,6 +303,11 @@ class Dispatcher:
                 actor=DISPATCHER,
             )
         _apply_statuses(session, acknowledged)
+        reachability.note_deliveries(
+            session,
+            [(o.lease.target, o.reached, o.detail) for o in outcomes],
+            DISPATCHER,
+        )
 
     def _report(self, outcome: Outcome) -> None:
         lease = outcome.lease

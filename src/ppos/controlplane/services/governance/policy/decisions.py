@@ -58,6 +58,22 @@ def applicable_policy(session: Session, tenant_id: str, state: str) -> PolicyRow
     return by_scope.get(tenant_id) if tenant_id in by_scope else by_scope.get("")
 
 
+def policy_by_id(session: Session, policy_id: str) -> PolicyRow | None:
+    return session.get(PolicyRow, policy_id)
+
+
+def already_decided(session: Session, job: JobView, policy_id: str) -> bool:
+    found = session.scalar(
+        select(DecisionRow.decision_id).where(
+            DecisionRow.region == job.region,
+            DecisionRow.job_id == job.job_id,
+            DecisionRow.revision == job.revision,
+            DecisionRow.policy_id == policy_id,
+        )
+    )
+    return found is not None
+
+
 def policy_actor(policy_id: str) -> Principal:
     return Principal(PrincipalKind.POLICY, policy_id)
 

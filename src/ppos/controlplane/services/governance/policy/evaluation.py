@@ -118,13 +118,16 @@ def plan(job: JobView, policy: PolicyView, context: Context, decision_id: str) -
         if kind in ("REIMAGE_NODE", "CORDON_NODE"):
             _node_step(result, job, policy, context, citation, reason, kind, params, cordon_instead)
         elif kind == "RETRY_JOB":
+            # The new attempt waits for a slot in the job's own queue when it is governed here.
+            queue = (job.tenant_id, job.queue_id) if context.queue is not None else ("", "")
             result.steps.append(
                 Step(
                     kind,
                     f"ask the {job.region} gateway for a new attempt of {job.job_id}"
-                    + (f" on a node other than {job.node_id}" if job.node_id else ""),
+                    + (f" on a node other than {job.node_id}" if job.node_id else "")
+                    + (f", queued for a slot in {queue[0]}/{queue[1]}" if queue[1] else ""),
                     f"job/{job.region}/{job.job_id}",
-                    commands.retry_job(citation, job.node_id, reason, decision_id),
+                    commands.retry_job(citation, job.node_id, reason, decision_id, queue),
                 )
             )
         elif kind == "REROUTE_JOB":
@@ -259,7 +262,8 @@ def _capacity_step(result: Plan, job: JobView, context: Context, params: dict[st
     result.steps.append(
         Step(
             "LOWER_QUEUE_CAPACITY",
-            f"lower queue {job.tenant_id}/{job.queue_id} capacity from {capacity} to {lowered}",
+            f"lower queue {job.tenant_id}/{job.queue_id} capacity from {capacity} to {lowered} "
+            f"(running jobs finish; waiting jobs start once fewer than {lowered} run)",
             f"queue/{job.tenant_id}/{job.queue_id}",
             None,
             lowered,

@@ -31,21 +31,19 @@ from ppos.controlplane.services.governance.deps import GovernanceDeps
 from ppos.controlplane.services.governance.enums import GOVERNANCE_STATE
 from ppos.controlplane.services.governance.handler_base import HandlerBase
 from ppos.controlplane.services.governance.peers import NodeFacts, Nodes, PeerStubs, SyncedJobs
-from ppos.controlplane.services.governance.policy import decisions, store
+from ppos.controlplane.services.governance.policy import backfill, decisions, store
+from ppos.controlplane.services.governance.policy.cursor import read_cursor
 from ppos.controlplane.services.governance.policy.evaluation import JobView, PolicyView, plan
 from ppos.controlplane.services.governance.policy.policy_changes import (
     check_policy_references,
     delete_policy,
     set_policy,
 )
-from ppos.controlplane.services.governance.policy.reconciler import read_cursor
 from ppos.controlplane.services.governance.policy.specs import ParsedPolicy, parse_policy_spec
 from ppos.controlplane.services.governance.resources import lookups
 
 DEFAULT_DRY_RUN_LIMIT = 20
 MAX_DRY_RUN_JOBS = 200
-# Sync sequences looked back from the reconciler's position for "latest jobs".
-DRY_RUN_LOOKBACK = 10_000
 DRY_RUN_MAX_PAGES = 50
 POLICIES_PAGE = Listing(GOVERNANCE_SERVICE + "ListGovernancePolicies", Ident("policy_id"))
 
@@ -170,7 +168,7 @@ class PolicyHandlers(HandlerBase):
         violations.raise_if_any()
         policy = await self._dry_run_policy(request)
         try:
-            jobs = await self._dry_run_jobs(request, policy)
+            jobs, backfill_jobs = await self._dry_run_jobs(request, policy)
         except grpc.aio.AioRpcError as exc:
             raise peer_refusal(exc, "synced jobs") from None
         except ConfigError as exc:
@@ -179,7 +177,9 @@ class PolicyHandlers(HandlerBase):
             ) from None
         nodes = Nodes(self._peers)
         shown = [await self._dry_run_one(job, policy, nodes) for job in jobs]
-        return pb.DryRunGovernancePolicyResponse(decisions=shown)
+        return pb.DryRunGovernancePolicyResponse(
+            decisions=shown, backfill_jobs=backfill_jobs, backfill_limit=backfill.LIMIT
+        )
 
     async def _dry_run_policy(self, request: pb.DryRunGovernancePolicyRequest) -> PolicyView:
         if request.policy_id:
@@ -192,7 +192,8 @@ class PolicyHandlers(HandlerBase):
 
     async def _dry_run_jobs(
         self, request: pb.DryRunGovernancePolicyRequest, policy: PolicyView
-    ) -> list[JobView]:
+    ) -> tuple[list[JobView], int]:
+        """The jobs to show, and how many already-synced jobs the policy's backfill would act on."""
         synced = SyncedJobs(self._peers)
         if request.jobs:
             found = []
@@ -201,18 +202,24 @@ class PolicyHandlers(HandlerBase):
                     found.append(await synced.get(ref.region, ref.job_id, ref.revision))
                 except grpc.aio.AioRpcError as exc:
                     raise peer_refusal(exc, f"{ref.region}/{ref.job_id}@{ref.revision}") from None
-            return found
+            return found, 0
         limit = request.limit or DEFAULT_DRY_RUN_LIMIT
-        cursor = await self._db.read(read_cursor)
-        after = max(0, cursor - DRY_RUN_LOOKBACK)
+        after, up_to = backfill.window(await self._db.read(read_cursor))
         latest: list[JobView] = []
+        backfill_jobs = 0
         for _ in range(DRY_RUN_MAX_PAGES):
             page = await synced.page(after, [policy.trigger_state], 1000)
-            latest = (latest + [j for j in page.jobs if _in_scope(j, policy)])[-limit:]
+            in_scope = [j for j in page.jobs if _in_scope(j, policy)]
+            latest = (latest + in_scope)[-limit:]
+            window = [j for j in in_scope if j.sync_sequence <= up_to]
+            if backfill_jobs < backfill.LIMIT and window:
+                backfill_jobs += await self._db.read(
+                    lambda s, jobs=window: _would_backfill(s, jobs, policy)  # type: ignore[misc]
+                )
             if not page.has_more or not page.jobs:
                 break
             after = page.last_sync_sequence
-        return latest
+        return latest, min(backfill_jobs, backfill.LIMIT)
 
     async def _dry_run_one(self, job: JobView, policy: PolicyView, nodes: Nodes) -> res_pb.Decision:
         notes = []
@@ -265,3 +272,16 @@ class PolicyHandlers(HandlerBase):
 
 def _in_scope(job: JobView, policy: PolicyView) -> bool:
     return not policy.tenant_scope or job.tenant_id == policy.tenant_scope
+
+
+def _would_backfill(session: Session, jobs: list[JobView], policy: PolicyView) -> int:
+    """How many of `jobs` the policy's backfill would decide: those it owns, not yet decided."""
+    count = 0
+    for job in jobs:
+        owner = decisions.applicable_policy(session, job.tenant_id, job.governance_state)
+        other = owner is not None and owner.policy_id != policy.policy_id
+        if other and owner is not None and owner.tenant_scope != policy.tenant_scope:
+            continue  # another policy (a tenant's over a global one) applies
+        if not decisions.already_decided(session, job, policy.policy_id):
+            count += 1
+    return count

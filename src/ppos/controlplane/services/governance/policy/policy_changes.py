@@ -17,6 +17,7 @@ from ppos.controlplane.governance.v1 import resources_pb2 as res_pb
 from ppos.controlplane.services.governance.common import bump, record_change
 from ppos.controlplane.services.governance.convert import policy_snapshot, policy_to_proto
 from ppos.controlplane.services.governance.models import PolicyRow
+from ppos.controlplane.services.governance.policy import backfill
 from ppos.controlplane.services.governance.policy.specs import ParsedPolicy
 from ppos.controlplane.services.governance.resources import lookups
 
@@ -51,6 +52,7 @@ def set_policy(
     row.node_failure_window_seconds = parsed.node_failure_window_seconds
     session.flush()
     record_change(session, "policy", row.policy_id, before, policy_snapshot(row))
+    backfill.start(session, row)  # enabled or changed: evaluate the jobs synced before
     return row
 
 
@@ -126,5 +128,6 @@ def delete_policy(
     )
     shown = policy_to_proto(row)
     record_change(session, "policy", row.policy_id, policy_snapshot(row), None)
+    backfill.stop(session, row.policy_id)
     session.delete(row)
     return shown

@@ -7,7 +7,9 @@ states policies can act on. For each revision it picks the applicable policy
 the decision with its commands in one transaction. The decision's unique key
 makes it act at most once per (job, revision, policy), whoever runs it. A peer
 that cannot be reached holds the reconciler where it is (nothing is skipped);
-it tries again on its next round.
+it tries again on its next round. Once caught up with new jobs, a round also
+works one page of a policy's backfill (backfill.py): the jobs synced before
+the policy was enabled or changed.
 
 One replica leads (advisory lock on PostgreSQL, a lease on SQLite); the others
 stand by.
@@ -26,36 +28,18 @@ from sqlalchemy.orm import Session
 
 from ppos.controlplane.core.ids import new_id
 from ppos.controlplane.core.settings import ConfigError
-from ppos.controlplane.core.timeutil import utcnow
 from ppos.controlplane.security.principal import current_principal, internal
 from ppos.controlplane.services.governance.common import wait_either
 from ppos.controlplane.services.governance.deps import GovernanceDeps
 from ppos.controlplane.services.governance.enums import TRIGGER_STATES
-from ppos.controlplane.services.governance.models import ReconcilerCursorRow
 from ppos.controlplane.services.governance.peers import NodeFacts, Nodes, SyncedJobs
-from ppos.controlplane.services.governance.policy import decisions
+from ppos.controlplane.services.governance.policy import backfill, decisions
+from ppos.controlplane.services.governance.policy.cursor import advance_cursor, read_cursor
 from ppos.controlplane.services.governance.policy.evaluation import JobView, plan
 from ppos.controlplane.storage.leadership import Leadership
 
 _log = structlog.get_logger("ppos.governance.reconciler")
-CURSOR = "synced-jobs"
 RECONCILER = internal("reconciler")
-
-
-def read_cursor(session: Session) -> int:
-    row = session.get(ReconcilerCursorRow, CURSOR)
-    return row.last_sync_sequence if row is not None else 0
-
-
-def advance_cursor(session: Session, sequence: int) -> None:
-    row = session.get(ReconcilerCursorRow, CURSOR, with_for_update=True)
-    if row is None:
-        session.add(
-            ReconcilerCursorRow(name=CURSOR, last_sync_sequence=sequence, updated_at=utcnow())
-        )
-    elif sequence > row.last_sync_sequence:
-        row.last_sync_sequence = sequence
-        row.updated_at = utcnow()
 
 
 class Reconciler:
@@ -123,16 +107,62 @@ class Reconciler:
             _log.info(
                 "reconciler.page", jobs=len(page.jobs), last_sync_sequence=page.last_sync_sequence
             )
+        if page.has_more:
+            return len(page.jobs)
+        return len(page.jobs) + await self.backfill_once()
+
+    async def backfill_once(self) -> int:
+        """Work one page of the oldest pending backfill; returns how many jobs were read."""
+        due = await self._db.read(backfill.next_due)
+        if due is None:
+            return 0
+        policy_row = await self._db.read(lambda s: decisions.policy_by_id(s, due.policy_id))
+        if policy_row is None or not policy_row.enabled or policy_row.generation != due.generation:
+            return 0  # the policy's own write replaced or removed this backfill meanwhile
+        policy = decisions.policy_view(policy_row)
+        page = await self._synced.page(
+            due.after_sequence, [policy.trigger_state], self._settings.reconciler_page_size
+        )
+        position, evaluated = due.after_sequence, due.evaluated
+        for job in page.jobs:
+            if evaluated >= backfill.LIMIT:
+                break
+            if job.sync_sequence > due.up_to_sequence:
+                position = due.up_to_sequence  # past the window: new jobs are the main loop's
+                break
+            if await self.decide(job, only_policy=policy.policy_id):
+                evaluated += 1  # a new decision: one already made does not count to the limit
+            position = job.sync_sequence
+        if not page.has_more and evaluated < backfill.LIMIT:
+            position = due.up_to_sequence  # nothing more of the window to read
+        finished = position >= due.up_to_sequence or evaluated >= backfill.LIMIT
+        progress = backfill.Backfill(
+            due.policy_id, due.generation, position, due.up_to_sequence, evaluated
+        )
+        await self._db.write(lambda s: backfill.advance(s, progress, finished=finished))
+        _log.info(
+            "reconciler.backfill",
+            policy_id=due.policy_id,
+            evaluated=evaluated,
+            position=position,
+            finished=finished,
+        )
         return len(page.jobs)
 
-    async def decide(self, job: JobView) -> str:
-        """Decide one synced revision; returns the decision id ('' when none applies)."""
+    async def decide(self, job: JobView, *, only_policy: str = "") -> str | None:
+        """Decide one synced revision under the policy that applies to it.
+
+        Returns the decision id, '' when the policy had decided it already, None
+        when no enabled policy (or, for a backfill, not `only_policy`) applies.
+        """
         policy_row = await self._db.read(
             lambda s: decisions.applicable_policy(s, job.tenant_id, job.governance_state)
         )
+        if only_policy and (policy_row is None or policy_row.policy_id != only_policy):
+            return None  # a backfill acts for its own policy only
         if policy_row is None or not policy_row.enabled:
             await self._db.write(lambda s: advance_cursor(s, job.sync_sequence))
-            return ""
+            return None
         policy = decisions.policy_view(policy_row)
         node = NodeFacts(known=None)
         if job.node_id and any(

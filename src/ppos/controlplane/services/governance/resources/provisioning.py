@@ -25,6 +25,7 @@ from ppos.controlplane.services.governance.convert import (
 )
 from ppos.controlplane.services.governance.idempotency import IdempotentCall, validate_request_id
 from ppos.controlplane.services.governance.models import PartnerRouteRow, QueueRow, TenantRow
+from ppos.controlplane.services.governance.outbox import reachability
 from ppos.controlplane.services.governance.resources import lookups, routing, store
 from ppos.controlplane.services.governance.resources.specs import (
     validate_queue_spec,
@@ -86,9 +87,10 @@ def provision_tenant(
     record_change(session, "tenant", tenant.tenant_id, None, tenant_snapshot(tenant))
     queues = _add_queues(session, tenant, request, actor)
     routes = _add_routes(session, tenant, request, actor)
+    holds = reachability.held_regions(session, [q.region for q in queues])
     response = pb.ProvisionTenantResponse(
         tenant=tenant_to_proto(tenant),
-        queues=[queue_to_proto(q) for q in queues],
+        queues=[queue_to_proto(q, holds.get(q.region)) for q in queues],
         routes=[route_to_proto(r) for r in routes],
     )
     call.remember(session, f"tenant/{tenant.tenant_id}", response)

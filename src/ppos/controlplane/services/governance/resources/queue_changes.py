@@ -19,6 +19,7 @@ from ppos.controlplane.services.governance.common import bump
 from ppos.controlplane.services.governance.convert import queue_snapshot, queue_to_proto
 from ppos.controlplane.services.governance.idempotency import IdempotentCall
 from ppos.controlplane.services.governance.models import QueueRow
+from ppos.controlplane.services.governance.outbox import reachability
 from ppos.controlplane.services.governance.resources import lookups, routing, store
 
 
@@ -53,7 +54,8 @@ def create_queue(
         # The tenant's tenant-wide routes now apply in one more region.
         for route in routing.tenant_wide_routes(session, tenant.tenant_id):
             routing.push_route(session, route, [queue.region], "tenant entered region", actor)
-    response = pb.CreateQueueResponse(queue=queue_to_proto(queue))
+    holds = reachability.held_regions(session, [queue.region])
+    response = pb.CreateQueueResponse(queue=queue_to_proto(queue, holds.get(queue.region)))
     call.remember(session, f"queue/{tenant.tenant_id}/{queue.queue_id}", response)
     return response, True
 

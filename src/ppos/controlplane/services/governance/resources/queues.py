@@ -5,16 +5,20 @@ The use cases are in queue_changes.py; their queries and row writes in store.py.
 
 from __future__ import annotations
 
+from sqlalchemy.orm import Session
+
 from ppos.controlplane.core.pagination import Ident, Listing
 from ppos.controlplane.core.validation import MAX_ENUM_FILTER, Violations
 from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
+from ppos.controlplane.governance.v1 import resources_pb2 as res_pb
 from ppos.controlplane.security.principal import current_principal
 from ppos.controlplane.services.governance.common import GOVERNANCE_SERVICE, Context
 from ppos.controlplane.services.governance.convert import queue_to_proto
 from ppos.controlplane.services.governance.enums import QUEUE_STATE
 from ppos.controlplane.services.governance.handler_base import HandlerBase
 from ppos.controlplane.services.governance.idempotency import IdempotentCall, validate_request_id
-from ppos.controlplane.services.governance.models import MAX_CAPACITY, QueueRow
+from ppos.controlplane.services.governance.models import MAX_CAPACITY, GatewayHoldRow, QueueRow
+from ppos.controlplane.services.governance.outbox import reachability
 from ppos.controlplane.services.governance.resources import lookups, store
 from ppos.controlplane.services.governance.resources.queue_changes import (
     QueueChange,
@@ -61,10 +65,14 @@ class QueueHandlers(HandlerBase):
         violations = Violations()
         self._queue_names(violations, request.tenant_id, request.queue_id)
         violations.raise_if_any()
-        row = await self._db.read(
-            lambda s: lookups.queue(s, request.tenant_id, request.queue_id, lock=False)
-        )
-        return pb.GetQueueResponse(queue=queue_to_proto(row))
+
+        def work(session: Session) -> res_pb.Queue:
+            # The row and its gateway's hold in one read, so the two agree.
+            row = lookups.queue(session, request.tenant_id, request.queue_id, lock=False)
+            holds = reachability.held_regions(session, [row.region])
+            return queue_to_proto(row, holds.get(row.region))
+
+        return pb.GetQueueResponse(queue=await self._db.read(work))
 
     async def ListQueues(
         self, request: pb.ListQueuesRequest, context: Context
@@ -88,15 +96,22 @@ class QueueHandlers(HandlerBase):
             {"tenant": request.tenant_id, "region": request.region, "states": sorted(states)},
         )
 
-        rows = await self._db.read(
-            lambda session: store.queue_page(
+        def work(session: Session) -> tuple[list[QueueRow], dict[str, GatewayHoldRow]]:
+            rows = store.queue_page(
                 session, page, tenant_id=request.tenant_id, region=request.region, states=states
             )
-        )
+            return rows, reachability.held_regions(session, [r.region for r in rows])
+
+        rows, holds = await self._db.read(work)
         return pb.ListQueuesResponse(
-            queues=[queue_to_proto(r) for r in rows[: page.size]],
+            queues=[queue_to_proto(r, holds.get(r.region)) for r in rows[: page.size]],
             next_page_token=page.next_token(rows),
         )
+
+    async def _shown(self, row: QueueRow) -> res_pb.Queue:
+        """The queue as shown: HELD while its gateway cannot be reached."""
+        holds = await self._db.read(lambda s: reachability.held_regions(s, [row.region]))
+        return queue_to_proto(row, holds.get(row.region))
 
     async def _change_queue(self, change: QueueChange) -> QueueRow:
         actor = current_principal.get()
@@ -133,7 +148,7 @@ class QueueHandlers(HandlerBase):
                 capacity=request.capacity,
             )
         )
-        return pb.ResizeQueueResponse(queue=queue_to_proto(row))
+        return pb.ResizeQueueResponse(queue=await self._shown(row))
 
     async def PauseQueue(
         self, request: pb.PauseQueueRequest, context: Context
@@ -154,7 +169,7 @@ class QueueHandlers(HandlerBase):
                 state="PAUSED",
             )
         )
-        return pb.PauseQueueResponse(queue=queue_to_proto(row))
+        return pb.PauseQueueResponse(queue=await self._shown(row))
 
     async def DrainQueue(
         self, request: pb.DrainQueueRequest, context: Context
@@ -175,7 +190,7 @@ class QueueHandlers(HandlerBase):
                 state="DRAINING",
             )
         )
-        return pb.DrainQueueResponse(queue=queue_to_proto(row))
+        return pb.DrainQueueResponse(queue=await self._shown(row))
 
     async def ResumeQueue(
         self, request: pb.ResumeQueueRequest, context: Context
@@ -195,4 +210,4 @@ class QueueHandlers(HandlerBase):
                 state="ACTIVE",
             )
         )
-        return pb.ResumeQueueResponse(queue=queue_to_proto(row))
+        return pb.ResumeQueueResponse(queue=await self._shown(row))

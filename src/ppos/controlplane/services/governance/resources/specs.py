@@ -46,6 +46,11 @@ def validate_queue_spec(
     known = not spec.state or QUEUE_STATE.is_known(spec.state)
     if not known:
         violations.add(f"{field}.state", f"{spec.state} is not a queue state")
+    elif spec.state == pb.QUEUE_STATE_HELD:
+        violations.add(
+            f"{field}.state",
+            "HELD is shown while the queue's gateway cannot be reached; it cannot be set",
+        )
     held = known and spec.state not in (0, pb.QUEUE_STATE_ACTIVE)
     violations.reason(f"{field}.reason", spec.reason, required=held)
     violations.int_range(f"{field}.priority", spec.priority, -MAX_PRIORITY, MAX_PRIORITY)

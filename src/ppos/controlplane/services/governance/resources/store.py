@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import String, bindparam, select
+from sqlalchemy import ColumnElement, String, bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from ppos.controlplane.core.errors import AlreadyExists
@@ -22,6 +22,7 @@ from ppos.controlplane.services.governance.common import record_change
 from ppos.controlplane.services.governance.convert import partner_snapshot, queue_snapshot
 from ppos.controlplane.services.governance.enums import GOVERNANCE_STATE, QUEUE_STATE
 from ppos.controlplane.services.governance.models import (
+    GatewayHoldRow,
     PartnerRouteRow,
     PartnerRow,
     QueueRow,
@@ -154,7 +155,11 @@ def queue_page(
     if region:
         query = query.where(QueueRow.region == region)
     if states:
-        query = query.where(QueueRow.state.in_(states))
+        # HELD is shown, not stored: the queues of a region whose gateway is held.
+        matches: ColumnElement[bool] = QueueRow.state.in_([s for s in states if s != "HELD"])
+        if "HELD" in states:
+            matches = or_(matches, QueueRow.region.in_(select(GatewayHoldRow.region)))
+        query = query.where(matches)
     return list(session.scalars(page.window(query, QueueRow.tenant_id, QueueRow.queue_id)))
 
 
