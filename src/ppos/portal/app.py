@@ -34,7 +34,7 @@ from ppos.portal.live import LiveHub
 from ppos.portal.plane import PlaneLink
 from ppos.portal.sessions import SessionStore, SignInThrottle
 from ppos.portal.settings import PortalSettings
-from ppos.portal.views import auth, governance, nodes, operations, overview, sync
+from ppos.portal.views import audit, auth, governance, nodes, operations, overview, sync
 from ppos.portal.web import Portal
 
 log = logging.getLogger("ppos.portal")
@@ -124,6 +124,7 @@ def create_app(settings: PortalSettings, *, link: PlaneLink | None = None) -> St
         *nodes.routes,
         *sync.routes,
         *governance.routes,
+        *audit.routes,
         *operations.routes,
         Route("/static/vendor/{name}", vendor_file),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),

@@ -1,4 +1,4 @@
-"""Governance: tenants, queues (resize, pause, drain, resume), routes, policies, audit."""
+"""Governance: tenants, queues (resize, pause, drain, resume), routes, policies."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from ppos.portal.sessions import Session
 from ppos.portal.web import change, form_text, page, render
 
 LIST_LIMIT = 200
-AUDIT_PAGE = 100
 QUEUE_ACTIONS = ("resize", "pause", "drain", "resume")
 
 
@@ -73,33 +72,7 @@ async def queue_change(request: Request, session: Session, form: FormData) -> Re
     return RedirectResponse("/governance?" + urlencode({"done": message}), status_code=303)
 
 
-@page
-async def audit_page(request: Request, session: Session) -> Response:
-    after = request.query_params.get("after", "0")
-    kind = request.query_params.get("kind", "")[:64]
-    resource = request.query_params.get("resource", "")[:256]
-    reply = await call(
-        session.clients.governance.list_audit,
-        after_audit_id=int(after) if after.isdigit() else 0,
-        resource_kind=kind,
-        resource_id=resource,
-        page_size=AUDIT_PAGE,
-        limit=AUDIT_PAGE,
-    )
-    entries = list(reply.entries)
-    more = ""
-    if reply.has_more and entries:
-        more = urlencode({"after": entries[-1].audit_id, "kind": kind, "resource": resource})
-    return render(
-        request,
-        "audit.html",
-        {"entries": entries, "kind": kind, "resource": resource, "more": more},
-        session=session,
-    )
-
-
 routes = [
     Route("/governance", governance_page),
     Route("/governance/queues/{action}", queue_change, methods=["POST"]),
-    Route("/audit", audit_page),
 ]

@@ -22,7 +22,7 @@ from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2 as pb
 from ppos.portal.live import live_response
 from ppos.portal.plane import OperatorClients, call
 from ppos.portal.sessions import Session
-from ppos.portal.web import change, form_text, page, render
+from ppos.portal.web import change, form_text, page, portal_of, render
 
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
@@ -105,12 +105,15 @@ async def nodes_page(request: Request, session: Session) -> Response:
 
 
 async def nodes_events(request: Request) -> Response:
+    """The table of one filter and page, read again (one ListNodes of that page) when
+    the portal's WatchNodes stream reports a change, not on a timer."""
     query = NodeQuery.from_params(request.query_params)
 
     async def read(session: Session) -> dict[str, Any]:
         return table_context(query, await call(list_page, session.clients, query))
 
-    return live_response(request, ("nodes", query), "_nodes_table.html", "nodes", read)
+    upstreams = (portal_of(request).hub.nodes,)
+    return live_response(request, ("nodes", query), "_nodes_table.html", "nodes", read, upstreams)
 
 
 def node_detail(clients: OperatorClients, node_id: str) -> dict[str, Any]:

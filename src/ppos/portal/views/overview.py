@@ -1,7 +1,11 @@
 """Overview: per region sync and node health, versions, outbox and admin jobs, live.
 
 The page renders the panel once (so it reads without JavaScript); an event stream
-then sends the panel re-rendered every `live_interval` seconds, swapped in by htmx.
+then sends the panel re-rendered, swapped in by htmx. The node sections come from
+the portal's one WatchNodes stream (every node in memory) once its snapshot is in,
+so a change of a node costs no call; the panel is re-rendered when a node or the
+audit log changes (at most once per `live_interval`) and every `fallback` seconds
+for what no stream reports (sync counters, outbox depth).
 """
 
 from __future__ import annotations
@@ -17,10 +21,12 @@ from starlette.routing import Route
 from ppos.controlplane.client import ControlPlaneError
 from ppos.controlplane.governance.v1 import resources_pb2 as res
 from ppos.controlplane.noderegistry.v1 import node_pb2
+from ppos.portal.admin_jobs_live import follow_admin_jobs
 from ppos.portal.live import live_response
 from ppos.portal.plane import OperatorClients, call
 from ppos.portal.sessions import Session
-from ppos.portal.web import page, render
+from ppos.portal.upstreams import NodeWatch
+from ppos.portal.web import page, portal_of, render
 
 # A bounded read per section: the overview counts up to this many and says "or more".
 SECTION_LIMIT = 1000
@@ -64,18 +70,40 @@ def node_counts(
     return dict(sorted(regions.items()))
 
 
-def gather(clients: OperatorClients) -> Overview:
-    """Every section, each on its own: one failing does not blank the others."""
+def watched_versions(watch: NodeWatch) -> list[node_pb2.VersionCount]:
+    """The container-version rollup of the watched nodes (as GetVersionRollup counts)."""
+    counts: dict[tuple[str, str, str], node_pb2.VersionCount] = {}
+    for node in watch.nodes.values():
+        container = node.status.container
+        key = (node.spec.region, container.image, container.digest)
+        count = counts.get(key)
+        if count is None:
+            count = counts[key] = node_pb2.VersionCount(region=key[0], container=container)
+        count.node_count += 1
+        count.ready_count += node.status.readiness == node_pb2.READINESS_READY
+    return [counts[key] for key in sorted(counts)]
+
+
+def gather(clients: OperatorClients, watch: NodeWatch | None = None) -> Overview:
+    """Every section, each on its own: one failing does not blank the others. The node
+    sections come from `watch` once it holds a snapshot, from two calls otherwise."""
     data = Overview()
+    watched = watch is not None and watch.synced and watch.running  # else stale
 
     def sync() -> None:
         data.statuses = clients.sync.list_statuses()
 
     def versions() -> None:
-        data.versions = clients.nodes.version_rollup()
+        if watch is not None and watched:
+            data.versions = watched_versions(watch)
+        else:
+            data.versions = clients.nodes.version_rollup()
 
     def nodes() -> None:
-        data.regions = node_counts(clients, data.versions)
+        if watch is not None and watched:
+            data.regions = watch.readiness_by_region()
+        else:
+            data.regions = node_counts(clients, data.versions)
 
     def outbox() -> None:
         data.outbox_open = _count_commands(
@@ -111,16 +139,21 @@ def _count_commands(clients: OperatorClients, *states: res.CommandState.ValueTyp
 
 @page
 async def overview_page(request: Request, session: Session) -> Response:
-    data = await call(gather, session.clients)
+    data = await call(gather, session.clients, portal_of(request).hub.nodes)
     return render(request, "overview.html", {"o": data}, session=session)
 
 
-async def _overview_context(session: Session) -> dict[str, Any]:
-    return {"o": await call(gather, session.clients)}
-
-
 async def overview_events(request: Request) -> Response:
-    return live_response(request, "overview", "_overview_panel.html", "overview", _overview_context)
+    hub = portal_of(request).hub
+
+    async def read(session: Session) -> dict[str, Any]:
+        data = await call(gather, session.clients, hub.nodes)
+        data.admin_jobs = follow_admin_jobs(hub, "overview", data.admin_jobs)
+        return {"o": data}
+
+    return live_response(
+        request, "overview", "_overview_panel.html", "overview", read, (hub.nodes, hub.audit)
+    )
 
 
 routes = [
