@@ -12,7 +12,7 @@ from ppos.controlplane.noderegistry.v1 import node_pb2
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2 as pb
 from ppos.portal.live import LiveHub
 from ppos.portal.upstreams import NodeWatch
-from tests.portal.support import Operator, PortalWorld, text_of
+from tests.portal.support import Operator, PortalWorld, operator_for, text_of
 
 
 async def read_events(
@@ -203,3 +203,49 @@ class _NoTopic:
 
 
 _NONE = _NoTopic()
+
+
+async def test_a_signed_out_operators_stream_is_handed_to_another(
+    world: PortalWorld, operator: Operator
+) -> None:
+    """The shared WatchNodes carries one operator's credential; when that session ends
+    the stream is reopened (resumed) with another live tab's, and changes still come."""
+    hub = hub_of(world)
+    async with operator_for(world) as http:
+        bea = Operator(http)
+        assert (await bea.sign_in(world.token, operator="bea")).status_code == 303
+        tabs = [
+            (
+                person,
+                asyncio.create_task(
+                    read_events(
+                        person, "/events/overview", "overview", lambda d: _draining(d[-1]) == 1
+                    )
+                ),
+            )
+            for person in (operator, bea)
+        ]
+        await _until(lambda: len(hub.topics.get("overview", _NONE).subscribers) == 2)
+        await _until(lambda: hub.nodes.synced)
+        carrier = hub.nodes.session_id
+        (signed_out, ended), (survivor, reading) = sorted(
+            tabs, key=lambda tab: _session_id(tab[0]) != carrier
+        )
+        assert _session_id(signed_out) == carrier
+        # The survivor keeps a tab open after seeing the change, so the stream is needed.
+        kept = asyncio.create_task(
+            read_events(survivor, "/events/overview", "overview", lambda d: False)
+        )
+        await _until(lambda: len(hub.topics["overview"].subscribers) == 3)
+        assert (await signed_out.post("/signout", {})).status_code == 303
+        await asyncio.to_thread(world.cp.nodes.drain, world.nodes["a"].node_id, reason="handover")
+        panels = await asyncio.wait_for(reading, timeout=20)
+        assert _draining(panels[-1]) == 1
+        await asyncio.wait_for(ended, timeout=20)  # its stream ended: "expired"
+        await _until(lambda: hub.nodes.session_id == _session_id(survivor))
+        assert hub.nodes.streams_opened == 2
+        kept.cancel()
+
+
+def _session_id(person: Operator) -> str:
+    return person.http.cookies.get("ppos_session") or ""

@@ -96,6 +96,7 @@ class Topic:
             session = self.hub.sessions.get(subscriber.session.session_id, touch=False)
             if session is None:
                 self._drop(subscriber, EXPIRED)
+                self.hub.session_ended(subscriber.session.session_id)
         return next(iter(self.subscribers)).session if self.subscribers else None
 
     def _drop(self, subscriber: Subscriber, why: object) -> None:
@@ -151,6 +152,12 @@ class LiveHub:
                 if self.sessions.get(session_id, touch=False) is not None:
                     return subscriber.session
         return None
+
+    def session_ended(self, session_id: str) -> None:
+        """Streams carrying an ended session's credential go on with another's."""
+        for upstream in (self.nodes, self.audit, *self.admin_jobs.values()):
+            if upstream.session_id == session_id:
+                upstream.reconnect()
 
     def admin_job(self, admin_job_id: str) -> AdminJobWatch:
         """The one WatchAdminJob of `admin_job_id` (made on first use; forgotten once

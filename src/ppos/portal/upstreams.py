@@ -52,6 +52,7 @@ class Upstream:
         self._thread: threading.Thread | None = None
         self._stream: Any = None
         self._changed = asyncio.Event()
+        self.session_id = ""  # whose credential the current stream carries
         self.generation = 0  # bumped on every change the topics may show
         self.streams_opened = 0
         self.last_error: ControlPlaneError | None = None
@@ -76,6 +77,11 @@ class Upstream:
 
     def stop(self) -> None:
         self._stop.set()
+        self.reconnect()
+
+    def reconnect(self) -> None:
+        """End the current stream; the thread opens the next (resumed) with the
+        credential of a session still live."""
         stream = self._stream
         if stream is not None:
             stream.cancel()
@@ -127,6 +133,7 @@ class Upstream:
             if session is None:
                 stop.wait(RETRY_FIRST)
                 continue
+            self.session_id = session.session_id
             try:
                 stream = self._stream = self.open(session.clients)
                 self.streams_opened += 1
@@ -136,6 +143,7 @@ class Upstream:
                     delay = RETRY_FIRST
                 if self.finished():
                     return
+                delay = RETRY_FIRST  # ended by reconnect() or the plane: go on at once
             except ControlPlaneError as error:
                 self.last_error = error
                 log.info("portal: %s stream ended (%s); resuming", self.name, error.code.name)
