@@ -102,6 +102,8 @@ async def test_an_operator_signs_in_watches_filters_cordons_and_downloads(
     watch = Watch(page)
     await sign_in(page, world)
     await expect(page.locator(f'tr[data-region="{REGION}"]').first).to_be_visible()
+    # uPlot (served by the portal) draws the region's growth chart.
+    await expect(page.locator(".chart canvas").first).to_be_attached()
     assert await axe_violations(page) == []
     session = next(c for c in await context.cookies() if c["name"] == "ppos_session")
     assert session["httpOnly"]
@@ -166,7 +168,15 @@ async def test_an_operator_signs_in_watches_filters_cordons_and_downloads(
     registry = await asyncio.to_thread(world.cp.sync.get_job, REGION, EXACT_JOB)
     assert saved.read_bytes() == registry.record.canonical_payload == EXACT_PAYLOAD
 
+    # The audit log's last page gets new entries live (WatchAuditEntries).
+    await page.goto(world.url + "/audit")
+    node_c = world.nodes["c"].node_id
+    await asyncio.to_thread(world.cp.nodes.cordon, node_c, reason="seen <live>")
+    await expect(page.locator("#audit-rows tr", has_text="seen <live>")).to_have_count(1)
+    assert await axe_violations(page) == []
+
     for path in (
+        "/alerts",
         "/sync/quarantine",
         "/governance",
         "/audit",

@@ -27,7 +27,7 @@ from starlette.responses import Response
 
 from ppos.controlplane.client import ControlPlaneError
 from ppos.portal.sessions import Session, SessionStore
-from ppos.portal.upstreams import AdminJobWatch, AuditWatch, NodeWatch, Upstream
+from ppos.portal.upstreams import AdminJobWatch, AuditWatch, NodeWatch, SyncWatch, Upstream
 from ppos.portal.web import portal_of, session_of
 
 Read = Callable[[Session], Awaitable[dict[str, Any]]]
@@ -141,6 +141,7 @@ class LiveHub:
         self.topics: dict[Hashable, Topic] = {}
         self.nodes = NodeWatch(self.any_session)
         self.audit = AuditWatch(self.any_session)
+        self.sync = SyncWatch(self.any_session)
         self.admin_jobs: dict[str, AdminJobWatch] = {}
 
     def any_session(self) -> Session | None:
@@ -153,9 +154,16 @@ class LiveHub:
                     return subscriber.session
         return None
 
+    def unsubscribe(self, topic: Topic, subscriber: Subscriber) -> None:
+        """A tab left; the last one leaving stops the topic now (not at its next wake,
+        which may be a fallback away) and so lets go of its upstreams."""
+        topic.subscribers.discard(subscriber)
+        if not topic.subscribers and topic.task is not None:
+            topic.task.cancel()
+
     def session_ended(self, session_id: str) -> None:
         """Streams carrying an ended session's credential go on with another's."""
-        for upstream in (self.nodes, self.audit, *self.admin_jobs.values()):
+        for upstream in (self.nodes, self.audit, self.sync, *self.admin_jobs.values()):
             if upstream.session_id == session_id:
                 upstream.reconnect()
 
@@ -190,7 +198,7 @@ class LiveHub:
                 topic.task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await topic.task
-        for upstream in (self.nodes, self.audit, *self.admin_jobs.values()):
+        for upstream in (self.nodes, self.audit, self.sync, *self.admin_jobs.values()):
             upstream.stop()
             await upstream.join()
 
@@ -221,7 +229,7 @@ async def _events(
             elif isinstance(update, dict):
                 yield {"event": event, "data": template.render(session=session, **update)}
     finally:
-        topic.subscribers.discard(subscriber)
+        portal.hub.unsubscribe(topic, subscriber)
 
 
 def live_response(

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -282,3 +283,50 @@ class AdminJobWatch(Upstream):
     def apply(self, message: Any) -> None:
         self.job = message.job
         self.changed()
+
+
+SERIES_POINTS = 720  # per region: an hour at one point each 5 s
+
+
+class SyncWatch(Upstream):
+    """Every region's sync status from WatchSyncStatus, and per region a bounded
+    series of (time, records, quarantined) for the overview's charts."""
+
+    name = "WatchSyncStatus"
+
+    def __init__(
+        self, pick_session: Callable[[], Session | None], clock: Callable[[], float] = time.time
+    ) -> None:
+        super().__init__(pick_session)
+        self.clock = clock
+        self.statuses: dict[str, Any] = {}
+        self.series: dict[str, deque[tuple[float, int, int]]] = {}
+
+    def open(self, clients: OperatorClients) -> Any:
+        return clients.sync.watch_status()
+
+    def apply(self, message: Any) -> None:
+        self.record(message.status)
+        self.changed()
+
+    def record(self, status: Any) -> None:
+        """Keep `status` and add a point to its region's series (also called with the
+        statuses the overview lists, so the series grows while nothing streams)."""
+        self.statuses[status.region] = status
+        points = self.series.setdefault(status.region, deque(maxlen=SERIES_POINTS))
+        point = (self.clock(), int(status.records_synced), int(status.quarantined_count))
+        if points and points[-1][1:] == point[1:] and point[0] - points[-1][0] < 5:
+            return  # nothing new: one point per 5 s while steady
+        points.append(point)
+
+    def growth(self, window: float) -> dict[str, int]:
+        """Records quarantined per region within the last `window` seconds."""
+        since = self.clock() - window
+        grown = {}
+        for region, points in self.series.items():
+            inside = [p for p in points if p[0] >= since]
+            before = [p for p in points if p[0] < since]
+            base = before[-1] if before else (inside[0] if inside else None)
+            if base is not None and points:
+                grown[region] = points[-1][2] - base[2]
+        return grown

@@ -78,7 +78,7 @@ async def _rows(
                 after = entries[-1].audit_id
                 yield {"event": "audit", "data": template.render(entries=entries)}
     finally:
-        topic.subscribers.discard(subscriber)
+        hub.unsubscribe(topic, subscriber)
 
 
 async def audit_events(request: Request) -> Response:

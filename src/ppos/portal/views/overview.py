@@ -22,21 +22,22 @@ from ppos.controlplane.client import ControlPlaneError
 from ppos.controlplane.governance.v1 import resources_pb2 as res
 from ppos.controlplane.noderegistry.v1 import node_pb2
 from ppos.portal.admin_jobs_live import follow_admin_jobs
+from ppos.portal.alerts import QUARANTINE_WINDOW_SECONDS, Alert, evaluate
 from ppos.portal.live import live_response
 from ppos.portal.plane import OperatorClients, call
 from ppos.portal.sessions import Session
-from ppos.portal.upstreams import NodeWatch
-from ppos.portal.web import page, portal_of, render
+from ppos.portal.upstreams import NodeWatch, SyncWatch
+from ppos.portal.web import Portal, page, portal_of, render
 
 # A bounded read per section: the overview counts up to this many and says "or more".
 SECTION_LIMIT = 1000
+FAILED_SHOWN = 10  # failing deliveries detailed on the overview (all on the outbox page)
 NOT_READY = (
     node_pb2.READINESS_NOT_READY,
     node_pb2.READINESS_DRAINING,
     node_pb2.READINESS_REIMAGING,
     node_pb2.READINESS_LOST,
-    node_pb2.READINESS_UNSPECIFIED,
-)
+)  # UNSPECIFIED is not a filter value: the plane refuses it
 
 
 @dataclass
@@ -48,6 +49,9 @@ class Overview:
     versions: list[node_pb2.VersionCount] = field(default_factory=list)
     outbox_open: int = 0
     outbox_failed: int = 0
+    failed_commands: list[res.OutboxCommand] = field(default_factory=list)
+    charts: list[dict[str, Any]] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
     admin_jobs: list[res.AdminJob] = field(default_factory=list)
     errors: dict[str, ControlPlaneError] = field(default_factory=dict)
     limit: int = SECTION_LIMIT
@@ -109,7 +113,11 @@ def gather(clients: OperatorClients, watch: NodeWatch | None = None) -> Overview
         data.outbox_open = _count_commands(
             clients, res.COMMAND_STATE_PENDING, res.COMMAND_STATE_SENT
         )
-        data.outbox_failed = _count_commands(clients, res.COMMAND_STATE_FAILED)
+        failed = clients.governance.list_commands(
+            states=[res.COMMAND_STATE_FAILED], limit=SECTION_LIMIT
+        ).commands
+        data.outbox_failed = len(failed)
+        data.failed_commands = list(failed[:FAILED_SHOWN])
 
     def admin_jobs() -> None:
         running = (
@@ -137,23 +145,58 @@ def _count_commands(clients: OperatorClients, *states: res.CommandState.ValueTyp
     return len(clients.governance.list_commands(states=states, limit=SECTION_LIMIT).commands)
 
 
+def charts(watch: SyncWatch) -> list[dict[str, Any]]:
+    """Per region the series uPlot draws (seconds, records, quarantined) and a summary
+    in words for those who do not see the chart."""
+    drawn = []
+    for region, points in sorted(watch.series.items()):
+        if not points:
+            continue
+        first, last = points[0], points[-1]
+        drawn.append(
+            {
+                "region": region,
+                "t": [round(p[0], 1) for p in points],
+                "records": [p[1] for p in points],
+                "quarantined": [p[2] for p in points],
+                "summary": f"{last[1]} records (+{last[1] - first[1]}), "
+                f"{last[2]} quarantined (+{last[2] - first[2]}) "
+                f"in the last {(last[0] - first[0]) / 60:.0f} min",
+            }
+        )
+    return drawn
+
+
+async def current_overview(portal: Portal, session: Session) -> Overview:
+    """The overview's sections, the sync series fed, the alerts evaluated."""
+    hub = portal.hub
+    data = await call(gather, session.clients, hub.nodes)
+    for status in data.statuses:
+        hub.sync.record(status)
+    data.charts = charts(hub.sync)
+    growth = hub.sync.growth(QUARANTINE_WINDOW_SECONDS)
+    found = evaluate(data.statuses, data.regions, data.failed_commands, growth)
+    data.alerts = portal.alerts.update(found)
+    return data
+
+
 @page
 async def overview_page(request: Request, session: Session) -> Response:
-    data = await call(gather, session.clients, portal_of(request).hub.nodes)
+    data = await current_overview(portal_of(request), session)
     return render(request, "overview.html", {"o": data}, session=session)
 
 
 async def overview_events(request: Request) -> Response:
-    hub = portal_of(request).hub
+    portal = portal_of(request)
+    hub = portal.hub
 
     async def read(session: Session) -> dict[str, Any]:
-        data = await call(gather, session.clients, hub.nodes)
+        data = await current_overview(portal, session)
         data.admin_jobs = follow_admin_jobs(hub, "overview", data.admin_jobs)
-        return {"o": data}
+        return {"o": data, "alerts_since": portal.alerts.since_of}
 
-    return live_response(
-        request, "overview", "_overview_panel.html", "overview", read, (hub.nodes, hub.audit)
-    )
+    upstreams = (hub.nodes, hub.audit, hub.sync)
+    return live_response(request, "overview", "_overview_panel.html", "overview", read, upstreams)
 
 
 routes = [
