@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from ppos.controlplane.governance.v1 import resources_pb2 as res
+from ppos.preflight.v1 import job_pb2
 from tests.ops.support import DIGEST, IMAGE
 from tests.ops.worlds import REGION
 from tests.portal.support import EXACT_JOB, EXACT_PAYLOAD, OTHER_REGION, PortalWorld
@@ -175,8 +177,25 @@ async def test_an_operator_signs_in_watches_filters_cordons_and_downloads(
     await expect(page.locator("#audit-rows tr", has_text="seen <live>")).to_have_count(1)
     assert await axe_violations(page) == []
 
+    # A policy's edit previewed: the jobs it would act on, each a link to the job.
+    policy = res.GovernancePolicySpec(
+        trigger_state=job_pb2.GOVERNANCE_STATE_FAILED_RUNTIME_ENVIRONMENT,
+        actions=[res.PolicyAction(kind=res.POLICY_ACTION_KIND_RETRY_JOB)],
+    )
+    await asyncio.to_thread(world.cp.governance.set_policy, "fre", policy)
+    await page.goto(world.url + "/governance/policies/fre")
+    assert await axe_violations(page) == []
+    await page.get_by_role("button", name="Preview the jobs it would act on").click()
+    await expect(page.locator("table.decisions a", has_text="fix_1779116603391")).to_be_visible()
+    assert await axe_violations(page) == []
+    await asyncio.to_thread(
+        world.cp.governance.create_partner, "printhaus", display_name="Printhaus", region=REGION
+    )
+
     for path in (
         "/alerts",
+        "/governance/partners",
+        "/decisions",
         "/sync/quarantine",
         "/governance",
         "/audit",

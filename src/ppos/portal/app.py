@@ -42,6 +42,7 @@ from ppos.portal.views import (
     nodes,
     operations,
     overview,
+    policies,
     sync,
 )
 from ppos.portal.web import Portal
@@ -136,6 +137,7 @@ def create_app(settings: PortalSettings, *, link: PlaneLink | None = None) -> St
         *governance.routes,
         *audit.routes,
         *alerts.routes,
+        *policies.routes,
         *operations.routes,
         Route("/static/vendor/{name}", vendor_file),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),

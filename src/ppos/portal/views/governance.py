@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from ppos.controlplane.governance.v1 import resources_pb2 as res
 from ppos.portal.plane import OperatorClients, call
 from ppos.portal.sessions import Session
 from ppos.portal.web import change, form_text, page, render
@@ -72,7 +73,47 @@ async def queue_change(request: Request, session: Session, form: FormData) -> Re
     return RedirectResponse("/governance?" + urlencode({"done": message}), status_code=303)
 
 
+def fallback_chain(route: res.PartnerRoute, routes: list[res.PartnerRoute]) -> list[str]:
+    """The partners a job of the route's queue tries in order: its partner, its
+    fallback, then the fallback of that partner's route for the same queue, and so on
+    (a partner met twice ends the chain)."""
+    chain = [route.spec.partner_id]
+    following: res.PartnerRoute | None = route
+    while following is not None and following.spec.fallback_partner_id:
+        partner = following.spec.fallback_partner_id
+        if partner in chain:
+            break
+        chain.append(partner)
+        following = next(
+            (
+                r
+                for r in routes
+                if r.spec.partner_id == partner
+                and (r.spec.tenant_id, r.spec.queue_id)
+                == (route.spec.tenant_id, route.spec.queue_id)
+            ),
+            None,
+        )
+    return chain
+
+
+def partners_context(clients: OperatorClients) -> dict[str, Any]:
+    partners = {
+        p.partner_id: p for p in clients.governance.list_partners(limit=LIST_LIMIT).partners
+    }
+    routes = list(clients.governance.list_routes(limit=LIST_LIMIT).routes)
+    chains = [(route, fallback_chain(route, routes)) for route in routes]
+    return {"partners": partners, "chains": chains, "limit": LIST_LIMIT}
+
+
+@page
+async def partners_page(request: Request, session: Session) -> Response:
+    context = await call(partners_context, session.clients)
+    return render(request, "partners.html", context, session=session)
+
+
 routes = [
     Route("/governance", governance_page),
+    Route("/governance/partners", partners_page),
     Route("/governance/queues/{action}", queue_change, methods=["POST"]),
 ]
