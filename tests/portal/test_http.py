@@ -234,14 +234,23 @@ async def test_nodes_filter_and_page_through_the_servers_tokens(
     rows = set(re.findall(r'data-node="([^"]+)"', by_label.text))
     assert rows == {world.nodes["b"].node_id, world.nodes["c"].node_id}
 
-    seen: list[str] = []
-    path = "/nodes?page_size=2"
+    pages: list[list[str]] = []
+    path = "/nodes?page_size=1"
     while path:
         page = await operator.get(path)
-        seen += re.findall(r'data-node="([^"]+)"', page.text)
+        pages.append(re.findall(r'data-node="([^"]+)"', page.text))
         found = re.search(r'<a href="(/nodes\?[^"]*page_token=[^"]*)" rel="next">', page.text)
         path = found.group(1).replace("&amp;", "&") if found else ""
-    assert sorted(seen) == sorted(n.node_id for n in world.nodes.values())
+    seen = [node for nodes in pages for node in nodes]
+    assert seen == sorted(n.node_id for n in world.nodes.values())  # id order, the plane's
+
+    # Back from the last page, one page at a time, along the tokens followed.
+    for expected in reversed(pages[:-1]):
+        found = re.search(r'<a href="(/nodes\?[^"]*)" rel="prev">', page.text)
+        assert found is not None, page.text
+        page = await operator.get(found.group(1).replace("&amp;", "&"))
+        assert re.findall(r'data-node="([^"]+)"', page.text) == expected
+    assert 'rel="prev"' not in page.text  # the first page
 
 
 async def test_the_quarantine_shows_escaped_text_hex_and_the_exact_bytes(

@@ -144,8 +144,10 @@ async def test_admin_job_progress_follows_its_watch(world: PortalWorld, operator
         world.cp.governance.start_admin_job, res.ADMIN_JOB_KIND_HEALTH_SWEEP
     )
     job_ids.append(job.admin_job_id)
+    started = asyncio.get_running_loop().time()
     datas = await asyncio.wait_for(reading, timeout=30)
     assert finished(datas)
+    assert asyncio.get_running_loop().time() - started < 15  # the watch, not a fallback
     await _until(lambda: "admin-jobs" not in hub.topics)
     await _until(lambda: job.admin_job_id not in hub.admin_jobs)
 

@@ -75,13 +75,14 @@ class Topic:
             self.upstreams.discard(upstream)
             upstream.release()
 
-    async def _next(self, last_read: float) -> None:
-        """Until the next read: a change of an upstream (or the fallback), then no
-        sooner than `live_interval` after the last read, so a burst is one read."""
+    async def _next(self, last_read: float, seen: dict[Upstream, int]) -> None:
+        """Until the next read: a change of an upstream since `seen` (their generations
+        taken before the last read, so a change during it is not missed; one held
+        since then counts as changed), or the fallback; then no sooner than
+        `live_interval` after the last read, so a burst is one read."""
         loop = asyncio.get_running_loop()
         if self.upstreams:
-            seen = {upstream: upstream.generation for upstream in self.upstreams}
-            waits = [asyncio.ensure_future(u.wait_change(g)) for u, g in seen.items()]
+            waits = [asyncio.ensure_future(u.wait_change(seen.get(u, -1))) for u in self.upstreams]
             try:
                 await asyncio.wait(
                     waits, timeout=self.fallback, return_when=asyncio.FIRST_COMPLETED
@@ -111,6 +112,7 @@ class Topic:
             while (session := self._live_session()) is not None:
                 self.reads += 1
                 last_read = loop.time()
+                seen = {upstream: upstream.generation for upstream in self.upstreams}
                 try:
                     update: object = await self.read(session)
                 except ControlPlaneError as error:
@@ -120,7 +122,7 @@ class Topic:
                         self._drop(subscriber, CUT)
                     else:
                         subscriber.queue.put_nowait(update)
-                await self._next(last_read)
+                await self._next(last_read, seen)
         finally:
             # Ended by close() or a fault: every tab reconnects to a fresh reader.
             for subscriber in list(self.subscribers):

@@ -36,6 +36,9 @@ from ppos.portal.sessions import Session
 log = logging.getLogger("ppos.portal.upstreams")
 AUDIT_KEPT = 500
 RETRY_FIRST, RETRY_MAX = 0.2, 5.0  # seconds between reconnections, doubling
+# A stream does not say when the plane has it registered; this long after opening
+# one, the topics read once more, covering what changed while it was being opened.
+OPEN_SETTLE = 0.5
 _EVENT = nr_pb.WatchEventType
 
 
@@ -114,6 +117,9 @@ class Upstream:
     def apply(self, message: Any) -> None:
         raise NotImplementedError
 
+    def _opened(self, _: object) -> None:
+        asyncio.get_running_loop().call_later(OPEN_SETTLE, self.changed)
+
     # -- on the stream's thread ------------------------------------------------------
 
     def open(self, clients: OperatorClients) -> Any:
@@ -138,6 +144,7 @@ class Upstream:
             try:
                 stream = self._stream = self.open(session.clients)
                 self.streams_opened += 1
+                self._to_loop(self._opened, None)
                 for message in self._messages(stream, stop):
                     self.seen(message)
                     self._to_loop(self.apply, message)

@@ -1,7 +1,10 @@
 """Nodes: a live, filtered, paged table; a node's detail; cordon, drain, re-image.
 
 Paging follows the ListNodes page tokens (the server's, opaque), so 10,000 nodes are
-read a page at a time. Actions that take a node out of service confirm in two steps:
+read a page at a time. The tokens only go forward and the plane lists nodes in id
+order only, so the table is in id order and "Previous page" follows the tokens this
+operator's session went through (a page reached by a bookmarked link offers "First
+page" instead). Actions that take a node out of service confirm in two steps:
 the first asks what and why, the second asks for the node's name, and the server
 checks that name before acting (so the confirmation holds without JavaScript too).
 """
@@ -85,6 +88,33 @@ def list_page(clients: OperatorClients, query: NodeQuery) -> pb.ListNodesRespons
     )
 
 
+TRAILS_KEPT, TRAIL_PAGES = 20, 1000  # filters remembered per session, pages per filter
+
+
+def follow_page(session: Session, query: NodeQuery, next_token: str) -> None:
+    """Remember that `query`'s page leads to `next_token`, for the way back."""
+    key = query.query_string(page_token="")
+    trail = session.node_pages.pop(key, None) or [""]
+    session.node_pages[key] = trail  # most recent last
+    while len(session.node_pages) > TRAILS_KEPT:
+        del session.node_pages[next(iter(session.node_pages))]
+    if query.page_token not in trail:
+        return
+    del trail[trail.index(query.page_token) + 1 :]
+    if next_token and len(trail) < TRAIL_PAGES:
+        trail.append(next_token)
+
+
+def previous_page(session: Session | None, query: NodeQuery) -> str | None:
+    """The query string of the page before `query`'s, if this session came that way."""
+    if session is None or not query.page_token:
+        return None
+    trail = session.node_pages.get(query.query_string(page_token=""), [])
+    if query.page_token not in trail or trail.index(query.page_token) == 0:
+        return None
+    return query.query_string(page_token=trail[trail.index(query.page_token) - 1])
+
+
 def table_context(query: NodeQuery, reply: pb.ListNodesResponse) -> dict[str, Any]:
     return {
         "nodes": list(reply.nodes),
@@ -92,6 +122,7 @@ def table_context(query: NodeQuery, reply: pb.ListNodesResponse) -> dict[str, An
         if reply.next_page_token
         else "",
         "query": query,
+        "previous_page": previous_page,
     }
 
 
@@ -99,6 +130,7 @@ def table_context(query: NodeQuery, reply: pb.ListNodesResponse) -> dict[str, An
 async def nodes_page(request: Request, session: Session) -> Response:
     query = NodeQuery.from_params(request.query_params)
     reply = await call(list_page, session.clients, query)
+    follow_page(session, query, reply.next_page_token)
     context = table_context(query, reply)
     context.update(readiness_names=READINESS, live_query=query.query_string())
     return render(request, "nodes.html", context, session=session)
