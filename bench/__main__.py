@@ -20,6 +20,7 @@ BENCHMARKS = {
     "read_path": "bench.bench_read_path",
     "load": "bench.bench_load",
     "fuzz": "bench.bench_fuzz",
+    "portal": "bench.bench_portal",
 }
 
 
