@@ -88,7 +88,7 @@ async def test_a_policy_edit_is_previewed_then_saved_and_its_decisions_cite_jobs
     stale = await operator.post("/governance/policies/fre/save", form)
     assert stale.status_code == 409  # the version seen is no longer the policy's
 
-    async with asyncio.timeout(30):  # the reconciler decides on its own schedule
+    async with asyncio.timeout(90):  # the reconciler decides on its own schedule
         while True:
             decisions = await operator.get("/decisions?policy=fre")
             found = set(re.findall(rf'href="/sync/jobs/{REGION}/([^"]+)"', decisions.text))

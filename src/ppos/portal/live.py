@@ -61,6 +61,7 @@ class Topic:
         self.task: asyncio.Task[None] | None = None
         self.upstreams: set[Upstream] = set()
         self.fallback = fallback
+        self.rendered: tuple[object, str] | None = None  # the last update, rendered once
         for upstream in upstreams:
             self.hold(upstream)
 
@@ -213,11 +214,20 @@ async def _events(
     read: Read,
     session: Session,
     upstreams: tuple[Upstream, ...],
+    per_session: bool,
 ) -> AsyncIterator[dict[str, str]]:
     portal = portal_of(request)
     template = portal.environment.get_template(template_name)
     error_template = portal.environment.get_template("_live_error.html")
     topic, subscriber = portal.hub.subscribe(key, read, session, upstreams)
+
+    def rendered(update: dict[str, Any]) -> str:
+        if per_session:  # the fragment holds this session's forms (its CSRF token)
+            return template.render(session=session, **update)
+        if topic.rendered is None or topic.rendered[0] is not update:
+            topic.rendered = (update, template.render(**update))
+        return topic.rendered[1]  # one rendering for every tab
+
     try:
         while True:
             update = await subscriber.queue.get()
@@ -229,7 +239,7 @@ async def _events(
             if isinstance(update, ControlPlaneError):
                 yield {"event": event, "data": error_template.render(error=update)}
             elif isinstance(update, dict):
-                yield {"event": event, "data": template.render(session=session, **update)}
+                yield {"event": event, "data": rendered(update)}
     finally:
         portal.hub.unsubscribe(topic, subscriber)
 
@@ -241,15 +251,19 @@ def live_response(
     event: str,
     read: Read,
     upstreams: tuple[Upstream, ...] = (),
+    *,
+    per_session: bool = False,
 ) -> Response:
     """The event stream of topic `key` (rendered with `template_name`) for the
     request's session, read again when one of `upstreams` changes (every
-    `live_interval` without upstreams); 401 without a session."""
+    `live_interval` without upstreams); 401 without a session. The fragment is
+    rendered once per update for every tab, or for each tab with its session when
+    `per_session` (a fragment with forms)."""
     session = session_of(request, touch=False)
     if session is None:
         return Response("signed out", status_code=401)
     return EventSourceResponse(
-        _events(request, key, template_name, event, read, session, upstreams),
+        _events(request, key, template_name, event, read, session, upstreams, per_session),
         ping=15,
         send_timeout=10,
     )

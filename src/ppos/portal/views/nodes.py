@@ -122,7 +122,6 @@ def table_context(query: NodeQuery, reply: pb.ListNodesResponse) -> dict[str, An
         if reply.next_page_token
         else "",
         "query": query,
-        "previous_page": previous_page,
     }
 
 
@@ -132,7 +131,9 @@ async def nodes_page(request: Request, session: Session) -> Response:
     reply = await call(list_page, session.clients, query)
     follow_page(session, query, reply.next_page_token)
     context = table_context(query, reply)
-    context.update(readiness_names=READINESS, live_query=query.query_string())
+    context.update(
+        readiness_names=READINESS, live_query=query.query_string(), previous_page=previous_page
+    )
     return render(request, "nodes.html", context, session=session)
 
 
