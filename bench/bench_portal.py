@@ -39,6 +39,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import httpx
@@ -330,12 +331,12 @@ async def run(mode: Mode) -> Result:
                         beat = pb.HeartbeatRequest(ready=True, slots_in_use=k % (CAPACITY + 1))
                         task = asyncio.ensure_future(nodes.Heartbeat(beat, metadata=metadata))
                         in_flight.add(task)
-                        task.add_done_callback(in_flight.discard)
+                        task.add_done_callback(_settled(in_flight))
                         await asyncio.sleep(
                             max(0.0, started + k / plan.background - time.perf_counter())
                         )
 
-                in_flight: set[asyncio.Future[object]] = set()
+                in_flight: set[asyncio.Future[Any]] = set()
                 churning = asyncio.create_task(churn())
                 cpu = cpu_seconds(portal.pid)
                 path = f"/events/nodes?page_size={PAGE}"
@@ -402,3 +403,15 @@ async def run(mode: Mode) -> Result:
 async def _fanout_subscribers(settle: asyncio.Task[None], metrics_port: int) -> float:
     await settle
     return await _watch_subscribers(f"http://127.0.0.1:{metrics_port}/metrics")
+
+
+def _settled(in_flight: set[asyncio.Future[Any]]) -> Callable[[asyncio.Future[Any]], None]:
+    """A done callback that forgets a background heartbeat and takes its outcome (one
+    failing or cancelled at the end is of no interest to the measurement)."""
+
+    def done(task: asyncio.Future[Any]) -> None:
+        in_flight.discard(task)
+        if not task.cancelled():
+            task.exception()
+
+    return done
