@@ -22,6 +22,7 @@ BENCHMARKS = {
     "load": "bench.bench_load",
     "capacity": "bench.bench_capacity",
     "fuzz": "bench.bench_fuzz",
+    "portal": "bench.bench_portal",
 }
 
 

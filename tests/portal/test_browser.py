@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from ppos.controlplane.governance.v1 import resources_pb2 as res
+from ppos.preflight.v1 import job_pb2
 from tests.ops.support import DIGEST, IMAGE
 from tests.ops.worlds import REGION
 from tests.portal.support import EXACT_JOB, EXACT_PAYLOAD, OTHER_REGION, PortalWorld
@@ -102,6 +104,8 @@ async def test_an_operator_signs_in_watches_filters_cordons_and_downloads(
     watch = Watch(page)
     await sign_in(page, world)
     await expect(page.locator(f'tr[data-region="{REGION}"]').first).to_be_visible()
+    # uPlot (served by the portal) draws the region's growth chart.
+    await expect(page.locator(".chart canvas").first).to_be_attached()
     assert await axe_violations(page) == []
     session = next(c for c in await context.cookies() if c["name"] == "ppos_session")
     assert session["httpOnly"]
@@ -166,7 +170,32 @@ async def test_an_operator_signs_in_watches_filters_cordons_and_downloads(
     registry = await asyncio.to_thread(world.cp.sync.get_job, REGION, EXACT_JOB)
     assert saved.read_bytes() == registry.record.canonical_payload == EXACT_PAYLOAD
 
+    # The audit log's last page gets new entries live (WatchAuditEntries).
+    await page.goto(world.url + "/audit")
+    node_c = world.nodes["c"].node_id
+    await asyncio.to_thread(world.cp.nodes.cordon, node_c, reason="seen <live>")
+    await expect(page.locator("#audit-rows tr", has_text="seen <live>")).to_have_count(1)
+    assert await axe_violations(page) == []
+
+    # A policy's edit previewed: the jobs it would act on, each a link to the job.
+    policy = res.GovernancePolicySpec(
+        trigger_state=job_pb2.GOVERNANCE_STATE_FAILED_RUNTIME_ENVIRONMENT,
+        actions=[res.PolicyAction(kind=res.POLICY_ACTION_KIND_RETRY_JOB)],
+    )
+    await asyncio.to_thread(world.cp.governance.set_policy, "fre", policy)
+    await page.goto(world.url + "/governance/policies/fre")
+    assert await axe_violations(page) == []
+    await page.get_by_role("button", name="Preview the jobs it would act on").click()
+    await expect(page.locator("table.decisions a", has_text="fix_1779116603391")).to_be_visible()
+    assert await axe_violations(page) == []
+    await asyncio.to_thread(
+        world.cp.governance.create_partner, "printhaus", display_name="Printhaus", region=REGION
+    )
+
     for path in (
+        "/alerts",
+        "/governance/partners",
+        "/decisions",
         "/sync/quarantine",
         "/governance",
         "/audit",

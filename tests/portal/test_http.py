@@ -234,14 +234,23 @@ async def test_nodes_filter_and_page_through_the_servers_tokens(
     rows = set(re.findall(r'data-node="([^"]+)"', by_label.text))
     assert rows == {world.nodes["b"].node_id, world.nodes["c"].node_id}
 
-    seen: list[str] = []
-    path = "/nodes?page_size=2"
+    pages: list[list[str]] = []
+    path = "/nodes?page_size=1"
     while path:
         page = await operator.get(path)
-        seen += re.findall(r'data-node="([^"]+)"', page.text)
+        pages.append(re.findall(r'data-node="([^"]+)"', page.text))
         found = re.search(r'<a href="(/nodes\?[^"]*page_token=[^"]*)" rel="next">', page.text)
         path = found.group(1).replace("&amp;", "&") if found else ""
-    assert sorted(seen) == sorted(n.node_id for n in world.nodes.values())
+    seen = [node for nodes in pages for node in nodes]
+    assert seen == sorted(n.node_id for n in world.nodes.values())  # id order, the plane's
+
+    # Back from the last page, one page at a time, along the tokens followed.
+    for expected in reversed(pages[:-1]):
+        found = re.search(r'<a href="(/nodes\?[^"]*)" rel="prev">', page.text)
+        assert found is not None, page.text
+        page = await operator.get(found.group(1).replace("&amp;", "&"))
+        assert re.findall(r'data-node="([^"]+)"', page.text) == expected
+    assert 'rel="prev"' not in page.text  # the first page
 
 
 async def test_the_quarantine_shows_escaped_text_hex_and_the_exact_bytes(
@@ -352,42 +361,3 @@ async def test_governance_shows_markup_as_text_and_resizes_and_pauses_queues(
         assert f"<code>{command.command_id}</code>" in outbox.text
     assert (await operator.get("/outbox?state=FAILED")).status_code == 200
     assert (await operator.get("/admin-jobs")).status_code == 200
-
-
-async def test_tabs_showing_the_same_view_share_one_reader(
-    world: PortalWorld, operator: Operator
-) -> None:
-    hub = world.portal.app.state.portal.hub
-    tabs = 3
-    wanted = 3
-    connected = asyncio.Event()
-
-    async def tab() -> int:
-        events = 0
-        async with operator.http.stream("GET", "/events/overview") as stream:
-            buffer = b""
-            async for chunk in stream.aiter_bytes():
-                buffer += chunk
-                events = buffer.count(b"event: overview")
-                if len(hub.topics.get("overview", _NO_TOPIC).subscribers) == tabs:
-                    connected.set()
-                if events >= wanted and connected.is_set():
-                    return events
-        return events
-
-    tasks = [asyncio.create_task(tab()) for _ in range(tabs)]
-    await asyncio.wait_for(connected.wait(), timeout=20)
-    topic = hub.topics["overview"]
-    counts = await asyncio.wait_for(asyncio.gather(*tasks), timeout=30)
-    assert all(count >= wanted for count in counts)
-    # Per-tab reading would have read at least tabs * wanted times.
-    assert topic.reads < tabs * wanted
-    await asyncio.sleep(1)
-    assert "overview" not in hub.topics  # no tab left: the reader stopped
-
-
-class _NoTopic:
-    subscribers: frozenset[object] = frozenset()
-
-
-_NO_TOPIC = _NoTopic()

@@ -34,7 +34,17 @@ from ppos.portal.live import LiveHub
 from ppos.portal.plane import PlaneLink
 from ppos.portal.sessions import SessionStore, SignInThrottle
 from ppos.portal.settings import PortalSettings
-from ppos.portal.views import auth, governance, nodes, operations, overview, sync
+from ppos.portal.views import (
+    alerts,
+    audit,
+    auth,
+    governance,
+    nodes,
+    operations,
+    overview,
+    policies,
+    sync,
+)
 from ppos.portal.web import Portal
 
 log = logging.getLogger("ppos.portal")
@@ -89,6 +99,7 @@ def template_environment() -> Environment:
         lstrip_blocks=True,
     )
     environment.filters["ts"] = filters.timestamp
+    environment.filters["epoch"] = filters.epoch
     environment.filters["dur"] = filters.duration
     environment.filters["enum"] = filters.enum_name
     environment.filters["inert"] = filters.inert
@@ -130,6 +141,9 @@ def create_app(settings: PortalSettings, *, link: PlaneLink | None = None) -> St
         *nodes.routes,
         *sync.routes,
         *governance.routes,
+        *audit.routes,
+        *alerts.routes,
+        *policies.routes,
         *operations.routes,
         Route("/static/vendor/{name}", vendor_file),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),

@@ -19,6 +19,12 @@ def timestamp(value: timestamp_pb2.Timestamp | None) -> str:
     return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+def epoch(value: float) -> str:
+    """Seconds since the epoch (the portal's own clock) as an ISO time."""
+    moment = dt.datetime.fromtimestamp(value, tz=dt.UTC)
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
 def duration(value: duration_pb2.Duration | None) -> str:
     if value is None:
         return "—"

@@ -1,13 +1,16 @@
 """Live parts of pages: one reader per topic, fanned out to every open tab by SSE.
 
 A topic is one fragment with its query (the overview panel; the nodes table for
-one filter and page; the sync panel). However many tabs show it, one task reads
-it from the plane each `live_interval`, with the credential of one of those tabs'
-sessions, and hands the result to every subscriber; each tab renders it with its
-own session (its CSRF token) and htmx's SSE extension swaps it in. A tab that
-falls behind is cut alone (its browser reconnects and gets the current view); a
-subscriber whose session has ended gets `expired` and is dropped; a topic with
-no subscriber stops reading.
+one filter and page; the audit log; admin jobs). However many tabs show it, one
+task reads it, with the credential of one of those tabs' sessions, and hands the
+result to every subscriber; each tab renders it with its own session (its CSRF
+token) and htmx's SSE extension swaps it in. A topic fed by the plane's watch
+streams (`upstreams`, shared by every topic of the process) reads again only when
+one of them reports a change, at most once per `live_interval`, and otherwise
+every `fallback` seconds; a topic without upstreams reads every `live_interval`.
+A tab that falls behind is cut alone (its browser reconnects and gets the current
+view); a subscriber whose session has ended gets `expired` and is dropped; a topic
+with no subscriber stops reading and lets go of its upstreams.
 """
 
 from __future__ import annotations
@@ -24,12 +27,13 @@ from starlette.responses import Response
 
 from ppos.controlplane.client import ControlPlaneError
 from ppos.portal.sessions import Session, SessionStore
+from ppos.portal.upstreams import AdminJobWatch, AuditWatch, NodeWatch, SyncWatch, Upstream
 from ppos.portal.web import portal_of, session_of
 
 Read = Callable[[Session], Awaitable[dict[str, Any]]]
 QUEUE_DEPTH = 4  # updates a tab may lag behind before it is cut
-_CUT = object()
-_EXPIRED = object()
+CUT = object()
+EXPIRED = object()
 
 
 @dataclass(eq=False)
@@ -41,19 +45,60 @@ class Subscriber:
 class Topic:
     """One fragment's reader and the tabs that show it."""
 
-    def __init__(self, key: Hashable, read: Read, hub: LiveHub) -> None:
+    def __init__(
+        self,
+        key: Hashable,
+        read: Read,
+        hub: LiveHub,
+        upstreams: tuple[Upstream, ...] = (),
+        fallback: float | None = None,
+    ) -> None:
         self.key = key
         self.read = read
         self.hub = hub
         self.subscribers: set[Subscriber] = set()
         self.reads = 0
         self.task: asyncio.Task[None] | None = None
+        self.upstreams: set[Upstream] = set()
+        self.fallback = fallback
+        self.rendered: tuple[object, str] | None = None  # the last update, rendered once
+        for upstream in upstreams:
+            self.hold(upstream)
+
+    def hold(self, upstream: Upstream) -> None:
+        """Keep `upstream` running while this topic runs, and wake on its changes."""
+        if upstream not in self.upstreams:
+            self.upstreams.add(upstream)
+            upstream.acquire()
+
+    def let_go(self, upstream: Upstream) -> None:
+        if upstream in self.upstreams:
+            self.upstreams.discard(upstream)
+            upstream.release()
+
+    async def _next(self, last_read: float, seen: dict[Upstream, int]) -> None:
+        """Until the next read: a change of an upstream since `seen` (their generations
+        taken before the last read, so a change during it is not missed; one held
+        since then counts as changed), or the fallback; then no sooner than
+        `live_interval` after the last read, so a burst is one read."""
+        loop = asyncio.get_running_loop()
+        if self.upstreams:
+            waits = [asyncio.ensure_future(u.wait_change(seen.get(u, -1))) for u in self.upstreams]
+            try:
+                await asyncio.wait(
+                    waits, timeout=self.fallback, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                for waiting in waits:
+                    waiting.cancel()
+        await asyncio.sleep(max(0.0, last_read + self.hub.interval - loop.time()))
 
     def _live_session(self) -> Session | None:
         for subscriber in list(self.subscribers):
             session = self.hub.sessions.get(subscriber.session.session_id, touch=False)
             if session is None:
-                self._drop(subscriber, _EXPIRED)
+                self._drop(subscriber, EXPIRED)
+                self.hub.session_ended(subscriber.session.session_id)
         return next(iter(self.subscribers)).session if self.subscribers else None
 
     def _drop(self, subscriber: Subscriber, why: object) -> None:
@@ -63,38 +108,87 @@ class Topic:
         subscriber.queue.put_nowait(why)
 
     async def run(self) -> None:
+        loop = asyncio.get_running_loop()
         try:
             while (session := self._live_session()) is not None:
                 self.reads += 1
+                last_read = loop.time()
+                seen = {upstream: upstream.generation for upstream in self.upstreams}
                 try:
                     update: object = await self.read(session)
                 except ControlPlaneError as error:
                     update = error
                 for subscriber in list(self.subscribers):
                     if subscriber.queue.full():
-                        self._drop(subscriber, _CUT)
+                        self._drop(subscriber, CUT)
                     else:
                         subscriber.queue.put_nowait(update)
-                await asyncio.sleep(self.hub.interval)
+                await self._next(last_read, seen)
         finally:
             # Ended by close() or a fault: every tab reconnects to a fresh reader.
             for subscriber in list(self.subscribers):
-                self._drop(subscriber, _CUT)
-            self.hub.topics.pop(self.key, None)
+                self._drop(subscriber, CUT)
+            for upstream in list(self.upstreams):
+                self.let_go(upstream)
+            if self.hub.topics.get(self.key) is self:
+                del self.hub.topics[self.key]
 
 
 class LiveHub:
     """The topics of one portal process."""
 
-    def __init__(self, sessions: SessionStore, interval: float) -> None:
+    def __init__(self, sessions: SessionStore, interval: float, fallback: float = 30.0) -> None:
         self.sessions = sessions
         self.interval = interval
+        self.fallback = fallback
         self.topics: dict[Hashable, Topic] = {}
+        self.nodes = NodeWatch(self.any_session)
+        self.audit = AuditWatch(self.any_session)
+        self.sync = SyncWatch(self.any_session)
+        self.admin_jobs: dict[str, AdminJobWatch] = {}
 
-    def subscribe(self, key: Hashable, read: Read, session: Session) -> tuple[Topic, Subscriber]:
+    def any_session(self) -> Session | None:
+        """A live session of some open tab: the credential an upstream stream uses.
+        Called from the streams' threads, so it reads a copy of the topics."""
+        for topic in list(self.topics.values()):
+            for subscriber in list(topic.subscribers):
+                session_id = subscriber.session.session_id
+                if self.sessions.get(session_id, touch=False) is not None:
+                    return subscriber.session
+        return None
+
+    def unsubscribe(self, topic: Topic, subscriber: Subscriber) -> None:
+        """A tab left; the last one leaving stops the topic now (not at its next wake,
+        which may be a fallback away) and so lets go of its upstreams."""
+        topic.subscribers.discard(subscriber)
+        if not topic.subscribers and topic.task is not None:
+            topic.task.cancel()
+
+    def session_ended(self, session_id: str) -> None:
+        """Streams carrying an ended session's credential go on with another's."""
+        for upstream in (self.nodes, self.audit, self.sync, *self.admin_jobs.values()):
+            if upstream.session_id == session_id:
+                upstream.reconnect()
+
+    def admin_job(self, admin_job_id: str) -> AdminJobWatch:
+        """The one WatchAdminJob of `admin_job_id` (made on first use; forgotten once
+        no topic holds it)."""
+        watch = self.admin_jobs.get(admin_job_id)
+        if watch is None:
+            watch = self.admin_jobs[admin_job_id] = AdminJobWatch(admin_job_id, self.any_session)
+        return watch
+
+    def subscribe(
+        self,
+        key: Hashable,
+        read: Read,
+        session: Session,
+        upstreams: tuple[Upstream, ...] = (),
+    ) -> tuple[Topic, Subscriber]:
         topic = self.topics.get(key)
         if topic is None:
-            topic = self.topics[key] = Topic(key, read, self)
+            fallback = self.fallback if upstreams else None
+            topic = self.topics[key] = Topic(key, read, self, upstreams, fallback)
         subscriber = Subscriber(session)
         topic.subscribers.add(subscriber)
         if topic.task is None or topic.task.done():
@@ -107,39 +201,69 @@ class LiveHub:
                 topic.task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await topic.task
+        for upstream in (self.nodes, self.audit, self.sync, *self.admin_jobs.values()):
+            upstream.stop()
+            await upstream.join()
 
 
 async def _events(
-    request: Request, key: Hashable, template_name: str, event: str, read: Read, session: Session
+    request: Request,
+    key: Hashable,
+    template_name: str,
+    event: str,
+    read: Read,
+    session: Session,
+    upstreams: tuple[Upstream, ...],
+    per_session: bool,
 ) -> AsyncIterator[dict[str, str]]:
     portal = portal_of(request)
     template = portal.environment.get_template(template_name)
     error_template = portal.environment.get_template("_live_error.html")
-    topic, subscriber = portal.hub.subscribe(key, read, session)
+    topic, subscriber = portal.hub.subscribe(key, read, session, upstreams)
+
+    def rendered(update: dict[str, Any]) -> str:
+        if per_session:  # the fragment holds this session's forms (its CSRF token)
+            return template.render(session=session, **update)
+        if topic.rendered is None or topic.rendered[0] is not update:
+            topic.rendered = (update, template.render(**update))
+        return topic.rendered[1]  # one rendering for every tab
+
     try:
         while True:
             update = await subscriber.queue.get()
-            if update is _EXPIRED:
+            if update is EXPIRED:
                 yield {"event": "expired", "data": "signed out"}
                 return
-            if update is _CUT:
+            if update is CUT:
                 return  # the browser reconnects and starts from the current view
             if isinstance(update, ControlPlaneError):
                 yield {"event": event, "data": error_template.render(error=update)}
             elif isinstance(update, dict):
-                yield {"event": event, "data": template.render(session=session, **update)}
+                yield {"event": event, "data": rendered(update)}
     finally:
-        topic.subscribers.discard(subscriber)
+        portal.hub.unsubscribe(topic, subscriber)
 
 
 def live_response(
-    request: Request, key: Hashable, template_name: str, event: str, read: Read
+    request: Request,
+    key: Hashable,
+    template_name: str,
+    event: str,
+    read: Read,
+    upstreams: tuple[Upstream, ...] = (),
+    *,
+    per_session: bool = False,
 ) -> Response:
     """The event stream of topic `key` (rendered with `template_name`) for the
-    request's session; 401 without one."""
+    request's session, read again when one of `upstreams` changes (every
+    `live_interval` without upstreams); 401 without a session. The fragment is
+    rendered once per update for every tab, or for each tab with its session when
+    `per_session` (a fragment with forms)."""
     session = session_of(request, touch=False)
     if session is None:
         return Response("signed out", status_code=401)
     return EventSourceResponse(
-        _events(request, key, template_name, event, read, session), ping=15, send_timeout=10
+        _events(request, key, template_name, event, read, session, upstreams, per_session),
+        ping=15,
+        send_timeout=10,
     )

@@ -32,6 +32,9 @@ class Session:
     clients: OperatorClients = field(repr=False)
     created: float
     last_seen: float
+    #: Per nodes filter, the page tokens this operator followed (for "Previous page":
+    #: the plane's tokens only go forward).
+    node_pages: dict[str, list[str]] = field(default_factory=dict, repr=False)
 
 
 class SessionStore:

@@ -23,8 +23,9 @@ class PortalSettings:
     #: Cookies marked Secure (and `__Host-` prefixed): on when served over TLS,
     #: or behind a TLS-terminating proxy.
     secure_cookies: bool = False
-    #: How often live parts of a page (overview, nodes table) are refreshed.
-    live_interval: float = 1.0
+    #: A live view (overview, nodes table, ...) is read again at most this often,
+    #: and only when a watch stream reports a change.
+    live_interval: float = 0.25
     #: Where the npm browser libraries are (None: found next to the package).
     node_modules: Path | None = None
     #: Failed sign-ins allowed per client address per minute.

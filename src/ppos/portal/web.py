@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
@@ -17,6 +17,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
 from ppos.controlplane.client import ControlPlaneError, UnauthenticatedError
+from ppos.portal.alerts import AlertBook
 from ppos.portal.plane import PlaneLink
 
 if TYPE_CHECKING:
@@ -57,6 +58,7 @@ class Portal:
     templates: Jinja2Templates
     environment: Environment
     hub: LiveHub
+    alerts: AlertBook = field(default_factory=AlertBook)
 
     @property
     def cookie_name(self) -> str:
@@ -108,7 +110,13 @@ def render(
     status_code: int = 200,
     session: Session | None = None,
 ) -> HTMLResponse:
-    values: dict[str, Any] = {"session": session, "path": request.url.path}
+    alerts = portal_of(request).alerts
+    values: dict[str, Any] = {
+        "session": session,
+        "path": request.url.path,
+        "alerts": alerts.active,
+        "alerts_since": alerts.since_of,
+    }
     values.update(context or {})
     return portal_of(request).templates.TemplateResponse(
         request, template, values, status_code=status_code

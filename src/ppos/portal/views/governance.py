@@ -1,4 +1,4 @@
-"""Governance: tenants, queues (resize, pause, drain, resume), routes, policies, audit."""
+"""Governance: tenants, queues (resize, pause, drain, resume), routes, policies."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from ppos.controlplane.governance.v1 import resources_pb2 as res
 from ppos.portal.plane import OperatorClients, call
 from ppos.portal.sessions import Session
 from ppos.portal.web import change, form_text, page, render
 
 LIST_LIMIT = 200
-AUDIT_PAGE = 100
 QUEUE_ACTIONS = ("resize", "pause", "drain", "resume")
 
 
@@ -73,33 +73,47 @@ async def queue_change(request: Request, session: Session, form: FormData) -> Re
     return RedirectResponse("/governance?" + urlencode({"done": message}), status_code=303)
 
 
+def fallback_chain(route: res.PartnerRoute, routes: list[res.PartnerRoute]) -> list[str]:
+    """The partners a job of the route's queue tries in order: its partner, its
+    fallback, then the fallback of that partner's route for the same queue, and so on
+    (a partner met twice ends the chain)."""
+    chain = [route.spec.partner_id]
+    following: res.PartnerRoute | None = route
+    while following is not None and following.spec.fallback_partner_id:
+        partner = following.spec.fallback_partner_id
+        if partner in chain:
+            break
+        chain.append(partner)
+        following = next(
+            (
+                r
+                for r in routes
+                if r.spec.partner_id == partner
+                and (r.spec.tenant_id, r.spec.queue_id)
+                == (route.spec.tenant_id, route.spec.queue_id)
+            ),
+            None,
+        )
+    return chain
+
+
+def partners_context(clients: OperatorClients) -> dict[str, Any]:
+    partners = {
+        p.partner_id: p for p in clients.governance.list_partners(limit=LIST_LIMIT).partners
+    }
+    routes = list(clients.governance.list_routes(limit=LIST_LIMIT).routes)
+    chains = [(route, fallback_chain(route, routes)) for route in routes]
+    return {"partners": partners, "chains": chains, "limit": LIST_LIMIT}
+
+
 @page
-async def audit_page(request: Request, session: Session) -> Response:
-    after = request.query_params.get("after", "0")
-    kind = request.query_params.get("kind", "")[:64]
-    resource = request.query_params.get("resource", "")[:256]
-    reply = await call(
-        session.clients.governance.list_audit,
-        after_audit_id=int(after) if after.isdigit() else 0,
-        resource_kind=kind,
-        resource_id=resource,
-        page_size=AUDIT_PAGE,
-        limit=AUDIT_PAGE,
-    )
-    entries = list(reply.entries)
-    more = ""
-    if reply.has_more and entries:
-        more = urlencode({"after": entries[-1].audit_id, "kind": kind, "resource": resource})
-    return render(
-        request,
-        "audit.html",
-        {"entries": entries, "kind": kind, "resource": resource, "more": more},
-        session=session,
-    )
+async def partners_page(request: Request, session: Session) -> Response:
+    context = await call(partners_context, session.clients)
+    return render(request, "partners.html", context, session=session)
 
 
 routes = [
     Route("/governance", governance_page),
+    Route("/governance/partners", partners_page),
     Route("/governance/queues/{action}", queue_change, methods=["POST"]),
-    Route("/audit", audit_page),
 ]

@@ -1,7 +1,10 @@
 """Nodes: a live, filtered, paged table; a node's detail; cordon, drain, re-image.
 
 Paging follows the ListNodes page tokens (the server's, opaque), so 10,000 nodes are
-read a page at a time. Actions that take a node out of service confirm in two steps:
+read a page at a time. The tokens only go forward and the plane lists nodes in id
+order only, so the table is in id order and "Previous page" follows the tokens this
+operator's session went through (a page reached by a bookmarked link offers "First
+page" instead). Actions that take a node out of service confirm in two steps:
 the first asks what and why, the second asks for the node's name, and the server
 checks that name before acting (so the confirmation holds without JavaScript too).
 """
@@ -22,7 +25,7 @@ from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2 as pb
 from ppos.portal.live import live_response
 from ppos.portal.plane import OperatorClients, call
 from ppos.portal.sessions import Session
-from ppos.portal.web import change, form_text, page, render
+from ppos.portal.web import change, form_text, page, portal_of, render
 
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
@@ -85,6 +88,33 @@ def list_page(clients: OperatorClients, query: NodeQuery) -> pb.ListNodesRespons
     )
 
 
+TRAILS_KEPT, TRAIL_PAGES = 20, 1000  # filters remembered per session, pages per filter
+
+
+def follow_page(session: Session, query: NodeQuery, next_token: str) -> None:
+    """Remember that `query`'s page leads to `next_token`, for the way back."""
+    key = query.query_string(page_token="")
+    trail = session.node_pages.pop(key, None) or [""]
+    session.node_pages[key] = trail  # most recent last
+    while len(session.node_pages) > TRAILS_KEPT:
+        del session.node_pages[next(iter(session.node_pages))]
+    if query.page_token not in trail:
+        return
+    del trail[trail.index(query.page_token) + 1 :]
+    if next_token and len(trail) < TRAIL_PAGES:
+        trail.append(next_token)
+
+
+def previous_page(session: Session | None, query: NodeQuery) -> str | None:
+    """The query string of the page before `query`'s, if this session came that way."""
+    if session is None or not query.page_token:
+        return None
+    trail = session.node_pages.get(query.query_string(page_token=""), [])
+    if query.page_token not in trail or trail.index(query.page_token) == 0:
+        return None
+    return query.query_string(page_token=trail[trail.index(query.page_token) - 1])
+
+
 def table_context(query: NodeQuery, reply: pb.ListNodesResponse) -> dict[str, Any]:
     return {
         "nodes": list(reply.nodes),
@@ -99,18 +129,24 @@ def table_context(query: NodeQuery, reply: pb.ListNodesResponse) -> dict[str, An
 async def nodes_page(request: Request, session: Session) -> Response:
     query = NodeQuery.from_params(request.query_params)
     reply = await call(list_page, session.clients, query)
+    follow_page(session, query, reply.next_page_token)
     context = table_context(query, reply)
-    context.update(readiness_names=READINESS, live_query=query.query_string())
+    context.update(
+        readiness_names=READINESS, live_query=query.query_string(), previous_page=previous_page
+    )
     return render(request, "nodes.html", context, session=session)
 
 
 async def nodes_events(request: Request) -> Response:
+    """The table of one filter and page, read again (one ListNodes of that page) when
+    the portal's WatchNodes stream reports a change, not on a timer."""
     query = NodeQuery.from_params(request.query_params)
 
     async def read(session: Session) -> dict[str, Any]:
         return table_context(query, await call(list_page, session.clients, query))
 
-    return live_response(request, ("nodes", query), "_nodes_table.html", "nodes", read)
+    upstreams = (portal_of(request).hub.nodes,)
+    return live_response(request, ("nodes", query), "_nodes_table.html", "nodes", read, upstreams)
 
 
 def node_detail(clients: OperatorClients, node_id: str) -> dict[str, Any]:

@@ -1,7 +1,11 @@
 """Overview: per region sync and node health, versions, outbox and admin jobs, live.
 
 The page renders the panel once (so it reads without JavaScript); an event stream
-then sends the panel re-rendered every `live_interval` seconds, swapped in by htmx.
+then sends the panel re-rendered, swapped in by htmx. The node sections come from
+the portal's one WatchNodes stream (every node in memory) once its snapshot is in,
+so a change of a node costs no call; the panel is re-rendered when a node or the
+audit log changes (at most once per `live_interval`) and every `fallback` seconds
+for what no stream reports (sync counters, outbox depth).
 """
 
 from __future__ import annotations
@@ -17,20 +21,23 @@ from starlette.routing import Route
 from ppos.controlplane.client import ControlPlaneError
 from ppos.controlplane.governance.v1 import resources_pb2 as res
 from ppos.controlplane.noderegistry.v1 import node_pb2
+from ppos.portal.admin_jobs_live import follow_admin_jobs
+from ppos.portal.alerts import QUARANTINE_WINDOW_SECONDS, Alert, evaluate
 from ppos.portal.live import live_response
 from ppos.portal.plane import OperatorClients, call
 from ppos.portal.sessions import Session
-from ppos.portal.web import page, render
+from ppos.portal.upstreams import NodeWatch, SyncWatch
+from ppos.portal.web import Portal, page, portal_of, render
 
 # A bounded read per section: the overview counts up to this many and says "or more".
 SECTION_LIMIT = 1000
+FAILED_SHOWN = 10  # failing deliveries detailed on the overview (all on the outbox page)
 NOT_READY = (
     node_pb2.READINESS_NOT_READY,
     node_pb2.READINESS_DRAINING,
     node_pb2.READINESS_REIMAGING,
     node_pb2.READINESS_LOST,
-    node_pb2.READINESS_UNSPECIFIED,
-)
+)  # UNSPECIFIED is not a filter value: the plane refuses it
 
 
 @dataclass
@@ -42,6 +49,9 @@ class Overview:
     versions: list[node_pb2.VersionCount] = field(default_factory=list)
     outbox_open: int = 0
     outbox_failed: int = 0
+    failed_commands: list[res.OutboxCommand] = field(default_factory=list)
+    charts: list[dict[str, Any]] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
     admin_jobs: list[res.AdminJob] = field(default_factory=list)
     errors: dict[str, ControlPlaneError] = field(default_factory=dict)
     limit: int = SECTION_LIMIT
@@ -64,24 +74,50 @@ def node_counts(
     return dict(sorted(regions.items()))
 
 
-def gather(clients: OperatorClients) -> Overview:
-    """Every section, each on its own: one failing does not blank the others."""
+def watched_versions(watch: NodeWatch) -> list[node_pb2.VersionCount]:
+    """The container-version rollup of the watched nodes (as GetVersionRollup counts)."""
+    counts: dict[tuple[str, str, str], node_pb2.VersionCount] = {}
+    for node in watch.nodes.values():
+        container = node.status.container
+        key = (node.spec.region, container.image, container.digest)
+        count = counts.get(key)
+        if count is None:
+            count = counts[key] = node_pb2.VersionCount(region=key[0], container=container)
+        count.node_count += 1
+        count.ready_count += node.status.readiness == node_pb2.READINESS_READY
+    return [counts[key] for key in sorted(counts)]
+
+
+def gather(clients: OperatorClients, watch: NodeWatch | None = None) -> Overview:
+    """Every section, each on its own: one failing does not blank the others. The node
+    sections come from `watch` once it holds a snapshot, from two calls otherwise."""
     data = Overview()
+    watched = watch is not None and watch.synced and watch.running  # else stale
 
     def sync() -> None:
         data.statuses = clients.sync.list_statuses()
 
     def versions() -> None:
-        data.versions = clients.nodes.version_rollup()
+        if watch is not None and watched:
+            data.versions = watched_versions(watch)
+        else:
+            data.versions = clients.nodes.version_rollup()
 
     def nodes() -> None:
-        data.regions = node_counts(clients, data.versions)
+        if watch is not None and watched:
+            data.regions = watch.readiness_by_region()
+        else:
+            data.regions = node_counts(clients, data.versions)
 
     def outbox() -> None:
         data.outbox_open = _count_commands(
             clients, res.COMMAND_STATE_PENDING, res.COMMAND_STATE_SENT
         )
-        data.outbox_failed = _count_commands(clients, res.COMMAND_STATE_FAILED)
+        failed = clients.governance.list_commands(
+            states=[res.COMMAND_STATE_FAILED], limit=SECTION_LIMIT
+        ).commands
+        data.outbox_failed = len(failed)
+        data.failed_commands = list(failed[:FAILED_SHOWN])
 
     def admin_jobs() -> None:
         running = (
@@ -109,18 +145,58 @@ def _count_commands(clients: OperatorClients, *states: res.CommandState.ValueTyp
     return len(clients.governance.list_commands(states=states, limit=SECTION_LIMIT).commands)
 
 
+def charts(watch: SyncWatch) -> list[dict[str, Any]]:
+    """Per region the series uPlot draws (seconds, records, quarantined) and a summary
+    in words for those who do not see the chart."""
+    drawn = []
+    for region, points in sorted(watch.series.items()):
+        if not points:
+            continue
+        first, last = points[0], points[-1]
+        drawn.append(
+            {
+                "region": region,
+                "t": [round(p[0], 1) for p in points],
+                "records": [p[1] for p in points],
+                "quarantined": [p[2] for p in points],
+                "summary": f"{last[1]} records (+{last[1] - first[1]}), "
+                f"{last[2]} quarantined (+{last[2] - first[2]}) "
+                f"in the last {(last[0] - first[0]) / 60:.0f} min",
+            }
+        )
+    return drawn
+
+
+async def current_overview(portal: Portal, session: Session) -> Overview:
+    """The overview's sections, the sync series fed, the alerts evaluated."""
+    hub = portal.hub
+    data = await call(gather, session.clients, hub.nodes)
+    for status in data.statuses:
+        hub.sync.record(status)
+    data.charts = charts(hub.sync)
+    growth = hub.sync.growth(QUARANTINE_WINDOW_SECONDS)
+    found = evaluate(data.statuses, data.regions, data.failed_commands, growth)
+    data.alerts = portal.alerts.update(found)
+    return data
+
+
 @page
 async def overview_page(request: Request, session: Session) -> Response:
-    data = await call(gather, session.clients)
+    data = await current_overview(portal_of(request), session)
     return render(request, "overview.html", {"o": data}, session=session)
 
 
-async def _overview_context(session: Session) -> dict[str, Any]:
-    return {"o": await call(gather, session.clients)}
-
-
 async def overview_events(request: Request) -> Response:
-    return live_response(request, "overview", "_overview_panel.html", "overview", _overview_context)
+    portal = portal_of(request)
+    hub = portal.hub
+
+    async def read(session: Session) -> dict[str, Any]:
+        data = await current_overview(portal, session)
+        data.admin_jobs = follow_admin_jobs(hub, "overview", data.admin_jobs)
+        return {"o": data, "alerts_since": portal.alerts.since_of}
+
+    upstreams = (hub.nodes, hub.audit, hub.sync)
+    return live_response(request, "overview", "_overview_panel.html", "overview", read, upstreams)
 
 
 routes = [

@@ -22,7 +22,7 @@ from ppos.portal.live import live_response
 from ppos.portal.payload import view_payload
 from ppos.portal.plane import OperatorClients, call
 from ppos.portal.sessions import Session
-from ppos.portal.web import change, form_text, page, render
+from ppos.portal.web import change, form_text, page, portal_of, render
 
 QUARANTINE_PAGE = 50
 
@@ -45,7 +45,18 @@ async def _sync_context(session: Session) -> dict[str, Any]:
 
 
 async def sync_events(request: Request) -> Response:
-    return live_response(request, "sync", "_sync_panel.html", "sync", _sync_context)
+    """Read again when a region's status changes (WatchSyncStatus) or a sweep is
+    started or cancelled (the audit stream)."""
+    hub = portal_of(request).hub
+    return live_response(
+        request,
+        "sync",
+        "_sync_panel.html",
+        "sync",
+        _sync_context,
+        (hub.sync, hub.audit),
+        per_session=True,
+    )
 
 
 @change
