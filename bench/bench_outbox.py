@@ -26,7 +26,8 @@ from sqlalchemy.engine import make_url
 from bench.harness import Mode, Result
 from ppos.controlplane.core.logging import configure_logging
 from ppos.controlplane.runtime.cli import load_settings
-from ppos.controlplane.runtime.server import ControlPlaneServer, governance_deps
+from ppos.controlplane.runtime.composition import governance_deps
+from ppos.controlplane.runtime.server import ControlPlaneServer
 from ppos.controlplane.security.keys import KeyRing
 from ppos.controlplane.security.outbound import open_channel
 from ppos.controlplane.security.peers import caller_identity, gateway_audience

@@ -17,7 +17,7 @@ import pytest
 
 from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
 from ppos.controlplane.governance.v1 import resources_pb2 as res
-from ppos.controlplane.runtime.server import governance_deps
+from ppos.controlplane.runtime.composition import governance_deps
 from ppos.controlplane.services.governance.admin_jobs.runner import AdminJobRunner, JobHandle
 from tests.governance.conftest import Governed, StartGoverned
 from tests.governance.support import details, eventually, refused

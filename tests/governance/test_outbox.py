@@ -10,7 +10,7 @@ from prometheus_client import REGISTRY
 
 from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
 from ppos.controlplane.governance.v1 import resources_pb2 as res
-from ppos.controlplane.runtime.server import governance_deps
+from ppos.controlplane.runtime.composition import governance_deps
 from ppos.controlplane.security.peers import caller_identity, gateway_audience
 from ppos.controlplane.services.governance.outbox.dispatcher import Dispatcher
 from ppos.controlplane.services.governance.outbox.receivers import Receivers

@@ -133,7 +133,7 @@ def _migrate(settings: Settings) -> int:
 
 
 def _keys(settings: Settings, action: str) -> int:
-    from ppos.controlplane.runtime.server import load_keyring
+    from ppos.controlplane.runtime.composition import load_keyring
     from ppos.controlplane.security.keys import KeyRing
 
     if action == "rotate":

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
 
 import grpc
 import structlog
@@ -17,6 +16,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from ppos.controlplane.core.logging import SecretRegistry
 from ppos.controlplane.runtime.collector import settle_collector
+from ppos.controlplane.runtime.composition import ModuleFactory, default_modules, load_keyring
 from ppos.controlplane.runtime.config import StartupError
 from ppos.controlplane.runtime.modules import Runtime, ServiceModule, Settings, page_tokens_of
 from ppos.controlplane.runtime.observability import (
@@ -31,12 +31,10 @@ from ppos.controlplane.security.authentication import EdgeAuthenticator
 from ppos.controlplane.security.control_token import ControlToken, read_control_token
 from ppos.controlplane.security.credential_scan import CredentialScanner
 from ppos.controlplane.security.edge import AuthFailureHook, EdgeGuard, GuardedServer
-from ppos.controlplane.security.keys import JwksKeySource, KeyRing
 from ppos.controlplane.security.operators import OperatorCredentialCache
 from ppos.controlplane.security.peers import PeerDirectory
 from ppos.controlplane.security.self_minted import SelfMinted
 from ppos.controlplane.security.tokens import TokenMinter, TokenVerifier
-from ppos.controlplane.services.governance.deps import GovernanceDeps
 from ppos.controlplane.services.jwks.service import JwksModule
 from ppos.controlplane.storage import migrate
 from ppos.controlplane.storage.database import Database
@@ -64,89 +62,12 @@ SERVER_OPTIONS = (
 )
 KEY_RELOAD_INTERVAL = 10.0
 
-ModuleFactory = Callable[[Runtime], ServiceModule]
-
 
 def server_options(access: AccessTable) -> tuple[tuple[str, int], ...]:
     """The gRPC server's options: the transport takes no message larger than the
     largest request any hosted method accepts (the edge holds each method to
     its own limit; see security/access.py)."""
     return (("grpc.max_receive_message_length", access.largest_request_bytes()), *SERVER_OPTIONS)
-
-
-def governance_deps(runtime: Runtime) -> GovernanceDeps:
-    """What governance is handed: its own settings and exactly the shared parts it uses."""
-    return GovernanceDeps(
-        settings=runtime.settings.governance,
-        db=runtime.db,
-        page_tokens=runtime.page_tokens,
-        peers=runtime.peers,
-        peer_call_timeout=float(runtime.settings.peers.peer_call_timeout),
-        minter=runtime.minter,
-        shutdown=runtime.shutdown,
-    )
-
-
-def governance_module(runtime: Runtime) -> ServiceModule:
-    from ppos.controlplane.services.governance.service import GovernanceModule
-
-    return GovernanceModule(governance_deps(runtime))
-
-
-def default_modules() -> dict[str, ModuleFactory]:
-    """The service modules by name (imported here, not at import time of this module)."""
-    return {
-        "governance": governance_module,
-        "noderegistry": node_registry_module,
-        "registrysync": registry_sync_module,
-    }
-
-
-def node_registry_module(runtime: Runtime) -> ServiceModule:
-    """The node registry, handed only what it uses."""
-    from ppos.controlplane.services.node_registry.deps import NodeRegistryDeps
-    from ppos.controlplane.services.node_registry.service import NodeRegistryModule
-
-    return NodeRegistryModule(
-        NodeRegistryDeps(
-            settings=runtime.settings.node_registry,
-            db=runtime.db,
-            database_url=runtime.settings.server.resolved_database_url,
-            minter=runtime.minter,
-            node_credential_ttl=runtime.settings.auth.node_credential_ttl,
-            page_tokens=runtime.page_tokens,
-            shutdown=runtime.shutdown,
-        )
-    )
-
-
-def registry_sync_module(runtime: Runtime) -> ServiceModule:
-    """Registry sync, handed only what it uses."""
-    from ppos.controlplane.services.registry_sync.deps import RegistrySyncDeps
-    from ppos.controlplane.services.registry_sync.service import RegistrySyncModule
-
-    return RegistrySyncModule(
-        RegistrySyncDeps(
-            settings=runtime.settings.registry_sync,
-            db=runtime.db,
-            database_url=runtime.settings.server.resolved_database_url,
-            minter=runtime.minter,
-            checkpoint_keys=runtime.keyring,
-            shutdown_grace=runtime.settings.server.shutdown_grace,
-            page_tokens=runtime.page_tokens,
-            shutdown=runtime.shutdown,
-            tls=runtime.peers.tls,
-        )
-    )
-
-
-def load_keyring(settings: Settings) -> KeyRing:
-    auth = settings.auth
-    if auth.signing_key_file is not None:
-        extra = JwksKeySource.from_file(auth.extra_jwks_file) if auth.extra_jwks_file else None
-        return KeyRing.from_file(auth.signing_key_file, extra=extra, overlap=auth.key_overlap)
-    key_dir = auth.key_dir or settings.server.data_dir / "keys"
-    return KeyRing.from_directory(key_dir, overlap=auth.key_overlap)
 
 
 class ControlPlaneServer:
@@ -201,6 +122,36 @@ class ControlPlaneServer:
     async def start(self) -> None:
         started = time.perf_counter()
         settings = self.settings
+        self._validate()
+        control, scanner = self._take_control_token()
+        runtime = self.runtime = await self._build_runtime()
+        self.modules = [JwksModule(runtime.keyring)]
+        self.modules += [self._factories[name](runtime) for name in settings.server.services]
+        self.modules += [factory(runtime) for factory in self._extra_modules]
+        service_names = [name for module in self.modules for name in module.service_names]
+        access = AccessTable.from_services(service_names)
+        for rule in self._extra_rules:  # services outside our contracts (tests, benchmarks)
+            access.add(rule)
+        server = grpc.aio.server(options=server_options(access))
+        self._register(server, self._edge(access, control, scanner, runtime), service_names)
+        await self._bind(server, runtime)
+        await self._run(server)
+        # What start-up built lives as long as the process: out of the cyclic
+        # collector's way, and the collector itself set for many open streams
+        # (its passes paused the event loop; see runtime/collector.py).
+        settle_collector()
+        _log.info(
+            "server.started",
+            address=self.address,
+            services=settings.server.services,
+            database=runtime.db.dialect,
+            event_loop=type(asyncio.get_running_loop()).__module__.split(".")[0],
+            kid=runtime.keyring.active.kid,
+            seconds=round(time.perf_counter() - started, 3),
+        )
+
+    def _validate(self) -> None:
+        settings = self.settings
         for section in (
             settings.server,
             settings.auth,
@@ -212,8 +163,9 @@ class ControlPlaneServer:
         settings.tls.validate(settings.server.listen)
         settings.server.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
 
-        control, scanner = self._take_control_token()
-
+    async def _build_runtime(self) -> Runtime:
+        """Keys, tokens, the database (migrated when asked) and the peer channels."""
+        settings = self.settings
         keyring = load_keyring(settings)
         keyring.write_jwks(settings.auth.jwks_file or settings.server.data_dir / "jwks.json")
         minter = TokenMinter(
@@ -239,7 +191,7 @@ class ControlPlaneServer:
             self_minted=self_minted,
             tls=settings.tls.client_identity(),
         )
-        self.runtime = Runtime(
+        return Runtime(
             settings=settings,
             db=db,
             keyring=keyring,
@@ -250,24 +202,28 @@ class ControlPlaneServer:
             shutdown=asyncio.Event(),
             page_tokens=page_tokens_of(keyring),
         )
-        self.modules = [JwksModule(keyring)]
-        self.modules += [self._factories[name](self.runtime) for name in settings.server.services]
-        self.modules += [factory(self.runtime) for factory in self._extra_modules]
-        service_names = [name for module in self.modules for name in module.service_names]
 
-        access = AccessTable.from_services(service_names)
-        for rule in self._extra_rules:  # services outside our contracts (tests, benchmarks)
-            access.add(rule)
-        edge = EdgeGuard(
+    def _edge(
+        self,
+        access: AccessTable,
+        control: ControlToken,
+        scanner: CredentialScanner,
+        runtime: Runtime,
+    ) -> EdgeGuard:
+        return EdgeGuard(
             access,
             # Named operators: looked up in the database, each answer cached a few
             # seconds (a revoke is seen by every replica within that delay).
-            EdgeAuthenticator(control, verifier, OperatorCredentialCache(StoredOperatorLookup(db))),
+            EdgeAuthenticator(
+                control, runtime.verifier, OperatorCredentialCache(StoredOperatorLookup(runtime.db))
+            ),
             on_auth_failure=auth_failure_hook(self._on_auth_failure),
-            ledger=TokenLedger(db, leeway_seconds=settings.auth.clock_leeway),
+            ledger=TokenLedger(runtime.db, leeway_seconds=self.settings.auth.clock_leeway),
             scanner=scanner,
         )
-        server = grpc.aio.server(options=server_options(access))
+
+    def _register(self, server: grpc.aio.Server, edge: EdgeGuard, names: list[str]) -> None:
+        """Every module's handlers, health and reflection, behind the edge and metered."""
         metered = MeteredServer(server)  # outermost: refusals at the edge are counted too
         guarded = GuardedServer(metered, edge)  # every handler passes the edge, open ones too
         for module in self.modules:
@@ -275,22 +231,27 @@ class ControlPlaneServer:
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, guarded)
         enable_reflection(
-            (*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name),
-            guarded,
+            (*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), guarded
         )
+
+    async def _bind(self, server: grpc.aio.Server, runtime: Runtime) -> None:
+        settings = self.settings
         try:
             self.port = self._add_port(server)
         except RuntimeError:  # grpc's "Failed to bind", with no errno to tell why
             self.port = 0
         if self.port == 0:
-            await asyncio.to_thread(db.close)  # not on db's own pool: close joins it
+            await asyncio.to_thread(runtime.db.close)  # not on db's own pool: close joins it
             raise StartupError(
                 f"cannot listen on {settings.server.listen}: the address is in use or unavailable"
             )
         for name in settings.server.services:  # peers hosted here are reached through our port
             if not settings.peers.address_of(name):
-                peers.host_here(name, self.address)
+                runtime.peers.host_here(name, self.address)
         self._server = server
+
+    async def _run(self, server: grpc.aio.Server) -> None:
+        """Serve, start the modules, then report health as readiness is known."""
         await self._set_health(serving=False)  # until the modules run and readiness is known
         await server.start()
         for module in self.modules:
@@ -301,22 +262,9 @@ class ControlPlaneServer:
         await self._set_health(serving=serving)
         self._probe = asyncio.create_task(self._probe_health(serving), name="health-probe")
         self._key_watch = asyncio.create_task(self._watch_keys(), name="key-reload")
-        if settings.server.metrics_listen:
-            self.metrics = MetricsEndpoint(settings.server.metrics_listen)
+        if self.settings.server.metrics_listen:
+            self.metrics = MetricsEndpoint(self.settings.server.metrics_listen)
             self.metrics.start()
-        # What start-up built lives as long as the process: out of the cyclic
-        # collector's way, and the collector itself set for many open streams
-        # (its passes paused the event loop; see runtime/collector.py).
-        settle_collector()
-        _log.info(
-            "server.started",
-            address=self.address,
-            services=settings.server.services,
-            database=db.dialect,
-            event_loop=type(asyncio.get_running_loop()).__module__.split(".")[0],
-            kid=keyring.active.kid,
-            seconds=round(time.perf_counter() - started, 3),
-        )
 
     def _add_port(self, server: grpc.aio.Server) -> int:
         tls = self.settings.tls.server_identity()

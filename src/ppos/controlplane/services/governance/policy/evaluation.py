@@ -118,18 +118,7 @@ def plan(job: JobView, policy: PolicyView, context: Context, decision_id: str) -
         if kind in ("REIMAGE_NODE", "CORDON_NODE"):
             _node_step(result, job, policy, context, citation, reason, kind, params, cordon_instead)
         elif kind == "RETRY_JOB":
-            # The new attempt waits for a slot in the job's own queue when it is governed here.
-            queue = (job.tenant_id, job.queue_id) if context.queue is not None else ("", "")
-            result.steps.append(
-                Step(
-                    kind,
-                    f"ask the {job.region} gateway for a new attempt of {job.job_id}"
-                    + (f" on a node other than {job.node_id}" if job.node_id else "")
-                    + (f", queued for a slot in {queue[0]}/{queue[1]}" if queue[1] else ""),
-                    f"job/{job.region}/{job.job_id}",
-                    commands.retry_job(citation, job.node_id, reason, decision_id, queue),
-                )
-            )
+            result.steps.append(_retry_step(job, context, citation, reason, decision_id))
         elif kind == "REROUTE_JOB":
             region = params.get("target_region", "")
             partner = params.get("target_partner_id", "")
@@ -166,6 +155,21 @@ def plan(job: JobView, policy: PolicyView, context: Context, decision_id: str) -
         elif kind == "LOWER_QUEUE_CAPACITY":
             _capacity_step(result, job, context, params)
     return result
+
+
+def _retry_step(
+    job: JobView, context: Context, citation: JobCitation, reason: str, decision_id: str
+) -> Step:
+    # The new attempt waits for a slot in the job's own queue when it is governed here.
+    queue = (job.tenant_id, job.queue_id) if context.queue is not None else ("", "")
+    return Step(
+        "RETRY_JOB",
+        f"ask the {job.region} gateway for a new attempt of {job.job_id}"
+        + (f" on a node other than {job.node_id}" if job.node_id else "")
+        + (f", queued for a slot in {queue[0]}/{queue[1]}" if queue[1] else ""),
+        f"job/{job.region}/{job.job_id}",
+        commands.retry_job(citation, job.node_id, reason, decision_id, queue),
+    )
 
 
 def _node_step(
