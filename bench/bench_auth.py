@@ -19,8 +19,9 @@ import jwt
 from bench.harness import Mode, Result
 from bench.two_hops import measure, setup_note
 from bench.two_hops_server import BACK, ECHO
+from ppos.controlplane.security.claims import request_sha256
 from ppos.controlplane.security.keys import KeyRing
-from ppos.controlplane.security.tokens import TokenMinter, TokenVerifier, request_sha256
+from ppos.controlplane.security.tokens import TokenMinter, TokenVerifier
 
 
 def _token_costs(result: Result, rounds: int) -> None:

@@ -88,14 +88,14 @@ async def _direct(server: ControlPlaneServer, address: str, count: int) -> float
         audience=gateway_audience(REGION),
         subject=caller_identity("governance"),
     )
-    commands = [_command(i) for i in range(count)]
+    batch = [_command(i) for i in range(count)]
     call = channel.unary_unary(
         commands.gateway_method("ApplyQueuePolicy"),
         request_serializer=None,
         response_deserializer=gw_pb.ApplyQueuePolicyResponse.FromString,
     )
     queue: asyncio.Queue[bytes] = asyncio.Queue()
-    for command in commands:
+    for command in batch:
         queue.put_nowait(command.request.SerializeToString())
 
     async def worker() -> None:

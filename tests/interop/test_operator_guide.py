@@ -97,7 +97,7 @@ def free_port() -> int:
 
 def test_the_guide_says_why_it_skips_what_it_skips() -> None:
     skipped = [skip for _, _, skip in blocks() if skip]
-    assert len(skipped) == 3  # services apart, Docker, Kubernetes
+    assert len(skipped) == 4  # services apart, compose with mTLS, Docker, Kubernetes
     assert all(len(reason) > len("not run by the guide's test:") + 5 for reason in skipped)
     languages = {lang for lang, _, skip in blocks() if not skip}
     assert languages == {"bash", "python"}

@@ -808,7 +808,7 @@ def _every_row(url: str) -> dict[str, list[tuple[str, ...]]]:
 
 
 # Written by background work on its own schedule, whatever the requests.
-BACKGROUND_TABLES = {"governance_leases"}
+BACKGROUND_TABLES = {"governance_leases", "leader_leases"}
 
 
 @pytest.mark.parametrize("service", [G, N, S])
