@@ -153,61 +153,42 @@ class QueueHandlers(HandlerBase):
     async def PauseQueue(
         self, request: pb.PauseQueueRequest, context: Context
     ) -> pb.PauseQueueResponse:
-        violations = Violations()
-        self._queue_names(
-            violations, request.tenant_id, request.queue_id, request.expected_resource_version
-        )
-        violations.reason("reason", request.reason)
-        violations.raise_if_any()
-        row = await self._change_queue(
-            QueueChange(
-                request.tenant_id,
-                request.queue_id,
-                request.expected_resource_version,
-                required_version=False,
-                reason=request.reason,
-                state="PAUSED",
-            )
-        )
+        row = await self._set_state(request, "PAUSED", request.reason)
         return pb.PauseQueueResponse(queue=await self._shown(row))
 
     async def DrainQueue(
         self, request: pb.DrainQueueRequest, context: Context
     ) -> pb.DrainQueueResponse:
-        violations = Violations()
-        self._queue_names(
-            violations, request.tenant_id, request.queue_id, request.expected_resource_version
-        )
-        violations.reason("reason", request.reason)
-        violations.raise_if_any()
-        row = await self._change_queue(
-            QueueChange(
-                request.tenant_id,
-                request.queue_id,
-                request.expected_resource_version,
-                required_version=False,
-                reason=request.reason,
-                state="DRAINING",
-            )
-        )
+        row = await self._set_state(request, "DRAINING", request.reason)
         return pb.DrainQueueResponse(queue=await self._shown(row))
 
     async def ResumeQueue(
         self, request: pb.ResumeQueueRequest, context: Context
     ) -> pb.ResumeQueueResponse:
+        row = await self._set_state(request, "ACTIVE", None)
+        return pb.ResumeQueueResponse(queue=await self._shown(row))
+
+    async def _set_state(
+        self,
+        request: pb.PauseQueueRequest | pb.DrainQueueRequest | pb.ResumeQueueRequest,
+        state: str,
+        reason: str | None,
+    ) -> QueueRow:
+        """Pause, drain or resume (`reason` None: the RPC takes none)."""
         violations = Violations()
         self._queue_names(
             violations, request.tenant_id, request.queue_id, request.expected_resource_version
         )
+        if reason is not None:
+            violations.reason("reason", reason)
         violations.raise_if_any()
-        row = await self._change_queue(
+        return await self._change_queue(
             QueueChange(
                 request.tenant_id,
                 request.queue_id,
                 request.expected_resource_version,
                 required_version=False,
-                reason="",
-                state="ACTIVE",
+                reason=reason or "",
+                state=state,
             )
         )
-        return pb.ResumeQueueResponse(queue=await self._shown(row))
