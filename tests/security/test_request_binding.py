@@ -19,6 +19,7 @@ from ppos.controlplane.core.logging import SecretRegistry
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2 as pb
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2_grpc as pb_grpc
 from ppos.controlplane.security.claims import request_sha256
+from tests.node_registry.helpers import refusal
 from tests.support.dbstate import row_counts
 from tests.support.nodes import EnrolledNode, enroll_node
 from tests.support.servers import RunningPlane, start_plane, stop_plane
@@ -38,18 +39,6 @@ def mint(plane: RunningPlane, method: str, request: Message | None) -> tuple[tup
         request_sha256=request_sha256(request.SerializeToString()) if request else "",
     )
     return (("authorization", f"Bearer {token}"),)
-
-
-def reason_of(error: grpc.aio.AioRpcError) -> str:
-    from google.rpc import error_details_pb2, status_pb2
-
-    for key, value in error.trailing_metadata() or ():
-        if key == "grpc-status-details-bin":
-            for detail in status_pb2.Status.FromString(value).details:
-                info = error_details_pb2.ErrorInfo()
-                if detail.Unpack(info):
-                    return info.reason
-    raise AssertionError("no ErrorInfo in the status details")
 
 
 @pytest.fixture
@@ -82,7 +71,7 @@ async def test_a_token_with_another_body_is_refused(
             pb.CordonNodeRequest(node_id=node.node_id, reason="planned"), metadata=captured
         )
     assert caught.value.code() == UNAUTH
-    assert reason_of(caught.value) == "TOKEN_REQUEST_MISMATCH"
+    assert refusal(caught.value).reason == "TOKEN_REQUEST_MISMATCH"
     assert row_counts(plane.database_url) == before
     got = await stub.GetNode(pb.GetNodeRequest(node_id=node.node_id), metadata=plane.operator)
     assert got.node.spec.schedulable
@@ -95,7 +84,7 @@ async def test_an_unbound_token_is_refused(plane: RunningPlane, node: EnrolledNo
             pb.GetNodeRequest(node_id=node.node_id), metadata=mint(plane, GET_NODE, None)
         )
     assert caught.value.code() == UNAUTH
-    assert reason_of(caught.value) == "TOKEN_UNBOUND"
+    assert refusal(caught.value).reason == "TOKEN_UNBOUND"
 
 
 async def test_a_mutating_token_is_spent_once(plane: RunningPlane, node: EnrolledNode) -> None:
@@ -108,7 +97,7 @@ async def test_a_mutating_token_is_spent_once(plane: RunningPlane, node: Enrolle
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.CordonNode(request, metadata=metadata)
     assert caught.value.code() == UNAUTH
-    assert reason_of(caught.value) == "TOKEN_REPLAYED"
+    assert refusal(caught.value).reason == "TOKEN_REPLAYED"
     assert row_counts(plane.database_url) == before
 
 
@@ -140,5 +129,5 @@ async def test_a_mutating_token_spent_on_one_replica_is_refused_by_another(
             request, metadata=metadata
         )
     assert caught.value.code() == UNAUTH
-    assert reason_of(caught.value) == "TOKEN_REPLAYED"
+    assert refusal(caught.value).reason == "TOKEN_REPLAYED"
     assert row_counts(plane.database_url) == before

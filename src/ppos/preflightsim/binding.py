@@ -21,7 +21,7 @@ from typing import Any
 import grpc
 
 from ppos.preflightsim.preflight_jwt import PreflightClaims
-from ppos.preflightsim.replies import Refusal, invalid_argument, unauthenticated
+from ppos.preflightsim.replies import Refusal, end_with, invalid_argument, unauthenticated
 
 
 def sha256_b64url(data: bytes) -> str:
@@ -49,10 +49,7 @@ class SpentTokens:
 
 
 def _refuse(context: Any, refusal: Refusal) -> None:
-    status = refusal.to_grpc_status()
-    context.set_code(status.code)
-    context.set_details(status.details)
-    context.set_trailing_metadata(status.trailing_metadata)
+    end_with(context, refusal.to_grpc_status())
 
 
 def bound_handler(

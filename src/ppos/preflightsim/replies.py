@@ -70,6 +70,14 @@ def unauthenticated(message: str, *, reason: str) -> Refusal:
     return Refusal(grpc.StatusCode.UNAUTHENTICATED, message, reason=reason)
 
 
+def end_with(context: Any, status: grpc.Status) -> None:
+    """End the call with `status` once its behaviour returns: set_code rather than
+    abort, so nothing of the call is kept in an exception."""
+    context.set_code(status.code)
+    context.set_details(status.details)
+    context.set_trailing_metadata(status.trailing_metadata)
+
+
 def refusing_handler(
     handler: grpc.RpcMethodHandler[Any, Any], status: grpc.Status
 ) -> grpc.RpcMethodHandler[Any, Any]:
@@ -82,10 +90,7 @@ def refusing_handler(
 
     # A coroutine for every shape: grpc.aio runs a streaming one as a writer.
     async def refuse(_request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-        # set_code rather than abort: nothing of the call is kept in an exception.
-        context.set_code(status.code)
-        context.set_details(status.details)
-        context.set_trailing_metadata(status.trailing_metadata)
+        end_with(context, status)
 
     if handler.unary_unary is not None:
         return grpc.unary_unary_rpc_method_handler(refuse, **common)

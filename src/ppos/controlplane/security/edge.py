@@ -145,6 +145,20 @@ class _Guard(CallWrapper):
         self._enter(principal, request_id)
         return None
 
+    async def _checked(self, context: Any, request: Any) -> tuple[str, DomainError | None]:
+        """Every check before the request is read, in order: who is calling, a
+        credential pasted where it does not belong (not on health and reflection,
+        open to anyone), a PREFLIGHT_JWT's request binding and single use. The
+        call's request id, and why it is refused (None when it is not)."""
+        request_id, refused, claims = self._admit(context)
+        if isinstance(refused, OperatorLookupPending):
+            refused = await self._admit_operator(refused, request_id)
+        if refused is None and not self._rule.open:
+            refused = self._pasted(context, request)
+        if claims is not None and refused is None:
+            refused = await self._bound(claims, request)
+        return request_id, refused
+
     def _pasted(self, context: Any, request: Any) -> DomainError | None:
         """A credential in the request or in a header other than `authorization`
         (see credential_scan): refused before anything reads, stores or echoes it."""
@@ -228,18 +242,10 @@ class _Guard(CallWrapper):
     def wrap_unary(
         self, behaviour: Callable[[Any, Any], Awaitable[Any]]
     ) -> Callable[[Any, Any], Awaitable[Any]]:
-        admit, refuse, fail, bound = self._admit, self._refuse, self._fail, self._bound
-        pasted, admit_operator = self._pasted, self._admit_operator
-        scanned = not self._rule.open  # anyone may send anything to health and reflection
+        checked, refuse, fail = self._checked, self._refuse, self._fail
 
         async def guarded(request: Any, context: Any) -> Any:
-            request_id, refused, claims = admit(context)
-            if isinstance(refused, OperatorLookupPending):
-                refused = await admit_operator(refused, request_id)
-            if refused is None and scanned:
-                refused = pasted(context, request)
-            if claims is not None and refused is None:
-                refused = await bound(claims, request)
+            request_id, refused = await checked(context, request)
             if refused is not None:
                 refuse(context, refused, request_id)
                 return None
@@ -256,13 +262,7 @@ class _Guard(CallWrapper):
     async def around_stream(
         self, invoke: Callable[[Any], AsyncIterator[Any]], context: Any, request: Any = None
     ) -> AsyncIterator[Any]:
-        request_id, refused, claims = self._admit(context)
-        if isinstance(refused, OperatorLookupPending):
-            refused = await self._admit_operator(refused, request_id)
-        if refused is None and not self._rule.open:
-            refused = self._pasted(context, request)
-        if claims is not None and refused is None:
-            refused = await self._bound(claims, request)
+        request_id, refused = await self._checked(context, request)
         if refused is not None:
             self._refuse(context, refused, request_id)
             return
