@@ -398,3 +398,40 @@ async def test_a_node_read_quickly_and_filled_in_place_is_the_message_the_orm_ro
             assert filled == whole
     finally:
         db.close()
+
+
+async def test_a_converted_read_makes_each_stored_row_once_and_anew_when_it_changes(
+    database_url: str,
+) -> None:
+    """GetNode's and ListTenants' messages are kept by the row's raw values: the
+    same row read again is the same message (equal to `node_to_proto` of the
+    ORM's row), a row changed in any column (here only its labels, a JSON value
+    the PostgreSQL driver parses) is made anew."""
+    db = Database(database_url, pool_size=2)
+    try:
+        db.write_sync(lambda s: s.add_all([_node("node-m"), _tenant("t-m", "ACTIVE")]))
+        reads = quick_reads(db)
+        first = await reads.converted(NODE_BY_ID, node_id="node-m")
+        again = await reads.converted(NODE_BY_ID, node_id="node-m")
+        assert len(first) == 1
+        assert again[0] is first[0]
+        orm = db.read_sync(lambda s: s.get(NodeRow, "node-m"))
+        assert first[0] == node_to_proto(orm)
+
+        def relabel(session: object) -> None:
+            row = session.get(NodeRow, "node-m")  # type: ignore[attr-defined]
+            row.labels = {"tier": "edge", "zone": "c"}
+
+        db.write_sync(relabel)
+        changed = await reads.converted(NODE_BY_ID, node_id="node-m")
+        assert changed[0] is not first[0]
+        assert dict(changed[0].meta.labels) == {"tier": "edge", "zone": "c"}
+        assert await reads.converted(NODE_BY_ID, node_id="node-none") == []
+
+        tenants = await reads.converted(tenants_after(0), after="", limit=10)
+        assert [t.tenant_id for t in tenants] == ["t-m"]
+        orm_tenant = db.read_sync(lambda s: s.get(TenantRow, "t-m"))
+        assert tenants[0] == tenant_to_proto(orm_tenant)
+        assert (await reads.converted(tenants_after(0), after="", limit=10))[0] is tenants[0]
+    finally:
+        db.close()

@@ -32,10 +32,20 @@ busy the read goes to the pool instead. Rows come back as named tuples whose
 fields are the columns, converted as the ORM converts them (the columns' own
 result processors: UTC datetimes, JSON, booleans). Parameters must be plain
 values that need no bind processing (strings, integers).
+
+A read may also name what each row is made into (`convert`, e.g. a reply's
+message): `QuickReads.converted` then keeps each product by the row's raw
+column values as the driver returned them, for this read and dialect only,
+so the same stored row is converted once, however often it is read (a JSON
+value the driver already parsed is keyed by its canonical text). The key is
+the whole row, so a row that changed in any column is converted anew; at most
+`memo_size` products are kept, the oldest dropped first. Products are shared:
+callers copy them into their replies and never change them.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import weakref
@@ -45,7 +55,7 @@ from typing import Any
 
 import psycopg
 import structlog
-from sqlalchemy import Select, event
+from sqlalchemy import JSON, Select, event
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 
@@ -55,15 +65,29 @@ from ppos.controlplane.storage.database import SQLITE_BUSY_TIMEOUT_MS, Database
 from ppos.controlplane.storage.loop_postgres import LoopConnections
 
 Processor = Callable[[Any], Any] | None
+Convert = Callable[[Any], Any]
 _log = structlog.get_logger(__name__)
 
 
 class _Compiled:
     """A statement's SQL for one dialect, its parameter order and row maker."""
 
-    __slots__ = ("_compiled", "_conversions", "_make", "_names", "_positional", "sql")
+    __slots__ = (
+        "_compiled",
+        "_conversions",
+        "_convert",
+        "_json_columns",
+        "_make",
+        "_memo",
+        "_memo_size",
+        "_names",
+        "_positional",
+        "sql",
+    )
 
-    def __init__(self, statement: Select[Any], dialect: Dialect) -> None:
+    def __init__(
+        self, statement: Select[Any], dialect: Dialect, convert: Convert | None, memo_size: int
+    ) -> None:
         compiled = statement.compile(dialect=dialect)
         self._compiled = compiled
         self.sql = str(compiled)
@@ -79,6 +103,13 @@ class _Compiled:
         )
         fields = namedtuple("Read", [column.key for column in columns])  # type: ignore[misc]
         self._make: Callable[[Any], Any] = fields._make
+        self._convert = convert
+        self._memo: dict[Any, Any] = {}
+        self._memo_size = memo_size
+        # Columns whose raw value may be a parsed JSON document (unhashable).
+        self._json_columns = tuple(
+            index for index, column in enumerate(columns) if isinstance(column.type, JSON)
+        )
 
     def parameters(self, values: Mapping[str, Any]) -> Any:
         params = self._compiled.construct_params(dict(values))
@@ -90,21 +121,62 @@ class _Compiled:
             values[index] = process(values[index])
         return self._make(values)
 
+    def converted(self, raw_rows: Sequence[Any]) -> list[Any]:
+        """What `convert` makes of each row, from the memo when this exact raw row
+        was converted before (see the module)."""
+        convert = self._convert
+        assert convert is not None, "a read converted must be given `convert`"
+        memo = self._memo
+        products = []
+        for raw in raw_rows:
+            key = self._key(raw)
+            product = memo.get(key)
+            if product is None:
+                product = convert(self.row(raw))
+                if len(memo) >= self._memo_size:  # oldest first: dicts keep insertion order
+                    del memo[next(iter(memo))]
+                memo[key] = product
+            products.append(product)
+        return products
+
+    def _key(self, raw: Any) -> tuple[Any, ...]:
+        key = tuple(raw)
+        parsed = [i for i in self._json_columns if not isinstance(key[i], (str, bytes, type(None)))]
+        if not parsed:
+            return key
+        values = list(key)
+        for index in parsed:  # its canonical text: equal documents, equal keys
+            values[index] = json.dumps(values[index], sort_keys=True, separators=(",", ":"))
+        return tuple(values)
+
 
 class PreparedRead:
     """A SELECT with named bind parameters (`bindparam("name")`), compiled once per dialect."""
 
-    def __init__(self, statement: Select[Any], *, bounded: bool = False) -> None:
+    def __init__(
+        self,
+        statement: Select[Any],
+        *,
+        bounded: bool = False,
+        convert: Convert | None = None,
+        memo_size: int = 4096,
+    ) -> None:
         """`bounded`: reads few rows along an index (a key, or a key range under a
-        LIMIT), so it may run on the event loop on SQLite."""
+        LIMIT), so it may run on the event loop on SQLite. `convert`: what
+        `QuickReads.converted` makes of a row (a pure function of the row: its
+        products are kept, see the module), at most `memo_size` of them."""
         self.statement = statement
         self.bounded = bounded
+        self._convert = convert
+        self._memo_size = memo_size
         self._by_dialect: dict[str, _Compiled] = {}
 
     def compiled(self, dialect: Dialect) -> _Compiled:
         found = self._by_dialect.get(dialect.name)
         if found is None:
-            found = self._by_dialect[dialect.name] = _Compiled(self.statement, dialect)
+            found = self._by_dialect[dialect.name] = _Compiled(
+                self.statement, dialect, self._convert, self._memo_size
+            )
         return found
 
 
@@ -130,21 +202,36 @@ class QuickReads:
             event.listen(engine, "engine_disposed", self._close_own)
 
     async def rows(self, read: PreparedRead, **values: Any) -> list[Any]:
+        compiled, raw = await self._raw(read, values)
+        return [compiled.row(row) for row in raw]
+
+    async def converted(self, read: PreparedRead, **values: Any) -> list[Any]:
+        """What the read's `convert` makes of each row (see the module)."""
+        compiled, raw = await self._raw(read, values)
+        return compiled.converted(raw)
+
+    async def _raw(
+        self, read: PreparedRead, values: Mapping[str, Any]
+    ) -> tuple[_Compiled, Sequence[Any]]:
+        """The rows as the driver returns them, and the statement they came from."""
+        compiled = read.compiled(self._db.read_engine.dialect)
         if self._loop_postgres is not None:
-            return await self._on_loop_postgres(read, values, self._loop_postgres)
+            return compiled, await self._on_loop_postgres(compiled, values, self._loop_postgres)
         if read.bounded and self._sqlite_file is not None:
-            found = self._on_loop(read, values)
+            found = self._on_loop(compiled, values)
             if found is not None:
-                return found
-        return await self._db.run_in_executor(lambda: self.rows_sync(read, values))
+                return compiled, found
+        return compiled, await self._db.run_in_executor(lambda: self._raw_sync(compiled, values))
 
     async def first(self, read: PreparedRead, **values: Any) -> Any | None:
         found = await self.rows(read, **values)
         return found[0] if found else None
 
     def rows_sync(self, read: PreparedRead, values: Mapping[str, Any]) -> list[Any]:
-        engine = self._db.read_engine
-        compiled = read.compiled(engine.dialect)
+        compiled = read.compiled(self._db.read_engine.dialect)
+        return [compiled.row(row) for row in self._raw_sync(compiled, values)]
+
+    def _raw_sync(self, compiled: _Compiled, values: Mapping[str, Any]) -> Sequence[Any]:
         params = compiled.parameters(values)
         raw: Sequence[Any]
         try:
@@ -156,7 +243,7 @@ class QuickReads:
                 raw = self._pooled(compiled.sql, params)
         except (sqlite3.Error, DBAPIError) as exc:
             raise _answer(compiled.sql, exc) from exc
-        return [compiled.row(row) for row in raw]
+        return raw
 
     def _own_postgres(self, sql: str, params: Any) -> Sequence[Any]:
         """One statement on this thread's own PostgreSQL connection, once more on a
@@ -213,12 +300,11 @@ class QuickReads:
             self._loop_postgres.close()
 
     async def _on_loop_postgres(
-        self, read: PreparedRead, values: Mapping[str, Any], connections: LoopConnections
+        self, compiled: _Compiled, values: Mapping[str, Any], connections: LoopConnections
     ) -> list[Any]:
         """A read on one of the event loop's own PostgreSQL connections (see
         `storage.loop_postgres`): no hop to a reader thread."""
         dialect = self._db.read_engine.dialect
-        compiled = read.compiled(dialect)
         params = compiled.parameters(values)
         sql = compiled.sql
 
@@ -228,8 +314,7 @@ class QuickReads:
             )
             return _answer(sql, wrapped) if isinstance(wrapped, DBAPIError) else wrapped
 
-        raw = await connections.fetch(sql, params, error)
-        return [compiled.row(row) for row in raw]
+        return await connections.fetch(sql, params, error)
 
     def _pooled(self, sql: str, params: Any) -> Sequence[Any]:
         """One statement on a pooled connection (in-memory SQLite: the pool holds
@@ -256,9 +341,8 @@ class QuickReads:
         finally:
             connection.close()
 
-    def _on_loop(self, read: PreparedRead, values: Mapping[str, Any]) -> list[Any] | None:
+    def _on_loop(self, compiled: _Compiled, values: Mapping[str, Any]) -> list[Any] | None:
         """A bounded read on this (event loop) thread's connection; None if SQLite is busy."""
-        compiled = read.compiled(self._db.read_engine.dialect)
         connection = self._sqlite(busy_timeout_ms=0)
         try:
             raw = connection.execute(compiled.sql, compiled.parameters(values)).fetchall()
@@ -267,7 +351,7 @@ class QuickReads:
             if isinstance(exc, sqlite3.OperationalError) and exc.sqlite_errorcode & 0xFF in busy:
                 return None
             raise _answer(compiled.sql, exc) from exc
-        return [compiled.row(row) for row in raw]
+        return raw
 
     def _sqlite(self, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS) -> sqlite3.Connection:
         """This thread's own connection (one per busy timeout): reads only, in

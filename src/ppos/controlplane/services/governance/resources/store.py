@@ -19,7 +19,11 @@ from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
 from ppos.controlplane.governance.v1 import resources_pb2 as res_pb
 from ppos.controlplane.security.principal import Principal
 from ppos.controlplane.services.governance.common import record_change
-from ppos.controlplane.services.governance.convert import partner_snapshot, queue_snapshot
+from ppos.controlplane.services.governance.convert import (
+    fill_tenant,
+    partner_snapshot,
+    queue_snapshot,
+)
 from ppos.controlplane.services.governance.enums import GOVERNANCE_STATE, QUEUE_STATE
 from ppos.controlplane.services.governance.models import (
     GatewayHoldRow,
@@ -40,9 +44,14 @@ _TENANTS_AFTER: dict[int, PreparedRead] = {}
 # -- tenants ---------------------------------------------------------------------
 
 
+def tenant_message(row: Any) -> res_pb.Tenant:
+    return fill_tenant(res_pb.Tenant(), row)
+
+
 def tenants_after(phase_count: int) -> PreparedRead:
     """ListTenants' page query (Core SQL compiled once, no ORM session: storage.reads),
-    one per number of phases asked for (at most one per phase)."""
+    one per number of phases asked for (at most one per phase); each row made
+    into its Tenant message once while it stays the same (storage.reads)."""
     found = _TENANTS_AFTER.get(phase_count)
     if found is None:
         query = select(_TENANTS).where(_TENANTS.c.tenant_id > bindparam("after"))
@@ -52,6 +61,7 @@ def tenants_after(phase_count: int) -> PreparedRead:
         found = PreparedRead(
             query.order_by(_TENANTS.c.tenant_id).limit(bindparam("limit")),
             bounded=not phase_count,  # by key order under a LIMIT (a phase filter may scan)
+            convert=tenant_message,
         )
         _TENANTS_AFTER[phase_count] = found
     return found
@@ -59,9 +69,10 @@ def tenants_after(phase_count: int) -> PreparedRead:
 
 async def read_tenant_page(
     db: Database, phases: list[str], selector: LabelSelector, page: Page
-) -> list[Any]:
-    """One page of tenants (size + 1 rows when more follow) in the given phases
-    (any when empty) whose labels match `selector`."""
+) -> list[res_pb.Tenant]:
+    """One page of tenants (size + 1 when more follow) in the given phases (any
+    when empty) whose labels match `selector`, as messages shared with other
+    reads: the caller copies them into its reply."""
     reads = quick_reads(db)
     wanted = sorted(set(phases))
     statement = tenants_after(len(wanted))
@@ -83,8 +94,8 @@ async def read_tenant_page(
         return found[: page.size + 1]
 
     if not selector.empty:
-        return await db.run_in_executor(filtered)
-    return await reads.rows(statement, **bound)  # one statement: the page itself
+        return [tenant_message(row) for row in await db.run_in_executor(filtered)]
+    return await reads.converted(statement, **bound)  # one statement: the page itself
 
 
 def new_tenant_row(tenant_id: str, spec: res_pb.TenantSpec, labels: dict[str, str]) -> TenantRow:

@@ -12,7 +12,7 @@ from ppos.controlplane.core.validation import MAX_ENUM_FILTER, Violations
 from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
 from ppos.controlplane.security.principal import current_principal
 from ppos.controlplane.services.governance.common import GOVERNANCE_SERVICE, Context
-from ppos.controlplane.services.governance.convert import fill_tenant, tenant_to_proto
+from ppos.controlplane.services.governance.convert import tenant_to_proto
 from ppos.controlplane.services.governance.enums import TENANT_PHASE
 from ppos.controlplane.services.governance.handler_base import HandlerBase
 from ppos.controlplane.services.governance.idempotency import IdempotentCall
@@ -85,11 +85,9 @@ class TenantHandlers(HandlerBase):
             request.page_token,
             {"phases": sorted(phases), "selector": request.label_selector},
         )
-        rows = await store.read_tenant_page(self._db, phases, selector, page)
-        response = pb.ListTenantsResponse(next_page_token=page.next_token(rows))
-        add = response.tenants.add
-        for row in rows[: page.size]:
-            fill_tenant(add(), row)
+        tenants = await store.read_tenant_page(self._db, phases, selector, page)
+        response = pb.ListTenantsResponse(next_page_token=page.next_token(tenants))
+        response.tenants.extend(tenants[: page.size])  # copies: the messages are shared
         return response
 
     async def UpdateTenant(
