@@ -7,6 +7,7 @@ services evolve their tables independently; `upgrade heads` applies them all.
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
 from alembic import command
@@ -29,9 +30,17 @@ def upgrade(engine: Engine) -> None:
     command.upgrade(alembic_config(engine), "heads")
 
 
+@cache
+def _heads() -> frozenset[str]:
+    """The head revisions of the migrations shipped with this code, read once:
+    loading the scripts executes each of them (the health probe asks every few
+    seconds)."""
+    script = ScriptDirectory(str(MIGRATIONS))
+    return frozenset(script.get_heads())
+
+
 def pending(engine: Engine) -> set[str]:
     """Head revisions not yet applied (empty when the schema is current)."""
-    script = ScriptDirectory.from_config(alembic_config(engine))
     with engine.connect() as connection:
         applied = set(MigrationContext.configure(connection).get_current_heads())
-    return set(script.get_heads()) - applied
+    return set(_heads()) - applied
