@@ -406,7 +406,7 @@ async def test_a_converted_read_makes_each_stored_row_once_and_anew_when_it_chan
     """GetNode's and ListTenants' messages are kept by the row's raw values: the
     same row read again is the same message (equal to `node_to_proto` of the
     ORM's row), a row changed in any column (here only its labels, a JSON value
-    the PostgreSQL driver parses) is made anew."""
+    read as its text) is made anew."""
     db = Database(database_url, pool_size=2)
     try:
         db.write_sync(lambda s: s.add_all([_node("node-m"), _tenant("t-m", "ACTIVE")]))

@@ -37,6 +37,8 @@ from psycopg import pq
 _Pair = tuple[psycopg.AsyncConnection[Any], psycopg.AsyncCursor[Any]]
 # (the driver's error, whether the connection was lost) -> what the caller raises
 ErrorMaker = Callable[[psycopg.Error, bool], Exception]
+# Run on each connection as it is opened (adapters: how values are loaded).
+Configure = Callable[[psycopg.AsyncConnection[Any]], None]
 _IDLE = pq.TransactionStatus.IDLE
 
 
@@ -49,8 +51,10 @@ class _LoopPool:
         loop: asyncio.AbstractEventLoop,
         size: int,
         conninfo: tuple[Sequence[Any], dict[str, Any]],
+        configure: Configure | None = None,
     ) -> None:
         self.loop = loop
+        self._configure = configure
         self.closed = False
         self._size = size
         self._args, self._kwargs = conninfo
@@ -82,6 +86,8 @@ class _LoopPool:
             self._count -= 1
             self._pass_on(None)
             raise
+        if self._configure is not None:
+            self._configure(connection)
         with self._lock:
             if self.closed:
                 connection.pgconn.finish()
@@ -138,9 +144,16 @@ class _LoopPool:
 class LoopConnections:
     """At most `size` autocommit connections on the running event loop (see the module)."""
 
-    def __init__(self, conninfo: tuple[Sequence[Any], dict[str, Any]], size: int) -> None:
+    def __init__(
+        self,
+        conninfo: tuple[Sequence[Any], dict[str, Any]],
+        size: int,
+        configure: Configure | None = None,
+    ) -> None:
+        """`configure`: run on each connection as it is opened."""
         self._conninfo = conninfo
         self._size = size
+        self._configure = configure
         self._pool: _LoopPool | None = None
 
     def _current(self) -> _LoopPool:
@@ -149,7 +162,7 @@ class LoopConnections:
         if pool is None or pool.loop is not loop or pool.closed:
             if pool is not None:
                 pool.close()
-            pool = self._pool = _LoopPool(loop, self._size, self._conninfo)
+            pool = self._pool = _LoopPool(loop, self._size, self._conninfo, self._configure)
         return pool
 
     async def fetch(self, sql: str, params: Any, error: ErrorMaker) -> list[Any]:

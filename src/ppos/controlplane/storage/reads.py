@@ -36,8 +36,10 @@ values that need no bind processing (strings, integers).
 A read may also name what each row is made into (`convert`, e.g. a reply's
 message): `QuickReads.converted` then keeps each product by the row's raw
 column values as the driver returned them, for this read and dialect only,
-so the same stored row is converted once, however often it is read (a JSON
-value the driver already parsed is keyed by its canonical text). The key is
+so the same stored row is converted once, however often it is read. Our
+PostgreSQL connections leave JSON values as their text (`keep_json_text`), parsed
+by the row maker, so the key is the text and a row seen before is not parsed
+at all (a JSON value a driver did parse is keyed by its canonical text). The key is
 the whole row, so a row that changed in any column is converted anew; at most
 `memo_size` products are kept, the oldest dropped first. Products are shared:
 callers copy them into their replies and never change them.
@@ -55,6 +57,7 @@ from typing import Any
 
 import psycopg
 import structlog
+from psycopg.types.json import set_json_loads
 from sqlalchemy import JSON, Select, event
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
@@ -97,6 +100,11 @@ class _Compiled:
         processors: list[Processor] = [
             column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
         ]
+        if dialect.name == "postgresql":  # our connections leave JSON as text (keep_json_text)
+            processors = [
+                _parse_json if isinstance(column.type, JSON) and process is None else process
+                for column, process in zip(columns, processors, strict=True)
+            ]
         # Only the columns that need converting are visited for each row.
         self._conversions = tuple(
             (index, process) for index, process in enumerate(processors) if process is not None
@@ -150,6 +158,21 @@ class _Compiled:
         return tuple(values)
 
 
+def _parse_json(value: bytes | None) -> Any:
+    return None if value is None else json.loads(value)
+
+
+def _as_text(data: str | bytes) -> str | bytes:
+    return data
+
+
+def keep_json_text(connection: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> None:
+    """JSON and JSONB values come back as their text (bytes), parsed by the read's
+    row maker: a converted read keys its memo by the text and parses only the
+    rows it has not seen (see the module)."""
+    set_json_loads(_as_text, connection)
+
+
 class PreparedRead:
     """A SELECT with named bind parameters (`bindparam("name")`), compiled once per dialect."""
 
@@ -198,7 +221,9 @@ class QuickReads:
             engine = db.read_engine
             args, kwargs = engine.dialect.create_connect_args(engine.url)
             size: int = getattr(engine.pool, "size", lambda: 1)()  # QueuePool: its size
-            self._loop_postgres = LoopConnections((args, dict(kwargs)), size=size)
+            self._loop_postgres = LoopConnections(
+                (args, dict(kwargs)), size=size, configure=keep_json_text
+            )
             event.listen(engine, "engine_disposed", self._close_own)
 
     async def rows(self, read: PreparedRead, **values: Any) -> list[Any]:
@@ -278,6 +303,7 @@ class QuickReads:
             engine = self._db.read_engine
             args, kwargs = engine.dialect.create_connect_args(engine.url)
             connection = psycopg.connect(*args, **kwargs, autocommit=True)
+            keep_json_text(connection)
             with self._opened_lock:
                 self._opened.add(connection)
             cursor = self._local.postgres = connection.cursor()
