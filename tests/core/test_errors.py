@@ -290,6 +290,15 @@ def test_a_message_of_wide_characters_is_cut_by_its_encoded_size() -> None:
     assert bounded_message("plain and short") == "plain and short"
 
 
+def test_a_message_of_percent_signs_is_cut_by_its_encoded_size() -> None:
+    """Printable ASCII is counted without a per-character loop: each `%` still
+    costs three bytes on the wire."""
+    message = bounded_message("%" * 500)  # under the character limit, not the wire's
+    assert len(urllib.parse.quote(message, safe=_UNRESERVED)) <= MAX_MESSAGE_WIRE_BYTES
+    assert message.endswith(" chars)")
+    assert bounded_message("100% of 3") == "100% of 3"
+
+
 class _Raiser:
     """A service that raises each hostile error, through the real edge."""
 
