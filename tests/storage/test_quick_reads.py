@@ -14,7 +14,7 @@ import sqlite3
 
 import psycopg
 import pytest
-from sqlalchemy import inspect, select
+from sqlalchemy import bindparam, inspect, select
 from sqlalchemy.engine import make_url
 
 from ppos.controlplane.common.v1 import resource_pb2 as common_pb
@@ -31,7 +31,7 @@ from ppos.controlplane.services.node_registry.convert import fill_node, node_to_
 from ppos.controlplane.services.node_registry.models import NodeRow
 from ppos.controlplane.services.node_registry.rpc_operator import NODE_BY_ID
 from ppos.controlplane.storage.database import Database
-from ppos.controlplane.storage.reads import quick_reads
+from ppos.controlplane.storage.reads import PreparedRead, quick_reads
 from tests.support.databases import _libpq
 
 WHEN = dt.datetime(2026, 12, 5, 10, 30, 15, 123456, tzinfo=dt.UTC)
@@ -433,5 +433,30 @@ async def test_a_converted_read_makes_each_stored_row_once_and_anew_when_it_chan
         orm_tenant = db.read_sync(lambda s: s.get(TenantRow, "t-m"))
         assert tenants[0] == tenant_to_proto(orm_tenant)
         assert (await reads.converted(tenants_after(0), after="", limit=10))[0] is tenants[0]
+    finally:
+        db.close()
+
+
+async def test_a_converted_read_keeps_at_most_its_memo_size_dropping_the_oldest(
+    database_url: str,
+) -> None:
+    made: list[str] = []
+
+    def convert(row: NodeRow) -> str:
+        made.append(row.node_id)
+        return row.node_id
+
+    nodes = NodeRow.__table__
+    by_id = PreparedRead(
+        select(nodes).where(nodes.c.node_id == bindparam("node_id")), convert=convert, memo_size=2
+    )
+    db = Database(database_url, pool_size=2)
+    try:
+        db.write_sync(lambda s: s.add_all([_node("node-1"), _node("node-2"), _node("node-3")]))
+        reads = quick_reads(db)
+        for node_id in ("node-1", "node-2", "node-1", "node-3", "node-2", "node-1"):
+            assert await reads.converted(by_id, node_id=node_id) == [node_id]
+        # node-3 drops node-1 (the oldest kept), node-1 again drops node-2.
+        assert made == ["node-1", "node-2", "node-3", "node-1"]
     finally:
         db.close()

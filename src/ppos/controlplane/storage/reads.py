@@ -82,6 +82,7 @@ class _Compiled:
         "_json_columns",
         "_make",
         "_memo",
+        "_memo_lock",
         "_memo_size",
         "_names",
         "_positional",
@@ -113,6 +114,9 @@ class _Compiled:
         self._make: Callable[[Any], Any] = fields._make
         self._convert = convert
         self._memo: dict[Any, Any] = {}
+        # A statement is shared by every loop and thread of the process (tests run
+        # several): dropping the oldest while another thread adds would fail.
+        self._memo_lock = threading.Lock()
         self._memo_size = memo_size
         # Columns whose raw value may be a parsed JSON document (unhashable).
         self._json_columns = tuple(
@@ -141,9 +145,10 @@ class _Compiled:
             product = memo.get(key)
             if product is None:
                 product = convert(self.row(raw))
-                if len(memo) >= self._memo_size:  # oldest first: dicts keep insertion order
-                    del memo[next(iter(memo))]
-                memo[key] = product
+                with self._memo_lock:
+                    if len(memo) >= self._memo_size:  # oldest first: dicts keep their order
+                        del memo[next(iter(memo))]
+                    memo[key] = product
             products.append(product)
         return products
 
