@@ -316,6 +316,7 @@ class AdminJobRunner:
         job_id = snapshot.admin_job_id
         lease = Lease(job_id, snapshot.runs, asyncio.get_running_loop().time())
         self._leases[job_id] = lease
+        _log.info("admin_jobs.running", admin_job_id=job_id, run=lease.run, kind=snapshot.kind)
         handle = JobHandle(self, snapshot, lease)
         principal_token = current_principal.set(snapshot.started_by)
         request_token = current_request_id.set(snapshot.request_id)
