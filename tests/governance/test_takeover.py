@@ -86,8 +86,8 @@ class Replicas:
                 plane.process.send_signal(signal.SIGCONT)
             await plane.stop()
 
-    def by_pid(self, pid: int) -> str:
-        return next(r for r, p in self.live.items() if p.process.pid == pid)
+    def by_pid(self, pid: int) -> str | None:
+        return next((r for r, p in self.live.items() if p.process.pid == pid), None)
 
 
 def _replica_id(plane: PlaneProcess) -> str:
@@ -112,14 +112,15 @@ class Tables:
         )
         return (0, 0) if row is None else (int(row[0]), int(str(row[1]).rsplit(":", 1)[1]))
 
-    async def job(self, job_id: str) -> tuple[int, str, str]:
-        """(runs, lease owner, state) of the admin job."""
+    async def job(self, job_id: str) -> tuple[int, str, str, int]:
+        """(runs, lease owner, state, steps done) of the admin job."""
         row = await asyncio.to_thread(
             self.row,
-            "SELECT runs, lease_owner, state FROM admin_jobs WHERE admin_job_id = :j",
+            "SELECT runs, lease_owner, state, progress_done FROM admin_jobs "
+            "WHERE admin_job_id = :j",
             j=job_id,
         )
-        return int(row[0]), str(row[1]), str(row[2])
+        return int(row[0]), str(row[1]), str(row[2]), int(row[3])
 
 
 async def _taken_over(
@@ -191,12 +192,18 @@ async def test_the_reconciler_lead_and_a_running_job_pass_on_within_their_bounds
                 await asyncio.sleep(0.05)
 
         feeding = asyncio.create_task(feed())
+        steps = 0
         for sig in signals:
-            lead = await eventually(tables.lead, lambda v: v[1] > 0, within=30)
-            job = await eventually(
-                lambda: tables.job(job_id), lambda v: v[1] in replicas.live, within=30
+            lead = await eventually(
+                tables.lead, lambda v: replicas.by_pid(v[1]) is not None, within=30
             )
-            victims = {replicas.by_pid(lead[1]), job[1]}
+            # Running steps on a live replica (not in the middle of taking it up).
+            job = await eventually(
+                lambda: tables.job(job_id),
+                lambda v, was=steps: v[1] in replicas.live and v[3] >= was + 3,
+                within=30,
+            )
+            victims = {str(replicas.by_pid(lead[1])), job[1]}
             resent = nodes.resent()
             for victim in victims:
                 replicas.live[victim].process.send_signal(sig)
@@ -222,14 +229,15 @@ async def test_the_reconciler_lead_and_a_running_job_pass_on_within_their_bounds
                     run=lambda v: v[0],
                 ),
             )
+            steps = (await tables.job(job_id))[3]
             taken[sig.name] = {"reconciler": round(lead_took, 2), "admin-job": round(job_took, 2)}
             if sig == signal.SIGSTOP:
-                now_lead, now_job = await tables.lead(), await tables.job(job_id)
                 for plane in gone.values():
                     plane.process.send_signal(signal.SIGCONT)
                 await asyncio.sleep(2)  # woken up, replaced: they take nothing back
-                assert (await tables.lead()) == now_lead
-                assert (await tables.job(job_id))[:2] == now_job[:2]
+                woken = {plane.process.pid for plane in gone.values()}
+                assert (await tables.lead())[1] not in woken
+                assert (await tables.job(job_id))[1] not in gone
                 runner = gone[job[1]]
                 assert any('"admin_jobs.lease_lost"' in line for line in runner.lines)
             if sig == signal.SIGTERM:

@@ -53,7 +53,7 @@ from ppos.controlplane.services.governance.deps import GovernanceDeps
 from ppos.controlplane.services.governance.models import AdminJobRow
 from ppos.controlplane.services.governance.outbox.retry import TRANSIENT, backoff_seconds
 from ppos.controlplane.services.governance.peers import PeerStubs
-from ppos.controlplane.storage.leases import database_now, fenced_out
+from ppos.controlplane.storage.leases import bound_idle_time, database_now, fenced_out
 
 _log = structlog.get_logger("ppos.governance.admin_jobs")
 RUNNER = internal("admin-job-runner")
@@ -247,20 +247,25 @@ class AdminJobRunner:
         task = asyncio.create_task(self._execute(snapshot), name=f"admin-job-{job_id}")
         self._running[job_id] = task
 
-        def forget(_task: asyncio.Task[None]) -> None:
-            self._running.pop(job_id, None)
+        def forget(done: asyncio.Task[None]) -> None:
+            if self._running.get(job_id) is done:
+                del self._running[job_id]
 
         task.add_done_callback(forget)
 
-    @staticmethod
-    def _runnable(now: dt.datetime) -> Any:
-        return or_(
+    def _runnable(self, now: dt.datetime) -> Any:
+        runnable = or_(
             AdminJobRow.state == "PENDING",
             and_(
                 AdminJobRow.state.in_(("RUNNING", "CANCELLING")),
                 or_(AdminJobRow.lease_expires_at.is_(None), AdminJobRow.lease_expires_at < now),
             ),
         )
+        if not self._running:
+            return runnable
+        # A run of ours whose lease ran out (this replica was starved) is for
+        # another replica to resume, once this one has let go of it.
+        return and_(runnable, AdminJobRow.admin_job_id.not_in(list(self._running)))
 
     def _anything_to_run(self, session: Session) -> bool:
         now = database_now(session)
@@ -268,6 +273,7 @@ class AdminJobRunner:
         return session.scalars(query).first() is not None
 
     def _claim(self, session: Session) -> Snapshot | None:
+        bound_idle_time(session)  # the row lock is not held through a freeze
         now = database_now(session)
         query = (
             select(AdminJobRow)
@@ -333,7 +339,7 @@ class AdminJobRunner:
             _log.info("admin_jobs.handed_over", admin_job_id=job_id, run=lease.run)
             return  # the lease is released by the hand-over
         except LeaseLost:
-            self._leases.pop(job_id, None)
+            self._forget_lease(lease)
             _log.warning("admin_jobs.lease_lost", admin_job_id=job_id, run=lease.run)
             return
         except asyncio.CancelledError:
@@ -346,7 +352,11 @@ class AdminJobRunner:
             current_principal.reset(principal_token)
             current_request_id.reset(request_token)
         await self.finish(lease, outcome, result, error)
-        self._leases.pop(job_id, None)
+        self._forget_lease(lease)
+
+    def _forget_lease(self, lease: Lease) -> None:
+        if self._leases.get(lease.job_id) is lease:
+            del self._leases[lease.job_id]
 
     async def _run_kind(self, snapshot: Snapshot, handle: JobHandle) -> dict[str, Any]:
         kind = self._kinds.get(snapshot.kind)
@@ -393,6 +403,7 @@ class AdminJobRunner:
 
     def _owned(self, session: Session, lease: Lease) -> AdminJobRow:
         """The job, locked, if it is still this run's (the fence); else LeaseLost."""
+        bound_idle_time(session)  # the row lock is not held through a freeze
         row = session.get(AdminJobRow, lease.job_id, with_for_update=True)
         if row is None or row.lease_owner != self.owner or row.runs != lease.run:
             fenced_out(
@@ -446,7 +457,7 @@ class AdminJobRunner:
         except LeaseLost:
             return  # already taken over
         finally:
-            self._leases.pop(lease.job_id, None)
+            self._forget_lease(lease)
         _log.info("admin_jobs.released", admin_job_id=lease.job_id, run=lease.run)
 
     async def cancel_reason(self, job_id: str) -> str:
