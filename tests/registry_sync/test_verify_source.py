@@ -81,7 +81,11 @@ async def test_a_clean_mirror_matches_and_each_divergence_is_named(
     synced = digest(w.feed(REGION).record(CONFLICT).canonical_payload)
 
     # The registry still serves both payloads of the conflicting revision.
+    calls = dict(w.sims[REGION].registry.calls)
     clean = await verify(w)
+    # Read back over the external contract, one ListJobChanges call a page.
+    after = w.sims[REGION].registry.calls
+    assert after["ListJobChanges"] - calls["ListJobChanges"] == clean.source.source_pages
     assert clean.intact
     source = clean.source
     assert source.state == pb.SOURCE_CHECK_STATE_MATCHES, source
