@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import grpc
+from prometheus_client import REGISTRY
 from sqlalchemy import create_engine, text
 
 from ppos.controlplane.registrysync.v1 import registry_sync_service_pb2 as pb
@@ -28,6 +29,11 @@ async def verify(w: SyncWorld, **options: object) -> pb.MirrorVerification:
     )
     (verification,) = reply.verifications
     return verification
+
+
+def source_divergences() -> float:
+    labels = {"region": REGION, "kind": "SOURCE"}
+    return REGISTRY.get_sample_value("ppos_sync_verify_divergences_total", labels) or 0.0
 
 
 def key(w: SyncWorld, position: int) -> tuple[str, int]:
@@ -115,7 +121,9 @@ async def test_a_clean_mirror_matches_and_each_divergence_is_named(
     # mirrored row is deleted in the database.
     write_faults(faults, {"changed_at": [CHANGED, CONFLICT], "omit_at": [OMITTED]})
     delete_synced_row(database_url, *key(w, DELETED))
+    counted = source_divergences()
     found = await verify(w)
+    assert source_divergences() == counted + 1
     assert not found.intact
     assert found.divergence.kind == pb.DIVERGENCE_KIND_DELETED
     source = found.source

@@ -13,6 +13,7 @@ import functools
 from collections.abc import Mapping
 
 from ppos.controlplane.core.logging import get_logger
+from ppos.controlplane.core.metrics import SYNC_VERIFY_DIVERGENCES
 from ppos.controlplane.registrysync.v1 import registry_sync_service_pb2 as pb
 from ppos.controlplane.services.registry_sync import source_compare
 from ppos.controlplane.services.registry_sync.source_compare import SourceReport
@@ -42,8 +43,11 @@ class SourceVerifier:
         report = await self._db.read(
             lambda session: source_compare.compare(session, region, bound, index, limit=limit)
         )
-        log = _log.error if report.state == source_compare.DIVERGES else _log.info
-        log(
+        diverged = report.state == source_compare.DIVERGES
+        if diverged:
+            # Beside the chain's kinds: alerts on the counter catch this one too.
+            SYNC_VERIFY_DIVERGENCES.labels(region, "SOURCE").inc()
+        (_log.error if diverged else _log.info)(
             "sync.source_compared",
             region=region,
             state=report.state,
