@@ -180,6 +180,10 @@ class _AdminJobKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AdminJob
     """Re-image every node of a region running a given container version."""
     ADMIN_JOB_KIND_REGION_DRAIN: _AdminJobKind.ValueType  # 4
     """Drain every node of a region."""
+    ADMIN_JOB_KIND_MIRROR_VERIFY: _AdminJobKind.ValueType  # 5
+    """Verify the synced mirror of some regions against its hash chains (and,
+    with `against_source=true`, against the regional registries).
+    """
 
 class AdminJobKind(_AdminJobKind, metaclass=_AdminJobKindEnumTypeWrapper):
     """AdminJobKind names a long-running operation."""
@@ -194,6 +198,10 @@ ADMIN_JOB_KIND_REIMAGE_ROLLOUT: AdminJobKind.ValueType  # 3
 """Re-image every node of a region running a given container version."""
 ADMIN_JOB_KIND_REGION_DRAIN: AdminJobKind.ValueType  # 4
 """Drain every node of a region."""
+ADMIN_JOB_KIND_MIRROR_VERIFY: AdminJobKind.ValueType  # 5
+"""Verify the synced mirror of some regions against its hash chains (and,
+with `against_source=true`, against the regional registries).
+"""
 Global___AdminJobKind: _TypeAlias = AdminJobKind  # noqa: Y015
 
 class _AdminJobState:
@@ -1078,7 +1086,7 @@ class AdminJob(_message.Message):
     @_builtins.property
     def parameters(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Parameters, by kind: `region`, `image`, `target_image`, `target_digest`,
-        `regions` (comma-separated), `reason`.
+        `regions` (comma-separated), `against_source` (`true`/`false`), `reason`.
         """
 
     @_builtins.property

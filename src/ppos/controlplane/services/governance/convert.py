@@ -394,4 +394,6 @@ def admin_job_snapshot(row: AdminJobRow) -> dict[str, Any]:
         "checkpoint": row.checkpoint,
         "cancel_reason": row.cancel_reason,
         "error": row.error,
+        # What a finished job found (a mirror verification's outcome, say) stays in the audit.
+        "result_json": row.result_json,
     }
