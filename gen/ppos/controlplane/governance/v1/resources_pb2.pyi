@@ -65,9 +65,9 @@ class _QueueStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_QueueState
     QUEUE_STATE_DRAINING: _QueueState.ValueType  # 3
     """Finishing running work, accepting none."""
     QUEUE_STATE_HELD: _QueueState.ValueType  # 4
-    """Status only, never a spec: the queue's gateway cannot be reached. Jobs
-    are untouched and commands wait in the outbox; the queue returns to its
-    spec state by itself once the gateway answers again.
+    """Status only, never a spec: the queue's gateway, or a partner it is routed
+    to, cannot be reached. Jobs are untouched and commands wait in the outbox;
+    the queue returns to its spec state by itself once it can be reached.
     """
 
 class QueueState(_QueueState, metaclass=_QueueStateEnumTypeWrapper):
@@ -82,9 +82,9 @@ QUEUE_STATE_PAUSED: QueueState.ValueType  # 2
 QUEUE_STATE_DRAINING: QueueState.ValueType  # 3
 """Finishing running work, accepting none."""
 QUEUE_STATE_HELD: QueueState.ValueType  # 4
-"""Status only, never a spec: the queue's gateway cannot be reached. Jobs
-are untouched and commands wait in the outbox; the queue returns to its
-spec state by itself once the gateway answers again.
+"""Status only, never a spec: the queue's gateway, or a partner it is routed
+to, cannot be reached. Jobs are untouched and commands wait in the outbox;
+the queue returns to its spec state by itself once it can be reached.
 """
 Global___QueueState: _TypeAlias = QueueState  # noqa: Y015
 
@@ -403,7 +403,7 @@ class QueueStatus(_message.Message):
     """Generation last acknowledged by the gateway."""
     state: Global___QueueState.ValueType
     """The state the queue is in now: its spec state, or HELD while its gateway
-    cannot be reached.
+    or a partner it is routed to cannot be reached.
     """
     @_builtins.property
     def conditions(self) -> _containers.RepeatedCompositeFieldContainer[_resource_pb2.Condition]:
