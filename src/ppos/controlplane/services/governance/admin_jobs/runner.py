@@ -69,7 +69,12 @@ class Cancelled(Exception):
 
 
 class JobFailed(Exception):
-    """The job cannot go on; the message says why."""
+    """The job cannot go on, or found what it looked for wanting; the message says why.
+    `result`, when given, is kept as the job's result all the same."""
+
+    def __init__(self, message: str, result: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.result = result or {}
 
 
 class LeaseLost(Exception):
@@ -334,7 +339,7 @@ class AdminJobRunner:
         except Cancelled as exc:
             outcome, error = "CANCELLED", str(exc)
         except JobFailed as exc:
-            outcome, error = "FAILED", str(exc)
+            outcome, error, result = "FAILED", str(exc), exc.result
         except HandedOver:
             _log.info("admin_jobs.handed_over", admin_job_id=job_id, run=lease.run)
             return  # the lease is released by the hand-over
