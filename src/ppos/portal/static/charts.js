@@ -20,10 +20,12 @@
         axes.push({ scale: "right", side: 1, grid: { show: false } });
       }
       var opts = {
-        width: Math.max(300, Math.min(560, el.clientWidth || 480)),
+        width: Math.max(280, Math.min(340, el.clientWidth || 340)),
         height: 150,
         series: series,
-        axes: axes
+        axes: axes,
+        // At least five minutes wide, so a young series is not drawn over years.
+        scales: { x: { time: true, range: function (u, min, max) { return [Math.min(min, max - 300), max]; } } }
       };
       new uPlot(opts, data, el);
       el.dataset.drawn = "1";
