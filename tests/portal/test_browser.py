@@ -250,7 +250,7 @@ async def a_viewer_sees_no_action(world: PortalWorld, chromium: Browser) -> None
     await page.get_by_role("button", name="Sign in").click()
     await expect(page.get_by_text("Signed in as vera (viewer)")).to_be_visible()
     node_b = world.nodes["b"].node_id
-    for path in (f"/nodes/{node_b}", "/sync", "/governance"):
+    for path in (f"/nodes/{node_b}", "/sync", "/governance", "/nodes?sort=region&desc=1"):
         await page.goto(world.url + path)
         await expect(page.locator("main h1")).to_be_visible()
         assert await page.locator("main form[method=post]").count() == 0, path
