@@ -262,6 +262,7 @@ async def _node_tabs(
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         env={**os.environ, "PPOS_BENCH_COOKIE": cookie},
+        limit=64 * 1024 * 1024,  # the report is one line of every arrival
     )
     assert tabs.stdin is not None
     assert tabs.stdout is not None

@@ -65,8 +65,8 @@ readline.createInterface({ input: process.stdin }).on("line", (line) => {
     arrivals.length = 0;
     delivered = 0;
   } else if (line === "stop") {
-    process.stdout.write(JSON.stringify({ arrivals, delivered }) + "\n");
     requests.forEach((r) => r.destroy());
-    process.exit(0);
+    // Exit once written: a pipe is written asynchronously, exit() would cut it.
+    process.stdout.write(JSON.stringify({ arrivals, delivered }) + "\n", () => process.exit(0));
   }
 });

@@ -9,12 +9,17 @@
       if (el.dataset.drawn) { return; }
       var d = JSON.parse(el.dataset.chart);
       var series = [{}];
-      var data = [d.t];
+      var times = d.t.slice();
+      // At least five minutes wide (a gap before a young series), so one point is not
+      // drawn on an axis of years.
+      var pad = times.length && times[0] > times[times.length - 1] - 300;
+      if (pad) { times.unshift(times[times.length - 1] - 300); }
+      var data = [times];
       var axes = [{}, {}];
       d.series.forEach(function (s) {
         var scale = s.axis === "right" ? "right" : "y";
         series.push({ label: s.label, stroke: s.stroke, scale: scale });
-        data.push(s.values);
+        data.push(pad ? [null].concat(s.values) : s.values);
       });
       if (d.series.some(function (s) { return s.axis === "right"; })) {
         axes.push({ scale: "right", side: 1, grid: { show: false } });
@@ -23,9 +28,7 @@
         width: Math.max(280, Math.min(340, el.clientWidth || 340)),
         height: 150,
         series: series,
-        axes: axes,
-        // At least five minutes wide, so a young series is not drawn over years.
-        scales: { x: { time: true, range: function (u, min, max) { return [Math.min(min, max - 300), max]; } } }
+        axes: axes
       };
       new uPlot(opts, data, el);
       el.dataset.drawn = "1";
