@@ -112,7 +112,11 @@ REFUSED: list[tuple[Syntax, str]] = [
 ]
 
 
-@pytest.mark.parametrize(("syntax", "value"), ACCEPTED, ids=[v for _, v in ACCEPTED])
+# Ids by position: some values come from the id generators, and every pytest-xdist
+# worker must collect the same test names.
+@pytest.mark.parametrize(
+    ("syntax", "value"), ACCEPTED, ids=[f"accepted-{n}" for n in range(len(ACCEPTED))]
+)
 def test_values_in_use_are_accepted(syntax: Syntax, value: str) -> None:
     assert syntax.accepts(value)
 

@@ -9,18 +9,29 @@ registry and registry sync; they are exercised end to end elsewhere).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import datetime as dt
 import json
+import time
 from typing import Any
 
 import grpc
 import pytest
+from prometheus_client import REGISTRY
+from sqlalchemy.orm import Session
 
+from ppos.controlplane.core.timeutil import utcnow
 from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
 from ppos.controlplane.governance.v1 import resources_pb2 as res
 from ppos.controlplane.runtime.composition import governance_deps
-from ppos.controlplane.services.governance.admin_jobs.runner import AdminJobRunner, JobHandle
+from ppos.controlplane.services.governance.admin_jobs.runner import (
+    AdminJobRunner,
+    JobHandle,
+    LeaseLost,
+)
+from ppos.controlplane.services.governance.models import AdminJobRow
 from tests.governance.conftest import Governed, StartGoverned
-from tests.governance.support import details, eventually, refused
+from tests.governance.support import count, details, eventually, refused
 
 DRAIN = res.ADMIN_JOB_KIND_REGION_DRAIN
 DRAIN_PARAMS = {"region": "eu-west-1", "reason": "datacentre maintenance"}
@@ -313,3 +324,54 @@ async def test_a_peer_that_is_not_configured_fails_the_job_and_refuses_a_dry_run
     )
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert details(error)["reason"] == "PEER_NOT_CONFIGURED"
+
+
+def _fenced() -> float:
+    return REGISTRY.get_sample_value("ppos_fenced_writes_total", {"loop": "admin-job"}) or 0.0
+
+
+async def test_a_runner_replaced_while_frozen_writes_nothing_and_calls_no_peer(
+    start_governed: StartGoverned,
+) -> None:
+    gov = await start_governed(NO_RUNNER)  # leases of 1 s
+    job = await _start(gov)
+    gate = asyncio.Event()
+    called: list[str] = []
+
+    async def two_steps(handle: JobHandle) -> dict[str, Any]:
+        await handle.progress(done=1, total=3, message="step 1", checkpoint={"next": 1})
+        await gate.wait()
+        # Frozen (the whole event loop, renewals too) for longer than the lease.
+        time.sleep(1.5)  # noqa: ASYNC251 - stands for SIGSTOP
+        with contextlib.suppress(LeaseLost):
+            await handle.call("peer", lambda: _record(called))
+        await handle.progress(done=2, total=3, message="step 2", checkpoint={"next": 2})
+        return {}
+
+    refused_before = _fenced()
+    _runner_a, stop, task = await _runner(gov, two_steps, "runner-a")
+    try:
+        await eventually(lambda: _get(gov, job.admin_job_id), lambda j: j.progress.done == 1)
+        # Another replica claims the job (a new run) while this one is away.
+        gov.runtime.db.write_sync(lambda s: _claim_as(s, job.admin_job_id, "runner-b"))
+        gate.set()
+        await eventually(_fenced, lambda n: n >= refused_before + 1)
+    finally:
+        stop.set()
+        await task
+    assert called == []
+    row = await _get(gov, job.admin_job_id)
+    assert (row.state, row.progress.done) == (res.ADMIN_JOB_STATE_RUNNING, 1)
+    assert count(gov.runtime, "admin_jobs", "lease_owner = 'runner-b' AND runs = 2") == 1
+
+
+def _claim_as(session: Session, job_id: str, owner: str) -> None:
+    row = session.get(AdminJobRow, job_id)
+    assert row is not None
+    row.runs += 1
+    row.lease_owner = owner
+    row.lease_expires_at = utcnow() + dt.timedelta(hours=1)
+
+
+async def _record(called: list[str]) -> None:
+    called.append("peer")

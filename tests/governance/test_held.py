@@ -1,9 +1,11 @@
-"""HELD: the queues of a gateway that cannot be reached, and their return by themselves.
+"""HELD: the queues of a gateway, or routed to a partner, that cannot be reached, and
+their return by themselves.
 
 The simulated gateway of one region is stopped and started again on its
-address; the other region's gateway keeps answering. Nothing but the queues'
-shown state changes meanwhile: their commands wait in the outbox (held, never
-failed) and each transition is one audit entry per queue.
+address; the other region's gateway keeps answering. A partner is unreachable
+when the simulated gateway answers PARTNER_UNREACHABLE for commands naming it.
+Nothing but the queues' shown state changes meanwhile: their commands wait in
+the outbox (held, never failed) and each transition is one audit entry per queue.
 """
 
 from __future__ import annotations
@@ -134,3 +136,75 @@ async def test_held_cannot_be_set_by_an_operator(gov: Governed) -> None:
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "cannot be set" in (error.details() or "")
     assert count(gov.runtime, "tenants") == 0
+
+
+async def test_an_unreachable_partner_holds_the_queues_routed_to_it_until_it_answers(
+    start_governed: StartGoverned,
+) -> None:
+    gov = await start_governed()
+    await gov.operator.CreatePartner(
+        pb.CreatePartnerRequest(partner_id="shop-b", display_name="Shop B", region="eu-west-1")
+    )
+    await gov.operator.ProvisionTenant(
+        pb.ProvisionTenantRequest(
+            request_id="prov-acme",
+            tenant_id="acme",
+            spec=res.TenantSpec(default_region="eu-west-1"),
+            queues=[
+                pb.QueueTemplate(queue_id="main", spec=res.QueueSpec(capacity=8)),
+                pb.QueueTemplate(queue_id="other", spec=res.QueueSpec(capacity=4)),
+            ],
+        )
+    )
+    await settled(gov.runtime)
+    gateway = gov.gateway("eu-west-1")
+    gateway.faults.unreachable_partners.add("shop-b")
+    await gov.operator.CreatePartnerRoute(
+        pb.CreatePartnerRouteRequest(
+            route_id="acme-main-b",
+            spec=res.PartnerRouteSpec(tenant_id="acme", queue_id="main", partner_id="shop-b"),
+        )
+    )
+    held = await eventually(lambda: _queue(gov), lambda q: q.status.state == res.QUEUE_STATE_HELD)
+    assert held.spec.state == res.QUEUE_STATE_ACTIVE, "the operator's intent is unchanged"
+    condition = _held_condition(held)
+    assert condition.reason == "PartnerUnreachable"
+    assert "shop-b" in condition.message
+    # The gateway itself answers: the queue not routed to the partner is ACTIVE and
+    # its own commands go through.
+    other = await _queue(gov, "other")
+    assert other.status.state == res.QUEUE_STATE_ACTIVE
+    await gov.operator.ResizeQueue(
+        pb.ResizeQueueRequest(
+            tenant_id="acme",
+            queue_id="other",
+            capacity=2,
+            reason="quiet week",
+            expected_resource_version=other.meta.resource_version,
+        )
+    )
+    await eventually(lambda: _queue(gov, "other"), lambda q: q.status.applied_capacity == 2)
+    listed = await gov.operator.ListQueues(pb.ListQueuesRequest(states=[res.QUEUE_STATE_HELD]))
+    assert [q.queue_id for q in listed.queues] == ["main"]
+    # The route's command waits (retried, never failed) and nothing was done with it.
+    await eventually(
+        lambda: count(gov.runtime, "outbox_commands", "attempts >= 3 AND state <> 'ACKNOWLEDGED'"),
+        lambda n: n == 1,
+        within=20,
+    )
+    assert count(gov.runtime, "outbox_commands", "state = 'FAILED'") == 0
+    assert gateway.state.routes == {}
+    assert count(gov.runtime, "governance_gateway_holds") == 0
+    assert _transitions(gov, "partner:unreachable") == 1
+    assert _transitions(gov, "partner:unreachable", "acme/other") == 0
+
+    gateway.faults.unreachable_partners.clear()
+    await eventually(
+        lambda: _queue(gov), lambda q: q.status.state == res.QUEUE_STATE_ACTIVE, within=20
+    )
+    await settled(gov.runtime)
+    assert list(gateway.state.routes) == ["acme-main-b"]
+    assert len(gateway.applied("ApplyPartnerRoute")) == 1
+    assert _transitions(gov, "partner:reachable") == 1
+    assert _transitions(gov, "partner:unreachable") == 1
+    assert count(gov.runtime, "governance_partner_holds") == 0

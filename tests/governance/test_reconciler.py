@@ -13,13 +13,16 @@ import json
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import text
 
 from ppos.controlplane.common.v1.resource_pb2 import JobRef
 from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
 from ppos.controlplane.governance.v1 import resources_pb2 as res
+from ppos.controlplane.registrysync.v1 import registry_sync_service_pb2 as rs_pb
 from ppos.controlplane.security.peers import SERVICE_AUDIENCE, gateway_audience
 from ppos.controlplane.services.governance.peers import job_view
+from ppos.controlplane.storage.leases import LeadershipLost
 from ppos.preflight.v1 import job_pb2
 from tests.governance.conftest import Governed, StartGoverned, public_verifier
 from tests.governance.support import bearer_claims, count, eventually, settled, snapshot
@@ -357,3 +360,48 @@ async def test_an_unreachable_sync_service_holds_the_reconciler(recon: Recon) ->
     recon.sync.double.available = True
     await eventually(recon.decisions, lambda d: len(d) == 1)
     await eventually(lambda: reconciler.last_error, lambda e: e == "")  # its round ends
+
+
+def _fenced(loop: str) -> float:
+    return REGISTRY.get_sample_value("ppos_fenced_writes_total", {"loop": loop}) or 0.0
+
+
+async def test_a_replaced_leader_writes_nothing_and_the_lead_is_taken_again(
+    recon: Recon,
+) -> None:
+    gov = recon.gov
+    await recon.policy(
+        "retry-only",
+        res.GovernancePolicySpec(
+            trigger_state=FRE, actions=[action(res.POLICY_ACTION_KIND_RETRY_JOB)], enabled=True
+        ),
+    )
+    recon.sync.double.add(job_record("job_1", FRE))
+    await eventually(recon.decisions, lambda d: len(d) == 1)
+    refused_before = _fenced("governance-reconciler")
+    # Another replica took the lead while this one was frozen: a new generation.
+    gov.runtime.db.write_sync(
+        lambda s: s.execute(
+            text(
+                "UPDATE leader_leases SET generation = generation + 1 "
+                "WHERE name = 'governance-reconciler'"
+            )
+        )
+    )
+    stale = job_view(rs_pb.SyncedJob(record=job_record("job_2", FRE), sync_sequence=2))
+    with pytest.raises(LeadershipLost):
+        await gov.module.reconciler.decide(stale)
+    assert count(gov.runtime, "governance_decisions", "job_id = 'job_2'") == 0
+    assert (
+        count(
+            gov.runtime,
+            "outbox_commands",
+            "decision_id NOT IN (SELECT decision_id FROM governance_decisions)",
+        )
+        == 0
+    )
+    assert _fenced("governance-reconciler") == refused_before + 1
+    # This replica steps down; holding the lock again it takes a new generation.
+    recon.sync.double.add(job_record("job_2", FRE))
+    decisions = await eventually(recon.decisions, lambda d: len(d) == 2)
+    assert [d.job.job_id for d in decisions] == ["job_1", "job_2"]

@@ -8,9 +8,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 
+from ppos.controlplane.runtime.schema import load_all
 from ppos.controlplane.services.node_registry.changelog import EVENT_ID_SEQUENCE
 from ppos.controlplane.storage import migrate
-from ppos.controlplane.storage.models import load_all
 
 CHANGED_BY_SWEEPS_AND_HEARTBEATS = {
     "readiness",

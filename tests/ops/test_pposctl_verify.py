@@ -1,5 +1,6 @@
 """`pposctl sync verify` against a running plane: a synced mirror verifies; a
-governance state rewritten in the database past its triggers is named."""
+governance state rewritten in the database past its triggers is named; with
+`--against-source`, a payload changed at the registry is named."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from sqlalchemy import create_engine, text
 
 from ppos.controlplane.core.logging import SecretRegistry
 from tests.ops.worlds import ODD_RECORDS, REGION, World, running_world
-from tests.registry_sync.harness import ODD_SAMPLES
+from tests.registry_sync.harness import ODD_SAMPLES, write_faults
 
 
 @pytest.fixture
@@ -73,3 +74,43 @@ async def test_sync_verify_says_verified_then_names_a_rewritten_field(
     assert verification["divergence"]["fields"] == ["governance_state"]
     unknown = await world.ctl("sync", "verify", "mars-north-1")
     assert unknown.code == 9, unknown.stderr
+
+
+async def test_sync_verify_against_source_names_a_payload_changed_at_the_registry(
+    database_url: str, tmp_path: Path, canary_token: str, secret_registry: SecretRegistry
+) -> None:
+    faults = tmp_path / "faults.json"
+    write_faults(faults, {"conflict_at": [3]})
+    options = {"records": [ODD_SAMPLES], "extra": ["--faults", str(faults)]}
+    async for world in running_world(
+        database_url, tmp_path, canary_token, secret_registry, sim_options=options
+    ):
+        await world.synced()
+        clean = await world.ctl("sync", "verify", "--against-source")
+        assert clean.code == 0, clean.stderr
+        header = clean.lines()[0].split()
+        assert header[:4] == ["REGION", "RESULT", "SOURCE", "COMPARED"]
+        assert clean.lines()[1].split()[:4] == [REGION, "verified", "matches", str(ODD_RECORDS)]
+        conflict = world.sim.registry.feed.record(3)
+        assert f"conflict {conflict.job_id}@{conflict.revision}" in clean.stderr
+        assert "the source holds both payloads still" in clean.stderr
+
+        write_faults(faults, {"changed_at": [3, 5]})
+        changed = world.sim.registry.feed.record(5)
+        caught = await world.ctl("sync", "verify", REGION, "--against-source")
+        assert caught.code == 14, caught.stderr
+        assert caught.lines()[1].split()[:5] == [REGION, "verified", "DIVERGES", "13", "2"]
+        assert f"source: CHANGED {changed.job_id}@{changed.revision}" in caught.stderr
+        assert "the source holds the quarantined payload" in caught.stderr
+        bounded = await world.ctl(
+            "-o", "json", "sync", "verify", REGION, "--against-source", "--max-divergences", "1"
+        )
+        (verification,) = bounded.json()["verifications"]
+        assert verification["source"]["state"] == "SOURCE_CHECK_STATE_DIVERGES"
+        assert len(verification["source"]["divergences"]) == 1
+        assert verification["source"]["changed"] == "2"  # int64 in proto JSON
+
+        await world.sim.stop(0)
+        gone = await world.ctl("sync", "verify", "--against-source")
+        assert gone.code == 3, gone.stderr
+        assert f"error: {REGION}: source UNAVAILABLE: the {REGION} registry at" in gone.stderr

@@ -13,6 +13,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import DBAPIError
 
+from ppos.controlplane.runtime.schema import load_all
 from ppos.controlplane.services.registry_sync import sweep_records
 from ppos.controlplane.services.registry_sync.models import (
     QuarantinedRecordRow,
@@ -22,7 +23,6 @@ from ppos.controlplane.services.registry_sync.models import (
 from ppos.controlplane.services.registry_sync.pages import CursorMoved, VerifiedPage, commit_page
 from ppos.controlplane.services.registry_sync.verify import Accepted, Rejected, verify
 from ppos.controlplane.storage.database import Database
-from ppos.controlplane.storage.models import load_all
 from ppos.preflightsim import samples
 from ppos.preflightsim.feed import Feed, unframe
 from tests.registry_sync.checkpoint_keys import KEYS, SIGN

@@ -75,6 +75,7 @@ class World:
     node: EnrolledNode
     enrollment_token: str
     node_command_id: str
+    enrollment_id: str
 
 
 def _tenant_spec() -> res.TenantSpec:
@@ -550,6 +551,20 @@ FIELDS: list[Field] = [
             ("request_id", OBJECT),
         )
     ),
+    Field(f"{N}/ListEnrollments", "region", REGION, lambda w: npb.ListEnrollmentsRequest()),
+    Field(f"{N}/ListEnrollments", "states", REPEATED_ENUM, lambda w: npb.ListEnrollmentsRequest()),
+    Field(
+        f"{N}/RevokeEnrollment",
+        "enrollment_id",
+        OBJECT,
+        lambda w: npb.RevokeEnrollmentRequest(reason="why"),
+    ),
+    Field(
+        f"{N}/RevokeEnrollment",
+        "reason",
+        REASON,
+        lambda w: npb.RevokeEnrollmentRequest(enrollment_id=w.enrollment_id),
+    ),
     Field(
         f"{N}/EnrollNode",
         "hostname",
@@ -747,7 +762,9 @@ async def _world(plane: RunningPlane) -> World:
     enrollment = await nodes.CreateEnrollment(
         npb.CreateEnrollmentRequest(region="eu-west-1"), metadata=plane.operator
     )
-    return World(node, enrollment.enrollment_token, command.command.command_id)
+    return World(
+        node, enrollment.enrollment_token, command.command.command_id, enrollment.enrollment_id
+    )
 
 
 def _stub(plane: RunningPlane, service: str) -> Any:

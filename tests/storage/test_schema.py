@@ -12,9 +12,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
+from ppos.controlplane.runtime.schema import load_all
 from ppos.controlplane.storage import migrate
 from ppos.controlplane.storage.database import Database
-from ppos.controlplane.storage.models import load_all
 from tests.support.databases import PostgresDatabases
 from tests.support.processes import run_cli
 

@@ -18,6 +18,9 @@ again after a dropped call is corrupted the same way again):
 - `repeat_at`: the record is sent twice in a row;
 - `conflict_at`: after the record, a different payload (with its own correct
   digest) under the same job id and revision;
+- `changed_at`: the record is served with that different payload instead (a
+  registry whose history changed: what `VerifyMirror(against_source)` finds);
+- `omit_at`: the record is not served at all (gone from the registry);
 - `reorder`: records of each page are shuffled (seeded by `seed`);
 - `overlap`: each page starts again with the last record of the page before.
 
@@ -67,6 +70,8 @@ class FaultPlan:
     malformed_at: dict[int, str] = field(default_factory=dict)
     repeat_at: frozenset[int] = frozenset()
     conflict_at: frozenset[int] = frozenset()
+    changed_at: frozenset[int] = frozenset()
+    omit_at: frozenset[int] = frozenset()
     reorder: bool = False
     overlap: bool = False
     seed: int = 0
@@ -90,6 +95,8 @@ class FaultPlan:
                 },
                 repeat_at=frozenset(int(p) for p in data.get("repeat_at", ())),
                 conflict_at=frozenset(int(p) for p in data.get("conflict_at", ())),
+                changed_at=frozenset(int(p) for p in data.get("changed_at", ())),
+                omit_at=frozenset(int(p) for p in data.get("omit_at", ())),
                 reorder=bool(data.get("reorder", False)),
                 overlap=bool(data.get("overlap", False)),
                 seed=int(data.get("seed", 0)),
@@ -115,6 +122,8 @@ class FaultPlan:
             or self.malformed_at
             or self.repeat_at
             or self.conflict_at
+            or self.changed_at
+            or self.omit_at
             or self.reorder
             or self.overlap
         )
@@ -219,7 +228,12 @@ class FaultState:
             self._count("overlap")
         for entry in entries:
             position = entry.position
-            wire = entry.wire
+            if position in plan.omit_at:
+                self._count("omit")
+                continue
+            wire = _conflicting(entry.wire) if position in plan.changed_at else entry.wire
+            if position in plan.changed_at:
+                self._count("changed")
             if position in plan.wrong_digest_at:
                 wire = _wrong_digest(wire)
                 self._count("wrong_digest")

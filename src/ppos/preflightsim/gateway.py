@@ -14,7 +14,8 @@ as JSON lines, so tests can prove what the control plane sent and that
 nothing was acted on twice. Faults on request: UNAVAILABLE (a rate, or the
 next N calls), slow calls (before acting) and late acknowledgements (after
 acting), dropped acknowledgements (the command is acted on, then the call
-fails as if the connection dropped) and refusals (INVALID_ARGUMENT).
+fails as if the connection dropped), refusals (INVALID_ARGUMENT) and partners it
+cannot reach (UNAVAILABLE, ErrorInfo PARTNER_UNREACHABLE, nothing done).
 
 Authentication is not here: the server's interceptor (preflightsim.auth)
 refuses any call without a PREFLIGHT_JWT for this gateway's audience.
@@ -37,6 +38,7 @@ from typing import Any
 import grpc
 from google.protobuf import json_format, timestamp_pb2
 from google.protobuf.message import Message
+from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from ppos.preflight.v1 import gateway_service_pb2 as pb
 from ppos.preflight.v1 import gateway_service_pb2_grpc as pb_grpc
@@ -61,6 +63,9 @@ class GatewayFaults:
     drop_next: int = 0
     # Refuse the next N commands with INVALID_ARGUMENT (a receiver saying no).
     refuse_next: int = 0
+    # Partners this gateway cannot hand work to: a new command naming one is answered
+    # UNAVAILABLE with ErrorInfo PARTNER_UNREACHABLE (metadata partner_id), not acted on.
+    unreachable_partners: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -70,7 +75,7 @@ class ReceivedCall:
     method: str
     idempotency_key: str
     request: dict[str, Any]
-    outcome: str  # applied | duplicate | superseded | unavailable | refused
+    outcome: str  # applied | duplicate | superseded | unavailable | partner_unreachable | refused
     dropped: bool
     metadata: list[tuple[str, str]]
     receive_time: float
@@ -273,6 +278,14 @@ class SimulatedGateway(pb_grpc.PreflightGatewayServiceServicer):
             call.command_id = ack.command_id
             outcome = "duplicate"
         else:
+            partner = _partner_needed(method, request)
+            if partner in faults.unreachable_partners:
+                await self._record(call, "partner_unreachable")
+                await context.abort(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"partner {partner} cannot be reached",
+                    trailing_metadata=_partner_unreachable(partner),
+                )
             self._counter += 1
             accept = timestamp_pb2.Timestamp()
             accept.GetCurrentTime()
@@ -381,6 +394,31 @@ class SimulatedGateway(pb_grpc.PreflightGatewayServiceServicer):
         return True
 
 
+def _partner_needed(method: str, request: Any) -> str:
+    """The partner a command hands work to ('' when it needs none: a route's removal too)."""
+    if method == "RerouteJob":
+        return str(request.target_partner_id)
+    if method == "RouteJobToReview":
+        return str(request.partner_id)
+    if method == "ApplyPartnerRoute" and not request.delete:
+        return str(request.partner_id)
+    return ""
+
+
+def _partner_unreachable(partner: str) -> tuple[tuple[str, bytes], ...]:
+    """The rich status of a PARTNER_UNREACHABLE answer, as trailing metadata."""
+    info = error_details_pb2.ErrorInfo(
+        reason="PARTNER_UNREACHABLE",
+        domain="preflight.gateway",
+        metadata={"partner_id": partner},
+    )
+    status = status_pb2.Status(
+        code=code_pb2.UNAVAILABLE, message=f"partner {partner} cannot be reached"
+    )
+    status.details.add().Pack(info)
+    return (("grpc-status-details-bin", status.SerializeToString()),)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("gateway")
     group.add_argument(
@@ -430,6 +468,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0.0,
         help="fraction of gateway commands acted on whose answer is then dropped",
     )
+    group.add_argument(
+        "--gateway-unreachable-partner",
+        action="append",
+        default=[],
+        metavar="PARTNER",
+        help="answer commands that hand work to this partner PARTNER_UNREACHABLE (repeatable)",
+    )
     group.add_argument("--gateway-seed", type=int, default=None, help="seed of the fault dice")
 
 
@@ -444,6 +489,7 @@ def faults_from(args: argparse.Namespace) -> GatewayFaults:
         slow_ack_seconds=getattr(args, "gateway_slow_ack", 0.0),
         drop_rate=getattr(args, "gateway_drop_rate", 0.0),
         refuse_next=getattr(args, "gateway_refuse_first", 0),
+        unreachable_partners=set(getattr(args, "gateway_unreachable_partner", None) or ()),
     )
 
 

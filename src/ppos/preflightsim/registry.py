@@ -85,6 +85,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     faults.add_argument("--fault-malformed-at", type=parse_malformed, default={})
     faults.add_argument("--fault-repeat-at", type=parse_positions, default=frozenset())
     faults.add_argument("--fault-conflict-at", type=parse_positions, default=frozenset())
+    faults.add_argument("--fault-changed-at", type=parse_positions, default=frozenset())
+    faults.add_argument("--fault-omit-at", type=parse_positions, default=frozenset())
     faults.add_argument("--fault-reorder", action="store_true")
     faults.add_argument("--fault-overlap", action="store_true")
     faults.add_argument("--fault-seed", type=int, default=0)
@@ -105,6 +107,8 @@ def plan_from_args(args: argparse.Namespace) -> FaultPlan:
         malformed_at=dict(args.fault_malformed_at),
         repeat_at=args.fault_repeat_at,
         conflict_at=args.fault_conflict_at,
+        changed_at=args.fault_changed_at,
+        omit_at=args.fault_omit_at,
         reorder=args.fault_reorder,
         overlap=args.fault_overlap,
         seed=args.fault_seed,

@@ -190,7 +190,7 @@ QUEUE_COLUMNS = [
     Column("QUEUE", lambda q: f"{q.tenant_id}/{q.queue_id}"),
     Column("REGION", lambda q: q.spec.region or "-"),
     Column(
-        "STATE",  # as it is now: HELD while the gateway cannot be reached
+        "STATE",  # as it is now: HELD while the gateway or a partner cannot be reached
         lambda q: enum_name(res.QueueState, q.status.state or q.spec.state, "QUEUE_STATE_"),
     ),
     Column("CAPACITY", lambda q: str(q.spec.capacity)),
@@ -538,7 +538,7 @@ def register(tree: Tree) -> None:
         type=QUEUE_STATES,
         action="append",
         metavar="STATE[,STATE]",
-        help="active, paused, draining, held (gateway unreachable)",
+        help="active, paused, draining, held (gateway or partner unreachable)",
     )
     limit_flag(p, "queues")
     p = tree.verb(queues, "get", queues_get, "show one queue")

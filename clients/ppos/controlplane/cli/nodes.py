@@ -94,7 +94,28 @@ VERSION_COLUMNS = [
     Column("READY", lambda v: str(v.ready_count)),
 ]
 
+
+def enrollment_state(enrollment: pb.Enrollment) -> str:
+    return enum_name(pb.EnrollmentState, enrollment.state, "ENROLLMENT_STATE_")
+
+
+ENROLLMENT_COLUMNS = [
+    Column("ENROLLMENT", lambda e: e.enrollment_id),
+    Column("REGION", lambda e: e.region),
+    Column("CLUSTER", lambda e: e.cluster or "-"),
+    Column("STATE", enrollment_state),
+    Column("NODE", lambda e: e.node_id or "-"),
+    Column("EXPIRES", lambda e: timestamp(e.expire_time)),
+    Column("AGE", lambda e: when(e.create_time)),
+    Column("BY", lambda e: e.created_by, wide=True),
+    Column("LABELS", lambda e: labels(e.labels), wide=True),
+    Column("REDEEMED", lambda e: timestamp(e.redeem_time), wide=True),
+    Column("REVOKED", lambda e: timestamp(e.revoke_time), wide=True),
+    Column("REVOKE REASON", lambda e: e.revoke_reason or "-", wide=True),
+]
+
 READINESS = enum_list(node_pb2.Readiness, "READINESS_")
+ENROLLMENT_STATES = enum_list(pb.EnrollmentState, "ENROLLMENT_STATE_")
 COMMAND_STATES = enum_list(node_pb2.NodeCommandState, "NODE_COMMAND_STATE_")
 
 
@@ -337,6 +358,26 @@ def enrollments_create(ctx: Context, args: argparse.Namespace) -> None:
         )
 
 
+def enrollments_list(ctx: Context, args: argparse.Namespace) -> None:
+    reply = ctx.cp.nodes.list_enrollments(
+        region=args.region, states=flatten(args.state), page_size=args.page_size, limit=args.limit
+    )
+    ctx.out.show(
+        reply,
+        ENROLLMENT_COLUMNS,
+        reply.enrollments,
+        kind="enrollment",
+        name=lambda e: e.enrollment_id,
+    )
+
+
+def enrollments_revoke(ctx: Context, args: argparse.Namespace) -> None:
+    enrollment = ctx.cp.nodes.revoke_enrollment(
+        args.enrollment_id, reason=confirm_reason(args.reason)
+    )
+    ctx.out.done("enrollment", enrollment.enrollment_id, "revoked", enrollment)
+
+
 def write_secret(path: Path, value: str) -> None:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -507,6 +548,35 @@ def register(tree: Tree) -> None:
         metavar="FILE",
         help="write the token to a new 0600 file instead of printing it",
     )
+
+    p = tree.verb(
+        enrollments,
+        "list",
+        enrollments_list,
+        "list enrollments, newest first (never their tokens)",
+        aliases=["ls"],
+        examples="  pposctl enrollments list --state issued\n"
+        "  pposctl enrollments list --region eu-west-1 --state redeemed,expired -o wide",
+    )
+    p.add_argument("--region", default="", help="only enrollments of this region")
+    p.add_argument(
+        "--state",
+        type=ENROLLMENT_STATES,
+        action="append",
+        metavar="STATE[,STATE]",
+        help="issued, redeemed, expired, revoked",
+    )
+    limit_flag(p, "enrollments")
+    page_size_flag(p)
+    p = tree.verb(
+        enrollments,
+        "revoke",
+        enrollments_revoke,
+        "withdraw an enrollment no node has redeemed (reason required)",
+        examples="  pposctl enrollments revoke enr_... --reason 'token sent to the wrong host'",
+    )
+    p.add_argument("enrollment_id", metavar="ENROLLMENT", help="enrollment id")
+    p.add_argument("--reason", required=True, help="why (kept in the audit log)")
 
     versions = tree.noun(
         "versions",

@@ -450,7 +450,7 @@ def poll_flag(parser: argparse.ArgumentParser) -> None:
 def register(tree: Tree) -> None:
     jobs = tree.noun(
         "admin-jobs",
-        "long-running admin jobs: sweeps, rollouts, region drains",
+        "long-running admin jobs: sweeps, rollouts, region drains, mirror verification",
         aliases=["admin-job", "adminjobs", "aj"],
     )
     p = tree.verb(
@@ -461,13 +461,14 @@ def register(tree: Tree) -> None:
         examples="  pposctl admin-jobs start health-sweep\n"
         "  pposctl admin-jobs start reimage-rollout -p region=eu-west-1 \\\n"
         "      -p image=reg/worker:7.4.1 -p target_image=reg/worker:7.4.2 \\\n"
-        "      -p target_digest=sha256:... -p reason='CVE-2026-1234'",
+        "      -p target_digest=sha256:... -p reason='CVE-2026-1234'\n"
+        "  pposctl admin-jobs start mirror-verify -p regions=eu-west-1 -p against_source=true",
     )
     p.add_argument(
         "kind",
         type=ADMIN_JOB_KIND,
         metavar="KIND",
-        help="health-sweep, sync-sweep, reimage-rollout, region-drain",
+        help="health-sweep, sync-sweep, reimage-rollout, region-drain, mirror-verify",
     )
     p.add_argument(
         "-p",
@@ -475,7 +476,8 @@ def register(tree: Tree) -> None:
         type=key_value,
         action="append",
         metavar="KEY=VALUE",
-        help="parameter: region, regions, image, target_image, target_digest, reason",
+        help="parameter: region, regions, image, target_image, target_digest, against_source, "
+        "reason",
     )
     request_id_flag(p)
     p.add_argument("--detach", action="store_true", help="print the job id and return")
@@ -491,7 +493,7 @@ def register(tree: Tree) -> None:
         type=ADMIN_JOB_KINDS,
         action="append",
         metavar="KIND[,KIND]",
-        help="health-sweep, sync-sweep, reimage-rollout, region-drain",
+        help="health-sweep, sync-sweep, reimage-rollout, region-drain, mirror-verify",
     )
     p.add_argument(
         "--state",

@@ -64,6 +64,37 @@ class NodeRegistryClient:
             request.ttl.CopyFrom(duration(ttl_seconds))
         return self._conn.unary(self._stub.CreateEnrollment, request, name="CreateEnrollment")
 
+    def list_enrollments(
+        self,
+        *,
+        region: str = "",
+        states: Iterable[pb.EnrollmentState.ValueType] = (),
+        page_size: int = 0,
+        limit: int = 0,
+    ) -> pb.ListEnrollmentsResponse:
+        """Enrollments newest first, without their tokens, all pages merged (at most
+        `limit` when given)."""
+        merged = pb.ListEnrollmentsResponse()
+        token = ""
+        while True:
+            request = pb.ListEnrollmentsRequest(
+                region=region, states=list(states), page_size=page_size, page_token=token
+            )
+            page = self._conn.unary(self._stub.ListEnrollments, request, name="ListEnrollments")
+            merged.enrollments.extend(page.enrollments)
+            token = page.next_page_token
+            if not token or (limit and len(merged.enrollments) >= limit):
+                if limit:
+                    del merged.enrollments[limit:]
+                return merged
+
+    def revoke_enrollment(self, enrollment_id: str, *, reason: str) -> pb.Enrollment:
+        """Withdraw an enrollment no node has redeemed (again: no change)."""
+        request = pb.RevokeEnrollmentRequest(enrollment_id=enrollment_id, reason=reason)
+        return self._conn.unary(
+            self._stub.RevokeEnrollment, request, name="RevokeEnrollment"
+        ).enrollment
+
     def get_node(self, node_id: str) -> node_pb2.Node:
         request = pb.GetNodeRequest(node_id=node_id)
         return self._conn.unary(self._stub.GetNode, request, name="GetNode").node

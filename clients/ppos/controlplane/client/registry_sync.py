@@ -67,9 +67,14 @@ class RegistrySyncClient:
         request = pb.CancelSweepRequest(sweep_id=sweep_id)
         return self._conn.unary(self._stub.CancelSweep, request, name="CancelSweep").sweep
 
-    def verify_mirror(self, regions: Iterable[str] = ()) -> list[pb.MirrorVerification]:
-        """The regions' mirrors (default: all) checked against their chains and checkpoints."""
-        request = pb.VerifyMirrorRequest(regions=list(regions))
+    def verify_mirror(
+        self, regions: Iterable[str] = (), *, against_source: bool = False, max_divergences: int = 0
+    ) -> list[pb.MirrorVerification]:
+        """The regions' mirrors (default: all) checked against their chains and checkpoints,
+        and with `against_source` against what each region's registry serves now."""
+        request = pb.VerifyMirrorRequest(
+            regions=list(regions), against_source=against_source, max_divergences=max_divergences
+        )
         reply = self._conn.unary(self._stub.VerifyMirror, request, name="VerifyMirror")
         return list(reply.verifications)
 

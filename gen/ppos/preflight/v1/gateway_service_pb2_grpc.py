@@ -31,7 +31,11 @@ class PreflightGatewayServiceStub:
     through governance commands; it never changes a job or a finding itself.
     Every call carries `authorization: Bearer <PREFLIGHT_JWT>`. Every command
     carries an idempotency key; a repeated key returns the first outcome and
-    performs nothing again.
+    performs nothing again. A command that hands work to a partner the gateway
+    cannot reach (RerouteJob to `target_partner_id`, RouteJobToReview to
+    `partner_id`, ApplyPartnerRoute other than a removal) is answered UNAVAILABLE
+    with a google.rpc.ErrorInfo of reason `PARTNER_UNREACHABLE` and metadata
+    `partner_id`, and nothing is done.
     """
 
     def __init__(self, channel):
@@ -83,7 +87,11 @@ class PreflightGatewayServiceServicer:
     through governance commands; it never changes a job or a finding itself.
     Every call carries `authorization: Bearer <PREFLIGHT_JWT>`. Every command
     carries an idempotency key; a repeated key returns the first outcome and
-    performs nothing again.
+    performs nothing again. A command that hands work to a partner the gateway
+    cannot reach (RerouteJob to `target_partner_id`, RouteJobToReview to
+    `partner_id`, ApplyPartnerRoute other than a removal) is answered UNAVAILABLE
+    with a google.rpc.ErrorInfo of reason `PARTNER_UNREACHABLE` and metadata
+    `partner_id`, and nothing is done.
     """
 
     def RetryJob(self, request, context):
@@ -188,7 +196,11 @@ class PreflightGatewayService:
     through governance commands; it never changes a job or a finding itself.
     Every call carries `authorization: Bearer <PREFLIGHT_JWT>`. Every command
     carries an idempotency key; a repeated key returns the first outcome and
-    performs nothing again.
+    performs nothing again. A command that hands work to a partner the gateway
+    cannot reach (RerouteJob to `target_partner_id`, RouteJobToReview to
+    `partner_id`, ApplyPartnerRoute other than a removal) is answered UNAVAILABLE
+    with a google.rpc.ErrorInfo of reason `PARTNER_UNREACHABLE` and metadata
+    `partner_id`, and nothing is done.
     """
 
     @staticmethod

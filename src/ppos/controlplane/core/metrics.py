@@ -62,6 +62,12 @@ SYNC_VERIFY_DIVERGENCES = Counter(
     ["region", "kind"],
 )
 SYNC_LEADER = Gauge("ppos_sync_leader", "1 while this replica leads the registry sync")
+FENCED_WRITES = Counter(
+    "ppos_fenced_writes_total",
+    "Writes refused because this replica's lead or lease had passed to another "
+    "(a frozen or cut-off replica waking up), by loop; each changed nothing",
+    ["loop"],
+)
 
 WATCH_SUBSCRIBERS = Gauge("ppos_watch_subscribers", "Open WatchNodes streams")
 WATCH_DROPS = Counter(

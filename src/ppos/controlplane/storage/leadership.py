@@ -291,6 +291,7 @@ class FileLockLeadership:
             os.close(fd)
             return False
         self._fd = fd
+        _log.info("leadership.taken", name=self.name, generation=self.generation)
         return True
 
     async def check(self) -> bool:

@@ -11,7 +11,15 @@ transaction to end and the check holds until commit; SQLite has one writer.
 
 On PostgreSQL the row also holds the leader's lease (`expires_at`, renewed by
 the leader, see leadership.py) and the process id of its database session,
-which a contender terminates once the lease has expired.
+which a contender terminates once the lease has expired. A fenced transaction
+also bounds how long it may sit idle (`FENCED_IDLE_TIMEOUT`): a leader frozen
+in the middle of one would otherwise hold its `FOR SHARE` (and every row lock
+it took) for as long as it stays frozen, and its successor could not take the
+lease row. The server ends such a session; the woken leader's commit fails.
+
+A refused write is logged (`fence.refused`) and counted
+(`ppos_fenced_writes_total`, by loop); loops fenced by their own rows (the
+admin jobs' run count) report theirs through `fenced_out` too.
 """
 
 from __future__ import annotations
@@ -20,13 +28,22 @@ import datetime as dt
 from collections.abc import Callable
 from typing import TypeVar
 
-from sqlalchemy import BigInteger, DateTime, Integer, String, select
+from sqlalchemy import BigInteger, DateTime, Integer, String, func, select, text
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from ppos.controlplane.core.logging import get_logger
+from ppos.controlplane.core.metrics import FENCED_WRITES
+from ppos.controlplane.core.timeutil import utcnow
 from ppos.controlplane.storage.base import Base
 from ppos.controlplane.storage.locks import is_postgres
 
 T = TypeVar("T")
+# The longest a fenced transaction may wait for its client between statements
+# (PostgreSQL), as long as a lead's lease: a frozen leader's transaction ends
+# about when its lease does.
+FENCED_IDLE_TIMEOUT = "5s"
+_BOUND_IDLE = text(f"SET LOCAL idle_in_transaction_session_timeout = '{FENCED_IDLE_TIMEOUT}'")
+_log = get_logger("ppos.storage.leases")
 
 
 class LeaderLeaseRow(Base):
@@ -58,13 +75,39 @@ class Fence:
             return
         statement = select(LeaderLeaseRow.generation).where(LeaderLeaseRow.name == self.name)
         if is_postgres(session):
+            bound_idle_time(session)
             statement = statement.with_for_update(read=True)
         current = session.scalar(statement)
         if current != self.generation:
+            fenced_out(self.name, held=self.generation, current=current)
             raise LeadershipLost(
                 f"the lead of {self.name} is at generation {current}, this process "
                 f"took generation {self.generation}"
             )
+
+
+def bound_idle_time(session: Session) -> None:
+    """End this transaction's session if it waits for its client longer than
+    FENCED_IDLE_TIMEOUT (PostgreSQL; SQLite has one process): for transactions
+    that hold what another replica must take over."""
+    if is_postgres(session):
+        session.execute(_BOUND_IDLE)
+
+
+def fenced_out(loop: str, **why: object) -> None:
+    """A write refused because this replica no longer holds `loop`: log and count it."""
+    FENCED_WRITES.labels(loop=loop).inc()
+    _log.warning("fence.refused", loop=loop, **why)
+
+
+def database_now(session: Session) -> dt.datetime:
+    """The database's clock on PostgreSQL (the same for every replica, whatever
+    their own clocks say); this process's on SQLite (one process)."""
+    if not is_postgres(session):
+        return utcnow()
+    value = session.scalar(select(func.now()))
+    assert isinstance(value, dt.datetime)
+    return value.astimezone(dt.UTC)
 
 
 def fenced(fence: Fence | None, work: Callable[[Session], T]) -> Callable[[Session], T]:

@@ -65,9 +65,9 @@ class _QueueStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_QueueState
     QUEUE_STATE_DRAINING: _QueueState.ValueType  # 3
     """Finishing running work, accepting none."""
     QUEUE_STATE_HELD: _QueueState.ValueType  # 4
-    """Status only, never a spec: the queue's gateway cannot be reached. Jobs
-    are untouched and commands wait in the outbox; the queue returns to its
-    spec state by itself once the gateway answers again.
+    """Status only, never a spec: the queue's gateway, or a partner it is routed
+    to, cannot be reached. Jobs are untouched and commands wait in the outbox;
+    the queue returns to its spec state by itself once it can be reached.
     """
 
 class QueueState(_QueueState, metaclass=_QueueStateEnumTypeWrapper):
@@ -82,9 +82,9 @@ QUEUE_STATE_PAUSED: QueueState.ValueType  # 2
 QUEUE_STATE_DRAINING: QueueState.ValueType  # 3
 """Finishing running work, accepting none."""
 QUEUE_STATE_HELD: QueueState.ValueType  # 4
-"""Status only, never a spec: the queue's gateway cannot be reached. Jobs
-are untouched and commands wait in the outbox; the queue returns to its
-spec state by itself once the gateway answers again.
+"""Status only, never a spec: the queue's gateway, or a partner it is routed
+to, cannot be reached. Jobs are untouched and commands wait in the outbox;
+the queue returns to its spec state by itself once it can be reached.
 """
 Global___QueueState: _TypeAlias = QueueState  # noqa: Y015
 
@@ -180,6 +180,10 @@ class _AdminJobKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AdminJob
     """Re-image every node of a region running a given container version."""
     ADMIN_JOB_KIND_REGION_DRAIN: _AdminJobKind.ValueType  # 4
     """Drain every node of a region."""
+    ADMIN_JOB_KIND_MIRROR_VERIFY: _AdminJobKind.ValueType  # 5
+    """Verify the synced mirror of some regions against its hash chains (and,
+    with `against_source=true`, against the regional registries).
+    """
 
 class AdminJobKind(_AdminJobKind, metaclass=_AdminJobKindEnumTypeWrapper):
     """AdminJobKind names a long-running operation."""
@@ -194,6 +198,10 @@ ADMIN_JOB_KIND_REIMAGE_ROLLOUT: AdminJobKind.ValueType  # 3
 """Re-image every node of a region running a given container version."""
 ADMIN_JOB_KIND_REGION_DRAIN: AdminJobKind.ValueType  # 4
 """Drain every node of a region."""
+ADMIN_JOB_KIND_MIRROR_VERIFY: AdminJobKind.ValueType  # 5
+"""Verify the synced mirror of some regions against its hash chains (and,
+with `against_source=true`, against the regional registries).
+"""
 Global___AdminJobKind: _TypeAlias = AdminJobKind  # noqa: Y015
 
 class _AdminJobState:
@@ -395,7 +403,7 @@ class QueueStatus(_message.Message):
     """Generation last acknowledged by the gateway."""
     state: Global___QueueState.ValueType
     """The state the queue is in now: its spec state, or HELD while its gateway
-    cannot be reached.
+    or a partner it is routed to cannot be reached.
     """
     @_builtins.property
     def conditions(self) -> _containers.RepeatedCompositeFieldContainer[_resource_pb2.Condition]:
@@ -1078,7 +1086,7 @@ class AdminJob(_message.Message):
     @_builtins.property
     def parameters(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Parameters, by kind: `region`, `image`, `target_image`, `target_digest`,
-        `regions` (comma-separated), `reason`.
+        `regions` (comma-separated), `against_source` (`true`/`false`), `reason`.
         """
 
     @_builtins.property

@@ -22,6 +22,38 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _EnrollmentState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _EnrollmentStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EnrollmentState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ENROLLMENT_STATE_UNSPECIFIED: _EnrollmentState.ValueType  # 0
+    """Not set."""
+    ENROLLMENT_STATE_ISSUED: _EnrollmentState.ValueType  # 1
+    """Issued: the token can still enroll a node."""
+    ENROLLMENT_STATE_REDEEMED: _EnrollmentState.ValueType  # 2
+    """Redeemed: a node enrolled with the token."""
+    ENROLLMENT_STATE_EXPIRED: _EnrollmentState.ValueType  # 3
+    """Expired before any node redeemed it."""
+    ENROLLMENT_STATE_REVOKED: _EnrollmentState.ValueType  # 4
+    """Revoked by an operator before any node redeemed it."""
+
+class EnrollmentState(_EnrollmentState, metaclass=_EnrollmentStateEnumTypeWrapper):
+    """EnrollmentState is where an enrollment stands."""
+
+ENROLLMENT_STATE_UNSPECIFIED: EnrollmentState.ValueType  # 0
+"""Not set."""
+ENROLLMENT_STATE_ISSUED: EnrollmentState.ValueType  # 1
+"""Issued: the token can still enroll a node."""
+ENROLLMENT_STATE_REDEEMED: EnrollmentState.ValueType  # 2
+"""Redeemed: a node enrolled with the token."""
+ENROLLMENT_STATE_EXPIRED: EnrollmentState.ValueType  # 3
+"""Expired before any node redeemed it."""
+ENROLLMENT_STATE_REVOKED: EnrollmentState.ValueType  # 4
+"""Revoked by an operator before any node redeemed it."""
+Global___EnrollmentState: _TypeAlias = EnrollmentState  # noqa: Y015
+
 class _NodeOrder:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -199,6 +231,220 @@ class CreateEnrollmentResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CreateEnrollmentResponse: _TypeAlias = CreateEnrollmentResponse  # noqa: Y015
+
+@_typing.final
+class Enrollment(_message.Message):
+    """Enrollment is one approved enrollment, without its token."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class LabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    ENROLLMENT_ID_FIELD_NUMBER: _builtins.int
+    REGION_FIELD_NUMBER: _builtins.int
+    CLUSTER_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    CREATED_BY_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    REDEEM_TIME_FIELD_NUMBER: _builtins.int
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    REVOKE_TIME_FIELD_NUMBER: _builtins.int
+    REVOKED_BY_FIELD_NUMBER: _builtins.int
+    REVOKE_REASON_FIELD_NUMBER: _builtins.int
+    enrollment_id: _builtins.str
+    """Enrollment id."""
+    region: _builtins.str
+    """Region the node will serve."""
+    cluster: _builtins.str
+    """Cluster the node will join."""
+    state: Global___EnrollmentState.ValueType
+    """Where the enrollment stands now."""
+    created_by: _builtins.str
+    """Who approved it (`operator:<name>`)."""
+    node_id: _builtins.str
+    """The node it became (REDEEMED only)."""
+    revoked_by: _builtins.str
+    """Who revoked it (REVOKED only)."""
+    revoke_reason: _builtins.str
+    """Why it was revoked (REVOKED only)."""
+    @_builtins.property
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Labels the node starts with."""
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was approved."""
+
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When its token expires (or expired)."""
+
+    @_builtins.property
+    def redeem_time(self) -> _timestamp_pb2.Timestamp:
+        """When a node redeemed it (REDEEMED only)."""
+
+    @_builtins.property
+    def revoke_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was revoked (REVOKED only)."""
+
+    def __init__(
+        self,
+        *,
+        enrollment_id: _builtins.str = ...,
+        region: _builtins.str = ...,
+        cluster: _builtins.str = ...,
+        labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        state: Global___EnrollmentState.ValueType = ...,
+        created_by: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+        redeem_time: _timestamp_pb2.Timestamp | None = ...,
+        node_id: _builtins.str = ...,
+        revoke_time: _timestamp_pb2.Timestamp | None = ...,
+        revoked_by: _builtins.str = ...,
+        revoke_reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expire_time", b"expire_time", "redeem_time", b"redeem_time", "revoke_time", b"revoke_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "create_time", b"create_time", "created_by", b"created_by", "enrollment_id", b"enrollment_id", "expire_time", b"expire_time", "labels", b"labels", "node_id", b"node_id", "redeem_time", b"redeem_time", "region", b"region", "revoke_reason", b"revoke_reason", "revoke_time", b"revoke_time", "revoked_by", b"revoked_by", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Enrollment: _TypeAlias = Enrollment  # noqa: Y015
+
+@_typing.final
+class ListEnrollmentsRequest(_message.Message):
+    """ListEnrollmentsRequest filters and pages enrollments."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REGION_FIELD_NUMBER: _builtins.int
+    STATES_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    region: _builtins.str
+    """Only enrollments of this region (all when empty)."""
+    page_size: _builtins.int
+    """Maximum per page (default 100, at most 1000)."""
+    page_token: _builtins.str
+    """Token from a previous page."""
+    @_builtins.property
+    def states(self) -> _containers.RepeatedScalarFieldContainer[Global___EnrollmentState.ValueType]:
+        """Only enrollments in these states (any when empty)."""
+
+    def __init__(
+        self,
+        *,
+        region: _builtins.str = ...,
+        states: _abc.Iterable[Global___EnrollmentState.ValueType] | None = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "region", b"region", "states", b"states"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListEnrollmentsRequest: _TypeAlias = ListEnrollmentsRequest  # noqa: Y015
+
+@_typing.final
+class ListEnrollmentsResponse(_message.Message):
+    """ListEnrollmentsResponse is one page."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENROLLMENTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def enrollments(self) -> _containers.RepeatedCompositeFieldContainer[Global___Enrollment]:
+        """Enrollments, newest first."""
+
+    def __init__(
+        self,
+        *,
+        enrollments: _abc.Iterable[Global___Enrollment] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["enrollments", b"enrollments", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListEnrollmentsResponse: _TypeAlias = ListEnrollmentsResponse  # noqa: Y015
+
+@_typing.final
+class RevokeEnrollmentRequest(_message.Message):
+    """RevokeEnrollmentRequest withdraws an enrollment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENROLLMENT_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    enrollment_id: _builtins.str
+    """Enrollment id."""
+    reason: _builtins.str
+    """Why (required, kept in the audit log)."""
+    def __init__(
+        self,
+        *,
+        enrollment_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["enrollment_id", b"enrollment_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeEnrollmentRequest: _TypeAlias = RevokeEnrollmentRequest  # noqa: Y015
+
+@_typing.final
+class RevokeEnrollmentResponse(_message.Message):
+    """RevokeEnrollmentResponse returns the enrollment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENROLLMENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def enrollment(self) -> Global___Enrollment:
+        """The enrollment after the change."""
+
+    def __init__(
+        self,
+        *,
+        enrollment: Global___Enrollment | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["enrollment", b"enrollment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["enrollment", b"enrollment"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeEnrollmentResponse: _TypeAlias = RevokeEnrollmentResponse  # noqa: Y015
 
 @_typing.final
 class EnrollNodeRequest(_message.Message):

@@ -44,6 +44,16 @@ class NodeRegistryServiceStub:
                 request_serializer=ppos_dot_controlplane_dot_noderegistry_dot_v1_dot_node__registry__service__pb2.CreateEnrollmentRequest.SerializeToString,
                 response_deserializer=ppos_dot_controlplane_dot_noderegistry_dot_v1_dot_node__registry__service__pb2.CreateEnrollmentResponse.FromString,
                 _registered_method=True)
+        self.ListEnrollments = channel.unary_unary(
+                '/ppos.controlplane.noderegistry.v1.NodeRegistryService/ListEnrollments',
+                request_serializer=ppos_dot_controlplane_dot_noderegistry_dot_v1_dot_node__registry__service__pb2.ListEnrollmentsRequest.SerializeToString,
+                response_deserializer=ppos_dot_controlplane_dot_noderegistry_dot_v1_dot_node__registry__service__pb2.ListEnrollmentsResponse.FromString,
+                _registered_method=True)
+        self.RevokeEnrollment = channel.unary_unary(
+                '/ppos.controlplane.noderegistry.v1.NodeRegistryService/RevokeEnrollment',
+                request_serializer=ppos_dot_controlplane_dot_noderegistry_dot_v1_dot_node__registry__service__pb2.RevokeEnrollmentRequest.SerializeToString,
+                response_deserializer=ppos_dot_controlplane_dot_noderegistry_dot_v1_dot_node__registry__service__pb2.RevokeEnrollmentResponse.FromString,
+                _registered_method=True)
         self.EnrollNode = channel.unary_unary(
                 '/ppos.controlplane.noderegistry.v1.NodeRegistryService/EnrollNode',
                 request_serializer=ppos_dot_controlplane_dot_noderegistry_dot_v1_dot_node__registry__service__pb2.EnrollNodeRequest.SerializeToString,
@@ -147,6 +157,22 @@ class NodeRegistryServiceServicer:
     def CreateEnrollment(self, request, context):
         """CreateEnrollment approves the enrollment of one node and returns a
         one-time enrollment token for it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListEnrollments(self, request, context):
+        """ListEnrollments lists the enrollments issued, newest first, with their
+        state. The token and its hash are never returned.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeEnrollment(self, request, context):
+        """RevokeEnrollment withdraws an enrollment not yet redeemed: its token can
+        no longer enroll a node.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -291,6 +317,16 @@ def add_NodeRegistryServiceServicer_to_server(servicer, server):
                     request_deserializer=ppos_dot_controlplane_dot_noderegistry_dot_v1_dot_node__registry__service__pb2.CreateEnrollmentRequest.FromString,
                     response_serializer=ppos_dot_controlplane_dot_noderegistry_dot_v1_dot_node__registry__service__pb2.CreateEnrollmentResponse.SerializeToString,
             ),
+            'ListEnrollments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEnrollments,
+                    request_deserializer=ppos_dot_controlplane_dot_noderegistry_dot_v1_dot_node__registry__service__pb2.ListEnrollmentsRequest.FromString,
+                    response_serializer=ppos_dot_controlplane_dot_noderegistry_dot_v1_dot_node__registry__service__pb2.ListEnrollmentsResponse.SerializeToString,
+            ),
+            'RevokeEnrollment': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeEnrollment,
+                    request_deserializer=ppos_dot_controlplane_dot_noderegistry_dot_v1_dot_node__registry__service__pb2.RevokeEnrollmentRequest.FromString,
+                    response_serializer=ppos_dot_controlplane_dot_noderegistry_dot_v1_dot_node__registry__service__pb2.RevokeEnrollmentResponse.SerializeToString,
+            ),
             'EnrollNode': grpc.unary_unary_rpc_method_handler(
                     servicer.EnrollNode,
                     request_deserializer=ppos_dot_controlplane_dot_noderegistry_dot_v1_dot_node__registry__service__pb2.EnrollNodeRequest.FromString,
@@ -414,6 +450,60 @@ class NodeRegistryService:
             '/ppos.controlplane.noderegistry.v1.NodeRegistryService/CreateEnrollment',
             ppos_dot_controlplane_dot_noderegistry_dot_v1_dot_node__registry__service__pb2.CreateEnrollmentRequest.SerializeToString,
             ppos_dot_controlplane_dot_noderegistry_dot_v1_dot_node__registry__service__pb2.CreateEnrollmentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEnrollments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ppos.controlplane.noderegistry.v1.NodeRegistryService/ListEnrollments',
+            ppos_dot_controlplane_dot_noderegistry_dot_v1_dot_node__registry__service__pb2.ListEnrollmentsRequest.SerializeToString,
+            ppos_dot_controlplane_dot_noderegistry_dot_v1_dot_node__registry__service__pb2.ListEnrollmentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeEnrollment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ppos.controlplane.noderegistry.v1.NodeRegistryService/RevokeEnrollment',
+            ppos_dot_controlplane_dot_noderegistry_dot_v1_dot_node__registry__service__pb2.RevokeEnrollmentRequest.SerializeToString,
+            ppos_dot_controlplane_dot_noderegistry_dot_v1_dot_node__registry__service__pb2.RevokeEnrollmentResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -42,6 +42,14 @@ class NodeRegistryServiceStub:
     """CreateEnrollment approves the enrollment of one node and returns a
     one-time enrollment token for it.
     """
+    ListEnrollments: _grpc.UnaryUnaryMultiCallable[_node_registry_service_pb2.ListEnrollmentsRequest, _node_registry_service_pb2.ListEnrollmentsResponse]
+    """ListEnrollments lists the enrollments issued, newest first, with their
+    state. The token and its hash are never returned.
+    """
+    RevokeEnrollment: _grpc.UnaryUnaryMultiCallable[_node_registry_service_pb2.RevokeEnrollmentRequest, _node_registry_service_pb2.RevokeEnrollmentResponse]
+    """RevokeEnrollment withdraws an enrollment not yet redeemed: its token can
+    no longer enroll a node.
+    """
     EnrollNode: _grpc.UnaryUnaryMultiCallable[_node_registry_service_pb2.EnrollNodeRequest, _node_registry_service_pb2.EnrollNodeResponse]
     """EnrollNode exchanges a one-time enrollment token for a node id and a
     node-scoped credential.
@@ -102,6 +110,14 @@ class NodeRegistryServiceAsyncStub(NodeRegistryServiceStub):
     CreateEnrollment: _aio.UnaryUnaryMultiCallable[_node_registry_service_pb2.CreateEnrollmentRequest, _node_registry_service_pb2.CreateEnrollmentResponse]  # type: ignore[assignment]
     """CreateEnrollment approves the enrollment of one node and returns a
     one-time enrollment token for it.
+    """
+    ListEnrollments: _aio.UnaryUnaryMultiCallable[_node_registry_service_pb2.ListEnrollmentsRequest, _node_registry_service_pb2.ListEnrollmentsResponse]  # type: ignore[assignment]
+    """ListEnrollments lists the enrollments issued, newest first, with their
+    state. The token and its hash are never returned.
+    """
+    RevokeEnrollment: _aio.UnaryUnaryMultiCallable[_node_registry_service_pb2.RevokeEnrollmentRequest, _node_registry_service_pb2.RevokeEnrollmentResponse]  # type: ignore[assignment]
+    """RevokeEnrollment withdraws an enrollment not yet redeemed: its token can
+    no longer enroll a node.
     """
     EnrollNode: _aio.UnaryUnaryMultiCallable[_node_registry_service_pb2.EnrollNodeRequest, _node_registry_service_pb2.EnrollNodeResponse]  # type: ignore[assignment]
     """EnrollNode exchanges a one-time enrollment token for a node id and a
@@ -166,6 +182,26 @@ class NodeRegistryServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_node_registry_service_pb2.CreateEnrollmentResponse, _abc.Awaitable[_node_registry_service_pb2.CreateEnrollmentResponse]]:
         """CreateEnrollment approves the enrollment of one node and returns a
         one-time enrollment token for it.
+        """
+
+    @_abc_1.abstractmethod
+    def ListEnrollments(
+        self,
+        request: _node_registry_service_pb2.ListEnrollmentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_node_registry_service_pb2.ListEnrollmentsResponse, _abc.Awaitable[_node_registry_service_pb2.ListEnrollmentsResponse]]:
+        """ListEnrollments lists the enrollments issued, newest first, with their
+        state. The token and its hash are never returned.
+        """
+
+    @_abc_1.abstractmethod
+    def RevokeEnrollment(
+        self,
+        request: _node_registry_service_pb2.RevokeEnrollmentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_node_registry_service_pb2.RevokeEnrollmentResponse, _abc.Awaitable[_node_registry_service_pb2.RevokeEnrollmentResponse]]:
+        """RevokeEnrollment withdraws an enrollment not yet redeemed: its token can
+        no longer enroll a node.
         """
 
     @_abc_1.abstractmethod

@@ -58,6 +58,114 @@ SWEEP_STATE_CANCELLED: SweepState.ValueType  # 5
 """Stopped on request after a committed page."""
 Global___SweepState: _TypeAlias = SweepState  # noqa: Y015
 
+class _SourceCheckState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SourceCheckStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SourceCheckState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SOURCE_CHECK_STATE_UNSPECIFIED: _SourceCheckState.ValueType  # 0
+    """Not set."""
+    SOURCE_CHECK_STATE_MATCHES: _SourceCheckState.ValueType  # 1
+    """Every synced revision up to the cursor has the digest the registry serves
+    now, and the registry serves no revision the mirror lacks.
+    """
+    SOURCE_CHECK_STATE_DIVERGES: _SourceCheckState.ValueType  # 2
+    """Some revisions differ, are missing at the registry, or are not mirrored:
+    see the counts and the divergences.
+    """
+    SOURCE_CHECK_STATE_UNAVAILABLE: _SourceCheckState.ValueType  # 3
+    """The registry could not be read (detail says why); nothing was compared
+    and nothing changed.
+    """
+
+class SourceCheckState(_SourceCheckState, metaclass=_SourceCheckStateEnumTypeWrapper):
+    """SourceCheckState says how a region's mirror compares with its registry."""
+
+SOURCE_CHECK_STATE_UNSPECIFIED: SourceCheckState.ValueType  # 0
+"""Not set."""
+SOURCE_CHECK_STATE_MATCHES: SourceCheckState.ValueType  # 1
+"""Every synced revision up to the cursor has the digest the registry serves
+now, and the registry serves no revision the mirror lacks.
+"""
+SOURCE_CHECK_STATE_DIVERGES: SourceCheckState.ValueType  # 2
+"""Some revisions differ, are missing at the registry, or are not mirrored:
+see the counts and the divergences.
+"""
+SOURCE_CHECK_STATE_UNAVAILABLE: SourceCheckState.ValueType  # 3
+"""The registry could not be read (detail says why); nothing was compared
+and nothing changed.
+"""
+Global___SourceCheckState: _TypeAlias = SourceCheckState  # noqa: Y015
+
+class _SourceDivergenceKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SourceDivergenceKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SourceDivergenceKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SOURCE_DIVERGENCE_KIND_UNSPECIFIED: _SourceDivergenceKind.ValueType  # 0
+    """Not set."""
+    SOURCE_DIVERGENCE_KIND_CHANGED: _SourceDivergenceKind.ValueType  # 1
+    """The registry serves the revision with another payload digest."""
+    SOURCE_DIVERGENCE_KIND_MISSING_AT_SOURCE: _SourceDivergenceKind.ValueType  # 2
+    """The mirror holds the revision; the registry's feed up to the cursor does not."""
+    SOURCE_DIVERGENCE_KIND_NOT_MIRRORED: _SourceDivergenceKind.ValueType  # 3
+    """The registry serves the revision (up to the cursor); the mirror has no
+    synced row for it.
+    """
+
+class SourceDivergenceKind(_SourceDivergenceKind, metaclass=_SourceDivergenceKindEnumTypeWrapper):
+    """SourceDivergenceKind says how a revision differs between mirror and registry."""
+
+SOURCE_DIVERGENCE_KIND_UNSPECIFIED: SourceDivergenceKind.ValueType  # 0
+"""Not set."""
+SOURCE_DIVERGENCE_KIND_CHANGED: SourceDivergenceKind.ValueType  # 1
+"""The registry serves the revision with another payload digest."""
+SOURCE_DIVERGENCE_KIND_MISSING_AT_SOURCE: SourceDivergenceKind.ValueType  # 2
+"""The mirror holds the revision; the registry's feed up to the cursor does not."""
+SOURCE_DIVERGENCE_KIND_NOT_MIRRORED: SourceDivergenceKind.ValueType  # 3
+"""The registry serves the revision (up to the cursor); the mirror has no
+synced row for it.
+"""
+Global___SourceDivergenceKind: _TypeAlias = SourceDivergenceKind  # noqa: Y015
+
+class _SourceHolds:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SourceHoldsEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SourceHolds.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SOURCE_HOLDS_UNSPECIFIED: _SourceHolds.ValueType  # 0
+    """Not set."""
+    SOURCE_HOLDS_SYNCED: _SourceHolds.ValueType  # 1
+    """Only the payload kept as the synced row."""
+    SOURCE_HOLDS_QUARANTINED: _SourceHolds.ValueType  # 2
+    """Only the payload quarantined as the conflict."""
+    SOURCE_HOLDS_BOTH: _SourceHolds.ValueType  # 3
+    """Both, still (in the order source_sha256 lists them)."""
+    SOURCE_HOLDS_OTHER: _SourceHolds.ValueType  # 4
+    """Neither: another payload."""
+    SOURCE_HOLDS_NONE: _SourceHolds.ValueType  # 5
+    """No payload at all for the revision."""
+
+class SourceHolds(_SourceHolds, metaclass=_SourceHoldsEnumTypeWrapper):
+    """SourceHolds says which payload of a revision conflict the registry serves now."""
+
+SOURCE_HOLDS_UNSPECIFIED: SourceHolds.ValueType  # 0
+"""Not set."""
+SOURCE_HOLDS_SYNCED: SourceHolds.ValueType  # 1
+"""Only the payload kept as the synced row."""
+SOURCE_HOLDS_QUARANTINED: SourceHolds.ValueType  # 2
+"""Only the payload quarantined as the conflict."""
+SOURCE_HOLDS_BOTH: SourceHolds.ValueType  # 3
+"""Both, still (in the order source_sha256 lists them)."""
+SOURCE_HOLDS_OTHER: SourceHolds.ValueType  # 4
+"""Neither: another payload."""
+SOURCE_HOLDS_NONE: SourceHolds.ValueType  # 5
+"""No payload at all for the revision."""
+Global___SourceHolds: _TypeAlias = SourceHolds  # noqa: Y015
+
 class _DivergenceKind:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -981,6 +1089,17 @@ class VerifyMirrorRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     REGIONS_FIELD_NUMBER: _builtins.int
+    AGAINST_SOURCE_FIELD_NUMBER: _builtins.int
+    MAX_DIVERGENCES_FIELD_NUMBER: _builtins.int
+    against_source: _builtins.bool
+    """Also read each region's feed back from its registry, through the same
+    contract and metering as the sync, up to the mirror's cursor, and compare
+    every synced revision's digest with the one the registry serves now.
+    """
+    max_divergences: _builtins.int
+    """Most source divergences (and conflicts) listed per region (default 20, at
+    most 1000); the counts cover them all.
+    """
     @_builtins.property
     def regions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Regions to verify; empty verifies every configured region."""
@@ -989,10 +1108,12 @@ class VerifyMirrorRequest(_message.Message):
         self,
         *,
         regions: _abc.Iterable[_builtins.str] | None = ...,
+        against_source: _builtins.bool = ...,
+        max_divergences: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["regions", b"regions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["against_source", b"against_source", "max_divergences", b"max_divergences", "regions", b"regions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1036,6 +1157,7 @@ class MirrorVerification(_message.Message):
     CHAIN_HEAD_FIELD_NUMBER: _builtins.int
     DIVERGENCE_FIELD_NUMBER: _builtins.int
     VERIFIED_AT_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
     region: _builtins.str
     """Region."""
     intact: _builtins.bool
@@ -1056,6 +1178,10 @@ class MirrorVerification(_message.Message):
     def verified_at(self) -> _timestamp_pb2.Timestamp:
         """When the verification ran."""
 
+    @_builtins.property
+    def source(self) -> Global___SourceComparison:
+        """The mirror compared with its registry; set only when asked (against_source)."""
+
     def __init__(
         self,
         *,
@@ -1067,14 +1193,205 @@ class MirrorVerification(_message.Message):
         chain_head: _builtins.bytes = ...,
         divergence: Global___MirrorDivergence | None = ...,
         verified_at: _timestamp_pb2.Timestamp | None = ...,
+        source: Global___SourceComparison | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["divergence", b"divergence", "verified_at", b"verified_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["divergence", b"divergence", "source", b"source", "verified_at", b"verified_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chain_head", b"chain_head", "checkpoints", b"checkpoints", "divergence", b"divergence", "intact", b"intact", "quarantined_records", b"quarantined_records", "region", b"region", "synced_records", b"synced_records", "verified_at", b"verified_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chain_head", b"chain_head", "checkpoints", b"checkpoints", "divergence", b"divergence", "intact", b"intact", "quarantined_records", b"quarantined_records", "region", b"region", "source", b"source", "synced_records", b"synced_records", "verified_at", b"verified_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___MirrorVerification: _TypeAlias = MirrorVerification  # noqa: Y015
+
+@_typing.final
+class SourceComparison(_message.Message):
+    """SourceComparison is one region's mirror compared with its registry."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    CURSOR_FIELD_NUMBER: _builtins.int
+    SOURCE_RECORDS_FIELD_NUMBER: _builtins.int
+    SOURCE_PAGES_FIELD_NUMBER: _builtins.int
+    SOURCE_UNVERIFIABLE_FIELD_NUMBER: _builtins.int
+    MIRROR_RECORDS_FIELD_NUMBER: _builtins.int
+    MATCHING_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELD_NUMBER: _builtins.int
+    MISSING_AT_SOURCE_FIELD_NUMBER: _builtins.int
+    NOT_MIRRORED_FIELD_NUMBER: _builtins.int
+    DIVERGENCES_FIELD_NUMBER: _builtins.int
+    CONFLICTS_TOTAL_FIELD_NUMBER: _builtins.int
+    CONFLICTS_FIELD_NUMBER: _builtins.int
+    state: Global___SourceCheckState.ValueType
+    """The outcome."""
+    detail: _builtins.str
+    """What happened, for people (why the registry was unavailable, or where
+    its feed ended before the cursor).
+    """
+    cursor: _builtins.str
+    """The mirror's cursor the feed was read up to."""
+    source_records: _builtins.int
+    """Changes read from the registry's feed up to the cursor."""
+    source_pages: _builtins.int
+    """Pages read."""
+    source_unverifiable: _builtins.int
+    """Of those, records that fail verification at the registry now (bad
+    envelope, digest not matching the payload): they count as no payload.
+    """
+    mirror_records: _builtins.int
+    """Synced revisions compared (those committed up to the cursor)."""
+    matching: _builtins.int
+    """Synced revisions whose digest the registry serves."""
+    changed: _builtins.int
+    """Synced revisions the registry serves with another digest."""
+    missing_at_source: _builtins.int
+    """Synced revisions missing at the registry."""
+    not_mirrored: _builtins.int
+    """Revisions the registry serves that the mirror lacks."""
+    conflicts_total: _builtins.int
+    """Revision conflicts quarantined in the region, in all."""
+    @_builtins.property
+    def divergences(self) -> _containers.RepeatedCompositeFieldContainer[Global___SourceDivergence]:
+        """The first divergences (at most max_divergences): synced rows in sync
+        order, then revisions not mirrored in feed order.
+        """
+
+    @_builtins.property
+    def conflicts(self) -> _containers.RepeatedCompositeFieldContainer[Global___RevisionConflict]:
+        """The first revision conflicts (at most max_divergences), each saying which
+        payload the registry serves now.
+        """
+
+    def __init__(
+        self,
+        *,
+        state: Global___SourceCheckState.ValueType = ...,
+        detail: _builtins.str = ...,
+        cursor: _builtins.str = ...,
+        source_records: _builtins.int = ...,
+        source_pages: _builtins.int = ...,
+        source_unverifiable: _builtins.int = ...,
+        mirror_records: _builtins.int = ...,
+        matching: _builtins.int = ...,
+        changed: _builtins.int = ...,
+        missing_at_source: _builtins.int = ...,
+        not_mirrored: _builtins.int = ...,
+        divergences: _abc.Iterable[Global___SourceDivergence] | None = ...,
+        conflicts_total: _builtins.int = ...,
+        conflicts: _abc.Iterable[Global___RevisionConflict] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed", b"changed", "conflicts", b"conflicts", "conflicts_total", b"conflicts_total", "cursor", b"cursor", "detail", b"detail", "divergences", b"divergences", "matching", b"matching", "mirror_records", b"mirror_records", "missing_at_source", b"missing_at_source", "not_mirrored", b"not_mirrored", "source_pages", b"source_pages", "source_records", b"source_records", "source_unverifiable", b"source_unverifiable", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SourceComparison: _TypeAlias = SourceComparison  # noqa: Y015
+
+@_typing.final
+class SourceDivergence(_message.Message):
+    """SourceDivergence is one revision where mirror and registry differ."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    SYNC_SEQUENCE_FIELD_NUMBER: _builtins.int
+    MIRROR_SHA256_FIELD_NUMBER: _builtins.int
+    SOURCE_SHA256_FIELD_NUMBER: _builtins.int
+    SOURCE_CURSOR_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    kind: Global___SourceDivergenceKind.ValueType
+    """How they differ."""
+    job_id: _builtins.str
+    """Job id."""
+    revision: _builtins.int
+    """Revision."""
+    sync_sequence: _builtins.int
+    """The synced row's sync sequence (0 when not mirrored)."""
+    mirror_sha256: _builtins.bytes
+    """The synced row's payload digest (empty when not mirrored)."""
+    source_cursor: _builtins.str
+    """The registry's cursor of the revision (the mirror's when missing there)."""
+    detail: _builtins.str
+    """What was found, for people."""
+    @_builtins.property
+    def source_sha256(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """The digests the registry serves for the revision now, in feed order
+        (empty when missing there).
+        """
+
+    def __init__(
+        self,
+        *,
+        kind: Global___SourceDivergenceKind.ValueType = ...,
+        job_id: _builtins.str = ...,
+        revision: _builtins.int = ...,
+        sync_sequence: _builtins.int = ...,
+        mirror_sha256: _builtins.bytes = ...,
+        source_sha256: _abc.Iterable[_builtins.bytes] | None = ...,
+        source_cursor: _builtins.str = ...,
+        detail: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "job_id", b"job_id", "kind", b"kind", "mirror_sha256", b"mirror_sha256", "revision", b"revision", "source_cursor", b"source_cursor", "source_sha256", b"source_sha256", "sync_sequence", b"sync_sequence"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SourceDivergence: _TypeAlias = SourceDivergence  # noqa: Y015
+
+@_typing.final
+class RevisionConflict(_message.Message):
+    """RevisionConflict is a revision the registry served with two payloads: the
+    first kept as the synced row, the other quarantined (REVISION_CONFLICT).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUARANTINE_ID_FIELD_NUMBER: _builtins.int
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    SYNCED_SHA256_FIELD_NUMBER: _builtins.int
+    QUARANTINED_SHA256_FIELD_NUMBER: _builtins.int
+    SOURCE_SHA256_FIELD_NUMBER: _builtins.int
+    SOURCE_HOLDS_FIELD_NUMBER: _builtins.int
+    quarantine_id: _builtins.int
+    """The quarantined record's id."""
+    job_id: _builtins.str
+    """Job id."""
+    revision: _builtins.int
+    """Revision."""
+    synced_sha256: _builtins.bytes
+    """The synced row's payload digest (empty if the mirror has none)."""
+    quarantined_sha256: _builtins.bytes
+    """The quarantined payload's digest."""
+    source_holds: Global___SourceHolds.ValueType
+    """Which of the two the registry serves now."""
+    @_builtins.property
+    def source_sha256(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """The digests the registry serves for the revision now, in feed order."""
+
+    def __init__(
+        self,
+        *,
+        quarantine_id: _builtins.int = ...,
+        job_id: _builtins.str = ...,
+        revision: _builtins.int = ...,
+        synced_sha256: _builtins.bytes = ...,
+        quarantined_sha256: _builtins.bytes = ...,
+        source_sha256: _abc.Iterable[_builtins.bytes] | None = ...,
+        source_holds: Global___SourceHolds.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "quarantine_id", b"quarantine_id", "quarantined_sha256", b"quarantined_sha256", "revision", b"revision", "source_holds", b"source_holds", "source_sha256", b"source_sha256", "synced_sha256", b"synced_sha256"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevisionConflict: _TypeAlias = RevisionConflict  # noqa: Y015
 
 @_typing.final
 class MirrorDivergence(_message.Message):

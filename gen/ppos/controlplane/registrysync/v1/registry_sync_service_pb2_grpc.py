@@ -177,7 +177,9 @@ class RegistrySyncServiceServicer:
     def VerifyMirror(self, request, context):
         """VerifyMirror recomputes the selected regions' hash chains over their synced
         and quarantined records and checks them against the signed checkpoints,
-        naming the first divergence of each region. Read-only.
+        naming the first divergence of each region. With against_source it also
+        reads each region's feed back from its registry (metered, up to the
+        mirror's cursor) and compares the digests. Read-only.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -64,7 +64,9 @@ class RegistrySyncServiceStub:
     VerifyMirror: _grpc.UnaryUnaryMultiCallable[_registry_sync_service_pb2.VerifyMirrorRequest, _registry_sync_service_pb2.VerifyMirrorResponse]
     """VerifyMirror recomputes the selected regions' hash chains over their synced
     and quarantined records and checks them against the signed checkpoints,
-    naming the first divergence of each region. Read-only.
+    naming the first divergence of each region. With against_source it also
+    reads each region's feed back from its registry (metered, up to the
+    mirror's cursor) and compares the digests. Read-only.
     """
 
 @_typing.type_check_only
@@ -103,7 +105,9 @@ class RegistrySyncServiceAsyncStub(RegistrySyncServiceStub):
     VerifyMirror: _aio.UnaryUnaryMultiCallable[_registry_sync_service_pb2.VerifyMirrorRequest, _registry_sync_service_pb2.VerifyMirrorResponse]  # type: ignore[assignment]
     """VerifyMirror recomputes the selected regions' hash chains over their synced
     and quarantined records and checks them against the signed checkpoints,
-    naming the first divergence of each region. Read-only.
+    naming the first divergence of each region. With against_source it also
+    reads each region's feed back from its registry (metered, up to the
+    mirror's cursor) and compares the digests. Read-only.
     """
 
 class RegistrySyncServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -205,7 +209,9 @@ class RegistrySyncServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_registry_sync_service_pb2.VerifyMirrorResponse, _abc.Awaitable[_registry_sync_service_pb2.VerifyMirrorResponse]]:
         """VerifyMirror recomputes the selected regions' hash chains over their synced
         and quarantined records and checks them against the signed checkpoints,
-        naming the first divergence of each region. Read-only.
+        naming the first divergence of each region. With against_source it also
+        reads each region's feed back from its registry (metered, up to the
+        mirror's cursor) and compares the digests. Read-only.
         """
 
 def add_RegistrySyncServiceServicer_to_server(servicer: RegistrySyncServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -23,7 +23,6 @@ from ppos.controlplane.services.governance.enums import (
 from ppos.controlplane.services.governance.models import (
     AdminJobRow,
     DecisionRow,
-    GatewayHoldRow,
     OutboxRow,
     PartnerRouteRow,
     PartnerRow,
@@ -31,6 +30,7 @@ from ppos.controlplane.services.governance.models import (
     QueueRow,
     TenantRow,
 )
+from ppos.controlplane.services.governance.outbox.reachability import QueueHold
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _TRUE = common_pb.CONDITION_STATUS_TRUE
@@ -108,8 +108,9 @@ def _set_time(target: timestamp_pb2.Timestamp, value: dt.datetime | None) -> Non
     target.nanos = since.microseconds * 1_000
 
 
-def queue_to_proto(row: QueueRow, hold: GatewayHoldRow | None = None) -> pb.Queue:
-    """`hold`: the queue's gateway cannot be reached (status HELD)."""
+def queue_to_proto(row: QueueRow, hold: QueueHold | None = None) -> pb.Queue:
+    """`hold`: the queue's gateway, or a partner it is routed to, cannot be reached
+    (status HELD)."""
     applied = row.applied_generation >= row.generation
     return pb.Queue(
         tenant_id=row.tenant_id,
@@ -141,15 +142,19 @@ def queue_to_proto(row: QueueRow, hold: GatewayHoldRow | None = None) -> pb.Queu
     )
 
 
-def _held_condition(row: QueueRow, hold: GatewayHoldRow | None) -> common_pb.Condition:
+def _held_condition(row: QueueRow, hold: QueueHold | None) -> common_pb.Condition:
     if hold is None:
-        message = f"gateway of {row.region} reachable"
+        message = f"gateway of {row.region} and partners reachable"
         return _condition("Held", False, "GatewayReachable", message, row.updated_at)
-    message = (
-        f"gateway of {row.region} cannot be reached ({hold.last_error}); jobs untouched, "
-        "commands wait in the outbox"
+    what, reason = (
+        (f"partner {hold.name}", "PartnerUnreachable")
+        if hold.cause == "partner"
+        else (f"gateway of {row.region}", "GatewayUnreachable")
     )
-    return _condition("Held", True, "GatewayUnreachable", message, hold.since)
+    message = (
+        f"{what} cannot be reached ({hold.last_error}); jobs untouched, commands wait in the outbox"
+    )
+    return _condition("Held", True, reason, message, hold.since)
 
 
 def partner_to_proto(row: PartnerRow) -> pb.Partner:
@@ -394,4 +399,6 @@ def admin_job_snapshot(row: AdminJobRow) -> dict[str, Any]:
         "checkpoint": row.checkpoint,
         "cancel_reason": row.cancel_reason,
         "error": row.error,
+        # What a finished job found (a mirror verification's outcome, say) stays in the audit.
+        "result_json": row.result_json,
     }

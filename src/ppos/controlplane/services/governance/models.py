@@ -315,3 +315,14 @@ class GatewayHoldRow(Base):
     region: Mapped[str] = mapped_column(String(64), primary_key=True)
     since: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
     last_error: Mapped[str] = mapped_column(String(2000), nullable=False, default="")
+
+
+class PartnerHoldRow(Base):
+    """A partner a gateway cannot reach: the queues routed to it show HELD until a
+    command naming it is acknowledged."""
+
+    __tablename__ = "governance_partner_holds"
+
+    partner_id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    since: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+    last_error: Mapped[str] = mapped_column(String(2000), nullable=False, default="")

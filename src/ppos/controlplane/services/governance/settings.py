@@ -76,9 +76,10 @@ class GovernanceSettings:
     )
     admin_job_lease: Seconds = setting(
         "PPOS_ADMIN_JOB_LEASE",
-        "how long a replica holds a running admin job between progress saves; after "
-        "it another replica (or a restarted one) resumes it from its checkpoint",
-        default=Seconds(30),
+        "how long a replica's hold on a running admin job lasts (renewed every third "
+        "of it); after it runs out (the replica died or froze) another replica resumes "
+        "the job from its checkpoint",
+        default=Seconds(3),
     )
     governance_watch_poll: Seconds = setting(
         "PPOS_GOVERNANCE_WATCH_POLL",

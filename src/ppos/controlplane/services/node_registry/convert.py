@@ -9,7 +9,8 @@ from google.protobuf import timestamp_pb2
 from ppos.controlplane.common.v1 import resource_pb2 as common_pb
 from ppos.controlplane.core.timeutil import to_timestamp
 from ppos.controlplane.noderegistry.v1 import node_pb2 as pb
-from ppos.controlplane.services.node_registry.models import NodeCommandRow, NodeRow
+from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2 as service_pb
+from ppos.controlplane.services.node_registry.models import EnrollmentRow, NodeCommandRow, NodeRow
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 READINESS = {
@@ -32,6 +33,13 @@ COMMAND_STATE = {
 }
 COMMAND_STATE_NAME = {value: key for key, value in COMMAND_STATE.items()}
 COMMAND_KIND = {"REIMAGE": pb.NODE_COMMAND_KIND_REIMAGE}
+ENROLLMENT_STATE = {
+    "ISSUED": service_pb.ENROLLMENT_STATE_ISSUED,
+    "REDEEMED": service_pb.ENROLLMENT_STATE_REDEEMED,
+    "EXPIRED": service_pb.ENROLLMENT_STATE_EXPIRED,
+    "REVOKED": service_pb.ENROLLMENT_STATE_REVOKED,
+}
+ENROLLMENT_STATE_NAME = {value: key for key, value in ENROLLMENT_STATE.items()}
 
 # Readiness reasons set by the health sweep: the heartbeat is not fresh.
 STALE_REASONS = frozenset({"HeartbeatStale", "NodeLost"})
@@ -237,3 +245,22 @@ def command_snapshot(row: NodeCommandRow) -> dict[str, object]:
         "result_message": row.result_message,
         "resource_version": row.resource_version,
     }
+
+
+def enrollment_to_proto(row: EnrollmentRow, state: str) -> service_pb.Enrollment:
+    """An enrollment as listed: never its token or the token's hash."""
+    return service_pb.Enrollment(
+        enrollment_id=row.enrollment_id,
+        region=row.region,
+        cluster=row.cluster,
+        labels=dict(row.labels),
+        state=ENROLLMENT_STATE[state],
+        created_by=row.created_by,
+        create_time=to_timestamp(row.created_at),
+        expire_time=to_timestamp(row.expires_at),
+        redeem_time=to_timestamp(row.redeemed_at),
+        node_id=row.node_id or "",
+        revoke_time=to_timestamp(row.revoked_at),
+        revoked_by=row.revoked_by,
+        revoke_reason=row.revoke_reason,
+    )

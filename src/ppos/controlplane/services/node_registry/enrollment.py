@@ -1,4 +1,5 @@
-"""Enrollment use cases: approve an enrollment, redeem it for a node, renew a credential.
+"""Enrollment use cases: approve an enrollment, redeem it for a node, revoke it, renew a
+credential.
 
 Each runs in the caller's unit of work; the credential itself is minted by
 the handler after commit.
@@ -11,7 +12,12 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from ppos.controlplane.core.errors import FailedPrecondition, InvalidArgument, Unauthenticated
+from ppos.controlplane.core.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unauthenticated,
+)
 from ppos.controlplane.core.ids import new_id
 from ppos.controlplane.security.principal import Principal, PrincipalKind
 from ppos.controlplane.services.node_registry import store
@@ -46,6 +52,10 @@ def create_enrollment(
                 f"enrollment {existing.enrollment_id} was already redeemed",
                 reason="ENROLLMENT_REDEEMED",
             )
+        if existing.revoked_at is not None:
+            raise FailedPrecondition(
+                f"enrollment {existing.enrollment_id} was revoked", reason="ENROLLMENT_REVOKED"
+            )
         existing.token_sha256 = token_sha256  # a replay re-issues the token
         existing.expires_at = expires
         row = existing
@@ -68,7 +78,7 @@ def create_enrollment(
         resource_kind="enrollment",
         resource_id=row.enrollment_id,
         before=None,
-        after={"region": row.region, "cluster": row.cluster, "expires_at": row.expires_at},
+        after=store.enrollment_snapshot(row, "ISSUED"),
     )
     return row
 
@@ -78,7 +88,7 @@ def redeem_enrollment(
 ) -> NodeRow:
     """The node an unused, unexpired enrollment token becomes (at credential generation 1)."""
     enrollment = store.lock_enrollment_by_token(session, token_sha256)
-    if enrollment is None or enrollment.redeemed_at is not None or enrollment.expires_at <= now:
+    if enrollment is None or enrollment_state(enrollment, now) != "ISSUED":
         raise Unauthenticated(
             "enrollment token invalid, expired or already used",
             reason="ENROLLMENT_TOKEN_INVALID",
@@ -89,6 +99,48 @@ def redeem_enrollment(
     enrollment.node_id = row.node_id
     record_changes(session, [Change(row, "Enrolled", "")], now)
     store.audit_node(session, row, None, actor=Principal(PrincipalKind.NODE, row.node_id))
+    return row
+
+
+def enrollment_state(row: EnrollmentRow, now: dt.datetime) -> str:
+    """ISSUED, REDEEMED, EXPIRED or REVOKED (expiry is read against `now`, never stored)."""
+    if row.redeemed_at is not None:
+        return "REDEEMED"
+    if row.revoked_at is not None:
+        return "REVOKED"
+    return "ISSUED" if row.expires_at > now else "EXPIRED"
+
+
+def revoke_enrollment(
+    session: Session, enrollment_id: str, reason: str, revoked_by: Principal, now: dt.datetime
+) -> EnrollmentRow:
+    """Withdraw an enrollment no node has redeemed; revoking it again changes nothing."""
+    row = store.lock_enrollment(session, enrollment_id)
+    if row is None:
+        raise NotFound("enrollment", enrollment_id)
+    state = enrollment_state(row, now)
+    if state == "REVOKED":
+        return row
+    if state == "REDEEMED":
+        raise FailedPrecondition(
+            f"enrollment {enrollment_id} was redeemed by node {row.node_id}: "
+            "cordon or drain the node instead",
+            reason="ENROLLMENT_REDEEMED",
+        )
+    before = store.enrollment_snapshot(row, state)
+    row.revoked_at = now
+    row.revoked_by = revoked_by.display
+    row.revoke_reason = reason
+    audit.record(
+        session,
+        service=store.SERVICE,
+        resource_kind="enrollment",
+        resource_id=row.enrollment_id,
+        before=before,
+        after=store.enrollment_snapshot(row, "REVOKED"),
+        reason=reason,
+        actor=revoked_by,
+    )
     return row
 
 

@@ -9,7 +9,12 @@ One sweep, in order:
 
 On PostgreSQL a transaction-scoped advisory lock lets one replica sweep at a
 time: scheduled sweeps skip a round when another replica holds it, on-demand
-sweeps wait for it.
+sweeps wait for it. The sweep is no singleton and needs no lead or fence:
+every replica sweeps on its own schedule, so one that dies leaves the others
+sweeping as before, and each transition is guarded by the state it leaves
+(a sweep run again, or late with an older `now`, changes only what is still
+due). A sweep transaction may not sit idle longer than FENCED_IDLE_TIMEOUT,
+so a replica frozen in the middle of one releases its locks.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from ppos.controlplane.services.node_registry.readiness_sweep import (
 )
 from ppos.controlplane.services.node_registry.settings import NodeRegistrySettings
 from ppos.controlplane.storage.database import Database
+from ppos.controlplane.storage.leases import bound_idle_time
 
 _log = structlog.get_logger("ppos.noderegistry.sweep")
 COMMAND_BATCH = 500
@@ -60,6 +66,7 @@ def time_out_commands(session: Session, now: dt.datetime) -> int:
     overdue = commands.overdue(session, now, COMMAND_BATCH)
     if not overdue:
         return 0
+    bound_idle_time(session)  # row and version locks: not held through a freeze
     node_ids = sorted({node_id for _, node_id in overdue})
     nodes = store.lock_nodes(session, node_ids)
     changes: list[Change] = []

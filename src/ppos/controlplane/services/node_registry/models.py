@@ -77,6 +77,15 @@ class EnrollmentRow(Base):
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
     redeemed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     node_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Set when an operator withdrew the enrollment before any node redeemed it.
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoked_by: Mapped[str] = mapped_column(String(256), nullable=False, default="")
+    revoke_reason: Mapped[str] = mapped_column(String(1024), nullable=False, default="")
+
+    __table_args__ = (
+        # ListEnrollments filters by region, newest first (ids sort by creation time).
+        Index("ix_node_enrollments_region", "region", "enrollment_id"),
+    )
 
 
 class NodeEventRow(Base):

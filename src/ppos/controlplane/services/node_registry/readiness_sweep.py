@@ -29,6 +29,7 @@ from ppos.controlplane.services.node_registry.changelog import (
 )
 from ppos.controlplane.storage import audit
 from ppos.controlplane.storage.base import UTCDateTime
+from ppos.controlplane.storage.leases import bound_idle_time
 from ppos.controlplane.storage.locks import is_postgres, transaction_lock
 
 SERVICE = "noderegistry"
@@ -152,6 +153,9 @@ class SweepResult:
 def try_sweep_lock(session: Session, *, wait: bool) -> bool:
     if not is_postgres(session):
         return True
+    # A replica frozen mid-sweep would hold the sweep and version locks for as
+    # long as it stays frozen, stalling every node write: the server ends it.
+    bound_idle_time(session)
     if wait:
         transaction_lock(session, SWEEP_LOCK_KEY)
         return True

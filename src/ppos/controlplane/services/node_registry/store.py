@@ -7,7 +7,9 @@ commands (see `commands`).
 
 from __future__ import annotations
 
-from sqlalchemy import case, func, select
+import datetime as dt
+
+from sqlalchemy import ColumnElement, and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
 from ppos.controlplane.core.errors import NotFound, Unauthenticated
@@ -132,6 +134,50 @@ def enrollment_by_request(session: Session, request_id: str) -> EnrollmentRow | 
     return session.scalars(
         select(EnrollmentRow).where(EnrollmentRow.request_id == request_id)
     ).one_or_none()
+
+
+def lock_enrollment(session: Session, enrollment_id: str) -> EnrollmentRow | None:
+    return session.scalars(
+        select(EnrollmentRow).where(EnrollmentRow.enrollment_id == enrollment_id).with_for_update()
+    ).one_or_none()
+
+
+def enrollment_snapshot(row: EnrollmentRow, state: str) -> dict[str, object]:
+    """An enrollment as the audit log keeps it: never its token or the token's hash."""
+    return {
+        "region": row.region,
+        "cluster": row.cluster,
+        "state": state,
+        "expires_at": row.expires_at,
+        "revoked_by": row.revoked_by,
+    }
+
+
+def _enrollment_states(states: list[str], now: dt.datetime) -> ColumnElement[bool]:
+    """Rows in any of `states`: the SQL of `enrollment.enrollment_state`."""
+    redeemed = EnrollmentRow.redeemed_at.is_not(None)
+    open_ = and_(EnrollmentRow.redeemed_at.is_(None), EnrollmentRow.revoked_at.is_(None))
+    clauses = {
+        "REDEEMED": redeemed,
+        "REVOKED": and_(EnrollmentRow.redeemed_at.is_(None), EnrollmentRow.revoked_at.is_not(None)),
+        "ISSUED": and_(open_, EnrollmentRow.expires_at > now),
+        "EXPIRED": and_(open_, EnrollmentRow.expires_at <= now),
+    }
+    return or_(*(clauses[state] for state in states))
+
+
+def list_enrollments(
+    session: Session, region: str, states: list[str], now: dt.datetime, before: str, size: int
+) -> list[EnrollmentRow]:
+    """Up to `size + 1` enrollments, newest first, before the id `before`."""
+    statement = select(EnrollmentRow).order_by(EnrollmentRow.enrollment_id.desc())
+    if region:
+        statement = statement.where(EnrollmentRow.region == region)
+    if states:
+        statement = statement.where(_enrollment_states(states, now))
+    if before:
+        statement = statement.where(EnrollmentRow.enrollment_id < before)
+    return list(session.scalars(statement.limit(size + 1)))
 
 
 def lock_enrollment_by_token(session: Session, token_sha256: str) -> EnrollmentRow | None:

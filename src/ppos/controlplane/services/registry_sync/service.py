@@ -33,6 +33,11 @@ from ppos.controlplane.services.registry_sync.mirror_verifier import MirrorVerif
 from ppos.controlplane.services.registry_sync.models import SweepRegionRow, SweepRow
 from ppos.controlplane.services.registry_sync.region_pull import StatusBus, SweepContext
 from ppos.controlplane.services.registry_sync.scheduler import SyncScheduler
+from ppos.controlplane.services.registry_sync.source_readback import (
+    ReadbackSettings,
+    SourceReader,
+)
+from ppos.controlplane.services.registry_sync.source_verifier import SourceVerifier, to_proto
 from ppos.controlplane.services.registry_sync.verify import enum_text
 from ppos.controlplane.storage import audit
 from ppos.controlplane.storage.leadership import leadership_for
@@ -46,6 +51,9 @@ SYNC_LEADER_KEY = 0x70706F73_6C656164
 SWEEPS_PAGE = Listing(_METHODS + "ListSweeps", Ident("sweep_id"))
 QUARANTINE_PAGE = Listing(_METHODS + "ListQuarantinedRecords", Integer("quarantine_id"))
 Context = grpc.aio.ServicerContext[Any, Any]
+# Source divergences listed per region unless the caller asks for another number.
+DEFAULT_SOURCE_DIVERGENCES = 20
+MAX_SOURCE_DIVERGENCES = 1000
 SHUTDOWN_MESSAGE = (
     "server shutting down: call WatchSyncStatus again (on this or another replica); "
     "the stream starts with every selected region's current status"
@@ -59,9 +67,11 @@ class RegistrySyncServicer(pb_grpc.RegistrySyncServiceServicer):
         scheduler: SyncScheduler,
         bus: StatusBus,
         verifier: MirrorVerifier,
+        source_verifier: SourceVerifier,
     ) -> None:
         self._deps = deps
         self._verifier = verifier
+        self._source_verifier = source_verifier
         self._settings = deps.settings
         self._scheduler = scheduler
         self._bus = bus
@@ -277,11 +287,22 @@ class RegistrySyncServicer(pb_grpc.RegistrySyncServiceServicer):
         self, request: pb.VerifyMirrorRequest, context: Context
     ) -> pb.VerifyMirrorResponse:
         regions = list(request.regions)
-        self._check_regions("regions", regions)
+        violations = Violations()
+        limit = request.max_divergences or DEFAULT_SOURCE_DIVERGENCES
+        if not 0 <= request.max_divergences <= MAX_SOURCE_DIVERGENCES:
+            violations.add(
+                "max_divergences",
+                f"must be between 0 (the default, {DEFAULT_SOURCE_DIVERGENCES}) "
+                f"and {MAX_SOURCE_DIVERGENCES}",
+            )
+        self._check_regions("regions", regions, violations)
         results = await self._verifier.verify(regions or self._regions)
-        return pb.VerifyMirrorResponse(
-            verifications=[convert.mirror_verification(report, at) for report, at in results]
-        )
+        verifications = [convert.mirror_verification(report, at) for report, at in results]
+        if request.against_source:
+            for verification in verifications:
+                report = await self._source_verifier.compare(verification.region, limit=limit)
+                verification.source.CopyFrom(to_proto(report))
+        return pb.VerifyMirrorResponse(verifications=verifications)
 
     async def ListSyncedJobs(
         self, request: pb.ListSyncedJobsRequest, context: Context
@@ -350,25 +371,41 @@ class RegistrySyncModule:
             for region, address in settings.regions.items()
         }
         self._bus = StatusBus()
+        # One meter for the sweeps and the read-backs of VerifyMirror(against_source).
+        meter = Meter(
+            Rates(
+                records_per_second=settings.records_per_second,
+                bytes_per_second=settings.bytes_per_second,
+                region_records_per_second=settings.region_records_per_second,
+                region_bytes_per_second=settings.region_bytes_per_second,
+                burst_seconds=settings.burst,
+            )
+        )
+        backoff = Backoff(settings.retry_base, settings.retry_max, settings.retry_attempts)
         context = SweepContext(
             db=deps.db,
             settings=settings,
-            meter=Meter(
-                Rates(
-                    records_per_second=settings.records_per_second,
-                    bytes_per_second=settings.bytes_per_second,
-                    region_records_per_second=settings.region_records_per_second,
-                    region_bytes_per_second=settings.region_bytes_per_second,
-                    burst_seconds=settings.burst,
-                )
-            ),
+            meter=meter,
             bus=self._bus,
-            backoff=Backoff(settings.retry_base, settings.retry_max, settings.retry_attempts),
+            backoff=backoff,
             lag=LagGauges(),
             sign_checkpoint=functools.partial(deps.minter.sign_statement, typ=CHECKPOINT_TYP),
             checkpoint_keys=deps.checkpoint_keys,
         )
         self.verifier = MirrorVerifier(deps.db, deps.checkpoint_keys, sorted(settings.regions))
+        readback = ReadbackSettings(
+            page_records=settings.page_records,
+            page_bytes=settings.page_bytes,
+            max_payload_bytes=settings.max_payload_bytes,
+            call_timeout=float(settings.call_timeout),
+        )
+        self.source_verifier = SourceVerifier(
+            deps.db,
+            {
+                region: SourceReader(client, meter, backoff, readback)
+                for region, client in self._clients.items()
+            },
+        )
         self.scheduler = SyncScheduler(
             context,
             self._clients,
@@ -378,7 +415,10 @@ class RegistrySyncModule:
 
     def register(self, server: grpc.aio.Server) -> None:
         pb_grpc.add_RegistrySyncServiceServicer_to_server(
-            RegistrySyncServicer(self._deps, self.scheduler, self._bus, self.verifier), server
+            RegistrySyncServicer(
+                self._deps, self.scheduler, self._bus, self.verifier, self.source_verifier
+            ),
+            server,
         )
 
     async def start(self) -> None:

@@ -8,6 +8,7 @@
   to `target_image` (idempotency key `<job>:<node>`), in node id order; the
   checkpoint is the last node done.
 - REGION_DRAIN: every node of a region gets a DrainNode, in node id order.
+- MIRROR_VERIFY: RegistrySync.VerifyMirror region by region (mirror_verify.py).
 
 Parameters are validated by `validate_parameters` before a job is accepted.
 """
@@ -36,6 +37,10 @@ from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2 as nr_pb
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2_grpc as nr_grpc
 from ppos.controlplane.registrysync.v1 import registry_sync_service_pb2 as rs_pb
 from ppos.controlplane.registrysync.v1 import registry_sync_service_pb2_grpc as rs_grpc
+from ppos.controlplane.services.governance.admin_jobs.mirror_verify import (
+    TRUE_OR_FALSE,
+    mirror_verify,
+)
 from ppos.controlplane.services.governance.admin_jobs.runner import (
     Cancelled,
     JobFailed,
@@ -61,6 +66,7 @@ PARAMETERS: dict[str, dict[str, bool]] = {
         "reason": True,
     },
     "REGION_DRAIN": {"region": True, "reason": True, "grace_seconds": False},
+    "MIRROR_VERIFY": {"regions": False, "against_source": False, "reason": False},
 }
 
 
@@ -98,6 +104,8 @@ def validate_parameters(violations: Violations, kind: str, parameters: dict[str,
         violations.add(
             "parameters['target_image']", "is the image being replaced: nothing would change"
         )
+    if parameters.get("against_source", "false") not in TRUE_OR_FALSE:
+        violations.add("parameters['against_source']", "must be true or false")
     grace = parameters.get("grace_seconds", "")
     if grace:
         violations.whole_number(
@@ -353,4 +361,5 @@ KINDS: dict[str, JobKind] = {
     "SYNC_SWEEP": sync_sweep,
     "REIMAGE_ROLLOUT": reimage_rollout,
     "REGION_DRAIN": region_drain,
+    "MIRROR_VERIFY": mirror_verify,
 }

@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import grpc
@@ -85,6 +85,7 @@ class Outcome:
     detail: str = ""
     retry_in: float = 0.0
     reached: bool = True  # the receiver answered (False: unreachable, slow, overloaded)
+    unreachable_partner: str = ""  # the gateway answered that it cannot reach this partner
 
 
 def _principal_of(kind: str, name: str) -> Principal:
@@ -225,7 +226,12 @@ class Dispatcher:
             )
         except grpc.aio.AioRpcError as exc:
             code = exc.code()
-            return self._error(lease, f"{code.name}: {exc.details() or ''}", code in TRANSIENT)
+            detail = f"{code.name}: {exc.details() or ''}"
+            partner = reachability.unreachable_partner(exc, lease.method, lease.payload)
+            if partner:  # the gateway answered: the partner is what cannot be reached
+                held = self._error(lease, detail, transient=True)
+                return replace(held, reached=True, unreachable_partner=partner)
+            return self._error(lease, detail, code in TRANSIENT)
         except NoReceiver as exc:
             return self._error(lease, f"NO_RECEIVER: {exc}", transient=True)
         finally:
@@ -306,6 +312,14 @@ class Dispatcher:
         reachability.note_deliveries(
             session,
             [(o.lease.target, o.reached, o.detail) for o in outcomes],
+            DISPATCHER,
+        )
+        reachability.note_partners(
+            session,
+            [
+                (o.lease.method, o.lease.payload, o.state, o.unreachable_partner, o.detail)
+                for o in outcomes
+            ],
             DISPATCHER,
         )
 

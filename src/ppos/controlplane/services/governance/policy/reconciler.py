@@ -11,15 +11,22 @@ it tries again on its next round. Once caught up with new jobs, a round also
 works one page of a policy's backfill (backfill.py): the jobs synced before
 the policy was enabled or changed.
 
-One replica leads (advisory lock on PostgreSQL, a lease on SQLite); the others
-stand by.
+One replica leads (storage/leadership.py: an advisory lock and a lease on
+PostgreSQL, a file lock on SQLite); the others stand by and try to take the
+lead every LEAD_RETRY seconds. Every write of the leader (decisions with their
+commands, the cursor, backfill progress) checks its lead's generation in the
+same transaction, so a leader that was frozen or cut off and replaced cannot
+write when it wakes up. On shutdown the lead is released at once, before the
+round in progress ends (its remaining writes are refused), so a standby takes
+over within a retry.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import grpc
 import structlog
@@ -37,9 +44,13 @@ from ppos.controlplane.services.governance.policy import backfill, decisions
 from ppos.controlplane.services.governance.policy.cursor import advance_cursor, read_cursor
 from ppos.controlplane.services.governance.policy.evaluation import JobView, plan
 from ppos.controlplane.storage.leadership import Leadership
+from ppos.controlplane.storage.leases import LeadershipLost, fenced
 
 _log = structlog.get_logger("ppos.governance.reconciler")
 RECONCILER = internal("reconciler")
+# How often a standby tries to take the lead (a released one passes within it).
+LEAD_RETRY = 1.0
+T = TypeVar("T")
 
 
 class Reconciler:
@@ -64,17 +75,35 @@ class Reconciler:
     def wake(self) -> None:
         self._wake.set()
 
+    def _write(self, work: Callable[[Session], T]) -> Awaitable[T]:
+        """A write of the leader, fenced by its lead's generation (LeadershipLost
+        once another replica has taken the lead, or this one has let it go)."""
+        return self._db.write(fenced(self.leadership.fence(), work))
+
+    async def _release_on(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        await self.leadership.release()
+
     async def run(self, stop: asyncio.Event) -> None:
         token = current_principal.set(RECONCILER)
+        # Released the moment the replica stops, not after the round in progress.
+        releasing = asyncio.create_task(self._release_on(stop), name="reconciler-release")
         try:
             while not stop.is_set():
                 busy = False
+                leading = False
                 try:
-                    if await self.leadership.acquire():
+                    leading = await self.leadership.acquire()
+                    if leading and not stop.is_set():
                         busy = await self.reconcile_once() > 0
                     self.last_error = ""
                 except asyncio.CancelledError:
                     raise
+                except LeadershipLost:
+                    # Replaced while frozen or cut off: the write changed nothing.
+                    _log.warning("reconciler.lead_superseded")
+                    await self.leadership.release()
+                    leading = False
                 except grpc.aio.AioRpcError as exc:
                     # A peer is unreachable: hold here, nothing is skipped.
                     self.last_error = f"{exc.code().name}: {exc.details()}"
@@ -88,11 +117,15 @@ class Reconciler:
                 if busy:
                     continue
                 self._wake.clear()
+                wait = float(self._settings.reconciler_interval)
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self._settings.reconciler_interval):
+                    async with asyncio.timeout(wait if leading else min(wait, LEAD_RETRY)):
                         await wait_either(stop, self._wake)
         finally:
             current_principal.reset(token)
+            releasing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await releasing
             await self.leadership.release()
 
     async def reconcile_once(self) -> int:
@@ -139,7 +172,7 @@ class Reconciler:
         progress = backfill.Backfill(
             due.policy_id, due.generation, position, due.up_to_sequence, evaluated
         )
-        await self._db.write(lambda s: backfill.advance(s, progress, finished=finished))
+        await self._write(lambda s: backfill.advance(s, progress, finished=finished))
         _log.info(
             "reconciler.backfill",
             policy_id=due.policy_id,
@@ -161,7 +194,7 @@ class Reconciler:
         if only_policy and (policy_row is None or policy_row.policy_id != only_policy):
             return None  # a backfill acts for its own policy only
         if policy_row is None or not policy_row.enabled:
-            await self._db.write(lambda s: advance_cursor(s, job.sync_sequence))
+            await self._write(lambda s: advance_cursor(s, job.sync_sequence))
             return None
         policy = decisions.policy_view(policy_row)
         node = NodeFacts(known=None)
@@ -179,10 +212,10 @@ class Reconciler:
             return decision_id
 
         try:
-            await self._db.write(work)
+            await self._write(work)
         except IntegrityError:
             # Already decided (a replay, or another leader got there first).
-            await self._db.write(lambda s: advance_cursor(s, job.sync_sequence))
+            await self._write(lambda s: advance_cursor(s, job.sync_sequence))
             _log.info("reconciler.already_decided", job=job.ref, policy_id=policy.policy_id)
             return ""
         _log.info(

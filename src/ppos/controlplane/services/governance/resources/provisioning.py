@@ -87,10 +87,10 @@ def provision_tenant(
     record_change(session, "tenant", tenant.tenant_id, None, tenant_snapshot(tenant))
     queues = _add_queues(session, tenant, request, actor)
     routes = _add_routes(session, tenant, request, actor)
-    holds = reachability.held_regions(session, [q.region for q in queues])
+    holds = reachability.queue_holds(session, queues)
     response = pb.ProvisionTenantResponse(
         tenant=tenant_to_proto(tenant),
-        queues=[queue_to_proto(q, holds.get(q.region)) for q in queues],
+        queues=[queue_to_proto(q, holds.get((q.tenant_id, q.queue_id))) for q in queues],
         routes=[route_to_proto(r) for r in routes],
     )
     call.remember(session, f"tenant/{tenant.tenant_id}", response)

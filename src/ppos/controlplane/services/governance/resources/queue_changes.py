@@ -54,8 +54,10 @@ def create_queue(
         # The tenant's tenant-wide routes now apply in one more region.
         for route in routing.tenant_wide_routes(session, tenant.tenant_id):
             routing.push_route(session, route, [queue.region], "tenant entered region", actor)
-    holds = reachability.held_regions(session, [queue.region])
-    response = pb.CreateQueueResponse(queue=queue_to_proto(queue, holds.get(queue.region)))
+    holds = reachability.queue_holds(session, [queue])
+    response = pb.CreateQueueResponse(
+        queue=queue_to_proto(queue, holds.get((queue.tenant_id, queue.queue_id)))
+    )
     call.remember(session, f"queue/{tenant.tenant_id}/{queue.queue_id}", response)
     return response, True
 

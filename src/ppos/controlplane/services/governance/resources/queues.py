@@ -17,7 +17,7 @@ from ppos.controlplane.services.governance.convert import queue_to_proto
 from ppos.controlplane.services.governance.enums import QUEUE_STATE
 from ppos.controlplane.services.governance.handler_base import HandlerBase
 from ppos.controlplane.services.governance.idempotency import IdempotentCall, validate_request_id
-from ppos.controlplane.services.governance.models import MAX_CAPACITY, GatewayHoldRow, QueueRow
+from ppos.controlplane.services.governance.models import MAX_CAPACITY, QueueRow
 from ppos.controlplane.services.governance.outbox import reachability
 from ppos.controlplane.services.governance.resources import lookups, store
 from ppos.controlplane.services.governance.resources.queue_changes import (
@@ -67,10 +67,10 @@ class QueueHandlers(HandlerBase):
         violations.raise_if_any()
 
         def work(session: Session) -> res_pb.Queue:
-            # The row and its gateway's hold in one read, so the two agree.
+            # The row and its holds in one read, so the two agree.
             row = lookups.queue(session, request.tenant_id, request.queue_id, lock=False)
-            holds = reachability.held_regions(session, [row.region])
-            return queue_to_proto(row, holds.get(row.region))
+            holds = reachability.queue_holds(session, [row])
+            return queue_to_proto(row, holds.get((row.tenant_id, row.queue_id)))
 
         return pb.GetQueueResponse(queue=await self._db.read(work))
 
@@ -96,22 +96,26 @@ class QueueHandlers(HandlerBase):
             {"tenant": request.tenant_id, "region": request.region, "states": sorted(states)},
         )
 
-        def work(session: Session) -> tuple[list[QueueRow], dict[str, GatewayHoldRow]]:
+        def work(
+            session: Session,
+        ) -> tuple[list[QueueRow], dict[tuple[str, str], reachability.QueueHold]]:
             rows = store.queue_page(
                 session, page, tenant_id=request.tenant_id, region=request.region, states=states
             )
-            return rows, reachability.held_regions(session, [r.region for r in rows])
+            return rows, reachability.queue_holds(session, rows[: page.size])
 
         rows, holds = await self._db.read(work)
         return pb.ListQueuesResponse(
-            queues=[queue_to_proto(r, holds.get(r.region)) for r in rows[: page.size]],
+            queues=[
+                queue_to_proto(r, holds.get((r.tenant_id, r.queue_id))) for r in rows[: page.size]
+            ],
             next_page_token=page.next_token(rows),
         )
 
     async def _shown(self, row: QueueRow) -> res_pb.Queue:
-        """The queue as shown: HELD while its gateway cannot be reached."""
-        holds = await self._db.read(lambda s: reachability.held_regions(s, [row.region]))
-        return queue_to_proto(row, holds.get(row.region))
+        """The queue as shown: HELD while its gateway or a partner cannot be reached."""
+        holds = await self._db.read(lambda s: reachability.queue_holds(s, [row]))
+        return queue_to_proto(row, holds.get((row.tenant_id, row.queue_id)))
 
     async def _change_queue(self, change: QueueChange) -> QueueRow:
         actor = current_principal.get()

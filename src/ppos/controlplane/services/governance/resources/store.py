@@ -28,7 +28,7 @@ from ppos.controlplane.services.governance.models import (
     QueueRow,
     TenantRow,
 )
-from ppos.controlplane.services.governance.outbox import commands
+from ppos.controlplane.services.governance.outbox import commands, reachability
 from ppos.controlplane.services.governance.paging import Page
 from ppos.controlplane.storage.database import Database
 from ppos.controlplane.storage.reads import PreparedRead, quick_reads
@@ -155,10 +155,15 @@ def queue_page(
     if region:
         query = query.where(QueueRow.region == region)
     if states:
-        # HELD is shown, not stored: the queues of a region whose gateway is held.
+        # HELD is shown, not stored: the queues of a region whose gateway is held,
+        # or routed to a partner that is.
         matches: ColumnElement[bool] = QueueRow.state.in_([s for s in states if s != "HELD"])
         if "HELD" in states:
-            matches = or_(matches, QueueRow.region.in_(select(GatewayHoldRow.region)))
+            matches = or_(
+                matches,
+                QueueRow.region.in_(select(GatewayHoldRow.region)),
+                reachability.routed_to_held_partner(),
+            )
         query = query.where(matches)
     return list(session.scalars(page.window(query, QueueRow.tenant_id, QueueRow.queue_id)))
 

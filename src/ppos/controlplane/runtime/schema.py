@@ -1,4 +1,9 @@
-"""Imports every table so one MetaData holds the whole schema (migrations, tests)."""
+"""The whole schema in one MetaData: every service's tables and storage's own.
+
+It lives in the composition floor because only here may one module know every
+service; storage's migrations need no MetaData to upgrade (the revisions say
+what to run), and schema comparisons (tests, autogenerate) hand this one in.
+"""
 
 from __future__ import annotations
 
