@@ -10,7 +10,9 @@ this process:
   latency and the portal's CPU per page, against GET / of the bare app (latency,
   CPU per response) and against the bare ListNodes call of the same page that the
   page wraps;
-- SSE fan-out: N tabs (EventSource streams) on the same nodes page while one of its
+- SSE fan-out: N tabs (EventSource streams, played by a Node.js process,
+  bench/sse_tabs.mjs; PPOS_BENCH_SSE_CLIENT=python plays them as asyncio tasks of
+  this process, whose one core saturates first) on the same nodes page while one of its
   nodes heartbeats `rate` times a second, each heartbeat changing its slots in use,
   and the rest of the fleet makes `background` changes a second (each a WatchNodes
   event the portal receives and that wakes the view):
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import secrets
@@ -37,7 +40,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +55,9 @@ from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2_grpc as 
 
 DIGEST = "sha256:" + "c" * 64
 CAPACITY = 8
+# Who plays the 200 browser tabs: "node" (bench/sse_tabs.mjs, keeps up) or "python"
+# (asyncio tasks of this process, which saturate before the portal does).
+SSE_CLIENT = os.environ.get("PPOS_BENCH_SSE_CLIENT", "node")
 PAGE = 50
 
 
@@ -185,35 +191,98 @@ async def _fanout(
     path: str,
     event: str,
     change: Callable[[int], Awaitable[None]],
-    shown: Callable[[str], int | None],
+    pattern: str,
 ) -> tuple[list[float], int]:
     """N tabs on `path`; `change(k)` at `rate`; each event's latency from the change
-    whose value (k mod CAPACITY+1) it shows; and the number of events delivered."""
-    arrivals: list[list[tuple[float, str]]] = [[] for _ in range(plan.tabs)]
-    tabs = [asyncio.create_task(_tab(http, path, event, a)) for a in arrivals]
-    await asyncio.sleep(2.0)  # every tab connected and shown the current view
-    for a in arrivals:
-        a.clear()
-    changes: list[tuple[float, int]] = []
-    started = time.perf_counter()
-    k = 0
-    while time.perf_counter() - started < plan.fanout_seconds:
-        k += 1
-        await change(k)
-        changes.append((time.perf_counter(), k % (CAPACITY + 1)))
-        await asyncio.sleep(max(0.0, started + k / plan.rate - time.perf_counter()))
-    await asyncio.sleep(2.0)  # the last change delivered
-    for task in tabs:
-        task.cancel()
-    await asyncio.gather(*tabs, return_exceptions=True)
+    whose value (k mod CAPACITY+1, `pattern`'s first group in the event) it shows; and
+    the number of events delivered. The tabs are SSE_CLIENT's."""
+    tabs = _node_tabs if SSE_CLIENT == "node" else _python_tabs
+    async with tabs(plan, http, path, event, pattern) as recording:
+        changes: list[tuple[float, int]] = []
+        started = time.perf_counter()
+        k = 0
+        while time.perf_counter() - started < plan.fanout_seconds:
+            k += 1
+            await change(k)
+            changes.append((time.perf_counter(), k % (CAPACITY + 1)))
+            await asyncio.sleep(max(0.0, started + k / plan.rate - time.perf_counter()))
+        await asyncio.sleep(2.0)  # the last change delivered
     latencies = []
-    for tab in arrivals:
+    for arrived, value in recording.arrivals:
+        before = [t for t, v in changes if v == value and t <= arrived]
+        if value is not None and before:
+            latencies.append(arrived - before[-1])
+    return latencies, len(recording.arrivals)
+
+
+@dataclass
+class Recording:
+    """Every tab's events once the tabs are told to start: (arrival, value shown)."""
+
+    arrivals: list[tuple[float, int | None]] = field(default_factory=list)
+
+
+@contextlib.asynccontextmanager
+async def _python_tabs(
+    plan: Plan, http: httpx.AsyncClient, path: str, event: str, pattern: str
+) -> AsyncIterator[Recording]:
+    """The tabs as asyncio tasks of this process (its one core saturates first)."""
+    shows = re.compile(pattern, re.S)
+    per_tab: list[list[tuple[float, str]]] = [[] for _ in range(plan.tabs)]
+    tasks = [asyncio.create_task(_tab(http, path, event, a)) for a in per_tab]
+    await asyncio.sleep(2.0)  # every tab connected and shown the current view
+    for a in per_tab:
+        a.clear()
+    recording = Recording()
+    try:
+        yield recording
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    for tab in per_tab:
         for arrived, data in tab:
-            value = shown(data)
-            before = [t for t, v in changes if v == value and t <= arrived]
-            if value is not None and before:
-                latencies.append(arrived - before[-1])
-    return latencies, sum(len(a) for a in arrivals)
+            found = shows.search(data)
+            recording.arrivals.append((arrived, int(found.group(1)) if found else None))
+
+
+@contextlib.asynccontextmanager
+async def _node_tabs(
+    plan: Plan, http: httpx.AsyncClient, path: str, event: str, pattern: str
+) -> AsyncIterator[Recording]:
+    """The tabs in a Node.js process (bench/sse_tabs.mjs), its times on this clock."""
+    cookie = "; ".join(f"{name}={value}" for name, value in http.cookies.items())
+    tabs = await asyncio.create_subprocess_exec(
+        "node",
+        str(Path(__file__).with_name("sse_tabs.mjs")),
+        str(http.base_url).rstrip("/") + path,
+        event,
+        pattern,
+        str(plan.tabs),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PPOS_BENCH_COOKIE": cookie},
+        limit=64 * 1024 * 1024,  # the report is one line of every arrival
+    )
+    assert tabs.stdin is not None
+    assert tabs.stdout is not None
+    recording = Recording()
+    try:
+        ready = await asyncio.wait_for(tabs.stdout.readline(), 60)
+        if ready.strip() != b"ready":
+            raise RuntimeError(f"sse_tabs.mjs did not connect its tabs: {ready!r}")
+        await asyncio.sleep(2.0)  # every tab shown the current view, as the Python tabs
+        tabs.stdin.write(b"start\n")
+        await tabs.stdin.drain()
+        yield recording
+        tabs.stdin.write(b"stop\n")
+        await tabs.stdin.drain()
+        report = json.loads(await asyncio.wait_for(tabs.stdout.readline(), 60))
+        recording.arrivals.extend((float(t), v) for t, v in report["arrivals"])
+    finally:
+        if tabs.returncode is None:
+            tabs.kill()
+        await tabs.wait()
 
 
 async def run(mode: Mode) -> Result:
@@ -270,6 +339,13 @@ async def run(mode: Mode) -> Result:
                 async def list_nodes() -> None:
                     await nodes.ListNodes(pb.ListNodesRequest(page_size=PAGE), metadata=operator)
 
+                by_readiness = pb.ListNodesRequest(
+                    page_size=PAGE, order_by=pb.NODE_ORDER_READINESS, descending=True
+                )
+
+                async def list_sorted() -> None:  # readiness has no index: a sort of all
+                    await nodes.ListNodes(by_readiness, metadata=operator)
+
                 await _repeat(nodes_page, 0.5)  # warm
                 cpu = cpu_seconds(bare.pid)
                 bare_lat = await _repeat(bare_get, plan.page_seconds)
@@ -278,6 +354,7 @@ async def run(mode: Mode) -> Result:
                 page_lat = await _repeat(nodes_page, plan.page_seconds)
                 page_cpu = (cpu_seconds(portal.pid) - cpu) / len(page_lat)
                 list_lat = await _repeat(list_nodes, plan.page_seconds)
+                sorted_lat = await _repeat(list_sorted, plan.page_seconds)
                 ms = 1000.0
                 bare_ms = result.figure(
                     "bare Starlette GET / (median)", statistics.median(bare_lat) * ms, "ms"
@@ -292,6 +369,12 @@ async def run(mode: Mode) -> Result:
                     statistics.median(list_lat) * ms,
                     "ms",
                 )
+                sorted_ms = result.figure(
+                    "ListNodes sorted by readiness, descending, the same size (median)",
+                    statistics.median(sorted_lat) * ms,
+                    "ms",
+                )
+                result.ratio("sorted ListNodes / ListNodes in id order", sorted_ms, list_ms)
                 result.ratio("nodes page / bare Starlette response (latency)", page_ms, bare_ms)
                 result.ratio("nodes page / bare ListNodes (latency)", page_ms, list_ms)
                 bare_cpu_ms = result.figure("bare Starlette CPU per response", bare_cpu * ms, "ms")
@@ -314,11 +397,7 @@ async def run(mode: Mode) -> Result:
                         metadata=agent,
                     )
 
-                row = re.compile(rf'data-node="{first.node_id}".*?<td class="slots">(\d+)/', re.S)
-
-                def slots(data: str) -> int | None:
-                    found = row.search(data)
-                    return int(found.group(1)) if found else None
+                row = rf'data-node="{first.node_id}".*?<td class="slots">(\d+)/'
 
                 others = [c for n, c in fleet if n != first.node_id]
 
@@ -342,9 +421,7 @@ async def run(mode: Mode) -> Result:
                 path = f"/events/nodes?page_size={PAGE}"
                 watching = asyncio.create_task(asyncio.sleep(3.0))
                 subscribers_task = asyncio.create_task(_fanout_subscribers(watching, metrics_port))
-                portal_lat, portal_events = await _fanout(
-                    plan, http, path, "nodes", heartbeat, slots
-                )
+                portal_lat, portal_events = await _fanout(plan, http, path, "nodes", heartbeat, row)
                 portal_event_cpu = (cpu_seconds(portal.pid) - cpu) / max(1, portal_events)
                 churning.cancel()
                 await asyncio.gather(churning, *in_flight, return_exceptions=True)
@@ -355,13 +432,9 @@ async def run(mode: Mode) -> Result:
                     mark = f"{k % (CAPACITY + 1)}|"
                     await bare_http.post(f"/tick?size={size}&mark={mark}")
 
-                def mark(data: str) -> int | None:
-                    head = data.split("|", 1)[0]
-                    return int(head) if head.isdigit() else None
-
                 cpu = cpu_seconds(bare.pid)
                 bare_fan, bare_events = await _fanout(
-                    plan, bare_http, "/events", "tick", tick, mark
+                    plan, bare_http, "/events", "tick", tick, r"^(\d+)\|"
                 )
                 bare_event_cpu = (cpu_seconds(bare.pid) - cpu) / max(1, bare_events)
 
@@ -393,7 +466,12 @@ async def run(mode: Mode) -> Result:
                     f"{plan.fanout_seconds:g} s; the portal reads a view at most once per "
                     "live_interval (0.25 s by default), so a table shows the latest of "
                     "the changes since; portal, plane, bare app and this client are "
-                    "separate processes on the same machine"
+                    "separate processes on the same machine; the tabs are "
+                    + (
+                        "a Node.js process (bench/sse_tabs.mjs)"
+                        if SSE_CLIENT == "node"
+                        else "asyncio tasks of this process"
+                    )
                 )
         finally:
             plane.stop()

@@ -21,6 +21,7 @@ from ppos.controlplane.core.pagination import (
     Integer,
     Listing,
     PageTokens,
+    Text,
 )
 from tests.support.page_tokens import HOSTILE, b64, random_tokens
 
@@ -188,6 +189,21 @@ def test_issuing_a_position_its_listing_does_not_describe_is_a_server_bug(
 ) -> None:
     with pytest.raises(ValueError, match="ListThings"):
         codec().issue(THINGS, FILTERS, position)
+
+
+def test_text_fields_carry_any_printable_text_within_their_bound() -> None:
+    """Sort keys such as container images (slashes, colons, '@'; any script)."""
+    tokens = codec()
+    listing = Listing(METHOD, Text("image", max_bytes=64), Ident("thing_id"))
+    for image in ("registry.example/ppos/agent:1.2@sha256", "", "Übersetzer/日本:1"):
+        token = tokens.issue(listing, FILTERS, (image, "thing-1"))
+        assert tokens.read(listing, FILTERS, token) == (image, "thing-1")
+    for bad in ("a" * 65, "tab\there", "\u202e", 7):
+        with pytest.raises(ValueError, match="ListThings"):
+            tokens.issue(listing, FILTERS, (bad, "thing-1"))
+    wide = Listing(METHOD, Text("image", max_bytes=100), Ident("thing_id"))
+    long_one = tokens.issue(wide, FILTERS, ("a" * 65, "thing-1"))
+    assert refusal(tokens, long_one, listing) == STALE  # sealed, but over the bound
 
 
 @pytest.mark.parametrize("value", [True, -1, 11, 1.5, "3", None])

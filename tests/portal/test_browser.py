@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,13 @@ from ppos.preflight.v1 import job_pb2
 from tests.ops.support import DIGEST, IMAGE
 from tests.ops.worlds import REGION
 from tests.portal.support import EXACT_JOB, EXACT_PAYLOAD, OTHER_REGION, PortalWorld
+from tests.support.operators import add_operator
 
 CHROMIUM = Path("/usr/bin/chromium")
+# scripts/portal-screenshots.sh sets this to docs/images/portal: the run then saves the
+# pages docs/portal.md shows.
+SCREENSHOTS = os.environ.get("PPOS_PORTAL_SCREENSHOTS", "")
+VIEWPORT = {"width": 1100, "height": 720}
 AXE = Path(__file__).resolve().parents[2] / "node_modules/axe-core/axe.min.js"
 
 pytestmark = pytest.mark.skipif(
@@ -87,6 +93,13 @@ async def sign_in(page: Page, world: PortalWorld) -> None:
     await expect(page.get_by_role("heading", name="Overview", exact=True)).to_be_visible()
 
 
+async def shoot(page: Page, name: str) -> None:
+    """The page as it is now, into SCREENSHOTS/name.png, when screenshots are asked for."""
+    if SCREENSHOTS:
+        await asyncio.to_thread(Path(SCREENSHOTS).mkdir, parents=True, exist_ok=True)
+        await page.screenshot(path=str(Path(SCREENSHOTS) / f"{name}.png"))
+
+
 async def credential_absent(page: Page, context: BrowserContext, token: str) -> None:
     assert token not in await page.content()
     assert token not in page.url
@@ -99,7 +112,7 @@ async def credential_absent(page: Page, context: BrowserContext, token: str) -> 
 async def test_an_operator_signs_in_watches_filters_cordons_and_downloads(
     world: PortalWorld, chromium: Browser, tmp_path: Path
 ) -> None:
-    context = await chromium.new_context(accept_downloads=True)
+    context = await chromium.new_context(accept_downloads=True, viewport=VIEWPORT)
     page = await context.new_page()
     watch = Watch(page)
     await sign_in(page, world)
@@ -107,6 +120,7 @@ async def test_an_operator_signs_in_watches_filters_cordons_and_downloads(
     # uPlot (served by the portal) draws the region's growth chart.
     await expect(page.locator(".chart canvas").first).to_be_attached()
     assert await axe_violations(page) == []
+    await shoot(page, "overview")
     session = next(c for c in await context.cookies() if c["name"] == "ppos_session")
     assert session["httpOnly"]
     assert session["sameSite"] == "Strict"
@@ -121,6 +135,7 @@ async def test_an_operator_signs_in_watches_filters_cordons_and_downloads(
     )
     await expect(cell).to_have_text("3/4", timeout=3000)
     assert await axe_violations(page) == []
+    await shoot(page, "nodes")
 
     await page.get_by_label("Region").fill(OTHER_REGION)
     await page.get_by_role("button", name="Filter").click()
@@ -136,6 +151,7 @@ async def test_an_operator_signs_in_watches_filters_cordons_and_downloads(
     await page.get_by_role("button", name="Cordon…").click()
     await expect(page.get_by_role("heading", name=f"Cordon node {node_b}?")).to_be_visible()
     assert await axe_violations(page) == []
+    await shoot(page, "confirm")
     await page.get_by_label("Type the node's name").fill(node_b)
     await page.get_by_role("button", name=f"Cordon {node_b}").click()
     await expect(page.get_by_role("status")).to_have_text("Cordon done")
@@ -152,6 +168,7 @@ async def test_an_operator_signs_in_watches_filters_cordons_and_downloads(
     sweep = (await asyncio.to_thread(world.cp.sync.list_sweeps, limit=1)).sweeps[0]
     row = page.locator("#sweeps tr", has_text=sweep.sweep_id)
     await expect(row.locator("td.state")).to_have_text("SUCCEEDED", timeout=5000)
+    await shoot(page, "sync")
 
     # A synced job: the exact payload shown, and downloaded byte for byte.
     await page.get_by_role("link", name="Synced jobs").click()
@@ -162,6 +179,7 @@ async def test_an_operator_signs_in_watches_filters_cordons_and_downloads(
     shown = await page.locator("#payload").text_content()
     assert shown == EXACT_PAYLOAD.decode()
     assert await axe_violations(page) == []
+    await shoot(page, "synced-job")
     async with page.expect_download() as info:
         await page.locator("#download-payload").click()
     download = await info.value
@@ -188,6 +206,7 @@ async def test_an_operator_signs_in_watches_filters_cordons_and_downloads(
     await page.get_by_role("button", name="Preview the jobs it would act on").click()
     await expect(page.locator("table.decisions a", has_text="fix_1779116603391")).to_be_visible()
     assert await axe_violations(page) == []
+    await shoot(page, "policy-preview")
     await asyncio.to_thread(
         world.cp.governance.create_partner, "printhaus", display_name="Printhaus", region=REGION
     )
@@ -207,6 +226,8 @@ async def test_an_operator_signs_in_watches_filters_cordons_and_downloads(
         await page.goto(world.url + path)
         assert await axe_violations(page) == [], path
         await credential_absent(page, context, world.token)
+        if path == "/alerts":
+            await shoot(page, "alerts")
 
     await page.get_by_role("button", name="Sign out").click()
     await expect(page).to_have_url(world.url + "/signin")
@@ -214,4 +235,25 @@ async def test_an_operator_signs_in_watches_filters_cordons_and_downloads(
     await expect(page).to_have_url(world.url + "/signin?next=%2Fnodes")
     assert watch.dialogs == [], "markup from an operator or a registry ran"
     assert watch.csp == [], json.dumps(watch.csp)
+    await context.close()
+    await a_viewer_sees_no_action(world, chromium)
+
+
+async def a_viewer_sees_no_action(world: PortalWorld, chromium: Browser) -> None:
+    """A named viewer signs in with their own credential: the same pages, no action."""
+    viewer = await add_operator(world.world.plane, "vera", "viewer")
+    context = await chromium.new_context(viewport=VIEWPORT)
+    page = await context.new_page()
+    await page.goto(world.url + "/signin")
+    await page.get_by_label("Your name").fill("vera")
+    await page.get_by_label("Operator credential").fill(viewer.credential)
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.get_by_text("Signed in as vera (viewer)")).to_be_visible()
+    node_b = world.nodes["b"].node_id
+    for path in (f"/nodes/{node_b}", "/sync", "/governance", "/nodes?sort=region&desc=1"):
+        await page.goto(world.url + path)
+        await expect(page.locator("main h1")).to_be_visible()
+        assert await page.locator("main form[method=post]").count() == 0, path
+        assert await axe_violations(page) == [], path
+    await credential_absent(page, context, viewer.credential)
     await context.close()

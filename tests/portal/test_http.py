@@ -252,6 +252,25 @@ async def test_nodes_filter_and_page_through_the_servers_tokens(
         assert re.findall(r'data-node="([^"]+)"', page.text) == expected
     assert 'rel="prev"' not in page.text  # the first page
 
+    # Sorted by region, descending, from the heading's links: pages keep the order.
+    page = await operator.get("/nodes?page_size=1")
+    for _ in range(2):  # ascending, then the other way
+        found = re.search(r'<a href="(/nodes\?[^"]*)" id="sort-region">', page.text)
+        assert found is not None, page.text
+        page = await operator.get(found.group(1).replace("&amp;", "&"))
+    assert 'aria-sort="descending"' in page.text
+    ordered: list[str] = []
+    while True:
+        ordered += re.findall(r'data-node="([^"]+)"', page.text)
+        found = re.search(r'<a href="(/nodes\?[^"]*page_token=[^"]*)" rel="next">', page.text)
+        if found is None:
+            break
+        assert "sort=region" in found.group(1)
+        page = await operator.get(found.group(1).replace("&amp;", "&"))
+    regions = {world.nodes[k].node_id: REGION for k in "ab"}
+    regions[world.nodes["c"].node_id] = OTHER_REGION
+    assert ordered == sorted(regions, key=lambda node: (regions[node], node), reverse=True)
+
 
 async def test_the_quarantine_shows_escaped_text_hex_and_the_exact_bytes(
     world: PortalWorld, operator: Operator

@@ -6,10 +6,13 @@ import asyncio
 import json
 import re
 
+from prometheus_client import REGISTRY
+
 from ppos.controlplane.governance.v1 import governance_service_pb2 as gov
 from ppos.controlplane.governance.v1 import resources_pb2 as res
+from ppos.preflight.v1 import job_pb2
 from tests.ops.worlds import REGION
-from tests.portal.support import Operator, PortalWorld, text_of
+from tests.portal.support import OTHER_REGION, Operator, PortalWorld, text_of
 
 
 async def _until_page(operator: Operator, path: str, pattern: str) -> str:
@@ -30,14 +33,38 @@ async def test_growth_charts_failing_deliveries_and_alerts(
     world: PortalWorld, operator: Operator
 ) -> None:
     page = await operator.get("/")
-    chart = re.search(r"data-chart='([^']+)'", page.text)
-    assert chart is not None, page.text
-    series = json.loads(chart.group(1).replace("&#39;", "'"))
-    assert series["region"] == REGION
-    assert series["records"][-1] > 0
-    assert len(series["t"]) == len(series["records"]) == len(series["quarantined"])
-    assert series["quarantined"][-1] == 1  # the malformed record
+    charts = [
+        json.loads(found.replace("&#39;", "'"))
+        for found in re.findall(r"data-chart='([^']+)'", page.text)
+    ]
+    drawn = {(c["region"], c["kind"]): c for c in charts}
+    growth = drawn[(REGION, "growth")]
+    records, quarantined = (s["values"] for s in growth["series"])
+    assert records[-1] > 0
+    assert len(growth["t"]) == len(records) == len(quarantined)
+    assert quarantined[-1] == 1  # the malformed record
+    (lag,) = drawn[(REGION, "lag")]["series"]
+    assert lag["label"] == "lag (s)"
+    assert len(lag["values"]) == len(growth["t"])
+    readiness = {s["label"]: s["values"][-1] for s in drawn[(REGION, "readiness")]["series"]}
+    assert readiness == {"READY": 2, "NOT_READY": 0, "DRAINING": 0, "REIMAGING": 0, "LOST": 0}
+    assert drawn[(OTHER_REGION, "readiness")]["series"][0]["values"][-1] == 1
     assert "No alert is firing." in page.text
+    # The FAILED_RUNTIME_ENVIRONMENT rate is read from the synced jobs (too few to fire).
+    rate = world.portal.app.state.portal.runtime_failures
+    assert rate.caught_up
+    assert rate.after > 0
+    failed = await asyncio.to_thread(
+        world.cp.sync.list_jobs,
+        governance_states=[job_pb2.GOVERNANCE_STATE_FAILED_RUNTIME_ENVIRONMENT],
+    )
+    assert failed.jobs
+    # The plane (in this process) counts them for PposRuntimeEnvironmentFailing too.
+    counted = REGISTRY.get_sample_value(
+        "ppos_sync_runtime_environment_failures_total", {"region": REGION}
+    )
+    assert counted is not None
+    assert counted >= len(failed.jobs)
 
     # A node of REGION not ready (1 of 2): PposNodesNotReady, on the banner and the page.
     await asyncio.to_thread(world.nodes["b"].heartbeat, ready=False)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from ppos.portal.plane import OperatorClients
 
+ROLES = ("viewer", "operator", "admin")  # each may what the ones before it may
 SESSION_COOKIE = "ppos_session"
 SECURE_SESSION_COOKIE = "__Host-ppos_session"  # the prefix binds it to this host over TLS
 
@@ -32,9 +33,16 @@ class Session:
     clients: OperatorClients = field(repr=False)
     created: float
     last_seen: float
+    #: What the plane lets this credential do (plane.role_of): the pages offer only
+    #: the actions of this role; the plane refuses the others anyway.
+    role: str = "viewer"
     #: Per nodes filter, the page tokens this operator followed (for "Previous page":
     #: the plane's tokens only go forward).
     node_pages: dict[str, list[str]] = field(default_factory=dict, repr=False)
+
+    def may(self, role: str) -> bool:
+        """Whether this operator's role is `role` or above."""
+        return ROLES.index(self.role) >= ROLES.index(role)
 
 
 class SessionStore:
@@ -53,9 +61,10 @@ class SessionStore:
         self._lock = threading.Lock()
         self._sessions: dict[str, Session] = {}
 
-    def create(self, operator: str, clients: OperatorClients) -> Session:
+    def create(self, operator: str, clients: OperatorClients, role: str = "viewer") -> Session:
         now = self._clock()
         session = Session(
+            role=role,
             session_id=secrets.token_urlsafe(32),
             csrf_token=secrets.token_urlsafe(32),
             operator=operator,

@@ -31,6 +31,7 @@ from ppos.controlplane.governance.v1 import resources_pb2 as res
 from ppos.controlplane.noderegistry.v1 import node_pb2
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2 as nr_pb
 from ppos.portal.plane import OperatorClients
+from ppos.portal.series import Series
 from ppos.portal.sessions import Session
 
 log = logging.getLogger("ppos.portal.upstreams")
@@ -40,6 +41,7 @@ RETRY_FIRST, RETRY_MAX = 0.2, 5.0  # seconds between reconnections, doubling
 # one, the topics read once more, covering what changed while it was being opened.
 OPEN_SETTLE = 0.5
 _EVENT = nr_pb.WatchEventType
+READINESS_SHOWN = ("READY", "NOT_READY", "DRAINING", "REIMAGING", "LOST")
 
 
 class Upstream:
@@ -182,6 +184,9 @@ class NodeWatch(Upstream):
         self.nodes: dict[str, node_pb2.Node] = {}
         self.synced = False  # a full snapshot has arrived
         self.resyncs = 0
+        # Per region, nodes by readiness (READINESS_SHOWN) over the last hour, fed by
+        # the overview (which counts them anyway) rather than on every change.
+        self.readiness = Series()
         self._snapshot: dict[str, node_pb2.Node] = {}
         self._resume = 0  # the stream thread's own resume point
 
@@ -292,12 +297,9 @@ class AdminJobWatch(Upstream):
         self.changed()
 
 
-SERIES_POINTS = 720  # per region: an hour at one point each 5 s
-
-
 class SyncWatch(Upstream):
-    """Every region's sync status from WatchSyncStatus, and per region a bounded
-    series of (time, records, quarantined) for the overview's charts."""
+    """Every region's sync status from WatchSyncStatus, and per region the last hour
+    of (records, quarantined, lag seconds) for the overview's charts."""
 
     name = "WatchSyncStatus"
 
@@ -305,9 +307,8 @@ class SyncWatch(Upstream):
         self, pick_session: Callable[[], Session | None], clock: Callable[[], float] = time.time
     ) -> None:
         super().__init__(pick_session)
-        self.clock = clock
         self.statuses: dict[str, Any] = {}
-        self.series: dict[str, deque[tuple[float, int, int]]] = {}
+        self.series = Series(clock)
 
     def open(self, clients: OperatorClients) -> Any:
         return clients.sync.watch_status()
@@ -317,23 +318,18 @@ class SyncWatch(Upstream):
         self.changed()
 
     def record(self, status: Any) -> None:
-        """Keep `status` and add a point to its region's series (also called with the
-        statuses the overview lists, so the series grows while nothing streams)."""
+        """Keep `status` and its point in its region's series (also called with the
+        statuses the overview lists, so the series goes on while nothing streams)."""
         self.statuses[status.region] = status
-        points = self.series.setdefault(status.region, deque(maxlen=SERIES_POINTS))
-        point = (self.clock(), int(status.records_synced), int(status.quarantined_count))
-        if points and points[-1][1:] == point[1:] and point[0] - points[-1][0] < 5:
-            return  # nothing new: one point per 5 s while steady
-        points.append(point)
+        lag = status.lag.ToTimedelta().total_seconds() if status.HasField("lag") else 0.0
+        values = (float(status.records_synced), float(status.quarantined_count), round(lag, 1))
+        self.series.record(status.region, values)
 
     def growth(self, window: float) -> dict[str, int]:
         """Records quarantined per region within the last `window` seconds."""
-        since = self.clock() - window
         grown = {}
-        for region, points in self.series.items():
-            inside = [p for p in points if p[0] >= since]
-            before = [p for p in points if p[0] < since]
-            base = before[-1] if before else (inside[0] if inside else None)
-            if base is not None and points:
-                grown[region] = points[-1][2] - base[2]
+        for region in self.series.points:
+            span = self.series.since(region, window)
+            if span is not None:
+                grown[region] = int(span[1][1] - span[0][1])
         return grown

@@ -105,9 +105,16 @@ class NodeRegistryClient:
         *,
         page_size: int = 0,
         page_token: str = "",
+        order_by: pb.NodeOrder.ValueType = pb.NODE_ORDER_UNSPECIFIED,
+        descending: bool = False,
     ) -> pb.ListNodesResponse:
+        """One page; a page token goes with the filter, order and direction it came from."""
         request = pb.ListNodesRequest(
-            filter=node_filter, page_size=page_size, page_token=page_token
+            filter=node_filter,
+            page_size=page_size,
+            page_token=page_token,
+            order_by=order_by,
+            descending=descending,
         )
         return self._conn.unary(self._stub.ListNodes, request, name="ListNodes")
 
@@ -117,14 +124,22 @@ class NodeRegistryClient:
         *,
         page_size: int = 0,
         limit: int = 0,
+        order_by: pb.NodeOrder.ValueType = pb.NODE_ORDER_UNSPECIFIED,
+        descending: bool = False,
     ) -> pb.ListNodesResponse:
-        """Every matching node, all pages merged (at most `limit` when given; the
-        resource version of the first page)."""
+        """Every matching node in the order asked, all pages merged (at most `limit` when
+        given; the resource version of the first page)."""
         merged = pb.ListNodesResponse()
         token = ""
         first = True
         while True:
-            page = self.list_nodes_page(node_filter, page_size=page_size, page_token=token)
+            page = self.list_nodes_page(
+                node_filter,
+                page_size=page_size,
+                page_token=token,
+                order_by=order_by,
+                descending=descending,
+            )
             merged.nodes.extend(page.nodes)
             if first:
                 merged.resource_version = page.resource_version

@@ -24,6 +24,11 @@ AUTH_FAILURES = Counter(
 
 SYNC_RECORDS = Counter("ppos_sync_records_total", "Job records stored by the sync", ["region"])
 SYNC_BYTES = Counter("ppos_sync_bytes_total", "canonicalPayload bytes stored", ["region"])
+SYNC_RUNTIME_FAILURES = Counter(
+    "ppos_sync_runtime_environment_failures_total",
+    "Job records stored by the sync in governance state FAILED_RUNTIME_ENVIRONMENT",
+    ["region"],
+)
 SYNC_QUARANTINED = Counter(
     "ppos_sync_quarantined_total", "Records quarantined, by reason", ["region", "reason"]
 )

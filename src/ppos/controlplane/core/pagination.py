@@ -83,6 +83,7 @@ ID_CHARS = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _MAX_MICROS = int((dt.datetime(9999, 12, 31, tzinfo=dt.UTC) - _EPOCH).total_seconds()) * 10**6
 _INT = struct.Struct(">q")
+_LENGTH = struct.Struct(">H")
 
 
 class _Unreadable(Exception):
@@ -120,6 +121,45 @@ class Ident:
             raise _Unreadable
         try:
             value = data[at + 1 : end].decode("ascii")
+        except UnicodeDecodeError:
+            raise _Unreadable from None
+        if not self.accepts(value):
+            raise _Unreadable
+        return value, end
+
+
+@dataclass(frozen=True)
+class Text:
+    """A bounded UTF-8 string with no control character (a sort key such as a
+    container image, which an id's character set does not cover)."""
+
+    name: str
+    max_bytes: int = 512
+
+    def __post_init__(self) -> None:
+        if not 0 < self.max_bytes < 2**16:
+            raise ValueError("a text in a page token is 1 to 65535 bytes")
+
+    def accepts(self, value: object) -> bool:
+        return (
+            isinstance(value, str)
+            and len(value.encode("utf-8", "surrogatepass")) <= self.max_bytes
+            and value.isprintable()
+        )
+
+    def pack(self, value: Any) -> bytes:
+        data: bytes = value.encode("utf-8")
+        return _LENGTH.pack(len(data)) + data
+
+    def unpack(self, data: bytes, at: int) -> tuple[str, int]:
+        if at + _LENGTH.size > len(data):
+            raise _Unreadable
+        (length,) = _LENGTH.unpack_from(data, at)
+        end = at + _LENGTH.size + length
+        if end > len(data):
+            raise _Unreadable
+        try:
+            value = data[at + _LENGTH.size : end].decode("utf-8")
         except UnicodeDecodeError:
             raise _Unreadable from None
         if not self.accepts(value):
@@ -179,7 +219,7 @@ def _micros(value: dt.datetime) -> int:
     return (value - _EPOCH) // dt.timedelta(microseconds=1)
 
 
-Field = Ident | Integer | Instant
+Field = Ident | Text | Integer | Instant
 Position = tuple[Any, ...]
 
 

@@ -7,8 +7,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ppos.portal.alerts import (
+    ADMIN_JOB_FAILED_WINDOW_SECONDS,
+    NO_LEADER_SECONDS,
     NOT_READY_ALERT_SHARE,
+    OUTBOX_STUCK_SECONDS,
     QUARANTINE_WINDOW_SECONDS,
+    RUNTIME_FAILURE_MIN,
+    RUNTIME_FAILURE_SHARE,
+    RUNTIME_FAILURE_WINDOW_SECONDS,
     SYNC_LAG_ALERT_SECONDS,
 )
 from ppos.portal.sessions import Session
@@ -24,7 +30,26 @@ RULES = [
     ),
     ("PposNodesLost", "a region has LOST nodes"),
     ("PposNodesNotReady", f"more than {NOT_READY_ALERT_SHARE:.0%} of a region's nodes not READY"),
+    (
+        "PposRuntimeEnvironmentFailing",
+        f"more than {RUNTIME_FAILURE_SHARE:.0%} (and at least {RUNTIME_FAILURE_MIN}) of the "
+        f"jobs a region synced in the last {RUNTIME_FAILURE_WINDOW_SECONDS / 60:.0f} min "
+        "are FAILED_RUNTIME_ENVIRONMENT",
+    ),
     ("PposOutboxFailing", "outbox commands failed delivery"),
+    (
+        "PposOutboxStuck",
+        f"an outbox command has waited more than {OUTBOX_STUCK_SECONDS / 60:.0f} min",
+    ),
+    (
+        "PposAdminJobFailed",
+        f"an admin job failed in the last {ADMIN_JOB_FAILED_WINDOW_SECONDS / 3600:.0f} h",
+    ),
+    (
+        "PposNoSyncLeader",
+        f"no region's sync attempted for {NO_LEADER_SECONDS / 60:.0f} min "
+        "(no replica leads the sync)",
+    ),
 ]
 
 

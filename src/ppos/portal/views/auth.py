@@ -21,7 +21,7 @@ from ppos.controlplane.client import (
     PermissionDeniedError,
     UnauthenticatedError,
 )
-from ppos.portal.plane import call
+from ppos.portal.plane import call, role_of
 from ppos.portal.sessions import Session, same_token
 from ppos.portal.web import (
     Portal,
@@ -113,6 +113,7 @@ async def sign_in(request: Request) -> Response:
     clients = portal.link.clients_for(credential, operator)
     try:
         await call(clients.sync.list_statuses)
+        role = await call(role_of, clients)
     except (UnauthenticatedError, PermissionDeniedError):
         portal.throttle.failed(client)
         log.info("portal sign-in refused (client %s)", client)
@@ -130,8 +131,8 @@ async def sign_in(request: Request) -> Response:
             operator=operator,
         )
     portal.throttle.succeeded(client)
-    session = portal.sessions.create(operator or "operator", clients)
-    log.info("portal sign-in: operator %s", session.operator)
+    session = portal.sessions.create(operator or "operator", clients, role)
+    log.info("portal sign-in: operator %s (%s)", session.operator, role)
     return signed_in(portal, session, local_target(form_text(form, "next")))
 
 

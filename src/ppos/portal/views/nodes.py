@@ -1,8 +1,9 @@
 """Nodes: a live, filtered, paged table; a node's detail; cordon, drain, re-image.
 
 Paging follows the ListNodes page tokens (the server's, opaque), so 10,000 nodes are
-read a page at a time. The tokens only go forward and the plane lists nodes in id
-order only, so the table is in id order and "Previous page" follows the tokens this
+read a page at a time, in the order the operator chose by a column's heading (the
+plane sorts: node id, region, readiness or image, either way; a token holds only for
+its order). The tokens only go forward, so "Previous page" follows the tokens this
 operator's session went through (a page reached by a bookmarked link offers "First
 page" instead). Actions that take a node out of service confirm in two steps:
 the first asks what and why, the second asks for the node's name, and the server
@@ -11,7 +12,7 @@ checks that name before acting (so the confirmation holds without JavaScript too
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlencode
 
@@ -30,6 +31,13 @@ from ppos.portal.web import change, form_text, page, portal_of, render
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 READINESS = [name.removeprefix("READINESS_") for name in node_pb2.Readiness.keys()][1:]  # noqa: SIM118 - an enum wrapper, not a dict
+# The table's sortable columns: the query's `sort` value, the plane's order.
+SORTS = {
+    "node": pb.NODE_ORDER_NODE_ID,
+    "region": pb.NODE_ORDER_REGION,
+    "readiness": pb.NODE_ORDER_READINESS,
+    "image": pb.NODE_ORDER_CONTAINER_IMAGE,
+}
 # Actions confirmed in two steps, with what each asks for beyond a reason.
 TWO_STEP = {"cordon": "Cordon", "drain": "Drain", "reimage": "Re-image"}
 
@@ -42,6 +50,8 @@ class NodeQuery:
     labels: str = ""
     page_token: str = ""
     page_size: int = PAGE_SIZE
+    sort: str = "node"
+    descending: bool = False
 
     @classmethod
     def from_params(cls, params: QueryParams) -> NodeQuery:
@@ -50,6 +60,7 @@ class NodeQuery:
 
         readiness = value("readiness").upper()
         size = value("page_size")
+        sort = value("sort")
         return cls(
             page_size=min(int(size), MAX_PAGE_SIZE) if size.isdigit() and int(size) else PAGE_SIZE,
             region=value("region"),
@@ -57,6 +68,8 @@ class NodeQuery:
             image=value("image"),
             labels=value("labels"),
             page_token=params.get("page_token", "")[:2048],
+            sort=sort if sort in SORTS else "node",
+            descending=value("desc") == "1",
         )
 
     def node_filter(self) -> node_pb2.NodeFilter:
@@ -78,13 +91,30 @@ class NodeQuery:
             "labels": self.labels,
             "page_token": self.page_token if page_token is None else page_token,
             "page_size": str(self.page_size) if self.page_size != PAGE_SIZE else "",
+            "sort": self.sort if self.sort != "node" else "",
+            "desc": "1" if self.descending else "",
         }
         return urlencode({k: v for k, v in fields.items() if v})
+
+    def sorted_by(self, column: str) -> str:
+        """The query string of the first page sorted by `column`: ascending, or the
+        other way when it is sorted by it already."""
+        descending = column == self.sort and not self.descending
+        return replace(self, sort=column, descending=descending).query_string(page_token="")
+
+    def aria_sort(self, column: str) -> str:
+        if column != self.sort:
+            return "none"
+        return "descending" if self.descending else "ascending"
 
 
 def list_page(clients: OperatorClients, query: NodeQuery) -> pb.ListNodesResponse:
     return clients.nodes.list_nodes_page(
-        query.node_filter(), page_size=query.page_size, page_token=query.page_token
+        query.node_filter(),
+        page_size=query.page_size,
+        page_token=query.page_token,
+        order_by=SORTS[query.sort],
+        descending=query.descending,
     )
 
 

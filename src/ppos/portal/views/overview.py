@@ -10,6 +10,7 @@ for what no stream reports (sync counters, outbox depth).
 
 from __future__ import annotations
 
+import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,11 +23,12 @@ from ppos.controlplane.client import ControlPlaneError
 from ppos.controlplane.governance.v1 import resources_pb2 as res
 from ppos.controlplane.noderegistry.v1 import node_pb2
 from ppos.portal.admin_jobs_live import follow_admin_jobs
-from ppos.portal.alerts import QUARANTINE_WINDOW_SECONDS, Alert, evaluate
+from ppos.portal.alerts import QUARANTINE_WINDOW_SECONDS, Alert, Observed, evaluate
+from ppos.portal.charts import region_charts
 from ppos.portal.live import live_response
 from ppos.portal.plane import OperatorClients, call
 from ppos.portal.sessions import Session
-from ppos.portal.upstreams import NodeWatch, SyncWatch
+from ppos.portal.upstreams import READINESS_SHOWN, NodeWatch
 from ppos.portal.web import Portal, page, portal_of, render
 
 # A bounded read per section: the overview counts up to this many and says "or more".
@@ -50,6 +52,8 @@ class Overview:
     outbox_open: int = 0
     outbox_failed: int = 0
     failed_commands: list[res.OutboxCommand] = field(default_factory=list)
+    oldest_open_command: float | None = None
+    failed_admin_jobs: list[res.AdminJob] = field(default_factory=list)
     charts: list[dict[str, Any]] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
     admin_jobs: list[res.AdminJob] = field(default_factory=list)
@@ -110,9 +114,12 @@ def gather(clients: OperatorClients, watch: NodeWatch | None = None) -> Overview
             data.regions = node_counts(clients, data.versions)
 
     def outbox() -> None:
-        data.outbox_open = _count_commands(
-            clients, res.COMMAND_STATE_PENDING, res.COMMAND_STATE_SENT
-        )
+        waiting = clients.governance.list_commands(
+            states=[res.COMMAND_STATE_PENDING, res.COMMAND_STATE_SENT], limit=SECTION_LIMIT
+        ).commands
+        data.outbox_open = len(waiting)
+        made = [c.create_time.ToMilliseconds() / 1000 for c in waiting if c.HasField("create_time")]
+        data.oldest_open_command = min(made, default=None)
         failed = clients.governance.list_commands(
             states=[res.COMMAND_STATE_FAILED], limit=SECTION_LIMIT
         ).commands
@@ -126,6 +133,8 @@ def gather(clients: OperatorClients, watch: NodeWatch | None = None) -> Overview
             res.ADMIN_JOB_STATE_CANCELLING,
         )
         data.admin_jobs = list(clients.governance.list_admin_jobs(states=running, limit=50).jobs)
+        failed = clients.governance.list_admin_jobs(states=[res.ADMIN_JOB_STATE_FAILED], limit=50)
+        data.failed_admin_jobs = list(failed.jobs)
 
     for name, read in (
         ("sync", sync),
@@ -141,42 +150,30 @@ def gather(clients: OperatorClients, watch: NodeWatch | None = None) -> Overview
     return data
 
 
-def _count_commands(clients: OperatorClients, *states: res.CommandState.ValueType) -> int:
-    return len(clients.governance.list_commands(states=states, limit=SECTION_LIMIT).commands)
-
-
-def charts(watch: SyncWatch) -> list[dict[str, Any]]:
-    """Per region the series uPlot draws (seconds, records, quarantined) and a summary
-    in words for those who do not see the chart."""
-    drawn = []
-    for region, points in sorted(watch.series.items()):
-        if not points:
-            continue
-        first, last = points[0], points[-1]
-        drawn.append(
-            {
-                "region": region,
-                "t": [round(p[0], 1) for p in points],
-                "records": [p[1] for p in points],
-                "quarantined": [p[2] for p in points],
-                "summary": f"{last[1]} records (+{last[1] - first[1]}), "
-                f"{last[2]} quarantined (+{last[2] - first[2]}) "
-                f"in the last {(last[0] - first[0]) / 60:.0f} min",
-            }
-        )
-    return drawn
-
-
 async def current_overview(portal: Portal, session: Session) -> Overview:
-    """The overview's sections, the sync series fed, the alerts evaluated."""
+    """The overview's sections, the series fed, the alerts evaluated."""
     hub = portal.hub
     data = await call(gather, session.clients, hub.nodes)
     for status in data.statuses:
         hub.sync.record(status)
-    data.charts = charts(hub.sync)
-    growth = hub.sync.growth(QUARANTINE_WINDOW_SECONDS)
-    found = evaluate(data.statuses, data.regions, data.failed_commands, growth)
-    data.alerts = portal.alerts.update(found)
+    for region, counts in data.regions.items():
+        hub.nodes.readiness.record(region, tuple(float(counts[r]) for r in READINESS_SHOWN))
+    data.charts = region_charts(hub.sync.series, hub.nodes.readiness)
+    runtime: dict[str, tuple[int, int]] = {}
+    try:
+        runtime = await call(portal.runtime_failures.read, session.clients)
+    except ControlPlaneError as error:
+        data.errors["runtime"] = error
+    seen = Observed(
+        statuses=data.statuses,
+        regions=data.regions,
+        failed_commands=data.failed_commands,
+        quarantine_growth=hub.sync.growth(QUARANTINE_WINDOW_SECONDS),
+        oldest_open_command=data.oldest_open_command,
+        failed_admin_jobs=data.failed_admin_jobs,
+        runtime_failures=runtime,
+    )
+    data.alerts = portal.alerts.update(evaluate(seen, time.time()))
     return data
 
 

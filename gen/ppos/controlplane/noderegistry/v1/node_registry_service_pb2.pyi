@@ -54,6 +54,42 @@ ENROLLMENT_STATE_REVOKED: EnrollmentState.ValueType  # 4
 """Revoked by an operator before any node redeemed it."""
 Global___EnrollmentState: _TypeAlias = EnrollmentState  # noqa: Y015
 
+class _NodeOrder:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _NodeOrderEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_NodeOrder.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    NODE_ORDER_UNSPECIFIED: _NodeOrder.ValueType  # 0
+    """Node id."""
+    NODE_ORDER_NODE_ID: _NodeOrder.ValueType  # 1
+    """Node id."""
+    NODE_ORDER_REGION: _NodeOrder.ValueType  # 2
+    """Region, then node id."""
+    NODE_ORDER_READINESS: _NodeOrder.ValueType  # 3
+    """Readiness by its name (DRAINING, LOST, NOT_READY, READY, REIMAGING), then
+    node id.
+    """
+    NODE_ORDER_CONTAINER_IMAGE: _NodeOrder.ValueType  # 4
+    """Container image, then node id."""
+
+class NodeOrder(_NodeOrder, metaclass=_NodeOrderEnumTypeWrapper):
+    """NodeOrder is what ListNodes sorts by."""
+
+NODE_ORDER_UNSPECIFIED: NodeOrder.ValueType  # 0
+"""Node id."""
+NODE_ORDER_NODE_ID: NodeOrder.ValueType  # 1
+"""Node id."""
+NODE_ORDER_REGION: NodeOrder.ValueType  # 2
+"""Region, then node id."""
+NODE_ORDER_READINESS: NodeOrder.ValueType  # 3
+"""Readiness by its name (DRAINING, LOST, NOT_READY, READY, REIMAGING), then
+node id.
+"""
+NODE_ORDER_CONTAINER_IMAGE: NodeOrder.ValueType  # 4
+"""Container image, then node id."""
+Global___NodeOrder: _TypeAlias = NodeOrder  # noqa: Y015
+
 class _WatchEventType:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -841,10 +877,20 @@ class ListNodesRequest(_message.Message):
     FILTER_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    ORDER_BY_FIELD_NUMBER: _builtins.int
+    DESCENDING_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """Maximum nodes per page (default 100, at most 1000)."""
     page_token: _builtins.str
-    """Token from a previous page."""
+    """Token from a previous page. A token answers only the filter, order and
+    direction it was issued for.
+    """
+    order_by: Global___NodeOrder.ValueType
+    """What the nodes are sorted by (node id when unset). Ties are broken by
+    node id, so every order is total and pages neither repeat nor skip a node.
+    """
+    descending: _builtins.bool
+    """Largest first (the node id tie-breaker too)."""
     @_builtins.property
     def filter(self) -> _node_pb2.NodeFilter:
         """Selection."""
@@ -855,10 +901,12 @@ class ListNodesRequest(_message.Message):
         filter: _node_pb2.NodeFilter | None = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        order_by: Global___NodeOrder.ValueType = ...,
+        descending: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["descending", b"descending", "filter", b"filter", "order_by", b"order_by", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -879,7 +927,7 @@ class ListNodesResponse(_message.Message):
     """Registry resource version the list reflects (start a watch from it)."""
     @_builtins.property
     def nodes(self) -> _containers.RepeatedCompositeFieldContainer[_node_pb2.Node]:
-        """Nodes in id order."""
+        """Nodes in the requested order."""
 
     def __init__(
         self,

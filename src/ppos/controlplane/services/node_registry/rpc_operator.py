@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import bindparam, select
 
 from ppos.controlplane.core.errors import NotFound
-from ppos.controlplane.core.pagination import Ident, Listing, page_size
+from ppos.controlplane.core.pagination import page_size
 from ppos.controlplane.core.timeutil import duration_seconds, to_duration, to_timestamp, utcnow
 from ppos.controlplane.core.validation import Violations
 from ppos.controlplane.noderegistry.v1 import node_pb2
@@ -16,6 +16,7 @@ from ppos.controlplane.services.node_registry.deps import NodeRegistryDeps
 from ppos.controlplane.services.node_registry.filters import parse_filter
 from ppos.controlplane.services.node_registry.health_sweep import HealthSweeper
 from ppos.controlplane.services.node_registry.models import NodeRow
+from ppos.controlplane.services.node_registry.ordering import parse_order, token_filters
 from ppos.controlplane.services.node_registry.rpc_base import (
     Context,
 )
@@ -24,9 +25,6 @@ from ppos.controlplane.storage.reads import PreparedRead, quick_reads
 
 DEFAULT_DRAIN_GRACE = 600.0
 MAX_DRAIN_GRACE = 7 * 86400.0
-NODES_PAGE = Listing(
-    "/ppos.controlplane.noderegistry.v1.NodeRegistryService/ListNodes", Ident("node_id")
-)
 # GetNode is the hottest read: Core SQL compiled once, no ORM session, each row
 # made into its Node message once while it stays the same (storage.reads).
 _NODES = NodeRow.__table__
@@ -66,17 +64,21 @@ class OperatorRpcs:
     ) -> pb.ListNodesResponse:
         violations = Violations()
         query = parse_filter(request.filter, violations, prefix="filter")
+        order = parse_order(request.order_by, violations)
         violations.raise_if_any()
         size = page_size(request.page_size)
-        filters = {"filter": query.fingerprint()}
-        position = self._deps.page_tokens.read(NODES_PAGE, filters, request.page_token)
-        after: str = position[0] if position else ""
+        descending = request.descending
+        filters = token_filters(order, descending, query.fingerprint())
+        tokens = self._deps.page_tokens
+        position = tokens.read(order.listing, filters, request.page_token)
 
-        rows, version = await self._deps.db.read(lambda s: store.list_nodes(s, query, after, size))
+        rows, version = await self._deps.db.read(
+            lambda s: store.list_nodes(s, query, order, position, size, descending=descending)
+        )
         token = ""
         if len(rows) > size:
             rows = rows[:size]
-            token = self._deps.page_tokens.issue(NODES_PAGE, filters, (rows[-1].node_id,))
+            token = tokens.issue(order.listing, filters, order.position(rows[-1]))
         return pb.ListNodesResponse(
             nodes=[node_to_proto(row) for row in rows],
             next_page_token=token,

@@ -13,6 +13,7 @@ from sqlalchemy import ColumnElement, and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
 from ppos.controlplane.core.errors import NotFound, Unauthenticated
+from ppos.controlplane.core.pagination import Position
 from ppos.controlplane.security.principal import Principal
 from ppos.controlplane.services.node_registry.changelog import consistent_snapshot, head_version
 from ppos.controlplane.services.node_registry.convert import node_snapshot
@@ -22,6 +23,7 @@ from ppos.controlplane.services.node_registry.models import (
     NodeCommandRow,
     NodeRow,
 )
+from ppos.controlplane.services.node_registry.ordering import NodeOrder, after
 from ppos.controlplane.storage import audit
 
 SERVICE = "noderegistry"
@@ -86,14 +88,22 @@ def lock_nodes(session: Session, node_ids: list[str]) -> dict[str, NodeRow]:
 
 
 def list_nodes(
-    session: Session, query: NodeQuery, after: str, size: int
+    session: Session,
+    query: NodeQuery,
+    order: NodeOrder,
+    position: Position | None,
+    size: int,
+    *,
+    descending: bool = False,
 ) -> tuple[list[NodeRow], int]:
-    """Up to `size + 1` matching nodes after `after` by id, and the version they reflect."""
+    """Up to `size + 1` matching nodes past `position` in `order`, and the version they
+    reflect."""
     consistent_snapshot(session)
     version = head_version(session)
-    statement = query.where(select(NodeRow)).order_by(NodeRow.node_id).limit(size + 1)
-    if after:
-        statement = statement.where(NodeRow.node_id > after)
+    keys = [key.desc() if descending else key.asc() for key in order.keys]
+    statement = query.where(select(NodeRow)).order_by(*keys).limit(size + 1)
+    if position is not None:
+        statement = statement.where(after(order, position, descending))
     return list(session.scalars(statement)), version
 
 

@@ -86,6 +86,7 @@ class VerifiedPage:
 class PageOutcome:
     inserted: int = 0
     inserted_bytes: int = 0
+    runtime_failures: int = 0  # inserted in governance state FAILED_RUNTIME_ENVIRONMENT
     duplicates: int = 0
     quarantined: dict[str, int] = field(default_factory=dict)
     generation: int = 0
@@ -320,6 +321,10 @@ def commit_page(
     outcome = PageOutcome(
         inserted=len(new_rows),
         inserted_bytes=sum(len(item.payload) for item in new_rows),
+        runtime_failures=sum(
+            item.governance_state == "GOVERNANCE_STATE_FAILED_RUNTIME_ENVIRONMENT"
+            for item in new_rows
+        ),
         duplicates=duplicates,
         cursor=page.next_cursor,
     )

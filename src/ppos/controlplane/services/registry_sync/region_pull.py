@@ -27,6 +27,7 @@ from ppos.controlplane.core.metrics import (
     SYNC_ERRORS,
     SYNC_QUARANTINED,
     SYNC_RECORDS,
+    SYNC_RUNTIME_FAILURES,
     SYNC_SWEEP_DURATION,
 )
 from ppos.controlplane.core.timeutil import utcnow
@@ -248,6 +249,7 @@ class RegionRun:
         region = self._region
         SYNC_RECORDS.labels(region).inc(outcome.inserted)
         SYNC_BYTES.labels(region).inc(outcome.inserted_bytes)
+        SYNC_RUNTIME_FAILURES.labels(region).inc(outcome.runtime_failures)
         SYNC_DUPLICATES.labels(region).inc(outcome.duplicates)
         for reason, count in outcome.quarantined.items():
             SYNC_QUARANTINED.labels(region, reason).inc(count)
