@@ -14,9 +14,13 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
+from ppos.controlplane.core.logging import SecretRegistry
+from ppos.controlplane.governance.v1 import governance_service_pb2 as gov_pb
+from ppos.controlplane.governance.v1 import governance_service_pb2_grpc as gov_grpc
 from ppos.controlplane.services.registry_sync.pages import commit_page
 from ppos.controlplane.services.registry_sync.verify import Rejected
 from ppos.controlplane.storage import migrate, roles
@@ -32,6 +36,7 @@ from tests.support.databases import (
     runtime_url,
 )
 from tests.support.processes import run_cli
+from tests.support.servers import start_plane, stop_plane
 
 MIRROR = ("synced_jobs", "sync_quarantine")
 # Tables of the other services: governance alone may touch none of them.
@@ -182,6 +187,13 @@ def test_governance_alone_has_no_grant_on_another_services_rows(mirror: str) -> 
         assert f"permission denied for table {table}" in refused(
             governance, f"SELECT count(*) FROM {table}"
         )
+    # Nor write one: no forged revision, no cursor moved.
+    assert "permission denied for table synced_jobs" in refused(
+        governance, "INSERT INTO synced_jobs SELECT * FROM synced_jobs LIMIT 0"
+    )
+    assert "permission denied for table sync_regions" in refused(
+        governance, "UPDATE sync_regions SET cursor = 'c_forged'"
+    )
     with psycopg.connect(_libpq(mirror)) as connection:
         held = connection.execute(
             "SELECT table_name, privilege_type FROM information_schema.role_table_grants "
@@ -263,4 +275,44 @@ def test_migrate_creates_the_logins_named_by_the_service_urls(
         assert result.returncode == 2
         assert "runs the migrations" in result.stderr
     finally:
+        postgres_databases.drop(name)
+
+
+async def test_governance_alone_serves_as_its_own_login(
+    postgres_databases: PostgresDatabases,
+    tmp_path: Path,
+    canary_token: str,
+    secret_registry: SecretRegistry,
+) -> None:
+    """The governance-only login's grants are enough for governance: it starts,
+    reports serving (migrations read as applied) and writes, audit included."""
+    name = postgres_databases.create()
+    owner = postgres_databases.url_of(name)
+    running = await start_plane(
+        token=canary_token,
+        database_url=runtime_url(owner, GOVERNANCE_ROLE),
+        data_dir=tmp_path / "data",
+        secrets=secret_registry,
+        extra_env={"PPOS_SERVICES": "governance"},
+    )
+    try:
+        health = health_pb2_grpc.HealthStub(running.channel)
+        reply = await health.Check(health_pb2.HealthCheckRequest(service=""))
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        stub = gov_grpc.GovernanceServiceStub(running.channel)
+        created = await stub.CreatePartner(
+            gov_pb.CreatePartnerRequest(
+                partner_id="printer-a", display_name="A", region="eu-west-1"
+            ),
+            metadata=running.operator,
+        )
+        assert created.partner.partner_id == "printer-a"
+        with psycopg.connect(_libpq(owner)) as connection:
+            row = connection.execute(
+                "SELECT count(*) FROM audit_log WHERE resource_id = 'printer-a'"
+            ).fetchone()
+        assert row is not None
+        assert row[0] == 1
+    finally:
+        await stop_plane(running)
         postgres_databases.drop(name)
