@@ -1,5 +1,9 @@
 #!/usr/bin/env bash
 # Make sure PostgreSQL answers on 127.0.0.1:5432 and the test role exists.
+# ppos_test owns the test databases and runs their migrations, which create the
+# services' roles and the logins the test planes connect as (CREATEROLE, and
+# pg_signal_backend to drop a database its planes are still connected to;
+# never a superuser, as an owner in production need not be).
 # Uses a running server when there is one, starts the installed cluster when
 # there is none, and fails loudly when neither works: tests never skip it.
 set -euo pipefail
@@ -37,9 +41,12 @@ admin() {
 }
 admin "DO \$\$BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$role') THEN
-    CREATE ROLE $role LOGIN CREATEDB PASSWORD '$role';
+    CREATE ROLE $role LOGIN CREATEDB CREATEROLE PASSWORD '$role';
   END IF;
 END\$\$;" >/dev/null
+admin "ALTER ROLE $role CREATEROLE" >/dev/null
+# Dropping a test database (WITH FORCE) ends the sessions of the runtime logins too.
+admin "GRANT pg_signal_backend TO $role" >/dev/null
 if [ "$(admin "SELECT 1 FROM pg_database WHERE datname = '$role'")" != "1" ]; then
   admin "CREATE DATABASE $role OWNER $role" >/dev/null
 fi

@@ -33,7 +33,7 @@ CONFLICT_TRIGGER = """
 CREATE SEQUENCE conflict_probe;
 CREATE TABLE conflict_budget (writes INTEGER NOT NULL);
 INSERT INTO conflict_budget VALUES (0);
-CREATE FUNCTION conflict_probe() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION conflict_probe() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS $$
 BEGIN
   IF nextval('conflict_probe') <= (SELECT writes FROM conflict_budget) THEN
     RAISE EXCEPTION 'probe: lost to a concurrent transaction'

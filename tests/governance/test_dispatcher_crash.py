@@ -19,6 +19,7 @@ from tests.governance.conftest import public_verifier
 from tests.governance.processes import start_plane_process
 from tests.governance.support import count, eventually, start_gateway
 from tests.support.canary import scan_files, scan_text
+from tests.support.databases import GOVERNANCE_ROLE, runtime_url
 
 pytestmark = pytest.mark.slow
 QUEUES = 5
@@ -27,7 +28,8 @@ QUEUES = 5
 def plane_env(database_url: str, data_dir: Path, token: str, gateway: str) -> dict[str, str]:
     return {
         "PPOS_CONTROL_TOKEN": token,
-        "PPOS_DATABASE_URL": database_url,
+        # Governance alone, as its own login: no grant on any other service's rows.
+        "PPOS_DATABASE_URL": runtime_url(database_url, GOVERNANCE_ROLE),
         "PPOS_DATA_DIR": str(data_dir),
         "PPOS_SERVICES": "governance",
         "PPOS_GATEWAYS": f"eu-west-1={gateway}",

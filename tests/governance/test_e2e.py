@@ -44,6 +44,7 @@ from tests.governance.world import (
     write_records,
 )
 from tests.support.canary import scan_files, scan_text
+from tests.support.databases import runtime_url
 from tests.support.nodes import DIGEST, IMAGE, enroll_node
 from tests.support.servers import start_plane, stop_plane
 
@@ -207,7 +208,7 @@ async def test_a_killed_control_plane_delivers_every_decided_command_once_after_
     env = {
         **region_env(port),
         "PPOS_CONTROL_TOKEN": canary_token,
-        "PPOS_DATABASE_URL": database_url,
+        "PPOS_DATABASE_URL": runtime_url(database_url),  # the services' login
         "PPOS_DATA_DIR": str(data_dir),
         "PPOS_DB_POOL_SIZE": "4",
         "PPOS_SHUTDOWN_GRACE": "1s",

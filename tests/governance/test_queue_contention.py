@@ -19,7 +19,7 @@ from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
 from ppos.controlplane.governance.v1 import resources_pb2 as res
 from tests.governance.conftest import Governed
 from tests.governance.support import count, eventually, refused, settled
-from tests.support.databases import _libpq
+from tests.support.databases import _libpq, runtime_url
 
 TENANTS = 3
 QUEUES_PER_TENANT = 3
@@ -167,7 +167,8 @@ async def test_a_route_update_queued_behind_a_retirement_does_not_deadlock(
         )
 
     if backend == "postgresql":
-        holder = await psycopg.AsyncConnection.connect(_libpq(gov.plane.database_url))
+        # As the plane's login: pg_stat_activity shows a role's waits to that role only.
+        holder = await psycopg.AsyncConnection.connect(_libpq(runtime_url(gov.plane.database_url)))
         try:
             await holder.execute("SELECT 1 FROM tenants WHERE tenant_id = 'tenant-0' FOR UPDATE")
             retired = asyncio.ensure_future(retire())  # waits for the tenant

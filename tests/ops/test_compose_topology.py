@@ -24,6 +24,7 @@ import trustme
 import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from sqlalchemy.engine import make_url
 
 from tests.ops.support import Result, pposctl_sync
 from tests.support.processes import free_port
@@ -65,7 +66,7 @@ class Topology:
 
     def rewrite(self, name: str, value: str) -> str:
         if value.startswith("postgresql+psycopg://"):
-            return self.database_url
+            return self.database_on_loopback(value)
         if value.startswith("/run/secrets/"):
             return str(self.secrets[value.rsplit("/", 1)[1]])
 
@@ -77,6 +78,16 @@ class Topology:
             return f"127.0.0.1:{self.ports[(target, port)]}"
 
         return re.sub(r"([A-Za-z0-9.-]+):(\d+)", host_port, value)
+
+    def database_on_loopback(self, value: str) -> str:
+        """The test's database for a compose URL: the owner's URL for the owner's
+        (the migrate job), the same login and password for a service's."""
+        given, ours = make_url(value), make_url(self.database_url)
+        owner = make_url(str(self.compose["x-database"]["owner"])).username
+        if given.username == owner:
+            return self.database_url
+        changed = ours.set(username=given.username, password=given.password)
+        return changed.render_as_string(hide_password=False)
 
     def env(self, name: str, data_dir: Path) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PPOS_")}

@@ -13,6 +13,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker" / "compose.yaml"
@@ -76,7 +77,10 @@ def test_each_service_deployment_is_hardened_and_probed_by_grpc_health() -> None
         assert probe[-1] == full
         assert "tcpSocket" in container["livenessProbe"]  # a DB outage unreadies, never kills
         env = {e["name"]: e for e in container.get("env", [])}
-        assert env["PPOS_DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"] == "ppos-database"
+        assert env["PPOS_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
+            "name": "ppos-database",
+            "key": f"{name}-url",  # its own login, never the owner's
+        }
         assert "PPOS_CONTROL_TOKEN" not in env  # only ever a file from a Secret
         secrets = {v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
         assert secrets == {"ppos-control-token", "ppos-signing-key", "ppos-tls"}
@@ -85,6 +89,24 @@ def test_each_service_deployment_is_hardened_and_probed_by_grpc_health() -> None
         assert services[f"ppos-{name}"]["spec"]["selector"] == {
             "app.kubernetes.io/name": f"ppos-{name}"
         }
+
+
+def test_migrations_run_as_the_owner_and_set_up_each_services_login() -> None:
+    """Two kinds of credential: the owner's, for the migrate Job alone, and one
+    login per service, which the Job creates and grants from the same Secret keys."""
+    (job,) = by_kind("Job")
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e}
+    assert env["PPOS_DATABASE_URL"] == {"name": "ppos-database-owner", "key": "url"}
+    for name in SERVICES:
+        assert env[f"PPOS_{name.upper()}_DATABASE_URL"] == {
+            "name": "ppos-database",
+            "key": f"{name}-url",
+        }
+    for deployment in by_kind("Deployment"):
+        for pod_container in deployment["spec"]["template"]["spec"]["containers"]:
+            refs = [e["valueFrom"] for e in pod_container.get("env", []) if "valueFrom" in e]
+            assert all(r["secretKeyRef"]["name"] != "ppos-database-owner" for r in refs)
 
 
 def test_config_wires_peers_to_services_and_holds_no_secret() -> None:
@@ -166,6 +188,16 @@ def test_compose_runs_each_service_alone_with_its_peers_wired() -> None:
         assert target.split(":")[0] == "preflight-sim"
         assert region in services["preflight-sim"]["command"]
     assert services["migrate"]["command"] == ["migrate"]
+    # The migrate job as the owner; each service as its own login, made by migrate.
+    migrate_env = services["migrate"]["environment"]
+    owner = make_url(migrate_env["PPOS_DATABASE_URL"]).username
+    logins = set()
+    for name in SERVICES:
+        url = services[name]["environment"]["PPOS_DATABASE_URL"]
+        assert migrate_env[f"PPOS_{name.upper()}_DATABASE_URL"] == url
+        logins.add(make_url(url).username)
+    assert owner not in logins
+    assert len(logins) == len(SERVICES)
     assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
     sim = services["preflight-sim"]
     assert sim["entrypoint"] == ["ppos-preflight-sim"]

@@ -31,6 +31,7 @@ from ppos.preflightsim import samples
 from ppos.preflightsim.feed import Feed
 from tests.registry_sync.harness import FAST_SYNC_ENV, free_port
 from tests.support.canary import scan_files
+from tests.support.databases import runtime_url
 
 pytestmark = pytest.mark.slow
 
@@ -111,7 +112,7 @@ def plane_env(
         {
             "PPOS_LISTEN": f"127.0.0.1:{listen_port}",
             "PPOS_CONTROL_TOKEN": token,
-            "PPOS_DATABASE_URL": database_url,
+            "PPOS_DATABASE_URL": runtime_url(database_url),  # the services' login
             "PPOS_DATA_DIR": str(data_dir),
             "PPOS_DB_POOL_SIZE": "4",
             "PPOS_LOG_FORMAT": "json",

@@ -12,7 +12,7 @@ import pytest
 
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2 as pb
 from tests.node_registry.helpers import db_state, ready_node, refusal, registry
-from tests.support.databases import _libpq
+from tests.support.databases import _libpq, runtime_url
 from tests.support.polling import eventually
 from tests.support.servers import RunningPlane
 
@@ -28,7 +28,8 @@ async def test_a_connection_lost_mid_call_is_unavailable_and_changes_nothing(
 ) -> None:
     agent = await ready_node(plane)
     stub = registry(plane)
-    holder = await psycopg.AsyncConnection.connect(_libpq(plane.database_url))
+    # As the plane's login: pg_stat_activity shows a role's waits to that role only.
+    holder = await psycopg.AsyncConnection.connect(_libpq(runtime_url(plane.database_url)))
     try:
         # Hold the node's row so the Cordon below waits inside its transaction.
         await holder.execute("SELECT 1 FROM nodes WHERE node_id = %s FOR UPDATE", (agent.node_id,))

@@ -1,6 +1,10 @@
 """Real databases for tests: a migrated SQLite file and a migrated PostgreSQL
 database per test, cloned from a per-session template (fast, isolated).
 
+On PostgreSQL the test role (ppos_test) owns the databases and migrates them,
+as the migration job does in production; the planes the tests start connect
+as a runtime login (`runtime_url`), which holds the services' grants only.
+
 PostgreSQL is not optional: when it cannot be reached the session fails
 loudly (set PPOS_TEST_SKIP_POSTGRES=1 to run SQLite only, never in CI).
 """
@@ -17,13 +21,39 @@ from sqlalchemy.engine import make_url
 
 from ppos.controlplane.storage import migrate
 from ppos.controlplane.storage.database import Database
+from ppos.controlplane.storage.roles import SERVICES, Login, RolePlan
 
 DEFAULT_PG_URL = "postgresql+psycopg://ppos_test:ppos_test@127.0.0.1:5432/ppos_test"
 PREFIX = "ppos_t_"
+# The services' roles of the tests (ppos_test_svc_governance...), apart from a
+# deployment's `ppos_svc_*` on a shared development server.
+ROLE_PREFIX = "ppos_test"
+# The login of a plane hosting every service, and of governance running alone.
+RUNTIME_ROLE = "ppos_test_runtime"
+GOVERNANCE_ROLE = "ppos_test_governance"
+ROLE_PLAN = RolePlan(
+    prefix=ROLE_PREFIX,
+    logins=(
+        Login(RUNTIME_ROLE, RUNTIME_ROLE, frozenset(SERVICES)),
+        Login(GOVERNANCE_ROLE, GOVERNANCE_ROLE, frozenset({"governance"})),
+    ),
+)
 
 
 def pg_admin_url() -> str:
     return os.environ.get("PPOS_TEST_PG_URL", DEFAULT_PG_URL)
+
+
+def runtime_url(url: str, role: str = RUNTIME_ROLE) -> str:
+    """The URL a plane connects with: on PostgreSQL the owner's URL turned into
+    the same database as `role` (a runtime login); any other URL as it is (SQLite
+    has no roles; a URL naming a runtime login already is one)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "postgresql":
+        return url
+    if parsed.username != make_url(pg_admin_url()).username:
+        return url
+    return parsed.set(username=role, password=role).render_as_string(hide_password=False)
 
 
 def _libpq(url: str, database: str | None = None) -> str:
@@ -57,7 +87,7 @@ class PostgresDatabases:
         self._admin.execute(f'CREATE DATABASE "{self.template}"')
         db = Database(self.url_of(self.template), pool_size=1)
         try:
-            migrate.upgrade(db.write_engine)
+            migrate.run(db.write_engine, ROLE_PLAN)
         finally:
             db.close()
 

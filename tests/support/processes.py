@@ -14,6 +14,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from tests.support.databases import runtime_url
+
 BIN = Path(sys.executable).parent
 
 
@@ -77,7 +79,7 @@ def spawn_serve(
     full_env = {
         **os.environ,
         "PPOS_CONTROL_TOKEN": token,
-        "PPOS_DATABASE_URL": database_url,
+        "PPOS_DATABASE_URL": runtime_url(database_url),  # the services' login, not the owner
         "PPOS_DATA_DIR": str(data_dir),
         "PPOS_LISTEN": f"127.0.0.1:{port}",
         "PPOS_LOG_FORMAT": "json",

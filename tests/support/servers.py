@@ -14,6 +14,7 @@ from ppos.controlplane.core.logging import SecretRegistry
 from ppos.controlplane.runtime.cli import load_settings
 from ppos.controlplane.runtime.server import ControlPlaneServer
 from tests.support.canary import scan_files
+from tests.support.databases import runtime_url
 from tests.support.relay import RULES as RELAY_RULES
 from tests.support.relay import RelayModule
 from tests.support.tls import TlsFiles
@@ -60,7 +61,9 @@ def plane_env(
     env = {
         "PPOS_LISTEN": "127.0.0.1:0",
         "PPOS_CONTROL_TOKEN": token,
-        "PPOS_DATABASE_URL": database_url,
+        # As in production: the owner migrated the database, the plane runs as a
+        # runtime login with the services' grants only (PostgreSQL).
+        "PPOS_DATABASE_URL": runtime_url(database_url),
         "PPOS_DATA_DIR": str(data_dir),
         "PPOS_DB_POOL_SIZE": "4",
         "PPOS_SHUTDOWN_GRACE": "1s",

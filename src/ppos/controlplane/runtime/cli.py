@@ -26,6 +26,7 @@ from ppos.controlplane.core.settings import (
 )
 from ppos.controlplane.runtime.config import (
     AuthSettings,
+    DatabaseRoleSettings,
     PeerSettings,
     ServerSettings,
     StartupError,
@@ -36,6 +37,7 @@ from ppos.controlplane.runtime.operators import add_operator_arguments, run_oper
 from ppos.controlplane.services.governance.settings import GovernanceSettings
 from ppos.controlplane.services.node_registry.settings import NodeRegistrySettings
 from ppos.controlplane.services.registry_sync.settings import RegistrySyncSettings
+from ppos.controlplane.storage.roles import RoleError
 
 EXIT_CONFIG = 2  # configuration errors and start-up failures alike: fix and retry
 
@@ -56,6 +58,7 @@ def load_settings(args: argparse.Namespace | None, env: Mapping[str, str]) -> Se
         registry_sync=load_section(RegistrySyncSettings, args, env),
         governance=load_section(GovernanceSettings, args, env),
         tls=load_section(TlsSettings, args, env),
+        database_roles=load_section(DatabaseRoleSettings, args, env),
     )
 
 
@@ -75,6 +78,7 @@ def _parser() -> argparse.ArgumentParser:
         "migrate", allow_abbrev=False, help="apply database migrations and exit"
     )
     add_arguments(migrate, ServerSettings)
+    add_arguments(migrate, DatabaseRoleSettings)
     keys = commands.add_parser(
         "keys", allow_abbrev=False, help="signing keys: rotate, or print the public set"
     )
@@ -121,9 +125,10 @@ def _migrate(settings: Settings) -> int:
     from ppos.controlplane.storage import migrate
     from ppos.controlplane.storage.database import Database
 
+    plan = settings.database_roles.role_plan()
     db = Database(settings.server.resolved_database_url)
     try:
-        migrate.upgrade(db.write_engine)
+        migrate.run(db.write_engine, plan)
         structlog.get_logger("ppos.migrate").info(
             "migrate.done", pending=sorted(migrate.pending(db.read_engine))
         )
@@ -184,6 +189,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _migrate(settings)
             if args.command == "operators":
                 return run_operators(settings, args)
+        except RoleError as exc:
+            raise ConfigError(f"database roles: {exc}") from None
         except sa_exc.DBAPIError as exc:
             raise StartupError(_unreachable_database(settings, exc)) from None
         return _keys(settings, args.action)

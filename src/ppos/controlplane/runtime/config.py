@@ -7,10 +7,12 @@ every section the command line and the README's table know about.
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 from ppos.controlplane.core.settings import ConfigError, Seconds, Secret, setting
 from ppos.controlplane.security.tls import ClientTls, ServerTls, is_loopback_host
+from ppos.controlplane.storage.roles import RoleError, RolePlan, logins_from_urls
 
 
 class StartupError(Exception):
@@ -110,6 +112,61 @@ class ServerSettings:
                 raise ConfigError(f"--metrics-listen: {self.metrics_listen!r} is not host:port")
         if not 0 < self.health_probe_interval <= 300:
             raise ConfigError("--health-probe-interval: must be between 0 and 5m")
+
+
+@dataclasses.dataclass(frozen=True)
+class DatabaseRoleSettings:
+    """Database roles (PostgreSQL): what migrating sets up for the services to log in as."""
+
+    db_role_prefix: str = setting(
+        "PPOS_DB_ROLE_PREFIX",
+        "migrate gives each service's privileges to the NOLOGIN role PREFIX_svc_SERVICE",
+        default="ppos",
+    )
+    governance_database_url: Secret | None = setting(
+        "PPOS_GOVERNANCE_DATABASE_URL",
+        "migrate: the URL governance connects with; its user becomes a login role "
+        "(created, password set) holding governance's privileges only",
+        default=None,
+        secret=True,
+    )
+    noderegistry_database_url: Secret | None = setting(
+        "PPOS_NODEREGISTRY_DATABASE_URL",
+        "migrate: the URL the node registry connects with (as for governance)",
+        default=None,
+        secret=True,
+    )
+    registrysync_database_url: Secret | None = setting(
+        "PPOS_REGISTRYSYNC_DATABASE_URL",
+        "migrate: the URL the registry sync connects with (as for governance); services "
+        "given the same user share one login with the union of their privileges",
+        default=None,
+        secret=True,
+    )
+
+    def validate(self) -> None:
+        if not _ROLE_PREFIX.fullmatch(self.db_role_prefix):
+            raise ConfigError(
+                "--db-role-prefix: 1 to 40 lower-case letters, digits or _, starting with a letter"
+            )
+
+    def role_plan(self) -> RolePlan:
+        """The roles to set up (the service URLs are taken: asked once)."""
+        self.validate()
+        given = {
+            "governance": self.governance_database_url,
+            "noderegistry": self.noderegistry_database_url,
+            "registrysync": self.registrysync_database_url,
+        }
+        urls = {service: (url.take() or "") if url else "" for service, url in given.items()}
+        try:
+            logins = logins_from_urls(urls)
+        except RoleError as exc:
+            raise ConfigError(f"PPOS_<SERVICE>_DATABASE_URL: {exc}") from None
+        return RolePlan(prefix=self.db_role_prefix, logins=logins)
+
+
+_ROLE_PREFIX = re.compile(r"[a-z][a-z0-9_]{0,39}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,6 +12,7 @@ from ppos.controlplane.core.logging import SecretRegistry
 from ppos.controlplane.core.pagination import PageTokens
 from ppos.controlplane.runtime.config import (
     AuthSettings,
+    DatabaseRoleSettings,
     PeerSettings,
     ServerSettings,
     TlsSettings,
@@ -37,6 +38,7 @@ class Settings:
     registry_sync: RegistrySyncSettings
     governance: GovernanceSettings
     tls: TlsSettings = dataclasses.field(default_factory=TlsSettings)
+    database_roles: DatabaseRoleSettings = dataclasses.field(default_factory=DatabaseRoleSettings)
 
 
 ALL_SECTIONS: list[type] = [
@@ -47,6 +49,7 @@ ALL_SECTIONS: list[type] = [
     RegistrySyncSettings,
     GovernanceSettings,
     TlsSettings,
+    DatabaseRoleSettings,
 ]
 
 

@@ -158,6 +158,7 @@ class ControlPlaneServer:
             settings.node_registry,
             settings.registry_sync,
             settings.governance,
+            settings.database_roles,
         ):
             section.validate()
         settings.tls.validate(settings.server.listen)
@@ -181,7 +182,8 @@ class ControlPlaneServer:
         )
         db = Database(settings.server.resolved_database_url, pool_size=settings.server.db_pool_size)
         if settings.server.migrate_on_start:
-            await db.run_in_executor(lambda: migrate.upgrade(db.write_engine))
+            plan = settings.database_roles.role_plan()
+            await db.run_in_executor(lambda: migrate.run(db.write_engine, plan))
         peers = PeerDirectory(
             minter,
             {

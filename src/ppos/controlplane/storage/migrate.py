@@ -3,6 +3,8 @@
 Each service owns a branch of the migration graph (labels `noderegistry`,
 `registrysync`, `governance`) rooted at the shared foundation revision, so
 services evolve their tables independently; `upgrade heads` applies them all.
+On PostgreSQL `run` then sets up the services' roles and re-applies their
+grants (storage/roles.py), so a new table is covered by the run that adds it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
+
+from ppos.controlplane.storage import roles
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -37,6 +41,12 @@ def _heads() -> frozenset[str]:
     seconds)."""
     script = ScriptDirectory(str(MIGRATIONS))
     return frozenset(script.get_heads())
+
+
+def run(engine: Engine, plan: roles.RolePlan | None = None) -> None:
+    """What `ppos-control-plane migrate` does: every migration, then the roles."""
+    upgrade(engine)
+    roles.apply(engine, plan or roles.RolePlan())
 
 
 def pending(engine: Engine) -> set[str]:
