@@ -1,4 +1,4 @@
-"""Who may call what, from the contract: every RPC of the three services called
+"""Who may call what, from the contract: every RPC of the services called
 by a viewer, an operator, an admin, a node and nobody, each answer checked
 against the method's access option, and nothing changed by a refusal."""
 
@@ -12,7 +12,7 @@ import pytest
 from google.protobuf import descriptor_pool
 from google.rpc import error_details_pb2, status_pb2
 
-from ppos.controlplane.auth.v1 import access_pb2
+from ppos.controlplane.auth.v1 import access_pb2, identity_service_pb2  # noqa: F401 - registers
 from ppos.controlplane.governance.v1 import governance_service_pb2  # noqa: F401 - registers
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2  # noqa: F401
 from ppos.controlplane.registrysync.v1 import registry_sync_service_pb2  # noqa: F401
@@ -27,6 +27,7 @@ SERVICES = (
     "ppos.controlplane.governance.v1.GovernanceService",
     "ppos.controlplane.noderegistry.v1.NodeRegistryService",
     "ppos.controlplane.registrysync.v1.RegistrySyncService",
+    "ppos.controlplane.auth.v1.IdentityService",
 )
 ROLES = {"viewer": OperatorRole.VIEWER, "operator": OperatorRole.OPERATOR}
 ROLES["admin"] = OperatorRole.ADMIN

@@ -20,9 +20,8 @@ from ppos.controlplane.client import (
     ClientConfig,
     Connection,
     GovernanceClient,
-    InvalidArgumentError,
+    IdentityClient,
     NodeRegistryClient,
-    NotFoundError,
     PermissionDeniedError,
     RegistrySyncClient,
     Token,
@@ -40,6 +39,7 @@ class OperatorClients:
     nodes: NodeRegistryClient
     governance: GovernanceClient
     sync: RegistrySyncClient
+    identity: IdentityClient
 
 
 class PlaneLink:
@@ -83,6 +83,7 @@ class PlaneLink:
             nodes=NodeRegistryClient(connection),
             governance=GovernanceClient(connection),
             sync=RegistrySyncClient(connection),
+            identity=IdentityClient(connection),
         )
 
     def close(self) -> None:
@@ -90,23 +91,12 @@ class PlaneLink:
 
 
 def role_of(clients: OperatorClients) -> str:
-    """The role the plane grants these clients' credential: viewer, operator or admin.
-
-    The plane has no "who am I" call, but its edge checks the role before a request is
-    read, and names the caller's role when it is too low. So this asks for an admin's
-    change that cannot happen (delete the policy with no id): a viewer or an operator
-    is refused with ROLE_REQUIRED and their role; an admin reaches the service, which
-    refuses the empty id. Nothing is changed or audited either way."""
-    try:
-        clients.governance.delete_policy("", expected_resource_version="")
-    except PermissionDeniedError as refused:
-        role = refused.details.metadata.get("role", "")
-        if refused.reason != "ROLE_REQUIRED" or role not in ("viewer", "operator"):
-            raise
-        return role
-    except (InvalidArgumentError, NotFoundError):
-        pass
-    return "admin"
+    """The role the plane grants these clients' credential: viewer, operator or admin
+    (IdentityService.WhoAmI, which every process serves)."""
+    role = clients.identity.role()
+    if role not in ("viewer", "operator", "admin"):
+        raise PermissionDeniedError("not an operator's credential")
+    return role
 
 
 async def call(function: Callable[..., T], /, *args: object, **kwargs: object) -> T:

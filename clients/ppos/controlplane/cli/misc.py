@@ -1,4 +1,4 @@
-"""`pposctl health|jwks|config|completion|version`."""
+"""`pposctl health|jwks|whoami|config|completion|version`."""
 
 from __future__ import annotations
 
@@ -75,6 +75,15 @@ def jwks(ctx: Context, args: argparse.Namespace) -> None:
     ctx.out.note(f"cache for {reply.max_age_seconds}s")
 
 
+def whoami(ctx: Context, args: argparse.Namespace) -> None:
+    reply = ctx.cp.identity.who_am_i()
+    if ctx.out.is_json:
+        ctx.out.message(reply)
+        return
+    role = ctx.cp.identity.role_of(reply)
+    ctx.out.console.print(f"{reply.actor}" + (f" (role {role})" if role else ""), markup=False)
+
+
 def config_view(ctx: Context, args: argparse.Namespace) -> None:
     """Where calls go and where the token comes from (never the token itself)."""
     config = ctx.config
@@ -128,6 +137,12 @@ def register(tree: Tree) -> None:
     )
     p.add_argument("--raw", action="store_true", help="print the JWKS document as served")
     p.set_defaults(handler=jwks)
+    p = tree.root.add_parser(
+        "whoami",
+        help="who the plane takes this credential to be, and its role",
+        parents=[tree.common],
+    )
+    p.set_defaults(handler=whoami)
     config = tree.noun("config", "client configuration", default=config_view)
     tree.verb(config, "view", config_view, "where calls go and where the token comes from")
     p = tree.root.add_parser(

@@ -6,7 +6,7 @@
         for node in cp.nodes.list_nodes().nodes:
             print(node.node_id)
 
-One object per service (`nodes`, `governance`, `sync`, `jwks`, `health`) over
+One object per service (`nodes`, `governance`, `sync`, `jwks`, `identity`, `health`) over
 one channel. Every call carries the operator's bearer token, a request id and
 a deadline; UNAVAILABLE (and ABORTED, for calls carrying a request id) is
 retried with backoff; failures raise the classes
@@ -40,7 +40,7 @@ from ppos.controlplane.client.errors import (
 )
 from ppos.controlplane.client.governance import GovernanceClient
 from ppos.controlplane.client.node_registry import NodeAgentClient, NodeRegistryClient
-from ppos.controlplane.client.public import HealthClient, JwksClient
+from ppos.controlplane.client.public import HealthClient, IdentityClient, JwksClient
 from ppos.controlplane.client.registry_sync import RegistrySyncClient
 
 
@@ -55,6 +55,7 @@ class ControlPlane:
         self.governance = GovernanceClient(self._connection_for("governance"))
         self.sync = RegistrySyncClient(self._connection_for("registrysync"))
         self.jwks = JwksClient(self.connection)
+        self.identity = IdentityClient(self.connection)
         self.health = HealthClient(self.connection)
 
     def _connection_for(self, service: str) -> Connection:
@@ -103,6 +104,7 @@ __all__ = [
     "FailedPreconditionError",
     "GovernanceClient",
     "HealthClient",
+    "IdentityClient",
     "InternalError",
     "InvalidArgumentError",
     "JwksClient",

@@ -1,4 +1,5 @@
-"""The open services: the public key set and gRPC health (no token needed)."""
+"""The services every process serves: the public key set and gRPC health (no
+token needed), and who the edge takes the caller to be."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2
 
+from ppos.controlplane.auth.v1 import access_pb2
+from ppos.controlplane.auth.v1 import identity_service_pb2 as identity_pb
+from ppos.controlplane.auth.v1 import identity_service_pb2_grpc as identity_grpc
 from ppos.controlplane.auth.v1 import jwks_service_pb2 as pb
 from ppos.controlplane.auth.v1 import jwks_service_pb2_grpc as pb_grpc
 from ppos.controlplane.client.connection import Connection, Stream
@@ -30,6 +34,27 @@ class JwksClient:
     def keys(self) -> list[dict[str, Any]]:
         keys: list[dict[str, Any]] = json.loads(self.get().jwks_json).get("keys", [])
         return keys
+
+
+class IdentityClient:
+    """Who the edge takes this client's credential to be (`pposctl whoami`)."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._conn = connection
+        self._stub = identity_grpc.IdentityServiceStub(connection.channel)
+
+    def who_am_i(self) -> identity_pb.WhoAmIResponse:
+        return self._conn.unary(self._stub.WhoAmI, identity_pb.WhoAmIRequest(), name="WhoAmI")
+
+    def role(self) -> str:
+        """`viewer`, `operator` or `admin` ("" for a credential that is not an operator's)."""
+        return self.role_of(self.who_am_i())
+
+    @staticmethod
+    def role_of(reply: identity_pb.WhoAmIResponse) -> str:
+        if reply.role == access_pb2.OPERATOR_ROLE_UNSPECIFIED:
+            return ""
+        return access_pb2.OperatorRole.Name(reply.role).removeprefix("OPERATOR_ROLE_").lower()
 
 
 class HealthClient:

@@ -35,6 +35,7 @@ from ppos.controlplane.security.operators import OperatorCredentialCache
 from ppos.controlplane.security.peers import PeerDirectory
 from ppos.controlplane.security.self_minted import SelfMinted
 from ppos.controlplane.security.tokens import TokenMinter, TokenVerifier
+from ppos.controlplane.services.identity.service import IdentityModule
 from ppos.controlplane.services.jwks.service import JwksModule
 from ppos.controlplane.storage import migrate
 from ppos.controlplane.storage.database import Database
@@ -125,7 +126,7 @@ class ControlPlaneServer:
         self._validate()
         control, scanner = self._take_control_token()
         runtime = self.runtime = await self._build_runtime()
-        self.modules = [JwksModule(runtime.keyring)]
+        self.modules = [JwksModule(runtime.keyring), IdentityModule()]
         self.modules += [self._factories[name](runtime) for name in settings.server.services]
         self.modules += [factory(runtime) for factory in self._extra_modules]
         service_names = [name for module in self.modules for name in module.service_names]

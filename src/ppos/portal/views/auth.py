@@ -112,7 +112,6 @@ async def sign_in(request: Request) -> Response:
         )
     clients = portal.link.clients_for(credential, operator)
     try:
-        await call(clients.sync.list_statuses)
         role = await call(role_of, clients)
     except (UnauthenticatedError, PermissionDeniedError):
         portal.throttle.failed(client)

@@ -1,0 +1,1 @@
+"""Who the edge takes the caller to be, from the credential alone."""
