@@ -32,6 +32,10 @@ _PG_EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 # A value of the wrong type (only a tamperer's edit on SQLite stores one): oid 0 and
 # length -2, which PostgreSQL never sends, so it can never match a sealed row.
 _FOREIGN = _VAR.pack(0, -2)
+# For encoders that know their values' types (the sync's): `INT8_SEGMENT(INT8, 8, value)`.
+INT8_SEGMENT = _INT8.pack
+NULL_INT8 = _VAR.pack(INT8, -1)
+VAR_HEADER = _VAR.pack
 
 
 def _micros(value: dt.datetime) -> int:
@@ -54,14 +58,14 @@ def _int8(value: object) -> bytes:
 # Most text columns repeat from row to row (region, status, tenant, image, sweep)
 # and a page's rows share their sync time: their segments are remembered.
 @functools.lru_cache(maxsize=4096)
-def _text_segment(value: str) -> bytes:
+def text_segment(value: str) -> bytes:
     data = value.encode()
     return _VAR.pack(TEXT, len(data)) + data
 
 
 def _text(value: object) -> bytes:
     if type(value) is str:
-        return _text_segment(value)
+        return text_segment(value)
     return _VAR.pack(TEXT, -1) if value is None else _foreign(value)
 
 
@@ -73,13 +77,13 @@ def _bytea(value: object) -> bytes:
 
 
 @functools.lru_cache(maxsize=64)
-def _timestamptz_segment(value: dt.datetime) -> bytes:
+def timestamptz_segment(value: dt.datetime) -> bytes:
     return _INT8.pack(TIMESTAMPTZ, 8, _micros(value))
 
 
 def _timestamptz(value: object) -> bytes:
     if type(value) is dt.datetime:
-        return _timestamptz_segment(value)
+        return timestamptz_segment(value)
     return _VAR.pack(TIMESTAMPTZ, -1) if value is None else _foreign(value)
 
 
