@@ -188,16 +188,18 @@ def tip(session: Session, kind: ChainKind, region: str) -> Tip:
 
 
 def draw_ids(session: Session, kind: ChainKind, count: int, *, postgres: bool) -> list[int]:
-    """`count` new row ids, in order (the caller holds the sequence lock, or SQLite's writer)."""
+    """`count` new row ids, in order (the caller holds the sequence lock, or SQLite's writer).
+
+    On PostgreSQL the block is reserved with two calls (`nextval`, then `setval`
+    past it) rather than `count` nextvals: only the sync draws from these
+    sequences, under the lock, so nobody draws in between.
+    """
     if postgres:
-        drawn = session.execute(
-            text(
-                f"SELECT nextval(pg_get_serial_sequence('{kind.table}', '{kind.id_column}')) "
-                "FROM generate_series(1, :count)"
-            ),
-            {"count": count},
-        ).scalars()
-        return sorted(int(value) for value in drawn)
+        sequence = f"pg_get_serial_sequence('{kind.table}', '{kind.id_column}')"
+        first = int(session.execute(text(f"SELECT nextval({sequence})")).scalar_one())
+        if count > 1:
+            session.execute(text(f"SELECT setval({sequence}, :last)"), {"last": first + count - 1})
+        return list(range(first, first + count))
     last = session.execute(
         text("SELECT seq FROM sqlite_sequence WHERE name = :table"), {"table": kind.table}
     ).scalar()
