@@ -26,6 +26,7 @@ from ppos.controlplane.services.registry_sync import chain, mirror_reads
 from ppos.controlplane.services.registry_sync import mirror_check as mc
 from ppos.controlplane.services.registry_sync.chain import SYNCED
 from ppos.controlplane.services.registry_sync.mirror_reads import verify_stored_region
+from ppos.controlplane.services.registry_sync.mirror_verifier import MirrorVerifier
 from ppos.controlplane.services.registry_sync.models import SyncedJobRow
 from ppos.controlplane.services.registry_sync.pages import commit_page
 from ppos.controlplane.services.registry_sync.synced_rows import row_values
@@ -461,3 +462,21 @@ def test_postgres_encodes_rows_as_the_sync_does(db: Database) -> None:
                 {"id": row["sync_sequence"]},
             ).scalar_one()
         assert bytes(served) == chain.encoding(SYNCED, version, row_at(db, 2**63 - 1))
+
+
+async def test_payload_bytes_are_checked_by_the_scheduled_pass(mirror: Database) -> None:
+    """On demand (VerifyMirror) the chain is checked, which covers each payload's
+    digest; the scheduled pass also hashes every payload against its digest."""
+    tamper(
+        mirror,
+        sql("UPDATE synced_jobs SET canonical_payload = :v WHERE chain_position = 3", v=b"{}"),
+    )
+    verifier = MirrorVerifier(mirror, KEYS, [REGION])
+    [(on_demand, _)] = await verifier.verify([REGION])
+    assert on_demand.divergence is None
+    [(scheduled, _)] = await verifier.verify([REGION], payloads=True)
+    assert scheduled.divergence is not None
+    assert (scheduled.divergence.position, scheduled.divergence.fields) == (
+        3,
+        ("canonical_payload",),
+    )
