@@ -173,10 +173,13 @@ def verify_stored_region(
         # COMMITTED a page committing between two of the reads would look like a
         # truncated chain or a moved cursor. (A SQLite read transaction is one already.)
         session.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"))
+        # Built-ins first in the search path; text sent as UTF-8 (record_send
+        # converts text to the client's encoding), whatever the role's settings.
         session.execute(
             text(
                 "SELECT pg_catalog.set_config('search_path', "
-                "'pg_catalog, ' || pg_catalog.current_setting('search_path'), true)"
+                "'pg_catalog, ' || pg_catalog.current_setting('search_path'), true), "
+                "pg_catalog.set_config('client_encoding', 'UTF8', true)"
             )
         )
     cursor = session.get(SyncRegionRow, region)
