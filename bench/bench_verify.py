@@ -2,11 +2,13 @@
 recomputed, against a bare SELECT of the same rows' digests in the same run.
 
 The rows are written as the sync writes them (commit_page: chained, one signed
-checkpoint per page of 1,000). Verification reads every chained field and has
-the server hash each payload (`sha256()`), walks the chain in Python and checks
-the checkpoints' signatures; it is also timed without hashing the payloads
-(`payloads=False`: the chain and digests only). The baseline reads only the digests, in the same
-order, through the same driver.
+checkpoint per page of 1,000). Verification as `pposctl sync verify` does it
+(`payloads=False`): the server encodes every row's chained fields
+(`record_send`), Python recomputes each link (one SHA-256 a row) and checks
+the checkpoints' signatures and the cursor; the targets apply to it. The
+scheduled verification's deeper pass, which also has the server hash every
+payload (`sha256()`, reading every payload), is timed too. The baseline reads
+only the digests, in the same order, through SQLAlchemy and the same driver.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import functools
 import statistics
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy import text
 
@@ -87,6 +90,10 @@ def _store(db: Database, count: int, minter: TokenMinter, keys: KeyRing) -> None
         db.write_sync(lambda s, p=page: commit_page(s, p, now, postgres=True, sign=sign, keys=keys))
 
 
+def _load_average() -> str:
+    return Path("/proc/loadavg").read_text().strip()
+
+
 def _digests(db: Database) -> int:
     def work(session) -> int:  # type: ignore[no-untyped-def]
         result = session.execute(
@@ -115,7 +122,7 @@ async def run(mode: Mode) -> Result:
             result.figure(
                 "store_rows_per_s", plan.records / (time.perf_counter() - started), "rows/s"
             )
-            verifies, selects, chain_only = [], [], []
+            verifies, selects, deep = [], [], []
             for _ in range(plan.rounds):
                 started = time.perf_counter()
                 if _digests(db) != plan.records:
@@ -123,16 +130,16 @@ async def run(mode: Mode) -> Result:
                 selects.append(time.perf_counter() - started)
                 started = time.perf_counter()
                 report = db.read_sync(
-                    lambda s: verify_stored_region(s, REGION, ring, postgres=True)
+                    lambda s: verify_stored_region(s, REGION, ring, postgres=True, payloads=False)
                 )
                 verifies.append(time.perf_counter() - started)
                 if report.divergence is not None or report.synced_rows != plan.records:
                     raise RuntimeError(f"a clean mirror did not verify: {report.divergence}")
                 started = time.perf_counter()
                 report = db.read_sync(
-                    lambda s: verify_stored_region(s, REGION, ring, postgres=True, payloads=False)
+                    lambda s: verify_stored_region(s, REGION, ring, postgres=True, payloads=True)
                 )
-                chain_only.append(time.perf_counter() - started)
+                deep.append(time.perf_counter() - started)
                 if report.divergence is not None:
                     raise RuntimeError(f"a clean mirror did not verify: {report.divergence}")
         finally:
@@ -142,15 +149,15 @@ async def run(mode: Mode) -> Result:
     result.figure("verify_seconds", verify_s, "s")
     result.figure("select_digests_seconds", select_s, "s")
     result.ratio("verify_vs_select_digests", verify_s, select_s)
-    result.figure("verify_chain_only_seconds", statistics.median(chain_only), "s")
-    result.ratio("verify_chain_only_vs_select_digests", statistics.median(chain_only), select_s)
+    result.figure("verify_with_payloads_seconds", statistics.median(deep), "s")
+    result.ratio("verify_with_payloads_vs_select_digests", statistics.median(deep), select_s)
     result.target("verify_seconds", "<=", 2.0)
     result.target("verify_vs_select_digests", "<=", 3.0)
     result.notes.append(
-        "rounds (verify s, chain only s, select s): "
+        "rounds (verify s, with payloads s, select s): "
         + ", ".join(
-            f"({v:.2f}, {c:.2f}, {s:.2f})"
-            for v, c, s in zip(verifies, chain_only, selects, strict=True)
+            f"({v:.2f}, {c:.2f}, {s:.2f})" for v, c, s in zip(verifies, deep, selects, strict=True)
         )
     )
+    result.notes.append(f"load average at the end: {_load_average()}")
     return result

@@ -9,22 +9,27 @@ them: on SQLite by dropping the triggers, on PostgreSQL as the tables' owner
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import hashlib
 import json
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from alembic import command
-from sqlalchemy import insert, inspect, select, text
+from sqlalchemy import insert, select, text
 from sqlalchemy.engine import Connection
 
-from ppos.controlplane.core import hashchain
+from ppos.controlplane.core import pgrecord
+from ppos.controlplane.services.registry_sync import chain, mirror_reads
 from ppos.controlplane.services.registry_sync import mirror_check as mc
 from ppos.controlplane.services.registry_sync.chain import SYNCED
 from ppos.controlplane.services.registry_sync.mirror_reads import verify_stored_region
+from ppos.controlplane.services.registry_sync.mirror_verifier import MirrorVerifier
 from ppos.controlplane.services.registry_sync.models import SyncedJobRow
 from ppos.controlplane.services.registry_sync.pages import commit_page
+from ppos.controlplane.services.registry_sync.synced_rows import row_values
 from ppos.controlplane.services.registry_sync.verify import Rejected
 from ppos.controlplane.storage import migrate
 from ppos.controlplane.storage.database import Database
@@ -185,9 +190,9 @@ def _forged_after(db: Database, position: int, **changes: object) -> dict[str, A
     previous = row_at(db, position)
     row = {**row_at(db, position + 1 if position < 10 else position), **changes}
     row["chain_position"] = position + 1
-    values = [row[name] for name in SYNCED.fields]
-    row["chain"] = hashchain.link(previous["chain"], SYNCED.domain, values)
-    row["chain_checks"] = hashchain.field_checks(values)
+    row["chain"] = hashlib.sha256(previous["chain"] + chain.encoding(SYNCED, 2, row)).digest()
+    parts = pgrecord.segments(SYNCED.oids_v2, [row[name] for name in SYNCED.names_v2])
+    row["chain_checks"] = pgrecord.field_checks(parts)
     return row
 
 
@@ -379,17 +384,99 @@ def test_a_forged_tail_row_is_not_signed_into_the_next_page(mirror: Database) ->
     )
 
 
-def test_the_migration_chains_stored_rows_as_the_sync_does(mirror: Database) -> None:
-    """Down to registrysync_0001 (no chain) and up again: the migration chains the
-    rows already stored, link for link as the sync did, so the checkpoints hold."""
-    before = row_at(mirror, 10)["chain"]
-    config = migrate.alembic_config(mirror.write_engine)
+def test_rows_chained_before_v2_verify_and_their_chain_goes_on_in_v2(db: Database) -> None:
+    """Rows stored before the chain (registrysync_0001) are chained in v1 by
+    registrysync_0002 and keep those links; the sync chains on in v2 after them,
+    and verification checks each row in its own encoding, naming a changed v1 field."""
+    config = migrate.alembic_config(db.write_engine)
     command.downgrade(config, "registrysync_0001")
-    with mirror.read_engine.connect() as connection:
-        columns = {c["name"] for c in inspect(connection).get_columns("synced_jobs")}
-    assert "chain" not in columns
+    prepare(db)
+    feed, items = records(6)
+    legacy = [
+        row_values(item, REGION, "swp_test", NOW)  # type: ignore[arg-type]
+        for item in items[:4]
+    ]
+    with db.write_engine.begin() as connection:
+        table = sa.table("synced_jobs", *(sa.column(name) for name in legacy[0]))
+        connection.execute(sa.insert(table), legacy)
     command.upgrade(config, "heads")
-    assert row_at(mirror, 10)["chain"] == before
-    report = verify(mirror)
+    db.write_sync(
+        lambda s: commit_page(
+            s, page(feed, items[4:], 0, 6), NOW, postgres=db.is_postgres, sign=SIGN, keys=KEYS
+        )
+    )
+    versions = [row_at(db, position)["chain_version"] for position in range(1, 7)]
+    assert versions == [1, 1, 1, 1, 2, 2]
+    report = verify(db)
     assert report.divergence is None
-    assert (report.synced_rows, report.quarantined_rows) == (10, 2)
+    assert report.synced_rows == 6
+    with pytest.raises(RuntimeError, match="v2 encoding"):
+        command.downgrade(config, "registrysync_0002")
+    tamper(db, sql("UPDATE synced_jobs SET tenant_id = 'tenant_forged' WHERE chain_position = 2"))
+    divergence = verify(db).divergence
+    assert divergence is not None
+    assert (divergence.kind, divergence.position, divergence.fields) == (
+        mc.CHANGED,
+        2,
+        ("tenant_id",),
+    )
+
+
+def test_a_flipped_chain_version_is_named(mirror: Database) -> None:
+    tamper(mirror, sql("UPDATE synced_jobs SET chain_version = 1 WHERE chain_position = 4"))
+    divergence = verify(mirror).divergence
+    assert divergence is not None
+    assert (divergence.kind, divergence.position, divergence.fields) == (
+        mc.CHANGED,
+        4,
+        ("chain_version",),
+    )
+
+
+def test_postgres_encodes_rows_as_the_sync_does(db: Database) -> None:
+    """The server's encoding of a row (both versions) is chain.encoding's, byte for
+    byte, for the values that are hardest to get right: non-ASCII text, empty
+    strings, NULL timestamps, negative and extreme integers."""
+    if not db.is_postgres:
+        pytest.skip("SQLite rows are encoded in Python")
+    prepare(db)
+    _, items = records(1)
+    row = row_values(items[0], REGION, "swp_test", NOW)  # type: ignore[arg-type]
+    row.update(
+        sync_sequence=-(2**63),
+        chain_position=2**63 - 1,
+        tenant_id="t\u00e9nant \u2603 \U0001f600",
+        queue_id="",
+        create_time_ns=None,
+        update_time_ns=-1,
+        synced_at=dt.datetime(1969, 12, 31, 23, 59, 59, 999_999, tzinfo=dt.UTC),
+        chain=b"x",
+        chain_version=2,
+    )
+    tamper(db, _insert(row))
+    for version in (1, 2):
+        encoding = mirror_reads.encoding_sql(SYNCED).replace("chain_version", str(version))
+        with db.read_engine.connect() as connection:
+            served = connection.execute(
+                text(f"SELECT {encoding} FROM synced_jobs WHERE sync_sequence = :id"),
+                {"id": row["sync_sequence"]},
+            ).scalar_one()
+        assert bytes(served) == chain.encoding(SYNCED, version, row_at(db, 2**63 - 1))
+
+
+async def test_payload_bytes_are_checked_by_the_scheduled_pass(mirror: Database) -> None:
+    """On demand (VerifyMirror) the chain is checked, which covers each payload's
+    digest; the scheduled pass also hashes every payload against its digest."""
+    tamper(
+        mirror,
+        sql("UPDATE synced_jobs SET canonical_payload = :v WHERE chain_position = 3", v=b"{}"),
+    )
+    verifier = MirrorVerifier(mirror, KEYS, [REGION])
+    [(on_demand, _)] = await verifier.verify([REGION])
+    assert on_demand.divergence is None
+    [(scheduled, _)] = await verifier.verify([REGION], payloads=True)
+    assert scheduled.divergence is not None
+    assert (scheduled.divergence.position, scheduled.divergence.fields) == (
+        3,
+        ("canonical_payload",),
+    )

@@ -9,6 +9,10 @@ fields) encode alike. Datetimes are microseconds since the epoch in UTC.
 encoding, stored beside the link, so a verifier that finds a link broken can
 say which field changed. Whoever rewrites a row can rewrite its checks too;
 the link and the signed checkpoints are what prove.
+
+This is the chain's v1 encoding, kept for the rows chained with it (and for
+registrysync_0002, which chained the rows stored before it); rows are chained
+in v2 since (core/pgrecord.py, services/registry_sync/chain.py).
 """
 
 from __future__ import annotations
@@ -87,16 +91,6 @@ def link(previous: bytes, domain: bytes, values: Sequence[Value]) -> bytes:
     digest.update(_LENGTH.pack(0, len(domain)) + domain)
     digest.update(b"".join(map(encode_value, values)))
     return digest.digest()
-
-
-def link_and_checks(previous: bytes, domain: bytes, values: Sequence[Value]) -> tuple[bytes, bytes]:
-    """`link` and `field_checks` of one row, each field encoded once (the sync's path)."""
-    encoded = [encode_value(value) for value in values]
-    digest = hashlib.sha256(previous)
-    digest.update(_LENGTH.pack(0, len(domain)) + domain)
-    digest.update(b"".join(encoded))
-    checks = b"".join([zlib.crc32(field).to_bytes(4, "big") for field in encoded])
-    return digest.digest(), checks
 
 
 def field_checks(values: Sequence[Value]) -> bytes:

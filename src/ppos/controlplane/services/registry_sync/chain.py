@@ -1,22 +1,33 @@
 """The per-region hash chains of synced and quarantined rows, extended in the page's transaction.
 
 Each region has two chains, one over its synced revisions and one over its
-quarantined records. A row's `chain` is `SHA-256(previous chain || every
-stored field)` (core/hashchain.py): its position in the region's chain, its
-sync sequence (drawn here, so the link can cover it), its key, its diagnostic
+quarantined records. A row's `chain` is `SHA-256(previous chain || encoding
+of every stored field)`: its position in the region's chain, its sync
+sequence (drawn here, so the link can cover it), its key, its diagnostic
 fields, its payload's SHA-256 and size, cursor, sweep and time. The payload is
-covered through its digest; verification checks the digest against the bytes.
+covered through its digest; verification can check the digest against the bytes.
+
+Two encodings exist, and each row says which one its link uses
+(`chain_version`); a chain may hold both, the older rows first:
+
+- v1 (rows chained before registrysync_0003): core/hashchain.py, a type tag
+  and a length for each value, in `fields` order;
+- v2 (every row chained since): PostgreSQL's binary record format of the
+  columns `columns_v2` (core/pgrecord.py), which the server computes itself
+  when it verifies, after the kind's domain.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from ppos.controlplane.core import hashchain
+from ppos.controlplane.core import hashchain, pgrecord
+from ppos.controlplane.core.pgrecord import BYTEA, INT8, TEXT, TIMESTAMPTZ
 
 SYNCED_DOMAIN = b"ppos.registrysync.synced_jobs.v1"
 QUARANTINE_DOMAIN = b"ppos.registrysync.sync_quarantine.v1"
@@ -40,6 +51,45 @@ SYNCED_FIELDS = (
     "sweep_id",
     "synced_at",
 )
+# v2: fixed-size columns first, then the variable ones (the order is the encoding's).
+SYNCED_DOMAIN_V2 = b"ppos.registrysync.synced_jobs.v2"
+QUARANTINE_DOMAIN_V2 = b"ppos.registrysync.sync_quarantine.v2"
+SYNCED_COLUMNS_V2 = (
+    ("chain_position", INT8),
+    ("sync_sequence", INT8),
+    ("revision", INT8),
+    ("payload_size", INT8),
+    ("create_time_ns", INT8),
+    ("update_time_ns", INT8),
+    ("synced_at", TIMESTAMPTZ),
+    ("region", TEXT),
+    ("job_id", TEXT),
+    ("tenant_id", TEXT),
+    ("queue_id", TEXT),
+    ("status", TEXT),
+    ("governance_state", TEXT),
+    ("node_id", TEXT),
+    ("container_image", TEXT),
+    ("canonical_payload_sha256", BYTEA),
+    ("source_cursor", TEXT),
+    ("sweep_id", TEXT),
+)
+QUARANTINE_COLUMNS_V2 = (
+    ("chain_position", INT8),
+    ("quarantine_id", INT8),
+    ("revision", INT8),
+    ("quarantined_at", TIMESTAMPTZ),
+    ("region", TEXT),
+    ("job_id", TEXT),
+    ("reason", TEXT),
+    ("detail", TEXT),
+    ("raw_record_sha256", BYTEA),
+    ("source_cursor", TEXT),
+    ("sweep_id", TEXT),
+)
+V1 = 1
+V2 = 2
+DIGEST = "canonical_payload_sha256"
 QUARANTINE_FIELDS = (
     "chain_position",
     "quarantine_id",
@@ -61,10 +111,58 @@ class ChainKind:
     id_column: str
     domain: bytes
     fields: tuple[str, ...]
+    domain_v2: bytes
+    columns_v2: tuple[tuple[str, int], ...]
+
+    @property
+    def names_v2(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.columns_v2)
+
+    @property
+    def oids_v2(self) -> tuple[int, ...]:
+        return tuple(oid for _, oid in self.columns_v2)
+
+    @property
+    def prefix_v2(self) -> bytes:
+        """What precedes the record in a v2 link: the domain, length-prefixed as in v1."""
+        return hashchain.encode(self.domain_v2, ())
 
 
-SYNCED = ChainKind("synced_jobs", "sync_sequence", SYNCED_DOMAIN, SYNCED_FIELDS)
-QUARANTINE = ChainKind("sync_quarantine", "quarantine_id", QUARANTINE_DOMAIN, QUARANTINE_FIELDS)
+SYNCED = ChainKind(
+    "synced_jobs",
+    "sync_sequence",
+    SYNCED_DOMAIN,
+    SYNCED_FIELDS,
+    SYNCED_DOMAIN_V2,
+    SYNCED_COLUMNS_V2,
+)
+QUARANTINE = ChainKind(
+    "sync_quarantine",
+    "quarantine_id",
+    QUARANTINE_DOMAIN,
+    QUARANTINE_FIELDS,
+    QUARANTINE_DOMAIN_V2,
+    QUARANTINE_COLUMNS_V2,
+)
+
+
+def encoding(kind: ChainKind, version: object, row: Mapping[str, object]) -> bytes:
+    """What follows the previous link in the row's own link: `SHA-256(previous || this)`."""
+    if version == V2:
+        parts = pgrecord.segments(kind.oids_v2, [row[name] for name in kind.names_v2])
+        return kind.prefix_v2 + pgrecord.encode(parts)
+    return hashchain.encode(kind.domain, [row[name] for name in kind.fields])  # type: ignore[misc]
+
+
+def changed_fields(kind: ChainKind, version: object, row: Mapping[str, object]) -> list[str]:
+    """The fields whose stored per-field checks no longer match (forensics, not proof)."""
+    checks = row.get("chain_checks")
+    held = bytes(checks) if isinstance(checks, bytes | bytearray | memoryview) else b""
+    if version == V2:
+        parts = pgrecord.segments(kind.oids_v2, [row[name] for name in kind.names_v2])
+        return pgrecord.changed_fields(kind.names_v2, parts, held)
+    values = [row[name] for name in kind.fields]
+    return hashchain.changed_fields(kind.fields, values, held)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -90,16 +188,18 @@ def tip(session: Session, kind: ChainKind, region: str) -> Tip:
 
 
 def draw_ids(session: Session, kind: ChainKind, count: int, *, postgres: bool) -> list[int]:
-    """`count` new row ids, in order (the caller holds the sequence lock, or SQLite's writer)."""
+    """`count` new row ids, in order (the caller holds the sequence lock, or SQLite's writer).
+
+    On PostgreSQL the block is reserved with two calls (`nextval`, then `setval`
+    past it) rather than `count` nextvals: only the sync draws from these
+    sequences, under the lock, so nobody draws in between.
+    """
     if postgres:
-        drawn = session.execute(
-            text(
-                f"SELECT nextval(pg_get_serial_sequence('{kind.table}', '{kind.id_column}')) "
-                "FROM generate_series(1, :count)"
-            ),
-            {"count": count},
-        ).scalars()
-        return sorted(int(value) for value in drawn)
+        sequence = f"pg_get_serial_sequence('{kind.table}', '{kind.id_column}')"
+        first = int(session.execute(text(f"SELECT nextval({sequence})")).scalar_one())
+        if count > 1:
+            session.execute(text(f"SELECT setval({sequence}, :last)"), {"last": first + count - 1})
+        return list(range(first, first + count))
     last = session.execute(
         text("SELECT seq FROM sqlite_sequence WHERE name = :table"), {"table": kind.table}
     ).scalar()
@@ -107,15 +207,53 @@ def draw_ids(session: Session, kind: ChainKind, count: int, *, postgres: bool) -
     return list(range(start, start + count))
 
 
+def synced_parts(row: Mapping[str, object]) -> list[bytes]:
+    """pgrecord.segments of a synced row as the sync builds it (its values' types
+    known), without a call per field: this runs for every row synced."""
+    i8, text, null = pgrecord.INT8_SEGMENT, pgrecord.text_segment, pgrecord.NULL_INT8
+    create, update, digest = row["create_time_ns"], row["update_time_ns"], row[DIGEST]
+    return [
+        i8(INT8, 8, row["chain_position"]),
+        i8(INT8, 8, row["sync_sequence"]),
+        i8(INT8, 8, row["revision"]),
+        i8(INT8, 8, row["payload_size"]),
+        null if create is None else i8(INT8, 8, create),
+        null if update is None else i8(INT8, 8, update),
+        pgrecord.timestamptz_segment(row["synced_at"]),
+        text(row["region"]),
+        text(row["job_id"]),
+        text(row["tenant_id"]),
+        text(row["queue_id"]),
+        text(row["status"]),
+        text(row["governance_state"]),
+        text(row["node_id"]),
+        text(row["container_image"]),
+        pgrecord.VAR_HEADER(BYTEA, len(digest)) + digest,  # type: ignore[arg-type,operator]
+        text(row["source_cursor"]),
+        text(row["sweep_id"]),
+    ]
+
+
 def seal(kind: ChainKind, start: Tip, rows: Sequence[dict[str, object]]) -> Tip:
-    """Give each row (its id already set) its position, chain and field checks, in order."""
+    """Give each row (its id already set) its position, chain (v2) and field checks, in order."""
     position, previous, row_id = start.position, start.chain, start.row_id
+    plan = [(name, pgrecord.ENCODERS[oid]) for name, oid in kind.columns_v2]
+    count, prefix = pgrecord.count(len(plan)), kind.prefix_v2
+    sha256, checks = hashlib.sha256, pgrecord.field_checks
     for row in rows:
         position += 1
         row["chain_position"] = position
-        values = [row[name] for name in kind.fields]
-        previous, checks = hashchain.link_and_checks(previous, kind.domain, values)  # type: ignore[arg-type]
+        if kind is SYNCED:
+            parts = synced_parts(row)
+        else:
+            parts = [encode(row[name]) for name, encode in plan]
+        link = sha256(previous)
+        link.update(prefix)
+        link.update(count)
+        link.update(b"".join(parts))
+        previous = link.digest()
         row["chain"] = previous
-        row["chain_checks"] = checks
-        row_id = int(row[kind.id_column])  # type: ignore[call-overload]
+        row["chain_checks"] = checks(parts)
+        row["chain_version"] = V2
+        row_id = row[kind.id_column]  # type: ignore[assignment]
     return Tip(position, row_id, previous)

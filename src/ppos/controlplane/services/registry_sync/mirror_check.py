@@ -1,7 +1,8 @@
 """Verification of the mirror: recompute a region's chains and check its signed checkpoints.
 
-Pure: it is handed the rows (in id order), the stored checkpoints and the
-region's cursor, and names the first divergence it finds:
+Pure: it is handed the rows (in id order, each as the bytes its link hashes:
+mirror_reads.py), a way to read one row in full, the stored checkpoints and
+the region's cursor, and names the first divergence it finds:
 
 - CHANGED: a row's fields no longer give its link (the changed fields named
   from the per-field checks; the payload's bytes against their digest);
@@ -19,13 +20,15 @@ region's cursor, and names the first divergence it finds:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import hashlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ppos.controlplane.core import hashchain
 from ppos.controlplane.security.claims import TokenRejected
 from ppos.controlplane.security.keys import PublicKeySource
 from ppos.controlplane.security.statements import verify_statement
+from ppos.controlplane.services.registry_sync import chain
 from ppos.controlplane.services.registry_sync.chain import QUARANTINE, SYNCED, ChainKind, Tip
 from ppos.controlplane.services.registry_sync.checkpoints import (
     CHECKPOINT_TYP,
@@ -42,10 +45,13 @@ FORGED_CHECKPOINT = "FORGED_CHECKPOINT"
 CURSOR_MOVED = "CURSOR_MOVED"
 UNVERIFIABLE_CHECKPOINT = "UNVERIFIABLE_CHECKPOINT"
 
-# A stored row as read for verification: every chained field, the chain
-# columns, and `content_intact` (the payload's or raw record's bytes hash to
-# the stored digest).
+# A stored row read in full (every column, the chain columns, chain_version).
 Row = Mapping[str, object]
+# A row as the walk reads it: (id, position, stored link, the bytes its link
+# hashes after the previous link, its payload matches its digest).
+Link = tuple[int, int | None, bytes | None, bytes | None, bool]
+# Reads one row in full, to name what changed in it (only once a row breaks the chain).
+Details = Callable[[ChainKind, int], Row]
 
 
 @dataclass(frozen=True)
@@ -80,7 +86,6 @@ class _Walk:
 
     kind: ChainKind
     wanted: set[int]
-    # The tip so far, kept as plain fields (a Tip per row costs more than its hash).
     position: int = 0
     row_id: int = 0
     chain: bytes = hashchain.GENESIS
@@ -88,7 +93,7 @@ class _Walk:
     divergence: Divergence | None = None
     # The link before the previous row: tells a forged row from the genuine one after it.
     before_previous: bytes = hashchain.GENESIS
-    previous_row: Row | None = None
+    previous_id: int | None = None
 
     @property
     def tip(self) -> Tip:
@@ -111,35 +116,32 @@ def _describe(
     )
 
 
-def _values(kind: ChainKind, row: Row) -> list[hashchain.Value]:
-    return [row[name] for name in kind.fields]  # type: ignore[misc]
-
-
-def _step(walk: _Walk, row: Row) -> Divergence | None:
-    """Check one row against the chain so far; extend the walk when it holds."""
+def _diagnose(walk: _Walk, link: Link, details: Details) -> Divergence:
+    """What is wrong with the row that broke the walk, read in full."""
     kind, expected = walk.kind, walk.position + 1
-    link, position = row.get("chain"), row.get("chain_position")
-    if not isinstance(link, bytes | bytearray | memoryview) or not isinstance(position, int):
-        return _describe(kind, row, INSERTED, fields=("chain",), detail="the row carries no chain")
+    row_id, position, stored, encoding, intact = link
+    row = details(kind, row_id)
     content = "canonical_payload" if kind is SYNCED else "raw_record"
+    if stored is None or position is None or encoding is None:
+        return _describe(kind, row, INSERTED, fields=("chain",), detail="the row carries no chain")
     if position > expected:
         return _describe(
             kind, row, DELETED, detail=f"positions {expected}..{position - 1} are missing before it"
         )
     if position < expected:
-        return _repeated(walk, row, position)
-    values = _values(kind, row)
-    fresh = hashchain.link(walk.chain, kind.domain, values)
-    if fresh != bytes(link):
-        checks = row.get("chain_checks")
-        held = bytes(checks) if isinstance(checks, bytes | bytearray | memoryview) else b""
-        changed = hashchain.changed_fields(kind.fields, values, held)
-        if not changed and walk.previous_row is not None:
+        return _repeated(walk, row, link, details)
+    if hashlib.sha256(walk.chain + encoding).digest() != stored:
+        version = row.get("chain_version")
+        changed = chain.changed_fields(kind, version, row)
+        other = chain.V1 if version == chain.V2 else chain.V2
+        if hashlib.sha256(walk.chain + chain.encoding(kind, other, row)).digest() == stored:
+            changed = ["chain_version"]  # the row links in the other encoding
+        if not changed and walk.previous_id is not None:
             # Its own fields are as sealed: the row before it was replaced by one
             # with a link of its own (or this row's chain column was edited).
             return _describe(
                 kind,
-                walk.previous_row,
+                details(kind, walk.previous_id),
                 REWRITTEN,
                 fields=("chain",),
                 detail="the next row no longer links to it: replaced, with a link of its own",
@@ -151,39 +153,54 @@ def _step(walk: _Walk, row: Row) -> Divergence | None:
             fields=changed or ("chain",),
             detail="its fields no longer give its link",
         )
-    if row.get("content_intact") is False:
+    if not intact:
         return _describe(
             kind, row, CHANGED, fields=(content,), detail="the bytes do not match their digest"
         )
-    walk.before_previous, walk.previous_row = walk.chain, row
-    walk.position, walk.chain = position, fresh
-    walk.row_id = row[kind.id_column]  # type: ignore[assignment]
-    if position in walk.wanted:
-        walk.links[position] = (walk.row_id, fresh)
-    return None
+    return _describe(kind, row, CHANGED, fields=("chain",), detail="the walk stopped at it")
 
 
-def _repeated(walk: _Walk, row: Row, position: int) -> Divergence:
+def _repeated(walk: _Walk, row: Row, link: Link, details: Details) -> Divergence:
     """A position seen twice: the one that does not link to its predecessor is the forgery."""
-    kind = walk.kind
-    previous = walk.previous_row
+    kind, position = walk.kind, link[1]
     if (
-        previous is not None
+        walk.previous_id is not None
         and position == walk.position
-        and hashchain.link(walk.before_previous, kind.domain, _values(kind, row))
-        == row.get("chain")
+        and link[3] is not None
+        and hashlib.sha256(walk.before_previous + link[3]).digest() == link[2]
     ):
-        return _describe(kind, previous, INSERTED, detail=f"a second row at position {position}")
+        return _describe(
+            kind,
+            details(kind, walk.previous_id),
+            INSERTED,
+            detail=f"a second row at position {position}",
+        )
     return _describe(kind, row, INSERTED, detail=f"a second row at position {position}")
 
 
-def walk_chain(kind: ChainKind, rows: Iterable[Row], wanted: set[int]) -> _Walk:
+def walk_chain(kind: ChainKind, rows: Iterable[Link], wanted: set[int], details: Details) -> _Walk:
+    """Each row's link recomputed from the previous one; the first row that breaks it diagnosed.
+
+    The loop does one SHA-256 a row and nothing else that allocates: this is
+    where verification spends its Python time.
+    """
     walk = _Walk(kind, wanted)
-    for row in rows:
-        divergence = _step(walk, row)
-        if divergence is not None:
-            walk.divergence = divergence
-            break
+    sha256 = hashlib.sha256
+    position, chain_, row_id, before = walk.position, walk.chain, walk.row_id, walk.before_previous
+    for link in rows:
+        row_position, stored, encoding = link[1], link[2], link[3]
+        if row_position == position + 1 and encoding is not None and link[4]:
+            fresh = sha256(chain_ + encoding).digest()
+            if fresh == stored:
+                before, chain_, position, row_id = chain_, fresh, row_position, link[0]
+                if position in wanted:
+                    walk.links[position] = (row_id, fresh)
+                continue
+        walk.position, walk.chain, walk.row_id = position, chain_, row_id
+        walk.before_previous, walk.previous_id = before, row_id if position else None
+        walk.divergence = _diagnose(walk, link, details)
+        return walk
+    walk.position, walk.chain, walk.row_id, walk.before_previous = position, chain_, row_id, before
     return walk
 
 
@@ -265,11 +282,12 @@ def against_checkpoints(walk: _Walk, tips: Sequence[Tip]) -> Divergence | None:
 def verify_region(
     region: str,
     *,
-    synced: Iterable[Row],
-    quarantined: Iterable[Row],
+    synced: Iterable[Link],
+    quarantined: Iterable[Link],
     stored_checkpoints: Sequence[StoredCheckpoint],
     cursor: str,
     keys: PublicKeySource,
+    details: Details,
 ) -> RegionReport:
     """The region's mirror checked in full; `divergence` is the first fault found."""
     report = RegionReport(region)
@@ -278,7 +296,7 @@ def verify_region(
     walks = []
     for kind, rows in ((SYNCED, synced), (QUARANTINE, quarantined)):
         tips = [c.synced if kind is SYNCED else c.quarantine for c in checkpoints]
-        walk = walk_chain(kind, rows, {tip.position for tip in tips})
+        walk = walk_chain(kind, rows, {tip.position for tip in tips}, details)
         walks.append(walk)
         report.divergence = report.divergence or walk.divergence or forged
         if report.divergence is None:

@@ -1,7 +1,10 @@
 """Verifying the mirror on demand (VerifyMirror) and on a schedule, with metrics.
 
 Each region is read in its own read transaction (mirror_reads.py) and checked
-by the pure verifier (mirror_check.py). A divergence is logged at error level
+by the pure verifier (mirror_check.py). On demand (VerifyMirror) every link,
+checkpoint and the cursor are checked; the scheduled run also hashes every
+payload against its digest, which reads every payload and takes several times
+as long. A divergence is logged at error level
 and counted (`ppos_sync_verify_divergences_total{region,kind}`); an intact
 region sets `ppos_sync_verify_last_success_timestamp_seconds`. Every replica
 verifies on its own schedule: it only reads.
@@ -35,11 +38,15 @@ class MirrorVerifier:
         self._regions = list(regions)
         self._task: asyncio.Task[None] | None = None
 
-    async def verify(self, regions: Sequence[str]) -> list[tuple[RegionReport, dt.datetime]]:
-        """Each region checked in full, in order; metrics and logs follow the outcome."""
+    async def verify(
+        self, regions: Sequence[str], *, payloads: bool = False
+    ) -> list[tuple[RegionReport, dt.datetime]]:
+        """Each region checked in full, in order (`payloads`: every payload against its
+        digest too); metrics and logs follow the outcome."""
         results = []
         for region in regions:
-            report = await self._db.read(functools.partial(self._verify_one, region=region))
+            work = functools.partial(self._verify_one, region=region, payloads=payloads)
+            report = await self._db.read(work)
             at = utcnow()
             if report.divergence is None:
                 SYNC_VERIFY_LAST_SUCCESS.labels(region).set(at.timestamp())
@@ -58,8 +65,10 @@ class MirrorVerifier:
             results.append((report, at))
         return results
 
-    def _verify_one(self, session: Session, *, region: str) -> RegionReport:
-        return verify_stored_region(session, region, self._keys, postgres=self._db.is_postgres)
+    def _verify_one(self, session: Session, *, region: str, payloads: bool) -> RegionReport:
+        return verify_stored_region(
+            session, region, self._keys, postgres=self._db.is_postgres, payloads=payloads
+        )
 
     def start(self, interval: float) -> None:
         if interval > 0 and self._regions and self._task is None:
@@ -75,7 +84,7 @@ class MirrorVerifier:
     async def _every(self, interval: float) -> None:
         while True:
             try:
-                await self.verify(self._regions)
+                await self.verify(self._regions, payloads=True)
             except Exception as exc:  # noqa: BLE001 - e.g. the database went away; try again later
                 _log.warning("sync.verify_failed", error=type(exc).__name__, exc_info=exc)
             await asyncio.sleep(interval)

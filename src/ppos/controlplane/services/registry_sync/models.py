@@ -18,6 +18,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
@@ -66,6 +67,8 @@ class SyncedJobRow(Base):
     chain_position: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     chain: Mapped[bytes | None] = mapped_column(Bytes, nullable=True)
     chain_checks: Mapped[bytes | None] = mapped_column(Bytes, nullable=True)
+    # Which encoding the link uses (chain.py): 1 for rows chained before registrysync_0003.
+    chain_version: Mapped[int] = mapped_column(SmallInteger, nullable=False, server_default="1")
 
     __table_args__ = (
         UniqueConstraint("region", "job_id", "revision", name="uq_synced_jobs_revision"),
@@ -120,6 +123,8 @@ class QuarantinedRecordRow(Base):
     chain_position: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     chain: Mapped[bytes | None] = mapped_column(Bytes, nullable=True)
     chain_checks: Mapped[bytes | None] = mapped_column(Bytes, nullable=True)
+    # Which encoding the link uses (chain.py): 1 for rows chained before registrysync_0003.
+    chain_version: Mapped[int] = mapped_column(SmallInteger, nullable=False, server_default="1")
 
     __table_args__ = (
         Index("ix_sync_quarantine_region", "region", "quarantine_id"),
