@@ -28,6 +28,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+from collections import Counter
+from collections.abc import Callable
 
 import grpc
 import structlog
@@ -84,13 +86,25 @@ class Dispatcher:
         self._keeper = LeaseKeeper(self._db, self.owner, settings.outbox_lease, self._clock)
         self._slots = DeliverySlots(settings.outbox_concurrency, settings.outbox_target_concurrency)
         self._deliveries: set[asyncio.Task[None]] = set()
-        self._more_due = False  # the last claim was full: more may be waiting
+        # More may be due: the last claim leased some (on PostgreSQL a claim gets
+        # fewer than it asks for while another of this replica's skips its rows).
+        self._more_due = False
+        self._stopping = False
         self._recorder: GroupCommit[Outcome, bool] = GroupCommit(self._record_group)
 
     async def _record_group(self, outcomes: list[Outcome]) -> list[bool]:
-        return await self._db.write(
-            lambda session: write_outcomes(session, self.owner, outcomes, self._clock)
-        )
+        """Record a group of outcomes and, when more commands are due, lease as many
+        in the same transaction: one commit per group, not two."""
+        refill = self._claim_work(Counter(o.lease.target for o in outcomes))
+
+        def work(session: Session) -> tuple[list[bool], leases.Claimed | None]:
+            recorded = write_outcomes(session, self.owner, outcomes, self._clock)
+            return recorded, refill(session) if refill else None
+
+        recorded, claimed = await self._db.write(work)
+        if claimed is not None:
+            self._start(claimed)
+        return recorded
 
     def wake(self) -> None:
         """Look for work now (a command was just committed in this process)."""
@@ -130,6 +144,7 @@ class Dispatcher:
     async def _hand_back(self) -> None:
         """A clean stop: let deliveries in flight finish briefly, cancel the rest
         and hand their leases back, so another replica delivers them now."""
+        self._stopping = True
         if self._deliveries:
             await asyncio.wait(set(self._deliveries), timeout=STOP_GRACE_SECONDS)
         for task in list(self._deliveries):
@@ -145,21 +160,37 @@ class Dispatcher:
     async def dispatch_once(self) -> int:
         """Lease due commands up to the free delivery slots and start delivering
         them; returns how many were started."""
-        free = self._slots.free()
-        if free <= 0:
+        if not self._more_due:
+            # A cheap read first: an idle dispatcher takes no write lock at all.
+            full = self._slots.full_targets()
+            held = set(self._keeper.held_ids())
+            if not self._slots.free() or not await self._db.read(
+                lambda s: leases.anything_due(s, self._clock, full, held)
+            ):
+                return 0
+            self._more_due = True
+        claim = self._claim_work(Counter())
+        if claim is None:
             return 0
-        full = self._slots.full_targets()
-        held = set(self._keeper.held_ids())
-        # A cheap read first: an idle dispatcher takes no write lock at all.
-        if not self._more_due and not await self._db.read(
-            lambda s: leases.anything_due(s, self._clock, full, held)
-        ):
-            return 0
-        limit = min(free, self._settings.outbox_batch_size)
+        return self._start(await self._db.write(claim))
+
+    def _claim_work(self, freed: Counter[str]) -> Callable[[Session], leases.Claimed] | None:
+        """The unit of work leasing due commands into the free slots and `freed`
+        (slots of deliveries being recorded, given back once they are); None when
+        nothing may be due or no slot is free."""
+        free = self._slots.free() + freed.total()
+        if self._stopping or not self._more_due or free <= 0:
+            return None
         room = self._slots.room()
-        claimed = await self._db.write(
-            lambda s: leases.claim(
-                s,
+        for target, count in freed.items():
+            room[target] = room.get(target, 0) + count
+        full = {target for target, left in room.items() if left <= 0}
+        held = set(self._keeper.held_ids())
+        limit = min(free, self._settings.outbox_batch_size)
+
+        def claim(session: Session) -> leases.Claimed:
+            return leases.claim(
+                session,
                 self.owner,
                 limit=limit,
                 room=room,
@@ -170,10 +201,13 @@ class Dispatcher:
                 skip_ids=held,
                 lock=self._db.is_postgres,
             )
-        )
+
+        return claim
+
+    def _start(self, claimed: leases.Claimed) -> int:
         for command_id, previous in claimed.taken_over:
             _log.warning("dispatcher.lease_expired", command_id=command_id, previous_owner=previous)
-        self._more_due = len(claimed.leases) == limit
+        self._more_due = bool(claimed.leases)
         for lease in claimed.leases:
             self._keeper.hold(lease)
             self._slots.take(lease.target)
@@ -181,12 +215,6 @@ class Dispatcher:
             self._deliveries.add(task)
             task.add_done_callback(self._deliveries.discard)
         return len(claimed.leases)
-
-    async def drain(self) -> None:
-        """Wait for every delivery started so far to be recorded."""
-        while self._deliveries:
-            await asyncio.wait(set(self._deliveries))
-        await self._recorder.idle()
 
     async def _deliver(self, lease: Lease) -> None:
         calling = False
