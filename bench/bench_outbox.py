@@ -44,7 +44,7 @@ from ppos.preflightsim.preflight_jwt import PreflightJwtVerifier
 REGION = "eu-west-1"
 # Calls in flight, direct and through the outbox alike (the dispatcher's per-gateway
 # limit, PPOS_OUTBOX_TARGET_CONCURRENCY, at its default).
-CONCURRENCY = int(os.environ.get("PPOS_BENCH_OUTBOX_IN_FLIGHT", "16"))
+CONCURRENCY = int(os.environ.get("PPOS_BENCH_OUTBOX_IN_FLIGHT", "64"))
 PG_URL = os.environ.get(
     "PPOS_BENCH_PG_URL",
     os.environ.get(

@@ -39,7 +39,7 @@ def test_defaults_and_a_full_configuration() -> None:
         ({"PPOS_GATEWAYS": "eu-west-1"}, "NAME=VALUE"),
         ({"PPOS_GOVERNANCE_BACKGROUND": "dispatcher,janitor"}, "janitor"),
         ({"PPOS_OUTBOX_LEASE": "500ms"}, "at least 1s"),
-        ({"PPOS_OUTBOX_TARGET_CONCURRENCY": "100"}, "PPOS_OUTBOX_TARGET_CONCURRENCY"),
+        ({"PPOS_OUTBOX_TARGET_CONCURRENCY": "300"}, "PPOS_OUTBOX_TARGET_CONCURRENCY"),
         ({"PPOS_OUTBOX_BATCH_SIZE": "0"}, "PPOS_OUTBOX_BATCH_SIZE"),
         ({"PPOS_OUTBOX_MAX_ATTEMPTS": "-1"}, "PPOS_OUTBOX_MAX_ATTEMPTS"),
         ({"PPOS_OUTBOX_BACKOFF_BASE": "2m"}, "BACKOFF_BASE"),

@@ -34,13 +34,13 @@ class GovernanceSettings:
         "PPOS_OUTBOX_BATCH_SIZE", "commands a dispatcher leases at a time", default=32
     )
     outbox_concurrency: int = setting(
-        "PPOS_OUTBOX_CONCURRENCY", "deliveries in flight per dispatcher", default=64
+        "PPOS_OUTBOX_CONCURRENCY", "deliveries in flight per dispatcher", default=256
     )
     outbox_target_concurrency: int = setting(
         "PPOS_OUTBOX_TARGET_CONCURRENCY",
         "deliveries in flight per dispatcher to one receiver (a region's gateway, the "
         "node registry), so a slow receiver does not take every slot",
-        default=16,
+        default=64,
     )
     outbox_lease: Seconds = setting(
         "PPOS_OUTBOX_LEASE",
