@@ -42,7 +42,9 @@ from ppos.preflightsim.jwks import RefreshingJwks
 from ppos.preflightsim.preflight_jwt import PreflightJwtVerifier
 
 REGION = "eu-west-1"
-CONCURRENCY = 8
+# Calls in flight, direct and through the outbox alike (the dispatcher's per-gateway
+# limit, PPOS_OUTBOX_TARGET_CONCURRENCY, at its default).
+CONCURRENCY = int(os.environ.get("PPOS_BENCH_OUTBOX_IN_FLIGHT", "64"))
 PG_URL = os.environ.get(
     "PPOS_BENCH_PG_URL",
     os.environ.get(
@@ -119,11 +121,14 @@ async def _through_outbox(server: ControlPlaneServer, count: int) -> float:
     deps = governance_deps(runtime)
     receivers = Receivers(deps)
     dispatcher = Dispatcher(deps, receivers, owner="bench")
+    stop = asyncio.Event()
     started = time.perf_counter()
-    while dispatcher.acknowledged < count:
-        if not await dispatcher.dispatch_once():
-            await asyncio.sleep(0.001)
+    running = asyncio.create_task(dispatcher.run(stop))
+    while dispatcher.acknowledged < count:  # noqa: ASYNC110 - a counter, no event to wait on
+        await asyncio.sleep(0.005)
     elapsed = time.perf_counter() - started
+    stop.set()
+    await running
     await receivers.close()
     return count / elapsed
 
@@ -161,6 +166,7 @@ async def _measure(
             "PPOS_GATEWAYS": f"{REGION}={address}",
             "PPOS_GOVERNANCE_BACKGROUND": "",
             "PPOS_OUTBOX_CONCURRENCY": str(CONCURRENCY),
+            "PPOS_OUTBOX_TARGET_CONCURRENCY": str(CONCURRENCY),
             "PPOS_OUTBOX_BATCH_SIZE": "64",
         },
     )

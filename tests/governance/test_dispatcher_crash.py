@@ -39,6 +39,8 @@ def plane_env(database_url: str, data_dir: Path, token: str, gateway: str) -> di
         "PPOS_OUTBOX_BACKOFF_BASE": "50ms",
         "PPOS_OUTBOX_BACKOFF_MAX": "400ms",
         "PPOS_OUTBOX_BATCH_SIZE": "2",
+        "PPOS_OUTBOX_CONCURRENCY": "2",
+        "PPOS_OUTBOX_TARGET_CONCURRENCY": "2",
         "PPOS_OUTBOX_CALL_TIMEOUT": "4s",
         "PPOS_OUTBOX_LEASE": "5s",
         "PPOS_GOVERNANCE_BACKGROUND": "dispatcher",

@@ -91,6 +91,12 @@ OUTBOX_DEPTH = Gauge("ppos_outbox_depth", "Outbox commands by state", ["state"])
 OUTBOX_DELIVERIES = Counter(
     "ppos_outbox_deliveries_total", "Outbox delivery attempts, by outcome", ["target", "outcome"]
 )
+OUTBOX_FENCED = Counter(
+    "ppos_outbox_fenced_writes_total",
+    "Dispatcher writes for commands whose lease had passed to another replica, which "
+    "changed nothing, by write (renew, outcome, release)",
+    ["write"],
+)
 DATABASE_FAILURES = Counter(
     "ppos_database_failures_total",
     "Database failures told apart by the storage layer, by kind (conflict, unavailable, "

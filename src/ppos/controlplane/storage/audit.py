@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, cast
 
-from sqlalchemy import Index, String, Text
+from sqlalchemy import Index, String, Table, Text, insert
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from ppos.controlplane.core.context import (
@@ -50,6 +51,34 @@ def _dump(snapshot: dict[str, Any] | None) -> str:
     return json.dumps(snapshot, sort_keys=True, separators=(",", ":"), default=str)
 
 
+def entry_values(
+    *,
+    service: str,
+    resource_kind: str,
+    resource_id: str,
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+    method: str | None = None,
+    actor: Principal | None = None,
+    reason: str = "",
+) -> dict[str, Any]:
+    """The columns of one audit entry (see `record`)."""
+    who = actor or current_principal.get()
+    return {
+        "created_at": utcnow(),
+        "service": service,
+        "actor_kind": who.kind.value,
+        "actor_name": who.name,
+        "method": method or current_method.get() or "internal",
+        "resource_kind": resource_kind,
+        "resource_id": resource_id,
+        "before_json": _dump(before),
+        "after_json": _dump(after),
+        "request_id": current_request_id.get(),
+        "reason": reason,
+    }
+
+
 def record(
     session: Session,
     *,
@@ -66,19 +95,23 @@ def record(
 
     `reason` is the one the caller gave for the change (cordon, drain, delete...).
     """
-    who = actor or current_principal.get()
     entry = AuditEntry(
-        created_at=utcnow(),
-        service=service,
-        actor_kind=who.kind.value,
-        actor_name=who.name,
-        method=method or current_method.get() or "internal",
-        resource_kind=resource_kind,
-        resource_id=resource_id,
-        before_json=_dump(before),
-        after_json=_dump(after),
-        request_id=current_request_id.get(),
-        reason=reason,
+        **entry_values(
+            service=service,
+            resource_kind=resource_kind,
+            resource_id=resource_id,
+            before=before,
+            after=after,
+            method=method,
+            actor=actor,
+            reason=reason,
+        )
     )
     session.add(entry)
     return entry
+
+
+def record_all(session: Session, entries: Sequence[dict[str, Any]]) -> None:
+    """Insert many entries (`entry_values`) in one statement, in the caller's transaction."""
+    if entries:
+        session.execute(insert(cast(Table, AuditEntry.__table__)), list(entries))

@@ -34,18 +34,23 @@ class GovernanceSettings:
         "PPOS_OUTBOX_BATCH_SIZE", "commands a dispatcher leases at a time", default=32
     )
     outbox_concurrency: int = setting(
-        "PPOS_OUTBOX_CONCURRENCY", "deliveries in flight per dispatcher", default=8
+        "PPOS_OUTBOX_CONCURRENCY", "deliveries in flight per dispatcher", default=256
+    )
+    outbox_target_concurrency: int = setting(
+        "PPOS_OUTBOX_TARGET_CONCURRENCY",
+        "deliveries in flight per dispatcher to one receiver (a region's gateway, the "
+        "node registry), so a slow receiver does not take every slot",
+        default=64,
     )
     outbox_lease: Seconds = setting(
         "PPOS_OUTBOX_LEASE",
-        "how long a dispatcher holds a command it is delivering; after it another "
-        "replica may deliver it again with the same idempotency key",
-        default=Seconds(30),
+        "how long a command stays leased to a replica after the replica last renewed it "
+        "(every third of this while delivering); a replica killed or frozen loses its "
+        "commands this long after, and another delivers them with the same idempotency key",
+        default=Seconds(3),
     )
     outbox_call_timeout: Seconds = setting(
-        "PPOS_OUTBOX_CALL_TIMEOUT",
-        "deadline of one delivery call (must be shorter than the lease)",
-        default=Seconds(10),
+        "PPOS_OUTBOX_CALL_TIMEOUT", "deadline of one delivery call", default=Seconds(10)
     )
     outbox_backoff_base: Seconds = setting(
         "PPOS_OUTBOX_BACKOFF_BASE",
@@ -108,13 +113,16 @@ class GovernanceSettings:
             )
         if not 1 <= self.outbox_batch_size <= 1000:
             raise ConfigError("PPOS_OUTBOX_BATCH_SIZE: must be between 1 and 1000")
-        if not 1 <= self.outbox_concurrency <= 256:
-            raise ConfigError("PPOS_OUTBOX_CONCURRENCY: must be between 1 and 256")
-        if self.outbox_call_timeout <= 0 or self.outbox_lease <= self.outbox_call_timeout:
+        if not 1 <= self.outbox_concurrency <= 1024:
+            raise ConfigError("PPOS_OUTBOX_CONCURRENCY: must be between 1 and 1024")
+        if not 1 <= self.outbox_target_concurrency <= self.outbox_concurrency:
             raise ConfigError(
-                "PPOS_OUTBOX_LEASE must be longer than PPOS_OUTBOX_CALL_TIMEOUT (> 0), "
-                "or a slow delivery could be sent twice at once"
+                "PPOS_OUTBOX_TARGET_CONCURRENCY: must be between 1 and PPOS_OUTBOX_CONCURRENCY"
             )
+        if self.outbox_call_timeout <= 0:
+            raise ConfigError("PPOS_OUTBOX_CALL_TIMEOUT: must be positive")
+        if self.outbox_lease < 1:
+            raise ConfigError("PPOS_OUTBOX_LEASE: must be at least 1s (renewed every third of it)")
         if not 0 < self.outbox_backoff_base <= self.outbox_backoff_max:
             raise ConfigError("PPOS_OUTBOX_BACKOFF_BASE must be positive and at most the max")
         if self.outbox_max_attempts < 0:

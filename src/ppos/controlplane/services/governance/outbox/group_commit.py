@@ -7,38 +7,45 @@ from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
-class GroupCommit(Generic[T]):
+class GroupCommit(Generic[T, R]):
     """Writes items handed in concurrently in as few transactions as possible.
 
-    Each `record` waits until its item is committed. While one transaction is
-    being written, items arriving meanwhile gather and go into the next one, so
-    eight deliveries finishing together cost one commit, not eight.
+    Each `record` waits until its item is committed and returns what the write
+    said of it (`write` answers one result per item, in order). While one
+    transaction is being written, items arriving meanwhile gather and go into
+    the next one, so eight deliveries finishing together cost one commit, not eight.
     """
 
-    def __init__(self, write: Callable[[list[T]], Awaitable[None]]) -> None:
+    def __init__(self, write: Callable[[list[T]], Awaitable[list[R]]]) -> None:
         self._write = write
-        self._pending: list[tuple[T, asyncio.Future[None]]] = []
+        self._pending: list[tuple[T, asyncio.Future[R]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
-    async def record(self, item: T) -> None:
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    async def record(self, item: T) -> R:
+        done: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._pending.append((item, done))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
-        await done
+        return await done
+
+    async def idle(self) -> None:
+        """Wait until everything handed in so far is written (or failed)."""
+        while self._flusher is not None and not self._flusher.done():
+            await asyncio.wait([self._flusher])
 
     async def _flush(self) -> None:
         while self._pending:
             group, self._pending = self._pending, []
             try:
-                await self._write([item for item, _ in group])
+                results = await self._write([item for item, _ in group])
             except Exception as exc:  # noqa: BLE001 - handed to every waiter of the group
                 for _, done in group:
                     if not done.done():
                         done.set_exception(exc)
             else:
-                for _, done in group:
+                for (_, done), result in zip(group, results, strict=True):
                     if not done.done():
-                        done.set_result(None)
+                        done.set_result(result)

@@ -1,0 +1,207 @@
+"""Recording what deliveries came to: one fenced statement per group of outcomes.
+
+A group of outcomes (deliveries that finished together) is written in one
+transaction: one UPDATE of every command in the group, fenced by each lease's
+token (lease.py), its per-command values chosen by CASE on the command id;
+one INSERT of the audit entries of the commands it ended; what the gateways
+now hold; the gateways' reachability. Only outcomes whose fenced update took
+effect count for the rest: a replica that lost a lease (it froze, another
+replica delivered the command since) changes nothing, not even a gateway's
+hold, since a call that timed out while its caller was frozen says nothing
+about the gateway.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+from sqlalchemy import ColumnElement, Table, bindparam, case, update
+from sqlalchemy.orm import Session
+
+from ppos.controlplane.security.principal import internal
+from ppos.controlplane.services.governance.common import SERVICE
+from ppos.controlplane.services.governance.enums import GATEWAY_QUEUE_STATE
+from ppos.controlplane.services.governance.models import PartnerRouteRow, QueueRow
+from ppos.controlplane.services.governance.outbox import reachability
+from ppos.controlplane.services.governance.outbox.commands import gateway_method
+from ppos.controlplane.services.governance.outbox.lease import OUTBOX, Lease, LeaseClock, held_by
+from ppos.controlplane.storage import audit
+from ppos.preflight.v1 import gateway_service_pb2 as gw_pb
+
+DISPATCHER = internal("outbox-dispatcher")
+MAX_ERROR = 2000
+_QUEUES = cast(Table, QueueRow.__table__)
+_ROUTES = cast(Table, PartnerRouteRow.__table__)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one delivery attempt came to, waiting to be recorded."""
+
+    lease: Lease
+    state: str  # ACKNOWLEDGED, PENDING (retry later) or FAILED
+    receiver_id: str = ""
+    duplicate: bool = False
+    detail: str = ""
+    retry_in: float = 0.0
+    reached: bool = True  # the receiver answered (False: unreachable, slow, overloaded)
+    unreachable_partner: str = ""  # the gateway answered that it cannot reach this partner
+
+
+def write_outcomes(
+    session: Session, owner: str, outcomes: Sequence[Outcome], clock: LeaseClock
+) -> list[bool]:
+    """Record a group of outcomes in one transaction; per outcome, whether it took
+    effect (False: the lease had passed to another replica, nothing written)."""
+    if not outcomes:
+        return []
+    recorded = _update_commands(session, owner, outcomes, clock)
+    effective = [o for o in outcomes if o.lease.command_id in recorded]
+    audit.record_all(session, [_audit_entry(o) for o in effective if o.state != "PENDING"])
+    _apply_statuses(session, [o.lease for o in effective if o.state == "ACKNOWLEDGED"], clock)
+    reachability.note_deliveries(
+        session, [(o.lease.target, o.reached, o.detail) for o in effective], DISPATCHER
+    )
+    reachability.note_partners(
+        session,
+        [
+            (o.lease.method, o.lease.payload, o.state, o.unreachable_partner, o.detail)
+            for o in effective
+        ],
+        DISPATCHER,
+    )
+    return [o.lease.command_id in recorded for o in outcomes]
+
+
+def _update_commands(
+    session: Session, owner: str, outcomes: Sequence[Outcome], clock: LeaseClock
+) -> set[str]:
+    column = OUTBOX.c
+    now = clock.now()
+
+    def per_command(values: dict[str, Any], keep: ColumnElement[Any]) -> ColumnElement[Any]:
+        """The value for each command in `values`, the column's own for the others."""
+        if not values:
+            return keep
+        return case(values, value=column.command_id, else_=keep)
+
+    acknowledged = [o for o in outcomes if o.state == "ACKNOWLEDGED"]
+    retried = [o for o in outcomes if o.state == "PENDING"]
+    statement = (
+        update(OUTBOX)
+        .where(held_by(owner, [o.lease for o in outcomes]))
+        .values(
+            state=case({o.lease.command_id: o.state for o in outcomes}, value=column.command_id),
+            lease_owner="",
+            lease_expires_at=None,
+            updated_at=now,
+            last_error=case(
+                {o.lease.command_id: _error(o) for o in outcomes}, value=column.command_id
+            ),
+            next_attempt_at=per_command(
+                {o.lease.command_id: clock.after(o.retry_in) for o in retried},
+                column.next_attempt_at,
+            ),
+            receiver_command_id=per_command(
+                {o.lease.command_id: o.receiver_id[:128] for o in acknowledged},
+                column.receiver_command_id,
+            ),
+            receiver_duplicate=per_command(
+                {o.lease.command_id: o.duplicate for o in acknowledged},
+                column.receiver_duplicate,
+            ),
+            acknowledged_at=per_command(
+                {o.lease.command_id: now for o in acknowledged}, column.acknowledged_at
+            ),
+        )
+        .returning(column.command_id)
+    )
+    return set(session.execute(statement).scalars())
+
+
+def _error(outcome: Outcome) -> str:
+    return "" if outcome.state == "ACKNOWLEDGED" else outcome.detail[:MAX_ERROR]
+
+
+def _audit_entry(outcome: Outcome) -> dict[str, Any]:
+    """An acknowledged or failed command's audit entry (a retry is routine: visible
+    on the row, not an audit event)."""
+    before = outcome.lease.snapshot
+    return audit.entry_values(
+        service=SERVICE,
+        resource_kind="command",
+        resource_id=outcome.lease.command_id,
+        before=before,
+        after=before | {"state": outcome.state, "last_error": _error(outcome)},
+        method=f"outbox:{outcome.state.lower()}",
+        actor=DISPATCHER,
+    )
+
+
+def _apply_statuses(session: Session, acknowledged: list[Lease], clock: LeaseClock) -> None:
+    """Record what the gateways now hold (newer generations only).
+
+    Lock order: handlers lock a tenant, then its queues (by id), then its routes
+    (by id); here, after this dispatcher's own leased commands (which no handler
+    waits for while holding a tenant), queues by key, then routes by key, each row
+    updated once. Once matters on PostgreSQL: a second UPDATE of a row this
+    transaction already updated re-checks its foreign key, taking a KEY SHARE lock
+    on the tenant, which a handler holding the tenant and waiting for the queue
+    blocks: the deadlock the load found. One statement per table, run for each
+    row in key order (executemany).
+    """
+    queues: dict[tuple[str, str], gw_pb.ApplyQueuePolicyRequest] = {}
+    routes: dict[str, int] = {}
+    for lease in acknowledged:
+        if lease.method == gateway_method("ApplyQueuePolicy"):
+            queue = gw_pb.ApplyQueuePolicyRequest.FromString(lease.payload)
+            key = (queue.tenant_id, queue.queue_id)
+            if key not in queues or queues[key].generation < queue.generation:
+                queues[key] = queue
+        elif lease.method == gateway_method("ApplyPartnerRoute"):
+            route = gw_pb.ApplyPartnerRouteRequest.FromString(lease.payload)
+            if not route.delete:
+                routes[route.route_id] = max(routes.get(route.route_id, 0), route.generation)
+    now = clock.now()
+    if queues:
+        q = _QUEUES.c
+        session.execute(
+            update(_QUEUES)
+            .where(
+                q.tenant_id == bindparam("b_tenant"),
+                q.queue_id == bindparam("b_queue"),
+                q.applied_generation < bindparam("b_generation"),
+            )
+            .values(
+                applied_capacity=bindparam("b_capacity"),
+                applied_state=bindparam("b_state"),
+                applied_generation=bindparam("b_generation"),
+                applied_at=now,
+            ),
+            [
+                {
+                    "b_tenant": tenant_id,
+                    "b_queue": queue_id,
+                    "b_generation": queue.generation,
+                    "b_capacity": queue.capacity,
+                    "b_state": GATEWAY_QUEUE_STATE.to_name(queue.state),
+                }
+                for (tenant_id, queue_id), queue in sorted(queues.items())
+            ],
+        )
+    if routes:
+        r = _ROUTES.c
+        session.execute(
+            update(_ROUTES)
+            .where(
+                r.route_id == bindparam("b_route"),
+                r.applied_generation < bindparam("b_generation"),
+            )
+            .values(applied_generation=bindparam("b_generation")),
+            [
+                {"b_route": route_id, "b_generation": generation}
+                for route_id, generation in sorted(routes.items())
+            ],
+        )
