@@ -23,6 +23,8 @@ PORTAL_PLANE ?= 127.0.0.1:50051
 DEMO_PORT ?= 50051
 DEMO_PORTAL_PORT ?= 8080
 DEMO_DIR ?= .demo
+# `make test` runs test files on this many pytest-xdist workers.
+TEST_WORKERS ?= 2
 
 .PHONY: setup portal demo test test-fast check lint gen gen-check deploy-check bench bench-smoke postgres clean
 
@@ -67,7 +69,7 @@ demo: $(STAMP) $(NODE_STAMP)
 	$(PY) scripts/demo.py --port $(DEMO_PORT) --portal-port $(DEMO_PORTAL_PORT) --dir $(DEMO_DIR)
 
 test: setup postgres
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: setup
 	$(PY) -m pytest -m 'not slow and not interop'
