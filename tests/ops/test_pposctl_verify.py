@@ -30,6 +30,15 @@ async def world(
 
 
 def rewrite_governance_state(database_url: str, position: int) -> None:
+    rewrite(
+        database_url,
+        "UPDATE synced_jobs SET governance_state = 'FAILED_RUNTIME_ENVIRONMENT' "
+        "WHERE region = :r AND chain_position = :p",
+        position,
+    )
+
+
+def rewrite(database_url: str, statement: str, position: int) -> None:
     """What someone with database access would do, past the append-only triggers."""
     engine = create_engine(database_url)
     try:
@@ -39,13 +48,7 @@ def rewrite_governance_state(database_url: str, position: int) -> None:
                 connection.exec_driver_sql("ALTER TABLE synced_jobs DISABLE TRIGGER USER")
             else:
                 connection.exec_driver_sql("DROP TRIGGER synced_jobs_no_update")
-            connection.execute(
-                text(
-                    "UPDATE synced_jobs SET governance_state = 'FAILED_RUNTIME_ENVIRONMENT' "
-                    "WHERE region = :r AND chain_position = :p"
-                ),
-                {"r": REGION, "p": position},
-            )
+            connection.execute(text(statement), {"r": REGION, "p": position, "space": b" "})
             if postgres:
                 connection.exec_driver_sql("ALTER TABLE synced_jobs ENABLE TRIGGER USER")
     finally:
@@ -74,6 +77,23 @@ async def test_sync_verify_says_verified_then_names_a_rewritten_field(
     assert verification["divergence"]["fields"] == ["governance_state"]
     unknown = await world.ctl("sync", "verify", "mars-north-1")
     assert unknown.code == 9, unknown.stderr
+
+
+async def test_sync_verify_payloads_finds_a_payload_rewritten_under_its_old_digest(
+    world: World, database_url: str
+) -> None:
+    """The chain covers each row's digest, not its bytes: `--payloads` hashes them."""
+    swept = await world.ctl("sync", "sweep", "start", REGION, "--poll", "50ms")
+    assert swept.code == 0, swept.stderr
+    appended = "UPDATE synced_jobs SET canonical_payload = canonical_payload || :space"
+    rewrite(database_url, appended + " WHERE region = :r AND chain_position = :p", 3)
+    chain_only = await world.ctl("sync", "verify", REGION)
+    assert chain_only.code == 0, chain_only.stderr
+    caught = await world.ctl("sync", "verify", REGION, "--payloads")
+    assert caught.code == 14, caught.stderr
+    assert caught.lines()[1].split()[:2] == [REGION, "CHANGED"]
+    assert "synced_jobs position 3" in caught.stderr
+    assert "fields: canonical_payload" in caught.stderr
 
 
 async def test_sync_verify_against_source_names_a_payload_changed_at_the_registry(

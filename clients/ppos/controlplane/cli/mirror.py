@@ -107,7 +107,10 @@ def source_lines(v: pb.MirrorVerification) -> list[str]:
 def sync_verify(ctx: Context, args: argparse.Namespace) -> int:
     regions = [args.region] if args.region else []
     verifications = ctx.cp.sync.verify_mirror(
-        regions, against_source=args.against_source, max_divergences=args.max_divergences
+        regions,
+        against_source=args.against_source,
+        max_divergences=args.max_divergences,
+        check_payloads=args.payloads,
     )
     ctx.out.show(
         pb.VerifyMirrorResponse(verifications=verifications),
@@ -141,7 +144,8 @@ def add_verify_verb(tree: Tree, sync: argparse._SubParsersAction[Parser]) -> Non
         "check the mirror against its hash chains and signed checkpoints",
         examples="  pposctl sync verify            # every region\n"
         "  pposctl sync verify eu-west-1\n"
-        "  pposctl sync verify eu-west-1 --against-source --timeout 5m",
+        "  pposctl sync verify eu-west-1 --against-source --timeout 5m\n"
+        "  pposctl sync verify --payloads --timeout 10m",
     )
     p.add_argument("region", nargs="?", default="", metavar="REGION", help="default: every region")
     p.add_argument(
@@ -149,6 +153,12 @@ def add_verify_verb(tree: Tree, sync: argparse._SubParsersAction[Parser]) -> Non
         action="store_true",
         help="also read each region's feed back from its registry (metered, up to the "
         "mirror's cursor) and name the revisions that differ",
+    )
+    p.add_argument(
+        "--payloads",
+        action="store_true",
+        help="also hash every stored payload against its digest (the scheduled "
+        "verification's pass; reads every payload)",
     )
     p.add_argument(
         "--max-divergences",

@@ -68,12 +68,21 @@ class RegistrySyncClient:
         return self._conn.unary(self._stub.CancelSweep, request, name="CancelSweep").sweep
 
     def verify_mirror(
-        self, regions: Iterable[str] = (), *, against_source: bool = False, max_divergences: int = 0
+        self,
+        regions: Iterable[str] = (),
+        *,
+        against_source: bool = False,
+        max_divergences: int = 0,
+        check_payloads: bool = False,
     ) -> list[pb.MirrorVerification]:
         """The regions' mirrors (default: all) checked against their chains and checkpoints,
-        and with `against_source` against what each region's registry serves now."""
+        with `check_payloads` every payload against its digest too, and with
+        `against_source` against what each region's registry serves now."""
         request = pb.VerifyMirrorRequest(
-            regions=list(regions), against_source=against_source, max_divergences=max_divergences
+            regions=list(regions),
+            against_source=against_source,
+            max_divergences=max_divergences,
+            check_payloads=check_payloads,
         )
         reply = self._conn.unary(self._stub.VerifyMirror, request, name="VerifyMirror")
         return list(reply.verifications)

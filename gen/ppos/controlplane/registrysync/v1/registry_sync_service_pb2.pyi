@@ -1091,6 +1091,7 @@ class VerifyMirrorRequest(_message.Message):
     REGIONS_FIELD_NUMBER: _builtins.int
     AGAINST_SOURCE_FIELD_NUMBER: _builtins.int
     MAX_DIVERGENCES_FIELD_NUMBER: _builtins.int
+    CHECK_PAYLOADS_FIELD_NUMBER: _builtins.int
     against_source: _builtins.bool
     """Also read each region's feed back from its registry, through the same
     contract and metering as the sync, up to the mirror's cursor, and compare
@@ -1099,6 +1100,13 @@ class VerifyMirrorRequest(_message.Message):
     max_divergences: _builtins.int
     """Most source divergences (and conflicts) listed per region (default 20, at
     most 1000); the counts cover them all.
+    """
+    check_payloads: _builtins.bool
+    """Also hash every stored payload against its digest (as the scheduled
+    verification does). The chain covers each row's digest, not its bytes:
+    without this a payload rewritten under its old digest is found only by the
+    scheduled pass and by readers (every read checks the digest). It reads every
+    payload, several times the cost of the chain alone.
     """
     @_builtins.property
     def regions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -1110,10 +1118,11 @@ class VerifyMirrorRequest(_message.Message):
         regions: _abc.Iterable[_builtins.str] | None = ...,
         against_source: _builtins.bool = ...,
         max_divergences: _builtins.int = ...,
+        check_payloads: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["against_source", b"against_source", "max_divergences", b"max_divergences", "regions", b"regions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["against_source", b"against_source", "check_payloads", b"check_payloads", "max_divergences", b"max_divergences", "regions", b"regions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -190,16 +190,18 @@ def tip(session: Session, kind: ChainKind, region: str) -> Tip:
 def draw_ids(session: Session, kind: ChainKind, count: int, *, postgres: bool) -> list[int]:
     """`count` new row ids, in order (the caller holds the sequence lock, or SQLite's writer).
 
-    On PostgreSQL the block is reserved with two calls (`nextval`, then `setval`
-    past it) rather than `count` nextvals: only the sync draws from these
-    sequences, under the lock, so nobody draws in between.
+    On PostgreSQL the block is drawn in one statement, the server calling
+    `nextval` `count` times: only the sync draws from these sequences, under the
+    lock, so the ids are consecutive. (`setval` past a block would save the calls
+    but needs UPDATE on the sequence, which the runtime role does not get: it
+    could also wind a sequence back.)
     """
     if postgres:
         sequence = f"pg_get_serial_sequence('{kind.table}', '{kind.id_column}')"
-        first = int(session.execute(text(f"SELECT nextval({sequence})")).scalar_one())
-        if count > 1:
-            session.execute(text(f"SELECT setval({sequence}, :last)"), {"last": first + count - 1})
-        return list(range(first, first + count))
+        drawn = session.execute(
+            text(f"SELECT nextval({sequence}) FROM generate_series(1, :count)"), {"count": count}
+        ).scalars()
+        return [int(value) for value in drawn]
     last = session.execute(
         text("SELECT seq FROM sqlite_sequence WHERE name = :table"), {"table": kind.table}
     ).scalar()

@@ -138,7 +138,12 @@ def _sqlite_links(
             row = _as_row(kind, values)
             position = row["chain_position"]
             link = row["chain"]
-            intact = not payloads or hashlib.sha256(values[-1]).digest() == row[digest]
+            content = values[-1]
+            # Stored content of another type (SQLite's `||` makes text of a blob)
+            # is a changed payload, never a crash.
+            intact = not payloads or (
+                isinstance(content, bytes) and hashlib.sha256(content).digest() == row[digest]
+            )
             yield (
                 int(row[kind.id_column]),  # type: ignore[call-overload]
                 position if isinstance(position, int) else None,

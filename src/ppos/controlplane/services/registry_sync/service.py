@@ -296,7 +296,9 @@ class RegistrySyncServicer(pb_grpc.RegistrySyncServiceServicer):
                 f"and {MAX_SOURCE_DIVERGENCES}",
             )
         self._check_regions("regions", regions, violations)
-        results = await self._verifier.verify(regions or self._regions)
+        results = await self._verifier.verify(
+            regions or self._regions, payloads=request.check_payloads
+        )
         verifications = [convert.mirror_verification(report, at) for report, at in results]
         if request.against_source:
             for verification in verifications:
