@@ -93,8 +93,8 @@ LISTS = token_lists()
 
 
 def test_every_paged_list_is_covered() -> None:
-    """The 12 lists that page with tokens today (a new one joins them here)."""
-    assert len(LISTS) == 12
+    """The 13 lists that page with tokens today (a new one joins them here)."""
+    assert len(LISTS) == 13
     assert {t.rows_field() for t in LISTS} >= {"tenants", "queues", "nodes", "records"}
 
 
@@ -238,6 +238,16 @@ def _seed(session: Session) -> None:
                 deadline=at,
                 created_at=at,
                 updated_at=at,
+            )
+        )
+        session.add(
+            nr.EnrollmentRow(
+                enrollment_id=new_id("enr"),
+                token_sha256=f"{i:064x}",
+                region="eu-west-1",
+                created_by="operator:seed",
+                created_at=at,
+                expires_at=at + dt.timedelta(days=1),
             )
         )
 

@@ -21,11 +21,11 @@ from sqlalchemy.engine import make_url
 from ppos.controlplane.core.logging import SecretRegistry
 from ppos.controlplane.governance.v1 import governance_service_pb2 as gov_pb
 from ppos.controlplane.governance.v1 import governance_service_pb2_grpc as gov_grpc
+from ppos.controlplane.runtime.schema import load_all
 from ppos.controlplane.services.registry_sync.pages import commit_page
 from ppos.controlplane.services.registry_sync.verify import Rejected
 from ppos.controlplane.storage import migrate, roles
 from ppos.controlplane.storage.database import Database
-from ppos.controlplane.storage.models import load_all
 from tests.registry_sync.checkpoint_keys import KEYS, SIGN
 from tests.registry_sync.test_storage import NOW, page, prepare, records
 from tests.support.databases import (
