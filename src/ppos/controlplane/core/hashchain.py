@@ -99,7 +99,12 @@ def field_checks(values: Sequence[Value]) -> bytes:
 
 def changed_fields(names: Sequence[str], values: Sequence[Value], checks: bytes) -> list[str]:
     """The fields whose stored check no longer matches (all when the checks are unusable)."""
-    fresh = field_checks(values)
+    return differing(names, field_checks(values), checks)
+
+
+def differing(names: Sequence[str], fresh: bytes, checks: bytes) -> list[str]:
+    """The names whose 4-byte check in `fresh` differs from the one in `checks` (all
+    of them when the stored checks are not as long: unusable)."""
     if len(checks) != len(fresh):
         return list(names)
     return [

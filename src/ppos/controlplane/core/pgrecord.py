@@ -19,6 +19,8 @@ import struct
 import zlib
 from collections.abc import Callable, Sequence
 
+from ppos.controlplane.core import hashchain
+
 INT8 = 20
 TEXT = 25
 BYTEA = 17
@@ -126,11 +128,4 @@ def field_checks(parts: Sequence[bytes]) -> bytes:
 
 def changed_fields(names: Sequence[str], parts: Sequence[bytes], checks: bytes) -> list[str]:
     """The fields whose stored check no longer matches (all when the checks are unusable)."""
-    fresh = field_checks(parts)
-    if len(checks) != len(fresh):
-        return list(names)
-    return [
-        name
-        for index, name in enumerate(names)
-        if fresh[index * 4 : index * 4 + 4] != checks[index * 4 : index * 4 + 4]
-    ]
+    return hashchain.differing(names, field_checks(parts), checks)

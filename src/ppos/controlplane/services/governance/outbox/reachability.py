@@ -238,22 +238,7 @@ def _audit_partner(
     session: Session, partner_id: str, method: str, actor: Principal, *, held: bool, error: str
 ) -> None:
     routed = exists().where(PartnerRouteRow.partner_id == partner_id, _routes_the_queue())
-    queues = session.scalars(
-        select(QueueRow).where(routed).order_by(QueueRow.tenant_id, QueueRow.queue_id)
-    )
-    for queue in queues:
-        spec_state = {"state": queue.state, "partner": partner_id}
-        shown = {"state": "HELD", "partner": partner_id, "last_error": error[:MAX_ERROR]}
-        audit.record(
-            session,
-            service=SERVICE,
-            resource_kind="queue",
-            resource_id=f"{queue.tenant_id}/{queue.queue_id}",
-            before={"status": spec_state if held else shown},
-            after={"status": shown if held else spec_state},
-            method=method,
-            actor=actor,
-        )
+    _audit_queues(session, routed, ("partner", partner_id), method, actor, held=held, error=error)
 
 
 def _hold(session: Session, region: str, error: str, actor: Principal) -> None:
@@ -276,14 +261,29 @@ def _release(session: Session, region: str, actor: Principal) -> None:
 def _audit(
     session: Session, region: str, method: str, actor: Principal, *, held: bool, error: str
 ) -> None:
+    where = QueueRow.region == region
+    _audit_queues(session, where, ("gateway", region), method, actor, held=held, error=error)
+
+
+def _audit_queues(
+    session: Session,
+    where: ColumnElement[bool],
+    cause: tuple[str, str],
+    method: str,
+    actor: Principal,
+    *,
+    held: bool,
+    error: str,
+) -> None:
+    """One audit entry per queue `where` selects: HELD by `cause` (("gateway",
+    region) or ("partner", id)), or back to its own state."""
+    key, value = cause
     queues = session.scalars(
-        select(QueueRow)
-        .where(QueueRow.region == region)
-        .order_by(QueueRow.tenant_id, QueueRow.queue_id)
+        select(QueueRow).where(where).order_by(QueueRow.tenant_id, QueueRow.queue_id)
     )
     for queue in queues:
-        spec_state = {"state": queue.state, "gateway": region}
-        shown = {"state": "HELD", "gateway": region, "last_error": error[:MAX_ERROR]}
+        spec_state = {"state": queue.state, key: value}
+        shown = {"state": "HELD", key: value, "last_error": error[:MAX_ERROR]}
         audit.record(
             session,
             service=SERVICE,
