@@ -41,6 +41,10 @@ class PlaneProcess:
             await self._reader
 
 
+class ExitedBeforeStart(RuntimeError):
+    """The process ended before its `server.started` line (exit code and last lines said)."""
+
+
 async def start_plane_process(env: dict[str, str], log_path: Path) -> PlaneProcess:
     """Start `serve` with `env` and wait for its `server.started` line."""
     full = {**os.environ, **env, "PPOS_LOG_FORMAT": "json", "PPOS_LISTEN": "127.0.0.1:0"}
@@ -66,7 +70,12 @@ async def start_plane_process(env: dict[str, str], log_path: Path) -> PlaneProce
                 if not started.done() and '"server.started"' in line:
                     started.set_result(json.loads(line)["address"])
         if not started.done():
-            started.set_exception(RuntimeError("control plane exited before it started"))
+            code = await process.wait()
+            started.set_exception(
+                ExitedBeforeStart(
+                    f"control plane exited {code} before it started: {running.lines[-3:]}"
+                )
+            )
 
     running._reader = asyncio.create_task(read())
     async with asyncio.timeout(STARTUP_TIMEOUT):
