@@ -36,7 +36,7 @@ from ppos.controlplane.services.governance.outbox import commands
 from ppos.controlplane.services.governance.outbox.dispatcher import Dispatcher
 from ppos.controlplane.services.governance.outbox.receivers import Receivers
 from ppos.preflight.v1 import gateway_service_pb2 as gw_pb
-from ppos.preflightsim import gateway as gateway_sim
+from ppos.preflightsim import gateway_cli
 from ppos.preflightsim.auth import RequirePreflightJwt
 from ppos.preflightsim.jwks import RefreshingJwks
 from ppos.preflightsim.preflight_jwt import PreflightJwtVerifier
@@ -74,9 +74,9 @@ def _command(index: int) -> commands.Command:
 async def _gateway(verifier: PreflightJwtVerifier) -> tuple[grpc.aio.Server, str]:
     parser = argparse.ArgumentParser()
     parser.add_argument("--region")
-    gateway_sim.add_arguments(parser)
+    gateway_cli.add_arguments(parser)
     server = grpc.aio.server(interceptors=[RequirePreflightJwt(verifier, gateway_audience(REGION))])
-    gateway_sim.register(server, parser.parse_args(["--region", REGION]))
+    gateway_cli.register(server, parser.parse_args(["--region", REGION]))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     return server, f"127.0.0.1:{port}"

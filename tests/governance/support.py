@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from ppos.controlplane.governance.v1 import governance_service_pb2_grpc as gov_grpc
 from ppos.preflightsim import gateway as gateway_sim
+from ppos.preflightsim import gateway_cli
 from ppos.preflightsim.auth import RequirePreflightJwt, gateway_audience
 from ppos.preflightsim.preflight_jwt import PreflightJwtVerifier
 from tests.support.polling import eventually
@@ -60,10 +61,10 @@ async def start_gateway(
 ) -> GatewayServer:
     parser = argparse.ArgumentParser()
     parser.add_argument("--region")
-    gateway_sim.add_arguments(parser)
+    gateway_cli.add_arguments(parser)
     args = parser.parse_args(["--region", region, *(argv or [])])
     server = grpc.aio.server(interceptors=[RequirePreflightJwt(verifier, gateway_audience(region))])
-    sim = gateway_sim.register(server, args)
+    sim = gateway_cli.register(server, args)
     bound = server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     return GatewayServer(region, sim, server, bound)

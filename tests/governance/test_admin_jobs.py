@@ -24,11 +24,9 @@ from ppos.controlplane.core.timeutil import utcnow
 from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
 from ppos.controlplane.governance.v1 import resources_pb2 as res
 from ppos.controlplane.runtime.composition import governance_deps
-from ppos.controlplane.services.governance.admin_jobs.runner import (
-    AdminJobRunner,
-    JobHandle,
-    LeaseLost,
-)
+from ppos.controlplane.services.governance.admin_jobs.handle import JobHandle
+from ppos.controlplane.services.governance.admin_jobs.run_writes import LeaseLost
+from ppos.controlplane.services.governance.admin_jobs.runner import AdminJobRunner
 from ppos.controlplane.services.governance.models import AdminJobRow
 from tests.governance.conftest import Governed, StartGoverned
 from tests.governance.support import count, details, eventually, refused

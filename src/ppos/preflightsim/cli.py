@@ -19,7 +19,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from ppos.preflightsim import gateway, registry, tls
+from ppos.preflightsim import gateway, gateway_cli, registry, tls
 from ppos.preflightsim.auth import (
     MetadataLog,
     RequirePreflightJwt,
@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the port served on into this file once ready (for --listen HOST:0)",
     )
     registry.add_arguments(parser)
-    gateway.add_arguments(parser)
+    gateway_cli.add_arguments(parser)
     tls.add_arguments(parser)
     return parser
 
@@ -121,7 +121,7 @@ async def start(args: argparse.Namespace) -> RunningSimulator:
     except (RecordFileError, FaultConfigError, OSError) as exc:
         raise StartError(str(exc)) from None
     server.add_generic_rpc_handlers((simulator.handler(),))
-    gateway_simulator = gateway.register(server, args)
+    gateway_simulator = gateway_cli.register(server, args)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

@@ -23,7 +23,6 @@ refuses any call without a PREFLIGHT_JWT for this gateway's audience.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import hashlib
 import json
@@ -31,7 +30,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +41,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from ppos.preflight.v1 import gateway_service_pb2 as pb
 from ppos.preflight.v1 import gateway_service_pb2_grpc as pb_grpc
+from ppos.preflightsim.gateway_state import GatewayFaults, GatewayState, ReceivedCall
 from ppos.preflightsim.logs import private_opener
 from ppos.preflightsim.slots import ACTIVE, DRAINING, QueueSlots
 
@@ -50,55 +50,10 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 
 @dataclass
-class GatewayFaults:
-    """Faults to inject; change the fields at any time (tests do)."""
-
-    unavailable_rate: float = 0.0
-    unavailable_next: int = 0
-    # Delay before acting on a command (the call is slow, nothing done yet).
-    slow_seconds: float = 0.0
-    # Delay after acting, before answering (the command is done, the ack is late).
-    slow_ack_seconds: float = 0.0
-    drop_rate: float = 0.0
-    drop_next: int = 0
-    # Refuse the next N commands with INVALID_ARGUMENT (a receiver saying no).
-    refuse_next: int = 0
-    # Partners this gateway cannot hand work to: a new command naming one is answered
-    # UNAVAILABLE with ErrorInfo PARTNER_UNREACHABLE (metadata partner_id), not acted on.
-    unreachable_partners: set[str] = field(default_factory=set)
-
-
-@dataclass
-class ReceivedCall:
-    """One call as the gateway received it."""
-
-    method: str
-    idempotency_key: str
-    request: dict[str, Any]
-    outcome: str  # applied | duplicate | superseded | unavailable | partner_unreachable | refused
-    dropped: bool
-    metadata: list[tuple[str, str]]
-    receive_time: float
-    command_id: str = ""
-
-
-@dataclass
 class _Outcome:
     method: str
     digest: str
     ack: pb.CommandAck
-
-
-@dataclass
-class GatewayState:
-    """What the gateway was asked to do (first acceptance of each key only)."""
-
-    queues: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
-    routes: dict[str, dict[str, Any]] = field(default_factory=dict)
-    retries: list[dict[str, Any]] = field(default_factory=list)
-    reroutes: list[dict[str, Any]] = field(default_factory=list)
-    remainders: list[dict[str, Any]] = field(default_factory=list)
-    reviews: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _as_dict(message: Message) -> dict[str, Any]:
@@ -417,88 +372,3 @@ def _partner_unreachable(partner: str) -> tuple[tuple[str, bytes], ...]:
     )
     status.details.add().Pack(info)
     return (("grpc-status-details-bin", status.SerializeToString()),)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("gateway")
-    group.add_argument(
-        "--gateway-record",
-        type=Path,
-        default=None,
-        metavar="FILE.jsonl",
-        help="append every gateway call received (method, key, request, outcome) to this file",
-    )
-    group.add_argument(
-        "--gateway-unavailable-rate",
-        type=float,
-        default=0.0,
-        help="fraction of gateway calls answered UNAVAILABLE (0 to 1)",
-    )
-    group.add_argument(
-        "--gateway-unavailable-first",
-        type=int,
-        default=0,
-        metavar="N",
-        help="answer the first N gateway calls UNAVAILABLE",
-    )
-    group.add_argument(
-        "--gateway-slow",
-        type=float,
-        default=0.0,
-        metavar="SECONDS",
-        help="delay every gateway answer by this long",
-    )
-    group.add_argument(
-        "--gateway-slow-ack",
-        type=float,
-        default=0.0,
-        metavar="SECONDS",
-        help="act on each gateway command at once, then delay its answer by this long",
-    )
-    group.add_argument(
-        "--gateway-refuse-first",
-        type=int,
-        default=0,
-        metavar="N",
-        help="refuse the first N gateway commands with INVALID_ARGUMENT",
-    )
-    group.add_argument(
-        "--gateway-drop-rate",
-        type=float,
-        default=0.0,
-        help="fraction of gateway commands acted on whose answer is then dropped",
-    )
-    group.add_argument(
-        "--gateway-unreachable-partner",
-        action="append",
-        default=[],
-        metavar="PARTNER",
-        help="answer commands that hand work to this partner PARTNER_UNREACHABLE (repeatable)",
-    )
-    group.add_argument("--gateway-seed", type=int, default=None, help="seed of the fault dice")
-
-
-def faults_from(args: argparse.Namespace) -> GatewayFaults:
-    for name in ("gateway_unavailable_rate", "gateway_drop_rate"):
-        if not 0 <= getattr(args, name, 0.0) <= 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be between 0 and 1")
-    return GatewayFaults(
-        unavailable_rate=getattr(args, "gateway_unavailable_rate", 0.0),
-        unavailable_next=getattr(args, "gateway_unavailable_first", 0),
-        slow_seconds=getattr(args, "gateway_slow", 0.0),
-        slow_ack_seconds=getattr(args, "gateway_slow_ack", 0.0),
-        drop_rate=getattr(args, "gateway_drop_rate", 0.0),
-        refuse_next=getattr(args, "gateway_refuse_first", 0),
-        unreachable_partners=set(getattr(args, "gateway_unreachable_partner", None) or ()),
-    )
-
-
-def register(server: grpc.aio.Server, args: argparse.Namespace) -> SimulatedGateway:
-    gateway = SimulatedGateway(
-        args.region,
-        faults=faults_from(args),
-        record_path=getattr(args, "gateway_record", None),
-        seed=getattr(args, "gateway_seed", None),
-    )
-    pb_grpc.add_PreflightGatewayServiceServicer_to_server(gateway, server)
-    return gateway

@@ -33,16 +33,8 @@ fields are the columns, converted as the ORM converts them (the columns' own
 result processors: UTC datetimes, JSON, booleans). Parameters must be plain
 values that need no bind processing (strings, integers).
 
-A read may also name what each row is made into (`convert`, e.g. a reply's
-message): `QuickReads.converted` then keeps each product by the row's raw
-column values as the driver returned them, for this read and dialect only,
-so the same stored row is converted once, however often it is read. Our
-PostgreSQL connections leave JSON values as their text (`keep_json_text`), parsed
-by the row maker, so the key is the text and a row seen before is not parsed
-at all (a JSON value a driver did parse is keyed by its canonical text). The key is
-the whole row, so a row that changed in any column is converted anew; at most
-`memo_size` products are kept, the oldest dropped first. Products are shared:
-callers copy them into their replies and never change them.
+A read may also name what each row is made into (`convert`): its products
+are kept by raw row (`storage.read_memo`).
 """
 
 from __future__ import annotations
@@ -66,28 +58,16 @@ from ppos.controlplane.core.metrics import DATABASE_FAILURES
 from ppos.controlplane.storage import failures
 from ppos.controlplane.storage.database import SQLITE_BUSY_TIMEOUT_MS, Database
 from ppos.controlplane.storage.loop_postgres import LoopConnections
+from ppos.controlplane.storage.read_memo import Convert, ConvertedRows
 
 Processor = Callable[[Any], Any] | None
-Convert = Callable[[Any], Any]
 _log = structlog.get_logger(__name__)
 
 
 class _Compiled:
     """A statement's SQL for one dialect, its parameter order and row maker."""
 
-    __slots__ = (
-        "_compiled",
-        "_conversions",
-        "_convert",
-        "_json_columns",
-        "_make",
-        "_memo",
-        "_memo_lock",
-        "_memo_size",
-        "_names",
-        "_positional",
-        "sql",
-    )
+    __slots__ = ("_compiled", "_conversions", "_make", "_memo", "_names", "_positional", "sql")
 
     def __init__(
         self, statement: Select[Any], dialect: Dialect, convert: Convert | None, memo_size: int
@@ -112,16 +92,10 @@ class _Compiled:
         )
         fields = namedtuple("Read", [column.key for column in columns])  # type: ignore[misc]
         self._make: Callable[[Any], Any] = fields._make
-        self._convert = convert
-        self._memo: dict[Any, Any] = {}
-        # A statement is shared by every loop and thread of the process (tests run
-        # several): dropping the oldest while another thread adds would fail.
-        self._memo_lock = threading.Lock()
-        self._memo_size = memo_size
-        # Columns whose raw value may be a parsed JSON document (unhashable).
-        self._json_columns = tuple(
+        json_columns = tuple(
             index for index, column in enumerate(columns) if isinstance(column.type, JSON)
         )
+        self._memo = None if convert is None else ConvertedRows(convert, memo_size, json_columns)
 
     def parameters(self, values: Mapping[str, Any]) -> Any:
         params = self._compiled.construct_params(dict(values))
@@ -134,33 +108,9 @@ class _Compiled:
         return self._make(values)
 
     def converted(self, raw_rows: Sequence[Any]) -> list[Any]:
-        """What `convert` makes of each row, from the memo when this exact raw row
-        was converted before (see the module)."""
-        convert = self._convert
-        assert convert is not None, "a read converted must be given `convert`"
-        memo = self._memo
-        products = []
-        for raw in raw_rows:
-            key = self._key(raw)
-            product = memo.get(key)
-            if product is None:
-                product = convert(self.row(raw))
-                with self._memo_lock:
-                    if len(memo) >= self._memo_size:  # oldest first: dicts keep their order
-                        del memo[next(iter(memo))]
-                    memo[key] = product
-            products.append(product)
-        return products
-
-    def _key(self, raw: Any) -> tuple[Any, ...]:
-        key = tuple(raw)
-        parsed = [i for i in self._json_columns if not isinstance(key[i], (str, bytes, type(None)))]
-        if not parsed:
-            return key
-        values = list(key)
-        for index in parsed:  # its canonical text: equal documents, equal keys
-            values[index] = json.dumps(values[index], sort_keys=True, separators=(",", ":"))
-        return tuple(values)
+        """What `convert` makes of each row, kept by raw row (see `storage.read_memo`)."""
+        assert self._memo is not None, "a read converted must be given `convert`"
+        return self._memo.products(raw_rows, self.row)
 
 
 def _parse_json(value: bytes | None) -> Any:

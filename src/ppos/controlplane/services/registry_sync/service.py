@@ -22,7 +22,13 @@ from ppos.controlplane.core.validation import MAX_ENUM_FILTER, MAX_REGIONS, Viol
 from ppos.controlplane.registrysync.v1 import registry_sync_service_pb2 as pb
 from ppos.controlplane.registrysync.v1 import registry_sync_service_pb2_grpc as pb_grpc
 from ppos.controlplane.security.principal import current_principal
-from ppos.controlplane.services.registry_sync import convert, queries, sweep_records
+from ppos.controlplane.services.registry_sync import (
+    convert,
+    queries,
+    sweep_records,
+    sweep_requests,
+    verify_mirror,
+)
 from ppos.controlplane.services.registry_sync.backoff import Backoff
 from ppos.controlplane.services.registry_sync.checkpoints import CHECKPOINT_TYP
 from ppos.controlplane.services.registry_sync.client import RegistryClient
@@ -30,20 +36,18 @@ from ppos.controlplane.services.registry_sync.deps import RegistrySyncDeps
 from ppos.controlplane.services.registry_sync.lag import LagGauges
 from ppos.controlplane.services.registry_sync.metering import Meter, Rates
 from ppos.controlplane.services.registry_sync.mirror_verifier import MirrorVerifier
-from ppos.controlplane.services.registry_sync.models import SweepRegionRow, SweepRow
 from ppos.controlplane.services.registry_sync.region_pull import StatusBus, SweepContext
 from ppos.controlplane.services.registry_sync.scheduler import SyncScheduler
 from ppos.controlplane.services.registry_sync.source_readback import (
     ReadbackSettings,
     SourceReader,
 )
-from ppos.controlplane.services.registry_sync.source_verifier import SourceVerifier, to_proto
+from ppos.controlplane.services.registry_sync.source_verifier import SourceVerifier
 from ppos.controlplane.services.registry_sync.verify import enum_text
-from ppos.controlplane.storage import audit
 from ppos.controlplane.storage.leadership import leadership_for
 from ppos.preflight.v1 import job_pb2
 
-SERVICE = "registrysync"
+SERVICE = sweep_requests.SERVICE
 _METHODS = "/ppos.controlplane.registrysync.v1.RegistrySyncService/"
 # The scheduler's advisory lock key ("ppos" "lead"), older than keys derived from
 # names: kept so replicas of two releases contend for one lock.
@@ -51,9 +55,6 @@ SYNC_LEADER_KEY = 0x70706F73_6C656164
 SWEEPS_PAGE = Listing(_METHODS + "ListSweeps", Ident("sweep_id"))
 QUARANTINE_PAGE = Listing(_METHODS + "ListQuarantinedRecords", Integer("quarantine_id"))
 Context = grpc.aio.ServicerContext[Any, Any]
-# Source divergences listed per region unless the caller asks for another number.
-DEFAULT_SOURCE_DIVERGENCES = 20
-MAX_SOURCE_DIVERGENCES = 1000
 SHUTDOWN_MESSAGE = (
     "server shutting down: call WatchSyncStatus again (on this or another replica); "
     "the stream starts with every selected region's current status"
@@ -180,28 +181,11 @@ class RegistrySyncServicer(pb_grpc.RegistrySyncServiceServicer):
         regions = regions or self._regions
         principal = current_principal.get()
         now = utcnow()
-
-        def work(session: Session) -> tuple[SweepRow, list[SweepRegionRow]]:
-            row, created = sweep_records.create_sweep(
-                session,
-                regions,
-                started_by=principal.display,
-                request_id=request.request_id or None,
-                now=now,
+        row, parts = await self._deps.db.write(
+            lambda s: sweep_requests.start(
+                s, regions, started_by=principal.display, request_id=request.request_id, now=now
             )
-            if created:
-                audit.record(
-                    session,
-                    service=SERVICE,
-                    resource_kind="sync_sweep",
-                    resource_id=row.sweep_id,
-                    before=None,
-                    after=sweep_records.snapshot(row),
-                )
-            session.flush()
-            return sweep_records.get_sweep(session, row.sweep_id)
-
-        row, parts = await self._deps.db.write(work)
+        )
         self._scheduler.wake()
         return pb.StartSweepResponse(sweep=convert.sweep(row, parts))
 
@@ -245,23 +229,9 @@ class RegistrySyncServicer(pb_grpc.RegistrySyncServiceServicer):
         violations.object_id("sweep_id", request.sweep_id)
         violations.raise_if_any()
         now = utcnow()
-
-        def work(session: Session) -> tuple[SweepRow, list[SweepRegionRow]]:
-            row, changed = sweep_records.request_cancel(session, request.sweep_id, now)
-            if changed:
-                before = sweep_records.snapshot(row) | {"cancel_requested": False}
-                audit.record(
-                    session,
-                    service=SERVICE,
-                    resource_kind="sync_sweep",
-                    resource_id=row.sweep_id,
-                    before=before,
-                    after=sweep_records.snapshot(row),
-                )
-            session.flush()
-            return sweep_records.get_sweep(session, row.sweep_id)
-
-        row, parts = await self._deps.db.write(work)
+        row, parts = await self._deps.db.write(
+            lambda s: sweep_requests.cancel(s, request.sweep_id, now)
+        )
         self._scheduler.cancel_local(request.sweep_id)
         return pb.CancelSweepResponse(sweep=convert.sweep(row, parts))
 
@@ -288,23 +258,16 @@ class RegistrySyncServicer(pb_grpc.RegistrySyncServiceServicer):
     ) -> pb.VerifyMirrorResponse:
         regions = list(request.regions)
         violations = Violations()
-        limit = request.max_divergences or DEFAULT_SOURCE_DIVERGENCES
-        if not 0 <= request.max_divergences <= MAX_SOURCE_DIVERGENCES:
-            violations.add(
-                "max_divergences",
-                f"must be between 0 (the default, {DEFAULT_SOURCE_DIVERGENCES}) "
-                f"and {MAX_SOURCE_DIVERGENCES}",
-            )
+        limit = verify_mirror.divergence_limit(request.max_divergences, violations)
         self._check_regions("regions", regions, violations)
-        results = await self._verifier.verify(
-            regions or self._regions, payloads=request.check_payloads
+        return await verify_mirror.verify_mirror(
+            self._verifier,
+            self._source_verifier,
+            regions or self._regions,
+            payloads=request.check_payloads,
+            against_source=request.against_source,
+            limit=limit,
         )
-        verifications = [convert.mirror_verification(report, at) for report, at in results]
-        if request.against_source:
-            for verification in verifications:
-                report = await self._source_verifier.compare(verification.region, limit=limit)
-                verification.source.CopyFrom(to_proto(report))
-        return pb.VerifyMirrorResponse(verifications=verifications)
 
     async def ListSyncedJobs(
         self, request: pb.ListSyncedJobsRequest, context: Context

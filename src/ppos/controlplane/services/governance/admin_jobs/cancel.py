@@ -8,9 +8,9 @@ from ppos.controlplane.core.errors import FailedPrecondition
 from ppos.controlplane.core.timeutil import utcnow
 from ppos.controlplane.services.governance.admin_jobs import store
 from ppos.controlplane.services.governance.common import record_change
-from ppos.controlplane.services.governance.convert import admin_job_snapshot
 from ppos.controlplane.services.governance.enums import TERMINAL_ADMIN_JOB_STATES
 from ppos.controlplane.services.governance.models import AdminJobRow
+from ppos.controlplane.services.governance.snapshots import admin_job_snapshot
 
 
 def cancel_admin_job(session: Session, admin_job_id: str, reason: str) -> AdminJobRow:

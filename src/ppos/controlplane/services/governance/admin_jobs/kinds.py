@@ -37,15 +37,15 @@ from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2 as nr_pb
 from ppos.controlplane.noderegistry.v1 import node_registry_service_pb2_grpc as nr_grpc
 from ppos.controlplane.registrysync.v1 import registry_sync_service_pb2 as rs_pb
 from ppos.controlplane.registrysync.v1 import registry_sync_service_pb2_grpc as rs_grpc
-from ppos.controlplane.services.governance.admin_jobs.mirror_verify import (
-    TRUE_OR_FALSE,
-    mirror_verify,
-)
-from ppos.controlplane.services.governance.admin_jobs.runner import (
+from ppos.controlplane.services.governance.admin_jobs.handle import (
     Cancelled,
     JobFailed,
     JobHandle,
     JobKind,
+)
+from ppos.controlplane.services.governance.admin_jobs.mirror_verify import (
+    TRUE_OR_FALSE,
+    mirror_verify,
 )
 
 LIST_PAGE = 100

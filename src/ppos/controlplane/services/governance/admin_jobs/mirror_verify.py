@@ -17,7 +17,7 @@ from typing import Any
 from ppos.controlplane.core.settings import ConfigError
 from ppos.controlplane.registrysync.v1 import registry_sync_service_pb2 as rs_pb
 from ppos.controlplane.registrysync.v1 import registry_sync_service_pb2_grpc as rs_grpc
-from ppos.controlplane.services.governance.admin_jobs.runner import JobFailed, JobHandle
+from ppos.controlplane.services.governance.admin_jobs.handle import JobFailed, JobHandle
 
 # A region's verification reads all its rows (and its registry's feed): far longer
 # than an ordinary peer call may take.

@@ -11,10 +11,10 @@ from ppos.controlplane.core.timeutil import utcnow
 from ppos.controlplane.security.principal import Principal
 from ppos.controlplane.services.governance.admin_jobs.kinds import conflict_scope
 from ppos.controlplane.services.governance.common import record_change
-from ppos.controlplane.services.governance.convert import admin_job_snapshot
 from ppos.controlplane.services.governance.enums import TERMINAL_ADMIN_JOB_STATES
 from ppos.controlplane.services.governance.idempotency import IdempotentCall
 from ppos.controlplane.services.governance.models import AdminJobRow
+from ppos.controlplane.services.governance.snapshots import admin_job_snapshot
 
 
 def start_admin_job(

@@ -27,8 +27,8 @@ from sqlalchemy import ColumnElement, Table, and_, func, literal, or_, select, t
 from sqlalchemy.orm import Session, defer
 
 from ppos.controlplane.core.timeutil import utcnow
-from ppos.controlplane.services.governance.convert import command_snapshot
 from ppos.controlplane.services.governance.models import OutboxRow
+from ppos.controlplane.services.governance.snapshots import command_snapshot
 from ppos.controlplane.storage.base import UTCDateTime
 
 OUTBOX = cast(Table, OutboxRow.__table__)

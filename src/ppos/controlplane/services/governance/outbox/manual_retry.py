@@ -7,9 +7,9 @@ from sqlalchemy.orm import Session
 from ppos.controlplane.core.errors import FailedPrecondition
 from ppos.controlplane.core.timeutil import utcnow
 from ppos.controlplane.services.governance.common import record_change
-from ppos.controlplane.services.governance.convert import command_snapshot
 from ppos.controlplane.services.governance.models import OutboxRow
 from ppos.controlplane.services.governance.outbox import store
+from ppos.controlplane.services.governance.snapshots import command_snapshot
 
 
 def retry_failed_command(session: Session, command_id: str, reason: str) -> OutboxRow:

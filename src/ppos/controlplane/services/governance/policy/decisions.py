@@ -16,7 +16,6 @@ from sqlalchemy.orm import Session
 from ppos.controlplane.core.timeutil import utcnow
 from ppos.controlplane.security.principal import Principal, PrincipalKind
 from ppos.controlplane.services.governance.common import bump, record_change
-from ppos.controlplane.services.governance.convert import queue_snapshot
 from ppos.controlplane.services.governance.models import (
     DecisionRow,
     PolicyRow,
@@ -32,6 +31,7 @@ from ppos.controlplane.services.governance.policy.evaluation import (
     PolicyView,
 )
 from ppos.controlplane.services.governance.resources.store import push_queue
+from ppos.controlplane.services.governance.snapshots import queue_snapshot
 
 
 def policy_view(row: PolicyRow) -> PolicyView:

@@ -15,11 +15,12 @@ from ppos.controlplane.core.versions import check_version
 from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
 from ppos.controlplane.governance.v1 import resources_pb2 as res_pb
 from ppos.controlplane.services.governance.common import bump, record_change
-from ppos.controlplane.services.governance.convert import policy_snapshot, policy_to_proto
+from ppos.controlplane.services.governance.convert import policy_to_proto
 from ppos.controlplane.services.governance.models import PolicyRow
 from ppos.controlplane.services.governance.policy import backfill
 from ppos.controlplane.services.governance.policy.specs import ParsedPolicy
 from ppos.controlplane.services.governance.resources import lookups
+from ppos.controlplane.services.governance.snapshots import policy_snapshot
 
 
 def set_policy(

@@ -18,9 +18,7 @@ from ppos.controlplane.security.principal import Principal
 from ppos.controlplane.services.governance.common import record_change
 from ppos.controlplane.services.governance.convert import (
     queue_to_proto,
-    route_snapshot,
     route_to_proto,
-    tenant_snapshot,
     tenant_to_proto,
 )
 from ppos.controlplane.services.governance.idempotency import IdempotentCall, validate_request_id
@@ -32,6 +30,7 @@ from ppos.controlplane.services.governance.resources.specs import (
     validate_route_spec,
     validate_tenant_spec,
 )
+from ppos.controlplane.services.governance.snapshots import route_snapshot, tenant_snapshot
 
 # Queues and routes one ProvisionTenant may create (more: CreateQueue afterwards).
 MAX_PROVISIONED = 100

@@ -16,11 +16,12 @@ from ppos.controlplane.core.versions import check_version
 from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
 from ppos.controlplane.security.principal import Principal
 from ppos.controlplane.services.governance.common import bump
-from ppos.controlplane.services.governance.convert import queue_snapshot, queue_to_proto
+from ppos.controlplane.services.governance.convert import queue_to_proto
 from ppos.controlplane.services.governance.idempotency import IdempotentCall
 from ppos.controlplane.services.governance.models import QueueRow
 from ppos.controlplane.services.governance.outbox import reachability
 from ppos.controlplane.services.governance.resources import lookups, routing, store
+from ppos.controlplane.services.governance.snapshots import queue_snapshot
 
 
 def create_queue(

@@ -14,11 +14,12 @@ from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
 from ppos.controlplane.governance.v1 import resources_pb2 as res_pb
 from ppos.controlplane.security.principal import Principal
 from ppos.controlplane.services.governance.common import bump, record_change
-from ppos.controlplane.services.governance.convert import route_snapshot, route_to_proto
+from ppos.controlplane.services.governance.convert import route_to_proto
 from ppos.controlplane.services.governance.enums import GOVERNANCE_STATE
 from ppos.controlplane.services.governance.models import PartnerRouteRow, TenantRow
 from ppos.controlplane.services.governance.resources import lookups, routing
 from ppos.controlplane.services.governance.resources.store import new_route_row
+from ppos.controlplane.services.governance.snapshots import route_snapshot
 
 
 def _check_references(

@@ -19,11 +19,7 @@ from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
 from ppos.controlplane.governance.v1 import resources_pb2 as res_pb
 from ppos.controlplane.security.principal import Principal
 from ppos.controlplane.services.governance.common import record_change
-from ppos.controlplane.services.governance.convert import (
-    fill_tenant,
-    partner_snapshot,
-    queue_snapshot,
-)
+from ppos.controlplane.services.governance.convert import fill_tenant
 from ppos.controlplane.services.governance.enums import GOVERNANCE_STATE, QUEUE_STATE
 from ppos.controlplane.services.governance.models import (
     GatewayHoldRow,
@@ -34,6 +30,7 @@ from ppos.controlplane.services.governance.models import (
 )
 from ppos.controlplane.services.governance.outbox import commands, reachability
 from ppos.controlplane.services.governance.paging import Page
+from ppos.controlplane.services.governance.snapshots import partner_snapshot, queue_snapshot
 from ppos.controlplane.storage.database import Database
 from ppos.controlplane.storage.reads import PreparedRead, quick_reads
 

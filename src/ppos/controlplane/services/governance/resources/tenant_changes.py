@@ -16,13 +16,13 @@ from ppos.controlplane.core.versions import check_version
 from ppos.controlplane.governance.v1 import governance_service_pb2 as pb
 from ppos.controlplane.security.principal import Principal
 from ppos.controlplane.services.governance.common import bump, record_change
-from ppos.controlplane.services.governance.convert import (
+from ppos.controlplane.services.governance.models import TenantRow
+from ppos.controlplane.services.governance.resources import lookups, routing, store
+from ppos.controlplane.services.governance.snapshots import (
     queue_snapshot,
     route_snapshot,
     tenant_snapshot,
 )
-from ppos.controlplane.services.governance.models import TenantRow
-from ppos.controlplane.services.governance.resources import lookups, routing, store
 
 
 def update_tenant(
