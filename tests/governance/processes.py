@@ -12,6 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 STARTUP_TIMEOUT = 60.0
+# A log line may be long (a chained exception's traceback): asyncio's default
+# line limit (64 KiB) would end the reader, leave the pipe unread and, once it
+# is full, stall or break the plane's logging, which a crash test must not do.
+LINE_LIMIT = 16 * 1024 * 1024
 
 
 @dataclass
@@ -56,6 +60,7 @@ async def start_plane_process(env: dict[str, str], log_path: Path) -> PlaneProce
         env=full,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
+        limit=LINE_LIMIT,
     )
     running = PlaneProcess(process)
     started = asyncio.get_running_loop().create_future()
@@ -69,6 +74,10 @@ async def start_plane_process(env: dict[str, str], log_path: Path) -> PlaneProce
                 log.write(line)
                 if not started.done() and '"server.started"' in line:
                     started.set_result(json.loads(line)["address"])
+            # Said in the log, so a test that finds a replica gone can tell how it ended.
+            ended = f"(test harness) process ended with exit code {await process.wait()}\n"
+            running.lines.append(ended)
+            log.write(ended)
         if not started.done():
             code = await process.wait()
             started.set_exception(

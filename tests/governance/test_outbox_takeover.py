@@ -84,6 +84,8 @@ def _snapshot(db: Database) -> tuple[list[tuple[Any, ...]], int]:
 
 
 async def _provision(plane: PlaneProcess, token: str, tenant: str) -> None:
+    if plane.process.returncode is not None:  # say how it ended rather than "refused"
+        raise AssertionError(f"replica ended before its round: {plane.lines[-5:]}")
     async with grpc.aio.insecure_channel(plane.address) as channel:
         await gov_grpc.GovernanceServiceStub(channel).ProvisionTenant(
             pb.ProvisionTenantRequest(
