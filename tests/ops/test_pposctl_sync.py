@@ -90,6 +90,8 @@ async def test_sync_status_sweep_jobs_and_payloads(world: World, tmp_path: Path)
     assert before.code == 0, before.stderr
     (status,) = before.json()["statuses"]
     assert status["region"] == REGION
+    assert before.json()["leader"]["name"] == "sync-leader"  # sync interval 0: still led
+    assert not before.json()["leader"].get("expired", False)
     swept = await world.ctl("sync", "sweep", "start", REGION, "--poll", "50ms")
     assert swept.code == 0, swept.stderr
     assert swept.stdout.strip().endswith("succeeded")
@@ -111,6 +113,12 @@ async def test_sync_status_sweep_jobs_and_payloads(world: World, tmp_path: Path)
     )
     ids = sorted(j["record"]["jobId"] for j in fre.json()["jobs"])
     assert ids == ["fix_1779116603391", "job_1779116604100_bad01"]
+    assert one.lines()[-1].startswith("leader: ")
+    assert "(held; generation " in one.lines()[-1]
+    wide = await world.ctl("-o", "wide", "sync", "status")
+    assert wide.lines()[0].endswith("FAILED RUNTIME (15m)")
+    synced = (await world.ctl("-o", "json", "sync", "status")).json()["statuses"][0]
+    assert wide.lines()[1].endswith(f"{len(ids)}/{synced['recordsSynced']}")
     table = await world.ctl("sync", "jobs", "list", "--limit", "3")
     assert len(table.lines()) == 4
     assert "more rows follow: --after" in table.stderr

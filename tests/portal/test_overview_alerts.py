@@ -10,6 +10,7 @@ from prometheus_client import REGISTRY
 
 from ppos.controlplane.governance.v1 import governance_service_pb2 as gov
 from ppos.controlplane.governance.v1 import resources_pb2 as res
+from ppos.portal.alerts import runtime_failures
 from ppos.preflight.v1 import job_pb2
 from tests.ops.worlds import REGION
 from tests.portal.support import OTHER_REGION, Operator, PortalWorld, text_of
@@ -50,15 +51,18 @@ async def test_growth_charts_failing_deliveries_and_alerts(
     assert readiness == {"READY": 2, "NOT_READY": 0, "DRAINING": 0, "REIMAGING": 0, "LOST": 0}
     assert drawn[(OTHER_REGION, "readiness")]["series"][0]["values"][-1] == 1
     assert "No alert is firing." in page.text
-    # The FAILED_RUNTIME_ENVIRONMENT rate is read from the synced jobs (too few to fire).
-    rate = world.portal.app.state.portal.runtime_failures
-    assert rate.caught_up
-    assert rate.after > 0
+    # The FAILED_RUNTIME_ENVIRONMENT rate is the plane's recent counts (too few to fire),
+    # and the sync scheduler leads (sync interval 0: no sweep scheduled, still a leader).
+    reply = await asyncio.to_thread(world.cp.sync.list_statuses_reply)
+    assert reply.HasField("leader")
+    assert not reply.leader.expired
     failed = await asyncio.to_thread(
         world.cp.sync.list_jobs,
         governance_states=[job_pb2.GOVERNANCE_STATE_FAILED_RUNTIME_ENVIRONMENT],
     )
     assert failed.jobs
+    recent = runtime_failures(reply.statuses)
+    assert recent[REGION][0] == len([j for j in failed.jobs if j.record.region == REGION])
     # The plane (in this process) counts them for PposRuntimeEnvironmentFailing too.
     counted = REGISTRY.get_sample_value(
         "ppos_sync_runtime_environment_failures_total", {"region": REGION}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import signal
 import sys
 import time
@@ -12,8 +13,13 @@ import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
-from ppos.controlplane.storage.leadership import LEASE_TTL, SoleLeader, leadership_for
-from ppos.controlplane.storage.leases import Fence, LeadershipLost
+from ppos.controlplane.storage.leadership import (
+    LEASE_TTL,
+    SoleLeader,
+    holder_name,
+    leadership_for,
+)
+from ppos.controlplane.storage.leases import Fence, LeaderLeaseRow, LeadershipLost, database_now
 
 # A replica in its own process that takes the lead and holds it until killed.
 _LEAD_AND_HOLD = """
@@ -152,3 +158,63 @@ async def test_a_frozen_leader_loses_the_lead_when_its_lease_expires(
             process.kill()
         await process.wait()
         await survivor.release()
+
+
+def _lease_row(database_url: str, name: str) -> tuple[LeaderLeaseRow, dt.datetime]:
+    """The loop's lease row, detached, and the clock its expiry is read by."""
+    engine = create_engine(database_url)
+    try:
+        with Session(engine, expire_on_commit=False) as session:
+            row = session.get(LeaderLeaseRow, name)
+            assert row is not None
+            return row, _utc(database_now(session))
+    finally:
+        engine.dispose()
+
+
+def _utc(value: dt.datetime | None) -> dt.datetime:
+    assert value is not None
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+
+
+async def test_the_lease_row_reports_the_lead_its_renewals_and_its_end(database_url: str) -> None:
+    """What the API reports as the lead (on SQLite too, where the flock is the lead):
+    taken, renewed while held, ended at once by a release, and run out when the
+    holder stops renewing without a release (frozen or killed)."""
+    lead = leadership_for(database_url, "lease-report-test")
+    try:
+        assert await lead.acquire()
+        taken, now = _lease_row(database_url, "lease-report-test")
+        assert taken.holder == holder_name()
+        assert taken.generation == lead.fence().generation
+        assert taken.lease_seconds == LEASE_TTL
+        assert _utc(taken.acquired_at) == _utc(taken.renewed_at)
+        assert _utc(taken.expires_at) > now
+        async with asyncio.timeout(30):  # only stops a hung test
+            while True:
+                renewed, now = _lease_row(database_url, "lease-report-test")
+                if _utc(renewed.renewed_at) > _utc(taken.renewed_at):
+                    break
+                await asyncio.sleep(0.1)
+        assert _utc(renewed.acquired_at) == _utc(taken.acquired_at)
+        assert _utc(renewed.expires_at) > now
+        await lead.release()
+        released, now = _lease_row(database_url, "lease-report-test")
+        assert _utc(released.expires_at) <= now
+
+        assert await lead.acquire()
+        renewer = lead._renewer  # type: ignore[attr-defined]
+        assert renewer is not None
+        renewer.cancel()  # renewals stop, the lead is not released
+        async with asyncio.timeout(30):  # only stops a hung test
+            while True:
+                stopped, now = _lease_row(database_url, "lease-report-test")
+                if _utc(stopped.expires_at) <= now:
+                    break
+                await asyncio.sleep(0.2)
+        assert stopped.generation == released.generation + 1
+        assert _utc(stopped.expires_at) == _utc(stopped.renewed_at) + dt.timedelta(
+            seconds=LEASE_TTL
+        )
+    finally:
+        await lead.release()

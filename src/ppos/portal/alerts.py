@@ -2,8 +2,10 @@
 
 The same conditions are exported for Prometheus in deploy/prometheus/ppos-alerts.yaml
 (over the plane's /metrics); here they are evaluated on the overview's reads (sync
-statuses, the nodes the portal watches, the outbox), and `AlertBook` remembers since
-when each has been firing. The banner on every page shows the last evaluation.
+statuses with their recent jobs by governance state and the scheduler's lead, the
+nodes the portal watches, the outbox), and `AlertBook` remembers since when each has
+been firing (from the plane's own time when it says, as a lease's end). The banner on
+every page shows the last evaluation.
 """
 
 from __future__ import annotations
@@ -15,18 +17,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ppos.controlplane.governance.v1 import resources_pb2 as res
+from ppos.controlplane.registrysync.v1 import registry_sync_service_pb2 as sync_pb
+from ppos.preflight.v1 import job_pb2
 
 SYNC_LAG_ALERT_SECONDS = 300.0  # as PposSyncLagHigh's threshold
 NOT_READY_ALERT_SHARE = 0.2  # as PposNodesNotReady's threshold
 QUARANTINE_WINDOW_SECONDS = 900.0  # as PposQuarantineGrowing's window
 OUTBOX_STUCK_SECONDS = 900.0  # as PposOutboxStuck's 15 min
 ADMIN_JOB_FAILED_WINDOW_SECONDS = 3600.0  # as PposAdminJobFailed's 1 h
-# The API has no leader flag: a leader attempts every region each sync interval
-# (30 s by default), so no attempt anywhere for this long means no replica leads.
-NO_LEADER_SECONDS = 600.0
-RUNTIME_FAILURE_WINDOW_SECONDS = 900.0  # as PposRuntimeEnvironmentFailing's 15 min
+# PposRuntimeEnvironmentFailing: over the jobs the plane reports synced in its recent
+# window (RegionSyncStatus.recent_jobs, 15 min as the Prometheus rule's).
 RUNTIME_FAILURE_SHARE = 0.25  # of the jobs synced in the window
 RUNTIME_FAILURE_MIN = 5  # so a handful of jobs is not a rate
+FAILED_RUNTIME = job_pb2.GOVERNANCE_STATE_FAILED_RUNTIME_ENVIRONMENT
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,7 @@ class Alert:
     subject: str
     summary: str
     severity: str = "warning"
+    started: float | None = None  # when the condition began, if the plane says
 
     @property
     def key(self) -> tuple[str, str]:
@@ -53,27 +57,28 @@ class Observed:
     quarantine_growth: Mapping[str, int] = field(default_factory=dict)
     oldest_open_command: float | None = None  # when the oldest undelivered one was made
     failed_admin_jobs: Iterable[res.AdminJob] = ()
-    runtime_failures: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    # The sync scheduler's lead as ListSyncStatuses reported it (None: never led);
+    # `leader_read` False when the statuses could not be read (then no verdict).
+    leader: sync_pb.LeaderLease | None = None
+    leader_read: bool = False
 
 
 def evaluate(seen: Observed, now: float) -> list[Alert]:
     """The alerts the plane's current state fires (each rule is one condition)."""
     return [
-        *_sync_alerts(seen.statuses, now),
+        *_sync_alerts(seen.statuses),
+        *_leader_alerts(seen.leader, seen.leader_read),
         *_quarantine_alerts(seen.quarantine_growth),
-        *_runtime_alerts(seen.runtime_failures),
+        *_runtime_alerts(runtime_failures(seen.statuses)),
         *_node_alerts(seen.regions),
         *_outbox_alerts(seen.failed_commands, seen.oldest_open_command, now),
         *_admin_job_alerts(seen.failed_admin_jobs, now),
     ]
 
 
-def _sync_alerts(statuses: Iterable[Any], now: float) -> list[Alert]:
+def _sync_alerts(statuses: Iterable[Any]) -> list[Alert]:
     alerts: list[Alert] = []
-    attempts = []
     for status in statuses:
-        if status.HasField("last_attempt_time"):
-            attempts.append(status.last_attempt_time.ToMilliseconds() / 1000)
         lag = status.lag.ToTimedelta().total_seconds() if status.HasField("lag") else 0.0
         if lag > SYNC_LAG_ALERT_SECONDS:
             alerts.append(
@@ -88,14 +93,22 @@ def _sync_alerts(statuses: Iterable[Any], now: float) -> list[Alert]:
                     "critical",
                 )
             )
-    if attempts and now - max(attempts) > NO_LEADER_SECONDS:
-        quiet = (now - max(attempts)) / 60
-        alerts.append(
-            Alert(
-                "PposNoSyncLeader", "sync", f"no region attempted for {quiet:.0f} min", "critical"
-            )
-        )
     return alerts
+
+
+def _leader_alerts(leader: sync_pb.LeaderLease | None, read: bool) -> list[Alert]:
+    """No replica leads the sync: none ever did, or the last lease ran out (its holder
+    stopped or was cut off and none took over). Since when: when the lease ended."""
+    if not read or (leader is not None and not leader.expired):
+        return []
+    if leader is None:
+        return [Alert("PposNoSyncLeader", "sync", "no replica has led the sync", "critical")]
+    started = None
+    summary = f"the lease of {leader.holder_identity} (generation {leader.generation}) ran out"
+    if leader.HasField("renew_time"):
+        renewed = leader.renew_time.ToMilliseconds() / 1000
+        started = renewed + leader.lease_duration.ToMilliseconds() / 1000
+    return [Alert("PposNoSyncLeader", "sync", summary, "critical", started)]
 
 
 def _quarantine_alerts(growth: Mapping[str, int]) -> list[Alert]:
@@ -104,6 +117,17 @@ def _quarantine_alerts(growth: Mapping[str, int]) -> list[Alert]:
         for region, grown in sorted(growth.items())
         if grown > 0
     ]
+
+
+def runtime_failures(statuses: Iterable[Any]) -> dict[str, tuple[int, int]]:
+    """Per region, (FAILED_RUNTIME_ENVIRONMENT jobs, all jobs) in the plane's recent window
+    (regions whose status carries no recent counts are left out)."""
+    failures = {}
+    for status in statuses:
+        if status.HasField("recent_jobs"):
+            counts = {c.governance_state: c.count for c in status.recent_jobs.counts}
+            failures[status.region] = (counts.get(FAILED_RUNTIME, 0), sum(counts.values()))
+    return failures
 
 
 def _runtime_alerts(failures: Mapping[str, tuple[int, int]]) -> list[Alert]:
@@ -171,7 +195,7 @@ class AlertBook:
         keys = {alert.key for alert in alerts}
         self.since = {k: v for k, v in self.since.items() if k in keys}
         for alert in alerts:
-            self.since.setdefault(alert.key, now)
+            self.since.setdefault(alert.key, alert.started or now)
         self.active, self.evaluated = alerts, now
         return alerts
 

@@ -17,9 +17,8 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
 from ppos.controlplane.client import ControlPlaneError, UnauthenticatedError
-from ppos.portal.alerts import RUNTIME_FAILURE_WINDOW_SECONDS, AlertBook
+from ppos.portal.alerts import AlertBook
 from ppos.portal.plane import PlaneLink
-from ppos.portal.runtime_failures import RuntimeFailureRate
 
 if TYPE_CHECKING:
     from ppos.portal.live import LiveHub
@@ -60,9 +59,6 @@ class Portal:
     environment: Environment
     hub: LiveHub
     alerts: AlertBook = field(default_factory=AlertBook)
-    runtime_failures: RuntimeFailureRate = field(
-        default_factory=lambda: RuntimeFailureRate(RUNTIME_FAILURE_WINDOW_SECONDS)
-    )
 
     @property
     def cookie_name(self) -> str:

@@ -35,6 +35,7 @@ from ppos.controlplane.cli.progress import (
     job_state,
     sweep_state,
 )
+from ppos.controlplane.cli.sync_leader import leader_line, recent_runtime_failures
 from ppos.controlplane.cli.watching import follow
 from ppos.controlplane.client import Stream
 from ppos.controlplane.common.v1 import resource_pb2
@@ -200,6 +201,7 @@ STATUS_COLUMNS = [
     Column("DUPLICATES", lambda s: str(s.duplicates_skipped), wide=True),
     Column("ACTIVE SWEEP", lambda s: s.active_sweep_id or "-", wide=True),
     Column("LAST ATTEMPT", lambda s: when(s.last_attempt_time), wide=True),
+    Column("FAILED RUNTIME (15m)", recent_runtime_failures, wide=True),
 ]
 
 SWEEP_COLUMNS = [
@@ -249,12 +251,15 @@ QUARANTINE_COLUMNS = [
 
 
 def sync_status(ctx: Context, args: argparse.Namespace) -> None:
+    reply: pb.ListSyncStatusesResponse | pb.GetSyncStatusResponse
     if args.region:
-        status = ctx.cp.sync.get_status(args.region)
-        ctx.out.show(status, STATUS_COLUMNS, [status])
-        return
-    statuses = ctx.cp.sync.list_statuses()
-    ctx.out.show(pb.ListSyncStatusesResponse(statuses=statuses), STATUS_COLUMNS, statuses)
+        reply = ctx.cp.sync.get_status_reply(args.region)
+        ctx.out.show(reply.status, STATUS_COLUMNS, [reply.status])
+    else:
+        reply = ctx.cp.sync.list_statuses_reply()
+        ctx.out.show(reply, STATUS_COLUMNS, reply.statuses)
+    if ctx.out.format in ("table", "wide"):
+        ctx.out.console.print(leader_line(reply), markup=False, highlight=False)
 
 
 def sync_watch(ctx: Context, args: argparse.Namespace) -> int:

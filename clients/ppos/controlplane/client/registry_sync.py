@@ -20,15 +20,21 @@ class RegistrySyncClient:
         self._conn = connection
         self._stub = pb_grpc.RegistrySyncServiceStub(connection.channel)
 
-    def list_statuses(self) -> list[pb.RegionSyncStatus]:
-        reply = self._conn.unary(
+    def list_statuses_reply(self) -> pb.ListSyncStatusesResponse:
+        """Every region's status and the scheduler's lead (`leader`, unset if never led)."""
+        return self._conn.unary(
             self._stub.ListSyncStatuses, pb.ListSyncStatusesRequest(), name="ListSyncStatuses"
         )
-        return list(reply.statuses)
+
+    def list_statuses(self) -> list[pb.RegionSyncStatus]:
+        return list(self.list_statuses_reply().statuses)
+
+    def get_status_reply(self, region: str) -> pb.GetSyncStatusResponse:
+        request = pb.GetSyncStatusRequest(region=region)
+        return self._conn.unary(self._stub.GetSyncStatus, request, name="GetSyncStatus")
 
     def get_status(self, region: str) -> pb.RegionSyncStatus:
-        request = pb.GetSyncStatusRequest(region=region)
-        return self._conn.unary(self._stub.GetSyncStatus, request, name="GetSyncStatus").status
+        return self.get_status_reply(region).status
 
     def watch_status(self, regions: Iterable[str] = ()) -> Stream[pb.WatchSyncStatusResponse]:
         request = pb.WatchSyncStatusRequest(regions=list(regions))

@@ -22,7 +22,8 @@ governance reconciler) names itself and asks `leadership_for` for its lead:
     renewal failed (or overdue by its own clock) and steps down.
 - SQLite file: an exclusive `flock` on a file next to the database, released by
   the kernel when the process dies (two processes sharing one SQLite file; a
-  frozen holder keeps it: SQLite deployments are one process).
+  frozen holder keeps it: SQLite deployments are one process). The lease in
+  `leader_leases` is renewed too, by this process's clock, only to report the lead.
 - SQLite in memory: one process by construction, always the leader.
 
 Each lead taken increments the loop's generation in `leader_leases`
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import fcntl
 import os
 import socket
@@ -93,14 +95,19 @@ def leadership_for(url: str | URL, name: str, *, key: int | None = None) -> Lead
 
 # Take the lease with the lock: a new generation, this session's pid, a fresh expiry.
 _TAKE_LEASE = """
-INSERT INTO leader_leases AS l (name, generation, holder, backend_pid, expires_at)
-VALUES (%(name)s, 1, %(holder)s, pg_backend_pid(), now() + make_interval(secs => %(ttl)s))
+INSERT INTO leader_leases AS l
+    (name, generation, holder, backend_pid, expires_at, acquired_at, renewed_at, lease_seconds)
+VALUES (%(name)s, 1, %(holder)s, pg_backend_pid(), now() + make_interval(secs => %(ttl)s),
+    now(), now(), %(ttl)s)
 ON CONFLICT (name) DO UPDATE SET generation = l.generation + 1, holder = EXCLUDED.holder,
-    backend_pid = EXCLUDED.backend_pid, expires_at = EXCLUDED.expires_at
+    backend_pid = EXCLUDED.backend_pid, expires_at = EXCLUDED.expires_at,
+    acquired_at = EXCLUDED.acquired_at, renewed_at = EXCLUDED.renewed_at,
+    lease_seconds = EXCLUDED.lease_seconds
 RETURNING generation
 """
 _RENEW = (
-    "UPDATE leader_leases SET expires_at = now() + make_interval(secs => %(ttl)s) "
+    "UPDATE leader_leases SET expires_at = now() + make_interval(secs => %(ttl)s), "
+    "renewed_at = now() "
     "WHERE name = %(name)s AND generation = %(generation)s"
 )
 _EXPIRE = (
@@ -254,24 +261,63 @@ class AdvisoryLockLeadership:
 
 
 _SQLITE_TAKE = """
-INSERT INTO leader_leases (name, generation, holder) VALUES (?, 1, ?)
-ON CONFLICT (name) DO UPDATE SET generation = generation + 1, holder = excluded.holder
+INSERT INTO leader_leases
+    (name, generation, holder, acquired_at, renewed_at, expires_at, lease_seconds)
+VALUES (:name, 1, :holder, :now, :now, :expires, :ttl)
+ON CONFLICT (name) DO UPDATE SET generation = generation + 1, holder = excluded.holder,
+    acquired_at = excluded.acquired_at, renewed_at = excluded.renewed_at,
+    expires_at = excluded.expires_at, lease_seconds = excluded.lease_seconds
 RETURNING generation
 """
+_SQLITE_RENEW = (
+    "UPDATE leader_leases SET renewed_at = :now, expires_at = :expires "
+    "WHERE name = :name AND generation = :generation"
+)
+_SQLITE_EXPIRE = (
+    "UPDATE leader_leases SET expires_at = :now WHERE name = :name AND generation = :generation"
+)
+
+
+def _sqlite_time(value: dt.datetime) -> str:
+    """As SQLAlchemy's DateTime stores it in SQLite (UTC, no offset)."""
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 class FileLockLeadership:
-    def __init__(self, path: Path, database: Path, name: str) -> None:
+    """The flock is the lead; the lease row (renewed as on PostgreSQL) only reports
+    it, so the API can tell a stopped leader (its lease runs out) from a live one."""
+
+    def __init__(
+        self,
+        path: Path,
+        database: Path,
+        name: str,
+        *,
+        lease_ttl: float = LEASE_TTL,
+        renew_every: float = RENEW_EVERY,
+    ) -> None:
         self.path = path
         self.name = name
         self.generation = 0
+        self.lease_ttl = lease_ttl
+        self.renew_every = renew_every
         self._database = database
         self._fd: int | None = None
+        self._renewer: asyncio.Task[None] | None = None
 
-    def _take_generation(self) -> int:
+    def _lease_write(self, statement: str, ttl: float) -> int | None:
+        now = dt.datetime.now(dt.UTC)
+        params = {
+            "name": self.name,
+            "holder": holder_name(),
+            "generation": self.generation,
+            "now": _sqlite_time(now),
+            "expires": _sqlite_time(now + dt.timedelta(seconds=ttl)),
+            "ttl": ttl,
+        }
         with contextlib.closing(sqlite3.connect(self._database, timeout=30)) as conn, conn:
-            row = conn.execute(_SQLITE_TAKE, (self.name, holder_name())).fetchone()
-        return int(row[0])
+            row = conn.execute(statement, params).fetchone()
+        return int(row[0]) if row else None
 
     async def acquire(self) -> bool:
         if self._fd is not None:
@@ -284,24 +330,46 @@ class FileLockLeadership:
             os.close(fd)
             return False
         try:
-            self.generation = await asyncio.to_thread(self._take_generation)
+            taken = await asyncio.to_thread(self._lease_write, _SQLITE_TAKE, self.lease_ttl)
         except sqlite3.Error as exc:
             _log.warning("leadership.acquire_failed", name=self.name, error=type(exc).__name__)
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
             return False
+        self.generation = taken or 0
         self._fd = fd
+        self._renewer = asyncio.create_task(self._renew(), name=f"lease-{self.name}")
         _log.info("leadership.taken", name=self.name, generation=self.generation)
         return True
+
+    async def _renew(self) -> None:
+        """Keep the reported lease fresh while the flock is held; a failed renewal
+        is logged and retried (the lead itself is the flock's)."""
+        while self._fd is not None:
+            await asyncio.sleep(self.renew_every)
+            try:
+                await asyncio.to_thread(self._lease_write, _SQLITE_RENEW, self.lease_ttl)
+            except sqlite3.Error as exc:
+                _log.warning("leadership.renew_failed", name=self.name, error=type(exc).__name__)
 
     async def check(self) -> bool:
         return self._fd is not None
 
     async def release(self) -> None:
+        renewer, self._renewer = self._renewer, None
+        if renewer is not None:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
         fd, self._fd = self._fd, None
-        if fd is not None:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
+        if fd is None:
+            return
+        try:  # expire the reported lease at once, as PostgreSQL's release does
+            await asyncio.to_thread(self._lease_write, _SQLITE_EXPIRE, 0.0)
+        except sqlite3.Error as exc:
+            _log.warning("leadership.expire_failed", name=self.name, error=type(exc).__name__)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
     def fence(self) -> Fence:
         return Fence(self.name, self.generation if self._fd is not None else 0)

@@ -28,7 +28,7 @@ import datetime as dt
 from collections.abc import Callable
 from typing import TypeVar
 
-from sqlalchemy import BigInteger, DateTime, Integer, String, func, select, text
+from sqlalchemy import BigInteger, DateTime, Float, Integer, String, func, select, text
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from ppos.controlplane.core.logging import get_logger
@@ -54,6 +54,9 @@ class LeaderLeaseRow(Base):
     holder: Mapped[str] = mapped_column(String(256), nullable=False)
     backend_pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
     expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    acquired_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    renewed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    lease_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class LeadershipLost(Exception):

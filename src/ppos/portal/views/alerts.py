@@ -8,13 +8,11 @@ from starlette.routing import Route
 
 from ppos.portal.alerts import (
     ADMIN_JOB_FAILED_WINDOW_SECONDS,
-    NO_LEADER_SECONDS,
     NOT_READY_ALERT_SHARE,
     OUTBOX_STUCK_SECONDS,
     QUARANTINE_WINDOW_SECONDS,
     RUNTIME_FAILURE_MIN,
     RUNTIME_FAILURE_SHARE,
-    RUNTIME_FAILURE_WINDOW_SECONDS,
     SYNC_LAG_ALERT_SECONDS,
 )
 from ppos.portal.sessions import Session
@@ -33,8 +31,8 @@ RULES = [
     (
         "PposRuntimeEnvironmentFailing",
         f"more than {RUNTIME_FAILURE_SHARE:.0%} (and at least {RUNTIME_FAILURE_MIN}) of the "
-        f"jobs a region synced in the last {RUNTIME_FAILURE_WINDOW_SECONDS / 60:.0f} min "
-        "are FAILED_RUNTIME_ENVIRONMENT",
+        "jobs a region synced in the plane's recent window (15 min) are "
+        "FAILED_RUNTIME_ENVIRONMENT",
     ),
     ("PposOutboxFailing", "outbox commands failed delivery"),
     (
@@ -47,8 +45,8 @@ RULES = [
     ),
     (
         "PposNoSyncLeader",
-        f"no region's sync attempted for {NO_LEADER_SECONDS / 60:.0f} min "
-        "(no replica leads the sync)",
+        "no replica leads the sync: none ever did, or the leader's lease ran out "
+        "and no replica took over",
     ),
 ]
 

@@ -47,6 +47,8 @@ class Overview:
     """What the panel shows; each section has its value or the plane's error."""
 
     statuses: list[Any] = field(default_factory=list)
+    leader: Any = None  # the sync scheduler's LeaderLease (None: never led)
+    leader_read: bool = False
     regions: dict[str, Counter[str]] = field(default_factory=dict)
     versions: list[node_pb2.VersionCount] = field(default_factory=list)
     outbox_open: int = 0
@@ -99,7 +101,10 @@ def gather(clients: OperatorClients, watch: NodeWatch | None = None) -> Overview
     watched = watch is not None and watch.synced and watch.running  # else stale
 
     def sync() -> None:
-        data.statuses = clients.sync.list_statuses()
+        reply = clients.sync.list_statuses_reply()
+        data.statuses = list(reply.statuses)
+        data.leader = reply.leader if reply.HasField("leader") else None
+        data.leader_read = True
 
     def versions() -> None:
         if watch is not None and watched:
@@ -159,11 +164,6 @@ async def current_overview(portal: Portal, session: Session) -> Overview:
     for region, counts in data.regions.items():
         hub.nodes.readiness.record(region, tuple(float(counts[r]) for r in READINESS_SHOWN))
     data.charts = region_charts(hub.sync.series, hub.nodes.readiness)
-    runtime: dict[str, tuple[int, int]] = {}
-    try:
-        runtime = await call(portal.runtime_failures.read, session.clients)
-    except ControlPlaneError as error:
-        data.errors["runtime"] = error
     seen = Observed(
         statuses=data.statuses,
         regions=data.regions,
@@ -171,7 +171,8 @@ async def current_overview(portal: Portal, session: Session) -> Overview:
         quarantine_growth=hub.sync.growth(QUARANTINE_WINDOW_SECONDS),
         oldest_open_command=data.oldest_open_command,
         failed_admin_jobs=data.failed_admin_jobs,
-        runtime_failures=runtime,
+        leader=data.leader,
+        leader_read=data.leader_read,
     )
     data.alerts = portal.alerts.update(evaluate(seen, time.time()))
     return data

@@ -243,6 +243,7 @@ class RegionSyncStatus(_message.Message):
     DUPLICATES_SKIPPED_FIELD_NUMBER: _builtins.int
     PAGES_COMMITTED_FIELD_NUMBER: _builtins.int
     ACTIVE_SWEEP_ID_FIELD_NUMBER: _builtins.int
+    RECENT_JOBS_FIELD_NUMBER: _builtins.int
     region: _builtins.str
     """Region."""
     cursor: _builtins.str
@@ -284,6 +285,13 @@ class RegionSyncStatus(_message.Message):
     def last_attempt_time(self) -> _timestamp_pb2.Timestamp:
         """When the region was last attempted."""
 
+    @_builtins.property
+    def recent_jobs(self) -> Global___RecentSyncedJobs:
+        """Jobs of the region synced lately, by governance state. Set in
+        ListSyncStatuses and GetSyncStatus replies; unset in WatchSyncStatus's
+        messages (a count per watcher and poll would cost every stream a query).
+        """
+
     def __init__(
         self,
         *,
@@ -302,14 +310,132 @@ class RegionSyncStatus(_message.Message):
         duplicates_skipped: _builtins.int = ...,
         pages_committed: _builtins.int = ...,
         active_sweep_id: _builtins.str = ...,
+        recent_jobs: Global___RecentSyncedJobs | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["lag", b"lag", "last_attempt_time", b"last_attempt_time", "last_success_time", b"last_success_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lag", b"lag", "last_attempt_time", b"last_attempt_time", "last_success_time", b"last_success_time", "recent_jobs", b"recent_jobs"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_sweep_id", b"active_sweep_id", "bytes_synced", b"bytes_synced", "cursor", b"cursor", "duplicates_skipped", b"duplicates_skipped", "head_cursor", b"head_cursor", "lag", b"lag", "lag_changes", b"lag_changes", "last_attempt_time", b"last_attempt_time", "last_error", b"last_error", "last_success_time", b"last_success_time", "pages_committed", b"pages_committed", "quarantined_count", b"quarantined_count", "records_synced", b"records_synced", "region", b"region", "sweeping", b"sweeping"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_sweep_id", b"active_sweep_id", "bytes_synced", b"bytes_synced", "cursor", b"cursor", "duplicates_skipped", b"duplicates_skipped", "head_cursor", b"head_cursor", "lag", b"lag", "lag_changes", b"lag_changes", "last_attempt_time", b"last_attempt_time", "last_error", b"last_error", "last_success_time", b"last_success_time", "pages_committed", b"pages_committed", "quarantined_count", b"quarantined_count", "recent_jobs", b"recent_jobs", "records_synced", b"records_synced", "region", b"region", "sweeping", b"sweeping"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RegionSyncStatus: _TypeAlias = RegionSyncStatus  # noqa: Y015
+
+@_typing.final
+class RecentSyncedJobs(_message.Message):
+    """RecentSyncedJobs counts the jobs synced in a window that ends now."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WINDOW_FIELD_NUMBER: _builtins.int
+    COUNTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def window(self) -> _duration_pb2.Duration:
+        """How far back the window reaches (by when each job was stored here)."""
+
+    @_builtins.property
+    def counts(self) -> _containers.RepeatedCompositeFieldContainer[Global___GovernanceStateCount]:
+        """One count per governance state seen in the window (states with no job
+        are left out).
+        """
+
+    def __init__(
+        self,
+        *,
+        window: _duration_pb2.Duration | None = ...,
+        counts: _abc.Iterable[Global___GovernanceStateCount] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["window", b"window"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts", "window", b"window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecentSyncedJobs: _TypeAlias = RecentSyncedJobs  # noqa: Y015
+
+@_typing.final
+class GovernanceStateCount(_message.Message):
+    """GovernanceStateCount is how many jobs had one governance state."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GOVERNANCE_STATE_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    governance_state: _job_pb2.GovernanceState.ValueType
+    """Governance state."""
+    count: _builtins.int
+    """Jobs (each stored revision counts once)."""
+    def __init__(
+        self,
+        *,
+        governance_state: _job_pb2.GovernanceState.ValueType = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "governance_state", b"governance_state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GovernanceStateCount: _TypeAlias = GovernanceStateCount  # noqa: Y015
+
+@_typing.final
+class LeaderLease(_message.Message):
+    """LeaderLease is the lead of one singleton loop among the replicas, read as
+    a Kubernetes coordination Lease: who holds it, since when, when it was
+    last renewed and for how long a renewal lasts.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    HOLDER_IDENTITY_FIELD_NUMBER: _builtins.int
+    ACQUIRE_TIME_FIELD_NUMBER: _builtins.int
+    RENEW_TIME_FIELD_NUMBER: _builtins.int
+    LEASE_DURATION_FIELD_NUMBER: _builtins.int
+    GENERATION_FIELD_NUMBER: _builtins.int
+    EXPIRED_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The loop led (the sync's scheduler is "sync-leader")."""
+    holder_identity: _builtins.str
+    """The replica holding the lead, or that held it last: "host:pid"."""
+    generation: _builtins.int
+    """Leads taken of this loop so far, this one included (the fencing
+    generation; Kubernetes' leaseTransitions plus one).
+    """
+    expired: _builtins.bool
+    """Whether the lease has run out (by the database's clock on PostgreSQL):
+    the holder stopped or was cut off and no replica has taken over.
+    """
+    @_builtins.property
+    def acquire_time(self) -> _timestamp_pb2.Timestamp:
+        """When the holder took the lead."""
+
+    @_builtins.property
+    def renew_time(self) -> _timestamp_pb2.Timestamp:
+        """When the holder last renewed its lease."""
+
+    @_builtins.property
+    def lease_duration(self) -> _duration_pb2.Duration:
+        """How long a renewal lasts: the lease ends at renew_time plus this."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        holder_identity: _builtins.str = ...,
+        acquire_time: _timestamp_pb2.Timestamp | None = ...,
+        renew_time: _timestamp_pb2.Timestamp | None = ...,
+        lease_duration: _duration_pb2.Duration | None = ...,
+        generation: _builtins.int = ...,
+        expired: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["acquire_time", b"acquire_time", "lease_duration", b"lease_duration", "renew_time", b"renew_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acquire_time", b"acquire_time", "expired", b"expired", "generation", b"generation", "holder_identity", b"holder_identity", "lease_duration", b"lease_duration", "name", b"name", "renew_time", b"renew_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LeaderLease: _TypeAlias = LeaderLease  # noqa: Y015
 
 @_typing.final
 class SweepRegion(_message.Message):
@@ -576,18 +702,24 @@ class ListSyncStatusesResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     STATUSES_FIELD_NUMBER: _builtins.int
+    LEADER_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def statuses(self) -> _containers.RepeatedCompositeFieldContainer[Global___RegionSyncStatus]:
         """One status per configured region."""
+
+    @_builtins.property
+    def leader(self) -> Global___LeaderLease:
+        """The sync scheduler's lead; unset when no replica has ever led it."""
 
     def __init__(
         self,
         *,
         statuses: _abc.Iterable[Global___RegionSyncStatus] | None = ...,
+        leader: Global___LeaderLease | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["leader", b"leader"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["statuses", b"statuses"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["leader", b"leader", "statuses", b"statuses"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -622,18 +754,24 @@ class GetSyncStatusResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     STATUS_FIELD_NUMBER: _builtins.int
+    LEADER_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def status(self) -> Global___RegionSyncStatus:
         """The region's status."""
+
+    @_builtins.property
+    def leader(self) -> Global___LeaderLease:
+        """The sync scheduler's lead; unset when no replica has ever led it."""
 
     def __init__(
         self,
         *,
         status: Global___RegionSyncStatus | None = ...,
+        leader: Global___LeaderLease | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["status", b"status"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["leader", b"leader", "status", b"status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["leader", b"leader", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

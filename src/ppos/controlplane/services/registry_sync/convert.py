@@ -20,6 +20,7 @@ from ppos.controlplane.services.registry_sync.models import (
     SyncRegionRow,
 )
 from ppos.controlplane.services.registry_sync.verify import enum_value
+from ppos.controlplane.storage.leases import LeaderLeaseRow
 from ppos.preflight.v1 import job_pb2
 
 SWEEP_STATES = {
@@ -66,6 +67,36 @@ def region_status(
     status.pages_committed = row.pages_committed
     status.active_sweep_id = row.active_sweep_id or ""
     return status
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    """SQLite gives back naive datetimes; every stored time is UTC."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+
+
+def recent_jobs(counts: dict[str, int], window: dt.timedelta) -> pb.RecentSyncedJobs:
+    recent = pb.RecentSyncedJobs(window=to_duration(window.total_seconds()))
+    for state, count in sorted(counts.items()):
+        recent.counts.add(
+            governance_state=cast(Any, enum_value(job_pb2.GovernanceState, state)), count=count
+        )
+    return recent
+
+
+def leader_lease(row: LeaderLeaseRow | None, now: dt.datetime) -> pb.LeaderLease | None:
+    """The lease as a Kubernetes Lease reads; expired by `now` (the database's clock)."""
+    if row is None:
+        return None
+    lease = pb.LeaderLease(name=row.name, holder_identity=row.holder, generation=row.generation)
+    if row.acquired_at is not None:
+        lease.acquire_time.FromDatetime(_utc(row.acquired_at))
+    if row.renewed_at is not None:
+        lease.renew_time.FromDatetime(_utc(row.renewed_at))
+    if row.lease_seconds is not None:
+        lease.lease_duration.CopyFrom(to_duration(row.lease_seconds))
+    # A row without an expiry was written before leases were renewed: no live lead known.
+    lease.expired = row.expires_at is None or _utc(row.expires_at) <= _utc(now)
+    return lease
 
 
 def sweep(row: SweepRow, parts: Sequence[SweepRegionRow]) -> pb.Sweep:

@@ -75,6 +75,8 @@ class SyncedJobRow(Base):
         Index("ix_synced_jobs_job_id", "job_id"),
         Index("ix_synced_jobs_governance_state", "governance_state", "sync_sequence"),
         Index("ix_synced_jobs_region_sequence", "region", "sync_sequence"),
+        # The recent jobs by governance state (RegionSyncStatus.recent_jobs), index only.
+        Index("ix_synced_jobs_region_synced_state", "region", "synced_at", "governance_state"),
         {"sqlite_autoincrement": True},
     )
 

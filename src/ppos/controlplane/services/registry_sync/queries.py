@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, defer
 
 from ppos.controlplane.core.errors import NotFound
@@ -15,6 +16,7 @@ from ppos.controlplane.services.registry_sync.models import (
     SyncedJobRow,
     SyncRegionRow,
 )
+from ppos.controlplane.storage.leases import LeaderLeaseRow, database_now
 
 # A page of jobs or quarantined records stops once it holds this many payload bytes
 # (below the 4 MiB a default gRPC client accepts, unless one record is larger).
@@ -24,6 +26,23 @@ PAGE_BYTE_BUDGET = 3 * 1024 * 1024
 def region_rows(session: Session, regions: Sequence[str]) -> dict[str, SyncRegionRow]:
     rows = session.scalars(select(SyncRegionRow).where(SyncRegionRow.region.in_(list(regions))))
     return {row.region: row for row in rows}
+
+
+def recent_job_counts(session: Session, region: str, since: dt.datetime) -> dict[str, int]:
+    """The region's jobs stored since `since`, by governance state: one range of
+    ix_synced_jobs_region_synced_state, read from the index alone on PostgreSQL."""
+    rows = session.execute(
+        select(SyncedJobRow.governance_state, func.count())
+        .where(SyncedJobRow.region == region, SyncedJobRow.synced_at >= since)
+        .group_by(SyncedJobRow.governance_state)
+    )
+    return {state: int(count) for state, count in rows}
+
+
+def leader_lease(session: Session, name: str) -> tuple[LeaderLeaseRow | None, dt.datetime]:
+    """The loop's lease row (None before any lead) and the clock its expiry is read by."""
+    row = session.get(LeaderLeaseRow, name)
+    return row, database_now(session)
 
 
 def synced_job(session: Session, region: str, job_id: str, revision: int) -> SyncedJobRow:

@@ -25,6 +25,7 @@ from ppos.controlplane.security.principal import current_principal
 from ppos.controlplane.services.registry_sync import (
     convert,
     queries,
+    status_reads,
     sweep_records,
     sweep_requests,
     verify_mirror,
@@ -105,10 +106,11 @@ class RegistrySyncServicer(pb_grpc.RegistrySyncServiceServicer):
             seen.add(region)
         violations.raise_if_any()
 
-    async def _status(self, regions: list[str]) -> list[pb.RegionSyncStatus]:
-        rows = await self._deps.db.read(lambda s: queries.region_rows(s, regions))
-        now = utcnow()
-        return [convert.region_status(region, rows.get(region), now) for region in regions]
+    async def _status(self, regions: list[str], recent: bool = False) -> list[pb.RegionSyncStatus]:
+        return await status_reads.region_statuses(self._deps.db, regions, recent=recent)
+
+    async def _leader(self) -> pb.LeaderLease | None:
+        return await status_reads.sync_leader(self._deps.db)
 
     async def _sweep(self, sweep_id: str) -> pb.Sweep:
         row, parts = await self._deps.db.read(lambda s: sweep_records.get_sweep(s, sweep_id))
@@ -119,7 +121,8 @@ class RegistrySyncServicer(pb_grpc.RegistrySyncServiceServicer):
     async def ListSyncStatuses(
         self, request: pb.ListSyncStatusesRequest, context: Context
     ) -> pb.ListSyncStatusesResponse:
-        return pb.ListSyncStatusesResponse(statuses=await self._status(self._regions))
+        statuses, leader = await self._status(self._regions, True), await self._leader()
+        return pb.ListSyncStatusesResponse(statuses=statuses, leader=leader)
 
     async def GetSyncStatus(
         self, request: pb.GetSyncStatusRequest, context: Context
@@ -129,8 +132,8 @@ class RegistrySyncServicer(pb_grpc.RegistrySyncServiceServicer):
         violations.raise_if_any()
         if request.region not in self._settings.regions:
             raise NotFound("sync region", request.region)
-        (status,) = await self._status([request.region])
-        return pb.GetSyncStatusResponse(status=status)
+        (status,) = await self._status([request.region], True)
+        return pb.GetSyncStatusResponse(status=status, leader=await self._leader())
 
     async def WatchSyncStatus(
         self, request: pb.WatchSyncStatusRequest, context: Context
@@ -374,7 +377,7 @@ class RegistrySyncModule:
         self.scheduler = SyncScheduler(
             context,
             self._clients,
-            leadership_for(deps.database_url, "sync-leader", key=SYNC_LEADER_KEY),
+            leadership_for(deps.database_url, status_reads.SYNC_LEADER_LOOP, key=SYNC_LEADER_KEY),
             stop_grace=deps.shutdown_grace,
         )
 
