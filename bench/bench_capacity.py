@@ -97,6 +97,7 @@ class Step:
     offered: float  # heartbeats/s scheduled
     answered: int = 0
     failed: int = 0
+    codes: set[str] = field(default_factory=set)  # the failed calls' status codes
     seconds: float = 0.0
     p50_ms: float = float("nan")
     p99_ms: float = float("nan")
@@ -116,7 +117,8 @@ class Step:
         cpu = ", ".join(f"{k} {v:,.0f} µs" for k, v in self.cpu_us.items())
         return (
             f"{replicas} replica(s), offered {self.offered:,.0f}/s: answered {self.rate:,.0f}/s, "
-            f"p50 {self.p50_ms:.0f} ms, p99 {self.p99_ms:.0f} ms, failed {self.failed}, "
+            f"p50 {self.p50_ms:.0f} ms, p99 {self.p99_ms:.0f} ms, failed {self.failed}"
+            f"{' ' + '/'.join(sorted(self.codes)) if self.codes else ''}, "
             f"send lag p99 {self.send_lag_p99_ms:.0f} ms{', OVERLOADED' if self.overloaded else ''}"
             f"; CPU per heartbeat: {cpu} -> {'held' if self.held else 'FAILED'}"
         )
@@ -154,8 +156,9 @@ class Sender:
                     timeout=CALL_TIMEOUT,
                 )
                 latencies.append(loop.time() - scheduled)
-            except grpc.aio.AioRpcError:
+            except grpc.aio.AioRpcError as exc:
                 step.failed += 1
+                step.codes.add(exc.code().name)
 
         total, began = int(rate * seconds), loop.time()
         sent = 0
