@@ -20,7 +20,8 @@ client of a headless Service would.
 CPU per heartbeat is read from /proc for the replicas, for the PostgreSQL
 backends connected to the bench's database (found in pg_stat_activity; the
 server's shared WAL writer and checkpointer serve every database on the
-machine and are not counted) and for the load generator (this process).
+machine and are not counted) and for the load generator (this process, which
+also runs the watchers).
 
 `python -m bench --full capacity` (smoke mode: a few seconds, proves it runs).
 """
