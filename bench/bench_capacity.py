@@ -298,6 +298,7 @@ def _report(result: Result, count: int, held: Step | None) -> None:
 
 
 async def _measure(plan: Plan, url: str, work: Path, result: Result) -> None:
+    """One then two replicas (long: replicas, watchers and meter span both and end together)."""
     token = f"ppos_{secrets.token_urlsafe(32)}"
     env = {
         "PPOS_SERVICES": "noderegistry",
