@@ -15,7 +15,9 @@ import sqlite3
 import psycopg
 import pytest
 from sqlalchemy import bindparam, inspect, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import InvalidRequestError
 
 from ppos.controlplane.common.v1 import resource_pb2 as common_pb
 from ppos.controlplane.core.errors import InvalidArgument
@@ -460,3 +462,28 @@ async def test_a_converted_read_keeps_at_most_its_memo_size_dropping_the_oldest(
         assert made == ["node-1", "node-2", "node-3", "node-1"]
     finally:
         db.close()
+
+
+@pytest.mark.parametrize("phases", [0, 2])
+def test_read_parameters_are_what_sqlalchemy_makes_of_the_same_values(phases: int) -> None:
+    """Parameters are filled from a plan worked out once per statement (not by
+    `construct_params` per read): the same values in the same places, for
+    both drivers; a value missing is SQLAlchemy's own error; a statement the
+    plan does not cover (an expanding IN) goes through `construct_params`."""
+    tenants = TenantRow.__table__
+    expanding = PreparedRead(
+        select(tenants).where(tenants.c.phase.in_(bindparam("p", expanding=True)))
+    )
+    values = {"after": "tenant-003", "limit": 11, "node_id": "node_1"}
+    values |= {f"phase_{index}": f"PHASE{index}" for index in range(phases)}
+    for dialect in (sqlite.dialect(), postgresql.dialect()):
+        for read in (NODE_BY_ID, tenants_after(phases)):
+            compiled = read.compiled(dialect)
+            expected = compiled._compiled.construct_params(dict(values))
+            if compiled._positional:
+                assert compiled.parameters(values) == tuple(expected[n] for n in compiled._names)
+            else:
+                assert compiled.parameters(values) == expected
+            with pytest.raises(InvalidRequestError, match="A value is required"):
+                compiled.parameters({})
+        assert expanding.compiled(dialect)._binds is None

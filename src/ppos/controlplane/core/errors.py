@@ -20,14 +20,14 @@ then only ErrorInfo, until it fits. Message plus details stay under 7 KiB.
 
 from __future__ import annotations
 
+from collections import namedtuple
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import grpc
-from google.protobuf import any_pb2, duration_pb2
+from google.protobuf import duration_pb2
 from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
-from grpc_status import rpc_status
 
 from ppos.controlplane.core.reply_bounds import (
     MAX_DETAILS_BYTES,
@@ -42,6 +42,8 @@ from ppos.controlplane.core.reply_bounds import (
 )
 
 ERROR_DOMAIN = "controlplane.ppos.printprice"
+# Where gRPC carries the serialized google.rpc.Status (grpc_status's key).
+GRPC_DETAILS_METADATA_KEY = "grpc-status-details-bin"
 
 
 @dataclass(frozen=True)
@@ -83,10 +85,11 @@ class DomainError(Exception):
         """The status with its details, bounded (see the module)."""
         code, message = self.code.value[0], bounded_message(self.message)
         info = error_details_pb2.ErrorInfo(
-            reason=clip(self.reason, MAX_ID_CHARS),
-            domain=ERROR_DOMAIN,
-            metadata=bounded_metadata(self.metadata),
+            reason=clip(self.reason, MAX_ID_CHARS), domain=ERROR_DOMAIN
         )
+        entries = info.metadata
+        for key, value in bounded_metadata(self.metadata).items():
+            entries[key] = value
         for shown in (MAX_SHOWN_VIOLATIONS, 10, 5, 1, 0):
             status = _status(code, message, [info, *self.bounded_details(shown)])
             if status.ByteSize() <= MAX_DETAILS_BYTES:
@@ -101,16 +104,33 @@ class DomainError(Exception):
         return _status(code, message, [minimal])
 
     def to_grpc_status(self) -> grpc.Status:
-        return rpc_status.to_status(self.to_status_proto())
+        status = self.to_status_proto()
+        return _GrpcStatus(
+            self.code, status.message, ((GRPC_DETAILS_METADATA_KEY, status.SerializeToString()),)
+        )
+
+
+class _GrpcStatus(namedtuple("_GrpcStatus", ("code", "details", "trailing_metadata")), grpc.Status):
+    """What grpc_status.rpc_status.to_status makes, from the code we already hold."""
+
+
+# Any.type_url by message type: Any.Pack works it out (in Python) on every call.
+_TYPE_URLS: dict[type[Message], str] = {}
+
+
+def _type_url(detail: Message) -> str:
+    url = _TYPE_URLS.get(type(detail))
+    if url is None:
+        url = _TYPE_URLS[type(detail)] = "type.googleapis.com/" + detail.DESCRIPTOR.full_name
+    return url
 
 
 def _status(code: int, message: str, details: Iterable[Message]) -> status_pb2.Status:
-    packed = []
+    status = status_pb2.Status(code=code, message=message)
+    packed = status.details
     for detail in details:
-        item = any_pb2.Any()
-        item.Pack(detail)
-        packed.append(item)
-    return status_pb2.Status(code=code, message=message, details=packed)
+        packed.add(type_url=_type_url(detail), value=detail.SerializeToString())
+    return status
 
 
 def _summary(violations: Sequence[FieldViolation]) -> str:
@@ -189,6 +209,15 @@ class NotFound(DomainError):
             )
         ]
 
+    def bounded_details(self, shown: int) -> list[Message]:
+        # Built bounded, with no copy to cut (the name was cut when the error was made).
+        return [
+            error_details_pb2.ResourceInfo(
+                resource_type=clip(self.resource_type, MAX_ID_CHARS),
+                resource_name=self.resource_name,
+            )
+        ]
+
 
 class AlreadyExists(DomainError):
     """The resource (or the idempotency key, with another body) exists."""
@@ -216,6 +245,15 @@ class AlreadyExists(DomainError):
         return [
             error_details_pb2.ResourceInfo(
                 resource_type=self.resource_type, resource_name=self.resource_name
+            )
+        ]
+
+    def bounded_details(self, shown: int) -> list[Message]:
+        # Built bounded, with no copy to cut (the name was cut when the error was made).
+        return [
+            error_details_pb2.ResourceInfo(
+                resource_type=clip(self.resource_type, MAX_ID_CHARS),
+                resource_name=self.resource_name,
             )
         ]
 

@@ -30,7 +30,8 @@ refused 8 MB bodies grew the server by 1.8 GB.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -70,6 +71,16 @@ from ppos.controlplane.security.principal import (
 
 _log = structlog.get_logger("ppos.edge")
 AuthFailureHook = Callable[[str, str], None]  # (method, reason)
+# The loggers structlog filters debug lines out of (core/logging configures one).
+_ABOVE_DEBUG = frozenset(
+    structlog.make_filtering_bound_logger(level)
+    for level in (logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL)
+)
+
+
+def _debug_kept() -> bool:
+    """Whether a debug line would be written, asked without assembling a logger."""
+    return structlog.get_config()["wrapper_class"] not in _ABOVE_DEBUG
 
 
 class _ScrubbedContext:
@@ -109,13 +120,12 @@ class _Guard(CallWrapper):
         self._method = method
 
     def _admit(
-        self, context: Any
+        self, metadata: Sequence[Any]
     ) -> tuple[str, DomainError | OperatorLookupPending | None, PreflightClaims | None]:
         """Authenticate the call and bind who it is for: its request id, why it is
         refused (None when it is not; OperatorLookupPending when an operator
         credential must be looked up first, see _admit_operator), and its
         PREFLIGHT_JWT's claims if any."""
-        metadata = context.invocation_metadata() or ()
         request_id = request_id_from(metadata)
         try:
             principal, claims = self._edge.authenticator.authenticate_call(metadata, self._rule)
@@ -150,16 +160,18 @@ class _Guard(CallWrapper):
         credential pasted where it does not belong (not on health and reflection,
         open to anyone), a PREFLIGHT_JWT's request binding and single use. The
         call's request id, and why it is refused (None when it is not)."""
-        request_id, refused, claims = self._admit(context)
+        # Once: grpc.aio builds a new tuple of the call's metadata on every ask.
+        metadata = context.invocation_metadata() or ()
+        request_id, refused, claims = self._admit(metadata)
         if isinstance(refused, OperatorLookupPending):
             refused = await self._admit_operator(refused, request_id)
         if refused is None and not self._rule.open:
-            refused = self._pasted(context, request)
+            refused = self._pasted(metadata, request)
         if claims is not None and refused is None:
             refused = await self._bound(claims, request)
         return request_id, refused
 
-    def _pasted(self, context: Any, request: Any) -> DomainError | None:
+    def _pasted(self, metadata: Sequence[Any], request: Any) -> DomainError | None:
         """A credential in the request or in a header other than `authorization`
         (see credential_scan): refused before anything reads, stores or echoes it."""
         scanner = self._edge.scanner
@@ -167,7 +179,7 @@ class _Guard(CallWrapper):
             return None
         if isinstance(request, bytes) and scanner.holds_credential(request):
             return pasted_credential()
-        for key, value in context.invocation_metadata() or ():
+        for key, value in metadata:
             if key in CREDENTIAL_KEYS:
                 continue
             data = value if isinstance(value, bytes) else value.encode("utf-8", "surrogatepass")
@@ -231,9 +243,16 @@ class _Guard(CallWrapper):
             exc.metadata.setdefault("request_id", request_id)
             status = exc.to_grpc_status()
             # A lookup that finds nothing is an answer, not an event: at debug (an
-            # info line cost a NOT_FOUND GetNode a seventh of its time).
-            log = _log.debug if exc.code is grpc.StatusCode.NOT_FOUND else _log.info
-            log("rpc.refused", code=exc.code.name, reason=exc.reason, detail=status.details)
+            # info line cost a NOT_FOUND GetNode a seventh of its time), and only
+            # when debug lines are kept (structlog assembles a logger per line).
+            if exc.code is not grpc.StatusCode.NOT_FOUND:
+                _log.info(
+                    "rpc.refused", code=exc.code.name, reason=exc.reason, detail=status.details
+                )
+            elif _debug_kept():
+                _log.debug(
+                    "rpc.refused", code=exc.code.name, reason=exc.reason, detail=status.details
+                )
         else:
             _log.error("rpc.failed", exc_info=exc)
             status = internal_status(request_id)

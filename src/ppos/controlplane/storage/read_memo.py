@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 Convert = Callable[[Any], Any]
+_TEXT = (str, bytes, type(None))
 
 
 class ConvertedRows:
@@ -53,11 +54,16 @@ class ConvertedRows:
         return products
 
     def _key(self, raw: Any) -> tuple[Any, ...]:
-        key = tuple(raw)
-        parsed = [i for i in self._json_columns if not isinstance(key[i], (str, bytes, type(None)))]
-        if not parsed:
-            return key
+        key = raw if type(raw) is tuple else tuple(raw)
+        for index in self._json_columns:  # usually text (see the module): the key as it is
+            if not isinstance(key[index], _TEXT):
+                return self._canonical(key)
+        return key
+
+    def _canonical(self, key: tuple[Any, ...]) -> tuple[Any, ...]:
+        """`key` with each parsed JSON value as its canonical text: equal documents, equal keys."""
         values = list(key)
-        for index in parsed:  # its canonical text: equal documents, equal keys
-            values[index] = json.dumps(values[index], sort_keys=True, separators=(",", ":"))
+        for index in self._json_columns:
+            if not isinstance(values[index], _TEXT):
+                values[index] = json.dumps(values[index], sort_keys=True, separators=(",", ":"))
         return tuple(values)
