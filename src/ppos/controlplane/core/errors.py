@@ -188,42 +188,10 @@ class InvalidArgument(DomainError):
         return cls([FieldViolation(field, description)], reason=reason)
 
 
-class NotFound(DomainError):
-    """The named resource does not exist."""
+class _ResourceError(DomainError):
+    """An error about one named resource (ResourceInfo in its details)."""
 
-    code = grpc.StatusCode.NOT_FOUND
-    default_reason = "NOT_FOUND"
-
-    def __init__(self, resource_type: str, resource_name: str, message: str | None = None) -> None:
-        self.resource_type = resource_type
-        self.resource_name = resource_name = clip(resource_name, MAX_ID_CHARS)
-        super().__init__(
-            message or f"{resource_type} {resource_name!r} not found",
-            metadata={"resource_type": resource_type, "resource_name": resource_name},
-        )
-
-    def extra_details(self) -> list[Message]:
-        return [
-            error_details_pb2.ResourceInfo(
-                resource_type=self.resource_type, resource_name=self.resource_name
-            )
-        ]
-
-    def bounded_details(self, shown: int) -> list[Message]:
-        # Built bounded, with no copy to cut (the name was cut when the error was made).
-        return [
-            error_details_pb2.ResourceInfo(
-                resource_type=clip(self.resource_type, MAX_ID_CHARS),
-                resource_name=self.resource_name,
-            )
-        ]
-
-
-class AlreadyExists(DomainError):
-    """The resource (or the idempotency key, with another body) exists."""
-
-    code = grpc.StatusCode.ALREADY_EXISTS
-    default_reason = "ALREADY_EXISTS"
+    state = ""  # what the message says of the resource
 
     def __init__(
         self,
@@ -236,7 +204,7 @@ class AlreadyExists(DomainError):
         self.resource_type = resource_type
         self.resource_name = resource_name = clip(resource_name, MAX_ID_CHARS)
         super().__init__(
-            message or f"{resource_type} {resource_name!r} already exists",
+            message or f"{resource_type} {resource_name!r} {self.state}",
             reason=reason,
             metadata={"resource_type": resource_type, "resource_name": resource_name},
         )
@@ -256,6 +224,22 @@ class AlreadyExists(DomainError):
                 resource_name=self.resource_name,
             )
         ]
+
+
+class NotFound(_ResourceError):
+    """The named resource does not exist."""
+
+    code = grpc.StatusCode.NOT_FOUND
+    default_reason = "NOT_FOUND"
+    state = "not found"
+
+
+class AlreadyExists(_ResourceError):
+    """The resource (or the idempotency key, with another body) exists."""
+
+    code = grpc.StatusCode.ALREADY_EXISTS
+    default_reason = "ALREADY_EXISTS"
+    state = "already exists"
 
 
 @dataclass(frozen=True)

@@ -39,136 +39,27 @@ are kept by raw row (`storage.read_memo`).
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 import weakref
-from collections import namedtuple
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import psycopg
 import structlog
 from psycopg.types.json import set_json_loads
-from sqlalchemy import JSON, Select, event
+from sqlalchemy import Select, event
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 
 from ppos.controlplane.core.metrics import DATABASE_FAILURES
 from ppos.controlplane.storage import failures
+from ppos.controlplane.storage.compiled_read import CompiledRead
 from ppos.controlplane.storage.database import SQLITE_BUSY_TIMEOUT_MS, Database
 from ppos.controlplane.storage.loop_postgres import LoopConnections
-from ppos.controlplane.storage.read_memo import Convert, ConvertedRows
+from ppos.controlplane.storage.read_memo import Convert
 
-Processor = Callable[[Any], Any] | None
 _log = structlog.get_logger(__name__)
-
-
-class _Compiled:
-    """A statement's SQL for one dialect, its parameter order and row maker."""
-
-    __slots__ = (
-        "_binds",
-        "_compiled",
-        "_conversions",
-        "_make",
-        "_memo",
-        "_names",
-        "_positional",
-        "sql",
-    )
-
-    def __init__(
-        self, statement: Select[Any], dialect: Dialect, convert: Convert | None, memo_size: int
-    ) -> None:
-        compiled = statement.compile(dialect=dialect)
-        self._compiled = compiled
-        self.sql = str(compiled)
-        self._positional = bool(dialect.positional)
-        self._binds = _binds(compiled, self._positional)
-        # The parameters' names: in the SQL's order (positional), else as _binds has them.
-        self._names: tuple[str, ...] = (
-            tuple(compiled.positiontup or ())
-            if self._positional or self._binds is None
-            else tuple(compiled.bind_names.values())
-        )
-        columns = list(statement.selected_columns)
-        processors: list[Processor] = [
-            column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
-        ]
-        if dialect.name == "postgresql":  # our connections leave JSON as text (keep_json_text)
-            processors = [
-                _parse_json if isinstance(column.type, JSON) and process is None else process
-                for column, process in zip(columns, processors, strict=True)
-            ]
-        # Only the columns that need converting are visited for each row.
-        self._conversions = tuple(
-            (index, process) for index, process in enumerate(processors) if process is not None
-        )
-        fields = namedtuple("Read", [column.key for column in columns])  # type: ignore[misc]
-        self._make: Callable[[Any], Any] = fields._make
-        json_columns = tuple(
-            index for index, column in enumerate(columns) if isinstance(column.type, JSON)
-        )
-        self._memo = None if convert is None else ConvertedRows(convert, memo_size, json_columns)
-
-    def parameters(self, values: Mapping[str, Any]) -> Any:
-        """The driver's parameters: by position (SQLite) or by name (psycopg)."""
-        binds = self._binds
-        if binds is None:  # a statement _binds does not know how to fill
-            params = self._compiled.construct_params(dict(values))
-            return tuple(params[name] for name in self._names) if self._positional else params
-        try:
-            if self._positional:
-                return tuple(
-                    [values[key] if must else values.get(key, fixed) for key, fixed, must in binds]
-                )
-            return {
-                name: values[key] if must else values.get(key, fixed)
-                for name, (key, fixed, must) in zip(self._names, binds)  # noqa: B905 - one length
-            }
-        except KeyError:  # a value missing: SQLAlchemy's own error names it
-            self._compiled.construct_params(dict(values))
-            raise
-
-    def row(self, raw: Any) -> Any:
-        values = list(raw)
-        for index, process in self._conversions:
-            values[index] = process(values[index])
-        return self._make(values)
-
-    def converted(self, raw_rows: Sequence[Any]) -> list[Any]:
-        """What `convert` makes of each row, kept by raw row (see `storage.read_memo`)."""
-        assert self._memo is not None, "a read converted must be given `convert`"
-        return self._memo.products(raw_rows, self.row)
-
-
-def _binds(compiled: Any, positional: bool) -> tuple[tuple[str, Any, bool], ...] | None:
-    """How to fill a compiled statement's parameters, worked out once: for each
-    (in the SQL's order when positional, else in `bind_names`' order), the key
-    of the value a read gives, the value fixed in the statement (a literal's)
-    and whether a read must give one. What `construct_params` works out on every
-    call, at a tenth of a short read's time; None for a statement that needs
-    more (expanding or computed values, escaped names), which goes through
-    `construct_params`."""
-    if (
-        compiled._render_postcompile
-        or compiled.post_compile_params
-        or compiled.literal_execute_params
-        or compiled.escaped_bind_names
-    ):
-        return None
-    by_name = {name: bindparam for bindparam, name in compiled.bind_names.items()}
-    if any(bindparam.callable is not None for bindparam in by_name.values()):
-        return None
-    names = compiled.positiontup or () if positional else by_name
-    return tuple(
-        (by_name[name].key, by_name[name].value, bool(by_name[name].required)) for name in names
-    )
-
-
-def _parse_json(value: bytes | None) -> Any:
-    return None if value is None else json.loads(value)
 
 
 def _as_text(data: str | bytes) -> str | bytes:
@@ -201,12 +92,12 @@ class PreparedRead:
         self.bounded = bounded
         self._convert = convert
         self._memo_size = memo_size
-        self._by_dialect: dict[str, _Compiled] = {}
+        self._by_dialect: dict[str, CompiledRead] = {}
 
-    def compiled(self, dialect: Dialect) -> _Compiled:
+    def compiled(self, dialect: Dialect) -> CompiledRead:
         found = self._by_dialect.get(dialect.name)
         if found is None:
-            found = self._by_dialect[dialect.name] = _Compiled(
+            found = self._by_dialect[dialect.name] = CompiledRead(
                 self.statement, dialect, self._convert, self._memo_size
             )
         return found
@@ -246,7 +137,7 @@ class QuickReads:
 
     async def _raw(
         self, read: PreparedRead, values: Mapping[str, Any]
-    ) -> tuple[_Compiled, Sequence[Any]]:
+    ) -> tuple[CompiledRead, Sequence[Any]]:
         """The rows as the driver returns them, and the statement they came from."""
         compiled = read.compiled(self._db.read_engine.dialect)
         if self._loop_postgres is not None:
@@ -265,7 +156,7 @@ class QuickReads:
         compiled = read.compiled(self._db.read_engine.dialect)
         return [compiled.row(row) for row in self._raw_sync(compiled, values)]
 
-    def _raw_sync(self, compiled: _Compiled, values: Mapping[str, Any]) -> Sequence[Any]:
+    def _raw_sync(self, compiled: CompiledRead, values: Mapping[str, Any]) -> Sequence[Any]:
         params = compiled.parameters(values)
         raw: Sequence[Any]
         try:
@@ -335,7 +226,7 @@ class QuickReads:
             self._loop_postgres.close()
 
     async def _on_loop_postgres(
-        self, compiled: _Compiled, values: Mapping[str, Any], connections: LoopConnections
+        self, compiled: CompiledRead, values: Mapping[str, Any], connections: LoopConnections
     ) -> list[Any]:
         """A read on one of the event loop's own PostgreSQL connections (see
         `storage.loop_postgres`): no hop to a reader thread."""
@@ -376,7 +267,7 @@ class QuickReads:
         finally:
             connection.close()
 
-    def _on_loop(self, compiled: _Compiled, values: Mapping[str, Any]) -> list[Any] | None:
+    def _on_loop(self, compiled: CompiledRead, values: Mapping[str, Any]) -> list[Any] | None:
         """A bounded read on this (event loop) thread's connection; None if SQLite is busy."""
         connection = self._sqlite(busy_timeout_ms=0)
         try:
