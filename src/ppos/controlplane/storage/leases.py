@@ -17,6 +17,10 @@ in the middle of one would otherwise hold its `FOR SHARE` (and every row lock
 it took) for as long as it stays frozen, and its successor could not take the
 lease row. The server ends such a session; the woken leader's commit fails.
 
+Every lease here and in the outbox and admin jobs runs on one clock
+(`DatabaseClock`): the database's on PostgreSQL, where replicas on many hosts
+compare expiries, this process's on SQLite (one host).
+
 A refused write is logged (`fence.refused`) and counted
 (`ppos_fenced_writes_total`, by loop); loops fenced by their own rows (the
 admin jobs' run count) report theirs through `fenced_out` too.
@@ -28,13 +32,24 @@ import datetime as dt
 from collections.abc import Callable
 from typing import TypeVar
 
-from sqlalchemy import BigInteger, DateTime, Float, Integer, String, func, select, text
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    DateTime,
+    Float,
+    Integer,
+    String,
+    func,
+    literal,
+    select,
+    text,
+)
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from ppos.controlplane.core.logging import get_logger
 from ppos.controlplane.core.metrics import FENCED_WRITES
 from ppos.controlplane.core.timeutil import utcnow
-from ppos.controlplane.storage.base import Base
+from ppos.controlplane.storage.base import Base, UTCDateTime
 from ppos.controlplane.storage.locks import is_postgres
 
 T = TypeVar("T")
@@ -103,14 +118,42 @@ def fenced_out(loop: str, **why: object) -> None:
     _log.warning("fence.refused", loop=loop, **why)
 
 
+class DatabaseClock:
+    """ "Now" for leases: the database's clock on PostgreSQL (the same for every
+    replica, whatever their own clocks say), this process's on SQLite (one process).
+
+    `now` and `after` are SQL expressions for statements (on PostgreSQL the
+    transaction's start time); `read` is the value, for code that computes with it.
+    """
+
+    def __init__(self, postgres: bool) -> None:
+        self.postgres = postgres
+
+    @classmethod
+    def of(cls, session: Session) -> DatabaseClock:
+        return cls(is_postgres(session))
+
+    def now(self) -> ColumnElement[dt.datetime]:
+        if self.postgres:
+            return func.now()
+        return literal(utcnow(), UTCDateTime())
+
+    def after(self, seconds: float) -> ColumnElement[dt.datetime]:
+        if self.postgres:
+            return func.now() + dt.timedelta(seconds=seconds)
+        return literal(utcnow() + dt.timedelta(seconds=seconds), UTCDateTime())
+
+    def read(self, session: Session) -> dt.datetime:
+        if not self.postgres:
+            return utcnow()
+        value = session.scalar(select(func.now()))
+        assert isinstance(value, dt.datetime)
+        return value.astimezone(dt.UTC)
+
+
 def database_now(session: Session) -> dt.datetime:
-    """The database's clock on PostgreSQL (the same for every replica, whatever
-    their own clocks say); this process's on SQLite (one process)."""
-    if not is_postgres(session):
-        return utcnow()
-    value = session.scalar(select(func.now()))
-    assert isinstance(value, dt.datetime)
-    return value.astimezone(dt.UTC)
+    """`DatabaseClock.read` for a session's database."""
+    return DatabaseClock.of(session).read(session)
 
 
 def fenced(fence: Fence | None, work: Callable[[Session], T]) -> Callable[[Session], T]:

@@ -52,11 +52,12 @@ from ppos.controlplane.services.governance.outbox import lease as leases
 from ppos.controlplane.services.governance.outbox import reachability
 from ppos.controlplane.services.governance.outbox.group_commit import GroupCommit
 from ppos.controlplane.services.governance.outbox.keeper import LeaseKeeper
-from ppos.controlplane.services.governance.outbox.lease import Lease, LeaseClock
+from ppos.controlplane.services.governance.outbox.lease import Lease
 from ppos.controlplane.services.governance.outbox.outcomes import Outcome, write_outcomes
 from ppos.controlplane.services.governance.outbox.receivers import NoReceiver, Receivers, read_ack
 from ppos.controlplane.services.governance.outbox.retry import TRANSIENT, backoff_seconds
 from ppos.controlplane.services.governance.outbox.slots import DeliverySlots
+from ppos.controlplane.storage.leases import DatabaseClock
 
 _log = structlog.get_logger("ppos.governance.dispatcher")
 DEPTH_REFRESH_SECONDS = 5.0
@@ -84,7 +85,7 @@ class Dispatcher:
         self._rng = random.Random()  # noqa: S311 - jitter, not security
         self._depth_refreshed = 0.0
         self.acknowledged = 0  # deliveries this dispatcher recorded as acknowledged
-        self._clock = LeaseClock(database_clock=self._db.is_postgres)
+        self._clock = DatabaseClock(postgres=self._db.is_postgres)
         self._keeper = LeaseKeeper(self._db, self.owner, settings.outbox_lease, self._clock)
         self._slots = DeliverySlots(settings.outbox_concurrency, settings.outbox_target_concurrency)
         self._deliveries: set[asyncio.Task[None]] = set()
@@ -230,6 +231,7 @@ class Dispatcher:
             calling = True
             outcome = await self._call(lease)
             calling = False
+            self._keeper.settling(lease)
             if await self._recorder.record(outcome):
                 self._report(outcome)
             else:

@@ -6,6 +6,11 @@ frozen or cut off past its lease) and is dropped here, counted and logged. By
 this process's clock a lease is fresh for the lease time after its claim or
 its last renewal, whichever is later: a delivery that was not called yet when
 its lease went stale is not called at all (another replica may have it).
+
+A lease whose outcome is being recorded (`settling`) is still renewed, but one
+missing from a renewal's answer is not called lost here: the outcome's own
+fenced write may have just ended it (a renewal queued behind that write finds
+the command no longer SENT), and that write says whether the lease was held.
 """
 
 from __future__ import annotations
@@ -18,19 +23,21 @@ import structlog
 
 from ppos.controlplane.core.metrics import OUTBOX_FENCED
 from ppos.controlplane.services.governance.outbox import lease as leases
-from ppos.controlplane.services.governance.outbox.lease import Lease, LeaseClock
+from ppos.controlplane.services.governance.outbox.lease import Lease
 from ppos.controlplane.storage.database import Database
+from ppos.controlplane.storage.leases import DatabaseClock
 
 _log = structlog.get_logger("ppos.governance.dispatcher")
 
 
 class LeaseKeeper:
-    def __init__(self, db: Database, owner: str, ttl: float, clock: LeaseClock) -> None:
+    def __init__(self, db: Database, owner: str, ttl: float, clock: DatabaseClock) -> None:
         self._db = db
         self._owner = owner
         self.ttl = ttl
         self._clock = clock
         self._held: dict[str, Lease] = {}
+        self._settling: set[str] = set()  # command ids whose outcome is being recorded
         self._renewed_at = 0.0  # time.monotonic() of the last renewal that passed
 
     @property
@@ -43,9 +50,15 @@ class LeaseKeeper:
     def hold(self, lease: Lease) -> None:
         self._held[lease.command_id] = lease
 
+    def settling(self, lease: Lease) -> None:
+        """The lease's outcome is being recorded: its write tells whether it was held."""
+        if self._held.get(lease.command_id) is lease:
+            self._settling.add(lease.command_id)
+
     def forget(self, lease: Lease) -> None:
         if self._held.get(lease.command_id) is lease:
             del self._held[lease.command_id]
+            self._settling.discard(lease.command_id)
 
     def fresh(self, lease: Lease) -> bool:
         if self._held.get(lease.command_id) is not lease:
@@ -78,7 +91,9 @@ class LeaseKeeper:
         )
         self._renewed_at = began
         for lost in held:
-            if lost.command_id not in renewed and self._held.get(lost.command_id) is lost:
+            if lost.command_id in renewed or lost.command_id in self._settling:
+                continue
+            if self._held.get(lost.command_id) is lost:
                 del self._held[lost.command_id]
                 OUTBOX_FENCED.labels(write="renew").inc()
                 _log.warning(
@@ -96,6 +111,7 @@ class LeaseKeeper:
             return
         released = await self._db.write(lambda s: leases.release(s, self._owner, held, self._clock))
         self._held.clear()
+        self._settling.clear()
         fenced = len(held) - len(released)
         if fenced:
             OUTBOX_FENCED.labels(write="release").inc(fenced)

@@ -10,29 +10,32 @@ again. Every write for a leased command is one statement whose WHERE names
 the token and state SENT (`held_by`): a replica whose lease has passed to
 another changes nothing, and sees so in the rows the statement returns.
 
-Expiry is by the database's clock on PostgreSQL (replicas on many hosts) and
-by this host's on SQLite (one host). The statements are Core statements on
-the table: no ORM identity map to keep in step, one statement per batch.
+Expiry is by `DatabaseClock` (storage/leases.py): the database's clock on
+PostgreSQL (replicas on many hosts), this host's on SQLite (one host). The
+statements are Core statements on the table: no ORM identity map to keep in
+step, one statement per batch. Due commands are looked for in two index
+searches (PENDING by due time, SENT with an expired lease), never by an OR
+that would scan every command the outbox ever held.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Table, and_, func, literal, or_, select, tuple_, update
-from sqlalchemy.orm import Session, defer
+from sqlalchemy import ColumnElement, Table, and_, exists, or_, select, tuple_, update
+from sqlalchemy.orm import Session
 
-from ppos.controlplane.core.timeutil import utcnow
 from ppos.controlplane.services.governance.models import OutboxRow
 from ppos.controlplane.services.governance.snapshots import command_snapshot
-from ppos.controlplane.storage.base import UTCDateTime
+from ppos.controlplane.storage.leases import DatabaseClock
 
 OUTBOX = cast(Table, OutboxRow.__table__)
 _C = OUTBOX.c
+# What a claim reads: every column but the request's JSON rendering (for people).
+_LEASED_COLUMNS = [column for column in OUTBOX.c if column.name != "request_json"]
 
 
 @dataclass(frozen=True)
@@ -51,24 +54,6 @@ class Lease:
     leased_at: float  # time.monotonic() as the claim ran (freshness by this host's clock)
 
 
-class LeaseClock:
-    """`now` as lease statements see it: the database's clock on PostgreSQL, this
-    host's on SQLite."""
-
-    def __init__(self, database_clock: bool) -> None:
-        self._database_clock = database_clock
-
-    def now(self) -> ColumnElement[dt.datetime]:
-        if self._database_clock:
-            return func.now()
-        return literal(utcnow(), UTCDateTime())
-
-    def after(self, seconds: float) -> ColumnElement[dt.datetime]:
-        if self._database_clock:
-            return func.now() + dt.timedelta(seconds=seconds)
-        return literal(utcnow() + dt.timedelta(seconds=seconds), UTCDateTime())
-
-
 def held_by(owner: str, leases: Iterable[Lease]) -> ColumnElement[bool]:
     """The rows of `leases` still leased to `owner` under the same token."""
     tokens = [(lease.command_id, lease.attempts) for lease in leases]
@@ -79,18 +64,19 @@ def held_by(owner: str, leases: Iterable[Lease]) -> ColumnElement[bool]:
     )
 
 
-def due(clock: LeaseClock) -> ColumnElement[bool]:
-    now = clock.now()
-    return or_(
-        and_(_C.state == "PENDING", _C.next_attempt_at <= now),
-        and_(_C.state == "SENT", _C.lease_expires_at < now),
-    )
+def _pending_due(clock: DatabaseClock) -> list[ColumnElement[bool]]:
+    return [_C.state == "PENDING", _C.next_attempt_at <= clock.now()]
 
 
-def _where_due(
-    clock: LeaseClock, skip_targets: Collection[str], skip_ids: Collection[str]
+def _lease_expired(clock: DatabaseClock) -> list[ColumnElement[bool]]:
+    return [_C.state == "SENT", _C.lease_expires_at < clock.now()]
+
+
+def _skipping(
+    conditions: list[ColumnElement[bool]],
+    skip_targets: Collection[str],
+    skip_ids: Collection[str],
 ) -> list[ColumnElement[bool]]:
-    conditions = [due(clock)]
     if skip_targets:
         conditions.append(_C.target.not_in(sorted(skip_targets)))
     if skip_ids:
@@ -99,10 +85,14 @@ def _where_due(
 
 
 def anything_due(
-    session: Session, clock: LeaseClock, skip_targets: Collection[str], skip_ids: Collection[str]
+    session: Session,
+    clock: DatabaseClock,
+    skip_targets: Collection[str],
+    skip_ids: Collection[str],
 ) -> bool:
-    query = select(_C.command_id).where(*_where_due(clock, skip_targets, skip_ids)).limit(1)
-    return session.execute(query).first() is not None
+    pending = select(_C.command_id).where(*_skipping(_pending_due(clock), skip_targets, ()))
+    expired = select(_C.command_id).where(*_skipping(_lease_expired(clock), skip_targets, skip_ids))
+    return bool(session.scalar(select(or_(exists(pending), exists(expired)))))
 
 
 @dataclass(frozen=True)
@@ -119,7 +109,7 @@ def claim(
     room: Mapping[str, int] | None = None,
     room_default: int | None = None,
     ttl: float,
-    clock: LeaseClock,
+    clock: DatabaseClock,
     skip_targets: Collection[str] = (),
     skip_ids: Collection[str] = (),
     lock: bool = False,
@@ -130,24 +120,36 @@ def claim(
     room = room or {}
     leased_at = time.monotonic()
     default_room = limit if room_default is None else room_default
-    query = (
-        select(OutboxRow)
-        .options(defer(OutboxRow.request_json))
-        .where(*_where_due(clock, skip_targets, skip_ids))
-        .order_by(OutboxRow.next_attempt_at, OutboxRow.command_id)
-        .limit(limit)
-    )
-    if lock:
-        query = query.with_for_update(skip_locked=True)
+
+    connection = session.connection()  # Core rows: no ORM objects to build and track
+
+    def search(conditions: list[ColumnElement[bool]]) -> list[OutboxRow]:
+        query = (
+            select(*_LEASED_COLUMNS)
+            .where(*conditions)
+            .order_by(_C.next_attempt_at, _C.command_id)
+            .limit(limit)
+        )
+        if lock:
+            query = query.with_for_update(skip_locked=True)
+        # A Row has the attributes of an OutboxRow read here (command_snapshot's reads).
+        return [cast(OutboxRow, row) for row in connection.execute(query)]
+
+    # Held ids are SENT under this replica's live leases: only an expired one could match.
+    pending = search(_skipping(_pending_due(clock), skip_targets, ()))
+    expired = search(_skipping(_lease_expired(clock), skip_targets, skip_ids))
+    by_due = sorted(pending + expired, key=lambda row: (row.next_attempt_at, row.command_id))
     taken: list[OutboxRow] = []
     per_target: dict[str, int] = {}
-    for row in session.scalars(query):
+    for row in by_due:
+        if len(taken) >= limit:
+            break
         if per_target.get(row.target, 0) < room.get(row.target, default_room):
             per_target[row.target] = per_target.get(row.target, 0) + 1
             taken.append(row)
     if not taken:
         return Claimed([], [])
-    session.execute(
+    connection.execute(
         update(OUTBOX)
         .where(_C.command_id.in_([row.command_id for row in taken]))
         .values(
@@ -180,7 +182,7 @@ def claim(
 
 
 def renew(
-    session: Session, owner: str, leases: Collection[Lease], ttl: float, clock: LeaseClock
+    session: Session, owner: str, leases: Collection[Lease], ttl: float, clock: DatabaseClock
 ) -> tuple[float, set[str]]:
     """Extend `leases`: time.monotonic() as it ran, and the command ids still held
     (the others passed to another replica)."""
@@ -196,7 +198,9 @@ def renew(
     return began, set(session.execute(statement).scalars())
 
 
-def release(session: Session, owner: str, leases: Collection[Lease], clock: LeaseClock) -> set[str]:
+def release(
+    session: Session, owner: str, leases: Collection[Lease], clock: DatabaseClock
+) -> set[str]:
     """Hand `leases` back, due now (a replica stopping); the command ids released."""
     if not leases:
         return set()

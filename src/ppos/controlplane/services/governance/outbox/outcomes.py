@@ -1,11 +1,13 @@
 """Recording what deliveries came to: one fenced statement per group of outcomes.
 
 A group of outcomes (deliveries that finished together) is written in one
-transaction: one UPDATE of every command in the group, fenced by each lease's
-token (lease.py), its per-command values chosen by CASE on the command id;
-one INSERT of the audit entries of the commands it ended; what the gateways
-now hold; the gateways' reachability. Only outcomes whose fenced update took
-effect count for the rest: a replica that lost a lease (it froze, another
+transaction: which of the group's leases this replica still holds (one SELECT
+by their tokens, lease.py, locking the rows on PostgreSQL); the acknowledged
+ones in one executemany of a fixed, fenced UPDATE (compiled once, sent as one
+batch), the others (retries, failures: rare) in one UPDATE choosing their values
+by CASE on the command id; one INSERT of the audit entries of the commands it
+ended; what the gateways now hold; the gateways' reachability. Only outcomes
+whose lease was still held count for the rest: a replica that lost a lease (it froze, another
 replica delivered the command since) changes nothing, not even a gateway's
 hold, since a call that timed out while its caller was frozen says nothing
 about the gateway.
@@ -17,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Table, bindparam, case, update
+from sqlalchemy import ColumnElement, Table, bindparam, case, select, update
 from sqlalchemy.orm import Session
 
 from ppos.controlplane.security.principal import internal
@@ -26,8 +28,9 @@ from ppos.controlplane.services.governance.enums import GATEWAY_QUEUE_STATE
 from ppos.controlplane.services.governance.models import PartnerRouteRow, QueueRow
 from ppos.controlplane.services.governance.outbox import reachability
 from ppos.controlplane.services.governance.outbox.commands import gateway_method
-from ppos.controlplane.services.governance.outbox.lease import OUTBOX, Lease, LeaseClock, held_by
+from ppos.controlplane.services.governance.outbox.lease import OUTBOX, Lease, held_by
 from ppos.controlplane.storage import audit
+from ppos.controlplane.storage.leases import DatabaseClock
 from ppos.preflight.v1 import gateway_service_pb2 as gw_pb
 
 DISPATCHER = internal("outbox-dispatcher")
@@ -51,7 +54,7 @@ class Outcome:
 
 
 def write_outcomes(
-    session: Session, owner: str, outcomes: Sequence[Outcome], clock: LeaseClock
+    session: Session, owner: str, outcomes: Sequence[Outcome], clock: DatabaseClock
 ) -> list[bool]:
     """Record a group of outcomes in one transaction; per outcome, whether it took
     effect (False: the lease had passed to another replica, nothing written)."""
@@ -76,49 +79,87 @@ def write_outcomes(
 
 
 def _update_commands(
-    session: Session, owner: str, outcomes: Sequence[Outcome], clock: LeaseClock
+    session: Session, owner: str, outcomes: Sequence[Outcome], clock: DatabaseClock
 ) -> set[str]:
+    """Write the outcomes of the leases still held; their command ids."""
+    column = OUTBOX.c
+    still_held = select(column.command_id).where(held_by(owner, [o.lease for o in outcomes]))
+    if clock.postgres:  # kept until commit: no other replica leases them meanwhile
+        still_held = still_held.with_for_update()
+    held = set(session.connection().execute(still_held).scalars())
+    effective = [o for o in outcomes if o.lease.command_id in held]
+    _write_acknowledged(session, owner, [o for o in effective if o.state == "ACKNOWLEDGED"], clock)
+    _write_others(session, owner, [o for o in effective if o.state != "ACKNOWLEDGED"], clock)
+    return held
+
+
+def _write_acknowledged(
+    session: Session, owner: str, acknowledged: Sequence[Outcome], clock: DatabaseClock
+) -> None:
+    if not acknowledged:
+        return
     column = OUTBOX.c
     now = clock.now()
-
-    def per_command(values: dict[str, Any], keep: ColumnElement[Any]) -> ColumnElement[Any]:
-        """The value for each command in `values`, the column's own for the others."""
-        if not values:
-            return keep
-        return case(values, value=column.command_id, else_=keep)
-
-    acknowledged = [o for o in outcomes if o.state == "ACKNOWLEDGED"]
-    retried = [o for o in outcomes if o.state == "PENDING"]
     statement = (
+        update(OUTBOX)
+        .where(
+            column.command_id == bindparam("b_id"),
+            column.attempts == bindparam("b_attempts"),
+            column.lease_owner == owner,
+            column.state == "SENT",
+        )
+        .values(
+            state="ACKNOWLEDGED",
+            lease_owner="",
+            lease_expires_at=None,
+            updated_at=now,
+            last_error="",
+            receiver_command_id=bindparam("b_receiver"),
+            receiver_duplicate=bindparam("b_duplicate"),
+            acknowledged_at=now,
+        )
+    )
+    session.connection().execute(
+        statement,
+        [
+            {
+                "b_id": o.lease.command_id,
+                "b_attempts": o.lease.attempts,
+                "b_receiver": o.receiver_id[:128],
+                "b_duplicate": o.duplicate,
+            }
+            for o in acknowledged
+        ],
+    )
+
+
+def _write_others(
+    session: Session, owner: str, outcomes: Sequence[Outcome], clock: DatabaseClock
+) -> None:
+    """Retries and failures: one statement, each command's values chosen by CASE."""
+    if not outcomes:
+        return
+    column = OUTBOX.c
+    retried = {
+        o.lease.command_id: clock.after(o.retry_in) for o in outcomes if o.state == "PENDING"
+    }
+    next_attempt: ColumnElement[Any] = column.next_attempt_at
+    if retried:
+        next_attempt = case(retried, value=column.command_id, else_=column.next_attempt_at)
+    session.execute(
         update(OUTBOX)
         .where(held_by(owner, [o.lease for o in outcomes]))
         .values(
             state=case({o.lease.command_id: o.state for o in outcomes}, value=column.command_id),
             lease_owner="",
             lease_expires_at=None,
-            updated_at=now,
+            updated_at=clock.now(),
             last_error=case(
                 {o.lease.command_id: _error(o) for o in outcomes}, value=column.command_id
             ),
-            next_attempt_at=per_command(
-                {o.lease.command_id: clock.after(o.retry_in) for o in retried},
-                column.next_attempt_at,
-            ),
-            receiver_command_id=per_command(
-                {o.lease.command_id: o.receiver_id[:128] for o in acknowledged},
-                column.receiver_command_id,
-            ),
-            receiver_duplicate=per_command(
-                {o.lease.command_id: o.duplicate for o in acknowledged},
-                column.receiver_duplicate,
-            ),
-            acknowledged_at=per_command(
-                {o.lease.command_id: now for o in acknowledged}, column.acknowledged_at
-            ),
+            next_attempt_at=next_attempt,
         )
-        .returning(column.command_id)
     )
-    return set(session.execute(statement).scalars())
 
 
 def _error(outcome: Outcome) -> str:
@@ -140,7 +181,7 @@ def _audit_entry(outcome: Outcome) -> dict[str, Any]:
     )
 
 
-def _apply_statuses(session: Session, acknowledged: list[Lease], clock: LeaseClock) -> None:
+def _apply_statuses(session: Session, acknowledged: list[Lease], clock: DatabaseClock) -> None:
     """Record what the gateways now hold (newer generations only).
 
     Lock order: handlers lock a tenant, then its queues (by id), then its routes

@@ -18,12 +18,12 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
-from sqlalchemy import ColumnElement, and_, delete, exists, or_, select
+from sqlalchemy import ColumnElement, Table, and_, delete, exists, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -40,6 +40,7 @@ from ppos.controlplane.services.governance.outbox.commands import gateway_method
 from ppos.controlplane.storage import audit
 from ppos.preflight.v1 import gateway_service_pb2 as gw_pb
 
+_HOLDS = cast(Table, GatewayHoldRow.__table__)
 GATEWAY_PREFIX = "gateway:"
 MAX_ERROR = 2000
 PARTNER_UNREACHABLE = "PARTNER_UNREACHABLE"
@@ -249,11 +250,9 @@ def _hold(session: Session, region: str, error: str, actor: Principal) -> None:
 
 
 def _release(session: Session, region: str, actor: Principal) -> None:
-    removed = session.execute(
-        delete(GatewayHoldRow)
-        .where(GatewayHoldRow.region == region)
-        .returning(GatewayHoldRow.region)
-    ).first()
+    # On the table, not the entity: this runs with every group of outcomes recorded.
+    statement = delete(_HOLDS).where(_HOLDS.c.region == region).returning(_HOLDS.c.region)
+    removed = session.connection().execute(statement).first()
     if removed is not None:
         _audit(session, region, "gateway:reachable", actor, held=False, error="")
 

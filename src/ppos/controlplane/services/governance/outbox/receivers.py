@@ -64,6 +64,8 @@ class Receivers:
         self._tls = deps.peers.tls  # the plane's client identity, when TLS is on
         self._gateways = dict(deps.settings.gateways)
         self._channels: dict[str, grpc.aio.Channel] = {}
+        # (target, method) -> (channel, its multi-callable): made once, not per call.
+        self._calls: dict[tuple[str, str], tuple[grpc.aio.Channel, Any]] = {}
 
     @property
     def regions(self) -> list[str]:
@@ -104,12 +106,17 @@ class Receivers:
         response_type = RESPONSES.get(method)
         if response_type is None:
             raise NoReceiver(f"no receiver knows method {method}")
-        call: Any = self.channel(target).unary_unary(
-            method, request_serializer=None, response_deserializer=response_type.FromString
-        )
-        return await call(payload, timeout=deadline)
+        channel = self.channel(target)
+        made = self._calls.get((target, method))
+        if made is None or made[0] is not channel:
+            call: Any = channel.unary_unary(
+                method, request_serializer=None, response_deserializer=response_type.FromString
+            )
+            made = self._calls[(target, method)] = (channel, call)
+        return await made[1](payload, timeout=deadline)
 
     async def close(self) -> None:
         for channel in self._channels.values():
             await channel.close()
         self._channels.clear()
+        self._calls.clear()
