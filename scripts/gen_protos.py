@@ -2,10 +2,13 @@
 
 The one way gen/ is produced. Run with the pinned codegen extras installed
 (`pip install -e '.[codegen]'`); CI runs it and fails on any diff.
+`gen_protos.py --out DIR` writes into DIR instead (the check compares a fresh
+copy there, so gen/ never changes under running processes).
 """
 
 from __future__ import annotations
 
+import argparse
 import shutil
 import sys
 from pathlib import Path
@@ -26,9 +29,12 @@ def _plugin(name: str) -> str:
 
 
 def main() -> int:
-    if (GEN / "ppos").exists():
-        shutil.rmtree(GEN / "ppos")
-    GEN.mkdir(exist_ok=True)
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", type=Path, default=GEN, help="directory to write (default gen/)")
+    out = parser.parse_args().out.resolve()
+    if (out / "ppos").exists():
+        shutil.rmtree(out / "ppos")
+    out.mkdir(parents=True, exist_ok=True)
     sources = sorted(str(p.relative_to(PROTOS)) for p in PROTOS.rglob("*.proto"))
     well_known = Path(grpc_tools.__file__).parent / "_proto"
     args = [
@@ -37,10 +43,10 @@ def main() -> int:
         f"-I{well_known}",
         f"--plugin=protoc-gen-mypy={_plugin('protoc-gen-mypy')}",
         f"--plugin=protoc-gen-mypy_grpc={_plugin('protoc-gen-mypy_grpc')}",
-        f"--python_out={GEN}",
-        f"--grpc_python_out={GEN}",
-        f"--mypy_out={GEN}",
-        f"--mypy_grpc_out={GEN}",
+        f"--python_out={out}",
+        f"--grpc_python_out={out}",
+        f"--mypy_out={out}",
+        f"--mypy_grpc_out={out}",
         *sources,
     ]
     code = protoc.main(args)
@@ -48,10 +54,10 @@ def main() -> int:
         return int(code)
     # Each versioned package is a regular package; the folders above it stay
     # PEP 420 namespaces shared with src/ and clients/.
-    for version_dir in sorted({p.parent for p in GEN.rglob("*_pb2.py")}):
+    for version_dir in sorted({p.parent for p in out.rglob("*_pb2.py")}):
         (version_dir / "__init__.py").write_text('"""Generated from protos/. Do not edit."""\n')
         (version_dir / "py.typed").write_text("")
-    print(f"generated {len(sources)} proto files into {GEN.relative_to(ROOT)}/")
+    print(f"generated {len(sources)} proto files into {out}/")
     return 0
 
 
