@@ -57,6 +57,32 @@ def test_a_record_that_is_not_protobuf_does_not_spoil_its_page(feed: Feed) -> No
     assert results[1].raw == page.records[1]
 
 
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+@pytest.mark.parametrize("size", [0, 1, 127, 128, 16_383, 16_384, (1 << 21) - 1, 1 << 21])
+def test_records_of_every_length_width_split_into_their_exact_bytes(size: int) -> None:
+    # Lengths of one to four varint bytes: the parser reads up to three inline.
+    records = [bytes([n + 1]) * size for n in range(3)]
+    data = b"".join(b"\x0a" + _varint(len(r)) + r for r in records) + b"\x12\x01c"
+    page = parse_page(data)
+    assert page.records == records
+    assert page.next_cursor == "c"
+    assert page.wire_size == len(data)
+
+
+def test_a_record_length_in_more_bytes_than_needed_reads_as_its_value() -> None:
+    # 0x85 0x80 0x00 is 5 in three bytes: protobuf parsers accept it, and so does this one.
+    data = b"\x0a\x85\x80\x00abcde" + b"\x0a\x83\x00xyz"
+    assert parse_page(data).records == [b"abcde", b"xyz"]
+
+
 @pytest.mark.parametrize(
     "data",
     [b"\x0a\x05abc", b"\x0a", b"\x00\x01", b"\x0f\x00", b"\x12\x02\xff\xfe"],

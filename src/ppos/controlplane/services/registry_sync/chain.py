@@ -240,8 +240,9 @@ def seal(kind: ChainKind, start: Tip, rows: Sequence[dict[str, object]]) -> Tip:
     """Give each row (its id already set) its position, chain (v2) and field checks, in order."""
     position, previous, row_id = start.position, start.chain, start.row_id
     plan = [(name, pgrecord.ENCODERS[oid]) for name, oid in kind.columns_v2]
-    count, prefix = pgrecord.count(len(plan)), kind.prefix_v2
-    sha256, checks = hashlib.sha256, pgrecord.field_checks
+    # What follows the previous link in every link: the domain, then the record's column count.
+    head = kind.prefix_v2 + pgrecord.count(len(plan))
+    sha256, checks, join = hashlib.sha256, pgrecord.field_checks, b"".join
     for row in rows:
         position += 1
         row["chain_position"] = position
@@ -249,11 +250,7 @@ def seal(kind: ChainKind, start: Tip, rows: Sequence[dict[str, object]]) -> Tip:
             parts = synced_parts(row)
         else:
             parts = [encode(row[name]) for name, encode in plan]
-        link = sha256(previous)
-        link.update(prefix)
-        link.update(count)
-        link.update(b"".join(parts))
-        previous = link.digest()
+        previous = sha256(previous + head + join(parts)).digest()
         row["chain"] = previous
         row["chain_checks"] = checks(parts)
         row["chain_version"] = V2

@@ -16,6 +16,7 @@ END_OF_FEED_FIELD = 3
 REMAINING_FIELD = 4
 
 _VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
+_RECORD_TAG = RECORDS_FIELD << 3 | _LEN
 
 
 class PageFormatError(ValueError):
@@ -50,14 +51,39 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
 
 
 def parse_page(data: bytes) -> RawPage:
-    """Split a ListJobChangesResponse (or StreamJobChangesResponse) into its parts."""
+    """Split a ListJobChangesResponse (or StreamJobChangesResponse) into its parts.
+
+    One loop with the record's case inline (over 60 lines): it runs for every record synced.
+    """
     records: list[bytes] = []
     next_cursor = ""
     end_of_feed = False
     remaining = 0
     pos = 0
+    size = len(data)
     view = memoryview(data)
-    while pos < len(data):
+    while pos < size:
+        # The common field, a record under 2 MiB (tag byte 0x0A, a length of one to
+        # three bytes), is read inline: this loop runs for every record synced.
+        if data[pos] == _RECORD_TAG and pos + 3 < size:
+            length = data[pos + 1]
+            start = pos + 2
+            if length & 0x80:
+                second = data[pos + 2]
+                length = (length & 0x7F) | (second & 0x7F) << 7
+                start = pos + 3
+                if second & 0x80:
+                    third = data[pos + 3]
+                    if not third & 0x80:
+                        length |= third << 14
+                        start = pos + 4
+                    else:
+                        start = 0  # a longer length: the general path below reads it
+            end = start + length
+            if start and end <= size:
+                records.append(bytes(view[start:end]))
+                pos = end
+                continue
         tag, pos = _varint(data, pos)
         field, wire_type = tag >> 3, tag & 7
         if field == 0:
