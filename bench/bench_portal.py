@@ -205,20 +205,24 @@ async def _fanout(
     the server is in its steady state."""
     tabs = _node_tabs if SSE_CLIENT == "node" else _python_tabs
     async with tabs(plan, http, path, event, pattern, settle) as recording:
-        changes: list[tuple[float, int]] = []
+        changes: list[tuple[float, float, int]] = []  # (sent, returned, value)
         started = time.perf_counter()
         k = 0
         while time.perf_counter() - started < plan.fanout_seconds:
             k += 1
+            sent = time.perf_counter()
             await change(k)
-            changes.append((time.perf_counter(), k % (CAPACITY + 1)))
+            changes.append((sent, time.perf_counter(), k % (CAPACITY + 1)))
             await asyncio.sleep(max(0.0, started + k / plan.rate - time.perf_counter()))
         await asyncio.sleep(2.0)  # the last change delivered
     latencies = []
     for arrived, value in recording.arrivals:
-        before = [t for t, v in changes if v == value and t <= arrived]
+        # An event may arrive before its change's call has returned here (the bare
+        # app sends before it answers): it counts from the call's start, as 0, not
+        # from the same value's change a cycle before.
+        before = [returned for sent, returned, v in changes if v == value and sent <= arrived]
         if value is not None and before:
-            latencies.append(arrived - before[-1])
+            latencies.append(max(0.0, arrived - before[-1]))
     return latencies, len(recording.arrivals), recording.cuts
 
 
