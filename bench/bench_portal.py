@@ -21,7 +21,10 @@ this process:
   the portal's CPU per delivered event; against the bare app sending the same
   number of same-sized events to N streams at the same rate. Also how many
   WatchNodes streams the plane serves while the N tabs are open (the plane's
-  `ppos_watch_subscribers`): the portal holds one, however many tabs.
+  `ppos_watch_subscribers`): the portal holds one, however many tabs. The clock
+  starts once that stream is open and the views have settled (a snapshot of
+  10,000 nodes takes the portal seconds on a loaded machine), and how many times
+  a tab's stream was cut (the Node.js tabs reconnect, as a browser does) is given.
 
 Smoke mode is short and small (it proves the benchmark runs).
 """
@@ -192,27 +195,35 @@ async def _fanout(
     event: str,
     change: Callable[[int], Awaitable[None]],
     pattern: str,
-) -> tuple[list[float], int]:
+    settle: Callable[[], Awaitable[None]] | None = None,
+) -> tuple[list[float], int, int]:
     """N tabs on `path`; `change(k)` at `rate`; each event's latency from the change
-    whose value (k mod CAPACITY+1, `pattern`'s first group in the event) it shows; and
-    the number of events delivered. The tabs are SSE_CLIENT's."""
+    whose value (k mod CAPACITY+1, `pattern`'s first group in the event) it shows; the
+    number of events delivered; and how many times the server ended a tab's stream
+    (cut for falling behind; the Node.js tabs reconnect and count them). The tabs are
+    SSE_CLIENT's. `settle`, awaited once the tabs are connected, holds the clock until
+    the server is in its steady state."""
     tabs = _node_tabs if SSE_CLIENT == "node" else _python_tabs
-    async with tabs(plan, http, path, event, pattern) as recording:
-        changes: list[tuple[float, int]] = []
+    async with tabs(plan, http, path, event, pattern, settle) as recording:
+        changes: list[tuple[float, float, int]] = []  # (sent, returned, value)
         started = time.perf_counter()
         k = 0
         while time.perf_counter() - started < plan.fanout_seconds:
             k += 1
+            sent = time.perf_counter()
             await change(k)
-            changes.append((time.perf_counter(), k % (CAPACITY + 1)))
+            changes.append((sent, time.perf_counter(), k % (CAPACITY + 1)))
             await asyncio.sleep(max(0.0, started + k / plan.rate - time.perf_counter()))
         await asyncio.sleep(2.0)  # the last change delivered
     latencies = []
     for arrived, value in recording.arrivals:
-        before = [t for t, v in changes if v == value and t <= arrived]
+        # An event may arrive before its change's call has returned here (the bare
+        # app sends before it answers): it counts from the call's start, as 0, not
+        # from the same value's change a cycle before.
+        before = [returned for sent, returned, v in changes if v == value and sent <= arrived]
         if value is not None and before:
-            latencies.append(arrived - before[-1])
-    return latencies, len(recording.arrivals)
+            latencies.append(max(0.0, arrived - before[-1]))
+    return latencies, len(recording.arrivals), recording.cuts
 
 
 @dataclass
@@ -220,17 +231,25 @@ class Recording:
     """Every tab's events once the tabs are told to start: (arrival, value shown)."""
 
     arrivals: list[tuple[float, int | None]] = field(default_factory=list)
+    cuts: int = 0  # streams the server ended (counted by the Node.js tabs only)
 
 
 @contextlib.asynccontextmanager
 async def _python_tabs(
-    plan: Plan, http: httpx.AsyncClient, path: str, event: str, pattern: str
+    plan: Plan,
+    http: httpx.AsyncClient,
+    path: str,
+    event: str,
+    pattern: str,
+    settle: Callable[[], Awaitable[None]] | None,
 ) -> AsyncIterator[Recording]:
     """The tabs as asyncio tasks of this process (its one core saturates first)."""
     shows = re.compile(pattern, re.S)
     per_tab: list[list[tuple[float, str]]] = [[] for _ in range(plan.tabs)]
     tasks = [asyncio.create_task(_tab(http, path, event, a)) for a in per_tab]
     await asyncio.sleep(2.0)  # every tab connected and shown the current view
+    if settle is not None:
+        await settle()
     for a in per_tab:
         a.clear()
     recording = Recording()
@@ -248,7 +267,12 @@ async def _python_tabs(
 
 @contextlib.asynccontextmanager
 async def _node_tabs(
-    plan: Plan, http: httpx.AsyncClient, path: str, event: str, pattern: str
+    plan: Plan,
+    http: httpx.AsyncClient,
+    path: str,
+    event: str,
+    pattern: str,
+    settle: Callable[[], Awaitable[None]] | None,
 ) -> AsyncIterator[Recording]:
     """The tabs in a Node.js process (bench/sse_tabs.mjs), its times on this clock."""
     cookie = "; ".join(f"{name}={value}" for name, value in http.cookies.items())
@@ -272,6 +296,8 @@ async def _node_tabs(
         if ready.strip() != b"ready":
             raise RuntimeError(f"sse_tabs.mjs did not connect its tabs: {ready!r}")
         await asyncio.sleep(2.0)  # every tab shown the current view, as the Python tabs
+        if settle is not None:
+            await settle()
         tabs.stdin.write(b"start\n")
         await tabs.stdin.drain()
         yield recording
@@ -279,6 +305,7 @@ async def _node_tabs(
         await tabs.stdin.drain()
         report = json.loads(await asyncio.wait_for(tabs.stdout.readline(), 60))
         recording.arrivals.extend((float(t), v) for t, v in report["arrivals"])
+        recording.cuts = int(report["cuts"])
     finally:
         if tabs.returncode is None:
             tabs.kill()
@@ -417,26 +444,42 @@ async def run(mode: Mode) -> Result:
 
                 in_flight: set[asyncio.Future[Any]] = set()
                 churning = asyncio.create_task(churn())
-                cpu = cpu_seconds(portal.pid)
                 path = f"/events/nodes?page_size={PAGE}"
-                watching = asyncio.create_task(asyncio.sleep(3.0))
-                subscribers_task = asyncio.create_task(_fanout_subscribers(watching, metrics_port))
-                portal_lat, portal_events = await _fanout(plan, http, path, "nodes", heartbeat, row)
-                portal_event_cpu = (cpu_seconds(portal.pid) - cpu) / max(1, portal_events)
+                metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+                streams_seen: list[float] = []
+                cpu_from: list[float] = []  # the portal's CPU time when the clock starts
+
+                async def watching() -> None:
+                    """Until the portal's WatchNodes is open (its snapshot of a large
+                    fleet takes seconds on a loaded machine) and the views it wakes
+                    have settled: the figures are of the steady state."""
+                    async with asyncio.timeout(120):
+                        while await _watch_subscribers(metrics_url) < 1:  # noqa: ASYNC110 - another process's state
+                            await asyncio.sleep(0.2)
+                    await asyncio.sleep(3.0)
+                    streams_seen.append(await _watch_subscribers(metrics_url))
+                    cpu_from.append(cpu_seconds(portal.pid))
+
+                portal_lat, portal_events, portal_cuts = await _fanout(
+                    plan, http, path, "nodes", heartbeat, row, watching
+                )
+                portal_event_cpu = (cpu_seconds(portal.pid) - cpu_from[0]) / max(1, portal_events)
                 churning.cancel()
                 await asyncio.gather(churning, *in_flight, return_exceptions=True)
-                streams = await subscribers_task
+                streams = streams_seen[0]
                 size = len((await http.get(f"/nodes?page_size={PAGE}")).text) // 2
 
                 async def tick(k: int) -> None:
                     mark = f"{k % (CAPACITY + 1)}|"
                     await bare_http.post(f"/tick?size={size}&mark={mark}")
 
-                cpu = cpu_seconds(bare.pid)
-                bare_fan, bare_events = await _fanout(
-                    plan, bare_http, "/events", "tick", tick, r"^(\d+)\|"
+                async def bare_settled() -> None:
+                    cpu_from.append(cpu_seconds(bare.pid))
+
+                bare_fan, bare_events, bare_cuts = await _fanout(
+                    plan, bare_http, "/events", "tick", tick, r"^(\d+)\|", bare_settled
                 )
-                bare_event_cpu = (cpu_seconds(bare.pid) - cpu) / max(1, bare_events)
+                bare_event_cpu = (cpu_seconds(bare.pid) - cpu_from[1]) / max(1, bare_events)
 
                 result.figure("tabs (EventSource streams) on one nodes page", plan.tabs, "")
                 result.figure("WatchNodes streams the plane serves meanwhile", streams, "")
@@ -453,6 +496,9 @@ async def run(mode: Mode) -> Result:
                 result.ratio("portal / bare SSE latency p99", p99, bare_p99)
                 result.figure("events delivered, portal", portal_events, "")
                 result.figure("events delivered, bare", bare_events, "")
+                if SSE_CLIENT == "node":
+                    result.figure("tab streams cut (and reconnected), portal", portal_cuts, "")
+                    result.figure("tab streams cut (and reconnected), bare", bare_cuts, "")
                 pc = result.figure("portal CPU per delivered event", portal_event_cpu * 1e6, "µs")
                 bc = result.figure(
                     "bare Starlette CPU per delivered event", bare_event_cpu * 1e6, "µs"
@@ -476,11 +522,6 @@ async def run(mode: Mode) -> Result:
         finally:
             plane.stop()
     return result
-
-
-async def _fanout_subscribers(settle: asyncio.Task[None], metrics_port: int) -> float:
-    await settle
-    return await _watch_subscribers(f"http://127.0.0.1:{metrics_port}/metrics")
 
 
 def _settled(in_flight: set[asyncio.Future[Any]]) -> Callable[[asyncio.Future[Any]], None]:

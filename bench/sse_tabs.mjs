@@ -8,7 +8,9 @@
 // process.hrtime (CLOCK_MONOTONIC on Linux), the clock of Python's time.perf_counter,
 // so the caller compares them with its own. PATTERN's first group is the value shown.
 // Protocol on stdin/stdout: prints "ready" once every tab's stream is open; "start"
-// forgets what arrived so far; "stop" prints the arrivals as one JSON line and exits.
+// forgets what arrived so far; "stop" prints the arrivals, and how many times the
+// server ended a tab's stream (a tab cut for falling behind; it reconnects at once,
+// as a browser's EventSource does), as one JSON line and exits.
 import http from "node:http";
 import readline from "node:readline";
 
@@ -18,8 +20,10 @@ const cookie = process.env.PPOS_BENCH_COOKIE || "";
 const agent = new http.Agent({ keepAlive: true, maxSockets: Infinity });
 const arrivals = []; // [seconds, value] of every tab's events
 let delivered = 0;
+let cuts = 0; // streams the server ended while the tabs ran
+let stopping = false;
 let opened = 0; // tabs whose stream has answered
-const requests = [];
+const requests = new Set();
 
 function now() {
   return Number(process.hrtime.bigint()) / 1e9;
@@ -42,6 +46,10 @@ function open() {
     }
     opened += 1;
     if (opened === tabs) { process.stdout.write("ready\n"); }
+    response.on("end", () => {
+      requests.delete(request);
+      if (!stopping) { cuts += 1; open(); }
+    });
     response.setEncoding("utf8");
     let buffer = "";
     response.on("data", (chunk) => {
@@ -53,8 +61,10 @@ function open() {
       }
     });
   });
-  request.on("error", (error) => { process.stderr.write(`tab: ${error.message}\n`); });
-  requests.push(request);
+  request.on("error", (error) => {
+    if (!stopping) { process.stderr.write(`tab: ${error.message}\n`); }
+  });
+  requests.add(request);
 }
 
 const tabs = Number(tabCount);
@@ -64,9 +74,11 @@ readline.createInterface({ input: process.stdin }).on("line", (line) => {
   if (line === "start") {
     arrivals.length = 0;
     delivered = 0;
+    cuts = 0;
   } else if (line === "stop") {
+    stopping = true;
     requests.forEach((r) => r.destroy());
     // Exit once written: a pipe is written asynchronously, exit() would cut it.
-    process.stdout.write(JSON.stringify({ arrivals, delivered }) + "\n", () => process.exit(0));
+    process.stdout.write(JSON.stringify({ arrivals, delivered, cuts }) + "\n", () => process.exit(0));
   }
 });

@@ -2,9 +2,13 @@
 
 A topic is one fragment with its query (the overview panel; the nodes table for
 one filter and page; the audit log; admin jobs). However many tabs show it, one
-task reads it, with the credential of one of those tabs' sessions, and hands the
-result to every subscriber; each tab renders it with its own session (its CSRF
-token) and htmx's SSE extension swaps it in. A topic fed by the plane's watch
+task reads it, with the credential of one of those tabs' sessions, renders it and
+encodes it as one server-sent event, once, and hands those bytes to every
+subscriber (a fragment holding a session's forms, its CSRF token, is handed over
+as read and rendered by each tab); htmx's SSE extension swaps it in. A read that
+renders what the tabs already have is not sent. A fragment replaces the whole
+view, so a tab that is a few updates behind sends only the newest, and a tab that
+connects (or reconnects) is sent the latest at once. A topic fed by the plane's watch
 streams (`upstreams`, shared by every topic of the process) reads again only when
 one of them reports a change, at most once per `live_interval`, and otherwise
 every `fallback` seconds; a topic without upstreams reads every `live_interval`.
@@ -21,6 +25,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
+from jinja2 import Environment
+from sse_starlette.event import ServerSentEvent
 from sse_starlette.sse import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import Response
@@ -31,6 +37,9 @@ from ppos.portal.upstreams import AdminJobWatch, AuditWatch, NodeWatch, SyncWatc
 from ppos.portal.web import portal_of, session_of
 
 Read = Callable[[Session], Awaitable[dict[str, Any]]]
+# A read (a dict, or the plane's refusal) as the bytes of one server-sent event,
+# the same for every tab.
+Encode = Callable[[object], bytes]
 QUEUE_DEPTH = 4  # updates a tab may lag behind before it is cut
 CUT = object()
 EXPIRED = object()
@@ -52,16 +61,18 @@ class Topic:
         hub: LiveHub,
         upstreams: tuple[Upstream, ...] = (),
         fallback: float | None = None,
+        encode: Encode | None = None,
     ) -> None:
         self.key = key
         self.read = read
+        self.encode = encode  # None: each tab renders what is read
         self.hub = hub
         self.subscribers: set[Subscriber] = set()
         self.reads = 0
         self.task: asyncio.Task[None] | None = None
         self.upstreams: set[Upstream] = set()
         self.fallback = fallback
-        self.rendered: tuple[object, str] | None = None  # the last update, rendered once
+        self.latest: object = None  # the last update handed out, for tabs that connect
         for upstream in upstreams:
             self.hold(upstream)
 
@@ -107,6 +118,14 @@ class Topic:
             subscriber.queue.get_nowait()
         subscriber.queue.put_nowait(why)
 
+    def _hand_out(self, update: object) -> None:
+        self.latest = update
+        for subscriber in list(self.subscribers):
+            if subscriber.queue.full():
+                self._drop(subscriber, CUT)
+            else:
+                subscriber.queue.put_nowait(update)
+
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         try:
@@ -118,11 +137,10 @@ class Topic:
                     update: object = await self.read(session)
                 except ControlPlaneError as error:
                     update = error
-                for subscriber in list(self.subscribers):
-                    if subscriber.queue.full():
-                        self._drop(subscriber, CUT)
-                    else:
-                        subscriber.queue.put_nowait(update)
+                if self.encode is None:
+                    self._hand_out(update)
+                elif (message := self.encode(update)) != self.latest:
+                    self._hand_out(message)  # bytes equal to the tabs' own: nothing new
                 await self._next(last_read, seen)
         finally:
             # Ended by close() or a fault: every tab reconnects to a fresh reader.
@@ -184,12 +202,18 @@ class LiveHub:
         read: Read,
         session: Session,
         upstreams: tuple[Upstream, ...] = (),
+        encode: Encode | None = None,
     ) -> tuple[Topic, Subscriber]:
+        """The tab of `session` on topic `key` (started on first use); sent the
+        topic's latest update at once, if it has one. Updates are `encode`d once for
+        every tab, or handed to each as read without `encode`."""
         topic = self.topics.get(key)
         if topic is None:
             fallback = self.fallback if upstreams else None
-            topic = self.topics[key] = Topic(key, read, self, upstreams, fallback)
+            topic = self.topics[key] = Topic(key, read, self, upstreams, fallback, encode)
         subscriber = Subscriber(session)
+        if topic.latest is not None:
+            subscriber.queue.put_nowait(topic.latest)
         topic.subscribers.add(subscriber)
         if topic.task is None or topic.task.done():
             topic.task = asyncio.create_task(topic.run())
@@ -206,6 +230,32 @@ class LiveHub:
             await upstream.join()
 
 
+def fragment_event(environment: Environment, template_name: str, event: str) -> Encode:
+    """Encodes a read as one `event` carrying `template_name` rendered (or the plane's
+    refusal), for a fragment with nothing of a session in it."""
+    template = environment.get_template(template_name)
+    error_template = environment.get_template("_live_error.html")
+
+    def encode(update: object) -> bytes:
+        if isinstance(update, ControlPlaneError):
+            html = error_template.render(error=update)
+        elif isinstance(update, dict):
+            html = template.render(**update)
+        else:
+            raise TypeError(f"a live read gave {type(update).__name__}")
+        return ServerSentEvent(data=html, event=event).encode()
+
+    return encode
+
+
+def newest(subscriber: Subscriber, update: object) -> object:
+    """`update`, or a newer one already waiting: each fragment is the whole view, so a
+    tab a few updates behind skips to the last (CUT and EXPIRED come alone)."""
+    while update is not CUT and update is not EXPIRED and not subscriber.queue.empty():
+        update = subscriber.queue.get_nowait()
+    return update
+
+
 async def _events(
     request: Request,
     key: Hashable,
@@ -215,31 +265,26 @@ async def _events(
     session: Session,
     upstreams: tuple[Upstream, ...],
     per_session: bool,
-) -> AsyncIterator[dict[str, str]]:
+) -> AsyncIterator[bytes | dict[str, str]]:
     portal = portal_of(request)
+    shared = None if per_session else fragment_event(portal.environment, template_name, event)
     template = portal.environment.get_template(template_name)
     error_template = portal.environment.get_template("_live_error.html")
-    topic, subscriber = portal.hub.subscribe(key, read, session, upstreams)
-
-    def rendered(update: dict[str, Any]) -> str:
-        if per_session:  # the fragment holds this session's forms (its CSRF token)
-            return template.render(session=session, **update)
-        if topic.rendered is None or topic.rendered[0] is not update:
-            topic.rendered = (update, template.render(**update))
-        return topic.rendered[1]  # one rendering for every tab
-
+    topic, subscriber = portal.hub.subscribe(key, read, session, upstreams, shared)
     try:
         while True:
-            update = await subscriber.queue.get()
+            update = newest(subscriber, await subscriber.queue.get())
             if update is EXPIRED:
                 yield {"event": "expired", "data": "signed out"}
                 return
             if update is CUT:
-                return  # the browser reconnects and starts from the current view
-            if isinstance(update, ControlPlaneError):
+                return  # the browser reconnects and is sent the current view
+            if isinstance(update, bytes):  # encoded once for every tab
+                yield update
+            elif isinstance(update, ControlPlaneError):
                 yield {"event": event, "data": error_template.render(error=update)}
-            elif isinstance(update, dict):
-                yield {"event": event, "data": rendered(update)}
+            elif isinstance(update, dict):  # the fragment holds this session's CSRF token
+                yield {"event": event, "data": template.render(session=session, **update)}
     finally:
         portal.hub.unsubscribe(topic, subscriber)
 
@@ -257,8 +302,8 @@ def live_response(
     """The event stream of topic `key` (rendered with `template_name`) for the
     request's session, read again when one of `upstreams` changes (every
     `live_interval` without upstreams); 401 without a session. The fragment is
-    rendered once per update for every tab, or for each tab with its session when
-    `per_session` (a fragment with forms)."""
+    rendered and encoded once per update for every tab, or rendered for each tab
+    with its session when `per_session` (a fragment with forms)."""
     session = session_of(request, touch=False)
     if session is None:
         return Response("signed out", status_code=401)
