@@ -17,6 +17,8 @@ import signal
 import sys
 from pathlib import Path
 
+import uvloop
+
 from ppos.portal.app import start_portal
 from ppos.portal.settings import PortalSettings
 
@@ -112,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         print("ppos-portal: --plane-cert-file needs --plane-ca-file", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    asyncio.run(run(args))
+    # libuv's loop, as the plane and uvicorn.run use: less loop time per event sent to a tab.
+    uvloop.run(run(args))
     return 0
 
 
