@@ -139,14 +139,7 @@ def claim(
     pending = search(_skipping(_pending_due(clock), skip_targets, ()))
     expired = search(_skipping(_lease_expired(clock), skip_targets, skip_ids))
     by_due = sorted(pending + expired, key=lambda row: (row.next_attempt_at, row.command_id))
-    taken: list[OutboxRow] = []
-    per_target: dict[str, int] = {}
-    for row in by_due:
-        if len(taken) >= limit:
-            break
-        if per_target.get(row.target, 0) < room.get(row.target, default_room):
-            per_target[row.target] = per_target.get(row.target, 0) + 1
-            taken.append(row)
+    taken = _within_room(by_due, limit, room, default_room)
     if not taken:
         return Claimed([], [])
     connection.execute(
@@ -160,25 +153,40 @@ def claim(
             updated_at=clock.now(),
         )
     )
-    leases = []
-    for row in taken:
-        snapshot = command_snapshot(row) | {"state": "SENT", "attempts": row.attempts + 1}
-        leases.append(
-            Lease(
-                command_id=row.command_id,
-                attempts=row.attempts + 1,
-                target=row.target,
-                method=row.method,
-                payload=row.request_payload,
-                issued_by_kind=row.issued_by_kind,
-                issued_by_name=row.issued_by_name,
-                request_id=row.request_id,
-                snapshot=snapshot,
-                leased_at=leased_at,
-            )
-        )
+    leases = [_leased(row, leased_at) for row in taken]
     taken_over = [(r.command_id, r.lease_owner) for r in taken if r.state == "SENT"]
     return Claimed(leases, taken_over)
+
+
+def _within_room(
+    by_due: list[OutboxRow], limit: int, room: Mapping[str, int], default_room: int
+) -> list[OutboxRow]:
+    """The first `limit` rows in due order, at most each target's room of them."""
+    taken: list[OutboxRow] = []
+    per_target: dict[str, int] = {}
+    for row in by_due:
+        if len(taken) >= limit:
+            break
+        if per_target.get(row.target, 0) < room.get(row.target, default_room):
+            per_target[row.target] = per_target.get(row.target, 0) + 1
+            taken.append(row)
+    return taken
+
+
+def _leased(row: OutboxRow, leased_at: float) -> Lease:
+    """The lease of a row just claimed (its attempt counted)."""
+    return Lease(
+        command_id=row.command_id,
+        attempts=row.attempts + 1,
+        target=row.target,
+        method=row.method,
+        payload=row.request_payload,
+        issued_by_kind=row.issued_by_kind,
+        issued_by_name=row.issued_by_name,
+        request_id=row.request_id,
+        snapshot=command_snapshot(row) | {"state": "SENT", "attempts": row.attempts + 1},
+        leased_at=leased_at,
+    )
 
 
 def renew(

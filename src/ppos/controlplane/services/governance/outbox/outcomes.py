@@ -181,18 +181,10 @@ def _audit_entry(outcome: Outcome) -> dict[str, Any]:
     )
 
 
-def _apply_statuses(session: Session, acknowledged: list[Lease], clock: DatabaseClock) -> None:
-    """Record what the gateways now hold (newer generations only).
-
-    Lock order: handlers lock a tenant, then its queues (by id), then its routes
-    (by id); here, after this dispatcher's own leased commands (which no handler
-    waits for while holding a tenant), queues by key, then routes by key, each row
-    updated once. Once matters on PostgreSQL: a second UPDATE of a row this
-    transaction already updated re-checks its foreign key, taking a KEY SHARE lock
-    on the tenant, which a handler holding the tenant and waiting for the queue
-    blocks: the deadlock the load found. One statement per table, run for each
-    row in key order (executemany).
-    """
+def _newest_applied(
+    acknowledged: list[Lease],
+) -> tuple[dict[tuple[str, str], gw_pb.ApplyQueuePolicyRequest], dict[str, int]]:
+    """Per queue, the newest policy acknowledged; per route, its newest generation."""
     queues: dict[tuple[str, str], gw_pb.ApplyQueuePolicyRequest] = {}
     routes: dict[str, int] = {}
     for lease in acknowledged:
@@ -205,6 +197,22 @@ def _apply_statuses(session: Session, acknowledged: list[Lease], clock: Database
             route = gw_pb.ApplyPartnerRouteRequest.FromString(lease.payload)
             if not route.delete:
                 routes[route.route_id] = max(routes.get(route.route_id, 0), route.generation)
+    return queues, routes
+
+
+def _apply_statuses(session: Session, acknowledged: list[Lease], clock: DatabaseClock) -> None:
+    """Record what the gateways now hold (newer generations only).
+
+    Lock order: handlers lock a tenant, then its queues (by id), then its routes
+    (by id); here, after this dispatcher's own leased commands (which no handler
+    waits for while holding a tenant), queues by key, then routes by key, each row
+    updated once. Once matters on PostgreSQL: a second UPDATE of a row this
+    transaction already updated re-checks its foreign key, taking a KEY SHARE lock
+    on the tenant, which a handler holding the tenant and waiting for the queue
+    blocks: the deadlock the load found. One statement per table, run for each
+    row in key order (executemany).
+    """
+    queues, routes = _newest_applied(acknowledged)
     now = clock.now()
     if queues:
         q = _QUEUES.c
