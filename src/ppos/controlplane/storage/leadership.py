@@ -368,8 +368,9 @@ class FileLockLeadership:
             await asyncio.to_thread(self._lease_write, _SQLITE_EXPIRE, 0.0)
         except sqlite3.Error as exc:
             _log.warning("leadership.expire_failed", name=self.name, error=type(exc).__name__)
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+        finally:  # the lead ends whatever became of the report (a stop cancelling it too)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
 
     def fence(self) -> Fence:
         return Fence(self.name, self.generation if self._fd is not None else 0)
