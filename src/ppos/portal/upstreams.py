@@ -59,6 +59,7 @@ class Upstream:
         self._stream: Any = None
         self._changed = asyncio.Event()
         self.session_id = ""  # whose credential the current stream carries
+        self._reconnects = 0  # reconnect() calls: one landing while a stream opens is kept
         self.generation = 0  # bumped on every change the topics may show
         self.streams_opened = 0
         self.last_error: ControlPlaneError | None = None
@@ -88,6 +89,7 @@ class Upstream:
     def reconnect(self) -> None:
         """End the current stream; the thread opens the next (resumed) with the
         credential of a session still live."""
+        self._reconnects += 1
         stream = self._stream
         if stream is not None:
             stream.cancel()
@@ -138,6 +140,7 @@ class Upstream:
     def _pump(self, stop: threading.Event) -> None:
         delay = RETRY_FIRST
         while not stop.is_set():
+            asked = self._reconnects
             session = self._pick_session()
             if session is None:
                 stop.wait(RETRY_FIRST)
@@ -145,6 +148,8 @@ class Upstream:
             self.session_id = session.session_id
             try:
                 stream = self._stream = self.open(session.clients)
+                if self._reconnects != asked:  # asked while this one opened: not this session
+                    stream.cancel()
                 self.streams_opened += 1
                 self._to_loop(self._opened, None)
                 for message in self._messages(stream, stop):
