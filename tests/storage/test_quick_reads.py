@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import sqlite3
 
 import psycopg
@@ -33,6 +34,7 @@ from ppos.controlplane.services.node_registry.convert import fill_node, node_to_
 from ppos.controlplane.services.node_registry.models import NodeRow
 from ppos.controlplane.services.node_registry.rpc_operator import NODE_BY_ID
 from ppos.controlplane.storage.database import Database
+from ppos.controlplane.storage.loop_postgres import LoopConnections
 from ppos.controlplane.storage.reads import PreparedRead, quick_reads
 from tests.support.databases import _libpq
 
@@ -371,6 +373,58 @@ async def test_postgres_quick_reads_share_a_few_event_loop_connections(database_
         admin.close()
 
 
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+async def test_reads_waiting_for_a_busy_connection_share_one_statement_sent_after_them(
+    database_url: str,
+) -> None:
+    """PostgreSQL only: while every connection is busy, reads of the same statement
+    and parameters share one statement, sent after all of them arrived (so all
+    see a write committed while they waited); a caller that gives up leaves
+    the others their rows; a read with other parameters runs on its own."""
+    db = Database(database_url, pool_size=1)
+    admin = psycopg.connect(_libpq(database_url), autocommit=True)
+    try:
+        db.write_sync(lambda s: s.add(_node("node-a", labels={"v": "1"})))
+        engine = db.read_engine
+        args, kwargs = engine.dialect.create_connect_args(engine.url)
+        connections = LoopConnections((args, dict(kwargs)), size=1)
+
+        def error(exc: psycopg.Error, _lost: bool) -> Exception:
+            return RuntimeError(str(exc))
+
+        sql = "SELECT labels::text, clock_timestamp() FROM nodes WHERE node_id = %(node_id)s"
+        # The holder keeps the only connection until the admin lets go of the lock.
+        admin.execute("SELECT pg_advisory_lock(4242)")
+        held = "SELECT pg_advisory_lock(4242), pg_advisory_unlock(4242)"
+        holder = asyncio.ensure_future(connections.fetch(held, None, error))
+        await asyncio.sleep(0.1)
+        waiting = [
+            asyncio.ensure_future(connections.fetch(sql, {"node_id": "node-a"}, error))
+            for _ in range(5)
+        ]
+        other = asyncio.ensure_future(connections.fetch(sql, {"node_id": "node-b"}, error))
+        await asyncio.sleep(0.01)
+        waiting[0].cancel()
+
+        def relabel(session: object) -> None:
+            row = session.get(NodeRow, "node-a")  # type: ignore[attr-defined]
+            row.labels = {"v": "2"}
+
+        await asyncio.get_running_loop().run_in_executor(None, lambda: db.write_sync(relabel))
+        assert not any(task.done() for task in waiting[1:])
+        admin.execute("SELECT pg_advisory_unlock(4242)")
+        results = await asyncio.gather(*waiting[1:])
+        assert waiting[0].cancelled()
+        assert len({tuple(rows[0]) for rows in results}) == 1  # one statement's row
+        assert json.loads(results[0][0][0]) == {"v": "2"}  # sent after the write
+        assert await other == []
+        await holder
+        connections.close()
+    finally:
+        db.close()
+        admin.close()
+
+
 async def test_a_node_read_quickly_and_filled_in_place_is_the_message_the_orm_row_makes(
     database_url: str,
 ) -> None:
@@ -405,10 +459,10 @@ async def test_a_node_read_quickly_and_filled_in_place_is_the_message_the_orm_ro
 async def test_a_converted_read_makes_each_stored_row_once_and_anew_when_it_changes(
     database_url: str,
 ) -> None:
-    """GetNode's and ListTenants' messages are kept by the row's raw values: the
-    same row read again is the same message (equal to `node_to_proto` of the
-    ORM's row), a row changed in any column (here only its labels, a JSON value
-    read as its text) is made anew."""
+    """GetNode's and ListTenants' encoded replies are kept by the row's raw values:
+    the same row read again is the same product (the bytes of the reply built
+    from `node_to_proto` / `tenant_to_proto` of the ORM's row), a row changed in
+    any column (here only its labels, a JSON value read as its text) is made anew."""
     db = Database(database_url, pool_size=2)
     try:
         db.write_sync(lambda s: s.add_all([_node("node-m"), _tenant("t-m", "ACTIVE")]))
@@ -418,7 +472,8 @@ async def test_a_converted_read_makes_each_stored_row_once_and_anew_when_it_chan
         assert len(first) == 1
         assert again[0] is first[0]
         orm = db.read_sync(lambda s: s.get(NodeRow, "node-m"))
-        assert first[0] == node_to_proto(orm)
+        whole = node_pb.GetNodeResponse(node=node_to_proto(orm))
+        assert first[0].data == whole.SerializeToString()
 
         def relabel(session: object) -> None:
             row = session.get(NodeRow, "node-m")  # type: ignore[attr-defined]
@@ -427,13 +482,15 @@ async def test_a_converted_read_makes_each_stored_row_once_and_anew_when_it_chan
         db.write_sync(relabel)
         changed = await reads.converted(NODE_BY_ID, node_id="node-m")
         assert changed[0] is not first[0]
-        assert dict(changed[0].meta.labels) == {"tier": "edge", "zone": "c"}
+        reply = node_pb.GetNodeResponse.FromString(changed[0].data)
+        assert dict(reply.node.meta.labels) == {"tier": "edge", "zone": "c"}
         assert await reads.converted(NODE_BY_ID, node_id="node-none") == []
 
         tenants = await reads.converted(tenants_after(0), after="", limit=10)
         assert [t.tenant_id for t in tenants] == ["t-m"]
         orm_tenant = db.read_sync(lambda s: s.get(TenantRow, "t-m"))
-        assert tenants[0] == tenant_to_proto(orm_tenant)
+        listed = gov_pb.ListTenantsResponse(tenants=[tenant_to_proto(orm_tenant)])
+        assert tenants[0].entry == listed.SerializeToString()
         assert (await reads.converted(tenants_after(0), after="", limit=10))[0] is tenants[0]
     finally:
         db.close()

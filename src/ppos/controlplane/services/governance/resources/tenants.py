@@ -6,6 +6,7 @@ The use cases are in provisioning.py (ProvisionTenant) and tenant_changes.py
 
 from __future__ import annotations
 
+from ppos.controlplane.core.handlers import Encoded
 from ppos.controlplane.core.pagination import Ident, Listing
 from ppos.controlplane.core.selectors import selector_field
 from ppos.controlplane.core.validation import MAX_ENUM_FILTER, Violations
@@ -66,9 +67,7 @@ class TenantHandlers(HandlerBase):
         row = await self._db.read(lambda s: lookups.tenant(s, request.tenant_id, lock=False))
         return pb.GetTenantResponse(tenant=tenant_to_proto(row))
 
-    async def ListTenants(
-        self, request: pb.ListTenantsRequest, context: Context
-    ) -> pb.ListTenantsResponse:
+    async def ListTenants(self, request: pb.ListTenantsRequest, context: Context) -> Encoded:
         violations = Violations()
         phases = []
         bounded = violations.at_most("phases", request.phases, MAX_ENUM_FILTER)
@@ -85,10 +84,12 @@ class TenantHandlers(HandlerBase):
             request.page_token,
             {"phases": sorted(phases), "selector": request.label_selector},
         )
-        tenants = await store.read_tenant_page(self._db, phases, selector, page)
-        response = pb.ListTenantsResponse(next_page_token=page.next_token(tenants))
-        response.tenants.extend(tenants[: page.size])  # copies: the messages are shared
-        return response
+        entries = await store.read_tenant_page(self._db, phases, selector, page)
+        # The reply's bytes as ListTenantsResponse encodes them: tenants (field 1)
+        # in order, then the token (field 2), encoded alone.
+        token = pb.ListTenantsResponse(next_page_token=page.next_token(entries))
+        data = b"".join([entry.entry for entry in entries[: page.size]])
+        return Encoded(data + token.SerializeToString())
 
     async def UpdateTenant(
         self, request: pb.UpdateTenantRequest, context: Context
