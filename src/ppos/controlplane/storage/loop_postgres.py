@@ -2,7 +2,7 @@
 
 A quick read on PostgreSQL is one round trip of a prepared statement; the
 database does the work in its own process, so the event loop only sends the
-statement and reads the rows, as psycopg's asynchronous connection does. Done
+statement and reads the rows (through libpq directly: `storage.pq_statements`). Done
 in a reader thread instead, each read also paid the hop to the thread and back
 (two wake-ups, the GIL passed twice), which cost more than the read itself.
 
@@ -17,8 +17,8 @@ tests) the old ones are closed and new ones opened. A connection found lost
 once more on a new one (a read is safe to repeat); lost a second time, the
 error is raised as SQLAlchemy raises an invalidated connection's (answered
 UNAVAILABLE by `storage.failures`). A statement cancelled mid-way (its caller
-gave up) leaves its connection to the next statement only if psycopg brought
-it back to idle. `close()` (the engine was disposed) closes them all, from
+gave up) leaves its connection to the next statement only if it is idle
+again. `close()` (the engine was disposed) closes them all, from
 any thread; a statement still waiting for a connection then fails as on a
 lost one.
 
@@ -43,7 +43,9 @@ from typing import Any
 import psycopg
 from psycopg import pq
 
-_Pair = tuple[psycopg.AsyncConnection[Any], psycopg.AsyncCursor[Any]]
+from ppos.controlplane.storage.pq_statements import PqStatements
+
+_Pair = tuple[psycopg.AsyncConnection[Any], PqStatements]
 # (the driver's error, whether the connection was lost) -> what the caller raises
 ErrorMaker = Callable[[psycopg.Error, bool], Exception]
 # Run on each connection as it is opened (adapters: how values are loaded).
@@ -108,7 +110,7 @@ class _LoopPool:
                 connection.pgconn.finish()
                 raise psycopg.OperationalError("the database was closed")
             self._opened.add(connection)
-        return connection, connection.cursor(binary=True)  # rows parse faster from binary
+        return connection, PqStatements(connection)
 
     async def _wait(self) -> _Pair | None:
         waiter: asyncio.Future[_Pair | None] = self.loop.create_future()
@@ -215,10 +217,9 @@ class LoopConnections:
                         shared_as = None
             except psycopg.Error as exc:  # cannot connect: as the engine's pool would raise it
                 raise error(exc, False) from exc
-            connection, cursor = pair
+            connection, statements = pair
             try:
-                await cursor.execute(sql, params, prepare=True)
-                rows = await cursor.fetchall()
+                rows = await statements.rows(sql, params)
             except psycopg.Error as exc:
                 lost = connection.closed or connection.broken
                 pool.give_back(pair)
