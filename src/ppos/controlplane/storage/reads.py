@@ -8,6 +8,8 @@ consistent snapshot on both databases:
 
 - SQLite (a database file): on a connection the reader thread keeps for
   itself, in autocommit, query-only; the driver caches the prepared statement.
+  On the event loop's connection, a read's rows are reused while SQLite says
+  nothing was committed since (`storage.sqlite_results`).
 - PostgreSQL: on the event loop, on one of a few asynchronous connections of
   its own (`storage.loop_postgres`), in autocommit, the statement prepared on
   the server at its first use: a read is one round trip, without the pool's
@@ -58,6 +60,7 @@ from ppos.controlplane.storage.compiled_read import CompiledRead
 from ppos.controlplane.storage.database import SQLITE_BUSY_TIMEOUT_MS, Database
 from ppos.controlplane.storage.loop_postgres import LoopConnections
 from ppos.controlplane.storage.read_memo import Convert
+from ppos.controlplane.storage.sqlite_results import UnchangedResults
 
 _log = structlog.get_logger(__name__)
 
@@ -268,10 +271,14 @@ class QuickReads:
             connection.close()
 
     def _on_loop(self, compiled: CompiledRead, values: Mapping[str, Any]) -> list[Any] | None:
-        """A bounded read on this (event loop) thread's connection; None if SQLite is busy."""
-        connection = self._sqlite(busy_timeout_ms=0)
+        """A bounded read on this (event loop) thread's connection, its rows reused
+        while the database is unchanged (`storage.sqlite_results`); None if SQLite
+        is busy."""
+        results: UnchangedResults | None = getattr(self._local, "unchanged", None)
+        if results is None:
+            results = self._local.unchanged = UnchangedResults(self._sqlite(busy_timeout_ms=0))
         try:
-            raw = connection.execute(compiled.sql, compiled.parameters(values)).fetchall()
+            raw = results.rows(compiled.sql, compiled.parameters(values))
         except sqlite3.Error as exc:
             busy = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
             if isinstance(exc, sqlite3.OperationalError) and exc.sqlite_errorcode & 0xFF in busy:
