@@ -279,7 +279,8 @@ _SQLITE_EXPIRE = (
 
 
 def _sqlite_time(value: dt.datetime) -> str:
-    """As SQLAlchemy's DateTime stores it in SQLite (UTC, no offset)."""
+    """As a `UTCDateTime` column stores it in SQLite (UTC, no offset): what the
+    ORM reads back as an aware UTC datetime."""
     return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 

@@ -35,7 +35,6 @@ from typing import TypeVar
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
-    DateTime,
     Float,
     Integer,
     String,
@@ -68,9 +67,9 @@ class LeaderLeaseRow(Base):
     generation: Mapped[int] = mapped_column(BigInteger, nullable=False)
     holder: Mapped[str] = mapped_column(String(256), nullable=False)
     backend_pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    acquired_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    renewed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    acquired_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    renewed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     lease_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 

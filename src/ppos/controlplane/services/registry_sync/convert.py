@@ -69,11 +69,6 @@ def region_status(
     return status
 
 
-def _utc(value: dt.datetime) -> dt.datetime:
-    """SQLite gives back naive datetimes; every stored time is UTC."""
-    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
-
-
 def recent_jobs(counts: dict[str, int], window: dt.timedelta) -> pb.RecentSyncedJobs:
     recent = pb.RecentSyncedJobs(window=to_duration(window.total_seconds()))
     for state, count in sorted(counts.items()):
@@ -89,13 +84,13 @@ def leader_lease(row: LeaderLeaseRow | None, now: dt.datetime) -> pb.LeaderLease
         return None
     lease = pb.LeaderLease(name=row.name, holder_identity=row.holder, generation=row.generation)
     if row.acquired_at is not None:
-        lease.acquire_time.FromDatetime(_utc(row.acquired_at))
+        lease.acquire_time.FromDatetime(row.acquired_at)
     if row.renewed_at is not None:
-        lease.renew_time.FromDatetime(_utc(row.renewed_at))
+        lease.renew_time.FromDatetime(row.renewed_at)
     if row.lease_seconds is not None:
         lease.lease_duration.CopyFrom(to_duration(row.lease_seconds))
     # A row without an expiry was written before leases were renewed: no live lead known.
-    lease.expired = row.expires_at is None or _utc(row.expires_at) <= _utc(now)
+    lease.expired = row.expires_at is None or row.expires_at <= now
     return lease
 
 
