@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
@@ -36,12 +35,13 @@ class GroupCommit(Generic[T, R]):
         self._linger = linger
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
         self._flusher: asyncio.Task[None] | None = None
-        self._arrived = asyncio.Event()
+        self._arrived: asyncio.Future[None] | None = None  # set when an item comes in
 
     async def record(self, item: T) -> R:
         done: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._pending.append((item, done))
-        self._arrived.set()
+        if self._arrived is not None and not self._arrived.done():
+            self._arrived.set_result(None)
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
         return await done
@@ -57,13 +57,15 @@ class GroupCommit(Generic[T, R]):
             return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._linger
-        while not self._ready(len(self._pending)):
-            left = deadline - loop.time()
-            if left <= 0:
-                return
-            self._arrived.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._arrived.wait(), left)
+        try:
+            while not self._ready(len(self._pending)):
+                left = deadline - loop.time()
+                if left <= 0:
+                    return
+                self._arrived = loop.create_future()
+                await asyncio.wait([self._arrived], timeout=left)
+        finally:
+            self._arrived = None
 
     async def _flush(self) -> None:
         while self._pending:
