@@ -114,4 +114,8 @@ def record(
 def record_all(session: Session, entries: Sequence[dict[str, Any]]) -> None:
     """Insert many entries (`entry_values`) in one statement, in the caller's transaction."""
     if entries:
-        session.execute(insert(cast(Table, AuditEntry.__table__)), list(entries))
+        session.connection().execute(_INSERT, list(entries))
+
+
+# Built once: every group of outcomes the outbox records inserts its entries.
+_INSERT = insert(cast(Table, AuditEntry.__table__))

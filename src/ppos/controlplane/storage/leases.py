@@ -30,14 +30,16 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
     Float,
     Integer,
+    Interval,
     String,
+    bindparam,
     func,
     literal,
     select,
@@ -141,6 +143,28 @@ class DatabaseClock:
         if self.postgres:
             return func.now() + dt.timedelta(seconds=seconds)
         return literal(utcnow() + dt.timedelta(seconds=seconds), UTCDateTime())
+
+    # For statements built once and run many times (SQLAlchemy then reuses their
+    # compiled form): the same clocks, this host's as bind parameters given by `bound`.
+
+    def now_bound(self) -> ColumnElement[dt.datetime]:
+        if self.postgres:
+            return func.now()
+        return bindparam("b_now", type_=UTCDateTime())
+
+    def after_bound(self) -> ColumnElement[dt.datetime]:
+        """`now_bound` plus the seconds given to `bound`."""
+        if self.postgres:
+            return func.now() + bindparam("b_ttl", type_=Interval())
+        return bindparam("b_after", type_=UTCDateTime())
+
+    def bound(self, seconds: float = 0.0) -> dict[str, Any]:
+        """The values of `now_bound` and `after_bound` for one execution."""
+        delta = dt.timedelta(seconds=seconds)
+        if self.postgres:
+            return {"b_ttl": delta}
+        now = utcnow()
+        return {"b_now": now, "b_after": now + delta}
 
     def read(self, session: Session) -> dt.datetime:
         if not self.postgres:

@@ -64,6 +64,10 @@ DEPTH_REFRESH_SECONDS = 5.0
 # On a clean stop, deliveries in flight get this long to finish and be recorded;
 # the leases of the others are handed back (their calls cancelled).
 STOP_GRACE_SECONDS = 0.5
+# How long a group of outcomes may wait for more before it is recorded (it waits
+# only while fewer than half of the outcomes still to come are in): fewer, larger
+# transactions under load, at a few milliseconds of a slot's time.
+GROUP_LINGER_SECONDS = 0.01
 
 
 def _principal_of(kind: str, name: str) -> Principal:
@@ -93,7 +97,15 @@ class Dispatcher:
         # fewer than it asks for while another of this replica's skips its rows).
         self._more_due = False
         self._stopping = False
-        self._recorder: GroupCommit[Outcome, bool] = GroupCommit(self._record_group)
+        self._calling = 0  # deliveries whose call is in flight: outcomes still to come
+        self._recorder: GroupCommit[Outcome, bool] = GroupCommit(
+            self._record_group, ready=self._group_ready, linger=GROUP_LINGER_SECONDS
+        )
+
+    def _group_ready(self, pending: int) -> bool:
+        """A group is recorded once at least half the outcomes still to come are in
+        (a lone delivery's at once)."""
+        return pending >= self._calling
 
     async def _record_group(self, outcomes: list[Outcome]) -> list[bool]:
         """Record a group of outcomes and, when more commands are due, lease as many
@@ -229,7 +241,11 @@ class Dispatcher:
                 _log.warning("dispatcher.stale_lease_skipped", command_id=lease.command_id)
                 return
             calling = True
-            outcome = await self._call(lease)
+            self._calling += 1
+            try:
+                outcome = await self._call(lease)
+            finally:
+                self._calling -= 1
             calling = False
             self._keeper.settling(lease)
             if await self._recorder.record(outcome):

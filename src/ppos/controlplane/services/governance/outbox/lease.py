@@ -20,12 +20,26 @@ that would scan every command the outbox ever held.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Table, and_, exists, or_, select, tuple_, update
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    Select,
+    Table,
+    Update,
+    and_,
+    bindparam,
+    exists,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from ppos.controlplane.services.governance.models import OutboxRow
@@ -62,6 +76,23 @@ def held_by(owner: str, leases: Iterable[Lease]) -> ColumnElement[bool]:
         _C.lease_owner == owner,
         tuple_(_C.command_id, _C.attempts).in_(tokens),
     )
+
+
+@functools.cache
+def held_by_token(postgres: bool) -> Select[str]:
+    """The command ids of `b_tokens` ((command id, attempts) pairs) still leased
+    to `b_owner` (`token_values`), built once; on PostgreSQL it locks them until
+    commit, so no other replica leases them meanwhile."""
+    query = select(_C.command_id).where(
+        _C.state == "SENT",
+        _C.lease_owner == bindparam("b_owner"),
+        tuple_(_C.command_id, _C.attempts).in_(bindparam("b_tokens", expanding=True)),
+    )
+    return query.with_for_update() if postgres else query
+
+
+def token_values(owner: str, leases: Iterable[Lease]) -> dict[str, Any]:
+    return {"b_owner": owner, "b_tokens": [(lease.command_id, lease.attempts) for lease in leases]}
 
 
 def _pending_due(clock: DatabaseClock) -> list[ColumnElement[bool]]:
@@ -122,40 +153,81 @@ def claim(
     default_room = limit if room_default is None else room_default
 
     connection = session.connection()  # Core rows: no ORM objects to build and track
+    values = clock.bound(ttl) | {
+        "b_limit": limit,
+        "b_skip_targets": sorted(skip_targets),
+        "b_skip_ids": sorted(skip_ids),
+    }
 
-    def search(conditions: list[ColumnElement[bool]]) -> list[OutboxRow]:
-        query = (
-            select(*_LEASED_COLUMNS)
-            .where(*conditions)
-            .order_by(_C.next_attempt_at, _C.command_id)
-            .limit(limit)
+    def search(expired: bool) -> list[OutboxRow]:
+        # Held ids are SENT under this replica's live leases: only an expired one could match.
+        query = _due_search(
+            expired,
+            skip_targets=bool(skip_targets),
+            skip_ids=expired and bool(skip_ids),
+            postgres=clock.postgres,
+            lock=lock,
         )
-        if lock:
-            query = query.with_for_update(skip_locked=True)
         # A Row has the attributes of an OutboxRow read here (command_snapshot's reads).
-        return [cast(OutboxRow, row) for row in connection.execute(query)]
+        return [cast(OutboxRow, row) for row in connection.execute(query, values)]
 
-    # Held ids are SENT under this replica's live leases: only an expired one could match.
-    pending = search(_skipping(_pending_due(clock), skip_targets, ()))
-    expired = search(_skipping(_lease_expired(clock), skip_targets, skip_ids))
-    by_due = sorted(pending + expired, key=lambda row: (row.next_attempt_at, row.command_id))
+    by_due = sorted(
+        search(expired=False) + search(expired=True),
+        key=lambda row: (row.next_attempt_at, row.command_id),
+    )
     taken = _within_room(by_due, limit, room, default_room)
     if not taken:
         return Claimed([], [])
     connection.execute(
-        update(OUTBOX)
-        .where(_C.command_id.in_([row.command_id for row in taken]))
-        .values(
-            state="SENT",
-            lease_owner=owner,
-            lease_expires_at=clock.after(ttl),
-            attempts=_C.attempts + 1,
-            updated_at=clock.now(),
-        )
+        _lease_statement(clock.postgres),
+        clock.bound(ttl) | {"b_owner": owner, "b_ids": [row.command_id for row in taken]},
     )
     leases = [_leased(row, leased_at) for row in taken]
     taken_over = [(r.command_id, r.lease_owner) for r in taken if r.state == "SENT"]
     return Claimed(leases, taken_over)
+
+
+@functools.cache
+def _due_search(
+    expired: bool, *, skip_targets: bool, skip_ids: bool, postgres: bool, lock: bool
+) -> Select[Any]:
+    """A claim's search of one kind (PENDING and due, or SENT with an expired
+    lease), built once per shape: SQLAlchemy then reuses its compiled form
+    instead of building and keying a new statement on every claim."""
+    now = DatabaseClock(postgres).now_bound()
+    conditions = (
+        [_C.state == "SENT", _C.lease_expires_at < now]
+        if expired
+        else [_C.state == "PENDING", _C.next_attempt_at <= now]
+    )
+    if skip_targets:
+        conditions.append(_C.target.not_in(bindparam("b_skip_targets", expanding=True)))
+    if skip_ids:
+        conditions.append(_C.command_id.not_in(bindparam("b_skip_ids", expanding=True)))
+    query = (
+        select(*_LEASED_COLUMNS)
+        .where(*conditions)
+        .order_by(_C.next_attempt_at, _C.command_id)
+        .limit(bindparam("b_limit", type_=Integer()))
+    )
+    return query.with_for_update(skip_locked=True) if lock else query
+
+
+@functools.cache
+def _lease_statement(postgres: bool) -> Update:
+    """Mark the rows `b_ids` leased to `b_owner` (built once, as above)."""
+    clock = DatabaseClock(postgres)
+    return (
+        update(OUTBOX)
+        .where(_C.command_id.in_(bindparam("b_ids", expanding=True)))
+        .values(
+            state="SENT",
+            lease_owner=bindparam("b_owner"),
+            lease_expires_at=clock.after_bound(),
+            attempts=_C.attempts + 1,
+            updated_at=clock.now_bound(),
+        )
+    )
 
 
 def _within_room(

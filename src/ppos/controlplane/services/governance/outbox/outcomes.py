@@ -15,11 +15,12 @@ about the gateway.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Table, bindparam, case, select, update
+from sqlalchemy import ColumnElement, Table, Update, bindparam, case, update
 from sqlalchemy.orm import Session
 
 from ppos.controlplane.security.principal import internal
@@ -28,7 +29,13 @@ from ppos.controlplane.services.governance.enums import GATEWAY_QUEUE_STATE
 from ppos.controlplane.services.governance.models import PartnerRouteRow, QueueRow
 from ppos.controlplane.services.governance.outbox import reachability
 from ppos.controlplane.services.governance.outbox.commands import gateway_method
-from ppos.controlplane.services.governance.outbox.lease import OUTBOX, Lease, held_by
+from ppos.controlplane.services.governance.outbox.lease import (
+    OUTBOX,
+    Lease,
+    held_by,
+    held_by_token,
+    token_values,
+)
 from ppos.controlplane.storage import audit
 from ppos.controlplane.storage.leases import DatabaseClock
 from ppos.preflight.v1 import gateway_service_pb2 as gw_pb
@@ -82,11 +89,12 @@ def _update_commands(
     session: Session, owner: str, outcomes: Sequence[Outcome], clock: DatabaseClock
 ) -> set[str]:
     """Write the outcomes of the leases still held; their command ids."""
-    column = OUTBOX.c
-    still_held = select(column.command_id).where(held_by(owner, [o.lease for o in outcomes]))
-    if clock.postgres:  # kept until commit: no other replica leases them meanwhile
-        still_held = still_held.with_for_update()
-    held = set(session.connection().execute(still_held).scalars())
+    leased = [o.lease for o in outcomes]
+    held = set(
+        session.connection()
+        .execute(held_by_token(clock.postgres), token_values(owner, leased))
+        .scalars()
+    )
     effective = [o for o in outcomes if o.lease.command_id in held]
     _write_acknowledged(session, owner, [o for o in effective if o.state == "ACKNOWLEDGED"], clock)
     _write_others(session, owner, [o for o in effective if o.state != "ACKNOWLEDGED"], clock)
@@ -98,14 +106,34 @@ def _write_acknowledged(
 ) -> None:
     if not acknowledged:
         return
+    bound = clock.bound() | {"b_owner": owner}
+    session.connection().execute(
+        _acknowledge_statement(clock.postgres),
+        [
+            bound
+            | {
+                "b_id": o.lease.command_id,
+                "b_attempts": o.lease.attempts,
+                "b_receiver": o.receiver_id[:128],
+                "b_duplicate": o.duplicate,
+            }
+            for o in acknowledged
+        ],
+    )
+
+
+@functools.cache
+def _acknowledge_statement(postgres: bool) -> Update:
+    """The fenced UPDATE of one acknowledged command, built once: run as one
+    executemany per group, its compiled form reused from group to group."""
     column = OUTBOX.c
-    now = clock.now()
-    statement = (
+    now = DatabaseClock(postgres).now_bound()
+    return (
         update(OUTBOX)
         .where(
             column.command_id == bindparam("b_id"),
             column.attempts == bindparam("b_attempts"),
-            column.lease_owner == owner,
+            column.lease_owner == bindparam("b_owner"),
             column.state == "SENT",
         )
         .values(
@@ -118,18 +146,6 @@ def _write_acknowledged(
             receiver_duplicate=bindparam("b_duplicate"),
             acknowledged_at=now,
         )
-    )
-    session.connection().execute(
-        statement,
-        [
-            {
-                "b_id": o.lease.command_id,
-                "b_attempts": o.lease.attempts,
-                "b_receiver": o.receiver_id[:128],
-                "b_duplicate": o.duplicate,
-            }
-            for o in acknowledged
-        ],
     )
 
 
@@ -213,24 +229,13 @@ def _apply_statuses(session: Session, acknowledged: list[Lease], clock: Database
     row in key order (executemany).
     """
     queues, routes = _newest_applied(acknowledged)
-    now = clock.now()
     if queues:
-        q = _QUEUES.c
-        session.execute(
-            update(_QUEUES)
-            .where(
-                q.tenant_id == bindparam("b_tenant"),
-                q.queue_id == bindparam("b_queue"),
-                q.applied_generation < bindparam("b_generation"),
-            )
-            .values(
-                applied_capacity=bindparam("b_capacity"),
-                applied_state=bindparam("b_state"),
-                applied_generation=bindparam("b_generation"),
-                applied_at=now,
-            ),
+        bound = clock.bound()
+        session.connection().execute(
+            _queue_applied_statement(clock.postgres),
             [
-                {
+                bound
+                | {
                     "b_tenant": tenant_id,
                     "b_queue": queue_id,
                     "b_generation": queue.generation,
@@ -254,3 +259,23 @@ def _apply_statuses(session: Session, acknowledged: list[Lease], clock: Database
                 for route_id, generation in sorted(routes.items())
             ],
         )
+
+
+@functools.cache
+def _queue_applied_statement(postgres: bool) -> Update:
+    """What a gateway now holds of one queue, if newer; built once (executemany)."""
+    q = _QUEUES.c
+    return (
+        update(_QUEUES)
+        .where(
+            q.tenant_id == bindparam("b_tenant"),
+            q.queue_id == bindparam("b_queue"),
+            q.applied_generation < bindparam("b_generation"),
+        )
+        .values(
+            applied_capacity=bindparam("b_capacity"),
+            applied_state=bindparam("b_state"),
+            applied_generation=bindparam("b_generation"),
+            applied_at=DatabaseClock(postgres).now_bound(),
+        )
+    )

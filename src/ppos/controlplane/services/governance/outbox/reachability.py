@@ -23,7 +23,7 @@ from typing import Any, cast
 import grpc
 from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
-from sqlalchemy import ColumnElement, Table, and_, delete, exists, or_, select
+from sqlalchemy import ColumnElement, Table, and_, bindparam, delete, exists, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -41,6 +41,7 @@ from ppos.controlplane.storage import audit
 from ppos.preflight.v1 import gateway_service_pb2 as gw_pb
 
 _HOLDS = cast(Table, GatewayHoldRow.__table__)
+_RELEASE = delete(_HOLDS).where(_HOLDS.c.region == bindparam("b_region")).returning(_HOLDS.c.region)
 GATEWAY_PREFIX = "gateway:"
 MAX_ERROR = 2000
 PARTNER_UNREACHABLE = "PARTNER_UNREACHABLE"
@@ -250,9 +251,8 @@ def _hold(session: Session, region: str, error: str, actor: Principal) -> None:
 
 
 def _release(session: Session, region: str, actor: Principal) -> None:
-    # On the table, not the entity: this runs with every group of outcomes recorded.
-    statement = delete(_HOLDS).where(_HOLDS.c.region == region).returning(_HOLDS.c.region)
-    removed = session.connection().execute(statement).first()
+    # On the table, not the entity, built once: this runs with every group of outcomes recorded.
+    removed = session.connection().execute(_RELEASE, {"b_region": region}).first()
     if removed is not None:
         _audit(session, region, "gateway:reachable", actor, held=False, error="")
 
