@@ -480,3 +480,33 @@ async def test_payload_bytes_are_checked_by_the_scheduled_pass(mirror: Database)
         3,
         ("canonical_payload",),
     )
+
+
+def test_postgres_walks_a_clean_mirror_in_one_stream_and_names_a_change_after_it(
+    mirror: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A clean region is verified from the streamed rows alone (no server-side
+    cursor); a changed row makes the walk read the stream to its end and walk
+    again through cursors, in the same transaction, to name the field."""
+    if not mirror.is_postgres:
+        pytest.skip("SQLite rows are read through the ORM's connection")
+    cursor_walks: list[str] = []
+    cursor_links = mirror_reads._postgres_links
+
+    def counted(session: Any, kind: chain.ChainKind, region: str, payloads: bool) -> Any:
+        cursor_walks.append(kind.table)
+        return cursor_links(session, kind, region, payloads)
+
+    monkeypatch.setattr(mirror_reads, "_postgres_links", counted)
+    assert verify(mirror).divergence is None
+    assert cursor_walks == []
+
+    tamper(mirror, sql("UPDATE synced_jobs SET node_id = 'node_forged' WHERE chain_position = 3"))
+    divergence = verify(mirror).divergence
+    assert divergence is not None
+    assert (divergence.kind, divergence.position, divergence.fields) == (
+        mc.CHANGED,
+        3,
+        ("node_id",),
+    )
+    assert cursor_walks == ["synced_jobs", "sync_quarantine"]

@@ -194,13 +194,19 @@ def draw_ids(session: Session, kind: ChainKind, count: int, *, postgres: bool) -
     `nextval` `count` times: only the sync draws from these sequences, under the
     lock, so the ids are consecutive. (`setval` past a block would save the calls
     but needs UPDATE on the sequence, which the runtime role does not get: it
-    could also wind a sequence back.)
+    could also wind a sequence back.) The sequence is looked up once, not per
+    call (`pg_get_serial_sequence` reads the catalog each time), and the block
+    comes back as one array rather than `count` rows.
     """
     if postgres:
-        sequence = f"pg_get_serial_sequence('{kind.table}', '{kind.id_column}')"
+        sequence = f"(SELECT pg_get_serial_sequence('{kind.table}', '{kind.id_column}')::regclass)"
         drawn = session.execute(
-            text(f"SELECT nextval({sequence}) FROM generate_series(1, :count)"), {"count": count}
-        ).scalars()
+            text(
+                f"SELECT array_agg(id ORDER BY id) FROM "
+                f"(SELECT nextval({sequence}) AS id FROM generate_series(1, :count)) AS block"
+            ),
+            {"count": count},
+        ).scalar_one()
         return [int(value) for value in drawn]
     last = session.execute(
         text("SELECT seq FROM sqlite_sequence WHERE name = :table"), {"table": kind.table}
@@ -209,19 +215,23 @@ def draw_ids(session: Session, kind: ChainKind, count: int, *, postgres: bool) -
     return list(range(start, start + count))
 
 
-def synced_parts(row: Mapping[str, object]) -> list[bytes]:
-    """pgrecord.segments of a synced row as the sync builds it (its values' types
-    known), without a call per field: this runs for every row synced."""
-    i8, text, null = pgrecord.INT8_SEGMENT, pgrecord.text_segment, pgrecord.NULL_INT8
-    create, update, digest = row["create_time_ns"], row["update_time_ns"], row[DIGEST]
+def synced_number_parts(
+    revision: object, payload_size: object, create: object, update: object
+) -> list[bytes]:
+    """pgrecord.segments of a synced row's integers after its position and sequence."""
+    i8, null = pgrecord.INT8_SEGMENT, pgrecord.NULL_INT8
     return [
-        i8(INT8, 8, row["chain_position"]),
-        i8(INT8, 8, row["sync_sequence"]),
-        i8(INT8, 8, row["revision"]),
-        i8(INT8, 8, row["payload_size"]),
+        i8(INT8, 8, revision),
+        i8(INT8, 8, payload_size),
         null if create is None else i8(INT8, 8, create),
         null if update is None else i8(INT8, 8, update),
-        pgrecord.timestamptz_segment(row["synced_at"]),
+    ]
+
+
+def synced_text_parts(row: Mapping[str, object]) -> list[bytes]:
+    """pgrecord.segments of a synced row's columns after its sync time."""
+    text, digest = pgrecord.text_segment, row[DIGEST]
+    return [
         text(row["region"]),
         text(row["job_id"]),
         text(row["tenant_id"]),
@@ -233,6 +243,21 @@ def synced_parts(row: Mapping[str, object]) -> list[bytes]:
         pgrecord.VAR_HEADER(BYTEA, len(digest)) + digest,  # type: ignore[arg-type,operator]
         text(row["source_cursor"]),
         text(row["sweep_id"]),
+    ]
+
+
+def synced_parts(row: Mapping[str, object]) -> list[bytes]:
+    """pgrecord.segments of a synced row as the sync builds it (its values' types
+    known), without a call per field: this runs for every row synced."""
+    i8 = pgrecord.INT8_SEGMENT
+    return [
+        i8(INT8, 8, row["chain_position"]),
+        i8(INT8, 8, row["sync_sequence"]),
+        *synced_number_parts(
+            row["revision"], row["payload_size"], row["create_time_ns"], row["update_time_ns"]
+        ),
+        pgrecord.timestamptz_segment(row["synced_at"]),
+        *synced_text_parts(row),
     ]
 
 

@@ -9,6 +9,17 @@ cursor in large batches, so only about 60 bytes and one SHA-256 a row reach
 Python. On SQLite the columns are read and encoded here. A row that breaks the
 chain is then read in full (`details`) to name what changed.
 
+On PostgreSQL the rows arrive as one streamed query (libpq's chunked rows),
+so the server encodes the next rows while Python hashes the ones received;
+a server-side cursor would leave one idle while the other works. The plan is
+pinned to the (region, id) index in id order, so the encodings are computed
+as the rows stream and never sorted (with no statistics yet the planner
+sorted them and spilled to disk; with them it split the scan between workers
+and merged them). A stream holds the connection until its last row, so a
+row that breaks the chain cannot be read in full during it: the stream is
+read to its end and the region walked again through server-side cursors,
+which name the divergence as before. Only a diverged region pays for both.
+
 `payloads=True` also hashes every payload (and quarantined raw record) and
 compares it with its digest: on PostgreSQL the server does it, so the bytes
 never cross the wire, but it reads every payload. The chain covers each
@@ -22,8 +33,10 @@ someone with write access to the database created.
 from __future__ import annotations
 
 import hashlib
+import inspect
 from collections.abc import Generator
 
+import psycopg
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
@@ -47,6 +60,10 @@ _CONTENT = {
 }
 # Rows a server-side cursor fetches at once.
 BATCH = 20_000
+# Rows libpq receives at once from a streamed query (libpq 17 or later).
+STREAM_CHUNK = 2_000
+# The first libpq that streams rows in chunks (with an older one the walk uses cursors).
+CHUNKED_LIBPQ = 170_000
 _V1_TYPES = {
     "chain_position": INT8,
     "sync_sequence": INT8,
@@ -88,21 +105,37 @@ def encoding_sql(kind: ChainKind) -> str:
     return f"CASE WHEN chain_version = {chain.V2} THEN {v2} ELSE {v1} END"
 
 
-def _postgres_links(
-    session: Session, kind: ChainKind, region: str, payloads: bool
-) -> Generator[Link, None, None]:
+def _links_statement(kind: ChainKind, payloads: bool) -> str:
     content, digest, _ = _CONTENT[kind.table]
     check = f"sha256({content}) = {digest}" if payloads else "TRUE"
-    statement = (
+    return (
         f"SELECT {kind.id_column}, chain_position, chain, {encoding_sql(kind)}, {check} "
         f"FROM {kind.table} WHERE region = %(region)s ORDER BY {kind.id_column}"
     )
+
+
+def _postgres_links(
+    session: Session, kind: ChainKind, region: str, payloads: bool
+) -> Generator[Link, None, None]:
+    statement = _links_statement(kind, payloads)
     driver = session.connection().connection.driver_connection
     assert driver is not None
     with driver.cursor(name=f"verify_{kind.table}", binary=True) as cursor:
         cursor.itersize = BATCH
         cursor.execute(statement, {"region": region})
         yield from cursor
+
+
+def _streamed_links(
+    session: Session, kind: ChainKind, region: str, payloads: bool
+) -> Generator[Link, None, None]:
+    """The rows of `_postgres_links` in one streamed query (see the module's docstring)."""
+    driver = session.connection().connection.driver_connection
+    assert driver is not None
+    with driver.cursor(binary=True) as cursor:
+        yield from cursor.stream(
+            _links_statement(kind, payloads), {"region": region}, size=STREAM_CHUNK
+        )
 
 
 def _columns(kind: ChainKind) -> list[str]:
@@ -170,6 +203,69 @@ def details(session: Session, kind: ChainKind, row_id: int) -> Row:
     return _as_row(kind, found) if found is not None else {kind.id_column: row_id}
 
 
+class _Diverged(Exception):
+    """The streamed walk met a row that breaks a chain: the full walk names it."""
+
+
+def _no_details(kind: ChainKind, row_id: int) -> Row:
+    raise _Diverged
+
+
+# Planner settings for the streamed walk, local to the verifier's transaction:
+# rows in id order from the (region, id) index, in this process, as they stream.
+_STREAM_PLAN = {"enable_sort": "off", "max_parallel_workers_per_gather": "0"}
+
+
+def _set_plan(session: Session, settings: dict[str, str]) -> dict[str, str]:
+    """Set planner settings for the rest of the transaction; the values they replace."""
+    previous = {}
+    for name, value in settings.items():
+        previous[name] = str(
+            session.execute(
+                text(
+                    "SELECT pg_catalog.current_setting(:name), "
+                    "pg_catalog.set_config(:name, :value, true)"
+                ),
+                {"name": name, "value": value},
+            ).scalar()
+        )
+    return previous
+
+
+def _streamed_report(
+    session: Session,
+    region: str,
+    keys: PublicKeySource,
+    stored: list[checkpoints.StoredCheckpoint],
+    cursor: str,
+    payloads: bool,
+) -> RegionReport | None:
+    """The region verified from streamed rows; None when a row breaks a chain."""
+    previous = _set_plan(session, _STREAM_PLAN)
+    synced = _streamed_links(session, SYNCED, region, payloads)
+    quarantined = _streamed_links(session, QUARANTINE, region, payloads)
+    try:
+        return verify_region(
+            region,
+            synced=synced,
+            quarantined=quarantined,
+            stored_checkpoints=stored,
+            cursor=cursor,
+            keys=keys,
+            details=_no_details,
+        )
+    except _Diverged:
+        # Read the open stream to its end: closing it early cancels the query,
+        # and with it the transaction the full walk runs in.
+        for rows in (synced, quarantined):
+            if inspect.getgeneratorstate(rows) == inspect.GEN_SUSPENDED:
+                for _ in rows:
+                    pass
+        return None
+    finally:
+        _set_plan(session, previous)
+
+
 def verify_stored_region(
     session: Session, region: str, keys: PublicKeySource, *, postgres: bool, payloads: bool = True
 ) -> RegionReport:
@@ -187,7 +283,13 @@ def verify_stored_region(
                 "pg_catalog.set_config('client_encoding', 'UTF8', true)"
             )
         )
-    cursor = session.get(SyncRegionRow, region)
+    region_row = session.get(SyncRegionRow, region)
+    cursor = region_row.cursor if region_row is not None else ""
+    stored = list(checkpoints.stored(session, region))
+    if postgres and psycopg.pq.version() >= CHUNKED_LIBPQ:
+        report = _streamed_report(session, region, keys, stored, cursor, payloads)
+        if report is not None:
+            return report
     synced = links(session, SYNCED, region, postgres=postgres, payloads=payloads)
     quarantined = links(session, QUARANTINE, region, postgres=postgres, payloads=payloads)
     try:
@@ -195,8 +297,8 @@ def verify_stored_region(
             region,
             synced=synced,
             quarantined=quarantined,
-            stored_checkpoints=list(checkpoints.stored(session, region)),
-            cursor=cursor.cursor if cursor is not None else "",
+            stored_checkpoints=stored,
+            cursor=cursor,
             keys=keys,
             details=lambda kind, row_id: details(session, kind, row_id),
         )

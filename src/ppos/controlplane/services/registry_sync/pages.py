@@ -17,14 +17,15 @@ so sync sequences become visible in the order they were drawn: a consumer
 that has read sequence N never later finds a new row at or below N. New rows
 go in with COPY (binary) inside a savepoint; only when the unique key refuses
 the page (the registry resent revisions already held) are the stored digests
-looked up, and the page is written again without them.
+looked up, and the page is written again without them. On PostgreSQL the
+rows' bytes were encoded when the page was verified (prepared_rows.py), so
+the transaction only draws the ids, seals the links and streams the COPY.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import cast
@@ -36,7 +37,7 @@ from sqlalchemy.orm import Session
 
 from ppos.controlplane.core.logging import get_logger
 from ppos.controlplane.security.keys import PublicKeySource
-from ppos.controlplane.services.registry_sync import chain, checkpoints
+from ppos.controlplane.services.registry_sync import chain, checkpoints, prepared_rows
 from ppos.controlplane.services.registry_sync.checkpoints import Checkpoint, Signer
 from ppos.controlplane.services.registry_sync.models import (
     QuarantinedRecordRow,
@@ -47,7 +48,6 @@ from ppos.controlplane.services.registry_sync.models import (
 )
 from ppos.controlplane.services.registry_sync.synced_rows import (
     COPY_COLUMNS,
-    COPY_TYPES,
     row_values,
 )
 from ppos.controlplane.services.registry_sync.verify import (
@@ -62,8 +62,6 @@ _log = get_logger("ppos.registrysync.pages")
 # pg_advisory_xact_lock key that orders sync sequences ("ppos" "sync" "seq").
 SEQUENCE_LOCK_KEY = 0x70706F73_73657100
 EXISTING_CHUNK = 500
-# A row's values in COPY_COLUMNS order (one C call a row).
-COPY_VALUES = operator.itemgetter(*COPY_COLUMNS)
 
 
 class CursorMoved(Exception):
@@ -206,32 +204,41 @@ def _insert_rows(
     """
     if not rows:
         return start
+    if postgres:
+        return _copy_rows(session, rows, page, now, start)
     values = [row_values(item, page.region, page.sweep_id, now) for item in rows]
     end = _sealed(session, chain.SYNCED, start, values, postgres=postgres)
-    if postgres:
-        connection = session.connection()
-        driver = connection.connection.driver_connection
-        assert driver is not None
-        with driver.cursor() as cursor:
-            cursor.execute("SAVEPOINT sync_page_rows")
-            statement = f"COPY synced_jobs ({', '.join(COPY_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
-            try:
-                with cursor.copy(statement) as copy:
-                    copy.set_types(COPY_TYPES)
-                    write, columns = copy.write_row, COPY_VALUES
-                    for row in values:
-                        write(columns(row))
-            except psycopg.errors.UniqueViolation:
-                cursor.execute("ROLLBACK TO SAVEPOINT sync_page_rows")
-                return None
-            cursor.execute("RELEASE SAVEPOINT sync_page_rows")
-        return end
     try:
         with session.begin_nested():
             session.execute(insert(SyncedJobRow), values)
     except IntegrityError:
         return None
     return end
+
+
+def _copy_rows(
+    session: Session, rows: list[Accepted], page: VerifiedPage, now: dt.datetime, start: chain.Tip
+) -> chain.Tip | None:
+    """`_insert_rows` on PostgreSQL: the rows as prepared ahead (prepared_rows.py),
+    sealed and written with one COPY inside a savepoint."""
+    ready = [prepared_rows.prepared(item, page.region, page.sweep_id) for item in rows]
+    ids = chain.draw_ids(session, chain.SYNCED, len(ready), postgres=True)
+    sealing = prepared_rows.CopySeal(start, ids, ready, now)
+    driver = session.connection().connection.driver_connection
+    assert driver is not None
+    with driver.cursor() as cursor:
+        cursor.execute("SAVEPOINT sync_page_rows")
+        statement = f"COPY synced_jobs ({', '.join(COPY_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+        try:
+            with cursor.copy(statement) as copy:
+                for block in sealing.blocks():
+                    copy.write(block)
+        except psycopg.errors.UniqueViolation:
+            cursor.execute("ROLLBACK TO SAVEPOINT sync_page_rows")
+            return None
+        cursor.execute("RELEASE SAVEPOINT sync_page_rows")
+    assert sealing.tip is not None
+    return sealing.tip
 
 
 def _quarantine(

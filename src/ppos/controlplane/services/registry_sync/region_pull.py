@@ -32,7 +32,7 @@ from ppos.controlplane.core.metrics import (
 )
 from ppos.controlplane.core.timeutil import utcnow
 from ppos.controlplane.security.keys import PublicKeySource
-from ppos.controlplane.services.registry_sync import sweep_records
+from ppos.controlplane.services.registry_sync import prepared_rows, sweep_records
 from ppos.controlplane.services.registry_sync.backoff import Backoff, is_retryable, retry_hint
 from ppos.controlplane.services.registry_sync.checkpoints import Signer
 from ppos.controlplane.services.registry_sync.client import RegistryClient, describe
@@ -52,7 +52,7 @@ from ppos.controlplane.services.registry_sync.pages import (
     commit_page,
 )
 from ppos.controlplane.services.registry_sync.settings import RegistrySyncSettings
-from ppos.controlplane.services.registry_sync.verify import verify
+from ppos.controlplane.services.registry_sync.verify import Accepted, verify
 from ppos.controlplane.storage.database import Database
 from ppos.controlplane.storage.leases import Fence, LeadershipLost, fenced
 
@@ -215,6 +215,13 @@ class RegionRun:
     def _verify_page(self, raw: bytes) -> VerifiedPage:
         page = parse_page(raw)
         limit = self._settings.max_payload_bytes
+        records = [verify(r, region=self._region, max_payload_bytes=limit) for r in page.records]
+        if self._db.is_postgres:
+            # Encoded here, while the page before is written (prepared_rows.py).
+            prepare, region, sweep_id = prepared_rows.prepare, self._region, self._sweep_id
+            for item in records:
+                if isinstance(item, Accepted):
+                    item.prepared = prepare(item, region, sweep_id)
         return VerifiedPage(
             region=self._region,
             sweep_id=self._sweep_id,
@@ -223,7 +230,7 @@ class RegionRun:
             end_of_feed=page.end_of_feed,
             remaining_changes=page.remaining_changes,
             wire_size=page.wire_size,
-            records=[verify(r, region=self._region, max_payload_bytes=limit) for r in page.records],
+            records=records,
         )
 
     def _write(self, work: Callable[[Session], T]) -> Awaitable[T]:

@@ -45,6 +45,8 @@ class Accepted:
     payload: bytes
     digest: bytes
     cursor: str
+    # Its row's bytes encoded ahead of the page's transaction (prepared_rows.py).
+    prepared: object = None
 
     @property
     def key(self) -> tuple[str, int]:
