@@ -20,6 +20,7 @@ that would scan every command the outbox ever held.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import time
 from collections.abc import Collection, Iterable, Mapping
@@ -68,14 +69,19 @@ class Lease:
     leased_at: float  # time.monotonic() as the claim ran (freshness by this host's clock)
 
 
-def held_by(owner: str, leases: Iterable[Lease]) -> ColumnElement[bool]:
-    """The rows of `leases` still leased to `owner` under the same token."""
-    tokens = [(lease.command_id, lease.attempts) for lease in leases]
+def _held(owner: Any, tokens: Any) -> ColumnElement[bool]:
+    """Rows still SENT and leased to `owner` under one of `tokens` ((command id,
+    attempts) pairs): values, or bind parameters in a statement built once."""
     return and_(
         _C.state == "SENT",
         _C.lease_owner == owner,
         tuple_(_C.command_id, _C.attempts).in_(tokens),
     )
+
+
+def held_by(owner: str, leases: Iterable[Lease]) -> ColumnElement[bool]:
+    """The rows of `leases` still leased to `owner` under the same token."""
+    return _held(owner, [(lease.command_id, lease.attempts) for lease in leases])
 
 
 @functools.cache
@@ -84,9 +90,7 @@ def held_by_token(postgres: bool) -> Select[str]:
     to `b_owner` (`token_values`), built once; on PostgreSQL it locks them until
     commit, so no other replica leases them meanwhile."""
     query = select(_C.command_id).where(
-        _C.state == "SENT",
-        _C.lease_owner == bindparam("b_owner"),
-        tuple_(_C.command_id, _C.attempts).in_(bindparam("b_tokens", expanding=True)),
+        _held(bindparam("b_owner"), bindparam("b_tokens", expanding=True))
     )
     return query.with_for_update() if postgres else query
 
@@ -95,12 +99,12 @@ def token_values(owner: str, leases: Iterable[Lease]) -> dict[str, Any]:
     return {"b_owner": owner, "b_tokens": [(lease.command_id, lease.attempts) for lease in leases]}
 
 
-def _pending_due(clock: DatabaseClock) -> list[ColumnElement[bool]]:
-    return [_C.state == "PENDING", _C.next_attempt_at <= clock.now()]
-
-
-def _lease_expired(clock: DatabaseClock) -> list[ColumnElement[bool]]:
-    return [_C.state == "SENT", _C.lease_expires_at < clock.now()]
+def _due(expired: bool, now: ColumnElement[dt.datetime]) -> list[ColumnElement[bool]]:
+    """Commands due by `now`: PENDING ones whose attempt is due, or (`expired`)
+    SENT ones whose lease has run out."""
+    if expired:
+        return [_C.state == "SENT", _C.lease_expires_at < now]
+    return [_C.state == "PENDING", _C.next_attempt_at <= now]
 
 
 def _skipping(
@@ -121,8 +125,9 @@ def anything_due(
     skip_targets: Collection[str],
     skip_ids: Collection[str],
 ) -> bool:
-    pending = select(_C.command_id).where(*_skipping(_pending_due(clock), skip_targets, ()))
-    expired = select(_C.command_id).where(*_skipping(_lease_expired(clock), skip_targets, skip_ids))
+    now = clock.now()
+    pending = select(_C.command_id).where(*_skipping(_due(False, now), skip_targets, ()))
+    expired = select(_C.command_id).where(*_skipping(_due(True, now), skip_targets, skip_ids))
     return bool(session.scalar(select(or_(exists(pending), exists(expired)))))
 
 
@@ -194,12 +199,7 @@ def _due_search(
     """A claim's search of one kind (PENDING and due, or SENT with an expired
     lease), built once per shape: SQLAlchemy then reuses its compiled form
     instead of building and keying a new statement on every claim."""
-    now = DatabaseClock(postgres).now_bound()
-    conditions = (
-        [_C.state == "SENT", _C.lease_expires_at < now]
-        if expired
-        else [_C.state == "PENDING", _C.next_attempt_at <= now]
-    )
+    conditions = _due(expired, DatabaseClock(postgres).now_bound())
     if skip_targets:
         conditions.append(_C.target.not_in(bindparam("b_skip_targets", expanding=True)))
     if skip_ids:
