@@ -210,20 +210,17 @@ class _ResourceError(DomainError):
         )
 
     def extra_details(self) -> list[Message]:
-        return [
-            error_details_pb2.ResourceInfo(
-                resource_type=self.resource_type, resource_name=self.resource_name
-            )
-        ]
-
-    def bounded_details(self, shown: int) -> list[Message]:
-        # Built bounded, with no copy to cut (the name was cut when the error was made).
+        # Built bounded (the name was cut when the error was made), so it is its
+        # own bounded form: no copy to cut.
         return [
             error_details_pb2.ResourceInfo(
                 resource_type=clip(self.resource_type, MAX_ID_CHARS),
                 resource_name=self.resource_name,
             )
         ]
+
+    def bounded_details(self, shown: int) -> list[Message]:
+        return self.extra_details()
 
 
 class NotFound(_ResourceError):

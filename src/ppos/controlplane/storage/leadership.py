@@ -37,16 +37,20 @@ import asyncio
 import contextlib
 import datetime as dt
 import fcntl
+import functools
 import os
 import socket
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, cast
 
 import psycopg
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import URL, make_url
 
 from ppos.controlplane.core.logging import get_logger
+from ppos.controlplane.storage.base import UTCDateTime
 from ppos.controlplane.storage.leases import Fence
 from ppos.controlplane.storage.locks import advisory_key
 
@@ -279,9 +283,17 @@ _SQLITE_EXPIRE = (
 
 
 def _sqlite_time(value: dt.datetime) -> str:
-    """As a `UTCDateTime` column stores it in SQLite (UTC, no offset): what the
-    ORM reads back as an aware UTC datetime."""
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    """As the lease's `UTCDateTime` columns store it in SQLite (their own bind
+    processor: UTC, no offset), so the ORM reads it back as an aware UTC datetime."""
+    return cast(str, _sqlite_utc()(value))
+
+
+@functools.cache
+def _sqlite_utc() -> Callable[[Any], Any]:
+    dialect = sqlite.dialect()
+    process = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
+    assert process is not None
+    return process
 
 
 class FileLockLeadership:
