@@ -386,3 +386,49 @@ async def test_hostile_requests_get_readable_replies_from_the_plane(plane: Runni
         rich = rpc_status.from_call(got)
         assert rich is not None, name
         assert len(rich.message) <= MAX_MESSAGE_CHARS
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        NotFound("node", "node-0001"),
+        NotFound("tenant", BIG_ID),
+        AlreadyExists("queue", "q-1", reason="QUEUE_EXISTS"),
+        NotFound("node", "n-\u00e9\u4e16", message="node 'n-\u00e9\u4e16' is gone"),
+    ],
+    ids=["plain", "long name", "own reason", "wide characters"],
+)
+@pytest.mark.parametrize("request_id", ["req_1", "r" * 5000, "\u4e16" * 300])
+def test_a_resource_errors_status_encoded_in_shared_parts_is_the_one_built_whole(
+    error: NotFound, request_id: str
+) -> None:
+    """A resource error's status reuses what every call about that resource
+    shares and encodes only the request id: the same Status (code, message,
+    ErrorInfo with every entry, ResourceInfo) as built whole, for any request id.
+    Compared decoded: a map's entries may be encoded in any order."""
+    for _ in range(2):  # encoded once, then taken from what is kept
+        error.metadata["request_id"] = request_id
+        status = error.to_grpc_status()
+        whole = error.to_status_proto()
+        assert status.code == error.code
+        assert status.details == whole.message
+        assert _decoded(status) == _decoded_proto(whole)
+        info = _details(whole)["ErrorInfo"]
+        assert isinstance(info, error_details_pb2.ErrorInfo)
+        assert info.metadata["request_id"] == clip(request_id, MAX_ID_CHARS)
+    other = NotFound(error.resource_type, error.resource_name + "x")
+    other.metadata["request_id"] = request_id
+    assert _decoded(other.to_grpc_status()) == _decoded_proto(other.to_status_proto())
+
+
+def _decoded(status: grpc.Status) -> tuple[object, ...]:
+    sent = dict(status.trailing_metadata)["grpc-status-details-bin"]
+    assert isinstance(sent, bytes)
+    return _decoded_proto(status_pb2.Status.FromString(sent))
+
+
+def _decoded_proto(status: status_pb2.Status) -> tuple[object, ...]:
+    """The status's code, message and each detail as a message (maps as maps)."""
+    details = _details(status)
+    assert len(details) == len(status.details)
+    return status.code, status.message, [detail.type_url for detail in status.details], details
