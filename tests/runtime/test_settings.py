@@ -53,6 +53,10 @@ def test_typed_values() -> None:
 def test_bad_values_name_their_setting() -> None:
     with pytest.raises(ConfigError, match="PPOS_DB_POOL_SIZE"):
         load_settings(None, {"PPOS_DB_POOL_SIZE": "many"})
+    with pytest.raises(ConfigError, match="PPOS_READ_COALESCE_WINDOW"):
+        load_settings(None, {"PPOS_READ_COALESCE_WINDOW": "5s"}).server.validate()
+    assert load_settings(None, {}).server.read_coalesce_window == pytest.approx(0.002)
+    assert load_settings(None, {"PPOS_READ_COALESCE_WINDOW": "0s"}).server.read_coalesce_window == 0
 
 
 def test_default_database_is_sqlite_in_the_data_dir(tmp_path: Path) -> None:

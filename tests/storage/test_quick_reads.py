@@ -425,6 +425,84 @@ async def test_reads_waiting_for_a_busy_connection_share_one_statement_sent_afte
         admin.close()
 
 
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+async def test_a_hot_read_waits_for_its_window_and_shares_one_statement_sent_after_them(
+    database_url: str,
+) -> None:
+    """PostgreSQL only: a read whose same statement was sent less than the
+    coalescing window ago waits until the window has passed since that send
+    (by the database's own clock), and goes as one statement with every
+    identical read arriving meanwhile, so all see a write committed while they
+    waited; a read with other parameters, cold, goes at once and alone."""
+    window = 0.3
+    db = Database(database_url, pool_size=2)
+    try:
+        db.write_sync(lambda s: s.add(_node("node-a", labels={"v": "1"})))
+        engine = db.read_engine
+        args, kwargs = engine.dialect.create_connect_args(engine.url)
+        connections = LoopConnections((args, dict(kwargs)), size=2, coalesce_window=window)
+
+        def error(exc: psycopg.Error, _lost: bool) -> Exception:
+            return RuntimeError(str(exc))
+
+        sql = (
+            "SELECT labels::text, extract(epoch FROM clock_timestamp())::float8 "
+            "FROM nodes WHERE node_id = %(node_id)s"
+        )
+        first = await connections.fetch(sql, {"node_id": "node-a"}, error)
+        hot = [
+            asyncio.ensure_future(connections.fetch(sql, {"node_id": "node-a"}, error))
+            for _ in range(4)
+        ]
+        cold = await asyncio.wait_for(
+            connections.fetch(sql, {"node_id": "node-b"}, error), timeout=window / 2
+        )
+        assert cold == []
+        assert not any(task.done() for task in hot)
+
+        def relabel(session: object) -> None:
+            row = session.get(NodeRow, "node-a")  # type: ignore[attr-defined]
+            row.labels = {"v": "2"}
+
+        await asyncio.get_running_loop().run_in_executor(None, lambda: db.write_sync(relabel))
+        results = await asyncio.gather(*hot)
+        assert len({tuple(rows[0]) for rows in results}) == 1  # one statement's row
+        labels, sent_at = results[0][0]
+        assert json.loads(labels) == {"v": "2"}  # sent after the write
+        assert sent_at - first[0][1] >= window * 0.9  # the window, less the clocks' grain
+        connections.close()
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+@pytest.mark.parametrize(("window", "statements"), [(0.0, 4), (0.05, 2)])
+async def test_the_same_reads_at_once_share_a_statement_only_within_a_window(
+    database_url: str, window: float, statements: int
+) -> None:
+    """PostgreSQL only: four identical reads at once on four idle connections
+    are four statements without a window; with one, the first goes at once and
+    the other three, hot, share the next."""
+    db = Database(database_url, pool_size=4, read_coalesce_window=window)
+    try:
+        db.write_sync(lambda s: s.add(_node("node-a")))
+        engine = db.read_engine
+        args, kwargs = engine.dialect.create_connect_args(engine.url)
+        connections = LoopConnections((args, dict(kwargs)), size=4, coalesce_window=window)
+
+        def error(exc: psycopg.Error, _lost: bool) -> Exception:
+            return RuntimeError(str(exc))
+
+        sql = "SELECT clock_timestamp() FROM nodes WHERE node_id = %(node_id)s"
+        seen = await asyncio.gather(
+            *(connections.fetch(sql, {"node_id": "node-a"}, error) for _ in range(4))
+        )
+        assert len({rows[0][0] for rows in seen}) == statements
+        connections.close()
+    finally:
+        db.close()
+
+
 async def test_a_node_read_quickly_and_filled_in_place_is_the_message_the_orm_row_makes(
     database_url: str,
 ) -> None:

@@ -53,6 +53,12 @@ class ServerSettings:
     db_pool_size: int = setting(
         "PPOS_DB_POOL_SIZE", "database connections per process (0: sized to the machine)", default=0
     )
+    read_coalesce_window: Seconds = setting(
+        "PPOS_READ_COALESCE_WINDOW",
+        "PostgreSQL: how long a read sent again within this window waits to share one "
+        "statement with the same reads arriving meanwhile (0s: never waits)",
+        default=Seconds(0.002),
+    )
     migrate_on_start: bool = setting(
         "PPOS_MIGRATE_ON_START", "apply pending migrations at start-up", default=True
     )
@@ -102,6 +108,8 @@ class ServerSettings:
             raise ConfigError(f"--log-format: {self.log_format!r} is not auto, json or console")
         if self.event_loop not in EVENT_LOOPS:
             raise ConfigError(f"--event-loop: {self.event_loop!r} is not uvloop or asyncio")
+        if not 0 <= self.read_coalesce_window <= 1:
+            raise ConfigError("PPOS_READ_COALESCE_WINDOW must be between 0s and 1s")
         if self.db_pool_size < 0:
             raise ConfigError("--db-pool-size: must not be negative")
         if self.shutdown_grace < 0:

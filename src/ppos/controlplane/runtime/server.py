@@ -181,7 +181,11 @@ class ControlPlaneServer:
             max_node_lifetime=settings.auth.node_credential_ttl,
             self_minted=self_minted,
         )
-        db = Database(settings.server.resolved_database_url, pool_size=settings.server.db_pool_size)
+        db = Database(
+            settings.server.resolved_database_url,
+            pool_size=settings.server.db_pool_size,
+            read_coalesce_window=settings.server.read_coalesce_window,
+        )
         if settings.server.migrate_on_start:
             plan = settings.database_roles.role_plan()
             await db.run_in_executor(lambda: migrate.run(db.write_engine, plan))

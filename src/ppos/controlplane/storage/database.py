@@ -38,6 +38,7 @@ from sqlalchemy.pool import QueuePool
 from ppos.controlplane.core.metrics import DATABASE_FAILURES
 from ppos.controlplane.storage import failures
 from ppos.controlplane.storage.failures import Failure
+from ppos.controlplane.storage.loop_postgres import COALESCE_WINDOW
 
 T = TypeVar("T")
 _log = structlog.get_logger("ppos.storage.database")
@@ -115,7 +116,11 @@ class Database:
         echo: bool = False,
         retry: RetryPolicy = RetryPolicy(),
         sqlite_busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS,
+        read_coalesce_window: float = COALESCE_WINDOW,
     ) -> None:
+        # PostgreSQL's quick reads on the event loop: how long a hot read waits to
+        # share its statement (storage.loop_postgres).
+        self.read_coalesce_window = read_coalesce_window
         self.retry = retry
         self._rng = random.Random()  # noqa: S311 - jitter, not security
         self.url = make_url(url)

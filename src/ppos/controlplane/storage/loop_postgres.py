@@ -22,14 +22,23 @@ again. `close()` (the engine was disposed) closes them all, from
 any thread; a statement still waiting for a connection then fails as on a
 lost one.
 
-Reads wanting the same rows share one statement while they wait: when every
-connection is busy, a read of the same SQL and parameters as one still
-waiting for a connection takes that read's rows instead of waiting for a
-connection of its own. Only a statement not yet sent is shared, so its
-snapshot is taken after every caller sharing it arrived: each still sees
-every write committed before it began. Dashboards and clients polling the
-same page, or many callers asking for the same node, then cost the database
-and the event loop one round trip among them.
+Reads wanting the same rows share one statement while they wait, and a hot
+read waits a little to be shared:
+- when every connection is busy, a read of the same SQL and parameters as one
+  still waiting for a connection takes that read's rows instead of waiting
+  for a connection of its own;
+- a read whose same statement was sent less than `coalesce_window` ago (2 ms
+  by default) waits until that window has passed since the send, and goes as
+  one statement with every identical read arriving meanwhile. A read of a
+  statement not sent within the window goes at once: only a hot read (more
+  than one a window) waits, at most the window, and the database sees a hot
+  read at most once a window and round trip.
+Only a statement not yet sent is shared, so its snapshot is taken after every
+caller sharing it arrived: each still sees every write committed before it
+began. Dashboards and clients polling the same page, or many callers asking
+for the same node, then cost the database and the event loop one round trip
+among them. On a loaded server that is most of a read's cost: the send, the
+wake-up for the reply and the rows loaded (measured in `bench/bench_read_path`).
 """
 
 from __future__ import annotations
@@ -51,6 +60,8 @@ ErrorMaker = Callable[[psycopg.Error, bool], Exception]
 # Run on each connection as it is opened (adapters: how values are loaded).
 Configure = Callable[[psycopg.AsyncConnection[Any]], None]
 _IDLE = pq.TransactionStatus.IDLE
+# How long a hot read waits to share one statement with the same reads (see the module).
+COALESCE_WINDOW = 0.002
 
 
 class _LoopPool:
@@ -74,12 +85,37 @@ class _LoopPool:
         self._count = 0
         self._opened: set[psycopg.AsyncConnection[Any]] = set()
         self._lock = threading.Lock()  # `_opened` and `closed`: close() may be on any thread
-        # Statements waiting for a connection, not yet sent, by (SQL, parameters).
+        # Statements waiting (for a connection or their window), not yet sent,
+        # by (SQL, parameters).
         self.waiting_reads: dict[Hashable, asyncio.Future[list[Any]]] = {}
+        # When each statement was last sent (loop time), oldest first: only those
+        # sent within the coalescing window are kept.
+        self._sent: dict[Hashable, float] = {}
 
     def busy(self) -> bool:
         """Whether a statement now would wait for a connection."""
         return not self._idle and self._count >= self._size
+
+    def hot_for(self, key: Hashable, window: float) -> float:
+        """How long a read of `key` waits for its window: 0 unless the same
+        statement was sent less than `window` ago."""
+        last = self._sent.get(key)
+        if last is None:
+            return 0.0
+        return max(0.0, last + window - self.loop.time())
+
+    def sending(self, key: Hashable, window: float) -> None:
+        """Note that the statement `key` is being sent now; forget those sent
+        more than `window` ago (so at most the statements of one window are kept)."""
+        now = self.loop.time()
+        sent = self._sent
+        sent.pop(key, None)
+        sent[key] = now
+        while True:
+            oldest = next(iter(sent))
+            if sent[oldest] + window > now:
+                break
+            del sent[oldest]
 
     async def take(self) -> _Pair:
         while self._idle:
@@ -166,9 +202,12 @@ class LoopConnections:
         conninfo: tuple[Sequence[Any], dict[str, Any]],
         size: int,
         configure: Configure | None = None,
+        coalesce_window: float = COALESCE_WINDOW,
     ) -> None:
-        """`configure`: run on each connection as it is opened."""
+        """`configure`: run on each connection as it is opened; `coalesce_window`:
+        how long (seconds) a hot read waits to share its statement, 0 for never."""
         self._conninfo = conninfo
+        self._window = coalesce_window
         self._size = size
         self._configure = configure
         self._pool: _LoopPool | None = None
@@ -184,28 +223,36 @@ class LoopConnections:
 
     async def fetch(self, sql: str, params: Any, error: ErrorMaker) -> list[Any]:
         """The rows of one prepared statement; a driver error is raised as `error`
-        makes it of the error and whether the connection was lost. While every
-        connection is busy, shared with the same statement waiting (see the module)."""
+        makes it of the error and whether the connection was lost. Shared with
+        the same statement waiting to be sent; a hot one waits for its window
+        (see the module)."""
         pool = self._current()
-        if not pool.busy():
-            return await self._fetch(sql, params, error, None)
+        window = self._window
+        if not window and not pool.busy():
+            return await self._fetch(sql, params, error, None, 0.0)
         key = _read_key(sql, params)
         if key is None:
-            return await self._fetch(sql, params, error, None)
+            return await self._fetch(sql, params, error, None, 0.0)
         shared = pool.waiting_reads.get(key)
         if shared is None:
+            delay = pool.hot_for(key, window) if window else 0.0
+            if not delay and not pool.busy():
+                pool.sending(key, window)  # no read joins it: sent from here on
+                return await self._fetch(sql, params, error, None, 0.0)
             shared = pool.waiting_reads[key] = asyncio.ensure_future(
-                self._fetch(sql, params, error, key)
+                self._fetch(sql, params, error, key, delay)
             )
             shared.add_done_callback(_retrieved)
         # Shielded: a caller that gives up leaves the statement to the others.
         return list(await asyncio.shield(shared))
 
     async def _fetch(
-        self, sql: str, params: Any, error: ErrorMaker, shared_as: Hashable | None
+        self, sql: str, params: Any, error: ErrorMaker, shared_as: Hashable | None, delay: float
     ) -> list[Any]:
-        """`fetch` on a connection of its own; `shared_as`: the key under which
-        other reads may join it until it is sent."""
+        """`fetch` on a connection of its own, after `delay` seconds; `shared_as`:
+        the key under which other reads may join it until it is sent."""
+        if delay:
+            await asyncio.sleep(delay)
         for attempt in (1, 2):
             pool = self._current()
             try:
@@ -214,6 +261,8 @@ class LoopConnections:
                 finally:  # sent from here on (or failed): later reads wait on their own
                     if shared_as is not None:
                         pool.waiting_reads.pop(shared_as, None)
+                        if self._window:
+                            pool.sending(shared_as, self._window)
                         shared_as = None
             except psycopg.Error as exc:  # cannot connect: as the engine's pool would raise it
                 raise error(exc, False) from exc

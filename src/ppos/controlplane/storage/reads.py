@@ -125,7 +125,10 @@ class QuickReads:
             args, kwargs = engine.dialect.create_connect_args(engine.url)
             size: int = getattr(engine.pool, "size", lambda: 1)()  # QueuePool: its size
             self._loop_postgres = LoopConnections(
-                (args, dict(kwargs)), size=size, configure=keep_json_text
+                (args, dict(kwargs)),
+                size=size,
+                configure=keep_json_text,
+                coalesce_window=db.read_coalesce_window,
             )
             event.listen(engine, "engine_disposed", self._close_own)
 
