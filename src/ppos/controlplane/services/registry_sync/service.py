@@ -106,12 +106,6 @@ class RegistrySyncServicer(pb_grpc.RegistrySyncServiceServicer):
             seen.add(region)
         violations.raise_if_any()
 
-    async def _status(self, regions: list[str], recent: bool = False) -> list[pb.RegionSyncStatus]:
-        return await status_reads.region_statuses(self._deps.db, regions, recent=recent)
-
-    async def _leader(self) -> pb.LeaderLease | None:
-        return await status_reads.sync_leader(self._deps.db)
-
     async def _sweep(self, sweep_id: str) -> pb.Sweep:
         row, parts = await self._deps.db.read(lambda s: sweep_records.get_sweep(s, sweep_id))
         return convert.sweep(row, parts)
@@ -121,7 +115,7 @@ class RegistrySyncServicer(pb_grpc.RegistrySyncServiceServicer):
     async def ListSyncStatuses(
         self, request: pb.ListSyncStatusesRequest, context: Context
     ) -> pb.ListSyncStatusesResponse:
-        statuses, leader = await self._status(self._regions, True), await self._leader()
+        statuses, leader = await status_reads.statuses_and_leader(self._deps.db, self._regions)
         return pb.ListSyncStatusesResponse(statuses=statuses, leader=leader)
 
     async def GetSyncStatus(
@@ -132,8 +126,8 @@ class RegistrySyncServicer(pb_grpc.RegistrySyncServiceServicer):
         violations.raise_if_any()
         if request.region not in self._settings.regions:
             raise NotFound("sync region", request.region)
-        (status,) = await self._status([request.region], True)
-        return pb.GetSyncStatusResponse(status=status, leader=await self._leader())
+        (status,), leader = await status_reads.statuses_and_leader(self._deps.db, [request.region])
+        return pb.GetSyncStatusResponse(status=status, leader=leader)
 
     async def WatchSyncStatus(
         self, request: pb.WatchSyncStatusRequest, context: Context
@@ -144,7 +138,7 @@ class RegistrySyncServicer(pb_grpc.RegistrySyncServiceServicer):
         shutdown = self._deps.shutdown
         sent: dict[str, bytes] = {}
         while not shutdown.is_set():
-            for status in await self._status(regions):
+            for status in await status_reads.region_statuses(self._deps.db, regions):
                 # Lag (an age) moves with the clock; send when anything else changed.
                 stable = pb.RegionSyncStatus()
                 stable.CopyFrom(status)

@@ -22,25 +22,31 @@ RECENT_JOBS_WINDOW = dt.timedelta(minutes=15)  # as PposRuntimeEnvironmentFailin
 SYNC_LEADER_LOOP = "sync-leader"  # the scheduler's lead (leader_leases.name)
 
 
-async def region_statuses(
-    db: Database, regions: list[str], *, recent: bool = False
-) -> list[pb.RegionSyncStatus]:
-    """Each region's status, with its recent jobs by governance state when `recent`."""
+async def region_statuses(db: Database, regions: list[str]) -> list[pb.RegionSyncStatus]:
+    """Each region's status, without the recent jobs (the stream's read)."""
+    return await db.read(lambda s: _statuses(s, regions, recent=False))
 
-    def read(session: Session) -> list[pb.RegionSyncStatus]:
-        rows = queries.region_rows(session, regions)
-        now = utcnow()
-        statuses = [convert.region_status(region, rows.get(region), now) for region in regions]
-        if recent:
-            since = now - RECENT_JOBS_WINDOW
-            for status in statuses:
-                counts = queries.recent_job_counts(session, status.region, since)
-                status.recent_jobs.CopyFrom(convert.recent_jobs(counts, RECENT_JOBS_WINDOW))
-        return statuses
+
+async def statuses_and_leader(
+    db: Database, regions: list[str]
+) -> tuple[list[pb.RegionSyncStatus], pb.LeaderLease | None]:
+    """Each region's status with its recent jobs, and the scheduler's lead as
+    recorded in leader_leases (None: never led), in one read transaction."""
+
+    def read(session: Session) -> tuple[list[pb.RegionSyncStatus], pb.LeaderLease | None]:
+        lead = convert.leader_lease(*queries.leader_lease(session, SYNC_LEADER_LOOP))
+        return _statuses(session, regions, recent=True), lead
 
     return await db.read(read)
 
 
-async def sync_leader(db: Database) -> pb.LeaderLease | None:
-    """The scheduler's lead as recorded in leader_leases (None: never led)."""
-    return await db.read(lambda s: convert.leader_lease(*queries.leader_lease(s, SYNC_LEADER_LOOP)))
+def _statuses(session: Session, regions: list[str], *, recent: bool) -> list[pb.RegionSyncStatus]:
+    rows = queries.region_rows(session, regions)
+    now = utcnow()
+    statuses = [convert.region_status(region, rows.get(region), now) for region in regions]
+    if recent:
+        since = now - RECENT_JOBS_WINDOW
+        for status in statuses:
+            counts = queries.recent_job_counts(session, status.region, since)
+            status.recent_jobs.CopyFrom(convert.recent_jobs(counts, RECENT_JOBS_WINDOW))
+    return statuses
