@@ -1,13 +1,16 @@
 """VerifyMirror(against_source): the mirror compared with what the simulated registry
 serves now, read back over the external contract. The registry's history is
 changed with the simulator's fault file (`changed_at`, `omit_at`), the mirror
-past its triggers as someone with database access would (test_tamper.py)."""
+past its triggers as someone with database access would (test_tamper.py).
+A viewer may verify the mirror but not against the source (the contract's
+field role): refused at the edge before any registry is read."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import grpc
+from google.rpc import error_details_pb2, status_pb2
 from prometheus_client import REGISTRY
 from sqlalchemy import create_engine, text
 
@@ -15,6 +18,7 @@ from ppos.controlplane.registrysync.v1 import registry_sync_service_pb2 as pb
 from tests.registry_sync.conftest import WorldFactory
 from tests.registry_sync.harness import SyncWorld, call_error, digest, write_faults
 from tests.support.dbstate import row_counts, table_rows
+from tests.support.operators import add_operator
 
 REGION = "eu-west-1"
 RECORDS = 30
@@ -34,6 +38,21 @@ async def verify(w: SyncWorld, **options: object) -> pb.MirrorVerification:
 def source_divergences() -> float:
     labels = {"region": REGION, "kind": "SOURCE"}
     return REGISTRY.get_sample_value("ppos_sync_verify_divergences_total", labels) or 0.0
+
+
+def role_refusals() -> float:
+    labels = {"reason": "ROLE_REQUIRED"}
+    return REGISTRY.get_sample_value("ppos_auth_failures_total", labels) or 0.0
+
+
+def error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
+    details = dict(error.trailing_metadata() or ()).get("grpc-status-details-bin")
+    assert isinstance(details, bytes), "no rich status details"
+    for item in status_pb2.Status.FromString(details).details:
+        info = error_details_pb2.ErrorInfo()
+        if item.Unpack(info):
+            return info
+    raise AssertionError("no ErrorInfo")
 
 
 def key(w: SyncWorld, position: int) -> tuple[str, int]:
@@ -179,3 +198,46 @@ async def test_max_divergences_out_of_range_is_refused(world: WorldFactory) -> N
         error = await call_error(w.stub.VerifyMirror(request, metadata=w.md))
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "max_divergences" in (error.details() or "")
+
+
+async def test_a_viewer_verifies_the_mirror_but_only_an_operator_against_the_source(
+    world: WorldFactory, tmp_path: Path
+) -> None:
+    w = await synced_world(world, tmp_path / "faults.json")
+    viewer = await add_operator(w.plane, "viewer-1", "viewer")
+    operator = await add_operator(w.plane, "operator-1", "operator")
+    calls, refusals = dict(w.sims[REGION].registry.calls), role_refusals()
+
+    # The chains alone: a read, the viewer's.
+    reply = await w.stub.VerifyMirror(
+        pb.VerifyMirrorRequest(regions=[REGION], max_divergences=5), metadata=viewer.metadata
+    )
+    (chains,) = reply.verifications
+    assert chains.intact
+    assert not chains.HasField("source")
+    assert w.sims[REGION].registry.calls == calls
+
+    # Against the source: refused before the handler, no registry read.
+    costly = pb.VerifyMirrorRequest(regions=[REGION], against_source=True)
+    error = await call_error(w.stub.VerifyMirror(costly, metadata=viewer.metadata))
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert error.details() == (
+        "VerifyMirror with against_source needs the operator role; this credential has viewer"
+    )
+    info = error_info(error)
+    assert info.reason == "ROLE_REQUIRED"
+    assert dict(info.metadata) == {
+        "required_role": "operator",
+        "role": "viewer",
+        "field": "against_source",
+        "request_id": info.metadata["request_id"],
+    }
+    assert w.sims[REGION].registry.calls == calls, "the registry was read for a refused call"
+    assert role_refusals() == refusals + 1
+
+    # An operator's credential passes, and the registry is read back.
+    reply = await w.stub.VerifyMirror(costly, metadata=operator.metadata)
+    (checked,) = reply.verifications
+    assert checked.source.state == pb.SOURCE_CHECK_STATE_MATCHES, checked.source
+    read = w.sims[REGION].registry.calls["ListJobChanges"] - calls["ListJobChanges"]
+    assert read == checked.source.source_pages > 0

@@ -15,7 +15,9 @@ that does not decode, raises INVALID_ARGUMENT with a fixed message naming no
 type (`REQUEST_TOO_LARGE`, `UNDECODABLE_REQUEST`). A request stream is
 decoded message by message as the behaviour reads it, under the same rule;
 behaviours read request streams from their iterator (`context.read()` would
-hand back bytes).
+hand back bytes). Given `check_request` too, a single request message is
+passed to it once decoded and before the behaviour runs; it raises to refuse
+the call (the edge: fields that need a higher role).
 
 Replies may come encoded: a unary behaviour may return its reply's bytes
 (`Encoded`), which the rebuilt handler sends as they are. The hottest reads
@@ -116,6 +118,19 @@ def request_decoder(
     return decode
 
 
+def _checked(
+    decode: Callable[[bytes], Any], check: Callable[[Any], None]
+) -> Callable[[bytes], Any]:
+    """`decode`, then `check` of the message it made (which raises to refuse it)."""
+
+    def decode_and_check(raw: bytes) -> Any:
+        request = decode(raw)
+        check(request)
+        return request
+
+    return decode_and_check
+
+
 async def _decode_each(
     raw_messages: AsyncIterator[bytes], decode: Callable[[bytes], Any]
 ) -> AsyncIterator[Any]:
@@ -186,14 +201,20 @@ def wrap_handler(
     wrapper: CallWrapper,
     *,
     max_request_bytes: int | None = None,
+    check_request: Callable[[Any], None] | None = None,
 ) -> grpc.RpcMethodHandler[Any, Any]:
     """The same handler with every invocation run inside `wrapper`; with
     `max_request_bytes`, taking request bytes that the wrapper's call of the
-    behaviour decodes (see the module)."""
+    behaviour decodes, and then checks with `check_request` if given (see the
+    module; a handler without it decodes as before, at no extra cost)."""
     decode: Decode | None = None
     deserializer = handler.request_deserializer
+    if check_request is not None and (max_request_bytes is None or handler.request_streaming):
+        raise ValueError("check_request needs a decoded request of one message")
     if max_request_bytes is not None:
         decode = request_decoder(deserializer, max_request_bytes)
+        if check_request is not None:
+            decode = _checked(decode, check_request)
         if handler.request_streaming:
             decode = _stream_decoder(decode)
         deserializer = None

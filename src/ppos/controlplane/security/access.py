@@ -5,9 +5,14 @@ Every RPC of our services carries a `(ppos.controlplane.auth.v1.access)`
 option; the table below is built from the descriptor pool, so a method
 without a rule is refused, and the rule a reviewer reads in the .proto is the
 rule the edge enforces: the principal kinds allowed, the least role a named
-operator needs (`min_role`, ADMIN when unset), and the largest request the
-method accepts (`max_request_bytes`, DEFAULT_MAX_REQUEST_BYTES unless the
-option names more).
+operator needs (`min_role`, ADMIN when unset), the request fields that need
+more when they are set (`field_roles`), and the largest request the method
+accepts (`max_request_bytes`, DEFAULT_MAX_REQUEST_BYTES unless the option
+names more).
+
+A field role naming a field the request does not have, or one that cannot be
+named, stops the server from starting (AccessRuleError): a rule that matched
+nothing would let every role set the field.
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from google.protobuf import descriptor_pool
-from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
+from google.protobuf.message import Message
 
 from ppos.controlplane.auth.v1 import access_pb2
 from ppos.controlplane.security.principal import OperatorRole, PrincipalKind
@@ -52,10 +58,32 @@ OPEN_METHODS = frozenset(
 )
 
 
+class AccessRuleError(ValueError):
+    """An access option the server cannot enforce as written (raised at start-up)."""
+
+
+@dataclass(frozen=True)
+class FieldRule:
+    """A request field an operator needs `min_role` to set (access.proto's
+    FieldAccess). `presence`: the field is set when present (a message or an
+    `optional` field); otherwise when it holds other than its default, which
+    for every proto3 scalar is the one falsy value."""
+
+    field: str
+    min_role: OperatorRole
+    presence: bool = False
+
+    def is_set(self, request: Message) -> bool:
+        if self.presence:
+            return request.HasField(self.field)
+        return bool(getattr(request, self.field))
+
+
 @dataclass(frozen=True)
 class MethodRule:
-    """Principal kinds allowed on one method, the least role an operator needs,
-    and the largest request it takes (in bytes, checked before the request is
+    """Principal kinds allowed on one method, the least role an operator needs
+    (and the fields that need more, checked once the request is decoded), and
+    the largest request it takes (in bytes, checked before the request is
     decoded); `service` is the callee's audience."""
 
     method: str
@@ -64,6 +92,7 @@ class MethodRule:
     mutating: bool = False
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     min_role: OperatorRole = OperatorRole.ADMIN
+    field_roles: tuple[FieldRule, ...] = ()
 
     @cached_property
     def open(self) -> bool:  # asked on every call: worked out once per rule
@@ -123,6 +152,31 @@ def rules_of(service: ServiceDescriptor) -> list[MethodRule]:
                 access.mutating,
                 access.max_request_bytes or DEFAULT_MAX_REQUEST_BYTES,
                 _ROLE_BY_PROTO.get(access.min_role, OperatorRole.ADMIN),
+                field_rules(method, access.field_roles),
             )
         )
     return rules
+
+
+def field_rules(
+    method: MethodDescriptor, entries: Iterable[access_pb2.FieldAccess]
+) -> tuple[FieldRule, ...]:
+    """The option's `field_roles`, each checked against the method's request
+    message: a field it does not have, a repeated or map field, one named twice,
+    or any field of a request stream is an AccessRuleError."""
+    rules: list[FieldRule] = []
+    fields = method.input_type.fields_by_name
+    for entry in entries:
+        where = f"{method.full_name}: field_roles names {entry.field!r}"
+        if method.client_streaming:
+            raise AccessRuleError(f"{where}, but the method takes a stream of requests")
+        field = fields.get(entry.field)
+        if field is None:
+            raise AccessRuleError(f"{where}, which {method.input_type.full_name} does not have")
+        if field.is_repeated:  # maps too: what would "set" mean for one entry of many
+            raise AccessRuleError(f"{where}, a repeated field; only singular fields can be")
+        if any(rule.field == entry.field for rule in rules):
+            raise AccessRuleError(f"{where} twice")
+        role = _ROLE_BY_PROTO.get(entry.min_role, OperatorRole.ADMIN)
+        rules.append(FieldRule(entry.field, role, field.has_presence))
+    return tuple(rules)

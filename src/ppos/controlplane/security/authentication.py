@@ -5,7 +5,9 @@ the control token (the break-glass admin) in constant time, a named operator's
 credential through a cache over the operators table, a node credential, a
 PREFLIGHT_JWT (its request binding and jti are checked by the edge against the
 call), or an enrollment token (checked by EnrollNode). Then whether that
-principal may call the method, by the contract's access rule and role.
+principal may call the method, by the contract's access rule and role, and,
+once the edge has decoded the request, whether it may set the fields it sets
+(the rule's field roles).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from ppos.controlplane.core.errors import (
 )
 from ppos.controlplane.core.ids import request_id
 from ppos.controlplane.core.validation import REQUEST_ID
-from ppos.controlplane.security.access import MethodRule
+from ppos.controlplane.security.access import FieldRule, MethodRule
 from ppos.controlplane.security.claims import (
     NODE_TYP,
     PREFLIGHT_TYP,
@@ -99,6 +101,20 @@ def replayed_token() -> Unauthenticated:
     return Unauthenticated(
         "credential rejected: this PREFLIGHT_JWT was already used", reason="TOKEN_REPLAYED"
     )
+
+
+class FieldRoleRequired(PermissionDenied):
+    """An operator whose role is below that of a field its request sets: refused
+    by the edge like a role the method needs (see EdgeAuthenticator.authorize_request)."""
+
+    def __init__(self, rule: MethodRule, field: FieldRule, role: OperatorRole) -> None:
+        method, needed = rule.method.rpartition("/")[2], field.min_role.label
+        super().__init__(
+            f"{method} with {field.field} needs the {needed} role;"
+            f" this credential has {role.label}",
+            reason="ROLE_REQUIRED",
+            metadata={"required_role": needed, "role": role.label, "field": field.field},
+        )
 
 
 def _first(metadata: Sequence[Any], key: str) -> list[str]:
@@ -184,6 +200,16 @@ class EdgeAuthenticator:
                 reason="ROLE_REQUIRED",
                 metadata={"required_role": needed, "role": role.label},
             )
+
+    def authorize_request(self, principal: Principal, rule: MethodRule, request: Any) -> None:
+        """Refuse an operator whose role is below that of a field `request` (decoded)
+        sets; asked only on methods with field roles."""
+        role = principal.role
+        if role is None:  # not an operator: peers, nodes, anonymous
+            return
+        for field in rule.field_roles:
+            if role < field.min_role and field.is_set(request):
+                raise FieldRoleRequired(rule, field, role)
 
     def authenticate(self, metadata: Sequence[Any], rule: MethodRule) -> Principal:
         return self.authenticate_call(metadata, rule)[0]

@@ -18,8 +18,12 @@ on a mutating method, that its `jti` is used for the first time by any
 replica (a ReplayLedger); only then check the request's size against the
 method's limit and decode it (grpc.aio hands the edge bytes; see
 core/handlers.py), refusing a body too large or undecodable
-with INVALID_ARGUMENT; run the handler with the principal and request id bound
-in contextvars and a context whose metadata no longer holds the credential.
+with INVALID_ARGUMENT; on a method whose rule has field roles, refuse an
+operator whose role is below that of a field the decoded request sets
+(PERMISSION_DENIED, as for the method's role; only those methods are wrapped
+in the check, chosen at registration, so the others pay nothing for it); run
+the handler with the principal and request id bound in contextvars and a
+context whose metadata no longer holds the credential.
 
 A refusal or failure is answered by setting the call's status and returning,
 not by `context.abort()` (see core/handlers.end_with): abort left a cycle
@@ -49,6 +53,7 @@ from ppos.controlplane.security.access import AccessTable, MethodRule
 from ppos.controlplane.security.authentication import (
     CREDENTIAL_KEYS,
     EdgeAuthenticator,
+    FieldRoleRequired,
     OperatorLookupPending,
     ReplayLedger,
     pasted_credential,
@@ -235,6 +240,9 @@ class _Guard(CallWrapper):
 
     def _fail(self, context: Any, exc: BaseException, request_id: str) -> None:
         """Answer the call with the status `exc` maps to (a bug: INTERNAL)."""
+        if isinstance(exc, FieldRoleRequired):  # raised as the request was decoded
+            self._refuse(context, exc, request_id)
+            return
         if isinstance(exc, NotImplementedError):
             context.set_code(grpc.StatusCode.UNIMPLEMENTED)
             context.set_details(f"{self._method} is not implemented by this server")
@@ -325,8 +333,21 @@ class EdgeGuard:
         here like any other (an undecodable body is INVALID_ARGUMENT, never UNKNOWN)."""
         rule = self.access.rule(method)
         return wrap_handler(
-            handler, _Guard(self, rule, method), max_request_bytes=rule.max_request_bytes
+            handler,
+            _Guard(self, rule, method),
+            max_request_bytes=rule.max_request_bytes,
+            check_request=self._field_check(rule) if rule.field_roles else None,
         )
+
+    def _field_check(self, rule: MethodRule) -> Callable[[Any], None]:
+        """The rule's field roles asked of each decoded request, for the principal
+        the guard bound to the call (run before the handler; see wrap_handler)."""
+        authorize_request = self.authenticator.authorize_request
+
+        def check(request: Any) -> None:
+            authorize_request(current_principal.get(), rule, request)
+
+        return check
 
 
 class GuardedServer(WrappingServer):

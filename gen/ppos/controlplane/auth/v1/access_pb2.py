@@ -25,17 +25,19 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&ppos/controlplane/auth/v1/access.proto\x12\x19ppos.controlplane.auth.v1\x1a google/protobuf/descriptor.proto\"\xaf\x01\n\x0cMethodAccess\x12\x37\n\x05\x61llow\x18\x01 \x03(\x0e\x32(.ppos.controlplane.auth.v1.PrincipalKind\x12\x10\n\x08mutating\x18\x02 \x01(\x08\x12\x19\n\x11max_request_bytes\x18\x03 \x01(\r\x12\x39\n\x08min_role\x18\x04 \x01(\x0e\x32\'.ppos.controlplane.auth.v1.OperatorRole*\xbf\x01\n\rPrincipalKind\x12\x1e\n\x1aPRINCIPAL_KIND_UNSPECIFIED\x10\x00\x12\x1c\n\x18PRINCIPAL_KIND_ANONYMOUS\x10\x01\x12\x1b\n\x17PRINCIPAL_KIND_OPERATOR\x10\x02\x12\x17\n\x13PRINCIPAL_KIND_NODE\x10\x03\x12!\n\x1dPRINCIPAL_KIND_ENROLLING_NODE\x10\x04\x12\x17\n\x13PRINCIPAL_KIND_PEER\x10\x05*|\n\x0cOperatorRole\x12\x1d\n\x19OPERATOR_ROLE_UNSPECIFIED\x10\x00\x12\x18\n\x14OPERATOR_ROLE_VIEWER\x10\x01\x12\x1a\n\x16OPERATOR_ROLE_OPERATOR\x10\x02\x12\x17\n\x13OPERATOR_ROLE_ADMIN\x10\x03:Y\n\x06\x61\x63\x63\x65ss\x12\x1e.google.protobuf.MethodOptions\x18\xb9\x8e\x03 \x01(\x0b\x32\'.ppos.controlplane.auth.v1.MethodAccessb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&ppos/controlplane/auth/v1/access.proto\x12\x19ppos.controlplane.auth.v1\x1a google/protobuf/descriptor.proto\"\xec\x01\n\x0cMethodAccess\x12\x37\n\x05\x61llow\x18\x01 \x03(\x0e\x32(.ppos.controlplane.auth.v1.PrincipalKind\x12\x10\n\x08mutating\x18\x02 \x01(\x08\x12\x19\n\x11max_request_bytes\x18\x03 \x01(\r\x12\x39\n\x08min_role\x18\x04 \x01(\x0e\x32\'.ppos.controlplane.auth.v1.OperatorRole\x12;\n\x0b\x66ield_roles\x18\x05 \x03(\x0b\x32&.ppos.controlplane.auth.v1.FieldAccess\"W\n\x0b\x46ieldAccess\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x39\n\x08min_role\x18\x02 \x01(\x0e\x32\'.ppos.controlplane.auth.v1.OperatorRole*\xbf\x01\n\rPrincipalKind\x12\x1e\n\x1aPRINCIPAL_KIND_UNSPECIFIED\x10\x00\x12\x1c\n\x18PRINCIPAL_KIND_ANONYMOUS\x10\x01\x12\x1b\n\x17PRINCIPAL_KIND_OPERATOR\x10\x02\x12\x17\n\x13PRINCIPAL_KIND_NODE\x10\x03\x12!\n\x1dPRINCIPAL_KIND_ENROLLING_NODE\x10\x04\x12\x17\n\x13PRINCIPAL_KIND_PEER\x10\x05*|\n\x0cOperatorRole\x12\x1d\n\x19OPERATOR_ROLE_UNSPECIFIED\x10\x00\x12\x18\n\x14OPERATOR_ROLE_VIEWER\x10\x01\x12\x1a\n\x16OPERATOR_ROLE_OPERATOR\x10\x02\x12\x17\n\x13OPERATOR_ROLE_ADMIN\x10\x03:Y\n\x06\x61\x63\x63\x65ss\x12\x1e.google.protobuf.MethodOptions\x18\xb9\x8e\x03 \x01(\x0b\x32\'.ppos.controlplane.auth.v1.MethodAccessb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ppos.controlplane.auth.v1.access_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PRINCIPALKIND']._serialized_start=282
-  _globals['_PRINCIPALKIND']._serialized_end=473
-  _globals['_OPERATORROLE']._serialized_start=475
-  _globals['_OPERATORROLE']._serialized_end=599
+  _globals['_PRINCIPALKIND']._serialized_start=432
+  _globals['_PRINCIPALKIND']._serialized_end=623
+  _globals['_OPERATORROLE']._serialized_start=625
+  _globals['_OPERATORROLE']._serialized_end=749
   _globals['_METHODACCESS']._serialized_start=104
-  _globals['_METHODACCESS']._serialized_end=279
+  _globals['_METHODACCESS']._serialized_end=340
+  _globals['_FIELDACCESS']._serialized_start=342
+  _globals['_FIELDACCESS']._serialized_end=429
 # @@protoc_insertion_point(module_scope)

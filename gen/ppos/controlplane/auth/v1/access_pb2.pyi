@@ -115,6 +115,7 @@ class MethodAccess(_message.Message):
     MUTATING_FIELD_NUMBER: _builtins.int
     MAX_REQUEST_BYTES_FIELD_NUMBER: _builtins.int
     MIN_ROLE_FIELD_NUMBER: _builtins.int
+    FIELD_ROLES_FIELD_NUMBER: _builtins.int
     mutating: _builtins.bool
     """Whether the method mutates state; mutating methods are audited."""
     max_request_bytes: _builtins.int
@@ -137,6 +138,18 @@ class MethodAccess(_message.Message):
     def allow(self) -> _containers.RepeatedScalarFieldContainer[Global___PrincipalKind.ValueType]:
         """Principal kinds allowed to call the method."""
 
+    @_builtins.property
+    def field_roles(self) -> _containers.RepeatedCompositeFieldContainer[Global___FieldAccess]:
+        """Request fields that need a higher role than the method when the request
+        sets them, for a method whose request is one message. The edge checks
+        them after it has decoded the request and before the handler runs, and
+        answers an operator whose role is below a set field's role with
+        PERMISSION_DENIED (reason ROLE_REQUIRED, the role needed, the caller's
+        role and the field in the error's metadata): nothing the field would do
+        is done. Other principal kinds are not affected, and the break-glass
+        control token is an admin.
+        """
+
     def __init__(
         self,
         *,
@@ -144,14 +157,52 @@ class MethodAccess(_message.Message):
         mutating: _builtins.bool = ...,
         max_request_bytes: _builtins.int = ...,
         min_role: Global___OperatorRole.ValueType = ...,
+        field_roles: _abc.Iterable[Global___FieldAccess] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow", b"allow", "max_request_bytes", b"max_request_bytes", "min_role", b"min_role", "mutating", b"mutating"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow", b"allow", "field_roles", b"field_roles", "max_request_bytes", b"max_request_bytes", "min_role", b"min_role", "mutating", b"mutating"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___MethodAccess: _TypeAlias = MethodAccess  # noqa: Y015
+
+@_typing.final
+class FieldAccess(_message.Message):
+    """FieldAccess is the least role an operator credential needs to set one
+    field of a method's request. The server refuses to start when a rule names
+    a field the request message does not have, or one that is not a singular
+    field (repeated and map fields cannot be named).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIELD_FIELD_NUMBER: _builtins.int
+    MIN_ROLE_FIELD_NUMBER: _builtins.int
+    field: _builtins.str
+    """A top-level field of the method's request message, by its name in the
+    .proto (`against_source`). The field is set when it holds a value other
+    than its default (true, a non-zero number or enum value, a non-empty
+    string or bytes) or, for a message field or an `optional` field, when it
+    is present.
+    """
+    min_role: Global___OperatorRole.ValueType
+    """The least role an operator needs to set the field. Unset means
+    OPERATOR_ROLE_ADMIN, as for the method's min_role.
+    """
+    def __init__(
+        self,
+        *,
+        field: _builtins.str = ...,
+        min_role: Global___OperatorRole.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["field", b"field", "min_role", b"min_role"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FieldAccess: _TypeAlias = FieldAccess  # noqa: Y015
 
 ACCESS_FIELD_NUMBER: _builtins.int
 access: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.MethodOptions, Global___MethodAccess]

@@ -1234,6 +1234,8 @@ class VerifyMirrorRequest(_message.Message):
     """Also read each region's feed back from its registry, through the same
     contract and metering as the sync, up to the mirror's cursor, and compare
     every synced revision's digest with the one the registry serves now.
+    Needs the operator role (a viewer setting it is refused before anything
+    is read).
     """
     max_divergences: _builtins.int
     """Most source divergences (and conflicts) listed per region (default 20, at

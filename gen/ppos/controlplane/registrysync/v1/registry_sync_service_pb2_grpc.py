@@ -178,8 +178,10 @@ class RegistrySyncServiceServicer:
         """VerifyMirror recomputes the selected regions' hash chains over their synced
         and quarantined records and checks them against the signed checkpoints,
         naming the first divergence of each region. With against_source it also
-        reads each region's feed back from its registry (metered, up to the
-        mirror's cursor) and compares the digests. Read-only.
+        reads each region's feed back from its registry (metered reads against
+        the external registries, up to the mirror's cursor) and compares the
+        digests: a viewer may verify the mirror, but against_source needs the
+        operator role. Read-only.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -65,8 +65,10 @@ class RegistrySyncServiceStub:
     """VerifyMirror recomputes the selected regions' hash chains over their synced
     and quarantined records and checks them against the signed checkpoints,
     naming the first divergence of each region. With against_source it also
-    reads each region's feed back from its registry (metered, up to the
-    mirror's cursor) and compares the digests. Read-only.
+    reads each region's feed back from its registry (metered reads against
+    the external registries, up to the mirror's cursor) and compares the
+    digests: a viewer may verify the mirror, but against_source needs the
+    operator role. Read-only.
     """
 
 @_typing.type_check_only
@@ -106,8 +108,10 @@ class RegistrySyncServiceAsyncStub(RegistrySyncServiceStub):
     """VerifyMirror recomputes the selected regions' hash chains over their synced
     and quarantined records and checks them against the signed checkpoints,
     naming the first divergence of each region. With against_source it also
-    reads each region's feed back from its registry (metered, up to the
-    mirror's cursor) and compares the digests. Read-only.
+    reads each region's feed back from its registry (metered reads against
+    the external registries, up to the mirror's cursor) and compares the
+    digests: a viewer may verify the mirror, but against_source needs the
+    operator role. Read-only.
     """
 
 class RegistrySyncServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -210,8 +214,10 @@ class RegistrySyncServiceServicer(metaclass=_abc_1.ABCMeta):
         """VerifyMirror recomputes the selected regions' hash chains over their synced
         and quarantined records and checks them against the signed checkpoints,
         naming the first divergence of each region. With against_source it also
-        reads each region's feed back from its registry (metered, up to the
-        mirror's cursor) and compares the digests. Read-only.
+        reads each region's feed back from its registry (metered reads against
+        the external registries, up to the mirror's cursor) and compares the
+        digests: a viewer may verify the mirror, but against_source needs the
+        operator role. Read-only.
         """
 
 def add_RegistrySyncServiceServicer_to_server(servicer: RegistrySyncServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
