@@ -11,6 +11,7 @@ import io
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -85,9 +86,20 @@ async def test_lists_merge_every_page_unless_limited(big_world: World) -> None:
     assert limited.json()["hasMore"] is True
 
 
+async def _once_led(world: World) -> Any:
+    """`sync status` once the scheduler has recorded its lead, which it takes as
+    the plane starts, not before the plane answers."""
+    for _ in range(100):
+        status = await world.ctl("-o", "json", "sync", "status")
+        assert status.code == 0, status.stderr
+        if "leader" in status.json():
+            return status
+        await asyncio.sleep(0.1)
+    raise AssertionError("the sync scheduler recorded no lead within 10 s")
+
+
 async def test_sync_status_sweep_jobs_and_payloads(world: World, tmp_path: Path) -> None:
-    before = await world.ctl("-o", "json", "sync", "status")
-    assert before.code == 0, before.stderr
+    before = await _once_led(world)
     (status,) = before.json()["statuses"]
     assert status["region"] == REGION
     assert before.json()["leader"]["name"] == "sync-leader"  # sync interval 0: still led
