@@ -1,5 +1,6 @@
 // The browser tabs of bench_portal's fan-out, in Node.js: TABS server-sent event
-// streams on one URL, each event's arrival time and the value its data shows.
+// streams on one URL, each event's arrival time, the value its data shows, and
+// which tab it reached (a tab keeps its number when it reconnects).
 //
 //   node bench/sse_tabs.mjs URL EVENT PATTERN TABS     (cookie in PPOS_BENCH_COOKIE)
 //
@@ -18,7 +19,7 @@ const [url, event, pattern, tabCount] = process.argv.slice(2);
 const shows = new RegExp(pattern, "s");
 const cookie = process.env.PPOS_BENCH_COOKIE || "";
 const agent = new http.Agent({ keepAlive: true, maxSockets: Infinity });
-const arrivals = []; // [seconds, value] of every tab's events
+const arrivals = []; // [seconds, value, tab] of every tab's events
 let delivered = 0;
 let cuts = 0; // streams the server ended while the tabs ran
 let stopping = false;
@@ -29,17 +30,17 @@ function now() {
   return Number(process.hrtime.bigint()) / 1e9;
 }
 
-function onEvent(block) {
+function onEvent(tab, block) {
   const lines = block.split("\n");
   if (!lines.includes(`event: ${event}`)) { return; }
   const at = now();
   const data = lines.filter((l) => l.startsWith("data: ")).map((l) => l.slice(6)).join("\n");
   const found = shows.exec(data);
-  arrivals.push([at, found ? Number(found[1]) : null]);
+  arrivals.push([at, found ? Number(found[1]) : null, tab]);
   delivered += 1;
 }
 
-function open() {
+function open(tab) {
   const request = http.get(url, { agent, headers: { cookie, accept: "text/event-stream" } }, (response) => {
     if (response.statusCode !== 200) {
       process.stderr.write(`tab: HTTP ${response.statusCode} for ${url}\n`);
@@ -48,7 +49,7 @@ function open() {
     if (opened === tabs) { process.stdout.write("ready\n"); }
     response.on("end", () => {
       requests.delete(request);
-      if (!stopping) { cuts += 1; open(); }
+      if (!stopping) { cuts += 1; open(tab); }
     });
     response.setEncoding("utf8");
     let buffer = "";
@@ -56,7 +57,7 @@ function open() {
       buffer += chunk.replace(/\r\n/g, "\n");
       let end;
       while ((end = buffer.indexOf("\n\n")) >= 0) {
-        onEvent(buffer.slice(0, end));
+        onEvent(tab, buffer.slice(0, end));
         buffer = buffer.slice(end + 2);
       }
     });
@@ -68,7 +69,7 @@ function open() {
 }
 
 const tabs = Number(tabCount);
-for (let i = 0; i < tabs; i += 1) { open(); }
+for (let i = 0; i < tabs; i += 1) { open(i); }
 
 readline.createInterface({ input: process.stdin }).on("line", (line) => {
   if (line === "start") {
