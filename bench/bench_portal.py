@@ -199,10 +199,10 @@ async def _fanout(
 ) -> tuple[list[float], int, int]:
     """N tabs on `path`; `change(k)` at `rate`; the latency of each tab's first event
     showing a change's value (k mod CAPACITY+1, `pattern`'s first group in the event)
-    from that change; the number of events delivered; and how many times the server ended a tab's stream
-    (cut for falling behind; the Node.js tabs reconnect and count them). The tabs are
-    SSE_CLIENT's. `settle`, awaited once the tabs are connected, holds the clock until
-    the server is in its steady state."""
+    from that change; the number of events delivered; and how many times the server
+    ended a tab's stream (cut for falling behind; the Node.js tabs reconnect and count
+    them). The tabs are SSE_CLIENT's. `settle`, awaited once the tabs are connected,
+    holds the clock until the server is in its steady state."""
     tabs = _node_tabs if SSE_CLIENT == "node" else _python_tabs
     async with tabs(plan, http, path, event, pattern, settle) as recording:
         changes: list[tuple[float, float, int]] = []  # (sent, returned, value)
