@@ -300,9 +300,7 @@ class _Kept:
 # A resource error's shared encodings, by error type, reason, message and metadata.
 _SHARED_PARTS = _Kept(4096)
 # Any.type_url (field 1) of an ErrorInfo, and a map entry's key (field 1) "request_id".
-_ERROR_INFO_URL = _field(
-    1, ("type.googleapis.com/" + error_details_pb2.ErrorInfo.DESCRIPTOR.full_name).encode()
-)
+_ERROR_INFO_URL = _field(1, _type_url(error_details_pb2.ErrorInfo()).encode())
 _REQUEST_ID_KEY = _field(1, b"request_id")
 # What a request id's ErrorInfo entry adds at most: key, value of MAX_ID_CHARS
 # (4 bytes of UTF-8 each at most), framing, and the details' grown length prefixes.

@@ -74,8 +74,10 @@ class _LoopPool:
         size: int,
         conninfo: tuple[Sequence[Any], dict[str, Any]],
         configure: Configure | None = None,
+        window: float = 0.0,
     ) -> None:
         self.loop = loop
+        self._window = window  # the coalescing window (see the module); 0: none
         self._configure = configure
         self.closed = False
         self._size = size
@@ -96,17 +98,20 @@ class _LoopPool:
         """Whether a statement now would wait for a connection."""
         return not self._idle and self._count >= self._size
 
-    def hot_for(self, key: Hashable, window: float) -> float:
+    def hot_for(self, key: Hashable) -> float:
         """How long a read of `key` waits for its window: 0 unless the same
-        statement was sent less than `window` ago."""
+        statement was sent less than the window ago."""
         last = self._sent.get(key)
         if last is None:
             return 0.0
-        return max(0.0, last + window - self.loop.time())
+        return max(0.0, last + self._window - self.loop.time())
 
-    def sending(self, key: Hashable, window: float) -> None:
+    def sending(self, key: Hashable) -> None:
         """Note that the statement `key` is being sent now; forget those sent
-        more than `window` ago (so at most the statements of one window are kept)."""
+        more than the window ago (so at most the statements of one window are kept)."""
+        window = self._window
+        if not window:
+            return
         now = self.loop.time()
         sent = self._sent
         sent.pop(key, None)
@@ -218,7 +223,9 @@ class LoopConnections:
         if pool is None or pool.loop is not loop or pool.closed:
             if pool is not None:
                 pool.close()
-            pool = self._pool = _LoopPool(loop, self._size, self._conninfo, self._configure)
+            pool = self._pool = _LoopPool(
+                loop, self._size, self._conninfo, self._configure, self._window
+            )
         return pool
 
     async def fetch(self, sql: str, params: Any, error: ErrorMaker) -> list[Any]:
@@ -227,17 +234,16 @@ class LoopConnections:
         the same statement waiting to be sent; a hot one waits for its window
         (see the module)."""
         pool = self._current()
-        window = self._window
-        if not window and not pool.busy():
+        if not self._window and not pool.busy():
             return await self._fetch(sql, params, error, None, 0.0)
         key = _read_key(sql, params)
         if key is None:
             return await self._fetch(sql, params, error, None, 0.0)
         shared = pool.waiting_reads.get(key)
         if shared is None:
-            delay = pool.hot_for(key, window) if window else 0.0
+            delay = pool.hot_for(key)
             if not delay and not pool.busy():
-                pool.sending(key, window)  # no read joins it: sent from here on
+                pool.sending(key)  # no read joins it: sent from here on
                 return await self._fetch(sql, params, error, None, 0.0)
             shared = pool.waiting_reads[key] = asyncio.ensure_future(
                 self._fetch(sql, params, error, key, delay)
@@ -261,8 +267,7 @@ class LoopConnections:
                 finally:  # sent from here on (or failed): later reads wait on their own
                     if shared_as is not None:
                         pool.waiting_reads.pop(shared_as, None)
-                        if self._window:
-                            pool.sending(shared_as, self._window)
+                        pool.sending(shared_as)
                         shared_as = None
             except psycopg.Error as exc:  # cannot connect: as the engine's pool would raise it
                 raise error(exc, False) from exc
