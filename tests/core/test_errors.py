@@ -416,6 +416,13 @@ def test_a_resource_errors_status_encoded_in_shared_parts_is_the_one_built_whole
         info = _details(whole)["ErrorInfo"]
         assert isinstance(info, error_details_pb2.ErrorInfo)
         assert info.metadata["request_id"] == clip(request_id, MAX_ID_CHARS)
+    # Another id of the same length takes the kept frame, with its own bytes in it.
+    error.metadata["request_id"] = request_id[:-2] + "zz"
+    assert _decoded(error.to_grpc_status()) == _decoded_proto(error.to_status_proto())
+    # A request id set before the other entries: the same status.
+    first = {"request_id": request_id}
+    error.metadata = {**first, **{k: v for k, v in error.metadata.items() if k != "request_id"}}
+    assert _decoded(error.to_grpc_status()) == _decoded_proto(error.to_status_proto())
     other = NotFound(error.resource_type, error.resource_name + "x")
     other.metadata["request_id"] = request_id
     assert _decoded(other.to_grpc_status()) == _decoded_proto(other.to_status_proto())

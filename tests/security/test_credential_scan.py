@@ -39,3 +39,23 @@ def test_ordinary_values_pass() -> None:
     ]
     for data in ordinary:
         assert not SCANNER.holds_credential(data), data[:40]
+
+
+def test_a_metadata_value_is_scanned_as_its_bytes_and_a_clean_one_remembered() -> None:
+    """Header values (text or bytes) get the answer their bytes get; a clean one
+    asked again is answered from memory, one holding a credential never is, and
+    what is remembered stays bounded."""
+    scanner = CredentialScanner(TOKEN)
+    agent = "grpc-python-asyncio/1.85.4 grpc-c/52.0.0 (linux; chttp2)"
+    for _ in range(2):
+        assert not scanner.value_holds_credential(agent)
+        assert not scanner.value_holds_credential(agent.encode())
+        assert scanner.value_holds_credential(f"x {TOKEN}")
+        assert scanner.value_holds_credential(f"x {TOKEN}".encode())
+        assert scanner.value_holds_credential("ppos_op_pasted")
+    assert agent in scanner._clean
+    assert f"x {TOKEN}" not in scanner._clean
+    for index in range(10_000):
+        assert not scanner.value_holds_credential(f"req-{index}")
+    assert len(scanner._clean) <= 256
+    assert scanner.value_holds_credential(f"x {TOKEN}")

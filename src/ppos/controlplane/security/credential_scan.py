@@ -27,6 +27,9 @@ import re
 _SHAPES = re.compile(rb"eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.|ppos_(?:ct|enroll|op)_")
 # How far from a run's ends a token is looked for (tag and length bytes, quotes...).
 _SLACK = 8
+# Header values found clean that are remembered: how many, and how long at most.
+_CLEAN_VALUES = 256
+_CLEAN_VALUE_CHARS = 256
 
 
 class CredentialScanner:
@@ -37,6 +40,24 @@ class CredentialScanner:
         self._digest = hashlib.sha256(control_token.encode()).digest()
         # RFC 6750 b64token characters: all a control token may hold.
         self._runs = re.compile(rb"[A-Za-z0-9._~+/=-]{%d,}" % self._length)
+        # Header values found clean: a client sends the same user-agent on every
+        # call. Not secrets (a value holding a credential is never kept).
+        self._clean: set[str | bytes] = set()
+
+    def value_holds_credential(self, value: str | bytes) -> bool:
+        """`holds_credential` of a metadata value (text or bytes); the answer for
+        a short clean value is remembered, the oldest forgotten all at once."""
+        clean = self._clean
+        if value in clean:
+            return False
+        data = value if isinstance(value, bytes) else value.encode("utf-8", "surrogatepass")
+        if self.holds_credential(data):
+            return True
+        if len(value) <= _CLEAN_VALUE_CHARS:
+            if len(clean) >= _CLEAN_VALUES:
+                clean.clear()
+            clean.add(value)
+        return False
 
     def holds_credential(self, data: bytes) -> bool:
         if len(data) < 12:  # shorter than the shortest shape below

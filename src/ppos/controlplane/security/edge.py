@@ -185,10 +185,7 @@ class _Guard(CallWrapper):
         if isinstance(request, bytes) and scanner.holds_credential(request):
             return pasted_credential()
         for key, value in metadata:
-            if key in CREDENTIAL_KEYS:
-                continue
-            data = value if isinstance(value, bytes) else value.encode("utf-8", "surrogatepass")
-            if scanner.holds_credential(data):
+            if key not in CREDENTIAL_KEYS and scanner.value_holds_credential(value):
                 return pasted_credential()
         return None
 

@@ -10,6 +10,13 @@ parsed at all (a JSON value a driver did parse is keyed by its canonical
 text). The key is the whole row, so a row that changed in any column is
 converted anew; at most `size` products are kept, the oldest dropped first.
 Products are shared: callers copy them into their replies and never change them.
+
+The rows a driver returned are never changed either, and a SQLite read whose
+database did not change hands back the very list it returned before
+(`storage.sqlite_results`): so the products of the last rows made into
+products are kept with them, and the same list asked again gets the same list
+of products without a key made or looked up per row (a page of ten tenants
+read again and again, the hottest list).
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ _TEXT = (str, bytes, type(None))
 class ConvertedRows:
     """Products of `convert` by raw row, at most `size` of them."""
 
-    __slots__ = ("_convert", "_json_columns", "_lock", "_memo", "_size")
+    __slots__ = ("_convert", "_json_columns", "_last", "_lock", "_memo", "_size")
 
     def __init__(self, convert: Convert, size: int, json_columns: tuple[int, ...]) -> None:
         self._convert = convert
@@ -37,8 +44,16 @@ class ConvertedRows:
         # A statement is shared by every loop and thread of the process (tests run
         # several): dropping the oldest while another thread adds would fail.
         self._lock = threading.Lock()
+        # The last rows made into products, and those products: one tuple, so a
+        # thread reading it never pairs one call's rows with another's products.
+        # Holding the rows keeps their identity from being reused.
+        self._last: tuple[Sequence[Any], list[Any]] = ((), [])
 
     def products(self, raw_rows: Sequence[Any], make_row: Callable[[Any], Any]) -> list[Any]:
+        """What `convert` makes of each of `raw_rows`; a list shared like its items."""
+        last_rows, last_products = self._last
+        if raw_rows is last_rows:
+            return last_products
         memo = self._memo
         products = []
         for raw in raw_rows:
@@ -51,6 +66,7 @@ class ConvertedRows:
                         del memo[next(iter(memo))]
                     memo[key] = product
             products.append(product)
+        self._last = (raw_rows, products)
         return products
 
     def _key(self, raw: Any) -> tuple[Any, ...]:
