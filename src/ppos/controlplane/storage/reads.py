@@ -279,7 +279,9 @@ class QuickReads:
         is busy."""
         results: UnchangedResults | None = getattr(self._local, "unchanged", None)
         if results is None:
-            results = self._local.unchanged = UnchangedResults(self._sqlite(busy_timeout_ms=0))
+            results = self._local.unchanged = UnchangedResults(
+                self._sqlite(busy_timeout_ms=0), database=self._sqlite_file
+            )
         try:
             raw = results.rows(compiled.sql, compiled.parameters(values))
         except sqlite3.Error as exc:
