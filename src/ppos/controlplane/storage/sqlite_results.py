@@ -67,7 +67,7 @@ class WalIndexHeader:
 class UnchangedResults:
     """Rows of one read-only connection's statements, kept while the database is unchanged."""
 
-    __slots__ = ("_connection", "_database", "_header", "_rows", "_size", "_version", "_wal_index")
+    __slots__ = ("_connection", "_header", "_rows", "_size", "_to_map", "_version", "_wal_index")
 
     def __init__(
         self, connection: sqlite3.Connection, size: int = 256, *, database: str | None = None
@@ -78,7 +78,8 @@ class UnchangedResults:
         self._size = size
         self._rows: dict[Hashable, list[Any]] = {}
         self._version: int | None = None
-        self._database = database
+        # The database whose WAL-index header is still to be mapped (None once tried).
+        self._to_map = database
         self._wal_index: WalIndexHeader | None = None
         self._header: bytes | None = None
 
@@ -95,8 +96,8 @@ class UnchangedResults:
             if version != self._version:
                 self._rows.clear()
                 self._version = version
-            if wal_index is None and self._database is not None:
-                self._watch(self._database)
+            if self._to_map is not None:
+                self._watch(self._to_map)
         key = (sql, params)
         try:
             found = self._rows.get(key)
@@ -111,7 +112,7 @@ class UnchangedResults:
 
     def _watch(self, database: str) -> None:
         """Map the WAL-index header now that the connection has read; tried once."""
-        self._database = None
+        self._to_map = None
         try:
             self._wal_index = WalIndexHeader(database)
         except (OSError, ValueError):  # not WAL mode, or no shared-memory file
